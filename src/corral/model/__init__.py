@@ -1,0 +1,1 @@
+"""Resource types, quantities, names and validation: the vocabulary every other layer speaks."""

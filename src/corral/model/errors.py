@@ -1,0 +1,113 @@
+"""corral's one error tree.
+
+Every layer raises these; adapters (``store/`` for etcd, ``runtime/`` for containerd) translate
+their library's errors at the boundary so nothing above them sees a raw ``GRPCError``. The API
+turns each into the contract's error body: ``{"error": {"code", "reason", "message", "details"}}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    """One bad field: its dotted path (``spec.resources.limits.memory``) and what is wrong with it."""
+
+    field: str
+    message: str
+
+
+class CorralError(Exception):
+    """Base of every error corral raises on purpose. ``code`` is the HTTP status it maps to."""
+
+    code = 500
+    reason = "InternalError"
+
+    def __init__(self, message: str, *, details: Sequence[FieldError] = ()) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = tuple(details)
+
+    def to_body(self) -> dict[str, object]:
+        return {
+            "error": {
+                "code": self.code,
+                "reason": self.reason,
+                "message": self.message,
+                "details": [{"field": d.field, "message": d.message} for d in self.details],
+            }
+        }
+
+
+class BadRequest(CorralError):
+    code = 400
+    reason = "BadRequest"
+
+
+class Unauthorized(CorralError):
+    code = 401
+    reason = "Unauthorized"
+
+
+class Forbidden(CorralError):
+    code = 403
+    reason = "Forbidden"
+
+
+class NotFound(CorralError):
+    code = 404
+    reason = "NotFound"
+
+
+class MethodNotAllowed(CorralError):
+    code = 405
+    reason = "MethodNotAllowed"
+
+
+class Conflict(CorralError):
+    """A write lost a compare-and-swap: the object changed since it was read."""
+
+    code = 409
+    reason = "Conflict"
+
+
+class AlreadyExists(Conflict):
+    reason = "AlreadyExists"
+
+
+class Gone(CorralError):
+    """The requested revision was compacted away; list again and watch from the new revision."""
+
+    code = 410
+    reason = "Expired"
+
+
+class TooLarge(CorralError):
+    code = 413
+    reason = "RequestEntityTooLarge"
+
+
+class UnsupportedMediaType(CorralError):
+    code = 415
+    reason = "UnsupportedMediaType"
+
+
+class Invalid(CorralError):
+    """The input is well-formed but wrong; ``details`` names every bad field."""
+
+    code = 422
+    reason = "Invalid"
+
+
+class Unavailable(CorralError):
+    """A part corral depends on (etcd, containerd, a registry, a node) cannot be reached now."""
+
+    code = 503
+    reason = "ServiceUnavailable"
+
+
+class Timeout(Unavailable):
+    code = 504
+    reason = "Timeout"

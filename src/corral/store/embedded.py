@@ -1,0 +1,118 @@
+"""An embedded etcd: a child ``etcd`` process on free loopback ports with its data under a directory.
+
+``corral serve`` uses it when no ``--etcd`` is given, and the tests use it as their etcd. Two
+instances on one machine never collide: each picks its own free ports and its own data directory.
+The child is asked to stop with SIGTERM and killed if it does not within a few seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+from corral.model.errors import Unavailable
+
+INSTALL_HINT = "install it with `scripts/install-deps.sh` (Debian packages etcd-server etcd-client)"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class EmbeddedEtcd:
+    data_dir: Path
+    host: str = "127.0.0.1"
+    client_port: int = 0
+    peer_port: int = 0
+    log_path: Path | None = None
+    _proc: asyncio.subprocess.Process | None = field(default=None, repr=False)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.host}:{self.client_port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    async def start(self, *, timeout: float = 20.0) -> None:
+        binary = shutil.which("etcd") or ("/usr/bin/etcd" if os.path.exists("/usr/bin/etcd") else None)
+        if binary is None:
+            raise Unavailable(f"etcd is not installed; {INSTALL_HINT}")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.client_port = self.client_port or free_port(self.host)
+        self.peer_port = self.peer_port or free_port(self.host)
+        client = f"http://{self.host}:{self.client_port}"
+        peer = f"http://{self.host}:{self.peer_port}"
+        log_path = self.log_path or self.data_dir.parent / f"{self.data_dir.name}.log"
+        log = open(log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                binary,
+                "--name", "corral",
+                "--data-dir", str(self.data_dir),
+                "--listen-client-urls", client,
+                "--advertise-client-urls", client,
+                "--listen-peer-urls", peer,
+                "--initial-advertise-peer-urls", peer,
+                "--initial-cluster", f"corral={peer}",
+                "--initial-cluster-state", "new",
+                "--auto-compaction-mode", "periodic",
+                "--auto-compaction-retention", "1h",
+                "--quota-backend-bytes", str(8 * 1024**3),
+                "--logger", "zap",
+                "--log-outputs", "stderr",
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+        finally:
+            log.close()
+        await self._wait_healthy(timeout)
+
+    async def _wait_healthy(self, timeout: float) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        async with aiohttp.ClientSession() as http:
+            while True:
+                if self._proc is not None and self._proc.returncode is not None:
+                    raise Unavailable(f"etcd exited with code {self._proc.returncode}; see its log")
+                with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
+                    async with http.get(f"{self.endpoint}/health", timeout=aiohttp.ClientTimeout(1)) as r:
+                        if r.status == 200 and (await r.json(content_type=None)).get("health") == "true":
+                            return
+                if asyncio.get_running_loop().time() > deadline:
+                    raise Unavailable(f"etcd at {self.endpoint} did not become healthy in {timeout:.0f}s")
+                await asyncio.sleep(0.05)
+
+    async def stop(self, *, grace: float = 5.0) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), grace)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+
+    async def kill(self) -> None:
+        """SIGKILL the child (tests of crash recovery)."""
+        if self._proc is not None and self._proc.returncode is None:
+            self._proc.kill()
+            await self._proc.wait()
+        self._proc = None
