@@ -10,7 +10,7 @@ store cannot be reached.
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -87,7 +87,7 @@ class Store(Protocol):
         """Delete ``key`` (CAS when ``expected_revision``); the revision of the delete."""
         ...
 
-    async def batch(self, puts: list[Put]) -> list[int | None]:
+    async def batch(self, puts: Sequence[Put]) -> Sequence[int | None]:
         """Apply independent CAS writes in few round trips; per put, its new revision or None if it lost."""
         ...
 

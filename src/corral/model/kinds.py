@@ -1,0 +1,65 @@
+"""The kinds the API serves: their wire names, plural path segments, scope and Python types."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from corral.model.resources import (
+    Container,
+    Deployment,
+    Event,
+    Namespace,
+    NetworkPolicy,
+    Node,
+    Object,
+    Volume,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class KindInfo:
+    kind: str
+    plural: str
+    type: type[Object]
+    namespaced: bool
+    short_names: tuple[str, ...] = ()
+    #: whether ``status`` is written only through the ``/status`` subresource
+    status_subresource: bool = True
+
+    @property
+    def list_kind(self) -> str:
+        return f"{self.kind}List"
+
+    def key(self, namespace: str, name: str) -> str:
+        if self.namespaced:
+            return f"/corral/{self.plural}/{namespace}/{name}"
+        return f"/corral/{self.plural}/{name}"
+
+    def prefix(self, namespace: str = "") -> str:
+        if self.namespaced and namespace:
+            return f"/corral/{self.plural}/{namespace}/"
+        return f"/corral/{self.plural}/"
+
+
+KINDS: tuple[KindInfo, ...] = (
+    KindInfo("Namespace", "namespaces", Namespace, namespaced=False, short_names=("ns",), status_subresource=False),
+    KindInfo("Container", "containers", Container, namespaced=True, short_names=("c", "ctr", "pod", "pods")),
+    KindInfo("Node", "nodes", Node, namespaced=False, short_names=("no",)),
+    KindInfo("Deployment", "deployments", Deployment, namespaced=True, short_names=("deploy",)),
+    KindInfo("Volume", "volumes", Volume, namespaced=True, short_names=("vol",)),
+    KindInfo("NetworkPolicy", "networkpolicies", NetworkPolicy, namespaced=True, short_names=("netpol",),
+             status_subresource=False),
+    KindInfo("Event", "events", Event, namespaced=True, short_names=("ev",), status_subresource=False),
+)
+
+BY_KIND: dict[str, KindInfo] = {k.kind: k for k in KINDS}
+BY_PLURAL: dict[str, KindInfo] = {k.plural: k for k in KINDS}
+
+
+def lookup(word: str) -> KindInfo | None:
+    """A kind by any name a user may type: ``Container``, ``containers``, ``container``, ``ctr``."""
+    w = word.lower()
+    for k in KINDS:
+        if w in (k.kind.lower(), k.plural, *k.short_names):
+            return k
+    return None
