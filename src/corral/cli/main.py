@@ -5,12 +5,16 @@ from __future__ import annotations
 import click
 
 from corral import __version__
+from corral.cli.serve import serve
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="corral")
 def cli() -> None:
     """corral — a container orchestrator on etcd, containerd, runc and CNI."""
+
+
+cli.add_command(serve)
 
 
 def main() -> None:

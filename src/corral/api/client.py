@@ -1,0 +1,285 @@
+"""The async API client, used by the CLI, the agent and the simulator.
+
+``ApiClient`` speaks the contract over aiohttp: typed get/list/create/update/delete on the model's
+Structs, errors turned back into corral's error tree (a 409 from the server is a ``Conflict`` here,
+with the server's message and field details), and ``watch`` as an async iterator of typed events.
+It accepts several server URLs and moves to the next when one cannot be reached.
+
+``Reflector`` is the client side of an informer: list, then watch from the list's resourceVersion;
+on a dropped stream resume from the last revision seen, on 410 relist and replay the difference, so
+its handlers always see a consistent picture of the server's state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import aiohttp
+import msgspec
+
+from corral.model import errors
+from corral.model.kinds import BY_KIND, KindInfo
+from corral.model.resources import Object
+
+log = logging.getLogger(__name__)
+
+ObjT = TypeVar("ObjT", bound=Object)
+
+_BY_CODE: dict[int, type[errors.CorralError]] = {
+    400: errors.BadRequest, 401: errors.Unauthorized, 403: errors.Forbidden, 404: errors.NotFound,
+    405: errors.MethodNotAllowed, 409: errors.Conflict, 410: errors.Gone, 413: errors.TooLarge,
+    422: errors.Invalid, 503: errors.Unavailable, 504: errors.Timeout,
+}
+
+
+def error_from_body(status: int, body: bytes) -> errors.CorralError:
+    try:
+        err = msgspec.json.decode(body)["error"]
+        message = str(err.get("message", "")) or f"HTTP {status}"
+        details = [errors.FieldError(str(d.get("field", "")), str(d.get("message", ""))) for d in err.get("details") or []]
+        reason = str(err.get("reason", ""))
+    except Exception:
+        message, details, reason = body.decode(errors="replace").strip() or f"HTTP {status}", [], ""
+    cls = errors.AlreadyExists if reason == "AlreadyExists" else _BY_CODE.get(status, errors.CorralError)
+    return cls(message, details=details)
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent(Generic[ObjT]):
+    type: str  # ADDED | MODIFIED | DELETED
+    object: ObjT
+
+
+class _RawEvent(msgspec.Struct):
+    type: str
+    object: msgspec.Raw
+
+
+class ApiClient:
+    def __init__(self, servers: str | Sequence[str], token: str, *, timeout: float = 30.0) -> None:
+        self.servers = [servers] if isinstance(servers, str) else list(servers)
+        if not self.servers:
+            raise ValueError("at least one server URL is needed")
+        self.token = token
+        self.timeout = timeout
+        self._current = 0
+        self._session: aiohttp.ClientSession | None = None
+        self._decoders: dict[type, msgspec.json.Decoder[Any]] = {}
+
+    @property
+    def server(self) -> str:
+        return self.servers[self._current].rstrip("/")
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                headers={"Authorization": f"Bearer {self.token}"},
+                connector=aiohttp.TCPConnector(limit=64),
+                json_serialize=lambda o: msgspec.json.encode(o).decode(),
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def __aenter__(self) -> ApiClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _decode(self, body: bytes, tp: type[ObjT]) -> ObjT:
+        decoder = self._decoders.get(tp)
+        if decoder is None:
+            decoder = self._decoders[tp] = msgspec.json.Decoder(tp)
+        result: ObjT = decoder.decode(body)
+        return result
+
+    async def request(self, method: str, path: str, *, body: Any = None,
+                      params: dict[str, str] | None = None, timeout: float | None = None) -> bytes:
+        """One call; the raw response body. Moves to the next server when this one is unreachable."""
+        data = msgspec.json.encode(body) if body is not None else None
+        last: Exception | None = None
+        for _ in range(len(self.servers)):
+            url = self.server + path
+            try:
+                async with self._http().request(
+                    method, url, data=data, params=params,
+                    headers={"Content-Type": "application/json"} if data is not None else None,
+                    timeout=aiohttp.ClientTimeout(total=timeout or self.timeout),
+                ) as resp:
+                    payload = await resp.read()
+                    if resp.status >= 400:
+                        raise error_from_body(resp.status, payload)
+                    return payload
+            except (aiohttp.ClientConnectionError, TimeoutError) as e:
+                last = e
+                self._current = (self._current + 1) % len(self.servers)
+        raise errors.Unavailable(f"cannot reach the corral API at {', '.join(self.servers)}: {last}")
+
+    # --- typed calls --------------------------------------------------------------------------
+
+    @staticmethod
+    def _base(info: KindInfo, namespace: str) -> str:
+        return f"/namespaces/{namespace}/{info.plural}" if info.namespaced else f"/{info.plural}"
+
+    def _item(self, info: KindInfo, namespace: str, name: str) -> str:
+        return f"{self._base(info, namespace)}/{name}"
+
+    async def create(self, obj: ObjT, *, namespace: str = "") -> ObjT:
+        info = BY_KIND[obj.kind]
+        ns = namespace or obj.metadata.namespace or "default"
+        return self._decode(await self.request("POST", self._base(info, ns), body=obj), type(obj))
+
+    async def get(self, tp: type[ObjT], name: str, *, namespace: str = "default") -> ObjT:
+        info = BY_KIND[tp.KIND]
+        return self._decode(await self.request("GET", self._item(info, namespace, name)), tp)
+
+    async def update(self, obj: ObjT) -> ObjT:
+        info = BY_KIND[obj.kind]
+        path = self._item(info, obj.metadata.namespace or "default", obj.metadata.name)
+        return self._decode(await self.request("PUT", path, body=obj), type(obj))
+
+    async def update_status(self, obj: ObjT) -> ObjT:
+        info = BY_KIND[obj.kind]
+        path = self._item(info, obj.metadata.namespace or "default", obj.metadata.name) + "/status"
+        return self._decode(await self.request("PUT", path, body=obj), type(obj))
+
+    async def delete(self, tp: type[ObjT], name: str, *, namespace: str = "default",
+                     grace_period: int | None = None) -> ObjT:
+        info = BY_KIND[tp.KIND]
+        params = {"gracePeriodSeconds": str(grace_period)} if grace_period is not None else None
+        return self._decode(await self.request("DELETE", self._item(info, namespace, name), params=params), tp)
+
+    async def list(self, tp: type[ObjT], *, namespace: str | None = "default", label_selector: str = "",
+                   field_selector: str = "", page_size: int = 5000) -> tuple[list[ObjT], str]:
+        """Every matching object (following ``continue`` pages) and the list's resourceVersion."""
+        info = BY_KIND[tp.KIND]
+        path = self._base(info, namespace or "") if namespace or not info.namespaced else f"/{info.plural}"
+        list_type = _list_type(tp)
+        items: list[ObjT] = []
+        params = {"labelSelector": label_selector, "fieldSelector": field_selector, "limit": str(page_size)}
+        while True:
+            page = self._decode(await self.request("GET", path, params=params), list_type)
+            items.extend(page.items)
+            if not page.metadata.get("continue"):
+                return items, page.metadata.get("resourceVersion", "")
+            params["continue"] = page.metadata["continue"]
+
+    async def watch(self, tp: type[ObjT], *, namespace: str | None = "default", resource_version: str = "",
+                    label_selector: str = "", field_selector: str = "",
+                    on_bookmark: Callable[[str], None] | None = None) -> AsyncIterator[WatchEvent[ObjT]]:
+        """One watch stream of typed events. Raises Gone when resource_version is too old."""
+        info = BY_KIND[tp.KIND]
+        path = self._base(info, namespace or "") if namespace or not info.namespaced else f"/{info.plural}"
+        params = {"watch": "1", "resourceVersion": resource_version, "labelSelector": label_selector,
+                  "fieldSelector": field_selector}
+        try:
+            async with self._http().get(self.server + path, params=params,
+                                        timeout=aiohttp.ClientTimeout(total=None, sock_read=30)) as resp:
+                if resp.status >= 400:
+                    raise error_from_body(resp.status, await resp.read())
+                event_decoder = msgspec.json.Decoder(_RawEvent)
+                async for line in resp.content:
+                    if not line.strip():
+                        continue
+                    raw = event_decoder.decode(line)
+                    if raw.type == "BOOKMARK":
+                        if on_bookmark is not None:
+                            rv = msgspec.json.decode(raw.object).get("metadata", {}).get("resourceVersion", "")
+                            on_bookmark(rv)
+                        continue
+                    if raw.type == "ERROR":
+                        raise error_from_body(msgspec.json.decode(raw.object)["error"]["code"], bytes(raw.object))
+                    yield WatchEvent(raw.type, self._decode(bytes(raw.object), tp))
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as e:
+            self._current = (self._current + 1) % len(self.servers)
+            raise errors.Unavailable(f"the watch of {info.plural} was cut: {e}") from e
+
+
+class _ListOf(msgspec.Struct, Generic[ObjT]):
+    items: list[ObjT]
+    metadata: dict[str, str] = {}
+    kind: str = ""
+    apiVersion: str = ""
+
+
+def _list_type(tp: type[ObjT]) -> Any:
+    return _ListOf[tp]  # type: ignore[valid-type]
+
+
+class Reflector(Generic[ObjT]):
+    """Keeps ``objects`` equal to the server's matching objects and tells handlers what changed."""
+
+    def __init__(self, client: ApiClient, tp: type[ObjT], *, namespace: str | None = None,
+                 field_selector: str = "", label_selector: str = "",
+                 on_event: Callable[[str, ObjT], None] | None = None) -> None:
+        self.client = client
+        self.tp = tp
+        self.namespace = namespace
+        self.field_selector = field_selector
+        self.label_selector = label_selector
+        self.on_event = on_event or (lambda _t, _o: None)
+        self.objects: dict[tuple[str, str], ObjT] = {}
+        self.resource_version = ""
+        self.synced = asyncio.Event()
+        self.connected = asyncio.Event()
+
+    @staticmethod
+    def key(obj: Object) -> tuple[str, str]:
+        return (obj.metadata.namespace, obj.metadata.name)
+
+    async def _relist(self) -> None:
+        items, rv = await self.client.list(self.tp, namespace=self.namespace, label_selector=self.label_selector,
+                                           field_selector=self.field_selector)
+        fresh = {self.key(o): o for o in items}
+        for k, old in list(self.objects.items()):
+            if k not in fresh:
+                del self.objects[k]
+                self.on_event("DELETED", old)
+        for k, obj in fresh.items():
+            old_obj = self.objects.get(k)
+            self.objects[k] = obj
+            if old_obj is None:
+                self.on_event("ADDED", obj)
+            elif old_obj.metadata.resource_version != obj.metadata.resource_version:
+                self.on_event("MODIFIED", obj)
+        self.resource_version = rv
+        self.synced.set()
+
+    def _bookmark(self, rv: str) -> None:
+        self.resource_version = rv
+
+    async def run(self) -> None:
+        delay = 0.2
+        need_list = True
+        while True:
+            try:
+                if need_list:
+                    await self._relist()
+                    need_list = False
+                self.connected.set()
+                async for ev in self.client.watch(self.tp, namespace=self.namespace,
+                                                  resource_version=self.resource_version,
+                                                  field_selector=self.field_selector,
+                                                  label_selector=self.label_selector, on_bookmark=self._bookmark):
+                    delay = 0.2
+                    k = self.key(ev.object)
+                    if ev.type == "DELETED":
+                        self.objects.pop(k, None)
+                    else:
+                        self.objects[k] = ev.object
+                    self.resource_version = ev.object.metadata.resource_version
+                    self.on_event(ev.type, ev.object)
+            except errors.Gone:
+                need_list = True
+            except (errors.Unavailable, errors.CorralError) as e:
+                self.connected.clear()
+                log.debug("reflector for %s: %s; retrying in %.1fs", self.tp.__name__, e, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)

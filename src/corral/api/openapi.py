@@ -1,0 +1,111 @@
+"""The OpenAPI 3.1 document, generated from the model types and the routes actually served."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from corral import __version__
+from corral.model.kinds import KINDS, KindInfo
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _error_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {
+            "error": {
+                "type": "object",
+                "properties": {
+                    "code": {"type": "integer"},
+                    "reason": {"type": "string"},
+                    "message": {"type": "string"},
+                    "details": {
+                        "type": "array",
+                        "items": {"type": "object", "properties": {"field": {"type": "string"}, "message": {"type": "string"}}},
+                    },
+                },
+            }
+        },
+    }
+
+
+def _responses(ok: str, schema: dict[str, Any] | None, *codes: int) -> dict[str, Any]:
+    out: dict[str, Any] = {ok: {"description": "OK"}}
+    if schema is not None:
+        out[ok]["content"] = {"application/json": {"schema": schema}}
+    for code in codes:
+        out[str(code)] = {"description": "error", "content": {"application/json": {"schema": _ERROR}}}
+    return out
+
+
+def _paths_for(info: KindInfo) -> dict[str, Any]:
+    ref = {"$ref": f"#/components/schemas/{info.kind}"}
+    listing = {"type": "object", "properties": {"kind": {"type": "string"}, "metadata": {"type": "object"},
+                                                "items": {"type": "array", "items": ref}}}
+    params = [
+        {"name": "labelSelector", "in": "query", "schema": {"type": "string"}},
+        {"name": "fieldSelector", "in": "query", "schema": {"type": "string"}},
+        {"name": "watch", "in": "query", "schema": {"type": "string"}, "description": "1 to stream NDJSON watch events"},
+        {"name": "resourceVersion", "in": "query", "schema": {"type": "string"}},
+        {"name": "limit", "in": "query", "schema": {"type": "integer"}},
+        {"name": "continue", "in": "query", "schema": {"type": "string"}},
+        {"name": "timeoutSeconds", "in": "query", "schema": {"type": "integer"}},
+    ]
+    body = {"required": True, "content": {"application/json": {"schema": ref}}}
+    base = f"/namespaces/{{namespace}}/{info.plural}" if info.namespaced else f"/{info.plural}"
+    item = f"{base}/{{name}}"
+    paths: dict[str, Any] = {
+        base: {
+            "get": {"summary": f"List or watch {info.plural}", "parameters": params,
+                    "responses": _responses("200", listing, 400, 401, 403, 410)},
+            "post": {"summary": f"Create a {info.kind}", "requestBody": body,
+                     "responses": _responses("201", ref, 400, 401, 403, 404, 409, 413, 422)},
+        },
+        item: {
+            "get": {"summary": f"Read a {info.kind}", "responses": _responses("200", ref, 401, 403, 404)},
+            "put": {"summary": f"Replace a {info.kind} (spec and metadata; status is kept)", "requestBody": body,
+                    "responses": _responses("200", ref, 400, 401, 403, 404, 409, 413, 422)},
+            "delete": {"summary": f"Delete a {info.kind} (graceful while finalizers remain)",
+                       "responses": _responses("200", ref, 401, 403, 404, 409)},
+        },
+    }
+    if info.status_subresource:
+        paths[f"{item}/status"] = {
+            "put": {"summary": f"Replace a {info.kind}'s status", "requestBody": body,
+                    "responses": _responses("200", ref, 400, 401, 403, 404, 409, 422)}
+        }
+    if info.namespaced:
+        paths[f"/{info.plural}"] = {"get": {"summary": f"List or watch {info.plural} in all namespaces",
+                                            "parameters": params, "responses": _responses("200", listing, 400, 401, 403, 410)}}
+    return paths
+
+
+def document() -> dict[str, Any]:
+    _, components = msgspec.json.schema_components([k.type for k in KINDS], ref_template="#/components/schemas/{name}")
+    components["Error"] = _error_schema()
+    paths: dict[str, Any] = {}
+    for info in KINDS:
+        paths.update(_paths_for(info))
+    paths["/namespaces/{namespace}/containers/{name}/logs"] = {
+        "get": {"summary": "A container's log lines (tail, follow)",
+                "parameters": [{"name": "follow", "in": "query", "schema": {"type": "string"}},
+                               {"name": "tail", "in": "query", "schema": {"type": "integer"}}],
+                "responses": {"200": {"description": "log lines", "content": {"text/plain": {}}}}}
+    }
+    paths["/join"] = {"post": {"summary": "Exchange a join token for a node token",
+                               "responses": _responses("201", None, 400, 401, 403, 422)}}
+    for p in ("/healthz", "/readyz", "/metrics", "/openapi.json"):
+        paths[p] = {"get": {"responses": {"200": {"description": "OK"}}}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "corral", "version": __version__},
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}],
+        "paths": paths,
+    }

@@ -1,0 +1,457 @@
+"""The resource routes: create, get, list, watch, update, update status, delete — for every kind.
+
+One ``ResourceHandlers`` per kind serves its collection and item paths. Writes are single etcd
+transactions guarded by revisions: create only if absent, update only if unchanged since it was
+read (409 otherwise). ``spec`` and ``status`` have separate writers: a PUT of the object keeps the
+stored status, a PUT of ``/status`` keeps everything else. ``generation`` counts spec changes.
+Deletion is graceful while finalizers remain: ``deletionTimestamp`` is set and the object goes when
+the last finalizer is removed. Lists are read from etcd (consistent, paged with ``limit`` and
+``continue``); watches are served from the kind's watch cache.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from corral.api import codec, selectors
+from corral.api.auth import Identity
+from corral.api.watchcache import WatchCache, splice_rv
+from corral.model import validation
+from corral.model.errors import (
+    BadRequest,
+    Conflict,
+    CorralError,
+    FieldError,
+    Forbidden,
+    Gone,
+    Invalid,
+    NotFound,
+)
+from corral.model.kinds import BY_KIND, KindInfo
+from corral.model.resources import API_VERSION, Namespace, Object
+from corral.store import typed
+from corral.store.base import Compacted, Store
+
+BOOKMARK_SECONDS = 5.0
+MAX_LIMIT = 10_000
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _spec_bytes(obj: Object) -> bytes:
+    return codec.encode(obj.spec)
+
+
+def _parse_int(value: str, name: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise BadRequest(f"{name} must be a whole number, not {value!r}") from None
+    if n < 0:
+        raise BadRequest(f"{name} must not be negative")
+    return n
+
+
+def _encode_continue(key: str, revision: int) -> str:
+    return base64.urlsafe_b64encode(codec.encode({"k": key, "r": revision})).decode()
+
+
+def _decode_continue(token: str) -> tuple[str, int]:
+    try:
+        data = msgspec.json.decode(base64.urlsafe_b64decode(token.encode()))
+        return str(data["k"]), int(data["r"])
+    except Exception:
+        raise BadRequest("continue: the token is not one this server gave out; start the list again") from None
+
+
+class ResourceHandlers:
+    def __init__(self, *, store: Store, info: KindInfo, cache: WatchCache, namespaces: WatchCache) -> None:
+        self.store = store
+        self.info = info
+        self.cache = cache
+        self.namespaces = namespaces
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    def _ns(self, request: web.Request) -> str:
+        return request.match_info.get("namespace", "") if self.info.namespaced else ""
+
+    def _what(self, namespace: str, name: str) -> str:
+        where = f' in namespace "{namespace}"' if namespace else ""
+        return f'{self.info.kind.lower()} "{name}"{where}'
+
+    async def _read(self, namespace: str, name: str) -> tuple[Object, int]:
+        kv = await self.store.get(self.info.key(namespace, name))
+        if kv is None:
+            raise NotFound(f"{self._what(namespace, name)} not found")
+        return typed.decode(kv, self.info.type), kv.mod_revision
+
+    def _check_namespace(self, namespace: str) -> None:
+        if not self.info.namespaced:
+            return
+        entry = self.namespaces.objects.get(BY_KIND["Namespace"].key("", namespace))
+        if entry is None:
+            raise NotFound(f'namespace "{namespace}" not found; create it first: corral create namespace {namespace}')
+        ns = entry.obj
+        assert isinstance(ns, Namespace)
+        if ns.metadata.deletion_timestamp:
+            raise Forbidden(f'namespace "{namespace}" is being deleted; nothing new can be created in it')
+
+    def _decode_body(self, data: Any, namespace: str, *, name: str = "") -> Object:
+        body = codec.read_object_body(data)
+        meta = body.get("metadata")
+        errors: list[FieldError] = []
+        if isinstance(meta, dict):
+            given_ns = meta.get("namespace")
+            if self.info.namespaced and given_ns not in (None, "", namespace):
+                errors.append(FieldError("metadata.namespace", f"is {given_ns!r} but the path says {namespace!r}"))
+            if not self.info.namespaced and given_ns not in (None, ""):
+                errors.append(FieldError("metadata.namespace", f"{self.info.plural} are not namespaced; leave it out"))
+            if name and meta.get("name") not in (None, name):
+                errors.append(FieldError("metadata.name", f"is {meta.get('name')!r} but the path says {name!r}"))
+            if name and meta.get("name") is None:
+                meta["name"] = name
+            meta.pop("namespace", None)
+        if errors:
+            raise Invalid(f"{errors[0].field}: {errors[0].message}", details=errors)
+        obj = validation.decode(body, self.info)
+        obj.metadata.namespace = namespace
+        return obj
+
+    def _expected_revision(self, obj: Object, current: int) -> int:
+        rv = obj.metadata.resource_version
+        if not rv:
+            return current
+        try:
+            expected = int(rv)
+        except ValueError:
+            raise Invalid(
+                f"metadata.resourceVersion: {rv!r} is not a resourceVersion",
+                details=[FieldError("metadata.resourceVersion", "must be the resourceVersion string the server gave you")],
+            ) from None
+        if expected != current:
+            raise Conflict(self._conflict_message(obj))
+        return expected
+
+    def _conflict_message(self, obj: Object) -> str:
+        what = self._what(obj.metadata.namespace, obj.metadata.name)
+        return f"{what} has been modified since you read it; get it again and apply your change to the latest version"
+
+    # --- create -----------------------------------------------------------------------------
+
+    async def create(self, request: web.Request) -> web.Response:
+        namespace = self._ns(request)
+        obj = self._decode_body(await codec.read_json(request), namespace)
+        authorize_write(request["identity"], self.info, obj, verb="create")
+        self._check_namespace(namespace)
+        meta = obj.metadata
+        meta.uid = str(uuid.uuid4())
+        meta.creation_timestamp = now_rfc3339()
+        meta.generation = 1
+        meta.resource_version = ""
+        meta.deletion_timestamp = ""
+        if self.info.status_subresource and self.info.kind != "Node":
+            obj.status = type(obj.status)()
+        prepare_create(obj)
+        try:
+            revision = await self.store.create(self.info.key(namespace, meta.name), typed.encode(obj))
+        except Conflict:
+            raise Conflict(f"{self._what(namespace, meta.name)} already exists") from None
+        meta.resource_version = str(revision)
+        return codec.json_response(obj, status=201)
+
+    # --- get / list / watch -----------------------------------------------------------------
+
+    async def get(self, request: web.Request) -> web.Response:
+        namespace, name = self._ns(request), request.match_info["name"]
+        authorize_read(request["identity"], self.info, namespace=namespace, name=name)
+        kv = await self.store.get(self.info.key(namespace, name))
+        if kv is None:
+            raise NotFound(f"{self._what(namespace, name)} not found")
+        if request["identity"].role == "node":
+            authorize_node_object(request["identity"], typed.decode(kv, self.info.type))
+        return codec.raw_response(splice_rv(kv.value, kv.mod_revision))
+
+    def _predicate(self, request: web.Request) -> selectors.Predicate | None:
+        q = request.query
+        namespace = self._ns(request)
+        ns_pred: selectors.Predicate | None = None
+        if namespace:
+            ns_pred = lambda o: o.metadata.namespace == namespace  # noqa: E731
+        return selectors.combine(
+            ns_pred,
+            selectors.label_predicate(q.get("labelSelector", "")),
+            selectors.field_predicate(q.get("fieldSelector", ""), self.info),
+        )
+
+    async def list(self, request: web.Request) -> web.StreamResponse:
+        q = request.query
+        predicate = self._predicate(request)
+        authorize_list(request["identity"], self.info, q.get("fieldSelector", ""))
+        if q.get("watch", "") not in ("", "0", "false"):
+            return await self.watch(request, predicate)
+        limit = min(_parse_int(q["limit"], "limit"), MAX_LIMIT) if q.get("limit") else 0
+        start_after, revision = _decode_continue(q["continue"]) if q.get("continue") else ("", 0)
+        namespace = self._ns(request)
+        items: list[bytes] = []
+        more = False
+        if q.get("resourceVersion") == "0" and not limit:  # "any version": serve from the watch cache
+            await self.cache.wait_ready()
+            revision = self.cache.revision
+            items = [e.json for e in self.cache.matching(predicate)]
+        else:
+            try:
+                page = await self.store.list(self.info.prefix(namespace), limit=limit, start_after=start_after, revision=revision)
+            except Compacted:
+                raise Gone("continue: the list's revision was compacted; start the list again") from None
+            revision, more = page.revision, page.more
+            for kv in page.items:
+                if predicate is not None and not predicate(typed.decode(kv, self.info.type)):
+                    continue
+                items.append(splice_rv(kv.value, kv.mod_revision))
+            if more and page.items:
+                start_after = page.items[-1].key
+        meta: dict[str, str] = {"resourceVersion": str(revision)}
+        if more:
+            meta["continue"] = _encode_continue(start_after, revision)
+        head = codec.encode({"apiVersion": API_VERSION, "kind": self.info.list_kind, "metadata": meta})
+        body = head[:-1] + b',"items":[' + b",".join(items) + b"]}"
+        return codec.raw_response(body)
+
+    async def watch(self, request: web.Request, predicate: selectors.Predicate | None) -> web.StreamResponse:
+        q = request.query
+        cache = self.cache
+        await cache.wait_ready()
+        timeout = _parse_int(q["timeoutSeconds"], "timeoutSeconds") if q.get("timeoutSeconds") else 0
+        rv = q.get("resourceVersion", "")
+        initial: list[bytes] = []
+        if rv in ("", "0"):
+            from_revision = cache.revision
+            index = cache.end
+            initial = [b'{"type":"ADDED","object":%s}\n' % e.json for e in cache.matching(predicate)]
+        else:
+            from_revision = _parse_int(rv, "resourceVersion")
+            index = cache.start_index(from_revision)  # Gone → 410 before the stream starts
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson", "Cache-Control": "no-store"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        deadline = time.monotonic() + timeout if timeout else float("inf")
+        last_write = time.monotonic()
+        try:
+            if initial:
+                await response.write(b"".join(initial))
+            while time.monotonic() < deadline:
+                try:
+                    events, index = cache.events_from(index)
+                except Gone as e:
+                    await response.write(b'{"type":"ERROR","object":%s}\n' % codec.encode(e.to_body()))
+                    break
+                lines: list[bytes] = []
+                for ev in events:
+                    if ev.revision <= from_revision:
+                        continue
+                    was = ev.old is not None and (predicate is None or predicate(ev.old.obj))
+                    now = ev.new is not None and (predicate is None or predicate(ev.new.obj))
+                    if now and ev.new is not None:
+                        kind = b"MODIFIED" if was else b"ADDED"
+                        lines.append(b'{"type":"%s","object":%s}\n' % (kind, ev.new.json))
+                    elif was and ev.old is not None:
+                        gone = ev.old.json if ev.new is None else ev.new.json
+                        lines.append(b'{"type":"DELETED","object":%s}\n' % gone)
+                if lines:
+                    await response.write(b"".join(lines))
+                    last_write = time.monotonic()
+                elif time.monotonic() - last_write >= BOOKMARK_SECONDS:
+                    mark = {"kind": self.info.kind, "apiVersion": API_VERSION,
+                            "metadata": {"resourceVersion": str(cache.revision)}}
+                    await response.write(b'{"type":"BOOKMARK","object":%s}\n' % codec.encode(mark))
+                    last_write = time.monotonic()
+                wait = min(BOOKMARK_SECONDS - (time.monotonic() - last_write), deadline - time.monotonic())
+                if wait > 0 and index == cache.end:
+                    await cache.wait_changed(wait)
+        except (ConnectionResetError, ConnectionError):
+            pass
+        return response
+
+    # --- update -----------------------------------------------------------------------------
+
+    async def update(self, request: web.Request) -> web.Response:
+        namespace, name = self._ns(request), request.match_info["name"]
+        new = self._decode_body(await codec.read_json(request), namespace, name=name)
+        current, revision = await self._read(namespace, name)
+        authorize_update(request["identity"], self.info, current, new)
+        expected = self._expected_revision(new, revision)
+        meta, cur = new.metadata, current.metadata
+        meta.uid, meta.creation_timestamp = cur.uid, cur.creation_timestamp
+        meta.deletion_timestamp, meta.deletion_grace_period_seconds = cur.deletion_timestamp, cur.deletion_grace_period_seconds
+        meta.generation = cur.generation + (1 if _spec_bytes(new) != _spec_bytes(current) else 0)
+        if cur.deletion_timestamp and _spec_bytes(new) != _spec_bytes(current):
+            raise Forbidden(f"{self._what(namespace, name)} is being deleted; its spec can no longer change")
+        if self.info.status_subresource:
+            new.status = current.status
+        return await self._write(new, expected)
+
+    async def update_status(self, request: web.Request) -> web.Response:
+        namespace, name = self._ns(request), request.match_info["name"]
+        body = codec.read_object_body(await codec.read_json(request))
+        current, revision = await self._read(namespace, name)
+        authorize_status(request["identity"], self.info, current)
+        status_type = type(current.status)
+        try:
+            status = validation.convert(body.get("status", {}), status_type, path="status")
+        except Invalid:
+            raise
+        rv = body.get("metadata", {}).get("resourceVersion", "") if isinstance(body.get("metadata"), dict) else ""
+        current.metadata.resource_version = str(rv) if rv else ""
+        expected = self._expected_revision(current, revision)
+        current.status = status
+        return await self._write(current, expected)
+
+    async def _write(self, obj: Object, expected: int) -> web.Response:
+        key = self.info.key(obj.metadata.namespace, obj.metadata.name)
+        obj.metadata.resource_version = ""
+        if obj.metadata.deletion_timestamp and not obj.metadata.finalizers:
+            try:
+                await self.store.delete(key, expected_revision=expected)
+            except Conflict:
+                raise Conflict(self._conflict_message(obj)) from None
+            return codec.json_response(obj)
+        try:
+            revision = await self.store.update(key, typed.encode(obj), expected_revision=expected)
+        except Conflict:
+            raise Conflict(self._conflict_message(obj)) from None
+        obj.metadata.resource_version = str(revision)
+        return codec.json_response(obj)
+
+    # --- delete -----------------------------------------------------------------------------
+
+    async def delete(self, request: web.Request) -> web.Response:
+        namespace, name = self._ns(request), request.match_info["name"]
+        grace = request.query.get("gracePeriodSeconds")
+        for _ in range(5):
+            current, revision = await self._read(namespace, name)
+            authorize_delete(request["identity"], self.info, current)
+            try:
+                return await self._delete_once(current, revision, grace)
+            except Conflict:
+                continue
+        raise Conflict(f"{self._what(namespace, name)} keeps changing; try the delete again")
+
+    async def _delete_once(self, obj: Object, revision: int, grace: str | None) -> web.Response:
+        key = self.info.key(obj.metadata.namespace, obj.metadata.name)
+        meta = obj.metadata
+        if prepare_delete(obj) and not meta.finalizers:
+            await self.store.delete(key, expected_revision=revision)
+            meta.resource_version = str(revision)
+            return codec.json_response(obj)
+        if not meta.deletion_timestamp:
+            meta.deletion_timestamp = now_rfc3339()
+        if grace is not None:
+            meta.deletion_grace_period_seconds = _parse_int(grace, "gracePeriodSeconds")
+        meta.resource_version = ""
+        new_revision = await self.store.update(key, typed.encode(obj), expected_revision=revision)
+        meta.resource_version = str(new_revision)
+        return codec.json_response(obj, status=202)
+
+
+# --- kind-specific rules ---------------------------------------------------------------------
+
+AGENT_FINALIZER = "corral.io/agent"
+
+
+def prepare_create(obj: Object) -> None:
+    """Defaults that the server sets on create."""
+    if obj.kind == "Namespace":
+        obj.status.phase = "Active"  # type: ignore[union-attr]
+    if obj.kind == "Container" and AGENT_FINALIZER not in obj.metadata.finalizers:
+        obj.metadata.finalizers.append(AGENT_FINALIZER)  # the agent removes it once the container is gone
+
+
+def prepare_delete(obj: Object) -> bool:
+    """Adjust ``obj`` for deletion; True when it may be removed right away (no finalizers left)."""
+    meta = obj.metadata
+    if obj.kind == "Container" and AGENT_FINALIZER in meta.finalizers and not obj.spec.node:  # type: ignore[union-attr]
+        meta.finalizers = [f for f in meta.finalizers if f != AGENT_FINALIZER]  # never bound: no agent to wait for
+    if obj.kind == "Namespace":
+        obj.status.phase = "Terminating"  # type: ignore[union-attr]
+    return not meta.finalizers
+
+
+# --- authorization ---------------------------------------------------------------------------
+
+
+def _deny(identity: Identity, what: str) -> CorralError:
+    return Forbidden(f"{identity.name} may not {what}")
+
+
+def authorize_read(identity: Identity, info: KindInfo, *, namespace: str, name: str) -> None:
+    if identity.role == "admin":
+        return
+    if identity.role == "node" and info.kind in ("Container", "Node", "Volume", "Namespace"):
+        return
+    raise _deny(identity, f"read {info.plural}")
+
+
+def authorize_node_object(identity: Identity, obj: Object) -> None:
+    if obj.kind == "Container" and obj.spec.node != identity.node:  # type: ignore[union-attr]
+        raise _deny(identity, f"read containers bound to other nodes ({obj.metadata.namespace}/{obj.metadata.name})")
+
+
+def authorize_list(identity: Identity, info: KindInfo, field_selector: str) -> None:
+    if identity.role == "admin":
+        return
+    if identity.role == "node":
+        if info.kind == "Container" and field_selector.replace(" ", "") == f"spec.node={identity.node}":
+            return
+        if info.kind in ("Node", "Volume", "Namespace"):
+            return
+    raise _deny(identity, f"list {info.plural}" + (" except with fieldSelector=spec.node=<its node>" if info.kind == "Container" else ""))
+
+
+def authorize_write(identity: Identity, info: KindInfo, obj: Object, *, verb: str) -> None:
+    if identity.role == "admin":
+        return
+    if identity.role == "node":
+        if info.kind == "Node" and obj.metadata.name == identity.node:
+            return
+        if info.kind == "Event":
+            return
+    raise _deny(identity, f"{verb} {info.plural}")
+
+
+def authorize_update(identity: Identity, info: KindInfo, current: Object, new: Object) -> None:
+    if identity.role == "admin":
+        return
+    if identity.role == "node":
+        if info.kind == "Node" and current.metadata.name == identity.node:
+            return
+        # an agent removes its finalizer from a container bound to it, and changes nothing else
+        if info.kind == "Container" and current.spec.node == identity.node and _spec_bytes(current) == _spec_bytes(new):  # type: ignore[union-attr]
+            return
+    raise _deny(identity, f"update {info.plural}")
+
+
+def authorize_status(identity: Identity, info: KindInfo, current: Object) -> None:
+    if identity.role == "admin":
+        return
+    if identity.role == "node":
+        if info.kind == "Node" and current.metadata.name == identity.node:
+            return
+        if info.kind == "Container" and current.spec.node == identity.node:  # type: ignore[union-attr]
+            return
+    raise _deny(identity, f"update the status of {info.plural}" + (" bound to other nodes" if info.kind == "Container" else ""))
+
+
+def authorize_delete(identity: Identity, info: KindInfo, current: Object) -> None:
+    if identity.role == "admin":
+        return
+    raise _deny(identity, f"delete {info.plural}")

@@ -1,0 +1,181 @@
+"""The API server: the aiohttp application, its middleware, and the lifetime of its watch caches.
+
+``ApiServer`` owns one ``WatchCache`` per kind (the only etcd watches the API opens), the token
+store and the metrics. ``app()`` builds the aiohttp application: a single middleware authenticates
+(every path but ``/healthz`` and ``/readyz``), turns every ``CorralError`` into the contract's error
+body, maps aiohttp's own 404/405/413 to the same shape, and records metrics per route template.
+An unexpected exception is logged and answered 500 — a bug, never the answer to bad input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import msgspec
+from aiohttp import web
+
+from corral.api import codec
+from corral.api.auth import Identity, Tokens
+from corral.api.metrics import Metrics
+from corral.api.openapi import document
+from corral.api.resources import ResourceHandlers, now_rfc3339
+from corral.api.watchcache import WatchCache
+from corral.model import names
+from corral.model.errors import (
+    AlreadyExists,
+    BadRequest,
+    CorralError,
+    FieldError,
+    Forbidden,
+    Invalid,
+    MethodNotAllowed,
+    NotFound,
+    TooLarge,
+    Unavailable,
+)
+from corral.model.kinds import BY_KIND, KINDS
+from corral.model.resources import Namespace, ObjectMeta
+from corral.store import typed
+from corral.store.base import Store
+
+log = logging.getLogger(__name__)
+
+PUBLIC = frozenset({"/healthz", "/readyz"})
+DEFAULT_MAX_BODY = 3 * 1024 * 1024
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+LogsHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class JoinRequest(msgspec.Struct, forbid_unknown_fields=True):
+    node: str
+
+
+class ApiServer:
+    def __init__(self, store: Store, *, max_body: int = DEFAULT_MAX_BODY) -> None:
+        self.store = store
+        self.max_body = max_body
+        self.tokens = Tokens(store)
+        self.metrics = Metrics()
+        self.caches = {info.kind: WatchCache(store, info) for info in KINDS}
+        self.logs_handler: LogsHandler | None = None
+        self.metrics.gauge("corral_api_watch_cache_revision", "The newest revision the container watch cache has seen.",
+                           lambda: float(self.caches["Container"].revision))
+
+    async def run_caches(self) -> None:
+        """Keep every kind's watch cache filled; runs until cancelled."""
+        async with asyncio.TaskGroup() as tg:
+            for kind, cache in self.caches.items():
+                tg.create_task(cache.run(), name=f"watch-cache-{kind}")
+
+    async def ensure_default_namespace(self) -> None:
+        ns = Namespace(metadata=ObjectMeta(name="default", uid="default", creation_timestamp=now_rfc3339(), generation=1))
+        with contextlib.suppress(AlreadyExists):
+            await self.store.create(BY_KIND["Namespace"].key("", "default"), typed.encode(ns))
+
+    # --- the application --------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self.max_body, middlewares=[self._middleware])
+        app["max_body"] = self.max_body
+        r = app.router
+        ns_info = BY_KIND["Namespace"]
+        for info in KINDS:
+            h = ResourceHandlers(store=self.store, info=info, cache=self.caches[info.kind],
+                                 namespaces=self.caches["Namespace"])
+            base = f"/namespaces/{{namespace}}/{info.plural}" if info.namespaced else f"/{info.plural}"
+            r.add_get(base, h.list, allow_head=False)
+            r.add_post(base, h.create)
+            r.add_get(base + "/{name}", h.get, allow_head=False)
+            r.add_put(base + "/{name}", h.update)
+            r.add_delete(base + "/{name}", h.delete)
+            if info.status_subresource:
+                r.add_put(base + "/{name}/status", h.update_status)
+            if info.namespaced:
+                r.add_get(f"/{info.plural}", h.list, allow_head=False)
+        del ns_info
+        r.add_get("/namespaces/{namespace}/containers/{name}/logs", self._logs, allow_head=False)
+        r.add_post("/join", self._join)
+        r.add_get("/healthz", self._healthz, allow_head=False)
+        r.add_get("/readyz", self._readyz, allow_head=False)
+        r.add_get("/metrics", self._metrics, allow_head=False)
+        openapi = codec.encode(document())
+        r.add_get("/openapi.json", lambda _: self._static(openapi), allow_head=False)
+        return app
+
+    async def _static(self, body: bytes) -> web.Response:
+        return codec.raw_response(body)
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        start = time.perf_counter()
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        try:
+            if request.path not in PUBLIC:
+                request["identity"] = await self.tokens.authenticate(request.headers.get("Authorization"))
+            response = await handler(request)
+        except CorralError as e:
+            response = codec.error_response(e)
+        except web.HTTPException as e:
+            response = codec.error_response(_from_http(e, request))
+        except (ConnectionResetError, asyncio.CancelledError):
+            raise
+        except Exception as e:  # a bug: say so, keep serving
+            log.exception("%s %s failed", request.method, request.path)
+            response = codec.error_response(CorralError(f"internal error: {type(e).__name__}: {e}"))
+        self.metrics.observe(request.method, route, response.status, time.perf_counter() - start)
+        return response
+
+    # --- small routes -----------------------------------------------------------------------
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        waiting = [kind for kind, cache in self.caches.items() if not cache.ready.is_set()]
+        if waiting:
+            return web.Response(status=503, text=f"not ready: waiting for the {', '.join(waiting)} caches\n")
+        try:
+            await asyncio.wait_for(self.store.get("/corral/_health"), 2.0)
+        except (CorralError, TimeoutError) as e:
+            return web.Response(status=503, text=f"not ready: the store does not answer: {e}\n")
+        return web.Response(text="ok\n")
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        return web.Response(text=self.metrics.render(), content_type="text/plain", charset="utf-8")
+
+    async def _logs(self, request: web.Request) -> web.StreamResponse:
+        if self.logs_handler is None:
+            raise Unavailable("container logs are served through the node's agent, and no agent is connected")
+        return await self.logs_handler(request)
+
+    async def _join(self, request: web.Request) -> web.Response:
+        identity: Identity = request["identity"]
+        if identity.role not in ("join", "admin"):
+            raise Forbidden(f"{identity.name} may not join nodes; use the join token")
+        data = codec.read_object_body(await codec.read_json(request))
+        try:
+            body = msgspec.convert(data, JoinRequest)
+        except msgspec.ValidationError as e:
+            raise Invalid(str(e), details=[FieldError("node", "is required: the name of the joining node")]) from e
+        if problem := names.name_problem(body.node):
+            raise Invalid(f"node: {problem}", details=[FieldError("node", problem)])
+        token = await self.tokens.issue(Identity("node", body.node))
+        return codec.json_response({"node": body.node, "token": token}, status=201)
+
+
+def _from_http(e: web.HTTPException, request: web.Request) -> CorralError:
+    if e.status == 404:
+        return NotFound(f"no such path: {request.path} (see /openapi.json for the API's paths)")
+    if e.status == 405:
+        return MethodNotAllowed(f"{request.method} is not allowed on {request.path}")
+    if e.status == 413:
+        return TooLarge(f"the request body is larger than the limit of {request.app['max_body']} bytes")
+    if e.status < 500:
+        return BadRequest(e.text or e.reason)
+    return CorralError(e.text or e.reason)

@@ -1,0 +1,185 @@
+"""The API's watch cache: one etcd watch per kind, fanned out to every HTTP watcher.
+
+A ``WatchCache`` lists its kind once, then follows one store watch from the list's revision. It keeps
+the current objects (decoded, for selectors, and as JSON bytes with their resourceVersion spliced in,
+so nothing is encoded twice) and a window of recent events in one shared log. An HTTP watcher is a
+cursor into that log: it replays what it missed from its resourceVersion, then waits on a single
+shared "something changed" future — no queue per watcher, no etcd watch per client.
+
+Resuming from a revision older than the window answers ``Gone`` (410) and the client relists. When
+the store compacts under the cache, it relists and appends the difference to the log as ordinary
+ADDED/MODIFIED/DELETED events, so watchers stay consistent without noticing. A watcher that falls
+more than the window behind is cut off (its stream ends) and resumes like any client would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from corral.model.errors import Gone, Unavailable
+from corral.model.kinds import KindInfo
+from corral.model.resources import Object
+from corral.store import typed
+from corral.store.base import Compacted, EventType, Store
+
+log = logging.getLogger(__name__)
+
+_META = b'"metadata":{'
+
+
+def splice_rv(raw: bytes, revision: int) -> bytes:
+    """The stored JSON with ``metadata.resourceVersion`` put in, without decoding it."""
+    at = raw.find(_META)
+    if at < 0:  # pragma: no cover - every stored object has metadata
+        return raw
+    at += len(_META)
+    sep = b"" if raw[at : at + 1] == b"}" else b","
+    return b"%s\"resourceVersion\":\"%d\"%s%s" % (raw[:at], revision, sep, raw[at:])
+
+
+@dataclass(slots=True)
+class Entry:
+    obj: Object
+    json: bytes  # the API form, resourceVersion included
+    revision: int
+
+
+@dataclass(slots=True)
+class CacheEvent:
+    type: str  # ADDED | MODIFIED | DELETED
+    key: str
+    revision: int
+    new: Entry | None
+    old: Entry | None
+
+
+class WatchCache:
+    def __init__(self, store: Store, info: KindInfo, *, window: int = 50_000) -> None:
+        self.store = store
+        self.info = info
+        self.window = window
+        self.objects: dict[str, Entry] = {}
+        self.revision = 0
+        self.ready = asyncio.Event()
+        self._log: list[CacheEvent] = []
+        self._base = 0  # absolute index of self._log[0]
+        self._oldest = 0  # watches may resume from any revision >= this
+        self._changed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    # --- reading ------------------------------------------------------------------------------
+
+    @property
+    def end(self) -> int:
+        """Absolute index one past the newest event."""
+        return self._base + len(self._log)
+
+    def start_index(self, from_revision: int) -> int:
+        """The log index of the first event after ``from_revision``; Gone if that is no longer kept."""
+        if from_revision < self._oldest:
+            raise Gone(
+                f"resourceVersion {from_revision} is too old (the oldest kept for {self.info.plural} is "
+                f"{self._oldest}); list again and watch from the list's resourceVersion"
+            )
+        lo, hi = 0, len(self._log)
+        while lo < hi:  # first event with revision > from_revision
+            mid = (lo + hi) // 2
+            if self._log[mid].revision <= from_revision:
+                lo = mid + 1
+            else:
+                hi = mid
+        return self._base + lo
+
+    def events_from(self, index: int) -> tuple[list[CacheEvent], int]:
+        """Events from absolute ``index`` on, and the index after them. Gone if the watcher fell behind."""
+        if index < self._base:
+            raise Gone(f"watch fell more than {self.window} events behind; resume from your last resourceVersion")
+        return self._log[index - self._base :], self.end
+
+    async def wait_changed(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._changed), timeout)
+
+    async def wait_ready(self, timeout: float = 10.0) -> None:
+        try:
+            await asyncio.wait_for(self.ready.wait(), timeout)
+        except TimeoutError as e:
+            raise Unavailable(f"the {self.info.plural} cache is not ready (is etcd reachable?)") from e
+
+    def matching(self, predicate: Callable[[Object], bool] | None = None) -> list[Entry]:
+        return [e for e in self.objects.values() if predicate is None or predicate(e.obj)]
+
+    # --- filling ------------------------------------------------------------------------------
+
+    def _notify(self) -> None:
+        fut, self._changed = self._changed, asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+
+    def _append(self, event: CacheEvent) -> None:
+        self._log.append(event)
+        if len(self._log) > 2 * self.window:
+            cut = len(self._log) - self.window
+            self._oldest = self._log[cut - 1].revision
+            del self._log[:cut]
+            self._base += cut
+
+    def _entry(self, raw: bytes, revision: int) -> Entry:
+        obj = typed.decode_bytes(raw, self.info.type, revision=revision)
+        return Entry(obj, splice_rv(raw, revision), revision)
+
+    async def _relist(self) -> int:
+        page = await self.store.list(self.info.prefix())
+        fresh = {kv.key: self._entry(kv.value, kv.mod_revision) for kv in page.items}
+        if self.ready.is_set():  # a relist after compaction: tell watchers what changed meanwhile
+            for key, old in self.objects.items():
+                if key not in fresh:
+                    self._append(CacheEvent("DELETED", key, page.revision, None, old))
+            for key, new in fresh.items():
+                old_entry = self.objects.get(key)
+                if old_entry is None:
+                    self._append(CacheEvent("ADDED", key, page.revision, new, None))
+                elif old_entry.revision != new.revision:
+                    self._append(CacheEvent("MODIFIED", key, page.revision, new, old_entry))
+        else:
+            self._oldest = page.revision
+        self.objects = fresh
+        self.revision = page.revision
+        self._notify()
+        return page.revision
+
+    async def run(self) -> None:
+        """List, then follow the store's watch; relist on compaction or a lost watch. Runs until cancelled."""
+        delay = 0.1
+        while True:
+            try:
+                revision = await self._relist()
+                self.ready.set()
+                delay = 0.1
+                async for ev in self.store.watch(self.info.prefix(), from_revision=revision + 1):
+                    self._apply(ev.type, ev.key, ev.value, ev.revision)
+                    delay = 0.1
+            except Compacted:
+                log.info("%s watch compacted; relisting", self.info.plural)
+            except Unavailable as e:
+                log.warning("%s watch cache: %s; retrying in %.1fs", self.info.plural, e, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _apply(self, type_: EventType, key: str, value: bytes, revision: int) -> None:
+        old = self.objects.get(key)
+        if type_ is EventType.DELETE:
+            if old is None:
+                return
+            del self.objects[key]
+            gone = Entry(old.obj, splice_rv(value, revision) if value else old.json, revision)
+            gone.obj.metadata.resource_version = str(revision)
+            self._append(CacheEvent("DELETED", key, revision, None, gone))
+        else:
+            new = self._entry(value, revision)
+            self.objects[key] = new
+            self._append(CacheEvent("MODIFIED" if old else "ADDED", key, revision, new, old))
+        self.revision = max(self.revision, revision)
+        self._notify()

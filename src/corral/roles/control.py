@@ -1,0 +1,115 @@
+"""The control role: the API server (and, where elected, the scheduler and controllers) on etcd.
+
+``run_control`` owns the lifetime of everything the control plane needs: an embedded etcd when no
+endpoints are given, the store, the API's watch caches, the HTTP listener, the admin and join
+tokens in the data dir, and the client config the CLI reads. It returns when ``stop`` is set,
+after closing the listener (in-flight requests get a grace period), the caches and the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+from corral.api.auth import Identity
+from corral.api.server import ApiServer
+from corral.store.embedded import EmbeddedEtcd
+from corral.store.etcd import EtcdStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ControlConfig:
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 6443
+    etcd: list[str] = field(default_factory=list)
+    max_body: int = 3 * 1024 * 1024
+    policy: str = "spread"
+    join_token: str = ""
+    write_user_config: bool = True
+
+
+@dataclass
+class ControlPlane:
+    """What a running control role offers to the roles started beside it (``serve --all``)."""
+
+    url: str
+    admin_token: str
+    join_token: str
+    store: EtcdStore
+    api: ApiServer
+
+
+def user_config_path() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "corral" / "config.json"
+
+
+def _write_config(path: Path, server: str, token_file: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"server": server, "tokenFile": str(token_file)}, indent=2) + "\n")
+    os.chmod(tmp, 0o600)
+    tmp.replace(path)
+
+
+async def run_control(cfg: ControlConfig, *, stop: asyncio.Event,
+                      started: Callable[[ControlPlane], Coroutine[object, object, None]] | None = None) -> None:
+    data_dir = cfg.data_dir.resolve()
+    await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
+    etcd: EmbeddedEtcd | None = None
+    endpoints = list(cfg.etcd)
+    if not endpoints:
+        etcd = EmbeddedEtcd(data_dir=data_dir / "etcd", log_path=data_dir / "etcd.log")
+        await etcd.start()
+        endpoints = [etcd.endpoint]
+        log.info("embedded etcd at %s (pid %s)", etcd.endpoint, etcd.pid)
+    store = EtcdStore(endpoints)
+    runner: web.AppRunner | None = None
+    try:
+        api = ApiServer(store, max_body=cfg.max_body)
+        await api.ensure_default_namespace()
+        admin_token = await api.tokens.ensure_file(data_dir / "admin.token", Identity("admin"))
+        join_path = data_dir / "join.token"
+        if cfg.join_token:
+            await asyncio.to_thread(join_path.write_text, cfg.join_token + "\n")
+            await asyncio.to_thread(os.chmod, join_path, 0o600)
+        join_token = await api.tokens.ensure_file(join_path, Identity("join"))
+        async with asyncio.TaskGroup() as tg:
+            caches = tg.create_task(api.run_caches(), name="api-watch-caches")
+            runner = web.AppRunner(api.app(), access_log=None, shutdown_timeout=5.0)
+            await runner.setup()
+            site = web.TCPSite(runner, cfg.host, cfg.port, reuse_address=True)
+            await site.start()
+            url = f"http://{cfg.host}:{cfg.port}"
+            await asyncio.to_thread(_write_config, data_dir / "config.json", url, data_dir / "admin.token")
+            if cfg.write_user_config:
+                await asyncio.to_thread(_write_config, user_config_path(), url, data_dir / "admin.token")
+            log.info("API serving on %s (admin token in %s)", url, data_dir / "admin.token")
+            plane = ControlPlane(url=url, admin_token=admin_token, join_token=join_token, store=store, api=api)
+            tasks = [caches]
+            if started is not None:
+                tasks.append(tg.create_task(started(plane), name="control-started"))
+            await stop.wait()
+            log.info("control role stopping")
+            await runner.cleanup()
+            runner = None
+            for t in tasks:
+                t.cancel()
+    finally:
+        if runner is not None:
+            with contextlib.suppress(Exception):
+                await runner.cleanup()
+        await store.close()
+        if etcd is not None:
+            await etcd.stop()
