@@ -1,0 +1,110 @@
+"""One scheduling decision, as pure logic over the cache's node views: filter, sample, score, pick.
+
+``Selector.select`` walks the nodes once, starting where the previous decision stopped (so a
+sample covers every node over time, as kube-scheduler's ``nextStartNodeIndex`` does). Each node
+goes through the policy's filters (those that ``apply`` to this container) and, if it passes, is
+scored at once; the walk stops after ``feasible_to_find`` feasible nodes. That number adapts to the
+cluster's size like kube-scheduler's ``percentageOfNodesToScore``: all nodes below 100, else
+``50 - nodes/125`` percent of them (at least 5 %, at least 100 nodes). When no node is feasible the
+walk has seen every node, and the counted reasons make the Pending message:
+``0/3 nodes available: 2 insufficient memory, 1 not ready`` (most frequent reason first).
+
+Ties go to the first best node in walk order, which rotates, so equal nodes share the load.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from corral.scheduler.framework import ContainerRequest, NodeView, Policy
+
+MIN_FEASIBLE_TO_FIND = 100
+MIN_PERCENTAGE = 5
+
+
+def feasible_to_find(total: int, percentage: int = 0) -> int:
+    """How many feasible nodes to find before scoring stops, for ``total`` nodes.
+
+    ``percentage`` 0 is adaptive; 100 scores every node.
+    """
+    if total <= MIN_FEASIBLE_TO_FIND or percentage >= 100:
+        return total
+    if percentage <= 0:
+        percentage = max(MIN_PERCENTAGE, 50 - total // 125)
+    return min(total, max(MIN_FEASIBLE_TO_FIND, total * percentage // 100))
+
+
+def unschedulable_message(reasons: dict[str, int], total: int) -> str:
+    """``0/N nodes available: <count> <reason>, ...``, most frequent first, then by name."""
+    if not reasons:
+        return f"0/{total} nodes available"
+    parts = sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))
+    return f"0/{total} nodes available: " + ", ".join(f"{n} {r}" for r, n in parts)
+
+
+@dataclass(slots=True)
+class Decision:
+    node: str | None  # the chosen node, None when none is feasible
+    score: int = 0
+    seen: int = 0  # nodes walked
+    feasible: int = 0  # of which feasible (and scored)
+    reasons: dict[str, int] = field(default_factory=dict)  # rejection reasons counted
+    total: int = 0
+
+    @property
+    def message(self) -> str:
+        return unschedulable_message(self.reasons, self.total)
+
+
+class Selector:
+    """Decides placements for one policy; remembers where the last walk stopped."""
+
+    def __init__(self, policy: Policy, *, percentage: int = 0) -> None:
+        self.policy = policy
+        self.percentage = percentage
+        self._start = 0
+
+    def select(self, c: ContainerRequest, nodes: Sequence[NodeView]) -> Decision:
+        total = len(nodes)
+        decision = Decision(None, total=total)
+        if not total:
+            return decision
+        checks = tuple(f.filter for f in self.policy.filters if f.applies(c))
+        scorers = tuple((s.score, s.weight) for s in self.policy.scorers)
+        want = feasible_to_find(total, self.percentage)
+        reasons = decision.reasons
+        best: NodeView | None = None
+        best_score = -1
+        found = 0
+        start = self._start % total
+        seen = 0
+        for i in range(total):
+            n = nodes[(start + i) % total]
+            seen += 1
+            for check in checks:
+                reason = check(c, n)
+                if reason is not None:
+                    reasons[reason] = reasons.get(reason, 0) + 1
+                    break
+            else:
+                found += 1
+                score = 0
+                for fn, weight in scorers:
+                    score += weight * fn(c, n)
+                if score > best_score:
+                    best, best_score = n, score
+                if found >= want:
+                    break
+        self._start = start + seen
+        decision.seen, decision.feasible = seen, found
+        if best is not None:
+            decision.node, decision.score = best.name, best_score
+        return decision
+
+    def explain(self, c: ContainerRequest, nodes: Sequence[NodeView]) -> dict[str, str | None]:
+        """Per node, the first filter's reason for rejecting ``c``, or None if it would fit."""
+        out: dict[str, str | None] = {}
+        for n in nodes:
+            out[n.name] = next((r for f in self.policy.filters if (r := f.filter(c, n)) is not None), None)
+        return out
