@@ -49,6 +49,31 @@ class WatchEvent:
     value: bytes
     revision: int
     create_revision: int = 0
+    version: int = 0
+    lease: int = 0
+
+    def to_kv(self) -> KeyValue:
+        """The key as this event left it (for DELETE: as it was just before)."""
+        return KeyValue(
+            key=self.key,
+            value=self.value,
+            create_revision=self.create_revision,
+            mod_revision=self.revision,
+            version=self.version,
+            lease=self.lease,
+        )
+
+
+class WatchStream(Protocol):
+    """What ``Store.watch`` returns: an async iterator of events that can be closed early."""
+
+    def __aiter__(self) -> AsyncIterator[WatchEvent]: ...
+
+    async def __anext__(self) -> WatchEvent: ...
+
+    async def aclose(self) -> None:
+        """Stop watching and release the stream; iteration then ends."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +116,7 @@ class Store(Protocol):
         """Apply independent CAS writes in few round trips; per put, its new revision or None if it lost."""
         ...
 
-    def watch(self, prefix: str, *, from_revision: int) -> AsyncIterator[WatchEvent]:
+    def watch(self, prefix: str, *, from_revision: int) -> WatchStream:
         """Every change under ``prefix`` from ``from_revision`` on, in order, across reconnects.
 
         Raises ``Compacted`` when ``from_revision`` is no longer in the store's history.

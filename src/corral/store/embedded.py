@@ -30,6 +30,10 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
+def _find_etcd() -> str | None:
+    return shutil.which("etcd") or ("/usr/bin/etcd" if os.path.exists("/usr/bin/etcd") else None)
+
+
 @dataclass
 class EmbeddedEtcd:
     data_dir: Path
@@ -48,7 +52,7 @@ class EmbeddedEtcd:
         return self._proc.pid if self._proc else None
 
     async def start(self, *, timeout: float = 20.0) -> None:
-        binary = shutil.which("etcd") or ("/usr/bin/etcd" if os.path.exists("/usr/bin/etcd") else None)
+        binary = await asyncio.to_thread(_find_etcd)
         if binary is None:
             raise Unavailable(f"etcd is not installed; {INSTALL_HINT}")
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -57,7 +61,7 @@ class EmbeddedEtcd:
         client = f"http://{self.host}:{self.client_port}"
         peer = f"http://{self.host}:{self.peer_port}"
         log_path = self.log_path or self.data_dir.parent / f"{self.data_dir.name}.log"
-        log = open(log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
+        log = await asyncio.to_thread(open, log_path, "ab")  # handed to the child, closed below
         try:
             self._proc = await asyncio.create_subprocess_exec(
                 binary,
