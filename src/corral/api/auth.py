@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Literal
 
 import msgspec
+from aiohttp import web
 
 from corral.model.errors import AlreadyExists, Unauthorized
 from corral.store.base import Store
@@ -45,6 +46,9 @@ class Identity:
     @property
     def name(self) -> str:
         return f"node:{self.node}" if self.role == "node" else self.role
+
+
+IDENTITY: web.RequestKey[Identity] = web.RequestKey("identity", Identity)
 
 
 def _read_or_create(path: Path) -> str:

@@ -10,6 +10,7 @@ from aiohttp import web
 from corral.model.errors import BadRequest, CorralError, TooLarge
 
 JSON_TYPE = "application/json"
+MAX_BODY: web.AppKey[int] = web.AppKey("max_body", int)
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder()
 
@@ -19,7 +20,7 @@ async def read_json(request: web.Request) -> Any:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge as e:
         raise TooLarge(
-            f"the request body is larger than the limit of {request.app['max_body']} bytes; send a smaller object"
+            f"the request body is larger than the limit of {request.app[MAX_BODY]} bytes; send a smaller object"
         ) from e
     if not body.strip():
         raise BadRequest("the request body is empty; send the object as JSON")

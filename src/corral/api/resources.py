@@ -21,10 +21,11 @@ import msgspec
 from aiohttp import web
 
 from corral.api import codec, selectors
-from corral.api.auth import Identity
+from corral.api.auth import IDENTITY, Identity
 from corral.api.watchcache import WatchCache, splice_rv
 from corral.model import validation
 from corral.model.errors import (
+    AlreadyExists,
     BadRequest,
     Conflict,
     CorralError,
@@ -151,7 +152,7 @@ class ResourceHandlers:
     async def create(self, request: web.Request) -> web.Response:
         namespace = self._ns(request)
         obj = self._decode_body(await codec.read_json(request), namespace)
-        authorize_write(request["identity"], self.info, obj, verb="create")
+        authorize_write(request[IDENTITY], self.info, obj, verb="create")
         self._check_namespace(namespace)
         meta = obj.metadata
         meta.uid = str(uuid.uuid4())
@@ -165,7 +166,7 @@ class ResourceHandlers:
         try:
             revision = await self.store.create(self.info.key(namespace, meta.name), typed.encode(obj))
         except Conflict:
-            raise Conflict(f"{self._what(namespace, meta.name)} already exists") from None
+            raise AlreadyExists(f"{self._what(namespace, meta.name)} already exists") from None
         meta.resource_version = str(revision)
         return codec.json_response(obj, status=201)
 
@@ -173,12 +174,12 @@ class ResourceHandlers:
 
     async def get(self, request: web.Request) -> web.Response:
         namespace, name = self._ns(request), request.match_info["name"]
-        authorize_read(request["identity"], self.info, namespace=namespace, name=name)
+        authorize_read(request[IDENTITY], self.info, namespace=namespace, name=name)
         kv = await self.store.get(self.info.key(namespace, name))
         if kv is None:
             raise NotFound(f"{self._what(namespace, name)} not found")
-        if request["identity"].role == "node":
-            authorize_node_object(request["identity"], typed.decode(kv, self.info.type))
+        if request[IDENTITY].role == "node":
+            authorize_node_object(request[IDENTITY], typed.decode(kv, self.info.type))
         return codec.raw_response(splice_rv(kv.value, kv.mod_revision))
 
     def _predicate(self, request: web.Request) -> selectors.Predicate | None:
@@ -196,7 +197,7 @@ class ResourceHandlers:
     async def list(self, request: web.Request) -> web.StreamResponse:
         q = request.query
         predicate = self._predicate(request)
-        authorize_list(request["identity"], self.info, q.get("fieldSelector", ""))
+        authorize_list(request[IDENTITY], self.info, q.get("fieldSelector", ""))
         if q.get("watch", "") not in ("", "0", "false"):
             return await self.watch(request, predicate)
         limit = min(_parse_int(q["limit"], "limit"), MAX_LIMIT) if q.get("limit") else 0
@@ -288,7 +289,7 @@ class ResourceHandlers:
         namespace, name = self._ns(request), request.match_info["name"]
         new = self._decode_body(await codec.read_json(request), namespace, name=name)
         current, revision = await self._read(namespace, name)
-        authorize_update(request["identity"], self.info, current, new)
+        authorize_update(request[IDENTITY], self.info, current, new)
         expected = self._expected_revision(new, revision)
         meta, cur = new.metadata, current.metadata
         meta.uid, meta.creation_timestamp = cur.uid, cur.creation_timestamp
@@ -304,7 +305,7 @@ class ResourceHandlers:
         namespace, name = self._ns(request), request.match_info["name"]
         body = codec.read_object_body(await codec.read_json(request))
         current, revision = await self._read(namespace, name)
-        authorize_status(request["identity"], self.info, current)
+        authorize_status(request[IDENTITY], self.info, current)
         status_type = type(current.status)
         try:
             status = validation.convert(body.get("status", {}), status_type, path="status")
@@ -339,7 +340,7 @@ class ResourceHandlers:
         grace = request.query.get("gracePeriodSeconds")
         for _ in range(5):
             current, revision = await self._read(namespace, name)
-            authorize_delete(request["identity"], self.info, current)
+            authorize_delete(request[IDENTITY], self.info, current)
             try:
                 return await self._delete_once(current, revision, grace)
             except Conflict:

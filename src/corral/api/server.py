@@ -19,7 +19,7 @@ import msgspec
 from aiohttp import web
 
 from corral.api import codec
-from corral.api.auth import Identity, Tokens
+from corral.api.auth import IDENTITY, Identity, Tokens
 from corral.api.metrics import Metrics
 from corral.api.openapi import document
 from corral.api.resources import ResourceHandlers, now_rfc3339
@@ -81,7 +81,7 @@ class ApiServer:
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.max_body, middlewares=[self._middleware])
-        app["max_body"] = self.max_body
+        app[codec.MAX_BODY] = self.max_body
         r = app.router
         ns_info = BY_KIND["Namespace"]
         for info in KINDS:
@@ -104,11 +104,12 @@ class ApiServer:
         r.add_get("/readyz", self._readyz, allow_head=False)
         r.add_get("/metrics", self._metrics, allow_head=False)
         openapi = codec.encode(document())
-        r.add_get("/openapi.json", lambda _: self._static(openapi), allow_head=False)
-        return app
 
-    async def _static(self, body: bytes) -> web.Response:
-        return codec.raw_response(body)
+        async def serve_openapi(_: web.Request) -> web.Response:
+            return codec.raw_response(openapi)
+
+        r.add_get("/openapi.json", serve_openapi, allow_head=False)
+        return app
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -117,7 +118,7 @@ class ApiServer:
         route = resource.canonical if resource is not None else "unmatched"
         try:
             if request.path not in PUBLIC:
-                request["identity"] = await self.tokens.authenticate(request.headers.get("Authorization"))
+                request[IDENTITY] = await self.tokens.authenticate(request.headers.get("Authorization"))
             response = await handler(request)
         except CorralError as e:
             response = codec.error_response(e)
@@ -155,7 +156,7 @@ class ApiServer:
         return await self.logs_handler(request)
 
     async def _join(self, request: web.Request) -> web.Response:
-        identity: Identity = request["identity"]
+        identity = request[IDENTITY]
         if identity.role not in ("join", "admin"):
             raise Forbidden(f"{identity.name} may not join nodes; use the join token")
         data = codec.read_object_body(await codec.read_json(request))
@@ -175,7 +176,7 @@ def _from_http(e: web.HTTPException, request: web.Request) -> CorralError:
     if e.status == 405:
         return MethodNotAllowed(f"{request.method} is not allowed on {request.path}")
     if e.status == 413:
-        return TooLarge(f"the request body is larger than the limit of {request.app['max_body']} bytes")
+        return TooLarge(f"the request body is larger than the limit of {request.app[codec.MAX_BODY]} bytes")
     if e.status < 500:
         return BadRequest(e.text or e.reason)
     return CorralError(e.text or e.reason)

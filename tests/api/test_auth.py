@@ -1,0 +1,64 @@
+"""Join and node tokens: a worker acts only as its node."""
+
+from __future__ import annotations
+
+from corral.api.auth import Identity
+from tests.api.conftest import Api
+from tests.api.test_contract import call, container, unique
+
+
+async def node_token(api: Api, node: str) -> str:
+    join = await api.server.tokens.issue(Identity("join"))
+    status, body = await call(api, "GET", "/namespaces/default/containers", token=join)
+    assert status == 403
+    status, body = await call(api, "POST", "/join", {"node": node}, token=join)
+    assert status == 201 and body["node"] == node
+    token: str = body["token"]
+    return token
+
+
+async def test_a_bad_join_request_names_the_field(api: Api) -> None:
+    join = await api.server.tokens.issue(Identity("join"))
+    status, body = await call(api, "POST", "/join", {"node": "Not Valid"}, token=join)
+    assert status == 422 and body["error"]["details"][0]["field"] == "node"
+
+
+async def test_a_node_reads_and_reports_only_the_containers_bound_to_it(api: Api) -> None:
+    n1, n2 = unique("n"), unique("n")
+    token = await node_token(api, n1)
+    mine, theirs = unique(), unique()
+    await call(api, "POST", "/namespaces/default/containers", container(mine, node=n1))
+    await call(api, "POST", "/namespaces/default/containers", container(theirs, node=n2))
+    base = "/namespaces/default/containers"
+
+    status, body = await call(api, "GET", "/containers", params={"fieldSelector": f"spec.node={n1}"}, token=token)
+    assert status == 200 and [i["metadata"]["name"] for i in body["items"]] == [mine]
+    status, _ = await call(api, "GET", "/containers", params={"fieldSelector": f"spec.node={n2}"}, token=token)
+    assert status == 403
+    status, _ = await call(api, "GET", "/containers", token=token)
+    assert status == 403
+    status, obj = await call(api, "GET", f"{base}/{mine}", token=token)
+    assert status == 200
+    status, body = await call(api, "GET", f"{base}/{theirs}", token=token)
+    assert status == 403 and n1 in body["error"]["message"]
+
+    obj["status"] = {"phase": "Running"}
+    status, _ = await call(api, "PUT", f"{base}/{mine}/status", obj, token=token)
+    assert status == 200
+    status, other = await call(api, "GET", f"{base}/{theirs}")
+    other["status"] = {"phase": "Failed"}
+    status, _ = await call(api, "PUT", f"{base}/{theirs}/status", other, token=token)
+    assert status == 403
+    status, _ = await call(api, "POST", base, container(unique()), token=token)
+    assert status == 403
+    status, _ = await call(api, "DELETE", f"{base}/{mine}", token=token)
+    assert status == 403
+
+
+async def test_a_node_writes_its_own_node_object_and_no_other(api: Api) -> None:
+    n1 = unique("n")
+    token = await node_token(api, n1)
+    status, _ = await call(api, "POST", "/nodes", {"metadata": {"name": n1}}, token=token)
+    assert status == 201
+    status, _ = await call(api, "POST", "/nodes", {"metadata": {"name": unique("n")}}, token=token)
+    assert status == 403
