@@ -148,7 +148,7 @@ async def test_delete_waits_for_finalizers_and_removing_the_last_one_removes_the
     status, deleting = await call(api, "DELETE", f"{C}/{name}")
     assert status == 202 and deleting["metadata"]["deletionTimestamp"]
     deleting["spec"]["image"] = "other"
-    status, body = await call(api, "PUT", f"{C}/{name}", deleting)
+    status, _ = await call(api, "PUT", f"{C}/{name}", deleting)
     assert status == 403
     deleting["spec"]["image"] = "busybox"
     deleting["metadata"]["finalizers"] = []
