@@ -104,7 +104,8 @@ class Selector:
 
     def explain(self, c: ContainerRequest, nodes: Sequence[NodeView]) -> dict[str, str | None]:
         """Per node, the first filter's reason for rejecting ``c``, or None if it would fit."""
+        checks = [f.filter for f in self.policy.filters if f.applies(c)]
         out: dict[str, str | None] = {}
         for n in nodes:
-            out[n.name] = next((r for f in self.policy.filters if (r := f.filter(c, n)) is not None), None)
+            out[n.name] = next((r for check in checks if (r := check(c, n)) is not None), None)
         return out
