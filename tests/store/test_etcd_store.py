@@ -1,0 +1,132 @@
+"""EtcdStore against a real etcd: compare-and-swap writes, paging, batches, leases, errors."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from corral.model.errors import AlreadyExists, Conflict, NotFound, Unavailable
+from corral.store.base import Put
+from corral.store.embedded import free_port
+from corral.store.etcd import MAX_TXN_OPS, EtcdStore
+
+
+async def test_creating_a_key_that_exists_is_already_exists(store: EtcdStore, prefix: str) -> None:
+    rev = await store.create(prefix + "a", b"one")
+    with pytest.raises(AlreadyExists):
+        await store.create(prefix + "a", b"two")
+    kv = await store.get(prefix + "a")
+    assert kv is not None
+    assert (kv.value, kv.mod_revision, kv.create_revision) == (b"one", rev, rev)
+
+
+async def test_an_update_with_a_stale_revision_is_a_conflict(store: EtcdStore, prefix: str) -> None:
+    first = await store.create(prefix + "a", b"1")
+    second = await store.update(prefix + "a", b"2", expected_revision=first)
+    assert second > first
+    with pytest.raises(Conflict):
+        await store.update(prefix + "a", b"3", expected_revision=first)
+    kv = await store.get(prefix + "a")
+    assert kv is not None and kv.value == b"2" and kv.version == 2
+
+
+async def test_an_update_of_a_missing_key_is_not_found(store: EtcdStore, prefix: str) -> None:
+    with pytest.raises(NotFound):
+        await store.update(prefix + "gone", b"x", expected_revision=7)
+    with pytest.raises(NotFound):
+        await store.update(prefix + "gone", b"x", expected_revision=0)
+    assert await store.get(prefix + "gone") is None
+
+
+async def test_a_delete_compares_the_revision_when_given_one(store: EtcdStore, prefix: str) -> None:
+    first = await store.create(prefix + "a", b"1")
+    current = await store.update(prefix + "a", b"2", expected_revision=first)
+    with pytest.raises(Conflict):
+        await store.delete(prefix + "a", expected_revision=first)
+    deleted_at = await store.delete(prefix + "a", expected_revision=current)
+    assert deleted_at > current
+    assert await store.get(prefix + "a") is None
+    with pytest.raises(NotFound):
+        await store.delete(prefix + "a")
+    with pytest.raises(NotFound):
+        await store.delete(prefix + "a", expected_revision=current)
+
+
+async def test_paging_lists_every_key_exactly_once_at_one_revision(store: EtcdStore, prefix: str) -> None:
+    keys = [f"{prefix}k{i:03d}" for i in range(25)]
+    await store.batch([Put(k, b"v") for k in keys])
+    await store.create(prefix[:-1] + "-sibling", b"not under the prefix")
+    seen: list[str] = []
+    page = await store.list(prefix, limit=7)
+    revision = page.revision
+    await store.create(prefix + "k999-after-the-first-page", b"later")
+    while True:
+        seen.extend(kv.key for kv in page.items)
+        if not page.more:
+            break
+        page = await store.list(prefix, limit=7, start_after=seen[-1], revision=revision)
+        assert page.revision == revision
+    assert seen == keys
+    everything = await store.list(prefix)
+    assert len(everything.items) == 26 and not everything.more
+
+
+async def test_a_batch_with_one_stale_compare_writes_all_the_others(store: EtcdStore, prefix: str) -> None:
+    revs = await store.batch([Put(f"{prefix}c{i}", b"0") for i in range(5)])
+    assert all(r is not None for r in revs) and len(set(revs)) == 1  # one txn, one revision
+    stale = await store.update(prefix + "c2", b"moved", expected_revision=revs[2] or 0)
+    assert stale
+    results = await store.batch(
+        [Put(f"{prefix}c{i}", b"bound", expected_revision=revs[i] or 0) for i in range(5)]
+        + [Put(prefix + "c0", b"create-of-an-existing-key")]
+    )
+    assert results[2] is None and results[5] is None
+    assert all(results[i] is not None for i in (0, 1, 3, 4))
+    assert (await store.get(prefix + "c2")).value == b"moved"  # type: ignore[union-attr]
+    assert (await store.get(prefix + "c0")).value == b"bound"  # type: ignore[union-attr]
+
+
+async def test_a_batch_larger_than_one_txn_is_split_into_several(store: EtcdStore, prefix: str) -> None:
+    puts = [Put(f"{prefix}b{i:04d}", b"x") for i in range(MAX_TXN_OPS * 2 + 10)]
+    results = await store.batch(puts)
+    assert all(r is not None for r in results)
+    assert len(set(results)) == 3
+    assert len((await store.list(prefix)).items) == len(puts)
+
+
+async def test_a_lease_keeps_its_key_until_revoked(store: EtcdStore, prefix: str) -> None:
+    lease = await store.grant_lease(30)
+    await store.create(prefix + "held", b"x", lease=lease)
+    assert 0 < await store.keep_alive(lease) <= 30
+    kv = await store.get(prefix + "held")
+    assert kv is not None and kv.lease == lease
+    await store.revoke_lease(lease)
+    assert await store.get(prefix + "held") is None
+    with pytest.raises(NotFound):
+        await store.keep_alive(lease)
+    with pytest.raises(NotFound):
+        await store.revoke_lease(lease)
+
+
+async def test_an_expired_lease_deletes_its_key(store: EtcdStore, prefix: str) -> None:
+    lease = await store.grant_lease(1)  # etcd rounds it up to its minimum TTL (~2s)
+    await store.create(prefix + "heartbeat", b"x", lease=lease)
+    for _ in range(100):
+        if await store.get(prefix + "heartbeat") is None:
+            break
+        await asyncio.sleep(0.1)
+    assert await store.get(prefix + "heartbeat") is None
+    with pytest.raises(NotFound):
+        await store.keep_alive(lease)
+
+
+async def test_an_unreachable_etcd_is_unavailable() -> None:
+    store = EtcdStore([f"http://127.0.0.1:{free_port()}"], timeout=2)
+    try:
+        with pytest.raises(Unavailable):
+            await store.get("/x")
+        with pytest.raises(Unavailable):
+            await store.create("/x", b"")
+    finally:
+        await store.close()
