@@ -15,7 +15,7 @@ _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder()
 
 
-async def read_json(request: web.Request) -> Any:
+async def read_body(request: web.Request) -> bytes:
     try:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge as e:
@@ -24,10 +24,18 @@ async def read_json(request: web.Request) -> Any:
         ) from e
     if not body.strip():
         raise BadRequest("the request body is empty; send the object as JSON")
+    return body
+
+
+def parse_json(body: bytes) -> Any:
     try:
         return _decoder.decode(body)
     except msgspec.DecodeError as e:
         raise BadRequest(f"the request body is not valid JSON: {e}") from e
+
+
+async def read_json(request: web.Request) -> Any:
+    return parse_json(await read_body(request))
 
 
 def read_object_body(data: Any) -> dict[str, Any]:
