@@ -15,7 +15,6 @@ import base64
 import time
 import uuid
 from datetime import UTC, datetime
-from typing import Any
 
 import msgspec
 from aiohttp import web
