@@ -1,0 +1,1 @@
+"""Small asyncio building blocks shared by the agent and the controllers (no corral imports)."""
