@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform as _platform
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -217,6 +217,12 @@ def _hasher(digest: str) -> Any:
     return hashlib.new(algo)
 
 
+def _check(ref: Reference, desc: Descriptor, h: Any) -> None:
+    actual = f"{desc.digest.split(':', 1)[0]}:{h.hexdigest()}"
+    if actual != desc.digest:
+        raise DigestMismatch(f"{ref.name}: blob {desc.digest} hashes to {actual}")
+
+
 def _registry_words(body: bytes) -> str:
     """``CODE: message`` of each error in a distribution error body, else the start of the body."""
     try:
@@ -294,8 +300,9 @@ class RegistryClient:
 
     # -- blobs ---------------------------------------------------------------------------------------
 
-    async def fetch_blob(self, ref: Reference, desc: Descriptor, sink: Callable[[bytes], Awaitable[None]]) -> None:
-        """Stream blob ``desc`` into ``sink`` chunk by chunk; ``DigestMismatch`` if it is not that blob."""
+    async def blob_chunks(self, ref: Reference, desc: Descriptor) -> AsyncGenerator[bytes, None]:
+        """Blob ``desc`` as chunks, hashed on the way; ``DigestMismatch`` (raised after the last chunk,
+        before the iterator ends) if it is not that blob. Nothing is requested until iteration starts."""
         h = _hasher(desc.digest)
         got = 0
         async with self._open(ref, f"blobs/{desc.digest}", accept="*/*") as resp:
@@ -305,14 +312,22 @@ class RegistryClient:
                     if got > desc.size:
                         raise DigestMismatch(f"{ref.name}: blob {desc.digest} is longer than {desc.size} bytes")
                     h.update(chunk)
-                    await sink(chunk)
-            except (TimeoutError, aiohttp.ClientError) as e:
+                    if got == desc.size:
+                        _check(ref, desc, h)
+                    yield chunk
+            except (aiohttp.ClientError, TimeoutError) as e:
                 raise self._unreachable(ref, e) from None
         if got != desc.size:
             raise DigestMismatch(f"{ref.name}: blob {desc.digest} ended after {got} of {desc.size} bytes")
-        actual = f"{desc.digest.split(':', 1)[0]}:{h.hexdigest()}"
-        if actual != desc.digest:
-            raise DigestMismatch(f"{ref.name}: blob {desc.digest} hashes to {actual}")
+
+    async def fetch_blob(self, ref: Reference, desc: Descriptor, sink: Callable[[bytes], Awaitable[None]]) -> None:
+        """Stream blob ``desc`` into ``sink`` chunk by chunk; ``DigestMismatch`` if it is not that blob."""
+        chunks = self.blob_chunks(ref, desc)
+        try:
+            async for chunk in chunks:
+                await sink(chunk)
+        finally:
+            await chunks.aclose()
 
     # -- HTTP and auth -------------------------------------------------------------------------------
 

@@ -1,0 +1,76 @@
+"""Pulling images from a real registry into a real containerd: recorded, unpacked, shared, and the
+registry's failures surfacing as corral's errors. ``ctr_client`` removes the images each test made
+and fails the test if a lease (half-done pull) is left behind."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from corral.runtime.auth import BasicCredentials, Credentials
+from corral.runtime.client import Client
+from corral.runtime.content import info
+from corral.runtime.distribution import ImageNotFound, RegistryUnauthorized, RegistryUnreachable
+from corral.runtime.images import image_names
+from corral.runtime.pull import PullProgress, pull, puller_for
+from corral.runtime.unpack import is_unpacked
+from tests.fixtures.registry import Registry, free_port
+
+pytestmark = pytest.mark.containerd
+
+
+async def test_pulling_an_image_records_it_unpacks_it_and_reports_progress(
+    ctr_client: Client, registry: Registry
+) -> None:
+    events: list[PullProgress] = []
+    image = await pull(ctr_client, registry.ref, progress=events.append)
+    assert image.name == registry.ref
+    assert registry.ref in await image_names(ctr_client)
+    assert await is_unpacked(ctr_client, image)
+    assert image.config.cmd or image.config.entrypoint
+    for digest in (image.config_digest, *(layer.digest for layer in image.layers)):
+        assert await info(ctr_client, digest) is not None
+        last = [e for e in events if e.digest == digest][-1]
+        assert last.done == last.total
+
+
+async def test_pulling_an_image_that_is_already_there_is_a_no_op(ctr_client: Client, registry: Registry) -> None:
+    first = await pull(ctr_client, registry.ref)
+    stats = puller_for(ctr_client).stats
+    fetched = stats.blobs_fetched
+    again = await pull(ctr_client, registry.ref)
+    assert again == first
+    assert stats.noops == 1 and stats.blobs_fetched == fetched
+
+
+async def test_concurrent_pulls_of_one_reference_share_one_fetch(ctr_client: Client, registry: Registry) -> None:
+    seen: list[list[PullProgress]] = [[], [], []]
+    images = await asyncio.gather(*(pull(ctr_client, registry.ref, progress=s.append) for s in seen))
+    stats = puller_for(ctr_client).stats
+    assert images[0] == images[1] == images[2]
+    assert stats.pulls == 1 and stats.joined == 2
+    assert stats.blobs_fetched <= 1 + len(images[0].layers)  # each blob at most once
+    assert all(s for s in seen), "every caller sees the shared pull's progress"
+
+
+async def test_an_unknown_tag_is_image_not_found_in_the_registrys_words(ctr_client: Client, registry: Registry) -> None:
+    ref = f"{registry.host}/busybox:no-such-tag"
+    with pytest.raises(ImageNotFound, match="MANIFEST_UNKNOWN: manifest unknown"):
+        await pull(ctr_client, ref)
+    assert ref not in await image_names(ctr_client)
+
+
+async def test_wrong_credentials_are_refused_and_right_ones_pull(ctr_client: Client, auth_registry: Registry) -> None:
+    assert auth_registry.username and auth_registry.password
+    wrong = Credentials({auth_registry.host: BasicCredentials(auth_registry.username, "not-the-password")})
+    with pytest.raises(RegistryUnauthorized, match=auth_registry.username):
+        await pull(ctr_client, auth_registry.ref, credentials=wrong)
+    right = Credentials({auth_registry.host: BasicCredentials(auth_registry.username, auth_registry.password)})
+    image = await pull(ctr_client, auth_registry.ref, credentials=right)
+    assert await is_unpacked(ctr_client, image)
+
+
+async def test_a_registry_with_nothing_listening_is_unreachable(ctr_client: Client) -> None:
+    with pytest.raises(RegistryUnreachable, match=r"cannot reach registry 127\.0\.0\.1:"):
+        await pull(ctr_client, f"127.0.0.1:{free_port()}/busybox:1")
