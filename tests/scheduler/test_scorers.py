@@ -68,6 +68,7 @@ def test_at_scale_only_a_sample_of_feasible_nodes_is_scored_and_the_walk_rotates
     assert feasible_to_find(5000) == 500  # 10 %
     assert feasible_to_find(100_000) == 5000  # floor of 5 %
     assert feasible_to_find(5000, percentage=100) == 5000
+    assert feasible_to_find(5000, percentage=1, minimum=20) == 50  # tuned for throughput
     nodes = []
     for i in range(1000):
         v = NodeView(f"n{i:04}")

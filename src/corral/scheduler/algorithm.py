@@ -14,6 +14,7 @@ Ties go to the first best node in walk order, which rotates, so equal nodes shar
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -23,16 +24,17 @@ MIN_FEASIBLE_TO_FIND = 100
 MIN_PERCENTAGE = 5
 
 
-def feasible_to_find(total: int, percentage: int = 0) -> int:
+def feasible_to_find(total: int, percentage: int = 0, minimum: int = MIN_FEASIBLE_TO_FIND) -> int:
     """How many feasible nodes to find before scoring stops, for ``total`` nodes.
 
-    ``percentage`` 0 is adaptive; 100 scores every node.
+    ``percentage`` 0 is adaptive; 100 scores every node. ``minimum`` is kube-scheduler's
+    ``minFeasibleNodesToFind`` (100); a smaller one trades placement quality for throughput.
     """
-    if total <= MIN_FEASIBLE_TO_FIND or percentage >= 100:
+    if total <= minimum or percentage >= 100:
         return total
     if percentage <= 0:
         percentage = max(MIN_PERCENTAGE, 50 - total // 125)
-    return min(total, max(MIN_FEASIBLE_TO_FIND, total * percentage // 100))
+    return min(total, max(minimum, total * percentage // 100))
 
 
 def unschedulable_message(reasons: dict[str, int], total: int) -> str:
@@ -60,9 +62,10 @@ class Decision:
 class Selector:
     """Decides placements for one policy; remembers where the last walk stopped."""
 
-    def __init__(self, policy: Policy, *, percentage: int = 0) -> None:
+    def __init__(self, policy: Policy, *, percentage: int = 0, minimum: int = MIN_FEASIBLE_TO_FIND) -> None:
         self.policy = policy
         self.percentage = percentage
+        self.minimum = minimum
         self._start = 0
 
     def select(self, c: ContainerRequest, nodes: Sequence[NodeView]) -> Decision:
@@ -71,16 +74,18 @@ class Selector:
         if not total:
             return decision
         checks = tuple(f.filter for f in self.policy.filters if f.applies(c))
-        scorers = tuple((s.score, s.weight) for s in self.policy.scorers)
-        want = feasible_to_find(total, self.percentage)
+        scorers = tuple((s.score, s.weight) for s in self.policy.scorers if s.applies(c))
+        single = scorers[0][0] if len(scorers) == 1 and scorers[0][1] == 1 else None
+        want = feasible_to_find(total, self.percentage, self.minimum)
         reasons = decision.reasons
         best: NodeView | None = None
         best_score = -1
         found = 0
         start = self._start % total
         seen = 0
-        for i in range(total):
-            n = nodes[(start + i) % total]
+        # the walk: nodes[start:] then nodes[:start], without copying or modulo per node
+        for i in itertools.chain(range(start, total), range(start)):
+            n = nodes[i]
             seen += 1
             for check in checks:
                 reason = check(c, n)
@@ -89,9 +94,12 @@ class Selector:
                     break
             else:
                 found += 1
-                score = 0
-                for fn, weight in scorers:
-                    score += weight * fn(c, n)
+                if single is not None:
+                    score = single(c, n)
+                else:
+                    score = 0
+                    for fn, weight in scorers:
+                        score += weight * fn(c, n)
                 if score > best_score:
                     best, best_score = n, score
                 if found >= want:

@@ -103,29 +103,26 @@ class ContainerRequest:
     tolerations: tuple[Toleration, ...] = ()
     node: str = ""  # pinned or bound node
     owner: str = ""  # uid of the controlling owner, for spreading replicas
-
-    @property
-    def score_cpu(self) -> int:
-        return self.cpu or DEFAULT_SCORE_CPU
-
-    @property
-    def score_memory(self) -> int:
-        return self.memory or DEFAULT_SCORE_MEMORY
+    score_cpu: int = DEFAULT_SCORE_CPU  # cpu, or the scoring default when 0
+    score_memory: int = DEFAULT_SCORE_MEMORY  # memory, or the scoring default when 0
 
     @classmethod
     def of(cls, key: str, c: Container) -> ContainerRequest:
         spec = c.spec
         requests = spec.resources.requests
+        cpu, memory = cpu_millis(requests.cpu), memory_bytes(requests.memory)
         owner = next((o.uid for o in c.metadata.owner_references if o.controller), "")
         return cls(
             key=key,
-            cpu=cpu_millis(requests.cpu),
-            memory=memory_bytes(requests.memory),
+            cpu=cpu,
+            memory=memory,
             host_ports=frozenset((p.protocol, p.host_port) for p in spec.ports if p.host_port),
             node_selector=tuple(sorted(spec.node_selector.items())),
             tolerations=tuple(Toleration(t.key, t.operator, t.value, t.effect) for t in spec.tolerations),
             node=spec.node,
             owner=owner,
+            score_cpu=cpu or DEFAULT_SCORE_CPU,
+            score_memory=memory or DEFAULT_SCORE_MEMORY,
         )
 
 
@@ -205,6 +202,10 @@ class Filter(Protocol):
 class Scorer(Protocol):
     name: str
     weight: int
+
+    def applies(self, c: ContainerRequest) -> bool:
+        """False when this scorer would give ``c`` the same score on every node (it is skipped)."""
+        ...
 
     def score(self, c: ContainerRequest, n: NodeView) -> int:
         """How good ``n`` is for ``c``: 0..100."""

@@ -53,7 +53,7 @@ from corral.model.resources import (
     ObjectMeta,
     ObjectReference,
 )
-from corral.scheduler.algorithm import Decision, Selector
+from corral.scheduler.algorithm import MIN_FEASIBLE_TO_FIND, Decision, Selector
 from corral.scheduler.cache import SchedulerCache
 from corral.scheduler.framework import ContainerRequest
 from corral.scheduler.policy import build_policy
@@ -120,6 +120,7 @@ class Scheduler:
         *,
         policy: str = "spread",
         percentage_of_nodes_to_score: int = 0,
+        min_nodes_to_score: int = MIN_FEASIBLE_TO_FIND,
         batch_size: int = 128,
         max_inflight: int = 4,
         emit_events: bool = True,
@@ -133,7 +134,9 @@ class Scheduler:
         self.store = store
         self.nodes_prefix, self.containers_prefix = nodes_prefix, containers_prefix
         self.cache = SchedulerCache(on_change=self._capacity_changed)
-        self.selector = Selector(build_policy(policy), percentage=percentage_of_nodes_to_score)
+        self.selector = Selector(
+            build_policy(policy), percentage=percentage_of_nodes_to_score, minimum=min_nodes_to_score
+        )
         self.batch_size = batch_size
         self.emit_events = emit_events
         self.backoff, self.max_backoff, self.resync = backoff, max_backoff, resync

@@ -37,9 +37,15 @@ class LeastAllocated:
     def __init__(self, weight: int = 1) -> None:
         self.weight = weight
 
+    def applies(self, c: ContainerRequest) -> bool:
+        return True
+
     def score(self, c: ContainerRequest, n: NodeView) -> int:
-        cpu = _free_fraction(n.score_cpu + c.score_cpu, n.alloc_cpu)
-        memory = _free_fraction(n.score_memory + c.score_memory, n.alloc_memory)
+        # _free_fraction inlined: this runs for every sampled node of every decision
+        alloc, used = n.alloc_cpu, n.score_cpu + c.score_cpu
+        cpu = (alloc - used) * MAX_SCORE // alloc if alloc > 0 and used <= alloc else 0
+        alloc, used = n.alloc_memory, n.score_memory + c.score_memory
+        memory = (alloc - used) * MAX_SCORE // alloc if alloc > 0 and used <= alloc else 0
         return (cpu + memory) // 2
 
 
@@ -48,6 +54,9 @@ class MostAllocated:
 
     def __init__(self, weight: int = 1) -> None:
         self.weight = weight
+
+    def applies(self, c: ContainerRequest) -> bool:
+        return True
 
     def score(self, c: ContainerRequest, n: NodeView) -> int:
         cpu = _used_fraction(n.score_cpu + c.score_cpu, n.alloc_cpu)
@@ -62,6 +71,9 @@ class SelectorSpread:
 
     def __init__(self, weight: int = 1) -> None:
         self.weight = weight
+
+    def applies(self, c: ContainerRequest) -> bool:
+        return bool(c.owner)
 
     def score(self, c: ContainerRequest, n: NodeView) -> int:
         if not c.owner:
