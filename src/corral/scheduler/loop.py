@@ -233,6 +233,7 @@ class Scheduler:
                 continue
             request, decision = self._decide(key, c)
             if decision.node is None:
+                self._park(key)  # now, so capacity that appears while the commit runs retries it
                 unfit.append((key, c, decision.message))
             else:
                 binds.append(_Bind(key, c, request, decision.node))
@@ -258,8 +259,8 @@ class Scheduler:
                 if b.key not in self._bound_at:
                     self.cache.forget(b.key)
                     self._park(b.key)
-            for key, _, _ in unfit:
-                self._park(key)
+            self._capacity_dirty = True  # retry them when their backoff ends, not at the next resync
+            self._wake.set()
 
     async def _bind(self, binds: list[_Bind]) -> None:
         now = _now()
@@ -323,7 +324,6 @@ class Scheduler:
         puts: list[Put] = []
         for key, c, message in unfit:
             self.stats.unschedulable += 1
-            self._park(key)
             if c.status.reason == UNSCHEDULABLE and c.status.message == message:
                 continue  # already says so: no write storm
             cond = Condition(type=SCHEDULED, status="False", reason=UNSCHEDULABLE, message=message,
@@ -395,7 +395,7 @@ class Scheduler:
 
     async def _work(self, tg: asyncio.TaskGroup) -> None:
         while True:
-            if not self._queue:
+            if self._capacity_dirty or not self._queue:
                 wait = self._unpark()
                 if not self._queue:
                     self._wake.clear()
