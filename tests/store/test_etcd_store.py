@@ -9,7 +9,8 @@ import pytest
 from corral.model.errors import AlreadyExists, Conflict, NotFound, Unavailable
 from corral.store.base import Put
 from corral.store.embedded import free_port
-from corral.store.etcd import MAX_TXN_OPS, EtcdStore
+from corral.store.etcd import MAX_TXN_BYTES, MAX_TXN_OPS, EtcdStore, _chunks, grpc_target
+from corral.store.keyrange import prefix_end
 
 
 async def test_creating_a_key_that_exists_is_already_exists(store: EtcdStore, prefix: str) -> None:
@@ -130,3 +131,31 @@ async def test_an_unreachable_etcd_is_unavailable() -> None:
             await store.create("/x", b"")
     finally:
         await store.close()
+
+
+async def test_a_batch_may_name_one_key_twice(store: EtcdStore, prefix: str) -> None:
+    first, second = await store.batch([Put(prefix + "twice", b"1"), Put(prefix + "twice", b"2")])
+    assert first is not None and second is None  # the second create finds the first one's key
+    assert (await store.get(prefix + "twice")).value == b"1"  # type: ignore[union-attr]
+
+
+def test_batches_are_split_by_op_count_repeated_keys_and_size() -> None:
+    puts = [Put(f"k{i}", b"") for i in range(MAX_TXN_OPS + 1)]
+    assert [len(c) for c in _chunks(puts)] == [MAX_TXN_OPS, 1]
+    assert _chunks([Put("a", b""), Put("b", b""), Put("a", b"")]) == [[0, 1], [2]]
+    big = b"x" * (MAX_TXN_BYTES // 2 - 10)
+    assert _chunks([Put("a", big), Put("b", big), Put("c", big)]) == [[0, 1], [2]]
+
+
+def test_a_prefix_range_ends_just_past_its_last_key() -> None:
+    assert prefix_end(b"/corral/nodes/") == b"/corral/nodes0"
+    assert prefix_end(b"a\xff") == b"b"
+    assert prefix_end(b"\xff\xff") == b"\0"
+
+
+def test_endpoints_become_one_grpc_target() -> None:
+    assert grpc_target(["http://127.0.0.1:2379"]) == "127.0.0.1:2379"
+    assert grpc_target(["localhost"]) == "localhost:2379"
+    assert grpc_target(["http://10.0.0.1:2379", "http://10.0.0.2:2379"]) == "ipv4:10.0.0.1:2379,10.0.0.2:2379"
+    with pytest.raises(ValueError):
+        grpc_target([])

@@ -153,6 +153,8 @@ class EtcdWatch:
             await self._reconnect(Unavailable(f"etcd cancelled the watch: {reason}"))
             return
         self._backoff = BACKOFF_FIRST
+        if resp.created and self.next_revision <= 0:
+            self.next_revision = resp.header.revision + 1  # "from now": pin now, so a resume loses nothing
         if resp.events:
             self._buffer.extend(self._event(e) for e in resp.events)
             self.next_revision = resp.events[-1].kv.mod_revision + 1
