@@ -20,6 +20,7 @@ from aiohttp import web
 
 from corral.api import codec
 from corral.api.auth import IDENTITY, Identity, Tokens
+from corral.api.logs import LogsProxy
 from corral.api.metrics import Metrics
 from corral.api.openapi import document
 from corral.api.resources import ResourceHandlers, now_rfc3339
@@ -35,7 +36,6 @@ from corral.model.errors import (
     MethodNotAllowed,
     NotFound,
     TooLarge,
-    Unavailable,
 )
 from corral.model.kinds import BY_KIND, KINDS
 from corral.model.resources import Namespace, ObjectMeta
@@ -48,7 +48,6 @@ PUBLIC = frozenset({"/healthz", "/readyz"})
 DEFAULT_MAX_BODY = 3 * 1024 * 1024
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-LogsHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class JoinRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -62,7 +61,7 @@ class ApiServer:
         self.tokens = Tokens(store)
         self.metrics = Metrics()
         self.caches = {info.kind: WatchCache(store, info) for info in KINDS}
-        self.logs_handler: LogsHandler | None = None
+        self.logs = LogsProxy(store)
         self.metrics.gauge("corral_api_watch_cache_revision", "The newest revision the container watch cache has seen.",
                            lambda: float(self.caches["Container"].revision))
 
@@ -98,7 +97,8 @@ class ApiServer:
             if info.namespaced:
                 r.add_get(f"/{info.plural}", h.list, allow_head=False)
         del ns_info
-        r.add_get("/namespaces/{namespace}/containers/{name}/logs", self._logs, allow_head=False)
+        r.add_get("/namespaces/{namespace}/containers/{name}/logs", self.logs.logs, allow_head=False)
+        r.add_get("/join/agent-token", self.logs.agent_token, allow_head=False)
         r.add_post("/join", self._join)
         r.add_get("/healthz", self._healthz, allow_head=False)
         r.add_get("/readyz", self._readyz, allow_head=False)
@@ -149,11 +149,6 @@ class ApiServer:
 
     async def _metrics(self, request: web.Request) -> web.Response:
         return web.Response(text=self.metrics.render(), content_type="text/plain", charset="utf-8")
-
-    async def _logs(self, request: web.Request) -> web.StreamResponse:
-        if self.logs_handler is None:
-            raise Unavailable("container logs are served through the node's agent, and no agent is connected")
-        return await self.logs_handler(request)
 
     async def _join(self, request: web.Request) -> web.Response:
         identity = request[IDENTITY]

@@ -21,6 +21,7 @@ from aiohttp import web
 
 from corral.api.auth import Identity
 from corral.api.server import ApiServer
+from corral.scheduler.loop import Scheduler
 from corral.store.embedded import EmbeddedEtcd
 from corral.store.etcd import EtcdStore
 
@@ -75,9 +76,9 @@ async def run_control(cfg: ControlConfig, *, stop: asyncio.Event,
         endpoints = [etcd.endpoint]
         log.info("embedded etcd at %s (pid %s)", etcd.endpoint, etcd.pid)
     store = EtcdStore(endpoints)
+    api = ApiServer(store, max_body=cfg.max_body)
     runner: web.AppRunner | None = None
     try:
-        api = ApiServer(store, max_body=cfg.max_body)
         await api.ensure_default_namespace()
         admin_token = await api.tokens.ensure_file(data_dir / "admin.token", Identity("admin"))
         join_path = data_dir / "join.token"
@@ -97,7 +98,8 @@ async def run_control(cfg: ControlConfig, *, stop: asyncio.Event,
                 await asyncio.to_thread(_write_config, user_config_path(), url, data_dir / "admin.token")
             log.info("API serving on %s (admin token in %s)", url, data_dir / "admin.token")
             plane = ControlPlane(url=url, admin_token=admin_token, join_token=join_token, store=store, api=api)
-            tasks = [caches]
+            scheduler = Scheduler(store, policy=cfg.policy)
+            tasks = [caches, tg.create_task(scheduler.run(), name="scheduler")]
             if started is not None:
                 tasks.append(tg.create_task(started(plane), name="control-started"))
             await stop.wait()
@@ -110,6 +112,7 @@ async def run_control(cfg: ControlConfig, *, stop: asyncio.Event,
         if runner is not None:
             with contextlib.suppress(Exception):
                 await runner.cleanup()
+        await api.logs.close()
         await store.close()
         if etcd is not None:
             await etcd.stop()
