@@ -8,6 +8,7 @@ import pytest
 
 from corral.model.errors import Invalid, NotFound, Unavailable
 from corral.runtime._pb.containerd.services.containers.v1 import containers_pb2
+from corral.runtime._pb.containerd.services.leases.v1 import leases_pb2
 from corral.runtime.client import Client
 from corral.runtime.content import delete_blob, info, read_blob, write_blob
 from corral.runtime.embedded import EmbeddedContainerd
@@ -27,6 +28,8 @@ async def test_a_blob_written_under_a_lease_reads_back_and_the_lease_is_gone_aft
         assert lid in await list_leases(ctr_client)
         digest = await write_blob(ctr_client, data, labels={"corral/test": "1"})
         assert await write_blob(ctr_client, data) == digest  # present already: skipped
+        held = await ctr_client.call(ctr_client.leases.ListResources, leases_pb2.ListResourcesRequest(id=lid))
+        assert (digest, "content") in {(r.id, r.type) for r in held.resources}  # the header reached containerd
         assert await read_blob(ctr_client, digest) == data
         blob = await info(ctr_client, digest)
         assert blob is not None and blob.size == len(data) and blob.labels["corral/test"] == "1"

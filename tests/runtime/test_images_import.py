@@ -6,6 +6,7 @@ import asyncio
 import gzip
 import io
 import json
+import os
 import tarfile
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from corral.runtime.archive import import_archive
 from corral.runtime.client import Client
 from corral.runtime.content import info
 from corral.runtime.imagebuild import build_busybox_image
-from corral.runtime.images import get_image, image_names, list_images, remove_image
+from corral.runtime.images import Image, get_image, image_names, list_images, remove_image
 from corral.runtime.unpack import snapshot_exists, snapshot_gc_label
 
 pytestmark = pytest.mark.containerd
@@ -45,10 +46,12 @@ async def test_an_oci_archive_imports_as_an_unpacked_image_with_its_config(
     assert await info(ctr_client, image.manifest_digest) is None  # GC took the blobs with the record
 
 
-async def test_importing_the_same_archive_twice_is_idempotent(ctr_client: Client, busybox_archive: Path) -> None:
-    (first,) = await import_archive(ctr_client, busybox_archive, unpack_layers=True)
+async def test_importing_the_same_archive_twice_is_idempotent(
+    ctr_client: Client, busybox_archive: Path, busybox_image: Image
+) -> None:
+    (first,) = await import_archive(ctr_client, busybox_archive)
     (second,) = await import_archive(ctr_client, busybox_archive)
-    assert first == second
+    assert first == second == busybox_image
     assert (await image_names(ctr_client)).count(first.name) == 1
 
 
@@ -107,7 +110,11 @@ async def test_a_file_that_is_not_an_image_archive_is_invalid(ctr_client: Client
 async def test_an_archive_with_a_corrupted_blob_is_invalid_and_leaves_no_image(
     ctr_client: Client, tmp_path: Path
 ) -> None:
-    layout = await asyncio.to_thread(build_busybox_image, tmp_path / "layout", ref="corral.test/corrupt:1", fmt="oci-dir")
+    fake = tmp_path / "busybox"  # a layer of its own: the store never holds a good copy of it
+    fake.write_bytes(os.urandom(4096))
+    layout = await asyncio.to_thread(
+        build_busybox_image, tmp_path / "layout", ref="corral.test/corrupt:1", fmt="oci-dir", busybox=fake
+    )
     index = json.loads((layout / "index.json").read_text())
     manifest = json.loads((layout / "blobs/sha256" / index["manifests"][0]["digest"].split(":")[1]).read_text())
     layer = layout / "blobs/sha256" / manifest["layers"][0]["digest"].split(":")[1]

@@ -7,7 +7,7 @@ Everything corral asks containerd goes through a ``Client``:
   channel; callers pass a stub *method* to ``call``/``stream``/``open_stream``, which re-bind it to
   the live channel by its gRPC path, so a stub kept from before a reconnect still works.
 - **Headers in one place.** A ``SendRequest`` listener on the channel adds ``containerd-namespace``
-  to every request, and ``containerd.lease`` when a lease is active in the caller's context
+  to every request, and ``containerd-lease`` when a lease is active in the caller's context
   (``corral.runtime.leases`` sets it with ``client.lease_scope``).
 - **Errors at the boundary.** grpclib's ``GRPCError``, ``StreamTerminatedError`` and socket errors are
   translated into corral's error tree (``runtime/errors.py``) before they leave this module.
@@ -42,7 +42,7 @@ from corral.runtime._pb.containerd.services.version.v1 import version_grpc
 from corral.runtime.errors import CONNECTION_ERRORS, ContainerdUnavailable, translate
 
 NAMESPACE_HEADER = "containerd-namespace"
-LEASE_HEADER = "containerd.lease"
+LEASE_HEADER = "containerd-lease"  # containerd leases.GRPCHeader
 DEFAULT_NAMESPACE = "corral"
 
 Req = TypeVar("Req")
@@ -168,7 +168,7 @@ class Client:
     @staticmethod
     @contextlib.contextmanager
     def lease_scope(lease_id: str | None) -> Iterator[None]:
-        """Every call made inside (in this task and tasks it starts) carries ``containerd.lease``."""
+        """Every call made inside (in this task and tasks it starts) carries ``containerd-lease``."""
         token = _current_lease.set(lease_id)
         try:
             yield

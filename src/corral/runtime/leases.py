@@ -2,7 +2,7 @@
 
 containerd's GC deletes content and snapshots that nothing references. A pull or an import writes
 blobs first and links them (image record, GC labels) last, so it runs under a lease: every call
-inside ``async with lease(client):`` carries the ``containerd.lease`` header (set once, in the client's
+inside ``async with lease(client):`` carries the ``containerd-lease`` header (set once, in the client's
 request listener, from a context variable) and everything created is held by the lease until it is
 deleted at the end. Each lease also carries ``containerd.io/gc.expire``, so one left behind by a crash
 expires on its own. Nested ``lease`` blocks reuse the outer lease.
