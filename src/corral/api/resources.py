@@ -96,14 +96,18 @@ class ResourceHandlers:
             raise NotFound(f"{self._what(namespace, name)} not found")
         return typed.decode(kv, self.info.type), kv.mod_revision
 
-    def _check_namespace(self, namespace: str) -> None:
+    async def _check_namespace(self, namespace: str) -> None:
+        """The namespace exists and is not being deleted (the cache first; etcd when the cache lags)."""
         if not self.info.namespaced:
             return
-        entry = self.namespaces.objects.get(BY_KIND["Namespace"].key("", namespace))
-        if entry is None:
+        key = BY_KIND["Namespace"].key("", namespace)
+        entry = self.namespaces.objects.get(key)
+        ns: Object | None = entry.obj if entry is not None else None
+        if ns is None:
+            kv = await self.store.get(key)
+            ns = typed.decode(kv, Namespace) if kv is not None else None
+        if ns is None:
             raise NotFound(f'namespace "{namespace}" not found; create it first: corral create namespace {namespace}')
-        ns = entry.obj
-        assert isinstance(ns, Namespace)
         if ns.metadata.deletion_timestamp:
             raise Forbidden(f'namespace "{namespace}" is being deleted; nothing new can be created in it')
 
@@ -163,7 +167,7 @@ class ResourceHandlers:
         namespace = self._ns(request)
         obj = self._decode_body(await codec.read_body(request), namespace)
         authorize_write(request[IDENTITY], self.info, obj, verb="create")
-        self._check_namespace(namespace)
+        await self._check_namespace(namespace)
         meta = obj.metadata
         meta.uid = str(uuid.uuid4())
         meta.creation_timestamp = now_rfc3339()
