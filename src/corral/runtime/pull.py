@@ -33,7 +33,7 @@ import weakref
 from collections.abc import AsyncGenerator, Callable, Iterable
 from dataclasses import dataclass, field
 
-from corral.model.errors import NotFound
+from corral.model.errors import Invalid, NotFound
 from corral.runtime._pb.containerd.services.images.v1 import images_pb2
 from corral.runtime._pb.containerd.services.leases.v1 import leases_pb2
 from corral.runtime.auth import Credentials, TokenCache
@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 
 SOURCE_LABEL = "containerd.io/distribution.source."
 MAX_CONCURRENT_BLOBS = 3  # containerd's default for concurrent layer downloads
+MAX_CONFIG_BYTES = 8 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,14 +206,22 @@ class Puller:
         source = {SOURCE_LABEL + ref.hostname: ref.repository}
         limit = asyncio.Semaphore(self._max_blobs)
 
-        async def blob(desc: Descriptor) -> None:
+        config_data = b""
+
+        async def config() -> None:
+            nonlocal config_data
+            async with limit:
+                config_data = await self._fetch_config(job, registry, resolved.config, lease_id=lease_id, labels=source)
+
+        async def layer(desc: Descriptor) -> None:
             async with limit:
                 await self._fetch_blob(job, registry, desc, lease_id=lease_id, labels=source)
 
         async with asyncio.TaskGroup() as tg:
-            for desc in (resolved.config, *resolved.layers):
-                tg.create_task(blob(desc), name=f"pull {ref.name}: {desc.digest[:19]}")
-        config_doc = json.loads(await _read_config(self.client, resolved.config.digest))
+            tg.create_task(config(), name=f"pull {ref.name}: config")
+            for desc in resolved.layers:
+                tg.create_task(layer(desc), name=f"pull {ref.name}: {desc.digest[:19]}")
+        config_doc = json.loads(config_data)
         for fetched in resolved.children:  # manifest, then index: parents after their children
             await self._put_manifest(fetched, lease_id=lease_id, labels=source)
         manifest_doc = json.loads(resolved.manifest.data)
@@ -228,15 +237,13 @@ class Puller:
     async def _fetch_blob(
         self, job: _Job, registry: RegistryClient, desc: Descriptor, *, lease_id: str, labels: dict[str, str]
     ) -> None:
-        if await info(self.client, desc.digest) is not None:
-            await _lease_content(self.client, lease_id, desc.digest)
-            job.report(desc.digest, desc.size, desc.size, cached=True)
-            return
-        job.report(desc.digest, 0, desc.size)
+        """Stream one layer into the store (``write_blob_chunks`` looks first and, when the blob is
+        there, returns without starting the download; it is then added to the lease)."""
         done = 0
 
         async def counted() -> AsyncGenerator[bytes, None]:
             nonlocal done
+            job.report(desc.digest, 0, desc.size)
             async for chunk in registry.blob_chunks(job.ref, desc):
                 done += len(chunk)
                 self.stats.bytes_fetched += len(chunk)
@@ -254,16 +261,34 @@ class Puller:
             await _lease_content(self.client, lease_id, desc.digest)
             job.report(desc.digest, desc.size, desc.size, cached=True)
 
+    async def _fetch_config(
+        self, job: _Job, registry: RegistryClient, desc: Descriptor, *, lease_id: str, labels: dict[str, str]
+    ) -> bytes:
+        """The config blob's bytes, fetched into memory (it is small) and stored, or read from the store."""
+        if desc.size > MAX_CONFIG_BYTES:
+            raise Invalid(f"{job.ref.name}: image config is {desc.size} bytes, more than {MAX_CONFIG_BYTES}")
+        if await info(self.client, desc.digest) is not None:
+            await _lease_content(self.client, lease_id, desc.digest)
+            job.report(desc.digest, desc.size, desc.size, cached=True)
+            return await read_blob(self.client, desc.digest, max_size=MAX_CONFIG_BYTES)
+        job.report(desc.digest, 0, desc.size)
+        data = b"".join([chunk async for chunk in registry.blob_chunks(job.ref, desc)])
+        await write_blob(self.client, data, digest=desc.digest, labels=labels)
+        self.stats.blobs_fetched += 1
+        self.stats.bytes_fetched += len(data)
+        job.report(desc.digest, desc.size, desc.size)
+        return data
+
     async def _put_manifest(self, fetched: Fetched, *, lease_id: str, labels: dict[str, str]) -> None:
         desc = fetched.descriptor
         all_labels = {**labels, **gc_labels(json.loads(fetched.data))}
-        if await info(self.client, desc.digest) is not None:
-            await _lease_content(self.client, lease_id, desc.digest)
-        await write_blob(self.client, fetched.data, digest=desc.digest, labels=all_labels)
+        one = _one_chunk(fetched.data)
+        if not await write_blob_chunks(self.client, one, digest=desc.digest, size=desc.size, labels=all_labels):
+            await _lease_content(self.client, lease_id, desc.digest)  # it was there; labels were set
 
 
-async def _read_config(client: Client, digest: str) -> bytes:
-    return await read_blob(client, digest, max_size=8 << 20)
+async def _one_chunk(data: bytes) -> AsyncGenerator[bytes, None]:
+    yield data
 
 
 async def _lease_content(client: Client, lease_id: str, digest: str) -> None:
