@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 
+from corral.model.errors import Unavailable
 from corral.store.base import KeyValue, Put
+from corral.store.embedded import EmbeddedEtcd
 from corral.store.etcd import EtcdStore
 from corral.store.informer import Informer
 
@@ -116,3 +118,24 @@ async def test_a_compacted_watch_makes_the_informer_relist_and_report_the_differ
         rec.calls.clear()
         await store.delete(prefix + "k0")  # and it watches again afterwards
         await eventually(lambda: rec.calls == [("delete", prefix + "k0", "old")])
+
+
+async def test_the_informer_keeps_following_across_an_etcd_restart(
+    private_etcd: EmbeddedEtcd, private_store: EtcdStore, prefix: str
+) -> None:
+    store = private_store
+    await store.create(prefix + "a", b"1")
+    rec = Recorder()
+    informer = rec.informer(store, prefix)
+    async with running(informer):
+        await private_etcd.kill()
+        await private_etcd.start()
+        for _ in range(300):
+            try:
+                await store.create(prefix + "b", b"2")
+                break
+            except Unavailable:
+                await asyncio.sleep(0.05)
+        await eventually(lambda: informer.get(prefix + "b") == "2", timeout=15)
+        assert rec.calls == [("add", prefix + "a", "1"), ("add", prefix + "b", "2")]
+        assert informer.relists == 0
