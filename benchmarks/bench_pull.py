@@ -22,20 +22,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.fixtures.registry
 
-from corral.runtime.client import Client  # noqa: E402
-from corral.runtime.content import info  # noqa: E402
-from corral.runtime.embedded import EmbeddedContainerd  # noqa: E402
-from corral.runtime.imagebuild import build_busybox_image  # noqa: E402
-from corral.runtime.images import remove_image  # noqa: E402
-from corral.runtime.pull import Puller  # noqa: E402
-from tests.fixtures.registry import push_oci_archive, run_registry  # noqa: E402
+from corral.runtime.client import Client
+from corral.runtime.content import info
+from corral.runtime.embedded import EmbeddedContainerd
+from corral.runtime.imagebuild import build_busybox_image
+from corral.runtime.images import remove_image
+from corral.runtime.pull import Puller
+from tests.fixtures.registry import push_oci_archive, run_registry
 
 
 def _summary(label: str, times: list[float]) -> str:
     ms = sorted(t * 1000 for t in times)
-    return (
-        f"{label}: n={len(ms)} p50={statistics.median(ms):.1f} ms min={ms[0]:.1f} ms max={ms[-1]:.1f} ms"
-    )
+    return f"{label}: n={len(ms)} p50={statistics.median(ms):.1f} ms min={ms[0]:.1f} ms max={ms[-1]:.1f} ms"
 
 
 async def bench(runs: int) -> None:
