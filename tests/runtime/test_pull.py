@@ -5,17 +5,19 @@ and fails the test if a lease (half-done pull) is left behind."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
+from corral.runtime._pb.containerd.services.content.v1 import content_pb2
 from corral.runtime.auth import BasicCredentials, Credentials
 from corral.runtime.client import Client
 from corral.runtime.content import info
-from corral.runtime.distribution import ImageNotFound, RegistryUnauthorized, RegistryUnreachable
+from corral.runtime.distribution import DigestMismatch, ImageNotFound, RegistryUnauthorized, RegistryUnreachable
 from corral.runtime.images import image_names
 from corral.runtime.pull import PullProgress, pull, puller_for
 from corral.runtime.unpack import is_unpacked
-from tests.fixtures.registry import Registry, free_port
+from tests.fixtures.registry import Registry, free_port, push_oci_archive, run_registry
 
 pytestmark = pytest.mark.containerd
 
@@ -74,3 +76,26 @@ async def test_wrong_credentials_are_refused_and_right_ones_pull(ctr_client: Cli
 async def test_a_registry_with_nothing_listening_is_unreachable(ctr_client: Client) -> None:
     with pytest.raises(RegistryUnreachable, match=r"cannot reach registry 127\.0\.0\.1:"):
         await pull(ctr_client, f"127.0.0.1:{free_port()}/busybox:1")
+
+
+def corrupt_largest_blob(storage: Path) -> str:
+    """Flip a byte in the middle of the registry's largest blob (the layer); returns its digest."""
+    layer = max(storage.rglob("blobs/sha256/*/*/data"), key=lambda p: p.stat().st_size)
+    data = bytearray(layer.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, different bytes: only hashing can tell
+    layer.write_bytes(bytes(data))
+    return "sha256:" + layer.parent.name
+
+
+async def test_a_corrupted_layer_fails_the_pull_and_leaves_nothing_behind(
+    ctr_client: Client, tmp_path: Path, busybox_archive: Path
+) -> None:
+    async with run_registry(tmp_path) as reg:
+        await push_oci_archive(reg, busybox_archive, ref=reg.ref)
+        digest = await asyncio.to_thread(corrupt_largest_blob, reg.root / "data")
+        with pytest.raises(DigestMismatch, match=digest):
+            await pull(ctr_client, reg.ref)
+    assert reg.ref not in await image_names(ctr_client)
+    assert await info(ctr_client, digest) is None
+    statuses = await ctr_client.call(ctr_client.content.ListStatuses, content_pb2.ListStatusesRequest())
+    assert [s.ref for s in statuses.statuses] == [], "no half-written ingest is left"

@@ -15,8 +15,10 @@ containerd 1.6 pulls client-side, so corral does what ``ctr pull`` does, in this
    them own their children (``images.gc_labels``) and a ``containerd.io/distribution.source.<host>``
    label. Progress is reported per blob as ``PullProgress(digest, done, total)``.
 5. **Unpack** the layers into overlayfs (``unpack.unpack``), then **create/update the record**
-   ``name → target`` and drop the lease. If any step fails, the lease is deleted and GC collects
-   whatever it held; an interrupted writer is aborted by the next writer of the same blob.
+   ``name → target`` and drop the lease. If any step fails (or the pull is cancelled), the lease is
+   deleted and GC collects whatever it held, and each content writer of the pull (its own ref) is
+   aborted, so no half-written ingest stays either. A failed blob fails the pull with its own error
+   (``DigestMismatch``, ``RegistryUnreachable``, ...), not an exception group.
 
 Concurrent pulls of one reference share the work: a ``Puller`` (one per ``Client``; ``pull()`` finds it)
 keeps the in-flight job per canonical name and every caller awaits the same task; a caller that is
@@ -29,16 +31,18 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 import weakref
 from collections.abc import AsyncGenerator, Callable, Iterable
 from dataclasses import dataclass, field
 
-from corral.model.errors import Invalid, NotFound
+from corral.model.errors import CorralError, Invalid, NotFound
+from corral.runtime._pb.containerd.services.content.v1 import content_pb2
 from corral.runtime._pb.containerd.services.images.v1 import images_pb2
 from corral.runtime._pb.containerd.services.leases.v1 import leases_pb2
 from corral.runtime.auth import Credentials, TokenCache
 from corral.runtime.client import Client
-from corral.runtime.content import info, read_blob, write_blob, write_blob_chunks
+from corral.runtime.content import info, read_blob, write_blob_chunks
 from corral.runtime.distribution import (
     Descriptor,
     Fetched,
@@ -217,10 +221,13 @@ class Puller:
             async with limit:
                 await self._fetch_blob(job, registry, desc, lease_id=lease_id, labels=source)
 
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(config(), name=f"pull {ref.name}: config")
-            for desc in resolved.layers:
-                tg.create_task(layer(desc), name=f"pull {ref.name}: {desc.digest[:19]}")
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(config(), name=f"pull {ref.name}: config")
+                for desc in resolved.layers:
+                    tg.create_task(layer(desc), name=f"pull {ref.name}: {desc.digest[:19]}")
+        except BaseExceptionGroup as group:  # the first blob's failure is the pull's error
+            raise _first_error(group) from None
         config_doc = json.loads(config_data)
         for fetched in resolved.children:  # manifest, then index: parents after their children
             await self._put_manifest(fetched, lease_id=lease_id, labels=source)
@@ -252,7 +259,7 @@ class Puller:
 
         chunks = counted()
         try:
-            written = await write_blob_chunks(self.client, chunks, digest=desc.digest, size=desc.size, labels=labels)
+            written = await self._write(chunks, desc, labels=labels)
         finally:
             await chunks.aclose()
         if written:
@@ -260,6 +267,18 @@ class Puller:
         else:  # another writer stored it meanwhile
             await _lease_content(self.client, lease_id, desc.digest)
             job.report(desc.digest, desc.size, desc.size, cached=True)
+
+    async def _write(self, chunks: AsyncGenerator[bytes, None], desc: Descriptor, *, labels: dict[str, str]) -> bool:
+        """``write_blob_chunks`` under a writer ref of this pull alone, aborted if the write fails or is
+        cancelled (a lease does not take an ingest with it). False when the blob was already there."""
+        ref = f"pull-{secrets.token_hex(6)}-{desc.digest}"
+        try:
+            return await write_blob_chunks(
+                self.client, chunks, digest=desc.digest, size=desc.size, labels=labels, ref=ref
+            )
+        except BaseException:
+            await _abort_ingest(self.client, ref)
+            raise
 
     async def _fetch_config(
         self, job: _Job, registry: RegistryClient, desc: Descriptor, *, lease_id: str, labels: dict[str, str]
@@ -273,7 +292,7 @@ class Puller:
             return await read_blob(self.client, desc.digest, max_size=MAX_CONFIG_BYTES)
         job.report(desc.digest, 0, desc.size)
         data = b"".join([chunk async for chunk in registry.blob_chunks(job.ref, desc)])
-        await write_blob(self.client, data, digest=desc.digest, labels=labels)
+        await self._write(_one_chunk(data), desc, labels=labels)
         self.stats.blobs_fetched += 1
         self.stats.bytes_fetched += len(data)
         job.report(desc.digest, desc.size, desc.size)
@@ -283,12 +302,30 @@ class Puller:
         desc = fetched.descriptor
         all_labels = {**labels, **gc_labels(json.loads(fetched.data))}
         one = _one_chunk(fetched.data)
-        if not await write_blob_chunks(self.client, one, digest=desc.digest, size=desc.size, labels=all_labels):
+        if not await self._write(one, desc, labels=all_labels):
             await _lease_content(self.client, lease_id, desc.digest)  # it was there; labels were set
+
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            return _first_error(exc)
+        if not isinstance(exc, asyncio.CancelledError):
+            return exc
+    return group.exceptions[0]
 
 
 async def _one_chunk(data: bytes) -> AsyncGenerator[bytes, None]:
     yield data
+
+
+async def _abort_ingest(client: Client, ref: str) -> None:
+    try:
+        await client.call(client.content.Abort, content_pb2.AbortRequest(ref=ref), retry=True)
+    except NotFound:
+        pass
+    except CorralError as e:  # best effort: the original failure is the one to report
+        log.warning("could not abort content writer %s: %s", ref, e)
 
 
 async def _lease_content(client: Client, lease_id: str, digest: str) -> None:
