@@ -1,0 +1,54 @@
+"""Tear down the bridge plugin's per-container masquerade chain when its namespace is already gone.
+
+The bridge plugin (``ipMasq: true``) adds, per container, a nat chain ``CNI-<24 hex>`` — the first 24
+hex digits of sha512(network name + container id) — jumped to from ``POSTROUTING`` for the container's
+source address. Its DEL removes it only after it has read the container's addresses off ``eth0``
+inside the namespace; with the namespace gone it returns success and leaves the chain behind.
+
+``teardown`` finishes the job from the names alone: it deletes every ``POSTROUTING`` rule that jumps
+to the chain (as listed by ``iptables -S``), then flushes and deletes the chain. Missing rules and
+chains are fine: it is idempotent. iptables runs as an asyncio subprocess with ``-w`` (wait for the
+xtables lock other plugins may hold).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import shlex
+from collections.abc import Mapping
+from typing import Any
+
+
+def chain_name(network_name: str, container_id: str) -> str:
+    """The bridge plugin's masquerade chain for a container (CNI's ``FormatChainName``)."""
+    return "CNI-" + hashlib.sha512((network_name + container_id).encode()).hexdigest()[:24]
+
+
+async def _iptables(*args: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        "iptables",
+        "-w",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await proc.communicate()
+    return proc.returncode or 0, out.decode(errors="replace")
+
+
+async def teardown(*, network_name: str, container_id: str, result: Mapping[str, Any]) -> None:
+    """Remove the container's masquerade chain and the POSTROUTING jumps to it, if any are left."""
+    if not any(":" not in str(ip.get("address", "")) for ip in result.get("ips", [])):
+        return  # no IPv4 address, so the plugin made no IPv4 chain
+    chain = chain_name(network_name, container_id)
+    rc, listing = await _iptables("-t", "nat", "-S", "POSTROUTING")
+    if rc != 0:
+        return
+    for line in listing.splitlines():
+        words = shlex.split(line)
+        if words[:2] == ["-A", "POSTROUTING"] and words[-2:] == ["-j", chain]:
+            await _iptables("-t", "nat", "-D", *words[1:])
+    rc, _ = await _iptables("-t", "nat", "-F", chain)
+    if rc == 0:
+        await _iptables("-t", "nat", "-X", chain)
