@@ -5,6 +5,7 @@ Fixture modules live in tests/fixtures/ (one per part) and are loaded here as pl
 
 pytest_plugins = [
     "tests.fixtures.etcd",
+    "tests.fixtures.control",
     "tests.fixtures.containerd",
     "tests.fixtures.registry",
 ]

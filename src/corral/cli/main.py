@@ -5,6 +5,12 @@ from __future__ import annotations
 import click
 
 from corral import __version__
+from corral.cli.apply import apply
+from corral.cli.create import create
+from corral.cli.delete import delete
+from corral.cli.describe import describe
+from corral.cli.get import get
+from corral.cli.run import run
 from corral.cli.serve import serve
 
 
@@ -15,6 +21,8 @@ def cli() -> None:
 
 
 cli.add_command(serve)
+for command in (apply, get, describe, delete, run, create):
+    cli.add_command(command)
 
 
 def main() -> None:

@@ -1,0 +1,174 @@
+"""``corral apply -f FILE``: create each object in a file, or bring the existing one to what it says.
+
+Each YAML/JSON document names its kind; it is created with POST (the server validates it and
+names every bad field). When the name is taken the current object is read and, unless the file
+already matches it, written back with the file's ``spec`` and ``labels`` (its ``annotations`` are
+added) at the current resourceVersion — so status, finalizers, owners and fields the system sets
+(a container's ``spec.node`` when the file leaves it out) are kept. A lost race (409 Conflict) is
+retried once from a fresh read. Namespaces in the file are applied before the objects in them.
+Every document is tried; the exit code is 1 when any failed.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from typing import Any, TextIO
+
+import click
+import msgspec
+import yaml
+
+from corral.api.client import ApiClient
+from corral.cli import output
+from corral.cli.connection import api_command, connection_options
+from corral.model.errors import AlreadyExists, Conflict, CorralError, Unavailable
+from corral.model.kinds import KindInfo
+
+#: spec fields the system fills in; a file that leaves them empty keeps the current value
+SYSTEM_SPEC_FIELDS: dict[str, tuple[str, ...]] = {"Container": ("node",), "Node": ("podCidr",)}
+
+
+class Document(msgspec.Struct, frozen=True):
+    index: int  # 1-based, for messages
+    info: KindInfo
+    body: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return str(self.body.get("metadata", {}).get("name", ""))
+
+
+def load_documents(text: str, source: str) -> list[Document]:
+    """Every non-empty document of ``text``; a corral error for bad YAML or an unknown kind."""
+    try:
+        raw = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise CorralError(f"{source} is not valid YAML or JSON{where}: {problem}") from None
+    docs: list[Document] = []
+    for i, body in enumerate(raw, start=1):
+        if isinstance(body, dict) and body.get("kind") == "List" and isinstance(body.get("items"), list):
+            items = body["items"]
+        else:
+            items = [body]
+        for item in items:
+            if not isinstance(item, dict):
+                raise CorralError(f"document {i} of {source} is a {type(item).__name__}, not an object with a kind")
+            kind = item.get("kind")
+            if not isinstance(kind, str) or not kind:
+                raise CorralError(f'document {i} of {source} has no "kind"; say what it is, e.g. kind: Container')
+            try:
+                info = output.kind_info(kind)
+            except CorralError as e:
+                raise CorralError(f"document {i} of {source}: {e.message}") from None
+            if not isinstance(item.get("metadata", {}), dict):
+                raise CorralError(f"document {i} of {source}: metadata must be an object")
+            docs.append(Document(i, info, item))
+    namespaces_first = sorted(docs, key=lambda d: d.info.kind != "Namespace")
+    return namespaces_first
+
+
+def _path(info: KindInfo, namespace: str, name: str = "") -> str:
+    base = f"/namespaces/{namespace}/{info.plural}" if info.namespaced else f"/{info.plural}"
+    return f"{base}/{name}" if name else base
+
+
+def desired_update(current: dict[str, Any], doc: dict[str, Any], info: KindInfo) -> dict[str, Any]:
+    """``current`` with the file's spec, labels and annotations: the body of the PUT."""
+    new = copy.deepcopy(current)
+    spec = copy.deepcopy(doc.get("spec") or {})
+    if isinstance(spec, dict):
+        for key in SYSTEM_SPEC_FIELDS.get(info.kind, ()):
+            if not spec.get(key) and (current.get("spec") or {}).get(key):
+                spec[key] = current["spec"][key]
+    new["spec"] = spec
+    meta_doc = doc.get("metadata") or {}
+    meta = new.setdefault("metadata", {})
+    labels = meta_doc.get("labels")
+    if labels:
+        meta["labels"] = labels
+    else:
+        meta.pop("labels", None)
+    if meta_doc.get("annotations"):
+        meta["annotations"] = {**(meta.get("annotations") or {}), **meta_doc["annotations"]}
+    return new
+
+
+def unchanged(current: dict[str, Any], new: dict[str, Any], info: KindInfo) -> bool:
+    """Whether writing ``new`` would change nothing that the file sets (compared after defaults)."""
+    try:
+        a = msgspec.convert(current, info.type)
+        b = msgspec.convert(new, info.type)
+    except msgspec.ValidationError:
+        return False  # let the server say what is wrong
+    return bool(
+        msgspec.json.encode(a.spec) == msgspec.json.encode(b.spec)
+        and a.metadata.labels == b.metadata.labels
+        and a.metadata.annotations == b.metadata.annotations
+    )
+
+
+async def apply_one(client: ApiClient, doc: Document, *, namespace: str) -> str:
+    """Create or update one document; the verb that says what happened."""
+    info = doc.info
+    ns = str(doc.body.get("metadata", {}).get("namespace") or namespace) if info.namespaced else ""
+    try:
+        await client.request("POST", _path(info, ns), body=doc.body)
+        return "created"
+    except AlreadyExists:
+        pass
+    for attempt in range(2):
+        current = msgspec.json.decode(await client.request("GET", _path(info, ns, doc.name)))
+        new = desired_update(current, doc.body, info)
+        if unchanged(current, new, info):
+            return "unchanged"
+        try:
+            await client.request("PUT", _path(info, ns, doc.name), body=new)
+            return "configured"
+        except Conflict:
+            if attempt:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _read(file: str, stdin: TextIO) -> tuple[str, str]:
+    if file == "-":
+        return stdin.read(), "standard input"
+    try:
+        with open(file, encoding="utf-8") as f:
+            return f.read(), file
+    except OSError as e:
+        raise CorralError(f"cannot read {file}: {e.strerror or e}") from None
+
+
+@click.command()
+@click.option("-f", "--filename", "files", multiple=True, required=True, metavar="FILE",
+              help="A YAML or JSON file of one or more objects (--- between YAML documents); - reads stdin.")
+@click.option("-n", "--namespace", default="default", show_default=True,
+              help="The namespace for objects whose metadata names none.")
+@connection_options
+@api_command
+async def apply(client: ApiClient, *, files: tuple[str, ...], namespace: str) -> int:
+    """Create the objects in FILE, or update the ones that exist to match it."""
+    docs: list[Document] = []
+    for file in files:
+        text, source = _read(file, sys.stdin)
+        docs += load_documents(text, source)
+    if not docs:
+        raise CorralError(f"no objects found in {', '.join(files)}")
+    failed = 0
+    for doc in docs:
+        what = output.ref(doc.info, doc.name or "?")
+        try:
+            verb = await apply_one(client, doc, namespace=namespace)
+        except Unavailable:
+            raise  # the API cannot be reached: the other documents would fail the same way
+        except CorralError as e:
+            output.print_error(e, what=what)
+            failed += 1
+            continue
+        click.echo(f"{what} {verb}")
+    return 1 if failed else 0

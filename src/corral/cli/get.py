@@ -1,0 +1,119 @@
+"""``corral get KIND [NAME]``: a table (or JSON/YAML/names) of objects, and ``-w`` to follow changes.
+
+A list is read once and printed; with ``--watch`` the command then follows the watch from the
+list's resourceVersion and prints a row per change (a JSON/YAML document per change with ``-o``),
+until Ctrl-C. A dropped stream resumes from the last revision seen; an expired revision relists.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import click
+
+from corral.api.client import ApiClient
+from corral.cli import output, tables
+from corral.cli.connection import api_command, connection_options
+from corral.model.errors import Gone, Unavailable
+from corral.model.kinds import KindInfo
+from corral.model.resources import Container, Object
+
+FORMATS = ("table", "wide", "json", "yaml", "name")
+
+def _list_document(info: KindInfo, items: list[Object], rv: str) -> dict[str, Any]:
+    return {"apiVersion": "corral/v1", "kind": info.list_kind, "metadata": {"resourceVersion": rv},
+            "items": [output.to_data(o) for o in items]}
+
+async def _context(client: ApiClient, info: KindInfo) -> tables.Context:
+    if info.kind != "Node":
+        return tables.Context()
+    containers, _ = await client.list(Container, namespace=None)
+    per_node = Counter(c.status.node or c.spec.node for c in containers if c.status.node or c.spec.node)
+    return tables.Context(containers_per_node=per_node)
+
+class Printer:
+    """Prints objects in one output format; a table keeps its column widths from the first batch."""
+
+    def __init__(self, info: KindInfo, fmt: str, *, all_namespaces: bool, ctx: tables.Context,
+                 echo: Callable[[str], None] = click.echo) -> None:
+        self.info, self.fmt, self.ctx, self.echo = info, fmt, ctx, echo
+        self.all_namespaces = all_namespaces and info.namespaced
+        self.widths: list[int] = []
+
+    def _row(self, obj: Object) -> list[str]:
+        return tables.row(obj, self.info, self.ctx, wide=self.fmt == "wide", all_namespaces=self.all_namespaces)
+
+    def table(self, objs: Sequence[Object]) -> None:
+        header = tables.columns(self.info, wide=self.fmt == "wide", all_namespaces=self.all_namespaces)
+        rows = [header, *(self._row(o) for o in objs)]
+        self.widths = tables.widths(rows)
+        for r in rows:
+            self.echo(tables.format_line(r, self.widths))
+
+    def change(self, obj: Object) -> None:
+        if self.fmt in ("json", "yaml"):
+            self.echo(output.dump(output.to_data(obj), self.fmt) + ("\n---" if self.fmt == "yaml" else ""))
+        elif self.fmt == "name":
+            self.echo(output.ref(self.info, obj.metadata.name))
+        else:
+            self.ctx = tables.Context(containers_per_node=self.ctx.containers_per_node)  # a fresh "now"
+            self.echo(tables.format_line(self._row(obj), self.widths))
+
+async def follow(client: ApiClient, printer: Printer, *, namespace: str | None, rv: str,
+                  label_selector: str, field_selector: str) -> None:
+    while True:
+        try:
+            async for ev in client.watch(printer.info.type, namespace=namespace, resource_version=rv,
+                                         label_selector=label_selector, field_selector=field_selector):
+                rv = ev.object.metadata.resource_version or rv
+                printer.change(ev.object)
+        except Gone:
+            _, rv = await client.list(printer.info.type, namespace=namespace, label_selector=label_selector,
+                                      field_selector=field_selector)
+        except Unavailable:
+            continue  # the stream was cut: resume from the last revision seen
+
+@click.command()
+@click.argument("kind")
+@click.argument("name", required=False)
+@click.option("-n", "--namespace", default="default", show_default=True, help="The namespace to look in.")
+@click.option("-A", "--all-namespaces", is_flag=True, help="List objects of every namespace.")
+@click.option("-o", "--output", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
+              help="table, wide (more columns), json, yaml, or name (kind/name lines).")
+@click.option("-l", "--selector", default="", metavar="SELECTOR", help="Label selector, e.g. app=web,tier!=db.")
+@click.option("--field-selector", default="", metavar="SELECTOR", help="Field selector, e.g. spec.node=n1.")
+@click.option("-w", "--watch", is_flag=True, help="After printing, keep printing changes until Ctrl-C.")
+@connection_options
+@api_command
+async def get(client: ApiClient, *, kind: str, name: str | None, namespace: str, all_namespaces: bool, fmt: str,
+              selector: str, field_selector: str, watch: bool) -> int:
+    """Show objects of a KIND (containers, nodes, deployments, namespaces, volumes, events, ...)."""
+    info = output.kind_info(kind)
+    ns: str | None = None if all_namespaces or not info.namespaced else namespace
+    printer = Printer(info, fmt, all_namespaces=all_namespaces, ctx=await _context(client, info))
+    if name is not None:
+        obj = await client.get(info.type, name, namespace=ns or "default")
+        items, rv = [obj], obj.metadata.resource_version
+        field_selector = ",".join(s for s in (field_selector, f"metadata.name={name}") if s)
+    else:
+        items, rv = await client.list(info.type, namespace=ns, label_selector=selector, field_selector=field_selector)
+    if fmt in ("json", "yaml"):
+        data = output.to_data(items[0]) if name is not None else _list_document(info, items, rv)
+        click.echo(output.dump(data, fmt))
+    elif fmt == "name":
+        for obj in items:
+            click.echo(output.ref(info, obj.metadata.name))
+    elif items:
+        printer.table(items)
+    elif not watch:
+        where = f' in namespace "{ns}"' if ns else ""
+        click.echo(f"No {info.plural} found{where}.", err=True)
+    else:
+        printer.widths = [max(len(h), 12) for h in tables.columns(info, wide=fmt == "wide",
+                                                                  all_namespaces=printer.all_namespaces)]
+    if watch:
+        await follow(client, printer, namespace=ns, rv=rv, label_selector=selector, field_selector=field_selector)
+    return 0
+
