@@ -1,6 +1,6 @@
 """containerd's event stream as typed events, resubscribing after containerd restarts.
 
-``subscribe(client, filters)`` is an async iterator over ``Events.Subscribe``: each envelope's
+``subscribe(client, filters)`` (an async context manager and iterator) streams ``Events.Subscribe``: each envelope's
 ``Any`` payload is decoded by its type into ``TaskExit``, ``TaskOOM``, ``TaskStart``,
 ``TaskCreate``, ``TaskDelete`` — anything else comes as ``OtherEvent`` with the topic. Filters are
 containerd's (``topic=="/tasks/exit"``); containerd streams every namespace's events, so each
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
@@ -128,32 +128,73 @@ def _unpack(payload: any_pb2.Any, message: _M) -> _M:
     return message
 
 
-async def subscribe(
-    client: Client,
-    filters: Sequence[str] = EXIT_AND_OOM,
-    *,
-    max_backoff: float = 5.0,
-) -> AsyncIterator[Event]:
-    """Typed events matching any of ``filters``, forever; resubscribes after connection loss.
+class Subscription:
+    """An open event subscription: ``async with subscribe(client) as events: async for e in events``.
 
-    A pump task (owned by this generator, cancelled when it closes) reads the stream into a queue,
-    so the stream is reopened right away after a reconnect even while the caller is busy resyncing
-    on the ``Resubscribed`` marker. A bad filter (or any error other than unavailability) ends the
-    iteration with that error.
+    Entering starts a pump task (owned here, cancelled on exit) that reads the stream into a queue,
+    so the stream is opened before the caller does anything whose events it wants, and reopened
+    right away after a reconnect even while the caller is busy resyncing on ``Resubscribed``.
+    A bad filter (or any error other than unavailability) ends the iteration with that error.
     """
-    queue: asyncio.Queue[Event | CorralError] = asyncio.Queue()
-    scoped = scope_filters(filters, client.namespace)
-    pump = asyncio.create_task(_pump(client, scoped, queue, max_backoff), name="containerd events")
-    try:
+
+    def __init__(self, client: Client, filters: Sequence[str], *, max_backoff: float = 5.0) -> None:
+        self.client = client
+        self.filters = scope_filters(filters, client.namespace)
+        self.max_backoff = max_backoff
+        self._queue: asyncio.Queue[Event | CorralError] = asyncio.Queue()
+        self._pump: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Subscription:
+        self._pump = asyncio.create_task(self._run(), name=f"containerd events {self.filters}")
+        await asyncio.sleep(0)  # let the pump send the Subscribe request
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        pump, self._pump = self._pump, None
+        if pump is not None:
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pump
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Event:
+        if self._pump is None:
+            raise RuntimeError("use the subscription inside `async with`")
+        item = await self._queue.get()
+        if isinstance(item, CorralError):
+            raise item
+        return item
+
+    async def _run(self) -> None:
+        request = events_pb2.SubscribeRequest(filters=self.filters)
+        attempts, delay = 0, 0.1
         while True:
-            item = await queue.get()
-            if isinstance(item, CorralError):
-                raise item
-            yield item
-    finally:
-        pump.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await pump
+            try:
+                if attempts:
+                    await self.client.version()  # Unavailable until containerd answers again
+                    self._queue.put_nowait(Resubscribed(attempts))
+                    attempts, delay = 0, 0.1
+                async for envelope in self.client.stream(self.client.events.Subscribe, request):
+                    self._queue.put_nowait(decode(envelope))
+                attempts += 1  # the server ended the stream (containerd stopping): open a new one
+            except Unavailable:
+                attempts += 1
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.max_backoff)
+            except CorralError as e:
+                self._queue.put_nowait(e)
+                return
+
+
+def subscribe(client: Client, filters: Sequence[str] = EXIT_AND_OOM, *, max_backoff: float = 5.0) -> Subscription:
+    """Typed events matching any of ``filters``, forever, resubscribing after connection loss:
+    ``async with subscribe(client) as events: async for event in events: ...``."""
+    return Subscription(client, filters, max_backoff=max_backoff)
 
 
 def scope_filters(filters: Sequence[str], namespace: str) -> list[str]:
@@ -163,26 +204,3 @@ def scope_filters(filters: Sequence[str], namespace: str) -> list[str]:
     if not filters:
         return [own]
     return [f if "namespace" in f else f"{f},{own}" for f in filters]
-
-
-async def _pump(
-    client: Client, filters: list[str], queue: asyncio.Queue[Event | CorralError], max_backoff: float
-) -> None:
-    request = events_pb2.SubscribeRequest(filters=filters)
-    attempts, delay = 0, 0.1
-    while True:
-        try:
-            if attempts:
-                await client.version()  # Unavailable until containerd answers again
-                queue.put_nowait(Resubscribed(attempts))
-                attempts, delay = 0, 0.1
-            async for envelope in client.stream(client.events.Subscribe, request):
-                queue.put_nowait(decode(envelope))
-            attempts += 1  # the server ended the stream (containerd stopping): open a new one
-        except Unavailable:
-            attempts += 1
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, max_backoff)
-        except CorralError as e:
-            queue.put_nowait(e)
-            return
