@@ -2,11 +2,13 @@
 
 A list is read once and printed; with ``--watch`` the command then follows the watch from the
 list's resourceVersion and prints a row per change (a JSON/YAML document per change with ``-o``),
-until Ctrl-C. A dropped stream resumes from the last revision seen; an expired revision relists.
+until Ctrl-C. A dropped stream resumes (after a second) from the last revision seen; an expired
+revision relists.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -20,6 +22,7 @@ from corral.model.errors import Gone, Unavailable
 from corral.model.kinds import KindInfo
 from corral.model.resources import Container, Object
 
+RETRY_SECONDS = 1.0
 FORMATS = ("table", "wide", "json", "yaml", "name")
 
 def _list_document(info: KindInfo, items: list[Object], rv: str) -> dict[str, Any]:
@@ -73,7 +76,7 @@ async def follow(client: ApiClient, printer: Printer, *, namespace: str | None, 
             _, rv = await client.list(printer.info.type, namespace=namespace, label_selector=label_selector,
                                       field_selector=field_selector)
         except Unavailable:
-            continue  # the stream was cut: resume from the last revision seen
+            await asyncio.sleep(RETRY_SECONDS)  # the stream was cut: resume from the last revision seen
 
 @click.command()
 @click.argument("kind")
