@@ -290,7 +290,10 @@ class ResourceHandlers:
                             "metadata": {"resourceVersion": str(cache.revision)}}
                     await response.write(b'{"type":"BOOKMARK","object":%s}\n' % codec.encode(mark))
                     last_write = time.monotonic()
-                wait = min(BOOKMARK_SECONDS - (time.monotonic() - last_write), deadline - time.monotonic())
+                transport = request.transport
+                if transport is None or transport.is_closing():
+                    break  # the client went away
+                wait = min(BOOKMARK_SECONDS - (time.monotonic() - last_write), deadline - time.monotonic(), 1.0)
                 if wait > 0 and index == cache.end:
                     await cache.wait_changed(wait)
         except (ConnectionResetError, ConnectionError):
