@@ -8,7 +8,7 @@ PACKAGES=(
   etcd-server etcd-client
   containerd runc
   containernetworking-plugins iproute2 nftables iptables
-  docker-registry busybox-static skopeo
+  docker-registry busybox-static skopeo openssl
   python3-venv
 )
 

@@ -213,3 +213,33 @@ async def test_only_loopback_and_insecure_registries_are_spoken_to_over_plain_ht
     assert client.base_url(parse_reference("reg.lan:5000/a")).startswith("http://")
     assert client.base_url(parse_reference("reg.lan:6000/a")).startswith("https://")
     assert client.base_url(parse_reference("busybox")) == "https://registry-1.docker.io/v2/library/busybox"
+
+
+async def test_bearer_token_auth_fetches_one_token_and_reuses_it(
+    token_registry: Registry, session: aiohttp.ClientSession
+) -> None:
+    assert token_registry.token_server and token_registry.username and token_registry.password
+    ref = parse_reference(token_registry.ref)
+    creds = Credentials({token_registry.host: BasicCredentials(token_registry.username, token_registry.password)})
+    client = RegistryClient(session, credentials=creds, tokens=TokenCache())
+    before = token_registry.token_server.requests
+    image = await client.resolve(ref)
+
+    async def sink(chunk: bytes) -> None:
+        pass
+
+    await client.fetch_blob(ref, image.config, sink)
+    await client.resolve(ref)
+    assert token_registry.token_server.requests == before + 1
+
+
+async def test_bearer_token_auth_refuses_wrong_or_missing_credentials(
+    token_registry: Registry, session: aiohttp.ClientSession
+) -> None:
+    assert token_registry.username
+    ref = parse_reference(token_registry.ref)
+    wrong = Credentials({token_registry.host: BasicCredentials(token_registry.username, "wrong")})
+    with pytest.raises(RegistryUnauthorized, match="UNAUTHORIZED: bad credentials"):
+        await RegistryClient(session, credentials=wrong).resolve(ref)
+    with pytest.raises(RegistryUnauthorized, match="no credentials"):
+        await RegistryClient(session).resolve(ref)

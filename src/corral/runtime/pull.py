@@ -7,8 +7,9 @@ containerd 1.6 pulls client-side, so corral does what ``ctr pull`` does, in this
 2. **Fast path.** If the image record already points at that target and its top snapshot exists,
    the pull is a no-op: one manifest GET, no lease, no blob traffic.
 3. **One lease** (``leases.lease``) covers everything written from here on, so containerd's GC cannot
-   collect a blob between its write and the record that references it. Blobs already in the store
-   are added to the lease (``Leases.AddResource``) instead of being fetched.
+   collect a blob between its write and the record that references it. Every blob is added to the
+   lease (``Leases.AddResource``) *before* the store is asked whether it has it, so one found there
+   cannot be collected before the record references it; found blobs are not fetched.
 4. **Fetch.** Config and layers stream from the registry into the content store concurrently (at most
    ``max_concurrent_blobs``), hashed on the way in by the distribution client and checked again by
    containerd at commit; then the manifest and the index are written with the GC labels that make
@@ -245,7 +246,7 @@ class Puller:
         self, job: _Job, registry: RegistryClient, desc: Descriptor, *, lease_id: str, labels: dict[str, str]
     ) -> None:
         """Stream one layer into the store (``write_blob_chunks`` looks first and, when the blob is
-        there, returns without starting the download; it is then added to the lease)."""
+        there, returns without starting the download)."""
         done = 0
 
         async def counted() -> AsyncGenerator[bytes, None]:
@@ -259,18 +260,21 @@ class Puller:
 
         chunks = counted()
         try:
-            written = await self._write(chunks, desc, labels=labels)
+            written = await self._write(chunks, desc, lease_id=lease_id, labels=labels)
         finally:
             await chunks.aclose()
         if written:
             self.stats.blobs_fetched += 1
-        else:  # another writer stored it meanwhile
-            await _lease_content(self.client, lease_id, desc.digest)
+        else:
             job.report(desc.digest, desc.size, desc.size, cached=True)
 
-    async def _write(self, chunks: AsyncGenerator[bytes, None], desc: Descriptor, *, labels: dict[str, str]) -> bool:
-        """``write_blob_chunks`` under a writer ref of this pull alone, aborted if the write fails or is
+    async def _write(
+        self, chunks: AsyncGenerator[bytes, None], desc: Descriptor, *, lease_id: str, labels: dict[str, str]
+    ) -> bool:
+        """The blob into the lease first (so GC cannot take it between "it is there" and its use), then
+        ``write_blob_chunks`` under a writer ref of this pull alone, aborted if the write fails or is
         cancelled (a lease does not take an ingest with it). False when the blob was already there."""
+        await _lease_content(self.client, lease_id, desc.digest)
         ref = f"pull-{secrets.token_hex(6)}-{desc.digest}"
         try:
             return await write_blob_chunks(
@@ -286,13 +290,13 @@ class Puller:
         """The config blob's bytes, fetched into memory (it is small) and stored, or read from the store."""
         if desc.size > MAX_CONFIG_BYTES:
             raise Invalid(f"{job.ref.name}: image config is {desc.size} bytes, more than {MAX_CONFIG_BYTES}")
+        await _lease_content(self.client, lease_id, desc.digest)  # before looking: see ``_write``
         if await info(self.client, desc.digest) is not None:
-            await _lease_content(self.client, lease_id, desc.digest)
             job.report(desc.digest, desc.size, desc.size, cached=True)
             return await read_blob(self.client, desc.digest, max_size=MAX_CONFIG_BYTES)
         job.report(desc.digest, 0, desc.size)
         data = b"".join([chunk async for chunk in registry.blob_chunks(job.ref, desc)])
-        await self._write(_one_chunk(data), desc, labels=labels)
+        await self._write(_one_chunk(data), desc, lease_id=lease_id, labels=labels)
         self.stats.blobs_fetched += 1
         self.stats.bytes_fetched += len(data)
         job.report(desc.digest, desc.size, desc.size)
@@ -301,9 +305,7 @@ class Puller:
     async def _put_manifest(self, fetched: Fetched, *, lease_id: str, labels: dict[str, str]) -> None:
         desc = fetched.descriptor
         all_labels = {**labels, **gc_labels(json.loads(fetched.data))}
-        one = _one_chunk(fetched.data)
-        if not await self._write(one, desc, labels=all_labels):
-            await _lease_content(self.client, lease_id, desc.digest)  # it was there; labels were set
+        await self._write(_one_chunk(fetched.data), desc, lease_id=lease_id, labels=all_labels)
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
