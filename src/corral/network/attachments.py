@@ -143,7 +143,7 @@ class Network:
             "netns": netns_path,
             "ifname": cfg.ifname,
             "portMappings": [p.to_cni() for p in port_mappings],
-            "conflist": cfg.conflist(),
+            "conflist": cfg.conflist(portmap=bool(port_mappings)),
             "result": None,
         }
         await self._write(container_id, record)  # the intent: a crash from here on is undone by DEL

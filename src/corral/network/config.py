@@ -101,8 +101,12 @@ class NetworkConfig:
     def gateway_ip(self) -> str:
         return self.gateway or str(next(ipaddress.ip_network(self.subnet).hosts()))
 
-    def conflist(self) -> dict[str, Any]:
-        """The CNI chain for the container's main interface: bridge (+ host-local) then portmap."""
+    def conflist(self, *, portmap: bool = True) -> dict[str, Any]:
+        """The CNI chain for the container's main interface: bridge (+ host-local) then portmap.
+
+        Without port mappings portmap would only cost time (its DEL is ~0.1 s of iptables calls), so
+        the agent leaves it out; the saved conflist of each container says which chain its DEL runs.
+        """
         bridge: dict[str, Any] = {
             "type": "bridge",
             "bridge": self.bridge,
@@ -118,8 +122,9 @@ class NetworkConfig:
             },
             **self.extra,
         }
-        portmap = {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True}
-        return {"cniVersion": CNI_VERSION, "name": self.name, "plugins": [bridge, portmap]}
+        portmapper = {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True}
+        plugins = [bridge, portmapper] if portmap else [bridge]
+        return {"cniVersion": CNI_VERSION, "name": self.name, "plugins": plugins}
 
     def loopback_conflist(self) -> dict[str, Any]:
         return {"cniVersion": CNI_VERSION, "name": f"{self.name}-lo", "plugins": [{"type": "loopback"}]}
