@@ -1,0 +1,164 @@
+"""Container start latency: corral's runtime handles against ``ctr run -d`` on the same containerd.
+
+Starts a private containerd (``EmbeddedContainerd`` in a temp dir), imports the busybox test image,
+then measures, for ``sleep 600`` containers:
+
+- sequential: create (snapshot + record) + task create + start, until Tasks.Start returns (the
+  process runs), over ``N_SEQ`` containers: p50 / p99 in ms;
+- concurrent: ``N_PAR`` such starts at once: total seconds.
+
+Each is run for corral with null IO, corral with the per-task log shipper (``binary://`` URI, what
+the agent uses), and ``ctr run -d`` (the floor; ctr appears only in this benchmark). Everything is
+deleted between rounds and at the end. Prints the figures and writes them to
+benchmarks/results/bench_runtime_start.json.
+
+Run: ``.venv/bin/python benchmarks/bench_runtime_start.py [N_SEQ] [N_PAR]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from corral.runtime.archive import import_archive
+from corral.runtime.client import Client
+from corral.runtime.containers import create_container, delete_container, list_containers
+from corral.runtime.embedded import EmbeddedContainerd
+from corral.runtime.imagebuild import build_busybox_image
+from corral.runtime.images import Image
+from corral.runtime.logs import install_shipper, log_uri
+from corral.runtime.spec import build_spec
+from corral.runtime.tasks import create_task
+
+NAMESPACE = "corral"
+RESULTS = Path(__file__).parent / "results" / "bench_runtime_start.json"
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def corral_start(client: Client, image: Image, cid: str, uri: str) -> None:
+    spec = build_spec(container_id=cid, image_config=image.config, command=["sleep", "600"])
+    await create_container(client, id=cid, image=image, spec=spec, labels={"bench": "1"})
+    task = await create_task(client, cid, log_uri=uri)
+    exit_ = await task.start()
+    await exit_.cancel()  # the benchmark does not wait for the exit
+
+
+async def ctr_start(socket: str, image: Image, cid: str) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        "ctr", "-a", socket, "-n", NAMESPACE, "run", "-d", "--label", "bench=1", image.name, cid, "sleep", "600",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"ctr run failed: {err.decode().strip()}")
+
+
+async def clean(client: Client) -> None:
+    left = await list_containers(client, {"bench": "1"})
+    sem = asyncio.Semaphore(16)
+
+    async def one(cid: str) -> None:
+        async with sem:
+            await delete_container(client, cid)
+
+    await asyncio.gather(*(one(c.id) for c in left))
+
+
+async def measure(
+    name: str, start: Callable[[str], Awaitable[None]], client: Client, *, n_seq: int, n_par: int
+) -> dict[str, float]:
+    latencies: list[float] = []
+    for i in range(n_seq):
+        t0 = time.perf_counter()
+        await start(f"{name}-s{i}")
+        latencies.append((time.perf_counter() - t0) * 1000)
+    await clean(client)
+    t0 = time.perf_counter()
+    await asyncio.gather(*(start(f"{name}-p{i}") for i in range(n_par)))
+    total = time.perf_counter() - t0
+    await clean(client)
+    out = {
+        "p50_ms": statistics.median(latencies),
+        "p99_ms": pct(latencies, 0.99),
+        "mean_ms": statistics.fmean(latencies),
+        f"parallel_{n_par}_s": total,
+    }
+    print(
+        f"{name:>16}: sequential p50 {out['p50_ms']:6.1f} ms  p99 {out['p99_ms']:6.1f} ms"
+        f"  | {n_par} concurrent: {total:5.2f} s",
+        flush=True,
+    )
+    return out
+
+
+async def main(n_seq: int, n_par: int) -> None:
+    if shutil.which("ctr") is None or shutil.which("containerd") is None:
+        raise SystemExit("containerd/ctr missing: run scripts/install-deps.sh")
+    base = Path(tempfile.mkdtemp(prefix="corral-bench-rt-"))
+    daemon = EmbeddedContainerd(base / "containerd")
+    await daemon.start()
+    try:
+        async with Client(daemon.socket, NAMESPACE) as client:
+            archive = await asyncio.to_thread(build_busybox_image, base / "busybox.tar")
+            (image,) = await import_archive(client, archive)
+            shipper = await asyncio.to_thread(install_shipper, base / "bin")
+            logs = base / "logs"
+            try:
+                # warm up: the first shim, runc and shipper starts pay for page cache
+                await corral_start(client, image, "warm-1", log_uri(shipper, path=logs / "warm.log"))
+                await ctr_start(daemon.socket, image, "warm-2")
+                await clean(client)
+                results = {
+                    "ctr run -d": await measure(
+                        "ctr-run-d",
+                        lambda cid: ctr_start(daemon.socket, image, cid),
+                        client,
+                        n_seq=n_seq,
+                        n_par=n_par,
+                    ),
+                    "corral null IO": await measure(
+                        "corral-null-io",
+                        lambda cid: corral_start(client, image, cid, ""),
+                        client,
+                        n_seq=n_seq,
+                        n_par=n_par,
+                    ),
+                    "corral + log shipper": await measure(
+                        "corral-logs",
+                        lambda cid: corral_start(client, image, cid, log_uri(shipper, path=logs / f"{cid}.log")),
+                        client,
+                        n_seq=n_seq,
+                        n_par=n_par,
+                    ),
+                }
+            finally:
+                await clean(client)
+        floor = results["ctr run -d"]
+        for name in ("corral null IO", "corral + log shipper"):
+            r = results[name]
+            print(
+                f"{name}: p50 {r['p50_ms'] / floor['p50_ms']:.2f}x ctr, "
+                f"{n_par} concurrent {r[f'parallel_{n_par}_s'] / floor[f'parallel_{n_par}_s']:.2f}x ctr"
+            )
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps({"n_seq": n_seq, "n_par": n_par, "results": results}, indent=2))
+    finally:
+        await daemon.stop(cleanup=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    args = [int(a) for a in sys.argv[1:3]]
+    asyncio.run(main(*(args + [50, 100][len(args) :])))
