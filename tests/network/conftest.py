@@ -85,8 +85,10 @@ async def test_net(tmp_path: Path) -> AsyncIterator[PrivateNet]:
     try:
         yield PrivateNet(network=network, config=config)
     finally:
-        ids = set(await network.list_attached()) | set(await network.list_netns())
-        ids |= set((await network.ipam_holders()).values())
-        for cid in ids:
-            await network.remove(cid)
-        await run("ip", "link", "del", config.bridge)
+        try:
+            ids = set(await network.list_attached()) | set(await network.list_netns())
+            ids |= set((await network.ipam_holders()).values())
+            for cid in ids:
+                await network.remove(cid)
+        finally:
+            await run("ip", "link", "del", config.bridge)
