@@ -203,8 +203,12 @@ class Task:
         if state != "stopped":
             with contextlib.suppress(NotFound, Conflict):
                 await self.kill(signals.SIGKILL, all=True)
-            with contextlib.suppress(NotFound):
+            try:
                 await asyncio.wait_for(self.wait(), kill_timeout)
+            except NotFound:
+                pass
+            except TimeoutError:
+                raise Timeout(f"task {self.container_id} did not exit {kill_timeout}s after SIGKILL") from None
         try:
             return await self.delete()
         except NotFound:
