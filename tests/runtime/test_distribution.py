@@ -243,3 +243,21 @@ async def test_bearer_token_auth_refuses_wrong_or_missing_credentials(
         await RegistryClient(session, credentials=wrong).resolve(ref)
     with pytest.raises(RegistryUnauthorized, match="no credentials"):
         await RegistryClient(session).resolve(ref)
+
+
+async def test_an_index_resolves_to_this_platforms_manifest(registry: Registry, session: aiohttp.ClientSession) -> None:
+    client = RegistryClient(session)
+    image = await client.resolve(parse_reference(registry.index_ref), platform=Platform("linux", "arm64"))
+    assert image.target.descriptor.media_type == MEDIA_OCI_INDEX
+    assert image.manifest is not image.target and len(image.children) == 2
+    assert (
+        image.manifest.descriptor.digest
+        == (await client.resolve(parse_reference(registry.ref))).target.descriptor.digest
+    )
+
+
+async def test_an_index_without_this_platform_is_unsupported_platform_naming_what_exists(
+    registry: Registry, session: aiohttp.ClientSession
+) -> None:
+    with pytest.raises(UnsupportedPlatform, match=r"linux/s390x.*linux/amd64, linux/arm64"):
+        await RegistryClient(session).resolve(parse_reference(registry.index_ref), platform=Platform("linux", "s390x"))

@@ -99,3 +99,12 @@ async def test_a_corrupted_layer_fails_the_pull_and_leaves_nothing_behind(
     assert await info(ctr_client, digest) is None
     statuses = await ctr_client.call(ctr_client.content.ListStatuses, content_pb2.ListStatusesRequest())
     assert [s.ref for s in statuses.statuses] == [], "no half-written ingest is left"
+
+
+async def test_pulling_a_multi_platform_index_records_the_index_and_unpacks_this_platforms_image(
+    ctr_client: Client, registry: Registry
+) -> None:
+    image = await pull(ctr_client, registry.index_ref)
+    assert image.target_media_type == "application/vnd.oci.image.index.v1+json"
+    assert image.manifest_digest != image.target_digest
+    assert await is_unpacked(ctr_client, image)
