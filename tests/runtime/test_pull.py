@@ -15,7 +15,7 @@ from corral.runtime.client import Client
 from corral.runtime.content import info
 from corral.runtime.distribution import DigestMismatch, ImageNotFound, RegistryUnauthorized, RegistryUnreachable
 from corral.runtime.images import image_names
-from corral.runtime.pull import PullProgress, pull, puller_for
+from corral.runtime.pull import Puller, PullProgress, pull, puller_for
 from corral.runtime.unpack import is_unpacked
 from tests.fixtures.registry import Registry, free_port, push_oci_archive, run_registry
 
@@ -108,3 +108,29 @@ async def test_pulling_a_multi_platform_index_records_the_index_and_unpacks_this
     assert image.target_media_type == "application/vnd.oci.image.index.v1+json"
     assert image.manifest_digest != image.target_digest
     assert await is_unpacked(ctr_client, image)
+
+
+async def test_a_cancelled_caller_does_not_cancel_the_pull_others_wait_for(
+    ctr_client: Client, registry: Registry
+) -> None:
+    first = asyncio.create_task(pull(ctr_client, registry.ref))
+    second = asyncio.create_task(pull(ctr_client, registry.ref))
+    await asyncio.sleep(0)
+    first.cancel()
+    image = await second
+    assert first.cancelled() and await is_unpacked(ctr_client, image)
+    assert puller_for(ctr_client).stats.pulls == 1
+
+
+async def test_closing_the_puller_cancels_a_running_pull_and_leaves_no_lease_or_writer(
+    ctr_client: Client, registry: Registry
+) -> None:
+    puller = Puller(ctr_client)
+    started = asyncio.Event()
+    task = asyncio.create_task(puller.pull(registry.ref, progress=lambda _: started.set()))
+    await started.wait()  # a blob download has begun, under the lease
+    await puller.aclose()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    statuses = await ctr_client.call(ctr_client.content.ListStatuses, content_pb2.ListStatusesRequest())
+    assert [s.ref for s in statuses.statuses] == []
