@@ -1,15 +1,26 @@
-"""``corral serve``: run roles in this process until Ctrl-C or SIGTERM."""
+"""``corral serve``: run roles in this process until Ctrl-C or SIGTERM.
+
+``--role=control`` runs the API, the scheduler and the controllers (with an embedded etcd when no
+``--etcd`` is given); ``--role=worker`` runs the agent against ``--server``; ``--all`` runs both on
+this host, plus an embedded containerd when none answers at ``--containerd-socket``.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
+import socket
 from pathlib import Path
 
 import click
 
-from corral.roles.control import ControlConfig, run_control
+from corral.roles.agent import AgentConfig, run_agent
+from corral.roles.control import ControlConfig, ControlPlane, run_control
+from corral.roles.runtime import ensure_containerd
+
+log = logging.getLogger("corral.serve")
 
 
 def _split_listen(listen: str) -> tuple[str, int]:
@@ -19,39 +30,119 @@ def _split_listen(listen: str) -> tuple[str, int]:
     return host or "127.0.0.1", int(port)
 
 
-async def _serve(cfg: ControlConfig) -> None:
-    stop = asyncio.Event()
+def _labels(pairs: tuple[str, ...]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} must be KEY=VALUE", param_hint="--label")
+        out[key] = value
+    return out
+
+
+def _install_signals(stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+
+
+async def _serve_control(cfg: ControlConfig) -> None:
+    stop = asyncio.Event()
+    _install_signals(stop)
     await run_control(cfg, stop=stop)
 
 
+async def _serve_worker(cfg: AgentConfig, *, embedded_dir: Path) -> None:
+    stop = asyncio.Event()
+    _install_signals(stop)
+    async with ensure_containerd(cfg.containerd_socket, base_dir=embedded_dir) as sock:
+        cfg.containerd_socket = sock
+        await run_agent(cfg, stop=stop)
+
+
+async def _serve_all(control: ControlConfig, agent: AgentConfig, *, embedded_dir: Path) -> None:
+    stop = asyncio.Event()
+    _install_signals(stop)
+
+    async with ensure_containerd(agent.containerd_socket, base_dir=embedded_dir) as sock:
+        agent.containerd_socket = sock
+
+        async def start_agent(plane: ControlPlane) -> None:
+            agent.servers = [plane.url]
+            agent.join_token = plane.join_token
+            try:
+                await run_agent(agent, stop=stop)
+            finally:
+                stop.set()
+
+        await run_control(control, stop=stop, started=start_agent)
+
+
+
+
 @click.command()
-@click.option("--role", type=click.Choice(["control", "worker"]), help="Which roles to run.")
-@click.option("--all", "all_roles", is_flag=True, help="Run the whole cluster on this host: control roles, embedded etcd, an agent.")
+@click.option("--role", type=click.Choice(["control", "worker"]), help="Which role to run.")
+@click.option("--all", "all_roles", is_flag=True,
+              help="The whole cluster on this host: control roles, embedded etcd, an agent (and containerd if none runs).")
 @click.option("--listen", default="127.0.0.1:6443", show_default=True, help="Where the API listens (HOST:PORT).")
 @click.option("--data-dir", type=click.Path(path_type=Path), default=Path("/var/lib/corral"), show_default=True,
               help="Where corral keeps its state: embedded etcd data, tokens, the agent's files.")
 @click.option("--etcd", "etcd", multiple=True, metavar="URL",
-              help="An etcd endpoint (repeatable). Without it, an embedded etcd child runs under the data dir.")
-@click.option("--join-token", default="", help="The join token workers must present (default: generated, in <data-dir>/join.token).")
+              help="[control] An etcd endpoint (repeatable). Without it, an embedded etcd child runs under the data dir.")
+@click.option("--join-token", default="",
+              help="[control] the join token workers must present (default: generated, in <data-dir>/join.token); "
+                   "[worker] the token to join with.")
 @click.option("--policy", type=click.Choice(["spread", "binpack"]), default="spread", show_default=True,
-              help="Scheduling policy: spread (least allocated) or binpack (most allocated).")
-@click.option("--max-body", default=3 * 1024 * 1024, show_default=True, help="Largest request body the API accepts, in bytes.")
-@click.option("-v", "--verbose", count=True, help="Debug logging.")
+              help="[control] Scheduling policy: spread (least allocated) or binpack (most allocated).")
+@click.option("--max-body", default=3 * 1024 * 1024, show_default=True, help="[control] Largest request body, in bytes.")
+@click.option("--server", "servers", multiple=True, metavar="URL", help="[worker] An API server URL (repeatable).")
+@click.option("--token", default="", help="[worker] A node token (instead of --join-token).")
+@click.option("--node-name", default=socket.gethostname(), show_default=True, help="[worker] This node's name.")
+@click.option("--containerd-socket", default="/run/containerd/containerd.sock", show_default=True,
+              help="[worker] containerd's socket; with --all, an embedded containerd starts if none answers there.")
+@click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="[worker] A node label (repeatable).")
+@click.option("--pod-cidr", default="10.88.0.0/24", show_default=True, help="[worker] This node's container subnet.")
+@click.option("--bridge", default="corral0", show_default=True, help="[worker] The Linux bridge containers attach to.")
+@click.option("--node-ip", default="127.0.0.1", show_default=True,
+              help="[worker] The address the API uses to reach this agent (logs).")
+@click.option("--agent-listen", default="127.0.0.1:0", show_default=True,
+              help="[worker] Where the agent serves logs to the API (HOST:PORT; port 0 picks a free one).")
+@click.option("--reserve-cpu", default="100m", show_default=True, help="[worker] CPU kept back from containers.")
+@click.option("--reserve-memory", default="256Mi", show_default=True, help="[worker] Memory kept back from containers.")
+@click.option("--insecure-registry", "insecure", multiple=True, metavar="HOST:PORT",
+              help="[worker] A registry to reach over plain HTTP (loopback registries always are).")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def serve(role: str | None, all_roles: bool, listen: str, data_dir: Path, etcd: tuple[str, ...], join_token: str,
-          policy: str, max_body: int, verbose: int) -> None:
+          policy: str, max_body: int, servers: tuple[str, ...], token: str, node_name: str, containerd_socket: str,
+          labels: tuple[str, ...], pod_cidr: str, bridge: str, node_ip: str, agent_listen: str, reserve_cpu: str,
+          reserve_memory: str, insecure: tuple[str, ...], verbose: bool) -> None:
     """Run corral's roles in this process until Ctrl-C or SIGTERM."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("grpc", "aiohttp.access", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    if not role and not all_roles:
-        raise click.UsageError("say what to run: --role=control, --role=worker or --all")
-    if role == "worker":
-        raise click.UsageError("--role=worker is not available yet in this build; run --role=control")
-    host, port = _split_listen(listen)
-    cfg = ControlConfig(data_dir=data_dir, host=host, port=port, etcd=list(etcd), max_body=max_body,
-                        policy=policy, join_token=join_token)
-    asyncio.run(_serve(cfg))
+    if bool(role) == all_roles:
+        raise click.UsageError("say what to run: --role=control, --role=worker or --all (one of them)")
+    data_dir = data_dir.resolve()
+    agent_host, agent_port = _split_listen(agent_listen)
+    agent = AgentConfig(servers=list(servers), data_dir=data_dir / "agent", node_name=node_name, token=token,
+                        join_token=join_token, containerd_socket=containerd_socket, labels=_labels(labels),
+                        reserve_cpu=reserve_cpu, reserve_memory=reserve_memory, pod_cidr=pod_cidr, bridge=bridge,
+                        node_ip=node_ip, listen_host=agent_host, listen_port=agent_port,
+                        insecure_registries=list(insecure))
+    embedded = data_dir / "containerd"
+    with contextlib.suppress(KeyboardInterrupt):
+        if role == "worker":
+            if not servers:
+                raise click.UsageError("--role=worker needs --server URL (and --join-token or --token)")
+            if not (token or join_token):
+                raise click.UsageError("--role=worker needs --join-token (or a node --token) to join the cluster")
+            asyncio.run(_serve_worker(agent, embedded_dir=embedded))
+            return
+        host, port = _split_listen(listen)
+        control = ControlConfig(data_dir=data_dir, host=host, port=port, etcd=list(etcd), max_body=max_body,
+                                policy=policy, join_token=join_token)
+        if role == "control":
+            asyncio.run(_serve_control(control))
+        else:
+            asyncio.run(_serve_all(control, agent, embedded_dir=embedded))

@@ -1,0 +1,126 @@
+"""Step 3: a containerd container exists for the desired container, with the right spec.
+
+The image is made present first (pulled if missing; the pull's error becomes the container's
+status). The containerd container is keyed by (uid, generation): one for an older generation is a
+spec that changed, and is removed (its task stopped gracefully) before the new one is created. One
+that already exists for this generation is adopted as it is — a restarted agent never recreates
+what runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from corral.model.errors import CorralError, NotFound
+from corral.model.quantities import parse_cpu, parse_memory
+from corral.model.resources import Container
+from corral.reconcile import naming
+from corral.runtime import containers as ctrs
+from corral.runtime import images, pull
+from corral.runtime.client import Client
+from corral.runtime.containers import ContainerInfo
+from corral.runtime.reference import parse_reference
+from corral.runtime.spec import BindMount, build_spec
+
+log = logging.getLogger(__name__)
+
+
+class ImagePullFailed(CorralError):
+    """The image could not be pulled; the message is the registry's (or the network's) words."""
+
+    code = 502
+    reason = "ImagePullFailed"
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    info: ContainerInfo
+    image: images.Image
+    created: bool
+
+
+async def ensure_image(client: Client, ref: str, *, insecure_registries: list[str]) -> images.Image:
+    name = parse_reference(ref).name
+    try:
+        return await images.get_image(client, name)
+    except NotFound:
+        pass
+    try:
+        return await pull.pull(client, ref, insecure_registries=insecure_registries)
+    except CorralError as e:
+        raise ImagePullFailed(f"pulling {ref}: {e.message}") from e
+
+
+def _limits(obj: Container) -> tuple[int | None, int | None, int | None]:
+    res = obj.spec.resources
+    cpu_limit = parse_cpu(res.limits.cpu) if res.limits.cpu else None
+    cpu_request = parse_cpu(res.requests.cpu) if res.requests.cpu else None
+    memory = parse_memory(res.limits.memory) if res.limits.memory else None
+    return cpu_limit, cpu_request, memory
+
+
+async def ensure_container(
+    client: Client,
+    obj: Container,
+    *,
+    node: str,
+    netns_path: str,
+    mounts: list[BindMount],
+    insecure_registries: list[str],
+    run_dir: Path,
+) -> Prepared:
+    cid = naming.containerd_id(obj)
+    existing = await ctrs.list_containers(client, {naming.LABEL_UID: obj.metadata.uid})
+    current: ContainerInfo | None = None
+    for info in existing:
+        if info.id == cid:
+            current = info
+        else:  # an older generation: replaced
+            await ctrs.delete_container(client, info.id, kill_timeout=obj.spec.termination_grace_period_seconds)
+    image = await ensure_image(client, obj.spec.image, insecure_registries=insecure_registries)
+    if current is not None:
+        return Prepared(current, image, created=False)
+    cpu_limit, cpu_request, memory = _limits(obj)
+    files = await asyncio.to_thread(_write_etc_files, run_dir, obj)
+    spec = build_spec(
+        container_id=cid,
+        image_config=image.config,
+        command=obj.spec.command,
+        args=obj.spec.args,
+        env=[(e.name, e.value) for e in obj.spec.env],
+        working_dir=obj.spec.working_dir,
+        user=obj.spec.user,
+        hostname=obj.metadata.name,
+        cpu_limit_millis=cpu_limit,
+        cpu_request_millis=cpu_request,
+        memory_limit_bytes=memory,
+        netns_path=netns_path,
+        mounts=[*files, *mounts],
+        cgroups_path=f"/corral/{cid}",
+    )
+    await ctrs.create_container(client, id=cid, image=image, spec=spec, labels=naming.labels(obj, node=node))
+    return Prepared(await ctrs.get_container(client, cid), image, created=True)
+
+
+def _write_etc_files(run_dir: Path, obj: Container) -> list[BindMount]:
+    """/etc/hosts, /etc/hostname and /etc/resolv.conf for the container (blocking)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    hosts = run_dir / "hosts"
+    hosts.write_text(f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n127.0.1.1\t{obj.metadata.name}\n")
+    hostname = run_dir / "hostname"
+    hostname.write_text(obj.metadata.name + "\n")
+    resolv = run_dir / "resolv.conf"
+    try:
+        text = Path("/etc/resolv.conf").read_text()
+    except OSError:
+        text = ""
+    lines = [ln for ln in text.splitlines() if not ln.strip().startswith("nameserver 127.")]
+    resolv.write_text("\n".join(lines) + "\n")
+    return [
+        BindMount(str(hosts), "/etc/hosts"),
+        BindMount(str(hostname), "/etc/hostname"),
+        BindMount(str(resolv), "/etc/resolv.conf", readonly=True),
+    ]

@@ -1,0 +1,30 @@
+"""How a corral container is named in the world: containerd ids, labels, netns, directories.
+
+Everything the agent creates carries the container's uid, so the agent can always tell, from the
+world alone, which desired container a leftover belonged to.
+"""
+
+from __future__ import annotations
+
+from corral.model.resources import Container
+
+LABEL_UID = "corral/uid"
+LABEL_NAMESPACE = "corral/namespace"
+LABEL_NAME = "corral/name"
+LABEL_GENERATION = "corral/generation"
+LABEL_NODE = "corral/node"
+
+
+def containerd_id(obj: Container) -> str:
+    """One containerd container per (uid, generation): a spec change is a new containerd container."""
+    return f"{obj.metadata.namespace}.{obj.metadata.name}.{obj.metadata.uid[:8]}.{obj.metadata.generation}"
+
+
+def labels(obj: Container, *, node: str) -> dict[str, str]:
+    return {
+        LABEL_UID: obj.metadata.uid,
+        LABEL_NAMESPACE: obj.metadata.namespace,
+        LABEL_NAME: obj.metadata.name,
+        LABEL_GENERATION: str(obj.metadata.generation),
+        LABEL_NODE: node,
+    }

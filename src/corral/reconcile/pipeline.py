@@ -1,0 +1,245 @@
+"""The agent's reconcile of one container, in the brief's order: network → storage → containers → state.
+
+``NodeReconciler`` holds the node's handles on the world — the containerd client, the ``Network``,
+the volume directories — and nothing else that matters: every pass reads the world again, so a
+restarted agent (or containerd) converges on the same answer. ``sync`` makes one desired container
+real and returns its observed status; ``teardown`` stops and removes it (task with its grace
+period, containerd container and snapshot, namespace, IP, emptyDir) in the reverse order; ``sweep``
+removes whatever carries corral's marks but belongs to no desired container (and reports each as an
+Event); ``watch_exits`` turns containerd's exit and OOM events into keys to reconcile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from corral.model.errors import CorralError, NotFound
+from corral.model.resources import Container, ContainerStatus
+from corral.network.attachments import Network
+from corral.network.config import NetworkConfig, PortMapping
+from corral.reconcile import naming
+from corral.reconcile.containers import ImagePullFailed, ensure_container
+from corral.reconcile.events import EventSink
+from corral.reconcile.state import ensure_state, rfc3339, stop
+from corral.reconcile.storage import VolumeStep
+from corral.runtime import containers as ctrs
+from corral.runtime import events as rt_events
+from corral.runtime import logs
+from corral.runtime.client import Client
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]
+
+
+@dataclass
+class ReconcilerConfig:
+    data_dir: Path
+    node_name: str
+    containerd_socket: str
+    pod_cidr: str = "10.88.0.0/24"
+    bridge: str = "corral0"
+    insecure_registries: list[str] = field(default_factory=list)
+    log_max_bytes: int = 10 * 1024 * 1024
+    log_max_files: int = 3
+
+
+@dataclass
+class SyncResult:
+    status: ContainerStatus
+    requeue_after: float | None = None
+
+
+class _NullSink:
+    def record(self, obj: Container, *, type: str, reason: str, message: str) -> None:
+        log.info("%s/%s %s: %s", obj.metadata.namespace, obj.metadata.name, reason, message)
+
+    def record_orphan(self, *, namespace: str, name: str, uid: str, reason: str, message: str) -> None:
+        log.info("%s/%s %s: %s", namespace, name, reason, message)
+
+
+class NodeReconciler:
+    def __init__(self, cfg: ReconcilerConfig) -> None:
+        self.cfg = cfg
+        self.client = Client(cfg.containerd_socket)
+        self.network = Network(NetworkConfig(data_dir=cfg.data_dir, bridge=cfg.bridge, subnet=cfg.pod_cidr))
+        self.volumes = VolumeStep(cfg.data_dir)
+        self.events: EventSink = _NullSink()
+        self.runtime_version = ""
+        self._shipper: Path | None = None
+        self._keys: dict[str, Key] = {}  # containerd id -> (namespace, name)
+        self._uids: dict[str, str] = {}  # uid -> containerd id last synced
+        self._oom: set[str] = set()  # containerd ids whose task was OOM-killed
+        self._adopt_checked: set[str] = set()
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.cfg.data_dir.mkdir, parents=True, exist_ok=True)
+        await self.client.connect()
+        self.runtime_version = await self.client.version()
+        self._shipper = await asyncio.to_thread(logs.install_shipper, self.cfg.data_dir / "bin")
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    # --- paths -------------------------------------------------------------------------------
+
+    def _log_file(self, uid: str) -> Path:
+        return self.cfg.data_dir / "logs" / uid / "container.log"
+
+    def log_path(self, uid: str) -> Path | None:
+        path = self._log_file(uid)
+        return path if uid and path.parent.exists() else None
+
+    def _run_dir(self, uid: str) -> Path:
+        return self.cfg.data_dir / "containers" / uid
+
+    # --- one container ----------------------------------------------------------------------
+
+    async def sync(self, obj: Container) -> SyncResult:
+        uid = obj.metadata.uid
+        key = (obj.metadata.namespace, obj.metadata.name)
+        # 1. network
+        ports = [PortMapping(host_port=p.host_port, container_port=p.container_port, protocol=p.protocol)
+                 for p in obj.spec.ports if p.host_port]
+        attachment = await self.network.ensure(uid, ports)
+        # 2. storage
+        mounts = await self.volumes.ensure(obj)
+        # 3. containers
+        cid = naming.containerd_id(obj)
+        self._keys[cid] = key
+        try:
+            prepared = await ensure_container(
+                self.client, obj, node=self.cfg.node_name, netns_path=str(self.network.netns_path(uid)),
+                mounts=mounts, insecure_registries=self.cfg.insecure_registries, run_dir=self._run_dir(uid),
+            )
+        except ImagePullFailed as e:
+            self.events.record(obj, type="Warning", reason="ImagePullFailed", message=e.message)
+            failures = obj.status.restart_count
+            status = ContainerStatus(phase="Pending", node=obj.spec.node, ip=attachment.ip, reason="ImagePullFailed",
+                                     message=e.message, observed_generation=obj.metadata.generation,
+                                     restart_count=failures)
+            return SyncResult(status, requeue_after=10.0)
+        if prepared.created:
+            self.events.record(obj, type="Normal", reason="Created", message=f"created containerd container {cid}")
+        elif uid not in self._adopt_checked:
+            self.events.record(obj, type="Normal", reason="Adopted",
+                               message=f"adopted containerd container {cid} left by an earlier agent")
+        self._adopt_checked.add(uid)
+        self._uids[uid] = cid
+        # 4. running state
+        await asyncio.to_thread(self._log_file(uid).parent.mkdir, parents=True, exist_ok=True)
+        assert self._shipper is not None
+        uri = logs.log_uri(self._shipper, path=self._log_file(uid), max_bytes=self.cfg.log_max_bytes,
+                           max_files=self.cfg.log_max_files)
+        outcome = await ensure_state(self.client, obj, cid, log_uri=uri, oom_killed=cid in self._oom,
+                                     ip=attachment.ip)
+        outcome.status.image_digest = prepared.image.target_digest
+        if outcome.started:
+            self.events.record(obj, type="Normal", reason="Started", message=f"started {obj.spec.image}")
+        if outcome.restarted:
+            self._oom.discard(cid)
+            self.events.record(obj, type="Normal", reason="Restarted",
+                               message=f"restart {outcome.status.restart_count} (exit code {outcome.status.exit_code})")
+        if outcome.status.reason == "CrashLoopBackOff" and obj.status.reason != "CrashLoopBackOff":
+            self.events.record(obj, type="Warning", reason="BackOff", message=outcome.status.message)
+        if outcome.status.phase in ("Succeeded", "Failed") and obj.status.phase != outcome.status.phase:
+            self.events.record(obj, type="Normal" if outcome.status.phase == "Succeeded" else "Warning",
+                               reason=outcome.status.reason, message=outcome.status.message)
+        return SyncResult(outcome.status, outcome.requeue_after)
+
+    async def teardown(self, obj: Container) -> None:
+        uid = obj.metadata.uid
+        grace = obj.metadata.deletion_grace_period_seconds
+        if grace is None:
+            grace = obj.spec.termination_grace_period_seconds
+        for info in await ctrs.list_containers(self.client, {naming.LABEL_UID: uid}):
+            result = await stop(self.client, info.id, grace=float(grace))
+            await ctrs.delete_container(self.client, info.id)
+            self._keys.pop(info.id, None)
+            self._oom.discard(info.id)
+            if result is not None:
+                self.events.record(obj, type="Normal", reason="Killed",
+                                   message=f"stopped (exit code {result.code}) and removed {info.id}")
+        await self._remove_rest(uid)
+        self._uids.pop(uid, None)
+        self._adopt_checked.discard(uid)
+
+    async def _remove_rest(self, uid: str) -> None:
+        await self.network.remove(uid)
+        await self.volumes.remove_container(uid)
+        await asyncio.to_thread(shutil.rmtree, self._run_dir(uid), True)
+        await asyncio.to_thread(shutil.rmtree, self._log_file(uid).parent, True)
+
+    # --- leftovers --------------------------------------------------------------------------
+
+    async def sweep(self, wanted: set[str]) -> None:
+        """Remove every trace of containers whose uid is not in ``wanted``; an Event for each."""
+        for info in await ctrs.list_containers(self.client, {naming.LABEL_NODE: self.cfg.node_name}):
+            uid = info.labels.get(naming.LABEL_UID, "")
+            if uid in wanted:
+                continue
+            await stop(self.client, info.id, grace=2.0)
+            await ctrs.delete_container(self.client, info.id)
+            self.events.record_orphan(namespace=info.labels.get(naming.LABEL_NAMESPACE, ""),
+                                      name=info.labels.get(naming.LABEL_NAME, ""), uid=uid, reason="RemovedOrphan",
+                                      message=f"removed containerd container {info.id}: no such container in the API")
+        leftovers: set[str] = set()
+        leftovers.update(await self.network.list_attached())
+        leftovers.update(await self.network.list_netns())
+        leftovers.update(await self.network.ipam_holders())
+        leftovers.update(await self.volumes.list_container_dirs())
+        leftovers.update(await asyncio.to_thread(_subdirs, self.cfg.data_dir / "containers"))
+        for uid in leftovers - wanted:
+            await self._remove_rest(uid)
+            log.info("removed leftovers of container uid %s (netns, IP, volumes, files)", uid)
+
+    # --- exits ------------------------------------------------------------------------------
+
+    async def _key_for(self, cid: str) -> Key | None:
+        key = self._keys.get(cid)
+        if key is None:
+            with contextlib.suppress(NotFound):
+                info = await ctrs.get_container(self.client, cid)
+                key = (info.labels.get(naming.LABEL_NAMESPACE, ""), info.labels.get(naming.LABEL_NAME, ""))
+                self._keys[cid] = key
+        return key
+
+    async def watch_exits(self, on_exit: Callable[[Key], None]) -> None:
+        """Feed keys from containerd's task events (exits, OOMs) until cancelled; reconnects by itself."""
+        while True:
+            try:
+                async with rt_events.subscribe(self.client, filters=rt_events.EXIT_AND_OOM) as stream:
+                    await self._feed_exits(stream, on_exit)
+            except CorralError as e:
+                log.warning("containerd events: %s; resubscribing", e)
+                await asyncio.sleep(1.0)
+
+    async def _feed_exits(self, stream: rt_events.Subscription, on_exit: Callable[[Key], None]) -> None:
+        async for ev in stream:
+            if isinstance(ev, rt_events.TaskOOM):
+                self._oom.add(ev.container_id)
+            elif isinstance(ev, rt_events.Resubscribed):
+                for key in set(self._keys.values()):
+                    on_exit(key)  # a gap: everything may have changed
+                continue
+            cid = getattr(ev, "container_id", "")
+            if cid:
+                found = await self._key_for(cid)
+                if found is not None:
+                    on_exit(found)
+
+
+def _subdirs(path: Path) -> list[str]:
+    try:
+        return [p.name for p in path.iterdir() if p.is_dir()]
+    except FileNotFoundError:
+        return []
+
+
+__all__ = ["NodeReconciler", "ReconcilerConfig", "SyncResult", "rfc3339"]

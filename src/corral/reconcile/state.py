@@ -1,0 +1,149 @@
+"""Step 4: the task runs or is stopped as desired, and what happened becomes the status.
+
+Everything is read back from containerd each pass: a task that runs is Running (adopted as it is);
+a task that stopped is restarted by the restart policy — Always, or OnFailure after a non-zero
+exit — after a backoff that doubles with each restart (1 s, 2 s, 4 s … up to 60 s; meanwhile the
+reason is ``CrashLoopBackOff``), or else reported Succeeded/Failed with its exit code and kept, so
+the status can always be derived again. ``restartCount`` lives in the API's status, the one place
+that outlives both the agent and the task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+
+from corral.model.errors import Conflict, NotFound
+from corral.model.resources import Condition, Container, ContainerStatus
+from corral.runtime import tasks
+from corral.runtime.client import Client
+
+BACKOFF_BASE = 1.0
+BACKOFF_MAX = 60.0
+
+
+def rfc3339(ts: datetime | None) -> str:
+    ts = ts or datetime.now(UTC)
+    return ts.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def restart_backoff(restart_count: int) -> float:
+    return float(min(BACKOFF_BASE * 2 ** min(restart_count, 10), BACKOFF_MAX))
+
+
+@dataclass
+class Outcome:
+    status: ContainerStatus
+    requeue_after: float | None = None
+    started: bool = False
+    restarted: bool = False
+    exited: bool = False
+
+
+def _should_restart(obj: Container, exit_code: int) -> bool:
+    policy = obj.spec.restart_policy
+    return policy == "Always" or (policy == "OnFailure" and exit_code != 0)
+
+
+def _conditions(status: ContainerStatus, ready: bool) -> list[Condition]:
+    now = rfc3339(None)
+    wanted: Literal["True", "False"] = "True" if ready else "False"
+    out = [c for c in status.conditions if c.type != "Ready"]
+    old = next((c for c in status.conditions if c.type == "Ready"), None)
+    if old is not None and old.status == wanted:
+        out.append(old)
+    else:
+        out.append(Condition(type="Ready", status=wanted, last_transition_time=now))
+    return out
+
+
+async def start_task(client: Client, cid: str, *, log_uri: str) -> None:
+    task = await tasks.create_task(client, cid, log_uri=log_uri)
+    exit_handle = await task.start()
+    await exit_handle.cancel()  # exits are watched through containerd's event stream, not per task
+
+
+async def ensure_state(
+    client: Client, obj: Container, cid: str, *, log_uri: str, oom_killed: bool, ip: str
+) -> Outcome:
+    st = obj.status
+    status = ContainerStatus(
+        phase=st.phase, node=obj.spec.node, ip=ip, container_id=cid, image_digest=st.image_digest,
+        started_at=st.started_at, finished_at=st.finished_at, exit_code=st.exit_code,
+        restart_count=st.restart_count, ready=st.ready, reason="", message="",
+        observed_generation=obj.metadata.generation, conditions=list(st.conditions),
+    )
+    if status.container_id != st.container_id:  # a new generation: a new process
+        status.started_at, status.finished_at, status.exit_code = "", "", None
+    task = tasks.Task(client, cid)
+    try:
+        info: tasks.TaskStatus | None = await task.status()
+    except NotFound:
+        info = None
+    outcome = Outcome(status)
+    if info is not None and info.state == "created":  # a crash between create and start
+        await task.start()
+        info = await task.status()
+    if info is None:
+        await start_task(client, cid, log_uri=log_uri)
+        status.phase, status.started_at, status.finished_at, status.exit_code = "Running", rfc3339(None), "", None
+        outcome.started = True
+    elif info.state in ("running", "paused", "pausing"):
+        status.phase = "Running"
+        status.started_at = status.started_at or rfc3339(None)
+    else:  # stopped
+        code = info.exit_status
+        status.exit_code = code
+        status.finished_at = rfc3339(info.exited_at)
+        outcome.exited = True
+        if _should_restart(obj, code):
+            wait = restart_backoff(status.restart_count)
+            since = (datetime.now(UTC) - info.exited_at).total_seconds() if info.exited_at else wait
+            if since < wait:
+                status.phase = "Running"
+                status.reason = "CrashLoopBackOff"
+                status.message = f"back-off {wait:.0f}s restarting the container (exit code {code})"
+                outcome.requeue_after = wait - since
+            else:
+                with contextlib.suppress(NotFound):
+                    await task.delete()
+                await start_task(client, cid, log_uri=log_uri)
+                status.restart_count += 1
+                status.phase, status.started_at = "Running", rfc3339(None)
+                outcome.restarted = True
+        else:
+            status.phase = "Succeeded" if code == 0 else "Failed"
+            status.reason = "OOMKilled" if oom_killed else ("Completed" if code == 0 else "Error")
+            status.message = f"exited with code {code}"
+    if oom_killed and status.reason in ("", "CrashLoopBackOff") and outcome.exited:
+        status.message = f"OOMKilled: {status.message}" if status.message else "OOMKilled"
+    status.ready = status.phase == "Running" and not status.reason
+    status.conditions = _conditions(status, status.ready)
+    return outcome
+
+
+async def stop(client: Client, cid: str, *, grace: float) -> tasks.ExitStatus | None:
+    """SIGTERM, wait up to ``grace`` seconds, then SIGKILL every process; delete the task."""
+    task = tasks.Task(client, cid)
+    try:
+        info = await task.status()
+    except NotFound:
+        return None
+    if info.state != "stopped":
+        with contextlib.suppress(NotFound, Conflict):
+            await task.kill(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(task.wait(), grace)
+        except TimeoutError:
+            with contextlib.suppress(NotFound, Conflict):
+                await task.kill(signal.SIGKILL, all=True)
+            with contextlib.suppress(NotFound, TimeoutError):
+                await asyncio.wait_for(task.wait(), 10)
+    try:
+        return await task.delete()
+    except NotFound:
+        return None

@@ -1,0 +1,46 @@
+"""Step 2: the container's volumes exist and are ready to mount.
+
+``emptyDir`` volumes are directories per container (gone with it), ``volume`` refers to a named
+local volume (a directory that outlives containers), ``hostPath`` is passed through. The
+directories themselves are ``corral.storage.volumes``'s business; this step translates the
+container's spec into its calls and its answer into bind mounts for the runtime.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from corral.model.errors import FieldError, Invalid
+from corral.model.resources import Container
+from corral.runtime.spec import BindMount
+from corral.storage import volumes as vol
+
+
+class VolumeStep:
+    def __init__(self, data_dir: Path) -> None:
+        self.store = vol.Volumes(data_dir)
+
+    async def ensure(self, obj: Container) -> list[BindMount]:
+        sources: list[vol.VolumeSource] = []
+        for v in obj.spec.volumes:
+            if v.empty_dir is not None:
+                sources.append(vol.VolumeSource(v.name, vol.EmptyDir()))
+            elif v.volume:
+                sources.append(vol.VolumeSource(v.name, vol.NamedVolume(v.volume)))
+            elif v.host_path is not None:
+                sources.append(vol.VolumeSource(v.name, vol.HostPath(v.host_path.path, v.host_path.type)))
+        paths = await self.store.ensure_volumes(obj.metadata.uid, obj.metadata.namespace, sources)
+        mounts: list[BindMount] = []
+        for i, m in enumerate(obj.spec.volume_mounts):
+            host = paths.get(m.name)
+            if host is None:
+                raise Invalid(f"volume {m.name!r} is not defined",
+                              details=[FieldError(f"spec.volumeMounts[{i}].name", "no such volume")])
+            mounts.append(BindMount(source=str(host), destination=m.mount_path, readonly=m.read_only))
+        return mounts
+
+    async def remove_container(self, uid: str) -> None:
+        await self.store.remove_container_volumes(uid)
+
+    async def list_container_dirs(self) -> list[str]:
+        return await self.store.list_container_volume_dirs()

@@ -1,0 +1,330 @@
+"""The worker role: join, register the Node, heartbeat, and reconcile the containers bound to it.
+
+``run_agent`` talks only to the API (never to etcd): it joins with the join token once (the node
+token is kept in ``<data-dir>/node.token``), creates or refreshes its Node, and keeps a heartbeat.
+A ``Reflector`` watches the containers with ``spec.node=<this node>``; every change, every
+containerd task exit and a periodic resync put the container's key on a dedup work queue, and a
+few workers run the ``NodeReconciler`` for each key — network, storage, containers, state — then
+write the observed status back. Failures retry with per-key backoff. Before the first sweep of
+leftovers the reflector must have synced, so a restarted agent never removes what it should adopt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import platform
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+from aiohttp import web
+
+from corral import __version__
+from corral.aiokit.queueing import WorkQueue
+from corral.api.client import ApiClient, Reflector
+from corral.api.resources import AGENT_FINALIZER, now_rfc3339
+from corral.model import errors
+from corral.model.quantities import format_cpu, format_memory, parse_cpu, parse_memory
+from corral.model.resources import (
+    Condition,
+    Container,
+    Event,
+    EventSource,
+    EventSpec,
+    Node,
+    NodeAddress,
+    NodeInfo,
+    NodeResources,
+    NodeSpec,
+    NodeStatus,
+    ObjectMeta,
+    ObjectReference,
+)
+from corral.reconcile.events import EventType
+from corral.reconcile.pipeline import NodeReconciler, ReconcilerConfig
+from corral.roles import agentlogs
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]
+
+
+@dataclass
+class AgentConfig:
+    servers: list[str]
+    data_dir: Path
+    node_name: str = field(default_factory=socket.gethostname)
+    token: str = ""
+    join_token: str = ""
+    containerd_socket: str = "/run/containerd/containerd.sock"
+    labels: dict[str, str] = field(default_factory=dict)
+    reserve_cpu: str = "100m"
+    reserve_memory: str = "256Mi"
+    max_containers: int = 110
+    pod_cidr: str = "10.88.0.0/24"
+    bridge: str = "corral0"
+    node_ip: str = "127.0.0.1"
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 0
+    heartbeat_seconds: float = 2.0
+    resync_seconds: float = 30.0
+    workers: int = 8
+    insecure_registries: list[str] = field(default_factory=list)
+
+
+def host_capacity() -> tuple[int, int]:
+    """(millicores, bytes) of this host."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    memory = 0
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                memory = int(line.split()[1]) * 1024
+                break
+    return cpus * 1000, memory
+
+
+class Agent:
+    def __init__(self, cfg: AgentConfig, api: ApiClient, reconciler: NodeReconciler) -> None:
+        self.cfg = cfg
+        self.api = api
+        self.reconciler = reconciler
+        self.queue: WorkQueue[Key] = WorkQueue(base_delay=0.5, max_delay=60.0)
+        self.reflector: Reflector[Container] = Reflector(
+            api, Container, namespace=None, field_selector=f"spec.node={cfg.node_name}", on_event=self._on_container
+        )
+        self._events: asyncio.Queue[Event] = asyncio.Queue(maxsize=1000)
+        self._last_status: dict[Key, bytes] = {}
+        self.api_reachable_at = time.monotonic()
+        self.endpoint = ""
+        self._agent_token = ""
+
+    # --- event sink (for the reconcile steps) -----------------------------------------------
+
+    def record(self, obj: Container, *, type: EventType, reason: str, message: str) -> None:
+        self._enqueue_event(obj.metadata.namespace, obj.metadata.name, obj.metadata.uid, type, reason, message)
+
+    def record_orphan(self, *, namespace: str, name: str, uid: str, reason: str, message: str) -> None:
+        self._enqueue_event(namespace, name, uid, "Normal", reason, message)
+
+    def _enqueue_event(self, namespace: str, name: str, uid: str, type_: EventType, reason: str, message: str) -> None:
+        now = now_rfc3339()
+        ev = Event(
+            metadata=ObjectMeta(name=f"{name}.{uuid.uuid4().hex[:10]}", namespace=namespace or "default"),
+            spec=EventSpec(involved_object=ObjectReference(kind="Container", namespace=namespace, name=name, uid=uid),
+                           reason=reason, message=message, type=type_,
+                           source=EventSource(component="agent", node=self.cfg.node_name),
+                           first_timestamp=now, last_timestamp=now),
+        )
+        with contextlib.suppress(asyncio.QueueFull):
+            self._events.put_nowait(ev)
+
+    async def _ship_events(self) -> None:
+        while True:
+            ev = await self._events.get()
+            try:
+                await self.api.create(ev)
+            except errors.CorralError as e:
+                log.debug("could not record event %s: %s", ev.spec.reason, e)
+
+    # --- the node ---------------------------------------------------------------------------
+
+    def node_status(self) -> NodeStatus:
+        cpu, memory = host_capacity()
+        alloc_cpu = max(cpu - parse_cpu(self.cfg.reserve_cpu), 0)
+        alloc_mem = max(memory - parse_memory(self.cfg.reserve_memory), 0)
+        now = now_rfc3339()
+        return NodeStatus(
+            addresses=[NodeAddress("InternalIP", self.cfg.node_ip), NodeAddress("Hostname", socket.gethostname())],
+            capacity=NodeResources(cpu=format_cpu(cpu), memory=format_memory(memory), containers=self.cfg.max_containers),
+            allocatable=NodeResources(cpu=format_cpu(alloc_cpu), memory=format_memory(alloc_mem),
+                                      containers=self.cfg.max_containers),
+            conditions=[Condition(type="Ready", status="True", reason="AgentReady",
+                                  message="the agent is reconciling and heartbeating", last_transition_time=now)],
+            last_heartbeat=now,
+            agent_endpoint=self.endpoint,
+            node_info=NodeInfo(agent_version=__version__, containerd_version=self.reconciler.runtime_version,
+                               kernel_version=platform.release(), os="linux", architecture=platform.machine(),
+                               runtime="containerd"),
+        )
+
+    async def register(self) -> None:
+        labels = {"corral.io/hostname": socket.gethostname(), "corral.io/os": "linux",
+                  "corral.io/arch": platform.machine(), **self.cfg.labels}
+        node = Node(metadata=ObjectMeta(name=self.cfg.node_name, labels=labels),
+                    spec=NodeSpec(pod_cidr=self.cfg.pod_cidr), status=self.node_status())
+        try:
+            await self.api.create(node)
+            log.info("registered node %s", self.cfg.node_name)
+        except errors.AlreadyExists:
+            current = await self.api.get(Node, self.cfg.node_name)
+            current.metadata.labels = {**current.metadata.labels, **labels}
+            current.spec.pod_cidr = self.cfg.pod_cidr
+            await self.api.update(current)
+            await self.heartbeat()
+            log.info("node %s is back", self.cfg.node_name)
+
+    async def heartbeat(self) -> None:
+        node = Node(metadata=ObjectMeta(name=self.cfg.node_name), status=self.node_status())
+        await self.api.update_status(node)
+        self.api_reachable_at = time.monotonic()
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.heartbeat_seconds)
+            try:
+                await self.heartbeat()
+            except errors.CorralError as e:
+                log.warning("heartbeat failed: %s", e)
+
+    # --- keys in, work out ------------------------------------------------------------------
+
+    def _on_container(self, _type: str, obj: Container) -> None:
+        self.queue.add((obj.metadata.namespace, obj.metadata.name))
+
+    def _on_exit(self, key: Key) -> None:
+        self.queue.add(key)
+
+    async def _resync(self) -> None:
+        await self.reflector.synced.wait()
+        while True:
+            for key in list(self.reflector.objects):
+                self.queue.add(key)
+            try:
+                await self.reconciler.sweep({o.metadata.uid for o in self.reflector.objects.values()})
+            except errors.CorralError as e:
+                log.warning("sweep of leftovers failed: %s", e)
+            await asyncio.sleep(self.cfg.resync_seconds)
+
+    async def _worker(self) -> None:
+        while True:
+            key = await self.queue.get()
+            try:
+                await self._sync(key)
+                self.queue.forget(key)
+            except errors.CorralError as e:
+                delay = self.queue.retry(key, delay=getattr(e, "retry_after", None))
+                log.info("reconcile %s/%s: %s (retry in %.1fs)", *key, e, delay)
+            except Exception:
+                delay = self.queue.retry(key)
+                log.exception("reconcile %s/%s failed (retry in %.1fs)", *key, delay)
+            finally:
+                self.queue.done(key)
+
+    async def _sync(self, key: Key) -> None:
+        desired = self.reflector.objects.get(key)
+        if desired is None:
+            return  # gone from the API: the sweep removes whatever is left of it
+        if desired.metadata.deletion_timestamp:
+            await self.reconciler.teardown(desired)
+            await self._release(desired)
+            return
+        result = await self.reconciler.sync(desired)
+        status = result.status
+        encoded = repr(status).encode()
+        if self._last_status.get(key) != encoded or status != desired.status:
+            desired.status = status
+            await self.api.update_status(desired)
+            self._last_status[key] = encoded
+        if result.requeue_after is not None:
+            self.queue.add_after(key, result.requeue_after)
+
+    async def _release(self, obj: Container) -> None:
+        """Remove the agent's finalizer: the container is gone from this node."""
+        for _ in range(5):
+            if AGENT_FINALIZER not in obj.metadata.finalizers:
+                return
+            obj.metadata.finalizers = [f for f in obj.metadata.finalizers if f != AGENT_FINALIZER]
+            try:
+                await self.api.update(obj)
+                self._last_status.pop((obj.metadata.namespace, obj.metadata.name), None)
+                return
+            except errors.NotFound:
+                return
+            except errors.Conflict:
+                obj = await self.api.get(Container, obj.metadata.name, namespace=obj.metadata.namespace)
+
+    async def _serve_logs(self) -> web.AppRunner:
+        body = await self.api.request("GET", "/join/agent-token")
+        self._agent_token = msgspec.json.decode(body)["token"]
+        app = agentlogs.build_app(token=lambda: self._agent_token, log_path=self.reconciler.log_path)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        site = web.TCPSite(runner, self.cfg.listen_host, self.cfg.listen_port)
+        await site.start()
+        server = site._server
+        port = self.cfg.listen_port
+        if server is not None and server.sockets:  # type: ignore[attr-defined]
+            port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        self.endpoint = f"http://{self.cfg.node_ip}:{port}"
+        return runner
+
+    async def run(self) -> None:
+        runner = await self._serve_logs()
+        try:
+            await self.register()
+            await self._run_tasks()
+        finally:
+            await runner.cleanup()
+
+    async def _run_tasks(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self.reflector.run(), name="agent-reflector")
+            tg.create_task(self._heartbeats(), name="agent-heartbeat")
+            tg.create_task(self._ship_events(), name="agent-events")
+            tg.create_task(self.reconciler.watch_exits(self._on_exit), name="agent-exits")
+            tg.create_task(self._resync(), name="agent-resync")
+            for i in range(self.cfg.workers):
+                tg.create_task(self._worker(), name=f"agent-worker-{i}")
+
+
+async def join(cfg: AgentConfig) -> str:
+    """The node token: read from the data dir, or obtained once with the join token."""
+    path = cfg.data_dir / "node.token"
+    if cfg.token:
+        return cfg.token
+    if await asyncio.to_thread(path.exists):
+        return (await asyncio.to_thread(path.read_text)).strip()
+    if not cfg.join_token:
+        raise errors.Unauthorized("the worker needs --token or --join-token to join the cluster")
+    async with ApiClient(cfg.servers, cfg.join_token) as client:
+        body = await client.request("POST", "/join", body={"node": cfg.node_name})
+    token: str = msgspec.json.decode(body)["token"]
+
+    def save() -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+
+    await asyncio.to_thread(save)
+    return token
+
+
+async def run_agent(cfg: AgentConfig, *, stop: asyncio.Event) -> None:
+    token = await join(cfg)
+    async with ApiClient(cfg.servers, token) as api:
+        rcfg = ReconcilerConfig(data_dir=cfg.data_dir, node_name=cfg.node_name, containerd_socket=cfg.containerd_socket,
+                                pod_cidr=cfg.pod_cidr, bridge=cfg.bridge, insecure_registries=cfg.insecure_registries)
+        reconciler = NodeReconciler(rcfg)
+        agent = Agent(cfg, api, reconciler)
+        reconciler.events = agent
+        await reconciler.start()
+        try:
+            task = asyncio.create_task(agent.run(), name="agent")
+            stopper = asyncio.create_task(stop.wait())
+            done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            for t in (task, stopper):
+                t.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            if task in done and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+        finally:
+            await reconciler.close()

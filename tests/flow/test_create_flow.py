@@ -1,0 +1,166 @@
+"""The create-container flow end to end: API → etcd → scheduler → agent → containerd/CNI → status."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+import aiohttp
+
+from corral.model import errors
+from corral.model.resources import (
+    Container,
+    ContainerPort,
+    ContainerSpec,
+    EmptyDirSource,
+    ObjectMeta,
+    ResourceList,
+    ResourceRequirements,
+    Volume,
+    VolumeMount,
+    VolumeSource,
+)
+from corral.runtime.client import Client
+from corral.runtime.containers import list_containers
+from corral.store.embedded import free_port
+from tests.flow.conftest import Cluster, eventually
+
+
+def running(c: Container) -> bool:
+    return c.status.phase == "Running" and bool(c.status.ip) and not c.status.reason
+
+
+async def http_get(url: str) -> str:
+    async with aiohttp.ClientSession() as s, s.get(url, timeout=aiohttp.ClientTimeout(total=2)) as r:
+        assert r.status == 200
+        return await r.text()
+
+
+async def delete_and_wait(cluster: Cluster, name: str, *, namespace: str = "default") -> None:
+    with contextlib.suppress(errors.NotFound):
+        await cluster.api.delete(Container, name, namespace=namespace, grace_period=1)
+
+    async def gone() -> None:
+        try:
+            await cluster.api.get(Container, name, namespace=namespace)
+        except errors.NotFound:
+            return
+        raise AssertionError("still there")
+
+    await eventually(gone, timeout=30, what=f"{name} is deleted")
+
+
+async def test_a_posted_container_runs_with_an_ip_that_answers_on_its_port_and_host_port(cluster: Cluster) -> None:
+    host_port = free_port()
+    web = Container(
+        metadata=ObjectMeta(name="web", labels={"app": "web"}),
+        spec=ContainerSpec(image=cluster.image, command=["httpd", "-f", "-p", "8080", "-h", "/var/www"],
+                           ports=[ContainerPort(container_port=8080, host_port=host_port)],
+                           resources=ResourceRequirements(requests=ResourceList(cpu="50m", memory="16Mi"),
+                                                          limits=ResourceList(memory="64Mi"))),
+    )
+    await cluster.api.create(web)
+    obj = await cluster.wait_for("web", running, timeout=60)
+    assert obj.spec.node == "node-1" and obj.status.container_id and obj.status.started_at
+    body = await eventually(lambda: http_get(f"http://{obj.status.ip}:8080/"), what="the container's IP answers")
+    assert "hello from corral" in body
+    body = await eventually(lambda: http_get(f"http://127.0.0.1:{host_port}/"), what="the host port answers")
+    assert "hello from corral" in body
+
+    uid = obj.metadata.uid
+    await delete_and_wait(cluster, "web")
+    worker = cluster.worker
+    async with Client(worker.containerd.socket) as client:
+        assert await list_containers(client, {"corral/uid": uid}) == []
+    assert not Path(f"/var/run/netns/corral-{uid}").exists()
+    assert not (worker.data_dir / "network" / f"{uid}.json").exists()
+    ipam = worker.data_dir / "ipam"
+    held = [p for p in ipam.rglob("*") if p.is_file() and uid in p.read_text(errors="ignore")] if ipam.exists() else []
+    assert held == []
+    assert not (worker.data_dir / "containers" / uid).exists()
+
+
+async def test_restart_policies_decide_what_happens_after_an_exit(cluster: Cluster) -> None:
+    def make(name: str, policy: str, code: int) -> Container:
+        return Container(metadata=ObjectMeta(name=name),
+                         spec=ContainerSpec(image=cluster.image, command=["sh", "-c", f"exit {code}"],
+                                            restart_policy=policy))  # type: ignore[arg-type]
+
+    await cluster.api.create(make("never-fails", "Never", 3))
+    await cluster.api.create(make("onfailure-ok", "OnFailure", 0))
+    await cluster.api.create(make("always-crashes", "Always", 1))
+    failed = await cluster.wait_for("never-fails", lambda c: c.status.phase == "Failed", timeout=60)
+    assert failed.status.exit_code == 3 and failed.status.restart_count == 0 and failed.status.reason == "Error"
+    ok = await cluster.wait_for("onfailure-ok", lambda c: c.status.phase == "Succeeded", timeout=60)
+    assert ok.status.exit_code == 0 and ok.status.restart_count == 0
+    crash = await cluster.wait_for("always-crashes", lambda c: c.status.restart_count >= 2, timeout=60)
+    assert crash.status.exit_code == 1
+    backing_off = await cluster.wait_for("always-crashes", lambda c: c.status.reason == "CrashLoopBackOff", timeout=30)
+    assert "back-off" in backing_off.status.message
+    for name in ("never-fails", "onfailure-ok", "always-crashes"):
+        await delete_and_wait(cluster, name)
+
+
+async def test_a_container_that_fits_nowhere_stays_pending_with_the_reason(cluster: Cluster) -> None:
+    huge = Container(metadata=ObjectMeta(name="huge"),
+                     spec=ContainerSpec(image=cluster.image,
+                                        resources=ResourceRequirements(requests=ResourceList(memory="100Ti"))))
+    await cluster.api.create(huge)
+    obj = await cluster.wait_for("huge", lambda c: c.status.reason == "Unschedulable")
+    assert obj.status.phase == "Pending" and not obj.spec.node
+    assert obj.status.message == "0/1 nodes available: 1 insufficient memory"
+    await delete_and_wait(cluster, "huge")
+
+
+async def test_a_named_volume_keeps_its_data_when_its_container_is_replaced(cluster: Cluster) -> None:
+    await cluster.api.create(Volume(metadata=ObjectMeta(name="data")))
+
+    def writer(name: str, command: str) -> Container:
+        return Container(metadata=ObjectMeta(name=name),
+                         spec=ContainerSpec(image=cluster.image, command=["sh", "-c", command], restart_policy="Never",
+                                            volumes=[VolumeSource(name="d", volume="data"),
+                                                     VolumeSource(name="scratch", empty_dir=EmptyDirSource())],
+                                            volume_mounts=[VolumeMount(name="d", mount_path="/data"),
+                                                           VolumeMount(name="scratch", mount_path="/scratch")]))
+
+    await cluster.api.create(writer("first", "echo kept > /data/file && echo gone > /scratch/file"))
+    await cluster.wait_for("first", lambda c: c.status.phase == "Succeeded", timeout=60)
+    await delete_and_wait(cluster, "first")
+    await cluster.api.create(writer("second", "cat /data/file && test ! -e /scratch/file"))
+    second = await cluster.wait_for("second", lambda c: c.status.phase in ("Succeeded", "Failed"), timeout=60)
+    assert second.status.phase == "Succeeded", second.status
+    body = await cluster.api.request("GET", "/namespaces/default/containers/second/logs")
+    assert body.decode().strip() == "kept"
+    await delete_and_wait(cluster, "second")
+
+
+async def test_logs_come_through_the_api_and_can_be_followed(cluster: Cluster) -> None:
+    await cluster.api.create(Container(
+        metadata=ObjectMeta(name="talker"),
+        spec=ContainerSpec(image=cluster.image, command=["sh", "-c", "echo one; echo two >&2; sleep 1; echo three; sleep 600"]),
+    ))
+    await cluster.wait_for("talker", running, timeout=60)
+
+    async def three_lines() -> list[str]:
+        text = (await cluster.api.request("GET", "/namespaces/default/containers/talker/logs")).decode()
+        lines = text.splitlines()
+        assert lines == ["one", "two", "three"], lines
+        return lines
+
+    await eventually(three_lines, timeout=15, what="logs")
+    tail = (await cluster.api.request("GET", "/namespaces/default/containers/talker/logs", params={"tail": "1"})).decode()
+    assert tail.splitlines() == ["three"]
+    await delete_and_wait(cluster, "talker")
+
+
+async def test_many_containers_created_at_once_all_run_once(cluster: Cluster) -> None:
+    names = [f"burst-{i}" for i in range(10)]
+    await asyncio.gather(*(cluster.api.create(Container(
+        metadata=ObjectMeta(name=n), spec=ContainerSpec(image=cluster.image, command=["sleep", "600"]))) for n in names))
+    for n in names:
+        await cluster.wait_for(n, running, timeout=60)
+    async with Client(cluster.worker.containerd.socket) as client:
+        found = await list_containers(client, {"corral/node": "node-1"})
+    assert sorted(c.labels["corral/name"] for c in found if c.labels["corral/name"].startswith("burst-")) == names
+    await asyncio.gather(*(delete_and_wait(cluster, n) for n in names))
