@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import base64
 import time
-import uuid
-from datetime import UTC, datetime
 
 import msgspec
 from aiohttp import web
@@ -35,20 +33,13 @@ from corral.model.errors import (
     NotFound,
 )
 from corral.model.kinds import BY_KIND, KindInfo
+from corral.model.lifecycle import carry_over, prepare_delete, spec_bytes, stamp_new
 from corral.model.resources import API_VERSION, Namespace, Object
 from corral.store import typed
 from corral.store.base import Compacted, Store
 
 BOOKMARK_SECONDS = 5.0
 MAX_LIMIT = 10_000
-
-
-def now_rfc3339() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-def _spec_bytes(obj: Object) -> bytes:
-    return codec.encode(obj.spec)
 
 
 def _parse_int(value: str, name: str) -> int:
@@ -169,14 +160,7 @@ class ResourceHandlers:
         authorize_write(request[IDENTITY], self.info, obj, verb="create")
         await self._check_namespace(namespace)
         meta = obj.metadata
-        meta.uid = str(uuid.uuid4())
-        meta.creation_timestamp = now_rfc3339()
-        meta.generation = 1
-        meta.resource_version = ""
-        meta.deletion_timestamp = ""
-        if self.info.status_subresource and self.info.kind != "Node":
-            obj.status = type(obj.status)()
-        prepare_create(obj)
+        stamp_new(obj, keep_status=not self.info.status_subresource or self.info.kind == "Node")
         try:
             revision = await self.store.create(self.info.key(namespace, meta.name), typed.encode(obj))
         except Conflict:
@@ -308,14 +292,9 @@ class ResourceHandlers:
         current, revision = await self._read(namespace, name)
         authorize_update(request[IDENTITY], self.info, current, new)
         expected = self._expected_revision(new, revision)
-        meta, cur = new.metadata, current.metadata
-        meta.uid, meta.creation_timestamp = cur.uid, cur.creation_timestamp
-        meta.deletion_timestamp, meta.deletion_grace_period_seconds = cur.deletion_timestamp, cur.deletion_grace_period_seconds
-        meta.generation = cur.generation + (1 if _spec_bytes(new) != _spec_bytes(current) else 0)
-        if cur.deletion_timestamp and _spec_bytes(new) != _spec_bytes(current):
+        if current.metadata.deletion_timestamp and spec_bytes(new) != spec_bytes(current):
             raise Forbidden(f"{self._what(namespace, name)} is being deleted; its spec can no longer change")
-        if self.info.status_subresource:
-            new.status = current.status
+        carry_over(new, current, status_subresource=self.info.status_subresource)
         return await self._write(new, expected)
 
     async def update_status(self, request: web.Request) -> web.Response:
@@ -367,41 +346,14 @@ class ResourceHandlers:
     async def _delete_once(self, obj: Object, revision: int, grace: str | None) -> web.Response:
         key = self.info.key(obj.metadata.namespace, obj.metadata.name)
         meta = obj.metadata
-        if prepare_delete(obj) and not meta.finalizers:
+        if prepare_delete(obj, grace=_parse_int(grace, "gracePeriodSeconds") if grace is not None else None):
             await self.store.delete(key, expected_revision=revision)
             meta.resource_version = str(revision)
             return codec.json_response(obj)
-        if not meta.deletion_timestamp:
-            meta.deletion_timestamp = now_rfc3339()
-        if grace is not None:
-            meta.deletion_grace_period_seconds = _parse_int(grace, "gracePeriodSeconds")
         meta.resource_version = ""
         new_revision = await self.store.update(key, typed.encode(obj), expected_revision=revision)
         meta.resource_version = str(new_revision)
         return codec.json_response(obj, status=202)
-
-
-# --- kind-specific rules ---------------------------------------------------------------------
-
-AGENT_FINALIZER = "corral.io/agent"
-
-
-def prepare_create(obj: Object) -> None:
-    """Defaults that the server sets on create."""
-    if obj.kind == "Namespace":
-        obj.status.phase = "Active"  # type: ignore[union-attr]
-    if obj.kind == "Container" and AGENT_FINALIZER not in obj.metadata.finalizers:
-        obj.metadata.finalizers.append(AGENT_FINALIZER)  # the agent removes it once the container is gone
-
-
-def prepare_delete(obj: Object) -> bool:
-    """Adjust ``obj`` for deletion; True when it may be removed right away (no finalizers left)."""
-    meta = obj.metadata
-    if obj.kind == "Container" and AGENT_FINALIZER in meta.finalizers and not obj.spec.node:  # type: ignore[union-attr]
-        meta.finalizers = [f for f in meta.finalizers if f != AGENT_FINALIZER]  # never bound: no agent to wait for
-    if obj.kind == "Namespace":
-        obj.status.phase = "Terminating"  # type: ignore[union-attr]
-    return not meta.finalizers
 
 
 # --- authorization ---------------------------------------------------------------------------
@@ -453,7 +405,7 @@ def authorize_update(identity: Identity, info: KindInfo, current: Object, new: O
         if info.kind == "Node" and current.metadata.name == identity.node:
             return
         # an agent removes its finalizer from a container bound to it, and changes nothing else
-        if info.kind == "Container" and current.spec.node == identity.node and _spec_bytes(current) == _spec_bytes(new):  # type: ignore[union-attr]
+        if info.kind == "Container" and current.spec.node == identity.node and spec_bytes(current) == spec_bytes(new):  # type: ignore[union-attr]
             return
     raise _deny(identity, f"update {info.plural}")
 

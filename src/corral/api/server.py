@@ -23,7 +23,7 @@ from corral.api.auth import IDENTITY, Identity, Tokens
 from corral.api.logs import LogsProxy
 from corral.api.metrics import Metrics
 from corral.api.openapi import document
-from corral.api.resources import ResourceHandlers, now_rfc3339
+from corral.api.resources import ResourceHandlers
 from corral.api.watchcache import WatchCache
 from corral.model import names
 from corral.model.errors import (
@@ -38,6 +38,7 @@ from corral.model.errors import (
     TooLarge,
 )
 from corral.model.kinds import BY_KIND, KINDS
+from corral.model.lifecycle import now_rfc3339
 from corral.model.resources import Namespace, ObjectMeta
 from corral.store import typed
 from corral.store.base import Store

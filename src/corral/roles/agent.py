@@ -28,8 +28,8 @@ from aiohttp import web
 from corral import __version__
 from corral.aiokit.queueing import WorkQueue
 from corral.api.client import ApiClient, Reflector
-from corral.api.resources import AGENT_FINALIZER, now_rfc3339
 from corral.model import errors
+from corral.model.lifecycle import AGENT_FINALIZER, now_rfc3339
 from corral.model.quantities import format_cpu, format_memory, parse_cpu, parse_memory
 from corral.model.resources import (
     Condition,

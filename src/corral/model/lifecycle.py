@@ -1,0 +1,82 @@
+"""The rules of an object's life that every writer follows: what a new object gets, how it goes.
+
+A new object gets a uid, a creation time and generation 1; a Container also gets the agent's
+finalizer, so it is not gone from the API before its node has stopped and removed it. ``generation``
+counts spec changes. Deletion is graceful while finalizers remain: ``deletionTimestamp`` is set and
+the object goes when the last finalizer is removed. The API and the controllers both use these
+functions, so an object a controller writes is indistinguishable from one a user posted.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import msgspec
+
+from corral.model.resources import Object
+
+AGENT_FINALIZER = "corral.io/agent"
+NAMESPACE_FINALIZER = "corral.io/namespace"
+
+_encoder = msgspec.json.Encoder()
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def parse_time(text: str) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def spec_bytes(obj: Object) -> bytes:
+    return _encoder.encode(obj.spec)
+
+
+def stamp_new(obj: Object, *, keep_status: bool = False) -> None:
+    """Server-set fields of a new object (and the defaults that only the server sets)."""
+    meta = obj.metadata
+    meta.uid = str(uuid.uuid4())
+    meta.creation_timestamp = now_rfc3339()
+    meta.generation = 1
+    meta.resource_version = ""
+    meta.deletion_timestamp = ""
+    if not keep_status:
+        obj.status = type(obj.status)()
+    if obj.kind == "Namespace":
+        obj.status.phase = "Active"  # type: ignore[union-attr]
+    if obj.kind == "Container" and AGENT_FINALIZER not in meta.finalizers:
+        meta.finalizers.append(AGENT_FINALIZER)  # the agent removes it once the container is gone
+
+
+def carry_over(new: Object, current: Object, *, status_subresource: bool) -> None:
+    """What an update may not change: identity, deletion, and (with a status subresource) status."""
+    meta, cur = new.metadata, current.metadata
+    meta.uid, meta.creation_timestamp = cur.uid, cur.creation_timestamp
+    meta.deletion_timestamp = cur.deletion_timestamp
+    meta.deletion_grace_period_seconds = cur.deletion_grace_period_seconds
+    meta.generation = cur.generation + (1 if spec_bytes(new) != spec_bytes(current) else 0)
+    if status_subresource:
+        new.status = current.status
+
+
+def prepare_delete(obj: Object, *, grace: int | None = None) -> bool:
+    """Mark ``obj`` for deletion; True when it may be removed right away (no finalizers left)."""
+    meta = obj.metadata
+    if obj.kind == "Container" and AGENT_FINALIZER in meta.finalizers and not obj.spec.node:  # type: ignore[union-attr]
+        meta.finalizers = [f for f in meta.finalizers if f != AGENT_FINALIZER]  # never bound: no agent to wait for
+    if obj.kind == "Namespace":
+        obj.status.phase = "Terminating"  # type: ignore[union-attr]
+    if not meta.finalizers:
+        return True
+    if not meta.deletion_timestamp:
+        meta.deletion_timestamp = now_rfc3339()
+    if grace is not None:
+        meta.deletion_grace_period_seconds = grace
+    return False
