@@ -8,11 +8,12 @@ aiohttp on a session the caller owns (one per pull, so its layers share connecti
   (``linux/<arch>``, ``x86_64`` → ``amd64``, ``aarch64`` → ``arm64``) and that manifest fetched by
   digest; no match is ``UnsupportedPlatform`` listing the platforms the image has. Every manifest
   is hashed and checked against the digest it was asked by (and ``Docker-Content-Digest``).
-- **Blobs.** ``fetch_blob`` streams the body in chunks to an async sink while hashing it; redirects
-  (to object storage) are followed and aiohttp drops ``Authorization`` when the origin changes. A
-  size or digest that differs from the descriptor is ``DigestMismatch``; the caller's content writer
-  must then abandon what it wrote. (Hashing a 1 MiB chunk takes under a millisecond, so it stays on
-  the loop.)
+- **Blobs.** ``blob_chunks`` yields the body in chunks (lazily: no request until iterated) while
+  hashing it; ``fetch_blob`` feeds the same to an async sink. Redirects (to object storage) are
+  followed and aiohttp drops ``Authorization`` when the origin changes. A size or digest that differs
+  from the descriptor is ``DigestMismatch``, raised *before* the last chunk is handed over, so a
+  content writer fed from it never gets to commit. (Hashing a 1 MiB chunk takes under a millisecond,
+  so it stays on the loop.)
 - **Scheme.** HTTPS, except plain HTTP for loopback hosts (127.0.0.0/8, localhost, ::1) and for
   registries listed as insecure (``host:port`` or ``host``).
 - **Auth.** On 401 the ``WWW-Authenticate`` challenge is answered (see ``auth.py``): Basic with the

@@ -10,9 +10,9 @@ containerd 1.6 pulls client-side, so corral does what ``ctr pull`` does, in this
    collect a blob between its write and the record that references it. Every blob is added to the
    lease (``Leases.AddResource``) *before* the store is asked whether it has it, so one found there
    cannot be collected before the record references it; found blobs are not fetched.
-4. **Fetch.** Config and layers stream from the registry into the content store concurrently (at most
-   ``max_concurrent_blobs``), hashed on the way in by the distribution client and checked again by
-   containerd at commit; then the manifest and the index are written with the GC labels that make
+4. **Fetch.** Layers stream from the registry into the content store concurrently (at most
+   ``max_concurrent_blobs``; the small config is fetched into memory alongside), hashed on the way in
+   by the distribution client and checked again by containerd at commit; then the manifest and the index are written with the GC labels that make
    them own their children (``images.gc_labels``) and a ``containerd.io/distribution.source.<host>``
    label. Progress is reported per blob as ``PullProgress(digest, done, total)``.
 5. **Unpack** the layers into overlayfs (``unpack.unpack``), then **create/update the record**
