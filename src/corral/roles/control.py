@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import socket
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,8 @@ from aiohttp import web
 
 from corral.api.auth import Identity
 from corral.api.server import ApiServer
-from corral.scheduler.loop import Scheduler
+from corral.roles.controllers import LeaderConfig, run_leader
+from corral.store.election import Election
 from corral.store.embedded import EmbeddedEtcd
 from corral.store.etcd import EtcdStore
 
@@ -38,6 +40,8 @@ class ControlConfig:
     policy: str = "spread"
     join_token: str = ""
     write_user_config: bool = True
+    leader_ttl: int = 5
+    node_grace: float = 5.0
 
 
 @dataclass
@@ -98,8 +102,10 @@ async def run_control(cfg: ControlConfig, *, stop: asyncio.Event,
                 await asyncio.to_thread(_write_config, user_config_path(), url, data_dir / "admin.token")
             log.info("API serving on %s (admin token in %s)", url, data_dir / "admin.token")
             plane = ControlPlane(url=url, admin_token=admin_token, join_token=join_token, store=store, api=api)
-            scheduler = Scheduler(store, policy=cfg.policy)
-            tasks = [caches, tg.create_task(scheduler.run(), name="scheduler")]
+            election = Election(store, "control", identity=f"{socket.gethostname()}:{cfg.port}:{os.getpid()}",
+                                ttl=cfg.leader_ttl)
+            leader_cfg = LeaderConfig(policy=cfg.policy, node_grace=cfg.node_grace)
+            tasks = [caches, tg.create_task(election.run(lambda: run_leader(store, leader_cfg)), name="election")]
             if started is not None:
                 tasks.append(tg.create_task(started(plane), name="control-started"))
             await stop.wait()

@@ -1,0 +1,128 @@
+"""The controllers' common shape: shared informers feed keys into a dedup queue; workers reconcile keys.
+
+``Informers`` keeps one store informer per kind for every controller of a control instance (one
+etcd watch per kind, however many controllers look at it) and fans its events out to the
+handlers controllers register. A ``Controller`` names the kinds it looks at and maps their events
+to the keys it owns; ``run`` gives it a ``WorkQueue`` and a few workers that call its
+``reconcile(key)`` — level-based and idempotent: it reads the informers' caches, never a copy of
+its own, and may return a delay after which the key is looked at again. A ``CorralError`` retries
+the key with backoff; a ``Conflict`` (someone wrote first) retries at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+from corral.aiokit.queueing import WorkQueue
+from corral.model.errors import Conflict, CorralError
+from corral.model.kinds import BY_KIND
+from corral.model.resources import Object
+from corral.store import typed
+from corral.store.base import KeyValue, Store
+from corral.store.informer import Informer
+from corral.store.objects import Objects
+
+log = logging.getLogger(__name__)
+
+ObjT = TypeVar("ObjT", bound=Object)
+Handler = Callable[[str, Any, Any], None]  # (event type, old, new); old or new may be None
+
+
+class Shared(Generic[ObjT]):
+    """One kind's informer with any number of handlers."""
+
+    def __init__(self, store: Store, tp: type[ObjT]) -> None:
+        info = BY_KIND[tp.KIND]
+        self.handlers: list[Handler] = []
+        self.informer: Informer[ObjT] = Informer(
+            store, info.prefix(), lambda kv: _decode(kv, tp),
+            on_add=lambda _k, o: self._fan("ADDED", None, o),
+            on_update=lambda _k, old, new: self._fan("MODIFIED", old, new),
+            on_delete=lambda _k, o: self._fan("DELETED", o, None),
+        )
+
+    def _fan(self, type_: str, old: ObjT | None, new: ObjT | None) -> None:
+        for handler in self.handlers:
+            try:
+                handler(type_, old, new)
+            except Exception:
+                log.exception("a %s handler failed", type_)
+
+    def get(self, key: str) -> ObjT | None:
+        return self.informer.get(key)
+
+    def items(self) -> list[ObjT]:
+        return [obj for _, obj in self.informer.items()]
+
+
+def _decode(kv: KeyValue, tp: type[ObjT]) -> ObjT:
+    return typed.decode(kv, tp)
+
+
+class Informers:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._shared: dict[str, Shared[Any]] = {}
+
+    def of(self, tp: type[ObjT]) -> Shared[ObjT]:
+        kind: str = tp.KIND
+        shared = self._shared.get(kind)
+        if shared is None:
+            shared = self._shared[kind] = Shared(self.store, tp)
+        return shared
+
+    async def run(self, synced: asyncio.Event | None = None) -> None:
+        async with asyncio.TaskGroup() as tg:
+            for kind, shared in self._shared.items():
+                tg.create_task(shared.informer.run(), name=f"informer-{kind}")
+            for shared in self._shared.values():
+                await shared.informer.synced.wait()
+            if synced is not None:
+                synced.set()
+
+
+class Controller:
+    """Subclass: set ``name``, register handlers in ``__init__`` (calling ``self.enqueue``), write ``reconcile``."""
+
+    name = "controller"
+    workers = 2
+
+    def __init__(self, informers: Informers, objects: Objects) -> None:
+        self.informers = informers
+        self.objects = objects
+        self.queue: WorkQueue[str] = WorkQueue(base_delay=0.2, max_delay=30.0)
+
+    def enqueue(self, key: str) -> None:
+        self.queue.add(key)
+
+    async def reconcile(self, key: str) -> float | None:
+        raise NotImplementedError
+
+    async def _worker(self) -> None:
+        while True:
+            key = await self.queue.get()
+            try:
+                again = await self.reconcile(key)
+                self.queue.forget(key)
+                if again is not None:
+                    self.queue.add_after(key, again)
+            except Conflict:
+                self.queue.retry(key, delay=0.05)
+            except CorralError as e:
+                delay = self.queue.retry(key)
+                log.info("%s %s: %s (retry in %.1fs)", self.name, key, e, delay)
+            except Exception:
+                delay = self.queue.retry(key)
+                log.exception("%s %s failed (retry in %.1fs)", self.name, key, delay)
+            finally:
+                self.queue.done(key)
+
+    async def run(self, synced: asyncio.Event) -> None:
+        """Work keys once the informers have synced; runs until cancelled."""
+        await synced.wait()
+        async with asyncio.TaskGroup() as tg:
+            for i in range(self.workers):
+                tg.create_task(self._worker(), name=f"{self.name}-worker-{i}")

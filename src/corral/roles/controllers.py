@@ -1,0 +1,41 @@
+"""The elected control work: the scheduler and every controller, on one control instance at a time.
+
+``run_leader`` is what the leader runs (and stops when it loses the lease): one shared set of
+informers, the controllers registered in ``build_controllers``, and the scheduler. Several
+``serve --role=control`` instances share one etcd; all serve the API, one runs this.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from corral.controllers.base import Controller, Informers
+from corral.scheduler.loop import Scheduler
+from corral.store.base import Store
+from corral.store.objects import Objects
+
+
+@dataclass
+class LeaderConfig:
+    policy: str = "spread"
+    node_grace: float = 5.0
+
+
+def build_controllers(informers: Informers, objects: Objects, cfg: LeaderConfig) -> list[Controller]:
+    """Every controller of the control plane, in no particular order (each is independent)."""
+    controllers: list[Controller] = []
+    return controllers
+
+
+async def run_leader(store: Store, cfg: LeaderConfig) -> None:
+    informers = Informers(store)
+    objects = Objects(store)
+    controllers = build_controllers(informers, objects, cfg)
+    synced = asyncio.Event()
+    scheduler = Scheduler(store, policy=cfg.policy)
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(informers.run(synced), name="controller-informers")
+        tg.create_task(scheduler.run(), name="scheduler")
+        for c in controllers:
+            tg.create_task(c.run(synced), name=f"controller-{c.name}")
