@@ -24,7 +24,7 @@ from corral.model.resources import (
 from corral.runtime.client import Client
 from corral.runtime.containers import list_containers
 from corral.store.embedded import free_port
-from tests.flow.conftest import Cluster, eventually
+from tests.fixtures.cluster import Cluster, eventually
 
 
 def running(c: Container) -> bool:
