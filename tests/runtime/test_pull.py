@@ -47,6 +47,8 @@ async def test_pulling_an_image_that_is_already_there_is_a_no_op(ctr_client: Cli
     again = await pull(ctr_client, registry.ref)
     assert again == first
     assert stats.noops == 1 and stats.blobs_fetched == fetched
+    assert await pull(ctr_client, registry.ref, if_missing=True) == first
+    assert stats.pulls == 2, "if_missing found it locally without asking the registry"
 
 
 async def test_concurrent_pulls_of_one_reference_share_one_fetch(ctr_client: Client, registry: Registry) -> None:

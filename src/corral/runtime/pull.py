@@ -39,7 +39,6 @@ from dataclasses import dataclass, field
 
 from corral.model.errors import CorralError, Invalid, NotFound
 from corral.runtime._pb.containerd.services.content.v1 import content_pb2
-from corral.runtime._pb.containerd.services.images.v1 import images_pb2
 from corral.runtime._pb.containerd.services.leases.v1 import leases_pb2
 from corral.runtime.auth import Credentials, TokenCache
 from corral.runtime.client import Client
@@ -130,9 +129,17 @@ class Puller:
         credentials: Credentials | None = None,
         insecure_registries: Iterable[str] = (),
         progress: ProgressFn | None = None,
+        if_missing: bool = False,
     ) -> Image:
-        """Pull ``ref`` (or join the pull of it already running) and return the unpacked image."""
+        """Pull ``ref`` (or join the pull of it already running) and return the unpacked image.
+
+        ``if_missing`` (Kubernetes' ``IfNotPresent``) returns the local image without asking the
+        registry when it is recorded and unpacked; otherwise (``Always``) the tag is resolved again."""
         reference = parse_reference(ref) if isinstance(ref, str) else ref
+        if if_missing and reference.name not in self._jobs:
+            existing = await self.local(reference)
+            if existing is not None:
+                return existing
         job = self._jobs.get(reference.name)
         if job is None:
             job = _Job(reference)
@@ -190,20 +197,22 @@ class Puller:
                 await _create_or_update(self.client, ref.name, target)
         return image
 
-    async def _already_pulled(self, resolved: ResolvedImage) -> Image | None:
-        try:
-            reply = await self.client.call(self.client.images.Get, images_pb2.GetImageRequest(name=resolved.ref.name))
-        except NotFound:
-            return None
-        if str(reply.image.target.digest) != resolved.target.descriptor.digest:
-            return None
+    async def local(self, ref: str | Reference) -> Image | None:
+        """The image ``ref`` names if it is recorded here and unpacked, without asking the registry."""
+        reference = parse_reference(ref) if isinstance(ref, str) else ref
         try:
             image = await get_image(
-                self.client, resolved.ref.name, os=self.platform.os, architecture=self.platform.architecture
+                self.client, reference.name, os=self.platform.os, architecture=self.platform.architecture
             )
-        except NotFound:  # record left without its content: pull it again
+        except NotFound:  # no record, or a record left without its content
             return None
         return image if await is_unpacked(self.client, image) else None
+
+    async def _already_pulled(self, resolved: ResolvedImage) -> Image | None:
+        image = await self.local(resolved.ref)
+        if image is None or image.target_digest != resolved.target.descriptor.digest:
+            return None
+        return image
 
     async def _store(self, job: _Job, registry: RegistryClient, resolved: ResolvedImage, *, lease_id: str) -> Image:
         """Write config, layers, manifest and index into the content store; the ``Image`` they make."""
@@ -360,6 +369,7 @@ async def pull(
     credentials: Credentials | None = None,
     insecure_registries: Iterable[str] = (),
     progress: ProgressFn | None = None,
+    if_missing: bool = False,
 ) -> Image:
     """Pull ``ref`` into ``client``'s containerd and return the unpacked ``Image`` (see the module doc).
 
@@ -368,5 +378,5 @@ async def pull(
     translated errors.
     """
     return await puller_for(client).pull(
-        ref, credentials=credentials, insecure_registries=insecure_registries, progress=progress
+        ref, credentials=credentials, insecure_registries=insecure_registries, progress=progress, if_missing=if_missing
     )
