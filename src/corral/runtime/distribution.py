@@ -340,13 +340,19 @@ class RegistryClient:
         return RegistryUnreachable(f"cannot reach registry {ref.api_host}: {why}{hint}")
 
     async def _read_body(self, ref: Reference, resp: aiohttp.ClientResponse, *, limit: int) -> bytes:
+        """The whole body (``StreamReader.read(n)`` stops at what has arrived, so read to EOF), at most
+        ``limit`` bytes."""
+        parts: list[bytes] = []
+        got = 0
         try:
-            data = await resp.content.read(limit + 1)
+            while chunk := await resp.content.read(CHUNK_BYTES):
+                got += len(chunk)
+                if got > limit:
+                    raise Invalid(f"{ref.name}: response larger than {limit} bytes")
+                parts.append(chunk)
         except (TimeoutError, aiohttp.ClientError) as e:
             raise self._unreachable(ref, e) from None
-        if len(data) > limit:
-            raise Invalid(f"{ref.name}: response larger than {limit} bytes")
-        return data
+        return b"".join(parts)
 
     def _known_auth(self, ref: Reference) -> str | None:
         creds = self._credentials.lookup(ref.registry)

@@ -30,6 +30,7 @@ used (the first caller's are). ``Puller.aclose()`` cancels jobs still running.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import secrets
@@ -62,6 +63,8 @@ log = logging.getLogger(__name__)
 SOURCE_LABEL = "containerd.io/distribution.source."
 MAX_CONCURRENT_BLOBS = 3  # containerd's default for concurrent layer downloads
 MAX_CONFIG_BYTES = 8 << 20
+ABORT_CHECKS = 5
+ABORT_SETTLE_S = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,12 +334,22 @@ async def _one_chunk(data: bytes) -> AsyncGenerator[bytes, None]:
 
 
 async def _abort_ingest(client: Client, ref: str) -> None:
-    try:
-        await client.call(client.content.Abort, content_pb2.AbortRequest(ref=ref), retry=True)
-    except NotFound:
-        pass
-    except CorralError as e:  # best effort: the original failure is the one to report
-        log.warning("could not abort content writer %s: %s", ref, e)
+    """Abort writer ``ref`` and make sure it stays gone: a write stream cut off by an error or a cancel
+    may still be opening the writer in containerd when the Abort (another stream) arrives, so look
+    again a moment later and abort again if it is back. Best effort: the pull's own error is the one
+    to report."""
+    for _ in range(ABORT_CHECKS):
+        try:
+            with contextlib.suppress(NotFound):
+                await client.call(client.content.Abort, content_pb2.AbortRequest(ref=ref), retry=True)
+            await asyncio.sleep(ABORT_SETTLE_S)
+            await client.call(client.content.Status, content_pb2.StatusRequest(ref=ref))
+        except NotFound:
+            return
+        except CorralError as e:
+            log.warning("could not abort content writer %s: %s", ref, e)
+            return
+    log.warning("content writer %s kept coming back after %d aborts", ref, ABORT_CHECKS)
 
 
 async def _lease_content(client: Client, lease_id: str, digest: str) -> None:
