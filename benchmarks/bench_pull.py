@@ -6,13 +6,14 @@ cold run uses a fresh ``Puller`` and starts from nothing: before it the image re
 a synchronous GC, and the run checks that the layer blob is really gone. Prints p50/min/max of cold
 pulls (resolve + fetch + unpack + record) and of no-op re-pulls; asserts nothing. Goal: cold p50 ≤ 0.3 s.
 
-Run: ``.venv/bin/python benchmarks/bench_pull.py [--runs 10]``.
+Run: ``.venv/bin/python benchmarks/bench_pull.py [--runs 10] [--json benchmarks/results/bench_pull.json]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import shutil
 import statistics
 import sys
@@ -36,7 +37,7 @@ def _summary(label: str, times: list[float]) -> str:
     return f"{label}: n={len(ms)} p50={statistics.median(ms):.1f} ms min={ms[0]:.1f} ms max={ms[-1]:.1f} ms"
 
 
-async def bench(runs: int) -> None:
+async def bench(runs: int, *, json_out: Path | None) -> None:
     base = Path(tempfile.mkdtemp(prefix="corral-bench-pull-"))
     try:
         archive = await asyncio.to_thread(build_busybox_image, base / "busybox.tar")
@@ -65,6 +66,16 @@ async def bench(runs: int) -> None:
                     print(_summary("cold pull (resolve+fetch+unpack+record)", cold))
                     print(_summary("no-op re-pull (one manifest GET)", warm))
                     print(f"goal cold p50 <= 300 ms: {'met' if statistics.median(cold) <= 0.3 else 'MISSED'}")
+                    if json_out is not None:
+                        figures = {
+                            "layers_kib": round(layer_kib),
+                            "cold_pull_p50_ms": round(statistics.median(cold) * 1000, 1),
+                            "cold_pull_min_ms": round(min(cold) * 1000, 1),
+                            "cold_pull_max_ms": round(max(cold) * 1000, 1),
+                            "noop_pull_p50_ms": round(statistics.median(warm) * 1000, 1),
+                            "runs": runs,
+                        }
+                        json_out.write_text(json.dumps(figures, indent=2) + "\n")
             finally:
                 await daemon.stop(cleanup=True)
     finally:
@@ -74,8 +85,9 @@ async def bench(runs: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
-    asyncio.run(bench(args.runs))
+    asyncio.run(bench(args.runs, json_out=args.json))
 
 
 if __name__ == "__main__":
