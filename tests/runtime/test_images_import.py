@@ -26,7 +26,12 @@ pytestmark = pytest.mark.containerd
 async def test_an_oci_archive_imports_as_an_unpacked_image_with_its_config(
     ctr_client: Client, busybox_archive: Path, tmp_path: Path
 ) -> None:
-    archive = await asyncio.to_thread(build_busybox_image, tmp_path / "b.tar", ref="corral.test/import-me:1")
+    # a busybox of its own (one marker byte more), so no other test's image shares its blobs
+    marked = tmp_path / "busybox"
+    await asyncio.to_thread(marked.write_bytes, Path("/bin/busybox").read_bytes() + b"import-me")
+    archive = await asyncio.to_thread(
+        build_busybox_image, tmp_path / "b.tar", ref="corral.test/import-me:1", busybox=marked
+    )
     (image,) = await import_archive(ctr_client, archive)
 
     assert image.name == "corral.test/import-me:1"

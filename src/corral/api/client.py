@@ -60,7 +60,9 @@ class _RawEvent(msgspec.Struct):
 
 
 class ApiClient:
-    def __init__(self, servers: str | Sequence[str], token: str, *, timeout: float = 30.0) -> None:
+    def __init__(self, servers: str | Sequence[str], token: str, *, timeout: float = 30.0,
+                 connector: aiohttp.BaseConnector | None = None) -> None:
+        """``connector``: a connection pool shared with other clients (kept open by ``close``)."""
         self.servers = [servers] if isinstance(servers, str) else list(servers)
         if not self.servers:
             raise ValueError("at least one server URL is needed")
@@ -68,6 +70,7 @@ class ApiClient:
         self.timeout = timeout
         self._current = 0
         self._session: aiohttp.ClientSession | None = None
+        self._connector = connector
         self._decoders: dict[type, msgspec.json.Decoder[Any]] = {}
 
     @property
@@ -78,7 +81,8 @@ class ApiClient:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 headers={"Authorization": f"Bearer {self.token}"},
-                connector=aiohttp.TCPConnector(limit=64),
+                connector=self._connector or aiohttp.TCPConnector(limit=64),
+                connector_owner=self._connector is None,
                 json_serialize=lambda o: msgspec.json.encode(o).decode(),
             )
         return self._session
@@ -121,6 +125,18 @@ class ApiClient:
                 last = e
                 self._current = (self._current + 1) % len(self.servers)
         raise errors.Unavailable(f"cannot reach the corral API at {', '.join(self.servers)}: {last}")
+
+    async def stream(self, path: str, *, params: dict[str, str] | None = None) -> AsyncIterator[bytes]:
+        """A GET whose body is read as it arrives (logs with follow)."""
+        try:
+            async with self._http().get(self.server + path, params=params,
+                                        timeout=aiohttp.ClientTimeout(total=None, sock_connect=10)) as resp:
+                if resp.status >= 400:
+                    raise error_from_body(resp.status, await resp.read())
+                async for chunk in resp.content.iter_any():
+                    yield chunk
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as e:
+            raise errors.Unavailable(f"the stream from {self.server}{path} was cut: {e}") from e
 
     # --- typed calls --------------------------------------------------------------------------
 

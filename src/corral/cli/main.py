@@ -10,6 +10,8 @@ from corral.cli.create import create
 from corral.cli.delete import delete
 from corral.cli.describe import describe
 from corral.cli.get import get
+from corral.cli.image import image
+from corral.cli.logs import logs
 from corral.cli.run import run
 from corral.cli.serve import serve
 
@@ -21,7 +23,7 @@ def cli() -> None:
 
 
 cli.add_command(serve)
-for command in (apply, get, describe, delete, run, create):
+for command in (apply, get, describe, delete, run, create, logs, image):
     cli.add_command(command)
 
 

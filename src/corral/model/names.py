@@ -30,6 +30,15 @@ def name_problem(name: str) -> str | None:
     return None
 
 
+def subdomain_problem(name: str) -> str | None:
+    """Why ``name`` is not a DNS-1123 subdomain (names with dots, as Events use), or None."""
+    if not name:
+        return "must not be empty"
+    if len(name) > 253 or not _DNS1123_SUBDOMAIN.match(name):
+        return f"{name!r} is not a valid name: use lowercase letters, digits, '-' and '.', at most 253 characters"
+    return None
+
+
 def label_key_problem(key: str) -> str | None:
     prefix, _, name = key.rpartition("/")
     if prefix and (len(prefix) > 253 or not _DNS1123_SUBDOMAIN.match(prefix)):

@@ -165,7 +165,8 @@ def _summary(errors: list[FieldError]) -> str:
 
 
 def validate_meta(meta: ObjectMeta, info: KindInfo, errors: list[FieldError], *, path: str = "metadata") -> None:
-    if problem := names.name_problem(meta.name):
+    check = names.subdomain_problem if info.kind == "Event" else names.name_problem
+    if problem := check(meta.name):
         errors.append(FieldError(f"{path}.name", problem))
     if info.namespaced and meta.namespace and (problem := names.name_problem(meta.namespace)):
         errors.append(FieldError(f"{path}.namespace", problem))
