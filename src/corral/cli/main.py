@@ -14,6 +14,7 @@ from corral.cli.image import image
 from corral.cli.logs import logs
 from corral.cli.run import run
 from corral.cli.serve import serve
+from corral.cli.sim import sim
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -23,6 +24,7 @@ def cli() -> None:
 
 
 cli.add_command(serve)
+cli.add_command(sim)
 for command in (apply, get, describe, delete, run, create, logs, image):
     cli.add_command(command)
 

@@ -90,6 +90,33 @@ def host_capacity() -> tuple[int, int]:
     return cpus * 1000, memory
 
 
+def node_labels(cfg: AgentConfig, *, hostname: str) -> dict[str, str]:
+    """The labels an agent puts on its Node (the configured ones win)."""
+    return {"corral.io/hostname": hostname, "corral.io/os": "linux", "corral.io/arch": platform.machine(), **cfg.labels}
+
+
+def build_node_status(cfg: AgentConfig, *, capacity: tuple[int, int], hostname: str, endpoint: str,
+                      runtime: str, runtime_version: str) -> NodeStatus:
+    """A Ready NodeStatus for ``capacity`` (millicores, bytes) minus the configured reserve; pure."""
+    cpu, memory = capacity
+    alloc_cpu = max(cpu - parse_cpu(cfg.reserve_cpu), 0)
+    alloc_mem = max(memory - parse_memory(cfg.reserve_memory), 0)
+    now = now_rfc3339()
+    return NodeStatus(
+        addresses=[NodeAddress("InternalIP", cfg.node_ip), NodeAddress("Hostname", hostname)],
+        capacity=NodeResources(cpu=format_cpu(cpu), memory=format_memory(memory), containers=cfg.max_containers),
+        allocatable=NodeResources(cpu=format_cpu(alloc_cpu), memory=format_memory(alloc_mem),
+                                  containers=cfg.max_containers),
+        conditions=[Condition(type="Ready", status="True", reason="AgentReady",
+                              message="the agent is reconciling and heartbeating", last_transition_time=now)],
+        last_heartbeat=now,
+        agent_endpoint=endpoint,
+        node_info=NodeInfo(agent_version=__version__, containerd_version=runtime_version,
+                           kernel_version=platform.release(), os="linux", architecture=platform.machine(),
+                           runtime=runtime),
+    )
+
+
 class Agent:
     def __init__(self, cfg: AgentConfig, api: ApiClient, reconciler: NodeReconciler) -> None:
         self.cfg = cfg
@@ -136,27 +163,12 @@ class Agent:
     # --- the node ---------------------------------------------------------------------------
 
     def node_status(self) -> NodeStatus:
-        cpu, memory = host_capacity()
-        alloc_cpu = max(cpu - parse_cpu(self.cfg.reserve_cpu), 0)
-        alloc_mem = max(memory - parse_memory(self.cfg.reserve_memory), 0)
-        now = now_rfc3339()
-        return NodeStatus(
-            addresses=[NodeAddress("InternalIP", self.cfg.node_ip), NodeAddress("Hostname", socket.gethostname())],
-            capacity=NodeResources(cpu=format_cpu(cpu), memory=format_memory(memory), containers=self.cfg.max_containers),
-            allocatable=NodeResources(cpu=format_cpu(alloc_cpu), memory=format_memory(alloc_mem),
-                                      containers=self.cfg.max_containers),
-            conditions=[Condition(type="Ready", status="True", reason="AgentReady",
-                                  message="the agent is reconciling and heartbeating", last_transition_time=now)],
-            last_heartbeat=now,
-            agent_endpoint=self.endpoint,
-            node_info=NodeInfo(agent_version=__version__, containerd_version=self.reconciler.runtime_version,
-                               kernel_version=platform.release(), os="linux", architecture=platform.machine(),
-                               runtime="containerd"),
-        )
+        return build_node_status(self.cfg, capacity=host_capacity(), hostname=socket.gethostname(),
+                                 endpoint=self.endpoint, runtime="containerd",
+                                 runtime_version=self.reconciler.runtime_version)
 
     async def register(self) -> None:
-        labels = {"corral.io/hostname": socket.gethostname(), "corral.io/os": "linux",
-                  "corral.io/arch": platform.machine(), **self.cfg.labels}
+        labels = node_labels(self.cfg, hostname=socket.gethostname())
         node = Node(metadata=ObjectMeta(name=self.cfg.node_name, labels=labels),
                     spec=NodeSpec(pod_cidr=self.cfg.pod_cidr), status=self.node_status())
         try:
