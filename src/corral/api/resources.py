@@ -33,10 +33,11 @@ from corral.model.errors import (
     NotFound,
 )
 from corral.model.kinds import BY_KIND, KindInfo
-from corral.model.lifecycle import carry_over, prepare_delete, spec_bytes, stamp_new
+from corral.model.lifecycle import ORPHAN_FINALIZER, OWNER_KINDS, carry_over, prepare_delete, spec_bytes, stamp_new
 from corral.model.resources import API_VERSION, Namespace, Object
 from corral.store import typed
 from corral.store.base import Compacted, Store
+from corral.store.leases import BucketLeases
 
 BOOKMARK_SECONDS = 5.0
 MAX_LIMIT = 10_000
@@ -65,8 +66,10 @@ def _decode_continue(token: str) -> tuple[str, int]:
 
 
 class ResourceHandlers:
-    def __init__(self, *, store: Store, info: KindInfo, cache: WatchCache, namespaces: WatchCache) -> None:
+    def __init__(self, *, store: Store, info: KindInfo, cache: WatchCache, namespaces: WatchCache,
+                 leases: BucketLeases | None = None) -> None:
         self.store = store
+        self.leases = leases  # Events: the shared lease that makes them expire (see store/leases.py)
         self.info = info
         self.cache = cache
         self.namespaces = namespaces
@@ -162,11 +165,22 @@ class ResourceHandlers:
         meta = obj.metadata
         stamp_new(obj, keep_status=not self.info.status_subresource or self.info.kind == "Node")
         try:
-            revision = await self.store.create(self.info.key(namespace, meta.name), typed.encode(obj))
+            revision = await self._create(self.info.key(namespace, meta.name), typed.encode(obj))
         except Conflict:
             raise AlreadyExists(f"{self._what(namespace, meta.name)} already exists") from None
         meta.resource_version = str(revision)
         return codec.json_response(obj, status=201)
+
+    async def _create(self, key: str, value: bytes) -> int:
+        """Create ``key``; with ``leases`` (Events), on the current bucket's lease so it expires."""
+        if self.leases is None:
+            return await self.store.create(key, value)
+        lease = await self.leases.current()
+        try:
+            return await self.store.create(key, value, lease=lease)
+        except NotFound:  # the lease expired under us (a long pause): take a fresh one, once
+            self.leases.forget(lease)
+            return await self.store.create(key, value, lease=await self.leases.current())
 
     # --- get / list / watch -----------------------------------------------------------------
 
@@ -322,8 +336,10 @@ class ResourceHandlers:
             except Conflict:
                 raise Conflict(self._conflict_message(obj)) from None
             return codec.json_response(obj)
+        # an Event's update puts it on the current lease (a put without one would make it immortal)
+        lease = await self.leases.current() if self.leases is not None else 0
         try:
-            revision = await self.store.update(key, typed.encode(obj), expected_revision=expected)
+            revision = await self.store.update(key, typed.encode(obj), expected_revision=expected, lease=lease)
         except Conflict:
             raise Conflict(self._conflict_message(obj)) from None
         obj.metadata.resource_version = str(revision)
@@ -334,9 +350,18 @@ class ResourceHandlers:
     async def delete(self, request: web.Request) -> web.Response:
         namespace, name = self._ns(request), request.match_info["name"]
         grace = request.query.get("gracePeriodSeconds")
+        policy = request.query.get("propagationPolicy", "Background")
+        if policy not in ("Background", "Foreground", "Orphan"):
+            raise BadRequest(f"propagationPolicy must be Background, Foreground or Orphan, not {policy!r}")
+        if self.info.kind == "Namespace" and name == "default":
+            raise Forbidden('namespace "default" cannot be deleted')
         for _ in range(5):
             current, revision = await self._read(namespace, name)
             authorize_delete(request[IDENTITY], self.info, current)
+            # Orphan: the garbage collector strips this owner from its dependents, then this finalizer.
+            # Foreground is served as Background: the owner goes first, the collector removes the rest.
+            if policy == "Orphan" and self.info.kind in OWNER_KINDS and ORPHAN_FINALIZER not in current.metadata.finalizers:
+                current.metadata.finalizers.append(ORPHAN_FINALIZER)
             try:
                 return await self._delete_once(current, revision, grace)
             except Conflict:

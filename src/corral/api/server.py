@@ -42,11 +42,13 @@ from corral.model.lifecycle import now_rfc3339
 from corral.model.resources import Namespace, ObjectMeta
 from corral.store import typed
 from corral.store.base import Store
+from corral.store.leases import BucketLeases
 
 log = logging.getLogger(__name__)
 
 PUBLIC = frozenset({"/healthz", "/readyz"})
 DEFAULT_MAX_BODY = 3 * 1024 * 1024
+DEFAULT_EVENT_TTL = 3600.0
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -56,9 +58,11 @@ class JoinRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class ApiServer:
-    def __init__(self, store: Store, *, max_body: int = DEFAULT_MAX_BODY) -> None:
+    def __init__(self, store: Store, *, max_body: int = DEFAULT_MAX_BODY, event_ttl: float = DEFAULT_EVENT_TTL) -> None:
         self.store = store
         self.max_body = max_body
+        # Events created or updated through the API expire event_ttl seconds later (0: never)
+        self.event_leases = BucketLeases(store, ttl=event_ttl) if event_ttl > 0 else None
         self.tokens = Tokens(store)
         self.metrics = Metrics()
         self.caches = {info.kind: WatchCache(store, info) for info in KINDS}
@@ -86,7 +90,8 @@ class ApiServer:
         ns_info = BY_KIND["Namespace"]
         for info in KINDS:
             h = ResourceHandlers(store=self.store, info=info, cache=self.caches[info.kind],
-                                 namespaces=self.caches["Namespace"])
+                                 namespaces=self.caches["Namespace"],
+                                 leases=self.event_leases if info.kind == "Event" else None)
             base = f"/namespaces/{{namespace}}/{info.plural}" if info.namespaced else f"/{info.plural}"
             r.add_get(base, h.list, allow_head=False)
             r.add_post(base, h.create)

@@ -95,6 +95,8 @@ async def _serve_all(control: ControlConfig, agent: AgentConfig, *, embedded_dir
 @click.option("--policy", type=click.Choice(["spread", "binpack"]), default="spread", show_default=True,
               help="[control] Scheduling policy: spread (least allocated) or binpack (most allocated).")
 @click.option("--max-body", default=3 * 1024 * 1024, show_default=True, help="[control] Largest request body, in bytes.")
+@click.option("--event-ttl", type=click.IntRange(min=0), default=3600, show_default=True, metavar="SECONDS",
+              help="[control] How long Events live before etcd expires them (0: forever).")
 @click.option("--server", "servers", multiple=True, metavar="URL", help="[worker] An API server URL (repeatable).")
 @click.option("--token", default="", help="[worker] A node token (instead of --join-token).")
 @click.option("--node-name", default=socket.gethostname(), show_default=True, help="[worker] This node's name.")
@@ -113,7 +115,7 @@ async def _serve_all(control: ControlConfig, agent: AgentConfig, *, embedded_dir
               help="[worker] A registry to reach over plain HTTP (loopback registries always are).")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def serve(role: str | None, all_roles: bool, listen: str, data_dir: Path, etcd: tuple[str, ...], join_token: str,
-          policy: str, max_body: int, servers: tuple[str, ...], token: str, node_name: str, containerd_socket: str,
+          policy: str, max_body: int, event_ttl: int, servers: tuple[str, ...], token: str, node_name: str, containerd_socket: str,
           labels: tuple[str, ...], pod_cidr: str, bridge: str, node_ip: str, agent_listen: str, reserve_cpu: str,
           reserve_memory: str, insecure: tuple[str, ...], verbose: bool) -> None:
     """Run corral's roles in this process until Ctrl-C or SIGTERM."""
@@ -141,7 +143,7 @@ def serve(role: str | None, all_roles: bool, listen: str, data_dir: Path, etcd: 
             return
         host, port = _split_listen(listen)
         control = ControlConfig(data_dir=data_dir, host=host, port=port, etcd=list(etcd), max_body=max_body,
-                                policy=policy, join_token=join_token)
+                                policy=policy, join_token=join_token, event_ttl=float(event_ttl))
         if role == "control":
             asyncio.run(_serve_control(control))
         else:

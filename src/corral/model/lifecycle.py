@@ -1,7 +1,8 @@
 """The rules of an object's life that every writer follows: what a new object gets, how it goes.
 
 A new object gets a uid, a creation time and generation 1; a Container also gets the agent's
-finalizer, so it is not gone from the API before its node has stopped and removed it. ``generation``
+finalizer, so it is not gone from the API before its node has stopped and removed it, and a
+Namespace the namespace finalizer, so it stays (Terminating) until what is in it is gone. ``generation``
 counts spec changes. Deletion is graceful while finalizers remain: ``deletionTimestamp`` is set and
 the object goes when the last finalizer is removed. The API and the controllers both use these
 functions, so an object a controller writes is indistinguishable from one a user posted.
@@ -17,7 +18,9 @@ import msgspec
 from corral.model.resources import Object
 
 AGENT_FINALIZER = "corral.io/agent"
-NAMESPACE_FINALIZER = "corral.io/namespace"
+NAMESPACE_FINALIZER = "corral.io/namespace"  # the namespace controller removes it once the namespace is empty
+ORPHAN_FINALIZER = "corral.io/orphan"  # the garbage collector removes it once no dependent points here
+OWNER_KINDS = frozenset({"Deployment"})  # kinds whose objects own others (ownerReferences point at them)
 
 _encoder = msgspec.json.Encoder()
 
@@ -51,6 +54,8 @@ def stamp_new(obj: Object, *, keep_status: bool = False) -> None:
         obj.status = type(obj.status)()
     if obj.kind == "Namespace":
         obj.status.phase = "Active"  # type: ignore[union-attr]
+        if NAMESPACE_FINALIZER not in meta.finalizers:
+            meta.finalizers.append(NAMESPACE_FINALIZER)  # deleted only once everything in it is gone
     if obj.kind == "Container" and AGENT_FINALIZER not in meta.finalizers:
         meta.finalizers.append(AGENT_FINALIZER)  # the agent removes it once the container is gone
 
@@ -73,6 +78,8 @@ def prepare_delete(obj: Object, *, grace: int | None = None) -> bool:
         meta.finalizers = [f for f in meta.finalizers if f != AGENT_FINALIZER]  # never bound: no agent to wait for
     if obj.kind == "Namespace":
         obj.status.phase = "Terminating"  # type: ignore[union-attr]
+        if not meta.deletion_timestamp and NAMESPACE_FINALIZER not in meta.finalizers:
+            meta.finalizers.append(NAMESPACE_FINALIZER)  # one made before namespaces had it
     if not meta.finalizers:
         return True
     if not meta.deletion_timestamp:

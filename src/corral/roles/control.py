@@ -42,6 +42,7 @@ class ControlConfig:
     write_user_config: bool = True
     leader_ttl: int = 5
     node_grace: float = 5.0
+    event_ttl: float = 3600.0  # seconds an Event lives (API- and scheduler-written; 0: forever)
 
 
 @dataclass
@@ -80,7 +81,7 @@ async def run_control(cfg: ControlConfig, *, stop: asyncio.Event,
         endpoints = [etcd.endpoint]
         log.info("embedded etcd at %s (pid %s)", etcd.endpoint, etcd.pid)
     store = EtcdStore(endpoints)
-    api = ApiServer(store, max_body=cfg.max_body)
+    api = ApiServer(store, max_body=cfg.max_body, event_ttl=cfg.event_ttl)
     runner: web.AppRunner | None = None
     try:
         await api.ensure_default_namespace()
@@ -104,7 +105,7 @@ async def run_control(cfg: ControlConfig, *, stop: asyncio.Event,
             plane = ControlPlane(url=url, admin_token=admin_token, join_token=join_token, store=store, api=api)
             election = Election(store, "control", identity=f"{socket.gethostname()}:{cfg.port}:{os.getpid()}",
                                 ttl=cfg.leader_ttl)
-            leader_cfg = LeaderConfig(policy=cfg.policy, node_grace=cfg.node_grace)
+            leader_cfg = LeaderConfig(policy=cfg.policy, node_grace=cfg.node_grace, event_ttl=cfg.event_ttl)
             tasks = [caches, tg.create_task(election.run(lambda: run_leader(store, leader_cfg)), name="election")]
             if started is not None:
                 tasks.append(tg.create_task(started(plane), name="control-started"))

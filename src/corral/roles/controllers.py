@@ -11,6 +11,8 @@ import asyncio
 from dataclasses import dataclass
 
 from corral.controllers.base import Controller, Informers
+from corral.controllers.gc import GarbageCollector
+from corral.controllers.namespaces import NamespaceController
 from corral.scheduler.loop import Scheduler
 from corral.store.base import Store
 from corral.store.objects import Objects
@@ -20,11 +22,14 @@ from corral.store.objects import Objects
 class LeaderConfig:
     policy: str = "spread"
     node_grace: float = 5.0
+    event_ttl: float = 3600.0  # the scheduler's Events expire after this many seconds (0: never)
 
 
 def build_controllers(informers: Informers, objects: Objects, cfg: LeaderConfig) -> list[Controller]:
     """Every controller of the control plane, in no particular order (each is independent)."""
     controllers: list[Controller] = []
+    controllers.append(GarbageCollector(informers, objects))
+    controllers.append(NamespaceController(informers, objects))
     return controllers
 
 
@@ -33,7 +38,7 @@ async def run_leader(store: Store, cfg: LeaderConfig) -> None:
     objects = Objects(store)
     controllers = build_controllers(informers, objects, cfg)
     synced = asyncio.Event()
-    scheduler = Scheduler(store, policy=cfg.policy)
+    scheduler = Scheduler(store, policy=cfg.policy, event_ttl=cfg.event_ttl)
     async with asyncio.TaskGroup() as tg:
         tg.create_task(informers.run(synced), name="controller-informers")
         tg.create_task(scheduler.run(), name="scheduler")

@@ -15,7 +15,8 @@ Flow (kube-scheduler's shape, sized for one asyncio program):
      on: ``spec.node``, ``status.phase=Scheduled``, ``status.node``, condition ``Scheduled``;
    - a lost CAS forgets the assumption, re-reads that one key and queues it again if it still
      needs a node;
-   - bound containers get a ``Scheduled`` Event (one more batch, creates only);
+   - bound containers get a ``Scheduled`` Event (one more batch, creates only), on the shared
+     lease of the moment (``store/leases.py``) so it expires after ``event_ttl`` seconds;
    - containers that fit nowhere get ``reason: Unschedulable`` and the counted reasons as their
      message (written only when it changed) and are *parked*.
 3. Parked containers go back on the queue when capacity may have appeared (the cache's
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections import deque
@@ -59,6 +61,7 @@ from corral.scheduler.framework import ContainerRequest
 from corral.scheduler.policy import build_policy
 from corral.store.base import KeyValue, Put, Store
 from corral.store.informer import Informer
+from corral.store.leases import BucketLeases
 from corral.store.typed import decode, encode
 
 log = logging.getLogger(__name__)
@@ -124,6 +127,7 @@ class Scheduler:
         batch_size: int = 128,
         max_inflight: int = 4,
         emit_events: bool = True,
+        event_ttl: float = 3600.0,
         backoff: float = 0.1,
         max_backoff: float = 10.0,
         resync: float = 60.0,
@@ -139,6 +143,7 @@ class Scheduler:
         )
         self.batch_size = batch_size
         self.emit_events = emit_events
+        self.event_leases = BucketLeases(store, ttl=event_ttl) if event_ttl > 0 else None
         self.backoff, self.max_backoff, self.resync = backoff, max_backoff, resync
         self.stats = Stats()
         self.synced = asyncio.Event()
@@ -297,10 +302,23 @@ class Scheduler:
             if self.emit_events:
                 events.append(self._event_put(b, rev, now))
         if events:
-            await self.store.batch(events)
+            await self._put_events(events)
         for key in lost:  # re-read the few that lost, and queue them again if they still need a node
             kv = await self.store.get(key)
             self.on_container(key, decode(kv, Container) if kv else None)
+
+    async def _put_events(self, events: list[Put]) -> None:
+        """Create the Events on the current lease (once more on a fresh one if that lease expired)."""
+        if self.event_leases is None:
+            await self.store.batch(events)
+            return
+        lease = await self.event_leases.current()
+        try:
+            await self.store.batch([dataclasses.replace(p, lease=lease) for p in events])
+        except NotFound:
+            self.event_leases.forget(lease)
+            lease = await self.event_leases.current()
+            await self.store.batch([dataclasses.replace(p, lease=lease) for p in events])
 
     def _event_put(self, b: _Bind, rev: int, now: str) -> Put:
         meta = b.container.metadata
