@@ -15,22 +15,24 @@ import asyncio
 import contextlib
 import logging
 import shutil
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from corral.model.errors import CorralError, NotFound
+from corral.model.errors import Conflict, CorralError, NotFound
 from corral.model.resources import Container, ContainerStatus
 from corral.network.attachments import Network
 from corral.network.config import NetworkConfig, PortMapping
 from corral.reconcile import naming
 from corral.reconcile.containers import ImagePullFailed, ensure_container
 from corral.reconcile.events import EventSink
+from corral.reconcile.probes import Prober
 from corral.reconcile.state import ensure_state, rfc3339, stop
 from corral.reconcile.storage import VolumeStep
 from corral.runtime import containers as ctrs
 from corral.runtime import events as rt_events
-from corral.runtime import logs
+from corral.runtime import logs, tasks
 from corral.runtime.client import Client
 
 log = logging.getLogger(__name__)
@@ -77,6 +79,10 @@ class NodeReconciler:
         self._uids: dict[str, str] = {}  # uid -> containerd id last synced
         self._oom: set[str] = set()  # containerd ids whose task was OOM-killed
         self._adopt_checked: set[str] = set()
+        # probes (reconcile/probes.py): a flipped result requeues the key through ``on_change`` (set by the agent)
+        self.on_change: Callable[[Key], None] = lambda key: None
+        self.prober = Prober(self.client, on_change=lambda key: self.on_change(key))
+        self._liveness_kills: dict[str, str] = {}  # containerd id -> why its task was killed
 
     async def start(self) -> None:
         await asyncio.to_thread(self.cfg.data_dir.mkdir, parents=True, exist_ok=True)
@@ -85,6 +91,7 @@ class NodeReconciler:
         self._shipper = await asyncio.to_thread(logs.install_shipper, self.cfg.data_dir / "bin")
 
     async def close(self) -> None:
+        await self.prober.aclose()
         await self.client.close()
 
     # --- paths -------------------------------------------------------------------------------
@@ -131,27 +138,61 @@ class NodeReconciler:
             self.events.record(obj, type="Normal", reason="Adopted",
                                message=f"adopted containerd container {cid} left by an earlier agent")
         self._adopt_checked.add(uid)
+        if self._uids.get(uid, cid) != cid:  # probes: those of a replaced generation end
+            await self.prober.stop(self._uids[uid])
         self._uids[uid] = cid
         # 4. running state
         await asyncio.to_thread(self._log_file(uid).parent.mkdir, parents=True, exist_ok=True)
         assert self._shipper is not None
         uri = logs.log_uri(self._shipper, path=self._log_file(uid), max_bytes=self.cfg.log_max_bytes,
                            max_files=self.cfg.log_max_files)
+        await self._kill_if_not_live(obj, cid)  # probes: the restart policy below restarts a killed task
+        probe_ready = None if obj.spec.readiness_probe is None else self.prober.ready(cid)
         outcome = await ensure_state(self.client, obj, cid, log_uri=uri, oom_killed=cid in self._oom,
-                                     ip=attachment.ip)
+                                     ip=attachment.ip, probe_ready=probe_ready)
         outcome.status.image_digest = prepared.image.target_digest
         if outcome.started:
             self.events.record(obj, type="Normal", reason="Started", message=f"started {obj.spec.image}")
         if outcome.restarted:
             self._oom.discard(cid)
+            cause = self._liveness_kills.pop(cid, "")  # probes
             self.events.record(obj, type="Normal", reason="Restarted",
-                               message=f"restart {outcome.status.restart_count} (exit code {outcome.status.exit_code})")
+                               message=f"restart {outcome.status.restart_count} (exit code {outcome.status.exit_code})"
+                                       + (f": {cause}" if cause else ""))
         if outcome.status.reason == "CrashLoopBackOff" and obj.status.reason != "CrashLoopBackOff":
             self.events.record(obj, type="Warning", reason="BackOff", message=outcome.status.message)
         if outcome.status.phase in ("Succeeded", "Failed") and obj.status.phase != outcome.status.phase:
             self.events.record(obj, type="Normal" if outcome.status.phase == "Succeeded" else "Warning",
                                reason=outcome.status.reason, message=outcome.status.message)
+        await self._probe(obj, cid, outcome.status)
         return SyncResult(outcome.status, outcome.requeue_after)
+
+    # --- probes (reconcile/probes.py) ---------------------------------------------------------
+
+    async def _kill_if_not_live(self, obj: Container, cid: str) -> None:
+        """A failing liveness probe: SIGKILL the task and let it exit, so ``ensure_state`` finds it
+        stopped and applies the restart policy (restartCount + 1, with the usual back-off)."""
+        failure = self.prober.liveness_failure(cid)
+        if failure is None:
+            return
+        await self.prober.stop(cid)
+        self._liveness_kills[cid] = f"LivenessProbeFailed: {failure}"
+        self.events.record(obj, type="Warning", reason="LivenessProbeFailed", message=f"{failure}; killing the task")
+        task = tasks.Task(self.client, cid)
+        with contextlib.suppress(NotFound, Conflict):
+            await task.kill(signal.SIGKILL, all=True)
+        with contextlib.suppress(NotFound, TimeoutError):
+            await asyncio.wait_for(task.wait(), 10)
+
+    async def _probe(self, obj: Container, cid: str, status: ContainerStatus) -> None:
+        """Probes run while the task runs; the status says why a liveness kill happened until the restart."""
+        cause = self._liveness_kills.get(cid)
+        if cause and status.reason:
+            status.message = f"{cause}; {status.message}"
+        if status.phase == "Running" and status.reason != "CrashLoopBackOff":
+            await self.prober.ensure(obj, cid, ip=status.ip, started_at=status.started_at)
+        else:
+            await self.prober.stop(cid)
 
     async def teardown(self, obj: Container) -> None:
         uid = obj.metadata.uid
@@ -159,10 +200,12 @@ class NodeReconciler:
         if grace is None:
             grace = obj.spec.termination_grace_period_seconds
         for info in await ctrs.list_containers(self.client, {naming.LABEL_UID: uid}):
+            await self.prober.stop(info.id)  # probes
             result = await stop(self.client, info.id, grace=float(grace))
             await ctrs.delete_container(self.client, info.id)
             self._keys.pop(info.id, None)
             self._oom.discard(info.id)
+            self._liveness_kills.pop(info.id, None)  # probes
             if result is not None:
                 self.events.record(obj, type="Normal", reason="Killed",
                                    message=f"stopped (exit code {result.code}) and removed {info.id}")
@@ -184,15 +227,17 @@ class NodeReconciler:
             uid = info.labels.get(naming.LABEL_UID, "")
             if uid in wanted:
                 continue
+            await self.prober.stop(info.id)  # probes
             await stop(self.client, info.id, grace=2.0)
             await ctrs.delete_container(self.client, info.id)
             self.events.record_orphan(namespace=info.labels.get(naming.LABEL_NAMESPACE, ""),
                                       name=info.labels.get(naming.LABEL_NAME, ""), uid=uid, reason="RemovedOrphan",
                                       message=f"removed containerd container {info.id}: no such container in the API")
+        await self.prober.retain({cid for uid, cid in self._uids.items() if uid in wanted})  # probes
         leftovers: set[str] = set()
         leftovers.update(await self.network.list_attached())
         leftovers.update(await self.network.list_netns())
-        leftovers.update(await self.network.ipam_holders())
+        leftovers.update((await self.network.ipam_holders()).values())
         leftovers.update(await self.volumes.list_container_dirs())
         leftovers.update(await asyncio.to_thread(_subdirs, self.cfg.data_dir / "containers"))
         for uid in leftovers - wanted:
