@@ -68,8 +68,10 @@ async def start_task(client: Client, cid: str, *, log_uri: str) -> None:
 
 
 async def ensure_state(
-    client: Client, obj: Container, cid: str, *, log_uri: str, oom_killed: bool, ip: str
+    client: Client, obj: Container, cid: str, *, log_uri: str, oom_killed: bool, ip: str,
+    probe_ready: bool | None = None,
 ) -> Outcome:
+    """``probe_ready``: the readiness probe's result (``reconcile/probes.py``), None without one."""
     st = obj.status
     status = ContainerStatus(
         phase=st.phase, node=obj.spec.node, ip=ip, container_id=cid, image_digest=st.image_digest,
@@ -121,7 +123,9 @@ async def ensure_state(
             status.message = f"exited with code {code}"
     if oom_killed and status.reason in ("", "CrashLoopBackOff") and outcome.exited:
         status.message = f"OOMKilled: {status.message}" if status.message else "OOMKilled"
-    status.ready = status.phase == "Running" and not status.reason
+    # readiness probe (reconcile/probes.py): with one, ready needs its pass, and a new process has none yet
+    probed = probe_ready is None or (probe_ready and not (outcome.started or outcome.restarted))
+    status.ready = status.phase == "Running" and not status.reason and probed
     status.conditions = _conditions(status, status.ready)
     return outcome
 

@@ -327,6 +327,7 @@ async def run_agent(cfg: AgentConfig, *, stop: asyncio.Event) -> None:
         reconciler = NodeReconciler(rcfg)
         agent = Agent(cfg, api, reconciler)
         reconciler.events = agent
+        reconciler.on_change = agent.queue.add  # probes: a flipped probe result requeues its key
         await reconciler.start()
         try:
             task = asyncio.create_task(agent.run(), name="agent")
