@@ -40,6 +40,7 @@ from corral.model.resources import (
 )
 from corral.store.embedded import EmbeddedEtcd, free_port
 from corral.store.etcd import EtcdStore
+from corral.store.leases import BucketLeases
 from tests.fixtures.cluster import eventually
 from tests.fixtures.control import RunningControl
 
@@ -203,4 +204,28 @@ async def test_events_created_through_the_api_expire_after_the_event_ttl_on_shar
         caches.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await caches
+        await store.close()
+
+
+async def test_bucket_leases_grant_once_per_bucket_and_again_after_a_lost_lease(etcd: EmbeddedEtcd) -> None:
+    now = [0.0]
+    store = EtcdStore([etcd.endpoint])
+    try:
+        leases = BucketLeases(store, ttl=60, clock=lambda: now[0])
+        assert (leases.bucket, leases.lease_ttl) == (6.0, 66)
+        first = await asyncio.gather(*(leases.current() for _ in range(20)))
+        assert len(set(first)) == 1 and leases.granted == 1  # concurrent callers share one grant
+        now[0] = 5.9
+        assert await leases.current() == first[0]
+        now[0] = 6.0
+        second = await leases.current()
+        assert second != first[0] and leases.granted == 2
+        await store.revoke_lease(second)
+        with pytest.raises(NotFound):
+            await store.create(f"/corral/_test/{uuid.uuid4().hex}", b"x", lease=second)
+        leases.forget(second)
+        assert await leases.current() not in (first[0], second) and leases.granted == 3
+        for lease in {first[0], await leases.current()}:
+            await store.revoke_lease(lease)
+    finally:
         await store.close()
