@@ -12,7 +12,9 @@ from corral.cli.describe import describe
 from corral.cli.get import get
 from corral.cli.image import image
 from corral.cli.logs import logs
+from corral.cli.rollout import rollout
 from corral.cli.run import run
+from corral.cli.scale import scale
 from corral.cli.serve import serve
 from corral.cli.sim import sim
 
@@ -27,6 +29,8 @@ cli.add_command(serve)
 cli.add_command(sim)
 for command in (apply, get, describe, delete, run, create, logs, image):
     cli.add_command(command)
+cli.add_command(rollout)
+cli.add_command(scale)
 
 
 def main() -> None:

@@ -48,6 +48,7 @@ class Condition(_Base):
     reason: str = ""
     message: str = ""
     last_transition_time: str = ""
+    last_update_time: str = ""  # when the condition was last confirmed (a Deployment's progress)
 
 
 # --- Container -------------------------------------------------------------------------------

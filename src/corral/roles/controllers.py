@@ -11,6 +11,7 @@ import asyncio
 from dataclasses import dataclass
 
 from corral.controllers.base import Controller, Informers
+from corral.controllers.deployments import DeploymentController
 from corral.controllers.gc import GarbageCollector
 from corral.controllers.namespaces import NamespaceController
 from corral.scheduler.loop import Scheduler
@@ -28,6 +29,7 @@ class LeaderConfig:
 def build_controllers(informers: Informers, objects: Objects, cfg: LeaderConfig) -> list[Controller]:
     """Every controller of the control plane, in no particular order (each is independent)."""
     controllers: list[Controller] = []
+    controllers.append(DeploymentController(informers, objects))
     controllers.append(GarbageCollector(informers, objects))
     controllers.append(NamespaceController(informers, objects))
     return controllers

@@ -1,0 +1,42 @@
+"""``corral scale DEPLOYMENT --replicas N``: set a deployment's ``spec.replicas``.
+
+The name may be ``web`` or ``deployment/web``. ``--current-replicas`` makes the change
+conditional, as kubectl's precondition does: nothing is written unless the deployment wants that
+many now. The write is a read-modify-write retried on a conflict; the controller does the rest.
+"""
+
+from __future__ import annotations
+
+import click
+
+from corral.api.client import ApiClient
+from corral.cli.connection import api_command, connection_options
+from corral.cli.rollout import deployment_name, modify
+from corral.model.errors import Conflict
+from corral.model.resources import Deployment
+
+
+@click.command()
+@click.argument("name")
+@click.option("--replicas", type=click.IntRange(min=0), required=True, help="How many containers to run.")
+@click.option("--current-replicas", type=click.IntRange(min=0), default=None,
+              help="Only scale if the deployment wants this many now.")
+@click.option("-n", "--namespace", default="default", show_default=True, help="The deployment's namespace.")
+@connection_options
+@api_command
+async def scale(client: ApiClient, *, name: str, replicas: int, current_replicas: int | None, namespace: str) -> int:
+    """Set the number of replicas of a deployment."""
+    name = deployment_name(name)
+
+    def change(d: Deployment) -> str | None:
+        if current_replicas is not None and d.spec.replicas != current_replicas:
+            raise Conflict(f'deployment "{name}" wants {d.spec.replicas} replicas, not {current_replicas}; '
+                           "nothing changed")
+        if d.spec.replicas == replicas:
+            return f"deployment.corral/{name} already has {replicas} replicas"
+        d.spec.replicas = replicas
+        return None
+
+    _, skipped = await modify(client, name, namespace, change)
+    click.echo(skipped or f"deployment.corral/{name} scaled to {replicas}")
+    return 0
