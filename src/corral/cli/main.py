@@ -12,6 +12,7 @@ from corral.cli.describe import describe
 from corral.cli.get import get
 from corral.cli.image import image
 from corral.cli.logs import logs
+from corral.cli.nodes import cordon, drain, uncordon
 from corral.cli.rollout import rollout
 from corral.cli.run import run
 from corral.cli.scale import scale
@@ -26,6 +27,8 @@ def cli() -> None:
 
 
 cli.add_command(serve)
+for node_command in (cordon, uncordon, drain):
+    cli.add_command(node_command)
 cli.add_command(sim)
 for command in (apply, get, describe, delete, run, create, logs, image):
     cli.add_command(command)

@@ -113,11 +113,18 @@ async def _serve_all(control: ControlConfig, agent: AgentConfig, *, embedded_dir
 @click.option("--reserve-memory", default="256Mi", show_default=True, help="[worker] Memory kept back from containers.")
 @click.option("--insecure-registry", "insecure", multiple=True, metavar="HOST:PORT",
               help="[worker] A registry to reach over plain HTTP (loopback registries always are).")
+@click.option("--node-grace", type=click.FloatRange(min=0.5), default=5.0, show_default=True, metavar="SECONDS",
+              help="[control] A node silent this long is NotReady; its containers are released 3 s later. "
+                   "[worker] the cluster's grace, from which --fence-after defaults.")
+@click.option("--fence-after", type=click.FloatRange(min=0.2), default=None, metavar="SECONDS",
+              help="[worker] Kill every local container after this long without reaching the API "
+                   "(default: --node-grace minus 1 s).")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def serve(role: str | None, all_roles: bool, listen: str, data_dir: Path, etcd: tuple[str, ...], join_token: str,
           policy: str, max_body: int, event_ttl: int, servers: tuple[str, ...], token: str, node_name: str, containerd_socket: str,
           labels: tuple[str, ...], pod_cidr: str, bridge: str, node_ip: str, agent_listen: str, reserve_cpu: str,
-          reserve_memory: str, insecure: tuple[str, ...], verbose: bool) -> None:
+          reserve_memory: str, insecure: tuple[str, ...], verbose: bool, node_grace: float,
+          fence_after: float | None) -> None:
     """Run corral's roles in this process until Ctrl-C or SIGTERM."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -132,6 +139,7 @@ def serve(role: str | None, all_roles: bool, listen: str, data_dir: Path, etcd: 
                         reserve_cpu=reserve_cpu, reserve_memory=reserve_memory, pod_cidr=pod_cidr, bridge=bridge,
                         node_ip=node_ip, listen_host=agent_host, listen_port=agent_port,
                         insecure_registries=list(insecure))
+    agent.fence_after = fence_after if fence_after is not None else max(node_grace - 1.0, node_grace / 2)
     embedded = data_dir / "containerd"
     with contextlib.suppress(KeyboardInterrupt):
         if role == "worker":
@@ -144,6 +152,7 @@ def serve(role: str | None, all_roles: bool, listen: str, data_dir: Path, etcd: 
         host, port = _split_listen(listen)
         control = ControlConfig(data_dir=data_dir, host=host, port=port, etcd=list(etcd), max_body=max_body,
                                 policy=policy, join_token=join_token, event_ttl=float(event_ttl))
+        control.node_grace = node_grace
         if role == "control":
             asyncio.run(_serve_control(control))
         else:

@@ -49,6 +49,7 @@ from corral.model.resources import (
 from corral.reconcile.events import EventType
 from corral.reconcile.pipeline import NodeReconciler, ReconcilerConfig
 from corral.roles import agentlogs
+from corral.roles.fencing import Fence, kill_node_tasks
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ class AgentConfig:
     resync_seconds: float = 30.0
     workers: int = 8
     insecure_registries: list[str] = field(default_factory=list)
+    fence_after: float = 4.0  # no heartbeat for this long: kill every task (roles/fencing.py)
 
 
 def host_capacity() -> tuple[int, int]:
@@ -129,6 +131,8 @@ class Agent:
         self._events: asyncio.Queue[Event] = asyncio.Queue(maxsize=1000)
         self._last_status: dict[Key, bytes] = {}
         self.api_reachable_at = time.monotonic()
+        self.fence = Fence(fence_after=cfg.fence_after,
+                           kill_all=lambda: kill_node_tasks(reconciler.client, cfg.node_name))
         self.endpoint = ""
         self._agent_token = ""
 
@@ -183,17 +187,40 @@ class Agent:
             log.info("node %s is back", self.cfg.node_name)
 
     async def heartbeat(self) -> None:
+        sent = time.monotonic()
         node = Node(metadata=ObjectMeta(name=self.cfg.node_name), status=self.node_status())
         await self.api.update_status(node)
         self.api_reachable_at = time.monotonic()
+        self.fence.contact(sent)
 
     async def _heartbeats(self) -> None:
+        interval = min(self.cfg.heartbeat_seconds, self.cfg.fence_after / 2)  # a missed beat must not fence
         while True:
-            await asyncio.sleep(self.cfg.heartbeat_seconds)
+            await asyncio.sleep(interval)
             try:
-                await self.heartbeat()
-            except errors.CorralError as e:
-                log.warning("heartbeat failed: %s", e)
+                await asyncio.wait_for(self.heartbeat(), timeout=max(interval, 1.0))
+            except (errors.CorralError, TimeoutError) as e:
+                log.warning("heartbeat failed: %s", str(e) or "timed out")
+                continue
+            if self.fence.fenced:
+                await self._lift_fence()
+
+    # --- fencing (roles/fencing.py): cut off from the API, stop everything; back, resync first ---
+
+    async def _lift_fence(self) -> None:
+        async def bound_now() -> set[str]:
+            items, _ = await self.api.list(Container, namespace=None, field_selector=f"spec.node={self.cfg.node_name}")
+            return {o.metadata.uid for o in items}
+
+        def resync() -> None:
+            for key in list(self.reflector.objects):
+                self.queue.add(key)
+
+        try:
+            await self.fence.lift(known=[o.metadata.uid for o in self.reflector.objects.values()],
+                                  bound_now=bound_now, sweep=self.reconciler.sweep, resync=resync)
+        except errors.CorralError as e:
+            log.warning("contact is back but the fence stays up for now: %s", e)
 
     # --- keys in, work out ------------------------------------------------------------------
 
@@ -233,6 +260,8 @@ class Agent:
         desired = self.reflector.objects.get(key)
         if desired is None:
             return  # gone from the API: the sweep removes whatever is left of it
+        if self.fence.blocks(desired.metadata.uid):
+            return  # fenced (cut off from the API), or released while we were: nothing starts
         if desired.metadata.deletion_timestamp:
             await self.reconciler.teardown(desired)
             await self._release(desired)
@@ -289,6 +318,7 @@ class Agent:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self.reflector.run(), name="agent-reflector")
             tg.create_task(self._heartbeats(), name="agent-heartbeat")
+            tg.create_task(self.fence.watch(), name="agent-fence")
             tg.create_task(self._ship_events(), name="agent-events")
             tg.create_task(self.reconciler.watch_exits(self._on_exit), name="agent-exits")
             tg.create_task(self._resync(), name="agent-resync")

@@ -14,6 +14,7 @@ from corral.controllers.base import Controller, Informers
 from corral.controllers.deployments import DeploymentController
 from corral.controllers.gc import GarbageCollector
 from corral.controllers.namespaces import NamespaceController
+from corral.controllers.nodes import NodeLifecycle
 from corral.scheduler.loop import Scheduler
 from corral.store.base import Store
 from corral.store.objects import Objects
@@ -29,6 +30,7 @@ class LeaderConfig:
 def build_controllers(informers: Informers, objects: Objects, cfg: LeaderConfig) -> list[Controller]:
     """Every controller of the control plane, in no particular order (each is independent)."""
     controllers: list[Controller] = []
+    controllers.append(NodeLifecycle(informers, objects, node_grace=cfg.node_grace))
     controllers.append(DeploymentController(informers, objects))
     controllers.append(GarbageCollector(informers, objects))
     controllers.append(NamespaceController(informers, objects))

@@ -1,0 +1,225 @@
+"""Node lifecycle: a node that stops heartbeating becomes NotReady, then its containers are released.
+
+Agents write ``status.lastHeartbeat`` every couple of seconds. This controller does not compare
+that timestamp with its own clock (hosts' clocks differ); it notes *when it saw the heartbeat
+change* on its own monotonic clock, as the Kubernetes node lifecycle controller does with its
+probe timestamps. A node is silent for ``now - seen``:
+
+- ``silent < node_grace``: healthy; the key comes back when the grace would run out.
+- ``silent >= node_grace``: lost. Its Ready condition becomes ``Unknown`` (reason
+  ``NodeStatusUnknown``, a message with the silence and the countdown to release) — so the
+  scheduler's NodeReady filter leaves it out — and each container bound to it gets phase
+  ``Unknown`` with "node node-2 lost; released in 3s". The countdown is refreshed every second.
+- ``silent >= node_grace + release_margin``: its containers are released: the agent's finalizer is
+  removed on the node's behalf and they are deleted, with an Event each; whatever owns them (a
+  Deployment) replaces them elsewhere.
+
+Releasing is safe because the agent fences itself: with no successful heartbeat for its
+``fence_after`` (less than ``node_grace``) it kills every task it runs (roles/fencing.py). So by
+the time a replacement can start, the lost node has stopped its copy, even if it is still up
+behind a partition. When it comes back it heartbeats Ready again, and its sweep removes whatever is
+no longer bound to it.
+
+A Node that never heartbeated (no ``lastHeartbeat``: made by hand, not by an agent) is left alone.
+Containers bound to a node that does not exist are released after the same grace and margin,
+counted from when the controller first saw them so.
+
+Level-based: ``reconcile(node name)`` reads the informers' caches, writes only what changed (the
+countdown changes once a second), and returns when to look again. A new leader starts every
+node's clock afresh, which only delays a release, never hastens it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import msgspec
+
+from corral.controllers.base import Controller, Informers
+from corral.model.errors import NotFound
+from corral.model.kinds import BY_KIND
+from corral.model.lifecycle import AGENT_FINALIZER, now_rfc3339
+from corral.model.resources import (
+    Condition,
+    Container,
+    Event,
+    EventSource,
+    EventSpec,
+    Node,
+    ObjectMeta,
+    ObjectReference,
+)
+from corral.store.objects import Objects
+
+log = logging.getLogger(__name__)
+
+COMPONENT = "node-lifecycle"
+NODE_STATUS_UNKNOWN = "NodeStatusUnknown"
+NODE_LOST = "NodeLost"
+RELEASED = "Released"
+RELEASE_MARGIN = 3.0
+EVENT_NAMESPACE = "default"  # nodes are cluster-scoped; their events live here
+
+
+@dataclass
+class _Seen:
+    heartbeat: str
+    at: float  # this controller's monotonic clock when the heartbeat last changed
+
+
+def release_countdown(silent: float, *, grace: float, margin: float) -> float:
+    """Seconds until a node silent for ``silent`` seconds has its containers released (<= 0: now)."""
+    return grace + margin - silent
+
+
+def node_lost_message(name: str, silent: float, *, grace: float, release_in: float) -> str:
+    tail = f"its containers are released in {math.ceil(release_in)}s" if release_in > 0 else \
+        "its containers were released"
+    return f"no heartbeat from {name} for {int(silent)}s (grace {grace:g}s); {tail}"
+
+
+def container_lost_message(node: str, release_in: float) -> str:
+    return f"node {node} lost; released in {max(math.ceil(release_in), 0)}s"
+
+
+def _copy(obj: Container) -> Container:
+    return msgspec.json.decode(msgspec.json.encode(obj), type=Container)
+
+
+class NodeLifecycle(Controller):
+    name = "node-lifecycle"
+    workers = 2
+
+    def __init__(self, informers: Informers, objects: Objects, *, node_grace: float = 5.0,
+                 release_margin: float = RELEASE_MARGIN, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(informers, objects)
+        self.node_grace = node_grace
+        self.release_margin = release_margin
+        self.clock = clock
+        self.nodes = informers.of(Node)
+        self.containers = informers.of(Container)
+        self._seen: dict[str, _Seen] = {}
+        self._by_node: dict[str, set[str]] = {}  # node name -> store keys of the containers bound to it
+        self._lost: set[str] = set()
+        self.nodes.handlers.append(self._on_node)
+        self.containers.handlers.append(self._on_container)
+
+    # --- handlers: keys in ------------------------------------------------------------------
+
+    def _on_node(self, type_: str, old: Node | None, new: Node | None) -> None:
+        name = (new or old).metadata.name  # type: ignore[union-attr]
+        if new is None:
+            self._seen[name] = _Seen("", self.clock())  # gone: its containers' clock starts now
+        else:
+            seen = self._seen.get(name)
+            if seen is None or seen.heartbeat != new.status.last_heartbeat:
+                self._seen[name] = _Seen(new.status.last_heartbeat, self.clock())
+        self.enqueue(name)
+
+    def _on_container(self, type_: str, old: Container | None, new: Container | None) -> None:
+        before = old.spec.node if old is not None else ""
+        after = new.spec.node if new is not None else ""
+        obj = new or old
+        assert obj is not None
+        key = BY_KIND["Container"].key(obj.metadata.namespace, obj.metadata.name)
+        if before and before != after:
+            self._by_node.get(before, set()).discard(key)
+        if after:
+            self._by_node.setdefault(after, set()).add(key)
+        if after and (before != after or after in self._lost):
+            self.enqueue(after)
+
+    # --- reconcile --------------------------------------------------------------------------
+
+    async def reconcile(self, key: str) -> float | None:
+        name = key
+        now = self.clock()
+        node = self.nodes.get(BY_KIND["Node"].key("", name))
+        bound = [c for k in sorted(self._by_node.get(name, ())) if (c := self.containers.get(k)) is not None
+                 and c.spec.node == name]
+        if node is not None and not node.status.last_heartbeat:
+            return None  # not run by an agent: nothing to judge it by
+        if node is None and not bound:
+            self._seen.pop(name, None)
+            self._lost.discard(name)
+            self._by_node.pop(name, None)
+            return None
+        seen = self._seen.setdefault(name, _Seen(node.status.last_heartbeat if node else "", now))
+        silent = now - seen.at
+        if silent < self.node_grace:
+            self._lost.discard(name)
+            return self.node_grace - silent + 0.05
+        self._lost.add(name)
+        release_in = release_countdown(silent, grace=self.node_grace, margin=self.release_margin)
+        if node is not None:
+            await self._mark_node(node, silent, release_in)
+        if release_in > 0:
+            for c in bound:
+                await self._mark_unknown(c, name, release_in)
+            return (release_in - math.floor(release_in) or 1.0) + 0.01  # when the countdown's second turns
+        for c in bound:
+            await self._release(c, name)
+        return None
+
+    async def _mark_node(self, node: Node, silent: float, release_in: float) -> None:
+        message = node_lost_message(node.metadata.name, silent, grace=self.node_grace, release_in=release_in)
+        ready = next((c for c in node.status.conditions if c.type == "Ready"), None)
+        if ready is not None and ready.status == "Unknown" and ready.message == message:
+            return
+        transition = ready.last_transition_time if ready is not None and ready.status == "Unknown" else now_rfc3339()
+        cond = Condition(type="Ready", status="Unknown", reason=NODE_STATUS_UNKNOWN, message=message,
+                         last_transition_time=transition)
+        status = msgspec.structs.replace(node.status, conditions=[
+            *(c for c in node.status.conditions if c.type != "Ready"), cond])
+        await self.objects.update_status(msgspec.structs.replace(node, status=status))
+        if ready is None or ready.status != "Unknown":
+            log.warning("node %s is NotReady: %s", node.metadata.name, message)
+            await self._event("Node", "", node.metadata.name, node.metadata.uid, reason="NodeNotReady",
+                              message=message)
+
+    async def _mark_unknown(self, c: Container, node: str, release_in: float) -> None:
+        message = container_lost_message(node, release_in)
+        if c.status.phase == "Unknown" and c.status.message == message:
+            return
+        first = c.status.phase != "Unknown"
+        status = msgspec.structs.replace(c.status, phase="Unknown", reason=NODE_LOST, message=message, ready=False)
+        await self.objects.update_status(msgspec.structs.replace(c, status=status))
+        if first:
+            await self._event("Container", c.metadata.namespace, c.metadata.name, c.metadata.uid,
+                              reason=NODE_LOST, message=message, type_="Warning")
+
+    async def _release(self, c: Container, node: str) -> None:
+        """Remove the agent's finalizer on the lost node's behalf and delete the container."""
+        meta = c.metadata
+        if AGENT_FINALIZER in meta.finalizers:
+            fresh = _copy(c)
+            fresh.metadata.finalizers = [f for f in meta.finalizers if f != AGENT_FINALIZER]
+            try:
+                await self.objects.update(fresh)
+            except NotFound:
+                return
+        await self.objects.delete(Container, meta.name, namespace=meta.namespace)
+        message = f"node {node} lost for longer than {self.node_grace + self.release_margin:g}s; " \
+                  "released from it and deleted"
+        log.warning("container %s/%s: %s", meta.namespace, meta.name, message)
+        await self._event("Container", meta.namespace, meta.name, meta.uid, reason=RELEASED, message=message,
+                          type_="Warning")
+
+    async def _event(self, kind: str, namespace: str, name: str, uid: str, *, reason: str, message: str,
+                     type_: str = "Normal") -> None:
+        now = now_rfc3339()
+        ev = Event(
+            metadata=ObjectMeta(name=f"{name}.{uuid.uuid4().hex[:10]}", namespace=namespace or EVENT_NAMESPACE),
+            spec=EventSpec(involved_object=ObjectReference(kind=kind, namespace=namespace, name=name, uid=uid),
+                           reason=reason, message=message, type="Warning" if type_ == "Warning" else "Normal",
+                           source=EventSource(component=COMPONENT), first_timestamp=now, last_timestamp=now),
+        )
+        try:
+            await self.objects.create(ev)
+        except Exception as e:  # an event is best effort: never let it undo the work it reports
+            log.debug("could not record event %s: %s", reason, e)
