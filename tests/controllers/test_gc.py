@@ -41,6 +41,7 @@ from corral.model.resources import (
 from corral.store.embedded import EmbeddedEtcd, free_port
 from corral.store.etcd import EtcdStore
 from corral.store.leases import BucketLeases
+from corral.store.objects import Objects
 from tests.fixtures.cluster import eventually
 from tests.fixtures.control import RunningControl
 
@@ -227,5 +228,22 @@ async def test_bucket_leases_grant_once_per_bucket_and_again_after_a_lost_lease(
         assert await leases.current() not in (first[0], second) and leases.granted == 3
         for lease in {first[0], await leases.current()}:
             await store.revoke_lease(lease)
+    finally:
+        await store.close()
+
+
+async def test_events_that_controllers_create_through_objects_get_the_shared_lease(etcd: EmbeddedEtcd) -> None:
+    store = EtcdStore([etcd.endpoint])
+    try:
+        leases = BucketLeases(store, ttl=60)
+        objects = Objects(store, event_leases=leases)
+        name = f"ctl-{uuid.uuid4().hex[:8]}"
+        event = await objects.create(Event(metadata=ObjectMeta(name=name, namespace="default"),
+                                           spec=EventSpec(reason="Testing")))
+        kv = await store.get(f"/corral/events/default/{name}")
+        assert kv is not None and kv.lease == await leases.current()
+        assert event.metadata.uid
+        await store.revoke_lease(kv.lease)  # takes the event with it
+        assert await store.get(f"/corral/events/default/{name}") is None
     finally:
         await store.close()

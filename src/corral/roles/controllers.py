@@ -17,6 +17,7 @@ from corral.controllers.namespaces import NamespaceController
 from corral.controllers.nodes import NodeLifecycle
 from corral.scheduler.loop import Scheduler
 from corral.store.base import Store
+from corral.store.leases import BucketLeases
 from corral.store.objects import Objects
 
 
@@ -39,7 +40,8 @@ def build_controllers(informers: Informers, objects: Objects, cfg: LeaderConfig)
 
 async def run_leader(store: Store, cfg: LeaderConfig) -> None:
     informers = Informers(store)
-    objects = Objects(store)
+    leases = BucketLeases(store, ttl=cfg.event_ttl) if cfg.event_ttl > 0 else None
+    objects = Objects(store, event_leases=leases)  # controllers' Events expire like the API's
     controllers = build_controllers(informers, objects, cfg)
     synced = asyncio.Event()
     scheduler = Scheduler(store, policy=cfg.policy, event_ttl=cfg.event_ttl)

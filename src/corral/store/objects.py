@@ -4,7 +4,8 @@ Controllers run beside the API on the same etcd; ``Objects`` gives them the API'
 without an HTTP hop: ``create`` stamps a new object (uid, time, generation, finalizers) and fails
 with ``AlreadyExists``; ``update`` and ``update_status`` are compare-and-swap on the object's
 resourceVersion (``Conflict`` when someone else wrote first) and keep what the other writer owns;
-``delete`` is graceful while finalizers remain.
+``delete`` is graceful while finalizers remain. With ``event_leases``, an Event it creates is put on
+the current shared lease (``leases.py``) and expires like one created through the API.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from corral.model.lifecycle import carry_over, prepare_delete, stamp_new
 from corral.model.resources import Object
 from corral.store import typed
 from corral.store.base import Store
+from corral.store.leases import BucketLeases
 
 ObjT = TypeVar("ObjT", bound=Object)
 
@@ -27,8 +29,9 @@ def _info(obj_or_type: object) -> KindInfo:
 
 
 class Objects:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, event_leases: BucketLeases | None = None) -> None:
         self.store = store
+        self.event_leases = event_leases
 
     async def get(self, tp: type[ObjT], name: str, *, namespace: str = "") -> ObjT:
         info = _info(tp)
@@ -40,7 +43,8 @@ class Objects:
     async def create(self, obj: ObjT) -> ObjT:
         info = _info(obj)
         stamp_new(obj)
-        revision = await self.store.create(typed.key_of(info, obj), typed.encode(obj))
+        lease = await self.event_leases.current() if self.event_leases is not None and info.kind == "Event" else 0
+        revision = await self.store.create(typed.key_of(info, obj), typed.encode(obj), lease=lease)
         obj.metadata.resource_version = str(revision)
         return obj
 
