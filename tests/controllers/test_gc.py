@@ -3,8 +3,9 @@
 Owners are Deployments with no replicas whose selector matches none of the containers made here,
 so a deployment controller leaves them alone; the "dependents" are Containers created directly with
 an ownerReference to the Deployment, and a nodeSelector no node has, so they stay unbound and a
-delete removes them at once. Each test has its own namespace. Event expiry runs an API server of
-its own with a 2 s TTL on the session etcd.
+delete removes them at once. The last test goes through the deployment controller and ``corral
+delete --cascade``. Each test has its own namespace. Event expiry runs an API server of its own with
+a 2 s TTL on the session etcd.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from collections.abc import AsyncIterator, Awaitable
 import pytest
 import pytest_asyncio
 from aiohttp import web
+from click.testing import CliRunner, Result
 
 from corral.api.auth import Identity
 from corral.api.client import ApiClient
 from corral.api.server import ApiServer
+from corral.cli.delete import delete
 from corral.model.errors import BadRequest, NotFound
 from corral.model.lifecycle import ORPHAN_FINALIZER
 from corral.model.resources import (
@@ -247,3 +250,41 @@ async def test_events_that_controllers_create_through_objects_get_the_shared_lea
         assert await store.get(f"/corral/events/default/{name}") is None
     finally:
         await store.close()
+
+
+# --- with the deployment controller, through the CLI -----------------------------------------
+
+
+async def corral_delete(control_plane: RunningControl, *args: str) -> Result:
+    env = {"CORRAL_SERVER": control_plane.url, "CORRAL_TOKEN": control_plane.admin_token}
+    return await asyncio.to_thread(CliRunner().invoke, delete, list(args), env=env)
+
+
+async def test_corral_delete_deployment_removes_its_containers_and_cascade_orphan_keeps_them(
+        control_plane: RunningControl, client: ApiClient, namespace: str) -> None:
+    for name in ("gone", "kept"):
+        labels = {"app": name}
+        spec = DeploymentSpec(replicas=2, selector=LabelSelector(match_labels=labels),
+                              template=ContainerTemplate(metadata=TemplateMeta(labels=labels), spec=ContainerSpec(
+                                  image=IMAGE, node_selector={"corral-test/no-such-node": "true"})))
+        await client.create(Deployment(metadata=ObjectMeta(name=name, namespace=namespace), spec=spec))
+
+    async def two_each() -> list[Container]:
+        items, _ = await client.list(Container, namespace=namespace)
+        assert sorted(c.metadata.labels["app"] for c in items) == ["gone", "gone", "kept", "kept"]
+        return items
+
+    await eventually(two_each, timeout=20, what="the deployment controller made two containers each")
+    background = await corral_delete(control_plane, "deployment", "gone", "-n", namespace)
+    assert background.exit_code == 0, background.output
+    orphan = await corral_delete(control_plane, "deployment", "kept", "-n", namespace, "--cascade=orphan")
+    assert orphan.exit_code == 0, orphan.output
+
+    async def only_the_orphans_are_left() -> list[Container]:
+        await absent(client.get(Deployment, "kept", namespace=namespace))
+        items, _ = await client.list(Container, namespace=namespace)
+        assert [c.metadata.labels["app"] for c in items] == ["kept", "kept"]
+        assert all(c.metadata.owner_references == [] and not c.metadata.deletion_timestamp for c in items)
+        return items
+
+    await eventually(only_the_orphans_are_left, timeout=20, what="gone's containers collected, kept's orphaned")
