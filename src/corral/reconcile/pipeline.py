@@ -176,9 +176,12 @@ class NodeReconciler:
         if failure is None:
             return
         await self.prober.stop(cid)
+        task = tasks.Task(self.client, cid)
+        with contextlib.suppress(NotFound):
+            if (await task.status()).state != "running":
+                return  # it ended by itself meanwhile: an exit, not a liveness kill
         self._liveness_kills[cid] = f"LivenessProbeFailed: {failure}"
         self.events.record(obj, type="Warning", reason="LivenessProbeFailed", message=f"{failure}; killing the task")
-        task = tasks.Task(self.client, cid)
         with contextlib.suppress(NotFound, Conflict):
             await task.kill(signal.SIGKILL, all=True)
         with contextlib.suppress(NotFound, TimeoutError):
