@@ -2,15 +2,19 @@
 
 A namespace is a bind mount of a process's ``/proc/<pid>/ns/net`` on an empty file under
 ``/var/run/netns/<name>``; the mount keeps it alive with no process in it, and runc joins it by that
-path (the OCI spec's ``linux.namespaces[{type: network, path}]``). pyroute2 does the unshare and the
-mount in a forked child (``pyroute2.netns.create``) so the agent's own namespace never changes.
+path (the OCI spec's ``linux.namespaces[{type: network, path}]``). The namespace is made by a short-lived
+thread of its own: a thread's network namespace is its own, so ``unshare(CLONE_NEWNET)`` in that thread
+leaves the agent's other threads where they are; the thread bind-mounts its
+``/proc/self/task/<tid>/ns/net`` on the file and ends. No fork: forking a process that runs gRPC's
+threads (etcd and containerd clients) can crash the child, which is how ``pyroute2.netns.create``
+(a forked Python child) failed here.
 
-Every call runs in a worker thread: the fork, the mount syscalls and the directory scans block.
+Every call runs off the event loop: the mount syscalls and the directory scans block.
 
 Names are ``<prefix><container id>``. The prefix (``corral-`` by default) is configurable so that
 tests, and several agents sharing one host, only ever see and delete their own namespaces.
 
-Create and delete are idempotent. A crash between pyroute2's "create the mount point file" and
+Create and delete are idempotent. A crash between "create the mount point file" and
 "bind the namespace on it" leaves a plain empty file; ``exists`` tells the two apart (a live
 namespace is on nsfs, the same device as ``/proc/self/ns/net``) and ``create`` replaces the stale file.
 """
@@ -19,12 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import errno
 import os
 import re
+import threading
 from pathlib import Path
-
-from pyroute2 import netns as _pyroute2_netns
 
 from corral.model.errors import Invalid
 
@@ -48,6 +52,37 @@ def netns_path(name: str) -> Path:
     return NETNS_RUN_DIR / name
 
 
+_libc = ctypes.CDLL(None, use_errno=True)
+CLONE_NEWNET = 0x40000000
+MS_BIND = 4096
+MNT_DETACH = 2
+
+
+def _check(ret: int, what: str) -> None:
+    if ret != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def _mount_new_netns(path: Path) -> None:
+    """In a thread of its own: unshare its network namespace and bind-mount it on ``path``."""
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            _check(_libc.unshare(CLONE_NEWNET), "unshare(CLONE_NEWNET)")
+            source = f"/proc/self/task/{threading.get_native_id()}/ns/net".encode()
+            _check(_libc.mount(source, str(path).encode(), b"none", MS_BIND, None), f"bind mount on {path}")
+        except BaseException as e:  # handed to the caller
+            failure.append(e)
+
+    worker = threading.Thread(target=run, name="corral-netns")
+    worker.start()
+    worker.join()
+    if failure:
+        raise failure[0]
+
+
 def _is_netns(path: Path) -> bool:
     try:
         st = os.stat(path)
@@ -62,12 +97,18 @@ def _create(name: str) -> Path:
         return path
     if path.exists():  # a stale mount point left by a crash mid-create
         path.unlink()
+    NETNS_RUN_DIR.mkdir(parents=True, exist_ok=True)
     try:
-        _pyroute2_netns.create(name)
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0)
     except FileExistsError:
-        pass  # a concurrent create of the same name won the race
-    except OSError as e:
-        if e.errno != errno.EEXIST:
+        fd = -1  # a concurrent create of the same name won the race
+    if fd >= 0:
+        os.close(fd)
+        try:
+            _mount_new_netns(path)
+        except OSError:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
             raise
     if not _is_netns(path):
         raise OSError(errno.EIO, f"network namespace {name} was not mounted at {path}")
@@ -78,8 +119,12 @@ def _delete(name: str) -> None:
     path = netns_path(name)
     if not os.path.lexists(path):
         return
+    if _is_netns(path):
+        ret = _libc.umount2(str(path).encode(), MNT_DETACH)
+        if ret != 0 and ctypes.get_errno() not in (errno.EINVAL, errno.ENOENT):
+            _check(ret, f"umount {path}")
     with contextlib.suppress(FileNotFoundError):
-        _pyroute2_netns.remove(name)  # umount2(MNT_DETACH) then unlink
+        path.unlink()
 
 
 def _list(prefix: str) -> list[str]:
