@@ -19,8 +19,9 @@ When a result flips, the prober calls ``on_change(key)``; the key is requeued an
 the prober's state (``ready``, ``liveness_failure``): readiness becomes ``status.ready`` and the
 Ready condition, a liveness failure makes ``sync`` kill the task so the restart policy restarts it.
 
-Probe sets are identified by an *instance* token (the task's start time and the probe specs): a
-restarted task or a changed spec replaces the old probes and their results. ``stop(cid)`` ends a
+Probe sets are identified by an *instance* token (the task's start time, its IP and the probe
+specs): a restarted task, a new network attachment or a changed spec replaces the old probes and
+their results. ``stop(cid)`` ends a
 container's probes (when its task is not running, in teardown and sweep) and ``aclose`` ends them
 all; the prober tracks every task it starts and awaits their cancellation, so none is leaked.
 """
@@ -84,10 +85,10 @@ class _Running:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
-def instance_token(obj: Container, started_at: str) -> str:
-    """What identifies one probe set: the task's start and the probe specs (a change restarts them)."""
+def instance_token(obj: Container, started_at: str, ip: str) -> str:
+    """What identifies one probe set: the task's start, its IP and the probe specs (a change restarts them)."""
     spec = obj.spec
-    return f"{started_at}|{spec.liveness_probe!r}|{spec.readiness_probe!r}"
+    return f"{started_at}|{ip}|{spec.liveness_probe!r}|{spec.readiness_probe!r}"
 
 
 class Prober:
@@ -130,7 +131,7 @@ class Prober:
         if self._closed or (liveness is None and readiness is None):
             await self.stop(cid)
             return
-        token = instance_token(obj, started_at)
+        token = instance_token(obj, started_at, ip)
         current = self._running.get(cid)
         if current is not None and current.instance == token:
             return
