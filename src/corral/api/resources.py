@@ -53,6 +53,14 @@ def _parse_int(value: str, name: str) -> int:
     return n
 
 
+def _single_node(field_selector: str) -> str | None:
+    """The node of a ``spec.node=<name>`` selector (nothing else in it), else None."""
+    text = field_selector.replace(" ", "")
+    if not text.startswith("spec.node=") or "," in text or text.startswith("spec.node=="):
+        return None
+    return text[len("spec.node="):]
+
+
 def _encode_continue(key: str, revision: int) -> str:
     return base64.urlsafe_b64encode(codec.encode({"k": key, "r": revision})).decode()
 
@@ -259,12 +267,13 @@ class ResourceHandlers:
         await response.prepare(request)
         deadline = time.monotonic() + timeout if timeout else float("inf")
         last_write = time.monotonic()
+        node = _single_node(q.get("fieldSelector", ""))  # an agent's watch: read only its node's events
         try:
             if initial:
                 await response.write(b"".join(initial))
             while time.monotonic() < deadline:
                 try:
-                    events, index = cache.events_from(index)
+                    events, index = cache.events_from(index) if node is None else cache.node_events_from(node, index)
                 except Gone as e:
                     await response.write(b'{"type":"ERROR","object":%s}\n' % codec.encode(e.to_body()))
                     break
@@ -293,7 +302,7 @@ class ResourceHandlers:
                     break  # the client went away
                 wait = min(BOOKMARK_SECONDS - (time.monotonic() - last_write), deadline - time.monotonic(), 1.0)
                 if wait > 0 and index == cache.end:
-                    await cache.wait_changed(wait)
+                    await cache.wait_changed(wait, node=node)
         except (ConnectionResetError, ConnectionError):
             pass
         return response

@@ -10,11 +10,17 @@ Resuming from a revision older than the window answers ``Gone`` (410) and the cl
 the store compacts under the cache, it relists and appends the difference to the log as ordinary
 ADDED/MODIFIED/DELETED events, so watchers stay consistent without noticing. A watcher that falls
 more than the window behind is cut off (its stream ends) and resumes like any client would.
+
+Watchers of one node (``fieldSelector=spec.node=<name>``, every agent and hollow node) are indexed:
+the cache keeps, per node, the log positions of the events whose old or new object is bound there,
+and a "something changed on this node" future. Such a watcher wakes only for its own node's events
+and reads only those, so a thousand node watchers cost O(events) per change, not O(nodes * events).
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 from collections.abc import Callable
@@ -69,6 +75,8 @@ class WatchCache:
         self._base = 0  # absolute index of self._log[0]
         self._oldest = 0  # watches may resume from any revision >= this
         self._changed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._node_log: dict[str, list[int]] = {}  # node → absolute log indexes of its events
+        self._node_changed: dict[str, asyncio.Future[None]] = {}
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -99,9 +107,23 @@ class WatchCache:
             raise Gone(f"watch fell more than {self.window} events behind; resume from your last resourceVersion")
         return self._log[index - self._base :], self.end
 
-    async def wait_changed(self, timeout: float) -> None:
+    def node_events_from(self, node: str, index: int) -> tuple[list[CacheEvent], int]:
+        """Like ``events_from``, only the events whose old or new object is bound to ``node``."""
+        if index < self._base:
+            raise Gone(f"watch fell more than {self.window} events behind; resume from your last resourceVersion")
+        positions = self._node_log.get(node, [])
+        at = bisect.bisect_left(positions, index)
+        return [self._log[i - self._base] for i in positions[at:]], self.end
+
+    async def wait_changed(self, timeout: float, *, node: str | None = None) -> None:
+        """Until something changes (on ``node``, when given) or ``timeout`` passes."""
+        fut = self._changed
+        if node is not None:
+            if node not in self._node_changed:
+                self._node_changed[node] = asyncio.get_running_loop().create_future()
+            fut = self._node_changed[node]
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._changed), timeout)
+            await asyncio.wait_for(asyncio.shield(fut), timeout)
 
     async def wait_ready(self, timeout: float = 10.0) -> None:
         try:
@@ -114,17 +136,43 @@ class WatchCache:
 
     # --- filling ------------------------------------------------------------------------------
 
-    def _notify(self) -> None:
+    def _notify(self, nodes: tuple[str, ...] | None = None) -> None:
+        """Wake the watchers of everything, and those of ``nodes`` (of every node when None)."""
         fut, self._changed = self._changed, asyncio.get_running_loop().create_future()
         fut.set_result(None)
+        if nodes is None:
+            waiters, self._node_changed = list(self._node_changed.values()), {}
+        else:
+            waiters = [w for w in (self._node_changed.pop(n, None) for n in nodes) if w is not None]
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
-    def _append(self, event: CacheEvent) -> None:
+    @staticmethod
+    def _node_of(entry: Entry | None) -> str | None:
+        spec = getattr(entry.obj, "spec", None) if entry is not None else None
+        node = getattr(spec, "node", None)
+        return node if isinstance(node, str) else None
+
+    def _append(self, event: CacheEvent) -> tuple[str, ...]:
+        """Log ``event``; the nodes it concerns."""
+        index = self.end
         self._log.append(event)
+        nodes = tuple({n for n in (self._node_of(event.old), self._node_of(event.new)) if n is not None})
+        for node in nodes:
+            self._node_log.setdefault(node, []).append(index)
         if len(self._log) > 2 * self.window:
             cut = len(self._log) - self.window
             self._oldest = self._log[cut - 1].revision
             del self._log[:cut]
             self._base += cut
+            for node, positions in list(self._node_log.items()):
+                kept = positions[bisect.bisect_left(positions, self._base):]
+                if kept:
+                    self._node_log[node] = kept
+                else:
+                    del self._node_log[node]
+        return nodes
 
     def _entry(self, raw: bytes, revision: int) -> Entry:
         obj = typed.decode_bytes(raw, self.info.type, revision=revision)
@@ -176,10 +224,10 @@ class WatchCache:
             del self.objects[key]
             gone = Entry(old.obj, splice_rv(value, revision) if value else old.json, revision)
             gone.obj.metadata.resource_version = str(revision)
-            self._append(CacheEvent("DELETED", key, revision, None, gone))
+            nodes = self._append(CacheEvent("DELETED", key, revision, None, gone))
         else:
             new = self._entry(value, revision)
             self.objects[key] = new
-            self._append(CacheEvent("MODIFIED" if old else "ADDED", key, revision, new, old))
+            nodes = self._append(CacheEvent("MODIFIED" if old else "ADDED", key, revision, new, old))
         self.revision = max(self.revision, revision)
-        self._notify()
+        self._notify(nodes)

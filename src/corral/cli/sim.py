@@ -49,7 +49,7 @@ def _print(event: str, counters: dict[str, int]) -> None:
 @click.option("--name-prefix", default="hollow", show_default=True, help="Nodes are <prefix>-00000, …")
 @click.option("--start-delay", default="50ms", show_default=True, help="Simulated time from bound to Running.")
 @click.option("--stop-delay", default="0s", show_default=True, help="Simulated time to stop a deleted container.")
-@click.option("--heartbeat", default="5s", show_default=True, help="Heartbeat period per node (jittered ±20%).")
+@click.option("--heartbeat", default="2s", show_default=True, help="Heartbeat period per node (jittered ±20%).")
 @click.option("--cpu", default="32", show_default=True, help="Capacity of each hollow node.")
 @click.option("--memory", default="128Gi", show_default=True)
 @click.option("--max-containers", type=int, default=110, show_default=True)

@@ -58,7 +58,7 @@ class SimConfig:
     name_prefix: str = "hollow"
     start_delay: float = 0.05
     stop_delay: float = 0.0
-    heartbeat_seconds: float = 5.0
+    heartbeat_seconds: float = 2.0  # the real agent's period; under the control plane's --node-grace (5 s)
     cpu: str = "32"
     memory: str = "128Gi"
     max_containers: int = 110

@@ -1,0 +1,327 @@
+"""Control-plane scale: hollow nodes × containers through the real API, as separate processes.
+
+Three processes, like a real cluster: the control plane (``corral serve --role=control`` with its
+embedded etcd, a grandchild), the simulator (``corral sim``: N hollow nodes, each with its own join,
+node token, heartbeat and watch), and this script, which acts as the user. Phases:
+
+1. idle  — every node registered and watching; control-plane CPU over ``--idle-seconds`` divided by
+   the heartbeats the sim sent meanwhile = CPU per heartbeat.
+2. burst — N × per containers POSTed (``--concurrency`` writers); time until the last is Running
+   (seen through one admin watch), with the create rate on the way.
+3. steady — all Running, heartbeats continuing: ``--writes`` single-object writes (PUT of a
+   container's labels) from 4 writers: p50/p99 latency.
+4. list  — GET of every container in one response, and paged (limit=5000).
+Then peak RSS (VmHWM) of the control-plane process and of etcd. Figures are printed and written to
+benchmarks/results/bench_scale.json. Everything runs on 127.0.0.1 and stops by itself.
+
+    .venv/bin/python benchmarks/bench_scale.py --nodes 1000 --per-node 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import random
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import msgspec
+
+from corral.api.client import ApiClient
+from corral.model import errors
+from corral.model.resources import (
+    Container,
+    ContainerSpec,
+    Namespace,
+    ObjectMeta,
+    ResourceList,
+    ResourceRequirements,
+)
+from corral.store.embedded import free_port
+
+RESULTS = Path(__file__).parent / "results" / "bench_scale.json"
+TICK = os.sysconf("SC_CLK_TCK")
+NS = "scale"
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def children_of(pid: int) -> list[int]:
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            out += [int(p) for p in (task / "children").read_text().split()]
+    return out
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))] if s else float("nan")
+
+
+class Child:
+    def __init__(self, name: str, args: list[str], *, env: dict[str, str], log: Path) -> None:
+        self.name, self.args, self.env, self.log = name, args, env, log
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self, *, stdout_pipe: bool = False) -> None:
+        with self.log.open("ab") as out:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "corral.cli.main", *self.args, stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE if stdout_pipe else out, stderr=out, env=self.env)
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    async def stop(self) -> None:
+        if self.proc is None or self.proc.returncode is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(self.proc.wait(), 30)
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
+
+
+class SimStats:
+    """The sim's JSON lines, read as they come."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.last: dict[str, Any] = {}
+        self.ready = asyncio.Event()
+
+    async def follow(self) -> None:
+        assert self.proc.stdout is not None
+        async for line in self.proc.stdout:
+            with contextlib.suppress(ValueError):
+                data = json.loads(line)
+                self.last = data
+                if data.get("event") == "ready":
+                    self.ready.set()
+
+    async def fresh(self, every: float) -> dict[str, Any]:
+        await asyncio.sleep(every + 0.2)
+        return dict(self.last)
+
+
+async def wait_ready(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as s:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(aiohttp.ClientError, OSError):
+                async with s.get(url + "/readyz") as r:
+                    if r.status == 200:
+                        return
+            await asyncio.sleep(0.2)
+    raise TimeoutError(f"the control plane at {url} was not ready in {timeout}s")
+
+
+def container(i: int) -> Container:
+    return Container(metadata=ObjectMeta(name=f"c-{i:06}", namespace=NS, labels={"app": f"a{i % 50}"}),
+                     spec=ContainerSpec(image="127.0.0.1:5000/busybox:1", command=["sleep", "3600"],
+                                        resources=ResourceRequirements(requests=ResourceList(cpu="10m", memory="16Mi"))))
+
+
+async def burst(api: ApiClient, total: int, concurrency: int, timeout: float) -> dict[str, float]:
+    running: set[str] = set()
+    all_running = asyncio.Event()
+    created_at: dict[str, float] = {}
+    first_running = 0.0
+
+    async def watch() -> None:
+        nonlocal first_running
+        rv = ""
+        while True:
+            try:
+                async for ev in api.watch(Container, namespace=NS, resource_version=rv):
+                    rv = ev.object.metadata.resource_version
+                    if ev.object.status.phase == "Running" and ev.object.metadata.name not in running:
+                        running.add(ev.object.metadata.name)
+                        first_running = first_running or time.monotonic()
+                        if len(running) == total:
+                            all_running.set()
+            except errors.CorralError:
+                await asyncio.sleep(0.5)
+
+    _, rv0 = await api.list(Container, namespace=NS, page_size=1)
+    watcher = asyncio.create_task(watch())
+    queue = list(range(total))
+    t0 = time.monotonic()
+
+    async def writer() -> None:
+        while queue:
+            i = queue.pop()
+            c = container(i)
+            for _ in range(5):
+                try:
+                    await api.create(c)
+                    break
+                except (errors.Unavailable, errors.Timeout):
+                    await asyncio.sleep(0.5)
+            created_at[c.metadata.name] = time.monotonic()
+
+    await asyncio.gather(*(writer() for _ in range(concurrency)))
+    t_created = time.monotonic() - t0
+    print(f"  created {total} in {t_created:.1f}s ({total / t_created:.0f}/s); Running so far: {len(running)}",
+          flush=True)
+    try:
+        await asyncio.wait_for(all_running.wait(), timeout)
+    except TimeoutError:
+        print(f"  only {len(running)}/{total} Running within {timeout:.0f}s", flush=True)
+    t_all = time.monotonic() - t0
+    watcher.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await watcher
+    del rv0
+    return {"created_seconds": round(t_created, 2), "create_rate_per_s": round(total / t_created),
+            "all_running_seconds": round(t_all, 2), "running": len(running)}
+
+
+async def steady_writes(api: ApiClient, total: int, count: int) -> dict[str, float]:
+    latencies: list[float] = []
+    names = [f"c-{i:06}" for i in random.Random(3).sample(range(total), min(count, total))]
+
+    async def writer(mine: list[str]) -> None:
+        for name in mine:
+            c = await api.get(Container, name, namespace=NS)
+            c.metadata.labels = {**c.metadata.labels, "touched": "yes"}
+            t = time.perf_counter()
+            await api.update(c)
+            latencies.append((time.perf_counter() - t) * 1000)
+
+    await asyncio.gather(*(writer(names[k::4]) for k in range(4)))
+    return {"writes": len(latencies), "p50_ms": round(pct(latencies, 0.5), 2),
+            "p99_ms": round(pct(latencies, 0.99), 2), "mean_ms": round(statistics.fmean(latencies), 2)}
+
+
+async def list_all(api: ApiClient) -> dict[str, float]:
+    t = time.perf_counter()
+    body = await api.request("GET", f"/namespaces/{NS}/containers", timeout=120)
+    one = time.perf_counter() - t
+    count = len(msgspec.json.decode(body)["items"])
+    t = time.perf_counter()
+    items, _ = await api.list(Container, namespace=NS, page_size=5000)
+    paged = time.perf_counter() - t
+    return {"objects": count, "one_response_seconds": round(one, 3), "bytes": len(body),
+            "paged_5000_typed_seconds": round(paged, 3), "paged_objects": len(items)}
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    base = Path(tempfile.mkdtemp(prefix="bench-scale-"))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "XDG_CONFIG_HOME": str(base / "xdg")}
+    control = Child("control", ["serve", "--role=control", "--data-dir", str(base / "control"),
+                                "--listen", f"127.0.0.1:{port}"], env=env, log=base / "control.log")
+    total = args.nodes * args.per_node
+    result: dict[str, Any] = {"nodes": args.nodes, "per_node": args.per_node, "containers": total,
+                              "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                                          "kernel": platform.release()}}
+    sim: Child | None = None
+    follower: asyncio.Task[None] | None = None
+    try:
+        await control.start()
+        await wait_ready(url)
+        admin_token = (base / "control" / "admin.token").read_text().strip()
+        join_token = (base / "control" / "join.token").read_text().strip()
+        etcd_pids = children_of(control.pid)
+        sim = Child("sim", ["sim", "--server", url, "--token", join_token, "--nodes", str(args.nodes),
+                            "--start-delay", "50ms", "--heartbeat", f"{args.heartbeat}s", "--report-every", "1s",
+                            "--max-containers", str(max(110, args.per_node * 3))],
+                    env=env, log=base / "sim.log")
+        t0 = time.monotonic()
+        await sim.start(stdout_pipe=True)
+        assert sim.proc is not None
+        stats = SimStats(sim.proc)
+        follower = asyncio.create_task(stats.follow())
+        await asyncio.wait_for(stats.ready.wait(), 600)
+        result["register_seconds"] = round(time.monotonic() - t0, 2)
+        print(f"{args.nodes} hollow nodes registered and watching in {result['register_seconds']}s", flush=True)
+
+        # 1. idle: CPU per heartbeat
+        await asyncio.sleep(args.heartbeat)  # let the jittered start spread out
+        s0, c0, t0 = await stats.fresh(1.0), cpu_seconds(control.pid), time.monotonic()
+        e0 = sum(cpu_seconds(p) for p in etcd_pids)
+        await asyncio.sleep(args.idle_seconds)
+        s1, c1, dt = await stats.fresh(1.0), cpu_seconds(control.pid), time.monotonic() - t0
+        e1 = sum(cpu_seconds(p) for p in etcd_pids)
+        beats = s1["heartbeats"] - s0["heartbeats"]
+        result["idle"] = {"seconds": round(dt, 1), "heartbeats": beats, "heartbeats_per_s": round(beats / dt, 1),
+                          "control_cpu_ms_per_heartbeat": round((c1 - c0) * 1000 / max(beats, 1), 3),
+                          "etcd_cpu_ms_per_heartbeat": round((e1 - e0) * 1000 / max(beats, 1), 3),
+                          "control_cpu_percent": round((c1 - c0) * 100 / dt, 1)}
+        print("idle:", result["idle"], flush=True)
+
+        async with ApiClient(url, admin_token, timeout=60) as api:
+            await api.create(Namespace(metadata=ObjectMeta(name=NS)))
+            # 2. burst
+            c0 = cpu_seconds(control.pid)
+            result["burst"] = await burst(api, total, args.concurrency, args.timeout)
+            result["burst"]["control_cpu_seconds"] = round(cpu_seconds(control.pid) - c0, 1)
+            print("burst:", result["burst"], flush=True)
+            # 3. steady state writes
+            await asyncio.sleep(2)
+            result["steady_writes"] = await steady_writes(api, total, args.writes)
+            print("steady writes:", result["steady_writes"], flush=True)
+            # 4. list everything
+            result["list"] = await list_all(api)
+            print("list:", result["list"], flush=True)
+        result["sim"] = (await stats.fresh(1.0))
+        result["peak_rss_mib"] = {"control": round(peak_rss_mib(control.pid), 1),
+                                  "etcd": round(sum(peak_rss_mib(p) for p in etcd_pids), 1),
+                                  "sim": round(peak_rss_mib(sim.pid), 1)}
+        print("peak RSS MiB:", result["peak_rss_mib"], flush=True)
+    finally:
+        if sim is not None:
+            await sim.stop()
+        if follower is not None:
+            follower.cancel()
+        await control.stop()
+        if not args.keep:
+            import shutil
+
+            shutil.rmtree(base, ignore_errors=True)
+        else:
+            print("kept", base)
+    return result
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--nodes", type=int, default=1000)
+    p.add_argument("--per-node", type=int, default=30)
+    p.add_argument("--heartbeat", type=float, default=2.0)
+    p.add_argument("--idle-seconds", type=float, default=10.0)
+    p.add_argument("--concurrency", type=int, default=64)
+    p.add_argument("--writes", type=int, default=1000)
+    p.add_argument("--timeout", type=float, default=300.0, help="Give up waiting for Running after this long.")
+    p.add_argument("--keep", action="store_true", help="Keep the temporary directory (logs).")
+    a = p.parse_args()
+    res = asyncio.run(main(a))
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(res, indent=2) + "\n")
+    print(f"wrote {RESULTS}")
