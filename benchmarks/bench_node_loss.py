@@ -74,8 +74,10 @@ async def trial(cluster: Cluster) -> float:
 
 
 async def main(trials: int) -> None:
-    with tempfile.TemporaryDirectory(prefix="bench-node-loss-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-node-loss-", ignore_cleanup_errors=True) as tmp:
         base = Path(tmp)
+        for sub in ("registry", "cluster"):
+            (base / sub).mkdir()
         archive = await asyncio.to_thread(build_busybox_image, base / "busybox.tar")
         async with run_registry(base / "registry") as registry:
             await push_oci_archive(registry, archive, ref=registry.ref)

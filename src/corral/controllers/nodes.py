@@ -78,9 +78,10 @@ def release_countdown(silent: float, *, grace: float, margin: float) -> float:
 
 
 def node_lost_message(name: str, silent: float, *, grace: float, release_in: float) -> str:
-    tail = f"its containers are released in {math.ceil(release_in)}s" if release_in > 0 else \
-        "its containers were released"
-    return f"no heartbeat from {name} for {int(silent)}s (grace {grace:g}s); {tail}"
+    if release_in <= 0:  # no seconds in it: a node that stays down is not rewritten every second
+        return f"no heartbeat from {name} within the grace of {grace:g}s; its containers were released"
+    return f"no heartbeat from {name} for {int(silent)}s (grace {grace:g}s); " \
+        f"its containers are released in {math.ceil(release_in)}s"
 
 
 def container_lost_message(node: str, release_in: float) -> str:

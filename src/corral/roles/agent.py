@@ -179,11 +179,18 @@ class Agent:
             await self.api.create(node)
             log.info("registered node %s", self.cfg.node_name)
         except errors.AlreadyExists:
-            current = await self.api.get(Node, self.cfg.node_name)
-            current.metadata.labels = {**current.metadata.labels, **labels}
-            current.spec.pod_cidr = self.cfg.pod_cidr
-            await self.api.update(current)
-            await self.heartbeat()
+            for attempt in range(20):  # the node controller may be writing the lost node's status meanwhile
+                try:
+                    current = await self.api.get(Node, self.cfg.node_name)
+                    current.metadata.labels = {**current.metadata.labels, **labels}
+                    current.spec.pod_cidr = self.cfg.pod_cidr
+                    await self.api.update(current)
+                    await self.heartbeat()
+                    break
+                except errors.Conflict:
+                    if attempt == 19:
+                        raise
+                    await asyncio.sleep(0.05)
             log.info("node %s is back", self.cfg.node_name)
 
     async def heartbeat(self) -> None:
