@@ -4,13 +4,25 @@ from __future__ import annotations
 
 import itertools
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
+from corral.cli.rollout import rollout_state
 from corral.controllers import rollout
 from corral.controllers.rollout import Counts, Replica, plan, resolve_bounds
 from corral.model.lifecycle import parse_time
-from corral.model.resources import Condition, ContainerSpec, ContainerTemplate, EnvVar, TemplateMeta
+from corral.model.resources import (
+    Condition,
+    ContainerSpec,
+    ContainerTemplate,
+    Deployment,
+    DeploymentSpec,
+    DeploymentStatus,
+    EnvVar,
+    ObjectMeta,
+    TemplateMeta,
+)
 
 _names = itertools.count()
 
@@ -191,3 +203,27 @@ def test_progress_deadline_is_exceeded_only_after_that_long_without_progress() -
 def test_a_finished_rollout_is_new_replica_set_available() -> None:
     done = Counts(replicas=3, updated=3, ready=3, available=3)
     assert progressing([], done, done).reason == "NewReplicaSetAvailable"
+
+
+def status_deployment(*, replicas: int = 3, updated: int = 3, live: int = 3, available: int = 3, paused: bool = False,
+                      reason: str = "ReplicaSetUpdated", observed: int = 2) -> Deployment:
+    d = Deployment(metadata=ObjectMeta(name="web", generation=2), spec=DeploymentSpec(replicas=replicas, paused=paused))
+    d.status = DeploymentStatus(observed_generation=observed, replicas=live, updated_replicas=updated,
+                                available_replicas=available,
+                                conditions=[Condition(type="Progressing", status="True", reason=reason)])
+    return d
+
+
+@pytest.mark.parametrize(("kwargs", "done", "words"), [
+    ({}, True, "successfully rolled out"),
+    ({"observed": 1}, None, "to be observed"),
+    ({"updated": 1, "live": 4}, None, "1 out of 3 new replicas"),
+    ({"live": 4}, None, "1 old replicas are pending termination"),
+    ({"available": 2}, None, "2 of 3 updated replicas are available"),
+    ({"updated": 1, "reason": "ProgressDeadlineExceeded"}, False, "exceeded its progress deadline"),
+    ({"updated": 1, "paused": True}, False, "is paused"),
+])
+def test_rollout_status_words_each_state_and_fails_only_on_a_deadline_or_a_pause(
+        kwargs: dict[str, Any], done: bool | None, words: str) -> None:
+    state, message = rollout_state(status_deployment(**kwargs))
+    assert state is done and words in message
