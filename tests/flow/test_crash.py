@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -74,7 +75,8 @@ async def test_killing_the_agent_while_it_creates_20_containers_leaves_exactly_2
         records = list((worker.data_dir / "network").glob("*.json")) if (worker.data_dir / "network").exists() else []
         assert records == [], records
         mine = {c.metadata.uid for c in (await crashy.api.list(Container, namespace=None))[0]}
-        assert not [n for n in netns if n.removeprefix("corral-") not in mine]
+        prefix = "corral-" + hashlib.sha256(str(worker.data_dir.resolve()).encode()).hexdigest()[:8] + "-"
+        assert not [n for n in netns if n.startswith(prefix) and n.removeprefix(prefix) not in mine]
 
     await eventually(nothing_left, timeout=60, what="nothing left after deleting them")
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import shutil
 import signal
@@ -70,7 +71,11 @@ class NodeReconciler:
     def __init__(self, cfg: ReconcilerConfig) -> None:
         self.cfg = cfg
         self.client = Client(cfg.containerd_socket)
-        self.network = Network(NetworkConfig(data_dir=cfg.data_dir, bridge=cfg.bridge, subnet=cfg.pod_cidr))
+        # the netns prefix is this agent's own (from its data dir): agents sharing a host never see,
+        # nor sweep, each other's namespaces
+        node_tag = hashlib.sha256(str(cfg.data_dir.resolve()).encode()).hexdigest()[:8]
+        self.network = Network(NetworkConfig(data_dir=cfg.data_dir, bridge=cfg.bridge, subnet=cfg.pod_cidr,
+                                             netns_prefix=f"corral-{node_tag}-"))
         self.volumes = VolumeStep(cfg.data_dir)
         self.events: EventSink = _NullSink()
         self.runtime_version = ""
@@ -224,11 +229,24 @@ class NodeReconciler:
 
     # --- leftovers --------------------------------------------------------------------------
 
-    async def sweep(self, wanted: set[str]) -> None:
-        """Remove every trace of containers whose uid is not in ``wanted``; an Event for each."""
-        for info in await ctrs.list_containers(self.client, {naming.LABEL_NODE: self.cfg.node_name}):
+    async def sweep(self, wanted: set[str] | Callable[[], set[str]]) -> None:
+        """Remove every trace of containers whose uid is not wanted; an Event for each.
+
+        The world is listed *before* the wanted set is taken (``wanted`` may be a callable for
+        that): whatever a worker attached was wanted when it did, so it is in a set taken later,
+        and only what the API dropped meanwhile is removed.
+        """
+        found = await ctrs.list_containers(self.client, {naming.LABEL_NODE: self.cfg.node_name})
+        leftovers: set[str] = set()
+        leftovers.update(await self.network.list_attached())
+        leftovers.update(await self.network.list_netns())
+        leftovers.update((await self.network.ipam_holders()).values())
+        leftovers.update(await self.volumes.list_container_dirs())
+        leftovers.update(await asyncio.to_thread(_subdirs, self.cfg.data_dir / "containers"))
+        keep = wanted() if callable(wanted) else wanted
+        for info in found:
             uid = info.labels.get(naming.LABEL_UID, "")
-            if uid in wanted:
+            if uid in keep:
                 continue
             await self.prober.stop(info.id)  # probes
             await stop(self.client, info.id, grace=2.0)
@@ -236,14 +254,8 @@ class NodeReconciler:
             self.events.record_orphan(namespace=info.labels.get(naming.LABEL_NAMESPACE, ""),
                                       name=info.labels.get(naming.LABEL_NAME, ""), uid=uid, reason="RemovedOrphan",
                                       message=f"removed containerd container {info.id}: no such container in the API")
-        await self.prober.retain({cid for uid, cid in self._uids.items() if uid in wanted})  # probes
-        leftovers: set[str] = set()
-        leftovers.update(await self.network.list_attached())
-        leftovers.update(await self.network.list_netns())
-        leftovers.update((await self.network.ipam_holders()).values())
-        leftovers.update(await self.volumes.list_container_dirs())
-        leftovers.update(await asyncio.to_thread(_subdirs, self.cfg.data_dir / "containers"))
-        for uid in leftovers - wanted:
+        await self.prober.retain({cid for uid, cid in self._uids.items() if uid in keep})  # probes
+        for uid in leftovers - keep:
             await self._remove_rest(uid)
             log.info("removed leftovers of container uid %s (netns, IP, volumes, files)", uid)
 
