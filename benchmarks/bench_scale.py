@@ -1,4 +1,4 @@
-"""Control-plane scale: hollow nodes × containers through the real API, as separate processes.
+"""Control-plane scale: hollow nodes x containers through the real API, as separate processes.
 
 Three processes, like a real cluster: the control plane (``corral serve --role=control`` with its
 embedded etcd, a grandchild), the simulator (``corral sim``: N hollow nodes, each with its own join,
@@ -6,7 +6,7 @@ node token, heartbeat and watch), and this script, which acts as the user. Phase
 
 1. idle  — every node registered and watching; control-plane CPU over ``--idle-seconds`` divided by
    the heartbeats the sim sent meanwhile = CPU per heartbeat.
-2. burst — N × per containers POSTed (``--concurrency`` writers); time until the last is Running
+2. burst — N x per containers POSTed (``--concurrency`` writers); time until the last is Running
    (seen through one admin watch), with the create rate on the way.
 3. steady — all Running, heartbeats continuing: ``--writes`` single-object writes (PUT of a
    container's labels) from 4 writers: p50/p99 latency.
