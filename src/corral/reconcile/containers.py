@@ -20,10 +20,12 @@ from corral.model.resources import Container
 from corral.reconcile import naming
 from corral.runtime import containers as ctrs
 from corral.runtime import images, pull
+from corral.runtime._pb.containerd.services.images.v1 import images_pb2
 from corral.runtime.client import Client
 from corral.runtime.containers import ContainerInfo
 from corral.runtime.reference import parse_reference
 from corral.runtime.spec import BindMount, build_spec
+from corral.runtime.unpack import SNAPSHOTTER
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +44,40 @@ class Prepared:
     created: bool
 
 
-async def ensure_image(client: Client, ref: str, *, insecure_registries: list[str]) -> images.Image:
+class ImageCache:
+    """Resolved images by name, trusted while containerd's record still points at the same target.
+
+    Resolving an image reads its manifest and config from the content store (several calls); the
+    check that the record is unchanged is one ``Images.Get``.
+    """
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, images.Image] = {}
+
+    async def get(self, client: Client, name: str) -> images.Image:
+        cached = self._by_name.get(name)
+        if cached is not None:
+            reply = await client.call(client.images.Get, images_pb2.GetImageRequest(name=name))
+            if reply.image.target.digest == cached.target_digest:
+                return cached
+        image = await images.get_image(client, name)
+        self._by_name[name] = image
+        return image
+
+    def forget(self, name: str) -> None:
+        self._by_name.pop(name, None)
+
+
+async def ensure_image(client: Client, ref: str, *, insecure_registries: list[str],
+                       cache: ImageCache | None = None) -> images.Image:
     name = parse_reference(ref).name
     try:
+        if cache is not None:
+            return await cache.get(client, name)
         return await images.get_image(client, name)
     except NotFound:
-        pass
+        if cache is not None:
+            cache.forget(name)
     try:
         return await pull.pull(client, ref, insecure_registries=insecure_registries)
     except CorralError as e:
@@ -71,6 +101,7 @@ async def ensure_container(
     mounts: list[BindMount],
     insecure_registries: list[str],
     run_dir: Path,
+    image_cache: ImageCache | None = None,
 ) -> Prepared:
     cid = naming.containerd_id(obj)
     existing = await ctrs.list_containers(client, {naming.LABEL_UID: obj.metadata.uid})
@@ -80,7 +111,7 @@ async def ensure_container(
             current = info
         else:  # an older generation: replaced
             await ctrs.delete_container(client, info.id, kill_timeout=obj.spec.termination_grace_period_seconds)
-    image = await ensure_image(client, obj.spec.image, insecure_registries=insecure_registries)
+    image = await ensure_image(client, obj.spec.image, insecure_registries=insecure_registries, cache=image_cache)
     if current is not None:
         return Prepared(current, image, created=False)
     cpu_limit, cpu_request, memory = _limits(obj)
@@ -101,8 +132,11 @@ async def ensure_container(
         mounts=[*files, *mounts],
         cgroups_path=f"/corral/{cid}",
     )
-    await ctrs.create_container(client, id=cid, image=image, spec=spec, labels=naming.labels(obj, node=node))
-    return Prepared(await ctrs.get_container(client, cid), image, created=True)
+    labels = naming.labels(obj, node=node)
+    await ctrs.create_container(client, id=cid, image=image, spec=spec, labels=labels)
+    info = ContainerInfo(id=cid, labels=labels, image=image.name, runtime=ctrs.RUNTIME, snapshotter=SNAPSHOTTER,
+                         snapshot_key=cid, spec=spec)
+    return Prepared(info, image, created=True)
 
 
 def _write_etc_files(run_dir: Path, obj: Container) -> list[BindMount]:

@@ -17,6 +17,7 @@ import hashlib
 import logging
 import shutil
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ from corral.model.resources import Container, ContainerStatus
 from corral.network.attachments import Network
 from corral.network.config import NetworkConfig, PortMapping
 from corral.reconcile import naming
-from corral.reconcile.containers import ImagePullFailed, ensure_container
+from corral.reconcile.containers import ImageCache, ImagePullFailed, ensure_container
 from corral.reconcile.events import EventSink
 from corral.reconcile.probes import Prober
 from corral.reconcile.state import ensure_state, rfc3339, stop
@@ -84,6 +85,7 @@ class NodeReconciler:
         self._uids: dict[str, str] = {}  # uid -> containerd id last synced
         self._oom: set[str] = set()  # containerd ids whose task was OOM-killed
         self._adopt_checked: set[str] = set()
+        self._images = ImageCache()
         # probes (reconcile/probes.py): a flipped result requeues the key through ``on_change`` (set by the agent)
         self.on_change: Callable[[Key], None] = lambda key: None
         self.prober = Prober(self.client, on_change=lambda key: self.on_change(key))
@@ -116,27 +118,41 @@ class NodeReconciler:
     async def sync(self, obj: Container) -> SyncResult:
         uid = obj.metadata.uid
         key = (obj.metadata.namespace, obj.metadata.name)
-        # 1. network
+        # 1. network — the namespace path is known up front, so CNI's ADD (the slow part: veth, bridge,
+        # iptables) runs while the storage and containerd steps prepare; the task starts (step 4) only
+        # once both are done, so the container never runs without its network.
         ports = [PortMapping(host_port=p.host_port, container_port=p.container_port, protocol=p.protocol)
                  for p in obj.spec.ports if p.host_port]
-        attachment = await self.network.ensure(uid, ports)
-        # 2. storage
-        mounts = await self.volumes.ensure(obj)
-        # 3. containers
-        cid = naming.containerd_id(obj)
-        self._keys[cid] = key
+        t0 = time.perf_counter()
+        attaching = asyncio.create_task(self.network.ensure(uid, ports), name=f"attach {uid}")
         try:
-            prepared = await ensure_container(
-                self.client, obj, node=self.cfg.node_name, netns_path=str(self.network.netns_path(uid)),
-                mounts=mounts, insecure_registries=self.cfg.insecure_registries, run_dir=self._run_dir(uid),
-            )
-        except ImagePullFailed as e:
-            self.events.record(obj, type="Warning", reason="ImagePullFailed", message=e.message)
-            failures = obj.status.restart_count
-            status = ContainerStatus(phase="Pending", node=obj.spec.node, ip=attachment.ip, reason="ImagePullFailed",
-                                     message=e.message, observed_generation=obj.metadata.generation,
-                                     restart_count=failures)
-            return SyncResult(status, requeue_after=10.0)
+            # 2. storage
+            mounts = await self.volumes.ensure(obj)
+            t_vol = time.perf_counter()
+            # 3. containers
+            cid = naming.containerd_id(obj)
+            self._keys[cid] = key
+            try:
+                prepared = await ensure_container(
+                    self.client, obj, node=self.cfg.node_name, netns_path=str(self.network.netns_path(uid)),
+                    mounts=mounts, insecure_registries=self.cfg.insecure_registries, run_dir=self._run_dir(uid),
+                    image_cache=self._images,
+                )
+            except ImagePullFailed as e:
+                attachment = await attaching
+                self.events.record(obj, type="Warning", reason="ImagePullFailed", message=e.message)
+                status = ContainerStatus(phase="Pending", node=obj.spec.node, ip=attachment.ip, reason="ImagePullFailed",
+                                         message=e.message, observed_generation=obj.metadata.generation,
+                                         restart_count=obj.status.restart_count)
+                return SyncResult(status, requeue_after=10.0)
+            t_ctr = time.perf_counter()
+            attachment = await attaching
+            t_net = time.perf_counter()
+        finally:
+            if not attaching.done():
+                attaching.cancel()
+                with contextlib.suppress(asyncio.CancelledError, CorralError):
+                    await attaching
         if prepared.created:
             self.events.record(obj, type="Normal", reason="Created", message=f"created containerd container {cid}")
         elif uid not in self._adopt_checked:
@@ -153,8 +169,12 @@ class NodeReconciler:
                            max_files=self.cfg.log_max_files)
         await self._kill_if_not_live(obj, cid)  # probes: the restart policy below restarts a killed task
         probe_ready = None if obj.spec.readiness_probe is None else self.prober.ready(cid)
+        t_start = time.perf_counter()
         outcome = await ensure_state(self.client, obj, cid, log_uri=uri, oom_killed=cid in self._oom,
                                      ip=attachment.ip, probe_ready=probe_ready)
+        t_state = time.perf_counter()
+        log.debug("sync %s/%s: storage %.0f ms, containers %.0f ms, network done %.0f ms later, state %.0f ms",
+                  *key, (t_vol - t0) * 1e3, (t_ctr - t_vol) * 1e3, (t_net - t_ctr) * 1e3, (t_state - t_start) * 1e3)
         outcome.status.image_digest = prepared.image.target_digest
         if outcome.started:
             self.events.record(obj, type="Normal", reason="Started", message=f"started {obj.spec.image}")

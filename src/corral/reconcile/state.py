@@ -21,6 +21,7 @@ from corral.model.errors import Conflict, NotFound
 from corral.model.resources import Condition, Container, ContainerStatus
 from corral.runtime import tasks
 from corral.runtime.client import Client
+from corral.runtime.unpack import SNAPSHOTTER
 
 BACKOFF_BASE = 1.0
 BACKOFF_MAX = 60.0
@@ -62,7 +63,8 @@ def _conditions(status: ContainerStatus, ready: bool) -> list[Condition]:
 
 
 async def start_task(client: Client, cid: str, *, log_uri: str) -> None:
-    task = await tasks.create_task(client, cid, log_uri=log_uri)
+    # the snapshot key is the containerd id (reconcile/containers.py): no need to read the record
+    task = await tasks.create_task(client, cid, log_uri=log_uri, snapshot_key=cid, snapshotter=SNAPSHOTTER)
     exit_handle = await task.start()
     await exit_handle.cancel()  # exits are watched through containerd's event stream, not per task
 

@@ -130,6 +130,7 @@ class Agent:
         )
         self._events: asyncio.Queue[Event] = asyncio.Queue(maxsize=1000)
         self._last_status: dict[Key, bytes] = {}
+        self._own_writes: dict[Key, str] = {}  # key -> resourceVersion of our last status write
         self.api_reachable_at = time.monotonic()
         self.fence = Fence(fence_after=cfg.fence_after,
                            kill_all=lambda: kill_node_tasks(reconciler.client, cfg.node_name))
@@ -232,6 +233,9 @@ class Agent:
     # --- keys in, work out ------------------------------------------------------------------
 
     def _on_container(self, _type: str, obj: Container) -> None:
+        key = (obj.metadata.namespace, obj.metadata.name)
+        if self._own_writes.pop(key, None) == obj.metadata.resource_version and _type == "MODIFIED":
+            return  # the echo of our own status write: nothing new to reconcile
         self.queue.add((obj.metadata.namespace, obj.metadata.name))
 
     def _on_exit(self, key: Key) -> None:
@@ -243,7 +247,7 @@ class Agent:
             for key in list(self.reflector.objects):
                 self.queue.add(key)
             try:
-                await self.reconciler.sweep({o.metadata.uid for o in self.reflector.objects.values()})
+                await self.reconciler.sweep(lambda: {o.metadata.uid for o in self.reflector.objects.values()})
             except errors.CorralError as e:
                 log.warning("sweep of leftovers failed: %s", e)
             await asyncio.sleep(self.cfg.resync_seconds)
@@ -278,8 +282,9 @@ class Agent:
         encoded = repr(status).encode()
         if self._last_status.get(key) != encoded or status != desired.status:
             desired.status = status
-            await self.api.update_status(desired)
+            written = await self.api.update_status(desired)
             self._last_status[key] = encoded
+            self._own_writes[key] = written.metadata.resource_version
         if result.requeue_after is not None:
             self.queue.add_after(key, result.requeue_after)
 
