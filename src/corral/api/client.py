@@ -269,6 +269,15 @@ class Reflector(Generic[ObjT]):
         self.synced.set()
 
     def _bookmark(self, rv: str) -> None:
+        self._advance(rv)
+
+    def _advance(self, rv: str) -> None:
+        """Move the resume point forward only (a deleted object may carry an older version)."""
+        try:
+            if int(rv) <= int(self.resource_version or 0):
+                return
+        except ValueError:
+            return
         self.resource_version = rv
 
     async def run(self) -> None:
@@ -290,7 +299,7 @@ class Reflector(Generic[ObjT]):
                         self.objects.pop(k, None)
                     else:
                         self.objects[k] = ev.object
-                    self.resource_version = ev.object.metadata.resource_version
+                    self._advance(ev.object.metadata.resource_version)
                     self.on_event(ev.type, ev.object)
             except errors.Gone:
                 need_list = True

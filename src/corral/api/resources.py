@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import time
+from typing import Any
 
 import msgspec
 from aiohttp import web
@@ -40,6 +41,7 @@ from corral.store.base import Compacted, Store
 from corral.store.leases import BucketLeases
 
 BOOKMARK_SECONDS = 5.0
+UNCONDITIONAL_ATTEMPTS = 5  # a write without a resourceVersion is retried on a lost race
 MAX_LIMIT = 10_000
 
 
@@ -312,29 +314,42 @@ class ResourceHandlers:
     async def update(self, request: web.Request) -> web.Response:
         namespace, name = self._ns(request), request.match_info["name"]
         new = self._decode_body(await codec.read_body(request), namespace, name=name)
-        current, revision = await self._read(namespace, name)
-        authorize_update(request[IDENTITY], self.info, current, new)
-        expected = self._expected_revision(new, revision)
-        if current.metadata.deletion_timestamp and spec_bytes(new) != spec_bytes(current):
-            raise Forbidden(f"{self._what(namespace, name)} is being deleted; its spec can no longer change")
-        carry_over(new, current, status_subresource=self.info.status_subresource)
-        return await self._write(new, expected)
+        unconditional = not new.metadata.resource_version
+        for attempt in range(UNCONDITIONAL_ATTEMPTS if unconditional else 1):
+            current, revision = await self._read(namespace, name)
+            authorize_update(request[IDENTITY], self.info, current, new)
+            expected = self._expected_revision(new, revision)
+            if current.metadata.deletion_timestamp and spec_bytes(new) != spec_bytes(current):
+                raise Forbidden(f"{self._what(namespace, name)} is being deleted; its spec can no longer change")
+            carry_over(new, current, status_subresource=self.info.status_subresource)
+            try:
+                return await self._write(new, expected)
+            except Conflict:
+                if not unconditional or attempt == UNCONDITIONAL_ATTEMPTS - 1:
+                    raise
+                new.metadata.resource_version = ""  # no precondition was asked for: apply to the newest
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def update_status(self, request: web.Request) -> web.Response:
         namespace, name = self._ns(request), request.match_info["name"]
         body = codec.read_object_body(await codec.read_json(request))
-        current, revision = await self._read(namespace, name)
-        authorize_status(request[IDENTITY], self.info, current)
-        status_type = type(current.status)
-        try:
-            status = validation.convert(body.get("status", {}), status_type, path="status")
-        except Invalid:
-            raise
-        rv = body.get("metadata", {}).get("resourceVersion", "") if isinstance(body.get("metadata"), dict) else ""
-        current.metadata.resource_version = str(rv) if rv else ""
-        expected = self._expected_revision(current, revision)
-        current.status = status
-        return await self._write(current, expected)
+        meta = body.get("metadata")
+        rv = str(meta.get("resourceVersion") or "") if isinstance(meta, dict) else ""
+        status: Any = None
+        for attempt in range(1 if rv else UNCONDITIONAL_ATTEMPTS):
+            current, revision = await self._read(namespace, name)
+            authorize_status(request[IDENTITY], self.info, current)
+            if status is None:
+                status = validation.convert(body.get("status", {}), type(current.status), path="status")
+            current.metadata.resource_version = rv
+            expected = self._expected_revision(current, revision)
+            current.status = status
+            try:
+                return await self._write(current, expected)
+            except Conflict:
+                if rv or attempt == UNCONDITIONAL_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _write(self, obj: Object, expected: int) -> web.Response:
         key = self.info.key(obj.metadata.namespace, obj.metadata.name)

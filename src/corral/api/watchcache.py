@@ -47,6 +47,10 @@ def splice_rv(raw: bytes, revision: int) -> bytes:
     return b"%s\"resourceVersion\":\"%d\"%s%s" % (raw[:at], revision, sep, raw[at:])
 
 
+def _with_rv(json: bytes, old: int, new: int) -> bytes:
+    return json.replace(b'"resourceVersion":"%d"' % old, b'"resourceVersion":"%d"' % new, 1)
+
+
 @dataclass(slots=True)
 class Entry:
     obj: Object
@@ -184,7 +188,8 @@ class WatchCache:
         if self.ready.is_set():  # a relist after compaction: tell watchers what changed meanwhile
             for key, old in self.objects.items():
                 if key not in fresh:
-                    self._append(CacheEvent("DELETED", key, page.revision, None, old))
+                    gone = Entry(old.obj, _with_rv(old.json, old.revision, page.revision), page.revision)
+                    self._append(CacheEvent("DELETED", key, page.revision, None, gone))
             for key, new in fresh.items():
                 old_entry = self.objects.get(key)
                 if old_entry is None:
