@@ -111,6 +111,9 @@ async def main() -> None:
         finally:
             proc.send_signal(signal.SIGTERM)
             await proc.wait()
+            ip = await asyncio.create_subprocess_exec("ip", "link", "del", f"crb{suffix}",
+                                                      stderr=asyncio.subprocess.DEVNULL)
+            await ip.wait()
     singles.sort()
     p50 = statistics.median(singles)
     p99 = singles[max(0, int(len(singles) * 0.99) - 1)]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import pytest
 import pytest_asyncio
 
 from corral.model.resources import Container, ContainerSpec, Event, ObjectMeta
+from corral.reconcile.naming import netns_prefix
 from corral.runtime.client import Client
 from corral.runtime.containers import list_containers
 from corral.runtime.tasks import Task
@@ -75,7 +75,7 @@ async def test_killing_the_agent_while_it_creates_20_containers_leaves_exactly_2
         records = list((worker.data_dir / "network").glob("*.json")) if (worker.data_dir / "network").exists() else []
         assert records == [], records
         mine = {c.metadata.uid for c in (await crashy.api.list(Container, namespace=None))[0]}
-        prefix = "corral-" + hashlib.sha256(str(worker.data_dir.resolve()).encode()).hexdigest()[:8] + "-"
+        prefix = netns_prefix(worker.data_dir)
         assert not [n for n in netns if n.startswith(prefix) and n.removeprefix(prefix) not in mine]
 
     await eventually(nothing_left, timeout=60, what="nothing left after deleting them")

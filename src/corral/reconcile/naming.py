@@ -6,6 +6,9 @@ world alone, which desired container a leftover belonged to.
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 from corral.model.resources import Container
 
 LABEL_UID = "corral/uid"
@@ -28,3 +31,9 @@ def labels(obj: Container, *, node: str) -> dict[str, str]:
         LABEL_GENERATION: str(obj.metadata.generation),
         LABEL_NODE: node,
     }
+
+
+def netns_prefix(data_dir: Path) -> str:
+    """The agent's own netns name prefix, from its data dir: agents sharing a host never see, nor
+    sweep, each other's namespaces."""
+    return "corral-" + hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:8] + "-"

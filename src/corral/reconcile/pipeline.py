@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import shutil
 import signal
@@ -72,11 +71,8 @@ class NodeReconciler:
     def __init__(self, cfg: ReconcilerConfig) -> None:
         self.cfg = cfg
         self.client = Client(cfg.containerd_socket)
-        # the netns prefix is this agent's own (from its data dir): agents sharing a host never see,
-        # nor sweep, each other's namespaces
-        node_tag = hashlib.sha256(str(cfg.data_dir.resolve()).encode()).hexdigest()[:8]
         self.network = Network(NetworkConfig(data_dir=cfg.data_dir, bridge=cfg.bridge, subnet=cfg.pod_cidr,
-                                             netns_prefix=f"corral-{node_tag}-"))
+                                             netns_prefix=naming.netns_prefix(cfg.data_dir)))
         self.volumes = VolumeStep(cfg.data_dir)
         self.events: EventSink = _NullSink()
         self.runtime_version = ""
