@@ -11,6 +11,7 @@ the last finalizer is removed. Lists are read from etcd (consistent, paged with 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 from typing import Any
@@ -20,7 +21,7 @@ from aiohttp import web
 
 from corral.api import codec, selectors
 from corral.api.auth import IDENTITY, Identity
-from corral.api.watchcache import WatchCache, splice_rv
+from corral.api.watchcache import CacheEvent, WatchCache, splice_rv
 from corral.model import validation
 from corral.model.errors import (
     AlreadyExists,
@@ -41,8 +42,26 @@ from corral.store.base import Compacted, Store
 from corral.store.leases import BucketLeases
 
 BOOKMARK_SECONDS = 5.0
+COALESCE_SECONDS = 0.01  # a streaming watch waits this long after a write, to send events in batches
+COALESCE_BELOW = 64
 UNCONDITIONAL_ATTEMPTS = 5  # a write without a resourceVersion is retried on a lost race
 MAX_LIMIT = 10_000
+
+
+_UNSEEN = b"?"
+
+
+def _render(ev: CacheEvent, predicate: selectors.Predicate | None) -> bytes | None:
+    """The NDJSON line a watcher with ``predicate`` gets for ``ev`` (None: nothing for it)."""
+    was = ev.old is not None and (predicate is None or predicate(ev.old.obj))
+    now = ev.new is not None and (predicate is None or predicate(ev.new.obj))
+    if now and ev.new is not None:
+        kind = b"MODIFIED" if was else b"ADDED"
+        return b'{"type":"%s","object":%s}\n' % (kind, ev.new.json)
+    if was and ev.old is not None:
+        gone = ev.old.json if ev.new is None else ev.new.json
+        return b'{"type":"DELETED","object":%s}\n' % gone
+    return None
 
 
 def _parse_int(value: str, name: str) -> int:
@@ -270,6 +289,8 @@ class ResourceHandlers:
         deadline = time.monotonic() + timeout if timeout else float("inf")
         last_write = time.monotonic()
         node = _single_node(q.get("fieldSelector", ""))  # an agent's watch: read only its node's events
+        # watchers with the same filter share each event's rendered line
+        signature = (self._ns(request), q.get("labelSelector", ""), q.get("fieldSelector", ""))
         try:
             if initial:
                 await response.write(b"".join(initial))
@@ -283,17 +304,17 @@ class ResourceHandlers:
                 for ev in events:
                     if ev.revision <= from_revision:
                         continue
-                    was = ev.old is not None and (predicate is None or predicate(ev.old.obj))
-                    now = ev.new is not None and (predicate is None or predicate(ev.new.obj))
-                    if now and ev.new is not None:
-                        kind = b"MODIFIED" if was else b"ADDED"
-                        lines.append(b'{"type":"%s","object":%s}\n' % (kind, ev.new.json))
-                    elif was and ev.old is not None:
-                        gone = ev.old.json if ev.new is None else ev.new.json
-                        lines.append(b'{"type":"DELETED","object":%s}\n' % gone)
+                    line = ev.rendered.get(signature, _UNSEEN)
+                    if line is _UNSEEN:
+                        line = ev.rendered[signature] = _render(ev, predicate)
+                    if line is not None:
+                        lines.append(line)
                 if lines:
                     await response.write(b"".join(lines))
                     last_write = time.monotonic()
+                    if len(events) < COALESCE_BELOW:
+                        # events are flowing: gather a few more per write (one send per batch, not per event)
+                        await asyncio.sleep(COALESCE_SECONDS)
                 elif time.monotonic() - last_write >= BOOKMARK_SECONDS:
                     mark = {"kind": self.info.kind, "apiVersion": API_VERSION,
                             "metadata": {"resourceVersion": str(cache.revision)}}

@@ -21,10 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from corral.model.errors import Gone, Unavailable
 from corral.model.kinds import KindInfo
@@ -47,6 +46,11 @@ def splice_rv(raw: bytes, revision: int) -> bytes:
     return b"%s\"resourceVersion\":\"%d\"%s%s" % (raw[:at], revision, sep, raw[at:])
 
 
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 def _with_rv(json: bytes, old: int, new: int) -> bytes:
     return json.replace(b'"resourceVersion":"%d"' % old, b'"resourceVersion":"%d"' % new, 1)
 
@@ -65,6 +69,8 @@ class CacheEvent:
     revision: int
     new: Entry | None
     old: Entry | None
+    # the NDJSON line (or None: not seen) per watch filter, rendered once for all watchers sharing it
+    rendered: dict[tuple[str, ...], bytes | None] = field(default_factory=dict)
 
 
 class WatchCache:
@@ -78,9 +84,9 @@ class WatchCache:
         self._log: list[CacheEvent] = []
         self._base = 0  # absolute index of self._log[0]
         self._oldest = 0  # watches may resume from any revision >= this
-        self._changed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters: set[asyncio.Future[None]] = set()  # watchers of everything, parked until a change
         self._node_log: dict[str, list[int]] = {}  # node → absolute log indexes of its events
-        self._node_changed: dict[str, asyncio.Future[None]] = {}
+        self._node_waiters: dict[str, set[asyncio.Future[None]]] = {}
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -120,14 +126,21 @@ class WatchCache:
         return [self._log[i - self._base] for i in positions[at:]], self.end
 
     async def wait_changed(self, timeout: float, *, node: str | None = None) -> None:
-        """Until something changes (on ``node``, when given) or ``timeout`` passes."""
-        fut = self._changed
-        if node is not None:
-            if node not in self._node_changed:
-                self._node_changed[node] = asyncio.get_running_loop().create_future()
-            fut = self._node_changed[node]
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(fut), timeout)
+        """Until something changes (on ``node``, when given) or ``timeout`` passes.
+
+        Each waiter is a bare future woken by ``_notify`` and by one timer: no task, no shield —
+        this is on the path of every event to every watcher.
+        """
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        waiters = self._waiters if node is None else self._node_waiters.setdefault(node, set())
+        waiters.add(fut)
+        timer = loop.call_later(timeout, _wake, fut)
+        try:
+            await fut
+        finally:
+            timer.cancel()
+            waiters.discard(fut)
 
     async def wait_ready(self, timeout: float = 10.0) -> None:
         try:
@@ -142,15 +155,16 @@ class WatchCache:
 
     def _notify(self, nodes: tuple[str, ...] | None = None) -> None:
         """Wake the watchers of everything, and those of ``nodes`` (of every node when None)."""
-        fut, self._changed = self._changed, asyncio.get_running_loop().create_future()
-        fut.set_result(None)
-        if nodes is None:
-            waiters, self._node_changed = list(self._node_changed.values()), {}
-        else:
-            waiters = [w for w in (self._node_changed.pop(n, None) for n in nodes) if w is not None]
+        waiters, self._waiters = self._waiters, set()
         for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+            _wake(waiter)
+        if nodes is None:
+            groups, self._node_waiters = list(self._node_waiters.values()), {}
+        else:
+            groups = [g for g in (self._node_waiters.pop(n, None) for n in nodes) if g is not None]
+        for group in groups:
+            for waiter in group:
+                _wake(waiter)
 
     @staticmethod
     def _node_of(entry: Entry | None) -> str | None:
