@@ -42,6 +42,7 @@ from corral.model.lifecycle import now_rfc3339
 from corral.model.resources import Namespace, ObjectMeta
 from corral.store import typed
 from corral.store.base import Store
+from corral.store.batching import BatchingStore
 from corral.store.leases import BucketLeases
 
 log = logging.getLogger(__name__)
@@ -58,8 +59,11 @@ class JoinRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class ApiServer:
-    def __init__(self, store: Store, *, max_body: int = DEFAULT_MAX_BODY, event_ttl: float = DEFAULT_EVENT_TTL) -> None:
-        self.store = store
+    def __init__(self, store: Store, *, max_body: int = DEFAULT_MAX_BODY, event_ttl: float = DEFAULT_EVENT_TTL,
+                 group_commit: bool = True) -> None:
+        # concurrent requests' creates and updates share etcd transactions (store/batching.py)
+        self.store: Store = BatchingStore(store) if group_commit else store
+        store = self.store
         self.max_body = max_body
         # Events created or updated through the API expire event_ttl seconds later (0: never)
         self.event_leases = BucketLeases(store, ttl=event_ttl) if event_ttl > 0 else None
