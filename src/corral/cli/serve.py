@@ -1,7 +1,8 @@
 """``corral serve``: run roles in this process until Ctrl-C or SIGTERM.
 
 ``--role=control`` runs the API, the scheduler and the controllers (with an embedded etcd when no
-``--etcd`` is given); ``--role=worker`` runs the agent against ``--server``; ``--all`` runs both on
+``--etcd`` is given; the scheduler and controllers run in a child ``--role=leader`` process unless
+``--inline-leader``); ``--role=worker`` runs the agent against ``--server``; ``--all`` runs both on
 this host, plus an embedded containerd when none answers at ``--containerd-socket``.
 """
 
@@ -18,6 +19,8 @@ import click
 
 from corral.roles.agent import AgentConfig, run_agent
 from corral.roles.control import ControlConfig, ControlPlane, run_control
+from corral.roles.controllers import LeaderConfig
+from corral.roles.leader import LeaderRoleConfig, run_leader_role
 from corral.roles.runtime import ensure_containerd
 
 log = logging.getLogger("corral.serve")
@@ -60,6 +63,12 @@ async def _serve_worker(cfg: AgentConfig, *, embedded_dir: Path) -> None:
         await run_agent(cfg, stop=stop)
 
 
+async def _serve_leader(cfg: LeaderRoleConfig) -> None:
+    stop = asyncio.Event()
+    _install_signals(stop)
+    await run_leader_role(cfg, stop=stop)
+
+
 async def _serve_all(control: ControlConfig, agent: AgentConfig, *, embedded_dir: Path) -> None:
     stop = asyncio.Event()
     _install_signals(stop)
@@ -81,7 +90,13 @@ async def _serve_all(control: ControlConfig, agent: AgentConfig, *, embedded_dir
 
 
 @click.command()
-@click.option("--role", type=click.Choice(["control", "worker"]), help="Which role to run.")
+@click.option("--role", type=click.Choice(["control", "worker", "leader"]),
+              help="Which role to run: control (API, and a leader process), worker (the agent), or leader "
+                   "(the scheduler and controllers alone, elected through --etcd; control starts one itself).")
+@click.option("--inline-leader", is_flag=True,
+              help="[control] Run the scheduler and controllers in the API's process instead of a child process.")
+@click.option("--leader-ttl", default=5, show_default=True, type=click.IntRange(min=1),
+              help="[control, leader] Seconds a leader's etcd lease lives: how soon another instance takes over.")
 @click.option("--all", "all_roles", is_flag=True,
               help="The whole cluster on this host: control roles, embedded etcd, an agent (and containerd if none runs).")
 @click.option("--listen", default="127.0.0.1:6443", show_default=True, help="Where the API listens (HOST:PORT).")
@@ -120,7 +135,7 @@ async def _serve_all(control: ControlConfig, agent: AgentConfig, *, embedded_dir
               help="[worker] Kill every local container after this long without reaching the API "
                    "(default: --node-grace minus 1 s).")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
-def serve(role: str | None, all_roles: bool, listen: str, data_dir: Path, etcd: tuple[str, ...], join_token: str,
+def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: bool, listen: str, data_dir: Path, etcd: tuple[str, ...], join_token: str,
           policy: str, max_body: int, event_ttl: int, servers: tuple[str, ...], token: str, node_name: str, containerd_socket: str,
           labels: tuple[str, ...], pod_cidr: str, bridge: str, node_ip: str, agent_listen: str, reserve_cpu: str,
           reserve_memory: str, insecure: tuple[str, ...], verbose: bool, node_grace: float,
@@ -131,7 +146,7 @@ def serve(role: str | None, all_roles: bool, listen: str, data_dir: Path, etcd: 
     for noisy in ("grpc", "aiohttp.access", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if bool(role) == all_roles:
-        raise click.UsageError("say what to run: --role=control, --role=worker or --all (one of them)")
+        raise click.UsageError("say what to run: --role=control, --role=worker, --role=leader or --all (one of them)")
     data_dir = data_dir.resolve()
     agent_host, agent_port = _split_listen(agent_listen)
     agent = AgentConfig(servers=list(servers), data_dir=data_dir / "agent", node_name=node_name, token=token,
@@ -149,10 +164,19 @@ def serve(role: str | None, all_roles: bool, listen: str, data_dir: Path, etcd: 
                 raise click.UsageError("--role=worker needs --join-token (or a node --token) to join the cluster")
             asyncio.run(_serve_worker(agent, embedded_dir=embedded))
             return
+        if role == "leader":
+            if not etcd:
+                raise click.UsageError("--role=leader needs --etcd URL (the control instances' etcd)")
+            leader = LeaderRoleConfig(etcd=list(etcd), leader_ttl=leader_ttl,
+                                      leader=LeaderConfig(policy=policy, node_grace=node_grace, event_ttl=float(event_ttl)))
+            asyncio.run(_serve_leader(leader))
+            return
         host, port = _split_listen(listen)
         control = ControlConfig(data_dir=data_dir, host=host, port=port, etcd=list(etcd), max_body=max_body,
                                 policy=policy, join_token=join_token, event_ttl=float(event_ttl))
         control.node_grace = node_grace
+        control.leader_ttl = leader_ttl
+        control.leader_process = not inline_leader
         if role == "control":
             asyncio.run(_serve_control(control))
         else:

@@ -22,8 +22,8 @@ from aiohttp import web
 
 from corral.api.auth import Identity
 from corral.api.server import ApiServer
-from corral.roles.controllers import LeaderConfig, run_leader
-from corral.store.election import Election
+from corral.roles.controllers import LeaderConfig
+from corral.roles.leader import campaign, leader_args, supervise_leader
 from corral.store.embedded import EmbeddedEtcd
 from corral.store.etcd import EtcdStore
 
@@ -43,6 +43,7 @@ class ControlConfig:
     leader_ttl: int = 5
     node_grace: float = 5.0
     event_ttl: float = 3600.0  # seconds an Event lives (API- and scheduler-written; 0: forever)
+    leader_process: bool = False  # run the scheduler and controllers in a child process (serve does)
 
 
 @dataclass
@@ -103,10 +104,13 @@ async def run_control(cfg: ControlConfig, *, stop: asyncio.Event,
                 await asyncio.to_thread(_write_config, user_config_path(), url, data_dir / "admin.token")
             log.info("API serving on %s (admin token in %s)", url, data_dir / "admin.token")
             plane = ControlPlane(url=url, admin_token=admin_token, join_token=join_token, store=store, api=api)
-            election = Election(store, "control", identity=f"{socket.gethostname()}:{cfg.port}:{os.getpid()}",
-                                ttl=cfg.leader_ttl)
             leader_cfg = LeaderConfig(policy=cfg.policy, node_grace=cfg.node_grace, event_ttl=cfg.event_ttl)
-            tasks = [caches, tg.create_task(election.run(lambda: run_leader(store, leader_cfg)), name="election")]
+            if cfg.leader_process:  # the scheduler and controllers in a child process: a core of their own
+                leading = supervise_leader(leader_args(endpoints, leader_cfg, ttl=cfg.leader_ttl), stop=stop)
+            else:
+                leading = campaign(store, leader_cfg, identity=f"{socket.gethostname()}:{cfg.port}:{os.getpid()}",
+                                   ttl=cfg.leader_ttl)
+            tasks = [caches, tg.create_task(leading, name="leader")]
             if started is not None:
                 tasks.append(tg.create_task(started(plane), name="control-started"))
             await stop.wait()

@@ -1,0 +1,86 @@
+"""The leader role: the scheduler and the controllers, elected through etcd, in a process of their own.
+
+A control instance runs its API in one process and, by default, starts this role as a child
+process (``corral serve --role=leader``) so the API and the scheduler/controllers each get a core
+instead of sharing one Python interpreter. The child campaigns like any control instance; the
+parent restarts it if it dies and stops it (SIGTERM, then SIGKILL) when it stops itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from corral.roles.controllers import LeaderConfig, run_leader
+from corral.store.election import Election
+from corral.store.etcd import EtcdStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LeaderRoleConfig:
+    etcd: list[str]
+    leader: LeaderConfig = field(default_factory=LeaderConfig)
+    leader_ttl: int = 5
+
+
+async def campaign(store: EtcdStore, cfg: LeaderConfig, *, identity: str, ttl: int) -> None:
+    """Campaign forever; while elected, run the scheduler and controllers."""
+    election = Election(store, "control", identity=identity, ttl=ttl)
+    await election.run(lambda: run_leader(store, cfg))
+
+
+async def run_leader_role(cfg: LeaderRoleConfig, *, stop: asyncio.Event) -> None:
+    store = EtcdStore(cfg.etcd)
+    try:
+        work = asyncio.create_task(campaign(store, cfg.leader, identity=f"{socket.gethostname()}:leader:{os.getpid()}",
+                                            ttl=cfg.leader_ttl), name="leader-campaign")
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait({work, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        for t in (work, stopper):
+            t.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await work
+    finally:
+        await store.close()
+
+
+def leader_args(etcd: Sequence[str], cfg: LeaderConfig, *, ttl: int) -> list[str]:
+    args = [sys.executable, "-m", "corral.cli.main", "serve", "--role=leader", "--policy", cfg.policy,
+            "--node-grace", str(cfg.node_grace), "--event-ttl", str(int(cfg.event_ttl)), "--leader-ttl", str(ttl)]
+    for endpoint in etcd:
+        args += ["--etcd", endpoint]
+    return args
+
+
+async def supervise_leader(args: list[str], *, stop: asyncio.Event) -> None:
+    """Keep a leader child process running until ``stop``; then SIGTERM it (SIGKILL after 10 s)."""
+    while not stop.is_set():
+        proc = await asyncio.create_subprocess_exec(*args, stdin=asyncio.subprocess.DEVNULL)
+        log.info("leader process started (pid %s)", proc.pid)
+        waiter = asyncio.create_task(proc.wait())
+        stopper = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
+                try:
+                    await asyncio.wait_for(asyncio.shield(waiter), 10)
+                except (TimeoutError, asyncio.CancelledError):
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.kill()
+                    await proc.wait()
+        if not stop.is_set():
+            log.warning("the leader process exited with %s; restarting it", proc.returncode)
+            await asyncio.sleep(1.0)
