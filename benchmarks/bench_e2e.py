@@ -109,7 +109,8 @@ async def main() -> None:
             print((data / "serve.log").read_text()[-3000:], file=sys.stderr)
             raise
         finally:
-            proc.send_signal(signal.SIGTERM)
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
             await proc.wait()
             ip = await asyncio.create_subprocess_exec("ip", "link", "del", f"crb{suffix}",
                                                       stderr=asyncio.subprocess.DEVNULL)
