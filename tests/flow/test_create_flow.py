@@ -7,7 +7,9 @@ import contextlib
 from pathlib import Path
 
 import aiohttp
+from click.testing import CliRunner
 
+from corral.cli.main import cli
 from corral.model import errors
 from corral.model.resources import (
     Container,
@@ -110,6 +112,12 @@ async def test_a_container_that_fits_nowhere_stays_pending_with_the_reason(clust
     obj = await cluster.wait_for("huge", lambda c: c.status.reason == "Unschedulable")
     assert obj.status.phase == "Pending" and not obj.spec.node
     assert obj.status.message == "0/1 nodes available: 1 insufficient memory"
+    why = await asyncio.to_thread(
+        CliRunner().invoke, cli,
+        ["why-not", "huge", "--server", cluster.plane.url, "--token", cluster.plane.admin_token],
+    )
+    assert why.exit_code == 0, why.output
+    assert "node-1" in why.output and "insufficient memory" in why.output
     await delete_and_wait(cluster, "huge")
 
 

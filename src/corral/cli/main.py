@@ -18,6 +18,7 @@ from corral.cli.run import run
 from corral.cli.scale import scale
 from corral.cli.serve import serve
 from corral.cli.sim import sim
+from corral.cli.whynot import why_not
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -27,6 +28,7 @@ def cli() -> None:
 
 
 cli.add_command(serve)
+cli.add_command(why_not)
 for node_command in (cordon, uncordon, drain):
     cli.add_command(node_command)
 cli.add_command(sim)
