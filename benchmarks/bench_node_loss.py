@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import statistics
 import sys
 import tempfile
@@ -93,7 +94,15 @@ async def main(trials: int) -> None:
                 ))
                 times = []
                 for i in range(trials):
-                    t = await trial(cluster)
+                    try:
+                        t = await trial(cluster)
+                    except RuntimeError:
+                        keep = Path(tempfile.mkdtemp(prefix="bench-node-loss-logs-"))
+                        for w in cluster.workers:
+                            if w.log.exists():
+                                shutil.copy(w.log, keep / w.log.name)
+                        print(f"trial {i + 1} failed; the workers' logs are kept in {keep}", flush=True)
+                        raise
                     times.append(t)
                     print(f"trial {i + 1}: replacement Running after {t:.2f} s", flush=True)
                 await cluster.api.delete(Deployment, "bench-loss")
