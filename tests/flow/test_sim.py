@@ -16,6 +16,7 @@ import pytest
 import pytest_asyncio
 
 from corral.api.client import ApiClient
+from corral.model.lifecycle import HEARTBEAT_PREFIX
 from corral.model.resources import (
     Container,
     ContainerSpec,
@@ -108,18 +109,28 @@ async def create_many(admin: ApiClient, namespace: str, count: int, **spec: obje
     await asyncio.gather(*(one(i) for i in range(count)))
 
 
-async def test_hollow_nodes_register_ready_and_say_they_are_simulated(sim: Simulator, admin: ApiClient) -> None:
+async def test_hollow_nodes_register_ready_and_say_they_are_simulated(
+        sim: Simulator, admin: ApiClient, plane: ControlPlane) -> None:
     nodes, _ = await admin.list(Node, namespace=None, label_selector=f"{SIMULATED_LABEL}=true")
     assert len(nodes) == NODES
     for node in nodes:
         assert any(c.type == "Ready" and c.status == "True" for c in node.status.conditions)
         assert node.status.node_info.runtime == "simulated"
         assert node.status.allocatable.containers == 30
-    before = {n.metadata.name: n.status.last_heartbeat for n in nodes}
+    names = [n.metadata.name for n in nodes]
+
+    async def beats() -> dict[str, str]:
+        out = {}
+        for name in names:  # each beat is one small key, as the real agent's (HEARTBEAT_PREFIX)
+            kv = await plane.store.get(HEARTBEAT_PREFIX + name)
+            out[name] = kv.value.decode() if kv is not None else ""
+        return out
+
+    before = await beats()
 
     async def heartbeats_advance() -> None:
-        later, _ = await admin.list(Node, namespace=None, label_selector=f"{SIMULATED_LABEL}=true")
-        assert all(n.status.last_heartbeat > before[n.metadata.name] for n in later)
+        later = await beats()
+        assert all(later[name] > before[name] for name in names)
 
     await eventually(heartbeats_advance, timeout=10, what="every hollow node heartbeats again")
 

@@ -95,6 +95,8 @@ def document() -> dict[str, Any]:
                                {"name": "tail", "in": "query", "schema": {"type": "integer"}}],
                 "responses": {"200": {"description": "log lines", "content": {"text/plain": {}}}}}
     }
+    paths["/nodes/{name}/heartbeat"] = {"put": {"summary": "A node's heartbeat (agents): one small write; says whether the node is Ready",
+                                                "responses": _responses("200", None, 401, 403)}}
     paths["/join"] = {"post": {"summary": "Exchange a join token for a node token",
                                "responses": _responses("201", None, 400, 401, 403, 422)}}
     for p in ("/healthz", "/readyz", "/metrics", "/openapi.json"):

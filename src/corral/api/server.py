@@ -38,7 +38,7 @@ from corral.model.errors import (
     TooLarge,
 )
 from corral.model.kinds import BY_KIND, KINDS
-from corral.model.lifecycle import now_rfc3339
+from corral.model.lifecycle import HEARTBEAT_PREFIX, now_rfc3339
 from corral.model.resources import Namespace, ObjectMeta
 from corral.store import typed
 from corral.store.base import Store
@@ -110,6 +110,7 @@ class ApiServer:
         r.add_get("/namespaces/{namespace}/containers/{name}/logs", self.logs.logs, allow_head=False)
         r.add_get("/join/agent-token", self.logs.agent_token, allow_head=False)
         r.add_post("/join", self._join)
+        r.add_put("/nodes/{name}/heartbeat", self._heartbeat)
         r.add_get("/healthz", self._healthz, allow_head=False)
         r.add_get("/readyz", self._readyz, allow_head=False)
         r.add_get("/metrics", self._metrics, allow_head=False)
@@ -159,6 +160,28 @@ class ApiServer:
 
     async def _metrics(self, request: web.Request) -> web.Response:
         return web.Response(text=self.metrics.render(), content_type="text/plain", charset="utf-8")
+
+    async def _heartbeat(self, request: web.Request) -> web.Response:
+        """A node's beat: one small etcd put; answers whether the API sees the node Ready.
+
+        An agent that hears ``ready: false`` (the node controller marked it lost meanwhile) writes its
+        full status at once; otherwise it writes it only now and then.
+        """
+        identity = request[IDENTITY]
+        name = request.match_info["name"]
+        if identity.role != "admin" and not (identity.role == "node" and identity.node == name):
+            raise Forbidden(f"{identity.name} may not heartbeat for node {name!r}")
+        now = now_rfc3339()
+        key = HEARTBEAT_PREFIX + name
+        try:
+            await self.store.update(key, now.encode(), expected_revision=0)
+        except NotFound:
+            with contextlib.suppress(AlreadyExists):
+                await self.store.create(key, now.encode())
+        entry = self.caches["Node"].objects.get(BY_KIND["Node"].key("", name))
+        conditions = entry.obj.status.conditions if entry is not None else []  # type: ignore[union-attr]
+        ready = any(c.type == "Ready" and c.status == "True" for c in conditions)
+        return codec.json_response({"renewTime": now, "ready": ready})
 
     async def _join(self, request: web.Request) -> web.Response:
         identity = request[IDENTITY]

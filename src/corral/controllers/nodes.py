@@ -31,6 +31,7 @@ node's clock afresh, which only delays a release, never hastens it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -43,7 +44,7 @@ import msgspec
 from corral.controllers.base import Controller, Informers
 from corral.model.errors import NotFound
 from corral.model.kinds import BY_KIND
-from corral.model.lifecycle import AGENT_FINALIZER, now_rfc3339
+from corral.model.lifecycle import AGENT_FINALIZER, HEARTBEAT_PREFIX, now_rfc3339
 from corral.model.resources import (
     Condition,
     Container,
@@ -54,6 +55,7 @@ from corral.model.resources import (
     ObjectMeta,
     ObjectReference,
 )
+from corral.store.informer import Informer
 from corral.store.objects import Objects
 
 log = logging.getLogger(__name__)
@@ -105,10 +107,28 @@ class NodeLifecycle(Controller):
         self.nodes = informers.of(Node)
         self.containers = informers.of(Container)
         self._seen: dict[str, _Seen] = {}
+        self._status_beat: dict[str, str] = {}  # node -> the status.lastHeartbeat last seen
         self._by_node: dict[str, set[str]] = {}  # node name -> store keys of the containers bound to it
         self._lost: set[str] = set()
         self.nodes.handlers.append(self._on_node)
         self.containers.handlers.append(self._on_container)
+        # agents beat with one small key each (HEARTBEAT_PREFIX); a renewal counts like a status beat
+        self.beats: Informer[str] = Informer(
+            objects.store, HEARTBEAT_PREFIX, lambda kv: kv.value.decode(),
+            on_add=lambda k, v: self._on_beat(k, v), on_update=lambda k, _o, v: self._on_beat(k, v),
+        )
+
+    def _on_beat(self, key: str, renewed: str) -> None:
+        name = key.removeprefix(HEARTBEAT_PREFIX)
+        self._seen[name] = _Seen("beat:" + renewed, self.clock())
+        self.enqueue(name)
+
+    async def run(self, synced: asyncio.Event) -> None:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self.beats.run(), name="informer-heartbeats")
+            await synced.wait()
+            await self.beats.synced.wait()
+            tg.create_task(super().run(synced), name=f"{self.name}-workers")
 
     # --- handlers: keys in ------------------------------------------------------------------
 
@@ -117,9 +137,10 @@ class NodeLifecycle(Controller):
         if new is None:
             self._seen[name] = _Seen("", self.clock())  # gone: its containers' clock starts now
         else:
-            seen = self._seen.get(name)
-            if seen is None or seen.heartbeat != new.status.last_heartbeat:
-                self._seen[name] = _Seen(new.status.last_heartbeat, self.clock())
+            beat = new.status.last_heartbeat  # a change of it is a beat; other status writes are not
+            if self._status_beat.get(name) != beat:
+                self._status_beat[name] = beat
+                self._seen[name] = _Seen(beat, self.clock())
         self.enqueue(name)
 
     def _on_container(self, type_: str, old: Container | None, new: Container | None) -> None:
@@ -147,6 +168,7 @@ class NodeLifecycle(Controller):
             return None  # not run by an agent: nothing to judge it by
         if node is None and not bound:
             self._seen.pop(name, None)
+            self._status_beat.pop(name, None)
             self._lost.discard(name)
             self._by_node.pop(name, None)
             return None

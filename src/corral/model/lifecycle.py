@@ -18,6 +18,9 @@ import msgspec
 from corral.model.resources import Object
 
 AGENT_FINALIZER = "corral.io/agent"
+#: where node heartbeats live: ``<prefix><node name>`` = the time of the last beat. A beat is one small
+#: etcd put (like Kubernetes' node Lease); the full Node status is written only now and then.
+HEARTBEAT_PREFIX = "/corral/_heartbeats/"
 NAMESPACE_FINALIZER = "corral.io/namespace"  # the namespace controller removes it once the namespace is empty
 ORPHAN_FINALIZER = "corral.io/orphan"  # the garbage collector removes it once no dependent points here
 OWNER_KINDS = frozenset({"Deployment"})  # kinds whose objects own others (ownerReferences point at them)

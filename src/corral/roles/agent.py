@@ -54,6 +54,7 @@ from corral.roles.fencing import Fence, kill_node_tasks
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]
+FULL_STATUS_EVERY = 30  # beats; with a 2 s period the full Node status is written every minute
 
 
 @dataclass
@@ -130,7 +131,8 @@ class Agent:
         )
         self._events: asyncio.Queue[Event] = asyncio.Queue(maxsize=1000)
         self._last_status: dict[Key, bytes] = {}
-        self._own_writes: dict[Key, str] = {}  # key -> resourceVersion of our last status write
+        self._own_writes: dict[Key, str] = {}
+        self._beats = 0  # key -> resourceVersion of our last status write
         self.api_reachable_at = time.monotonic()
         self.fence = Fence(fence_after=cfg.fence_after,
                            kill_all=lambda: kill_node_tasks(reconciler.client, cfg.node_name))
@@ -195,9 +197,17 @@ class Agent:
             log.info("node %s is back", self.cfg.node_name)
 
     async def heartbeat(self) -> None:
+        """One beat: a small write (``PUT /nodes/{name}/heartbeat``); the full status now and then,
+        and at once when the API no longer sees the node Ready (the node controller marked it lost)."""
         sent = time.monotonic()
-        node = Node(metadata=ObjectMeta(name=self.cfg.node_name), status=self.node_status())
-        await self.api.update_status(node)
+        self._beats += 1
+        full = self._beats % FULL_STATUS_EVERY == 0
+        if not full:
+            body = await self.api.request("PUT", f"/nodes/{self.cfg.node_name}/heartbeat")
+            full = not msgspec.json.decode(body).get("ready", False)
+        if full:
+            node = Node(metadata=ObjectMeta(name=self.cfg.node_name), status=self.node_status())
+            await self.api.update_status(node)
         self.api_reachable_at = time.monotonic()
         self.fence.contact(sent)
 

@@ -42,7 +42,7 @@ from corral.model import errors
 from corral.model.lifecycle import AGENT_FINALIZER, now_rfc3339
 from corral.model.quantities import parse_cpu, parse_memory
 from corral.model.resources import Container, ContainerStatus, Node, NodeSpec, NodeStatus, ObjectMeta
-from corral.roles.agent import AgentConfig, build_node_status, node_labels
+from corral.roles.agent import FULL_STATUS_EVERY, AgentConfig, build_node_status, node_labels
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +112,7 @@ class HollowNode:
         self.reflector: Reflector[Container] | None = None
         self.started: dict[tuple[str, str], _Started] = {}
         self.lost = False
+        self.beats = 0
         self._next_ip = 2
 
     def node_status(self) -> NodeStatus:
@@ -146,9 +147,17 @@ class HollowNode:
         self.sim.stats.registered += 1
 
     async def heartbeat(self) -> None:
+        """Like the real agent: a small beat, and the full status every FULL_STATUS_EVERY beats or
+        when the API no longer sees the node Ready."""
         assert self.api is not None
-        node = Node(metadata=ObjectMeta(name=self.name), status=self.node_status())
-        await self.api.update_status(node)
+        self.beats += 1
+        full = self.beats % FULL_STATUS_EVERY == 0
+        if not full:
+            body = await self.api.request("PUT", f"/nodes/{self.name}/heartbeat")
+            full = not msgspec.json.decode(body).get("ready", False)
+        if full:
+            node = Node(metadata=ObjectMeta(name=self.name), status=self.node_status())
+            await self.api.update_status(node)
 
     async def heartbeats(self) -> None:
         period = self.sim.cfg.heartbeat_seconds
