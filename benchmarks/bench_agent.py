@@ -1,0 +1,124 @@
+"""The agent's own footprint: a real worker running 30 real containers, idle.
+
+Starts ``corral serve --role=control`` and ``corral serve --role=worker`` (with its embedded
+containerd) as child processes under a temporary directory, imports the busybox test image on the
+node, creates 30 sleeping containers, waits until all are Running, then measures the agent process
+alone (not containerd, shims or log shippers): its resident memory, and its CPU over an idle minute
+(heartbeats, watch, periodic resync). Prints figures and writes benchmarks/results/bench_agent.json.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from corral.api.client import ApiClient
+from corral.model.errors import CorralError
+from corral.model.resources import Container, ContainerSpec, Node, ObjectMeta
+from corral.runtime.archive import import_archive
+from corral.runtime.client import Client
+from corral.runtime.imagebuild import build_busybox_image
+from corral.store.embedded import free_port
+
+COUNT = int(os.environ.get("BENCH_CONTAINERS", "30"))
+IDLE = float(os.environ.get("BENCH_IDLE_SECONDS", "60"))
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mib(pid: int, field: str = "VmRSS") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def wait_file(path: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{path} did not appear")
+        await asyncio.sleep(0.1)
+
+
+async def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="corral-agent-") as tmp:
+        base = Path(tmp)
+        port = free_port()
+        suffix = secrets.token_hex(2)
+        env = {**os.environ, "XDG_CONFIG_HOME": tmp}
+        with open(base / "control.log", "wb") as log:
+            control = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "corral.cli.main", "serve", "--role=control", "--data-dir", str(base / "control"),
+                "--listen", f"127.0.0.1:{port}", stdout=log, stderr=log, env=env)
+        worker = None
+        bridge = f"cra{suffix}"
+        try:
+            await wait_file(base / "control" / "join.token")
+            join = (base / "control" / "join.token").read_text().strip()
+            with open(base / "worker.log", "wb") as log:
+                worker = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "corral.cli.main", "serve", "--role=worker", "--server", f"http://127.0.0.1:{port}",
+                    "--join-token", join, "--node-name", "footprint", "--data-dir", str(base / "worker"),
+                    "--containerd-socket", str(base / "none.sock"), "--bridge", bridge,
+                    "--pod-cidr", f"10.{200 + int(suffix[:2], 16) % 50}.{int(suffix[2:], 16)}.0/24",
+                    stdout=log, stderr=log, env=env)
+            sock = base / "worker" / "containerd" / "c.sock"
+            await wait_file(sock)
+            archive = await asyncio.to_thread(build_busybox_image, base / "busybox.tar")
+            async with Client(str(sock)) as ctr:
+                await import_archive(ctr, archive)
+            token = (base / "control" / "admin.token").read_text().strip()
+            async with ApiClient(f"http://127.0.0.1:{port}", token) as api:
+                for _ in range(200):
+                    try:
+                        await api.get(Node, "footprint")
+                        break
+                    except CorralError:
+                        await asyncio.sleep(0.1)
+                await asyncio.gather(*(api.create(Container(
+                    metadata=ObjectMeta(name=f"idle-{i}", labels={"bench": "agent"}),
+                    spec=ContainerSpec(image="corral.test/busybox:1", command=["sleep", "3600"],
+                                       termination_grace_period_seconds=0))) for i in range(COUNT)))
+                while True:
+                    items, _ = await api.list(Container, label_selector="bench=agent")
+                    if sum(c.status.phase == "Running" for c in items) == COUNT:
+                        break
+                    await asyncio.sleep(0.5)
+                await asyncio.sleep(5)  # let the burst's work settle
+                c0, t0 = cpu_seconds(worker.pid), time.monotonic()
+                await asyncio.sleep(IDLE)
+                idle_cpu = (cpu_seconds(worker.pid) - c0) / (time.monotonic() - t0) * 100
+                rss, peak = rss_mib(worker.pid), rss_mib(worker.pid, "VmHWM")
+                for c in items:
+                    await api.delete(Container, c.metadata.name, grace_period=0)
+                while (await api.list(Container, label_selector="bench=agent"))[0]:
+                    await asyncio.sleep(0.5)
+        finally:
+            for proc in (worker, control):
+                if proc is not None and proc.returncode is None:
+                    proc.send_signal(signal.SIGTERM)
+                    await proc.wait()
+            ip = await asyncio.create_subprocess_exec("ip", "link", "del", bridge, stderr=asyncio.subprocess.DEVNULL)
+            await ip.wait()
+    print(f"agent with {COUNT} running containers: RSS {rss:.1f} MiB (peak {peak:.1f} MiB), "
+          f"CPU idle {idle_cpu:.2f} % of a core over {IDLE:.0f} s   goal <= 60 MB, <= 1 %")
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / "bench_agent.json").write_text(json.dumps(
+        {"containers": COUNT, "rss_mib": round(rss, 1), "peak_rss_mib": round(peak, 1),
+         "idle_cpu_percent": round(idle_cpu, 2), "idle_seconds": IDLE}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
