@@ -1,41 +1,56 @@
-"""The ``corral`` command: ``serve`` runs roles; the other commands talk to the API."""
+"""The ``corral`` command: ``serve`` runs roles; the other commands talk to the API.
+
+Commands are imported when they are run (or listed by ``--help``), not all at start: ``corral get``
+starts faster, and a ``serve --role=worker`` process carries only what the agent needs.
+"""
 
 from __future__ import annotations
+
+import importlib
 
 import click
 
 from corral import __version__
-from corral.cli.apply import apply
-from corral.cli.create import create
-from corral.cli.delete import delete
-from corral.cli.describe import describe
-from corral.cli.get import get
-from corral.cli.image import image
-from corral.cli.logs import logs
-from corral.cli.nodes import cordon, drain, uncordon
-from corral.cli.rollout import rollout
-from corral.cli.run import run
-from corral.cli.scale import scale
-from corral.cli.serve import serve
-from corral.cli.sim import sim
-from corral.cli.whynot import why_not
+
+# command name -> "module:attribute"
+COMMANDS: dict[str, str] = {
+    "serve": "corral.cli.serve:serve",
+    "apply": "corral.cli.apply:apply",
+    "get": "corral.cli.get:get",
+    "describe": "corral.cli.describe:describe",
+    "delete": "corral.cli.delete:delete",
+    "run": "corral.cli.run:run",
+    "create": "corral.cli.create:create",
+    "logs": "corral.cli.logs:logs",
+    "image": "corral.cli.image:image",
+    "rollout": "corral.cli.rollout:rollout",
+    "scale": "corral.cli.scale:scale",
+    "cordon": "corral.cli.nodes:cordon",
+    "uncordon": "corral.cli.nodes:uncordon",
+    "drain": "corral.cli.nodes:drain",
+    "why-not": "corral.cli.whynot:why_not",
+    "sim": "corral.cli.sim:sim",
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*COMMANDS, *super().list_commands(ctx)})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return super().get_command(ctx, cmd_name)
+        module, _, attr = target.partition(":")
+        command = getattr(importlib.import_module(module), attr)
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="corral")
 def cli() -> None:
     """corral — a container orchestrator on etcd, containerd, runc and CNI."""
-
-
-cli.add_command(serve)
-cli.add_command(why_not)
-for node_command in (cordon, uncordon, drain):
-    cli.add_command(node_command)
-cli.add_command(sim)
-for command in (apply, get, describe, delete, run, create, logs, image):
-    cli.add_command(command)
-cli.add_command(rollout)
-cli.add_command(scale)
 
 
 def main() -> None:

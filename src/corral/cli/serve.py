@@ -14,14 +14,16 @@ import logging
 import signal
 import socket
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from corral.roles.agent import AgentConfig, run_agent
-from corral.roles.control import ControlConfig, ControlPlane, run_control
-from corral.roles.controllers import LeaderConfig
-from corral.roles.leader import LeaderRoleConfig, run_leader_role
-from corral.roles.runtime import ensure_containerd
+# The roles are imported when one is run, not when the command is defined: a worker process should
+# not carry the API server, the scheduler and the controllers in its memory.
+if TYPE_CHECKING:
+    from corral.roles.agent import AgentConfig
+    from corral.roles.control import ControlConfig, ControlPlane
+    from corral.roles.leader import LeaderRoleConfig
 
 log = logging.getLogger("corral.serve")
 
@@ -50,12 +52,17 @@ def _install_signals(stop: asyncio.Event) -> None:
 
 
 async def _serve_control(cfg: ControlConfig) -> None:
+    from corral.roles.control import run_control
+
     stop = asyncio.Event()
     _install_signals(stop)
     await run_control(cfg, stop=stop)
 
 
 async def _serve_worker(cfg: AgentConfig, *, embedded_dir: Path) -> None:
+    from corral.roles.agent import run_agent
+    from corral.roles.runtime import ensure_containerd
+
     stop = asyncio.Event()
     _install_signals(stop)
     async with ensure_containerd(cfg.containerd_socket, base_dir=embedded_dir) as sock:
@@ -64,12 +71,18 @@ async def _serve_worker(cfg: AgentConfig, *, embedded_dir: Path) -> None:
 
 
 async def _serve_leader(cfg: LeaderRoleConfig) -> None:
+    from corral.roles.leader import run_leader_role
+
     stop = asyncio.Event()
     _install_signals(stop)
     await run_leader_role(cfg, stop=stop)
 
 
 async def _serve_all(control: ControlConfig, agent: AgentConfig, *, embedded_dir: Path) -> None:
+    from corral.roles.agent import run_agent
+    from corral.roles.control import run_control
+    from corral.roles.runtime import ensure_containerd
+
     stop = asyncio.Event()
     _install_signals(stop)
 
@@ -147,6 +160,8 @@ def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: boo
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if bool(role) == all_roles:
         raise click.UsageError("say what to run: --role=control, --role=worker, --role=leader or --all (one of them)")
+    from corral.roles.agent import AgentConfig
+
     data_dir = data_dir.resolve()
     agent_host, agent_port = _split_listen(agent_listen)
     agent = AgentConfig(servers=list(servers), data_dir=data_dir / "agent", node_name=node_name, token=token,
@@ -165,12 +180,17 @@ def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: boo
             asyncio.run(_serve_worker(agent, embedded_dir=embedded))
             return
         if role == "leader":
+            from corral.roles.controllers import LeaderConfig
+            from corral.roles.leader import LeaderRoleConfig
+
             if not etcd:
                 raise click.UsageError("--role=leader needs --etcd URL (the control instances' etcd)")
             leader = LeaderRoleConfig(etcd=list(etcd), leader_ttl=leader_ttl,
                                       leader=LeaderConfig(policy=policy, node_grace=node_grace, event_ttl=float(event_ttl)))
             asyncio.run(_serve_leader(leader))
             return
+        from corral.roles.control import ControlConfig
+
         host, port = _split_listen(listen)
         control = ControlConfig(data_dir=data_dir, host=host, port=port, etcd=list(etcd), max_body=max_body,
                                 policy=policy, join_token=join_token, event_ttl=float(event_ttl))
