@@ -72,10 +72,10 @@ async def test_killing_the_agent_while_it_creates_20_containers_leaves_exactly_2
         assert await running_tasks(worker.containerd.socket) == {}
         netns = [p.name for p in Path("/var/run/netns").iterdir() if p.name.startswith("corral-")] \
             if Path("/var/run/netns").exists() else []
-        records = list((worker.data_dir / "network").glob("*.json")) if (worker.data_dir / "network").exists() else []
+        records = list((worker.agent_dir / "network").glob("*.json")) if (worker.agent_dir / "network").exists() else []
         assert records == [], records
         mine = {c.metadata.uid for c in (await crashy.api.list(Container, namespace=None))[0]}
-        prefix = netns_prefix(worker.data_dir)
+        prefix = netns_prefix(worker.agent_dir)
         assert not [n for n in netns if n.startswith(prefix) and n.removeprefix(prefix) not in mine]
 
     await eventually(nothing_left, timeout=60, what="nothing left after deleting them")

@@ -71,16 +71,19 @@ async def test_a_posted_container_runs_with_an_ip_that_answers_on_its_port_and_h
     assert "hello from corral" in body
 
     uid = obj.metadata.uid
-    await delete_and_wait(cluster, "web")
     worker = cluster.worker
+    # while it runs, its traces are where the checks below look for them
+    assert (worker.agent_dir / "network" / f"{uid}.json").exists()
+    assert [p for p in Path("/var/run/netns").glob(f"corral-*{uid}")]
+    await delete_and_wait(cluster, "web")
     async with Client(worker.containerd.socket) as client:
         assert await list_containers(client, {"corral/uid": uid}) == []
     assert not [p for p in Path("/var/run/netns").glob(f"corral-*{uid}")]
-    assert not (worker.data_dir / "network" / f"{uid}.json").exists()
-    ipam = worker.data_dir / "ipam"
+    assert not (worker.agent_dir / "network" / f"{uid}.json").exists()
+    ipam = worker.agent_dir / "ipam"
     held = [p for p in ipam.rglob("*") if p.is_file() and uid in p.read_text(errors="ignore")] if ipam.exists() else []
     assert held == []
-    assert not (worker.data_dir / "containers" / uid).exists()
+    assert not (worker.agent_dir / "containers" / uid).exists()
 
 
 async def test_restart_policies_decide_what_happens_after_an_exit(cluster: Cluster) -> None:
@@ -141,6 +144,15 @@ async def test_a_named_volume_keeps_its_data_when_its_container_is_replaced(clus
     body = await cluster.api.request("GET", "/namespaces/default/containers/second/logs")
     assert body.decode().strip() == "kept"
     await delete_and_wait(cluster, "second")
+    volume_dir = cluster.worker.agent_dir / "volumes" / "named" / "default" / "data"
+    assert volume_dir.is_dir()  # outlives its containers
+
+    await cluster.api.delete(Volume, "data")
+
+    async def gone() -> None:
+        assert not volume_dir.exists()
+
+    await eventually(gone, timeout=30, what="the volume's directory goes with the Volume")
 
 
 async def test_logs_come_through_the_api_and_can_be_followed(cluster: Cluster) -> None:

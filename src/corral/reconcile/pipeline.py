@@ -275,6 +275,13 @@ class NodeReconciler:
             await self._remove_rest(uid)
             log.info("removed leftovers of container uid %s (netns, IP, volumes, files)", uid)
 
+    async def sweep_named_volumes(self, keep: set[tuple[str, str]]) -> None:
+        """Remove the named volume directories on this node that are not in ``keep`` ((namespace, name))."""
+        for namespace, name in await self.volumes.list_named():
+            if (namespace, name) not in keep:
+                await self.volumes.remove_named(namespace, name)
+                log.info("removed named volume %s/%s: its Volume is gone and nothing here mounts it", namespace, name)
+
     # --- exits ------------------------------------------------------------------------------
 
     async def _key_for(self, cid: str) -> Key | None:

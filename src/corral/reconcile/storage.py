@@ -42,5 +42,11 @@ class VolumeStep:
     async def remove_container(self, uid: str) -> None:
         await self.store.remove_container_volumes(uid)
 
+    async def list_named(self) -> list[tuple[str, str]]:
+        return await self.store.list_named_volumes()
+
+    async def remove_named(self, namespace: str, name: str) -> None:
+        await self.store.remove_named_volume(namespace, name)
+
     async def list_container_dirs(self) -> list[str]:
         return await self.store.list_container_volume_dirs()

@@ -45,6 +45,7 @@ from corral.model.resources import (
     NodeStatus,
     ObjectMeta,
     ObjectReference,
+    Volume,
 )
 from corral.reconcile.events import EventType
 from corral.reconcile.pipeline import NodeReconciler, ReconcilerConfig
@@ -129,6 +130,9 @@ class Agent:
         self.reflector: Reflector[Container] = Reflector(
             api, Container, namespace=None, field_selector=f"spec.node={cfg.node_name}", on_event=self._on_container
         )
+        # named local volumes: a volume's directory goes when its Volume object does (and nothing here uses it)
+        self.volume_reflector: Reflector[Volume] = Reflector(api, Volume, namespace=None, on_event=self._on_volume)
+        self._volumes_changed = asyncio.Event()
         self._events: asyncio.Queue[Event] = asyncio.Queue(maxsize=1000)
         self._last_status: dict[Key, bytes] = {}
         self._own_writes: dict[Key, str] = {}
@@ -251,6 +255,26 @@ class Agent:
     def _on_exit(self, key: Key) -> None:
         self.queue.add(key)
 
+    def _on_volume(self, type_: str, _obj: Volume) -> None:
+        if type_ == "DELETED":
+            self._volumes_changed.set()
+
+    async def _volume_sweeps(self) -> None:
+        """Remove named volume directories whose Volume is gone and that no container here mounts."""
+        await self.volume_reflector.synced.wait()
+        await self.reflector.synced.wait()
+        while True:
+            wanted = {(v.metadata.namespace, v.metadata.name) for v in self.volume_reflector.objects.values()}
+            in_use = {(c.metadata.namespace, src.volume) for c in self.reflector.objects.values()
+                      for src in c.spec.volumes if src.volume}
+            try:
+                await self.reconciler.sweep_named_volumes(wanted | in_use)
+            except errors.CorralError as e:
+                log.warning("sweep of named volumes failed: %s", e)
+            self._volumes_changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._volumes_changed.wait(), self.cfg.resync_seconds)
+
     async def _resync(self) -> None:
         await self.reflector.synced.wait()
         while True:
@@ -344,6 +368,8 @@ class Agent:
             tg.create_task(self._ship_events(), name="agent-events")
             tg.create_task(self.reconciler.watch_exits(self._on_exit), name="agent-exits")
             tg.create_task(self._resync(), name="agent-resync")
+            tg.create_task(self.volume_reflector.run(), name="agent-volume-reflector")
+            tg.create_task(self._volume_sweeps(), name="agent-volume-sweeps")
             for i in range(self.cfg.workers):
                 tg.create_task(self._worker(), name=f"agent-worker-{i}")
 
