@@ -22,6 +22,7 @@ from pathlib import Path
 from corral.api.client import ApiClient
 from corral.model.errors import CorralError
 from corral.model.resources import Container, ContainerSpec, Node, ObjectMeta
+from corral.network.masq import remove_subnet_masquerade
 from corral.runtime.archive import import_archive
 from corral.runtime.client import Client
 from corral.runtime.imagebuild import build_busybox_image
@@ -56,6 +57,7 @@ async def main() -> None:
         base = Path(tmp)
         port = free_port()
         suffix = secrets.token_hex(2)
+        subnet = f"10.{200 + int(suffix[:2], 16) % 50}.{int(suffix[2:], 16)}.0/24"
         env = {**os.environ, "XDG_CONFIG_HOME": tmp}
         with open(base / "control.log", "wb") as log:
             control = await asyncio.create_subprocess_exec(
@@ -71,7 +73,7 @@ async def main() -> None:
                     sys.executable, "-m", "corral.cli.main", "serve", "--role=worker", "--server", f"http://127.0.0.1:{port}",
                     "--join-token", join, "--node-name", "footprint", "--data-dir", str(base / "worker"),
                     "--containerd-socket", str(base / "none.sock"), "--bridge", bridge,
-                    "--pod-cidr", f"10.{200 + int(suffix[:2], 16) % 50}.{int(suffix[2:], 16)}.0/24",
+                    "--pod-cidr", subnet,
                     stdout=log, stderr=log, env=env)
             sock = base / "worker" / "containerd" / "c.sock"
             await wait_file(sock)
@@ -109,6 +111,7 @@ async def main() -> None:
                 if proc is not None and proc.returncode is None:
                     proc.send_signal(signal.SIGTERM)
                     await proc.wait()
+            await remove_subnet_masquerade(subnet=subnet, bridge=bridge)
             ip = await asyncio.create_subprocess_exec("ip", "link", "del", bridge, stderr=asyncio.subprocess.DEVNULL)
             await ip.wait()
     print(f"agent with {COUNT} running containers: RSS {rss:.1f} MiB (peak {peak:.1f} MiB), "

@@ -28,6 +28,7 @@ from pathlib import Path
 from corral.api.client import ApiClient
 from corral.model.errors import CorralError
 from corral.model.resources import Container, ContainerSpec, Node, ObjectMeta
+from corral.network.masq import remove_subnet_masquerade
 from corral.runtime.archive import import_archive
 from corral.runtime.client import Client
 from corral.runtime.imagebuild import build_busybox_image
@@ -95,11 +96,12 @@ async def main() -> None:
         data = Path(tmp)
         port = free_port()
         suffix = secrets.token_hex(2)
+        subnet = f"10.{200 + int(suffix[:2], 16) % 50}.{int(suffix[2:], 16)}.0/24"  # 253 addresses: room for the burst
         with open(data / "serve.log", "wb") as log:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "corral.cli.main", "serve", "--all", "--data-dir", str(data),
                 "--listen", f"127.0.0.1:{port}", "--node-name", "bench", "--bridge", f"crb{suffix}",
-                "--pod-cidr", f"10.{200 + int(suffix[:2], 16) % 50}.{int(suffix[2:], 16)}.0/23",
+                "--pod-cidr", subnet,
                 "--containerd-socket", str(data / "no-such.sock"),
                 stdout=asyncio.subprocess.DEVNULL, stderr=log, env={**os.environ, "XDG_CONFIG_HOME": tmp},
             )
@@ -112,6 +114,7 @@ async def main() -> None:
             if proc.returncode is None:
                 proc.send_signal(signal.SIGTERM)
             await proc.wait()
+            await remove_subnet_masquerade(subnet=subnet, bridge=f"crb{suffix}")
             ip = await asyncio.create_subprocess_exec("ip", "link", "del", f"crb{suffix}",
                                                       stderr=asyncio.subprocess.DEVNULL)
             await ip.wait()

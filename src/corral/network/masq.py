@@ -1,4 +1,11 @@
-"""Tear down the bridge plugin's per-container masquerade chain when its namespace is already gone.
+"""Masquerading what leaves the container subnet: one rule per node, and the bridge plugin's leftovers.
+
+The agent keeps one ``POSTROUTING`` rule per node (``ensure_subnet_masquerade``: ``-s SUBNET ! -d
+SUBNET -j MASQUERADE``, commented with the bridge) and runs the bridge plugin with ``ipMasq`` off:
+the plugin's per-container chains cost each ADD and DEL several iptables-nft calls (~40 ms).
+
+For containers attached with ``ipMasq`` on, this module also tears down the plugin's per-container
+masquerade chain when its namespace is already gone.
 
 The bridge plugin (``ipMasq: true``) adds, per container, a nat chain ``CNI-<24 hex>`` — the first 24
 hex digits of sha512(network name + container id) — jumped to from ``POSTROUTING`` for the container's
@@ -18,6 +25,36 @@ import hashlib
 import shlex
 from collections.abc import Mapping
 from typing import Any
+
+from corral.model.errors import CorralError
+
+
+def _subnet_rule(subnet: str, bridge: str) -> list[str]:
+    return ["-s", subnet, "!", "-d", subnet, "-m", "comment", "--comment", f"corral {bridge}", "-j", "MASQUERADE"]
+
+
+async def ensure_subnet_masquerade(*, subnet: str, bridge: str) -> None:
+    """One POSTROUTING rule masquerading what leaves the node's container subnet (idempotent).
+
+    It replaces the bridge plugin's per-container chains (``ipMasq``), which cost each container's ADD
+    and DEL several iptables calls: containers reach beyond their node all the same.
+    """
+    rule = _subnet_rule(subnet, bridge)
+    rc, _ = await _iptables("-t", "nat", "-C", "POSTROUTING", *rule)
+    if rc == 0:
+        return
+    rc, out = await _iptables("-t", "nat", "-A", "POSTROUTING", *rule)
+    if rc != 0:
+        raise CorralError(f"could not add the masquerade rule for {subnet}: {out.strip()}")
+
+
+async def remove_subnet_masquerade(*, subnet: str, bridge: str) -> None:
+    """Remove the subnet's masquerade rule (every copy of it); nothing happens if there is none."""
+    rule = _subnet_rule(subnet, bridge)
+    for _ in range(16):
+        rc, _ = await _iptables("-t", "nat", "-D", "POSTROUTING", *rule)
+        if rc != 0:
+            return
 
 
 def chain_name(network_name: str, container_id: str) -> str:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from corral.model.errors import Conflict, CorralError, NotFound
 from corral.model.resources import Container, ContainerStatus
+from corral.network import masq
 from corral.network.attachments import Network
 from corral.network.config import NetworkConfig, PortMapping
 from corral.reconcile import naming
@@ -72,7 +73,7 @@ class NodeReconciler:
         self.cfg = cfg
         self.client = Client(cfg.containerd_socket)
         self.network = Network(NetworkConfig(data_dir=cfg.data_dir, bridge=cfg.bridge, subnet=cfg.pod_cidr,
-                                             netns_prefix=naming.netns_prefix(cfg.data_dir)))
+                                             netns_prefix=naming.netns_prefix(cfg.data_dir), ip_masq=False))
         self.volumes = VolumeStep(cfg.data_dir)
         self.events: EventSink = _NullSink()
         self.runtime_version = ""
@@ -91,6 +92,8 @@ class NodeReconciler:
         await asyncio.to_thread(self.cfg.data_dir.mkdir, parents=True, exist_ok=True)
         await self.client.connect()
         self.runtime_version = await self.client.version()
+        # one masquerade rule for the whole container subnet, not a chain per container
+        await masq.ensure_subnet_masquerade(subnet=self.cfg.pod_cidr, bridge=self.cfg.bridge)
         self._shipper = await asyncio.to_thread(logs.install_shipper, self.cfg.data_dir / "bin")
 
     async def close(self) -> None:
