@@ -30,7 +30,8 @@ from corral.runtime.distribution import (
     select_platform,
 )
 from corral.runtime.reference import parse_reference
-from tests.fixtures.registry import Registry, free_port
+from corral.store.embedded import free_port
+from tests.fixtures.registry import Registry
 
 # -- plain data ---------------------------------------------------------------------------------------
 

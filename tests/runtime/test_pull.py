@@ -20,7 +20,8 @@ from corral.runtime.images import image_names
 from corral.runtime.leases import create_lease, delete_lease
 from corral.runtime.pull import Puller, PullProgress, pull, puller_for
 from corral.runtime.unpack import is_unpacked
-from tests.fixtures.registry import Registry, free_port, push_oci_archive, run_registry
+from corral.store.embedded import free_port
+from tests.fixtures.registry import Registry, push_oci_archive, run_registry
 
 pytestmark = pytest.mark.containerd
 

@@ -35,7 +35,7 @@ from typing import Literal
 
 import msgspec
 
-from corral.model.lifecycle import parse_time
+from corral.model.lifecycle import parse_time, rfc3339
 from corral.model.resources import Condition, ContainerTemplate
 
 TEMPLATE_HASH_LABEL = "corral.io/template-hash"
@@ -266,7 +266,7 @@ def _set(conditions: Sequence[Condition], new: Condition) -> list[Condition]:
 def progressing(conditions: Sequence[Condition], *, name: str, before: Counts, after: Counts, want: int,
                 paused: bool, new_revision: bool, deadline: int, now: datetime) -> list[Condition]:
     """The Progressing condition after a sync (see the module docstring); other conditions kept."""
-    stamp = now.isoformat(timespec="microseconds").replace("+00:00", "Z")
+    stamp = rfc3339(now)
     current = next((c for c in conditions if c.type == "Progressing"), None)
 
     def cond(status: Literal["True", "False", "Unknown"], reason: str, message: str) -> list[Condition]:
@@ -322,7 +322,7 @@ def deadline_in(conditions: Sequence[Condition], *, deadline: int, now: datetime
 def available_condition(conditions: Sequence[Condition], *, after: Counts, want: int, unavailable: int,
                         now: datetime) -> list[Condition]:
     """Available: at least ``want - unavailable`` containers available; unchanged conditions keep their times."""
-    stamp = now.isoformat(timespec="microseconds").replace("+00:00", "Z")
+    stamp = rfc3339(now)
     ok = after.available >= want - unavailable
     status: Literal["True", "False"] = "True" if ok else "False"
     reason = "MinimumReplicasAvailable" if ok else "MinimumReplicasUnavailable"

@@ -28,8 +28,13 @@ OWNER_KINDS = frozenset({"Deployment"})  # kinds whose objects own others (owner
 _encoder = msgspec.json.Encoder()
 
 
+def rfc3339(ts: datetime) -> str:
+    """The API's time format: UTC, microseconds, ``Z``."""
+    return ts.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
 def now_rfc3339() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return rfc3339(datetime.now(UTC))
 
 
 def parse_time(text: str) -> datetime | None:

@@ -30,7 +30,7 @@ from corral.reconcile import naming
 from corral.reconcile.containers import ImageCache, ImagePullFailed, ensure_container
 from corral.reconcile.events import EventSink
 from corral.reconcile.probes import Prober
-from corral.reconcile.state import ensure_state, rfc3339, stop
+from corral.reconcile.state import ensure_state, stop
 from corral.reconcile.storage import VolumeStep
 from corral.runtime import containers as ctrs
 from corral.runtime import events as rt_events
@@ -328,4 +328,4 @@ def _subdirs(path: Path) -> list[str]:
         return []
 
 
-__all__ = ["NodeReconciler", "ReconcilerConfig", "SyncResult", "rfc3339"]
+__all__ = ["NodeReconciler", "ReconcilerConfig", "SyncResult"]

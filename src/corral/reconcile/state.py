@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from corral.model.errors import Conflict, NotFound
+from corral.model.lifecycle import now_rfc3339, rfc3339
 from corral.model.resources import Condition, Container, ContainerStatus
 from corral.runtime import tasks
 from corral.runtime.client import Client
@@ -25,11 +26,6 @@ from corral.runtime.unpack import SNAPSHOTTER
 
 BACKOFF_BASE = 1.0
 BACKOFF_MAX = 60.0
-
-
-def rfc3339(ts: datetime | None) -> str:
-    ts = ts or datetime.now(UTC)
-    return ts.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def restart_backoff(restart_count: int) -> float:
@@ -51,7 +47,7 @@ def _should_restart(obj: Container, exit_code: int) -> bool:
 
 
 def _conditions(status: ContainerStatus, ready: bool) -> list[Condition]:
-    now = rfc3339(None)
+    now = now_rfc3339()
     wanted: Literal["True", "False"] = "True" if ready else "False"
     out = [c for c in status.conditions if c.type != "Ready"]
     old = next((c for c in status.conditions if c.type == "Ready"), None)
@@ -94,15 +90,15 @@ async def ensure_state(
         info = await task.status()
     if info is None:
         await start_task(client, cid, log_uri=log_uri)
-        status.phase, status.started_at, status.finished_at, status.exit_code = "Running", rfc3339(None), "", None
+        status.phase, status.started_at, status.finished_at, status.exit_code = "Running", now_rfc3339(), "", None
         outcome.started = True
     elif info.state in ("running", "paused", "pausing"):
         status.phase = "Running"
-        status.started_at = status.started_at or rfc3339(None)
+        status.started_at = status.started_at or now_rfc3339()
     else:  # stopped
         code = info.exit_status
         status.exit_code = code
-        status.finished_at = rfc3339(info.exited_at)
+        status.finished_at = rfc3339(info.exited_at) if info.exited_at else now_rfc3339()
         outcome.exited = True
         if _should_restart(obj, code):
             wait = restart_backoff(status.restart_count)
@@ -117,7 +113,7 @@ async def ensure_state(
                     await task.delete()
                 await start_task(client, cid, log_uri=log_uri)
                 status.restart_count += 1
-                status.phase, status.started_at = "Running", rfc3339(None)
+                status.phase, status.started_at = "Running", now_rfc3339()
                 outcome.restarted = True
         else:
             status.phase = "Succeeded" if code == 0 else "Failed"

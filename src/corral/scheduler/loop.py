@@ -38,13 +38,13 @@ import time
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import msgspec
 
 from corral.model.errors import CorralError, NotFound
 from corral.model.kinds import BY_KIND
+from corral.model.lifecycle import now_rfc3339
 from corral.model.resources import (
     Condition,
     Container,
@@ -81,10 +81,6 @@ def _decoder(tp: type[T]) -> Callable[[KeyValue], T]:
 
 def needs_node(c: Container) -> bool:
     return not c.spec.node and not c.metadata.deletion_timestamp and c.status.phase == "Pending"
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _with_condition(conditions: list[Condition], cond: Condition) -> list[Condition]:
@@ -268,7 +264,7 @@ class Scheduler:
             self._wake.set()
 
     async def _bind(self, binds: list[_Bind]) -> None:
-        now = _now()
+        now = now_rfc3339()
         puts: list[Put] = []
         for b in binds:
             c = b.container
@@ -338,7 +334,7 @@ class Scheduler:
         return Put(EVENTS.key(meta.namespace, name), encode(event))
 
     async def _mark_unschedulable(self, unfit: list[tuple[str, Container, str]]) -> None:
-        now = _now()
+        now = now_rfc3339()
         puts: list[Put] = []
         for key, c, message in unfit:
             self.stats.unschedulable += 1
