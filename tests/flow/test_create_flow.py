@@ -80,6 +80,8 @@ async def test_a_posted_container_runs_with_an_ip_that_answers_on_its_port_and_h
     # while it runs, its traces are where the checks below look for them
     assert (worker.agent_dir / "network" / f"{uid}.json").exists()
     assert [p for p in Path("/var/run/netns").glob(f"corral-*{uid}")]
+    assert [p for p in (worker.agent_dir / "ipam").rglob("*") if p.is_file() and uid in p.read_text(errors="ignore")]
+    assert (worker.agent_dir / "containers" / uid).is_dir()
     await delete_and_wait(cluster, "web")
     async with Client(worker.containerd.socket) as client:
         assert await list_containers(client, {"corral/uid": uid}) == []

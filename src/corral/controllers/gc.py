@@ -140,7 +140,6 @@ class GarbageCollector(Controller):
             if len(refs) == len(dep.metadata.owner_references):
                 continue
             dep.metadata.owner_references = refs
-            dep.metadata.resource_version = str(kv.mod_revision)
             await self.objects.update(dep)  # Conflict: the worker retries the whole sync at once
         kv = await self.objects.store.get(_key(owner))
         if kv is None:
@@ -149,7 +148,6 @@ class GarbageCollector(Controller):
         if current.metadata.uid != uid or ORPHAN_FINALIZER not in current.metadata.finalizers:
             return
         current.metadata.finalizers = [f for f in current.metadata.finalizers if f != ORPHAN_FINALIZER]
-        current.metadata.resource_version = str(kv.mod_revision)
         try:
             await self.objects.update(current)  # with no finalizer left, this removes it
         except NotFound:

@@ -97,6 +97,5 @@ class NamespaceController(Controller):
             return
         ns.metadata.finalizers = [f for f in ns.metadata.finalizers if f != NAMESPACE_FINALIZER]
         ns.status.phase = "Terminating"
-        ns.metadata.resource_version = str(kv.mod_revision)
         await self.objects.update(ns)
         log.info("namespaces: namespace %s is empty and gone", name)

@@ -134,7 +134,6 @@ class Agent:
         self.volume_reflector: Reflector[Volume] = Reflector(api, Volume, namespace=None, on_event=self._on_volume)
         self._volumes_changed = asyncio.Event()
         self._events: asyncio.Queue[Event] = asyncio.Queue(maxsize=1000)
-        self._last_status: dict[Key, bytes] = {}
         self._own_writes: dict[Key, str] = {}
         self._beats = 0  # key -> resourceVersion of our last status write
         self.api_reachable_at = time.monotonic()
@@ -312,12 +311,9 @@ class Agent:
             await self._release(desired)
             return
         result = await self.reconciler.sync(desired)
-        status = result.status
-        encoded = repr(status).encode()
-        if self._last_status.get(key) != encoded or status != desired.status:
-            desired.status = status
-            written = await self.api.update_status(desired)
-            self._last_status[key] = encoded
+        if result.status != desired.status:
+            # a copy: the reflector's object stays what the API said, so a failed write is retried
+            written = await self.api.update_status(msgspec.structs.replace(desired, status=result.status))
             self._own_writes[key] = written.metadata.resource_version
         if result.requeue_after is not None:
             self.queue.add_after(key, result.requeue_after)
@@ -327,10 +323,10 @@ class Agent:
         for _ in range(5):
             if AGENT_FINALIZER not in obj.metadata.finalizers:
                 return
-            obj.metadata.finalizers = [f for f in obj.metadata.finalizers if f != AGENT_FINALIZER]
+            kept = [f for f in obj.metadata.finalizers if f != AGENT_FINALIZER]
+            released = msgspec.structs.replace(obj, metadata=msgspec.structs.replace(obj.metadata, finalizers=kept))
             try:
-                await self.api.update(obj)
-                self._last_status.pop((obj.metadata.namespace, obj.metadata.name), None)
+                await self.api.update(released)  # a copy: never change the reflector's objects
                 return
             except errors.NotFound:
                 return

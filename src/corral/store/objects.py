@@ -48,30 +48,26 @@ class Objects:
         obj.metadata.resource_version = str(revision)
         return obj
 
-    async def update(self, obj: ObjT) -> ObjT:
-        """Write ``obj``'s metadata and spec if it is unchanged since it was read (its resourceVersion)."""
+    async def _current(self, obj: ObjT) -> tuple[KindInfo, ObjT, int]:
+        """The stored version of ``obj`` and its revision; Conflict if ``obj`` was read at another one."""
         info = _info(obj)
-        key = typed.key_of(info, obj)
-        kv = await self.store.get(key)
+        kv = await self.store.get(typed.key_of(info, obj))
         if kv is None:
             raise NotFound(f'{info.kind.lower()} "{obj.metadata.name}" not found')
         expected = int(obj.metadata.resource_version or kv.mod_revision)
         if expected != kv.mod_revision:
             raise Conflict(f'{info.kind.lower()} "{obj.metadata.name}" changed since it was read')
-        current = typed.decode(kv, type(obj))
+        return info, typed.decode(kv, type(obj)), expected
+
+    async def update(self, obj: ObjT) -> ObjT:
+        """Write ``obj``'s metadata and spec if it is unchanged since it was read (its resourceVersion)."""
+        info, current, expected = await self._current(obj)
         carry_over(obj, current, status_subresource=info.status_subresource)
         return await self._write(info, obj, expected)
 
     async def update_status(self, obj: ObjT) -> ObjT:
-        info = _info(obj)
-        key = typed.key_of(info, obj)
-        kv = await self.store.get(key)
-        if kv is None:
-            raise NotFound(f'{info.kind.lower()} "{obj.metadata.name}" not found')
-        expected = int(obj.metadata.resource_version or kv.mod_revision)
-        if expected != kv.mod_revision:
-            raise Conflict(f'{info.kind.lower()} "{obj.metadata.name}" changed since it was read')
-        current = typed.decode(kv, type(obj))
+        """Write ``obj``'s status onto the stored object if it is unchanged since it was read."""
+        info, current, expected = await self._current(obj)
         current.status = obj.status
         return await self._write(info, current, expected)
 
