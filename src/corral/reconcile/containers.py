@@ -18,6 +18,7 @@ from corral.model.errors import CorralError, NotFound
 from corral.model.quantities import parse_cpu, parse_memory
 from corral.model.resources import Container
 from corral.reconcile import naming
+from corral.reconcile.state import stop
 from corral.runtime import containers as ctrs
 from corral.runtime import images, pull
 from corral.runtime._pb.containerd.services.images.v1 import images_pb2
@@ -109,8 +110,9 @@ async def ensure_container(
     for info in existing:
         if info.id == cid:
             current = info
-        else:  # an older generation: replaced
-            await ctrs.delete_container(client, info.id, kill_timeout=obj.spec.termination_grace_period_seconds)
+        else:  # an older generation: replaced, its task stopped gracefully first (SIGTERM, grace, SIGKILL)
+            await stop(client, info.id, grace=float(obj.spec.termination_grace_period_seconds))
+            await ctrs.delete_container(client, info.id)
     image = await ensure_image(client, obj.spec.image, insecure_registries=insecure_registries, cache=image_cache)
     if current is not None:
         return Prepared(current, image, created=False)
