@@ -191,3 +191,21 @@ async def test_many_containers_created_at_once_all_run_once(cluster: Cluster) ->
         found = await list_containers(client, {"corral/node": "node-1"})
     assert sorted(c.labels["corral/name"] for c in found if c.labels["corral/name"].startswith("burst-")) == names
     await asyncio.gather(*(delete_and_wait(cluster, n) for n in names))
+
+
+async def test_a_spec_change_replaces_the_running_process_with_the_new_generation(cluster: Cluster) -> None:
+    await cluster.api.create(Container(
+        metadata=ObjectMeta(name="changing"),
+        spec=ContainerSpec(image=cluster.image, command=["sh", "-c", 'trap "exit 0" TERM; echo v1; sleep 600 & wait'],
+                           termination_grace_period_seconds=5),
+    ))
+    first = await cluster.wait_for("changing", running, timeout=60)
+    first.spec.command = ["sh", "-c", 'trap "exit 0" TERM; echo v2; sleep 600 & wait']
+    await cluster.api.update(first)
+    second = await cluster.wait_for(
+        "changing", lambda c: running(c) and c.status.container_id != first.status.container_id, timeout=60)
+    assert second.metadata.generation == 2 and second.status.container_id.endswith(".2")
+    async with Client(cluster.worker.containerd.socket) as client:
+        ids = [c.id for c in await list_containers(client, {"corral/uid": first.metadata.uid})]
+    assert ids == [second.status.container_id]  # the old generation is gone, not left beside it
+    await delete_and_wait(cluster, "changing")
