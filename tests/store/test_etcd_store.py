@@ -7,7 +7,8 @@ import asyncio
 import pytest
 
 from corral.model.errors import AlreadyExists, Conflict, NotFound, Unavailable
-from corral.store.base import Put
+from corral.store.base import ANY_REVISION, Put
+from corral.store.batching import BatchingStore
 from corral.store.embedded import free_port
 from corral.store.etcd import MAX_TXN_BYTES, MAX_TXN_OPS, EtcdStore, _chunks, grpc_target
 from corral.store.keyrange import prefix_end
@@ -86,6 +87,53 @@ async def test_a_batch_with_one_stale_compare_writes_all_the_others(store: EtcdS
     assert all(results[i] is not None for i in (0, 1, 3, 4))
     assert (await store.get(prefix + "c2")).value == b"moved"  # type: ignore[union-attr]
     assert (await store.get(prefix + "c0")).value == b"bound"  # type: ignore[union-attr]
+
+
+async def test_a_plain_put_writes_whether_or_not_the_key_exists_and_never_sinks_a_batch(
+    store: EtcdStore, prefix: str
+) -> None:
+    first = await store.put(prefix + "p", b"1")
+    assert (await store.get(prefix + "p")).value == b"1"  # type: ignore[union-attr]
+    assert await store.put(prefix + "p", b"2") > first
+    results = await store.batch([Put(prefix + "p", b"3", ANY_REVISION), Put(prefix + "p2", b"x", ANY_REVISION),
+                                 Put(prefix + "q", b"stale", expected_revision=first)])  # q does not exist
+    assert results[0] is not None and results[1] is not None and results[2] is None
+    assert (await store.get(prefix + "p")).value == b"3"  # type: ignore[union-attr]
+
+
+async def test_group_commit_puts_concurrent_writes_in_one_txn_and_answers_each_alone(
+    store: EtcdStore, prefix: str
+) -> None:
+    batching = BatchingStore(store)  # wraps the shared store; not closed here (the fixture closes it)
+    existing = await store.create(prefix + "e", b"0")
+    outcomes = await asyncio.gather(
+        *(batching.put(f"{prefix}beat{i}", b"now") for i in range(20)),
+        batching.create(prefix + "e", b"again"),
+        batching.update(prefix + "e", b"1", expected_revision=existing),
+        return_exceptions=True,
+    )
+    beats, create, update = outcomes[:20], outcomes[20], outcomes[21]
+    assert all(isinstance(r, int) for r in beats)
+    assert isinstance(create, AlreadyExists) and isinstance(update, int)
+    assert batching.writes == 22 and batching.batches < 22  # the 20 beats did not take a txn each
+    assert len((await store.list(prefix + "beat")).items) == 20
+
+
+async def test_a_lingering_put_waits_for_company_and_a_write_that_may_not_wait_ends_the_linger(
+    store: EtcdStore, prefix: str
+) -> None:
+    batching = BatchingStore(store)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    await asyncio.gather(batching.put(prefix + "l1", b"1", linger=0.2), batching.put(prefix + "l2", b"2", linger=0.2))
+    assert loop.time() - t0 >= 0.19 and batching.batches == 1
+    t0 = loop.time()
+    beat = asyncio.create_task(batching.put(prefix + "l3", b"3", linger=30))
+    await asyncio.sleep(0.05)
+    await batching.create(prefix + "l4", b"4")
+    await beat
+    assert loop.time() - t0 < 5 and batching.batches == 2  # the create took the beat along at once
+    assert len((await store.list(prefix + "l")).items) == 4
 
 
 async def test_a_batch_larger_than_one_txn_is_split_into_several(store: EtcdStore, prefix: str) -> None:

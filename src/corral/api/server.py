@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 PUBLIC = frozenset({"/healthz", "/readyz"})
 DEFAULT_MAX_BODY = 3 * 1024 * 1024
 DEFAULT_EVENT_TTL = 3600.0
+BEAT_LINGER = 0.05  # seconds a heartbeat may wait to share its etcd txn with others (period: 2 s)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -162,7 +163,9 @@ class ApiServer:
         return web.Response(text=self.metrics.render(), content_type="text/plain", charset="utf-8")
 
     async def _heartbeat(self, request: web.Request) -> web.Response:
-        """A node's beat: one small etcd put; answers whether the API sees the node Ready.
+        """A node's beat: one small etcd put, answered once it is in etcd (the agent fences itself on
+        beats that fail, so a beat is never acknowledged before it is stored); beats within
+        ``BEAT_LINGER`` of each other share a txn. Answers whether the API sees the node Ready.
 
         An agent that hears ``ready: false`` (the node controller marked it lost meanwhile) writes its
         full status at once; otherwise it writes it only now and then.
@@ -173,11 +176,7 @@ class ApiServer:
             raise Forbidden(f"{identity.name} may not heartbeat for node {name!r}")
         now = now_rfc3339()
         key = HEARTBEAT_PREFIX + name
-        try:
-            await self.store.update(key, now.encode(), expected_revision=0)
-        except NotFound:
-            with contextlib.suppress(AlreadyExists):
-                await self.store.create(key, now.encode())
+        await self.store.put(key, now.encode(), linger=BEAT_LINGER)  # beats arriving together share a txn
         entry = self.caches["Node"].objects.get(BY_KIND["Node"].key("", name))
         conditions = entry.obj.status.conditions if entry is not None else []  # type: ignore[union-attr]
         ready = any(c.type == "Ready" and c.status == "True" for c in conditions)

@@ -179,6 +179,9 @@ def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: boo
                 raise click.UsageError("--role=worker needs --join-token (or a node --token) to join the cluster")
             asyncio.run(_serve_worker(agent, embedded_dir=embedded))
             return
+        from corral.aiokit.heap import tune_for_large_heaps
+
+        tune_for_large_heaps()  # control and leader hold every object in caches
         if role == "leader":
             from corral.roles.controllers import LeaderConfig
             from corral.roles.leader import LeaderRoleConfig

@@ -88,4 +88,7 @@ def sim(server: str | None, token: str | None, nodes: int, name_prefix: str, sta
                               report=_print, report_every=_duration(report_every))
         _print("stopped", stats.as_dict())
 
+    from corral.aiokit.heap import tune_for_large_heaps
+
+    tune_for_large_heaps()
     asyncio.run(main())

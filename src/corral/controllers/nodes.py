@@ -119,9 +119,14 @@ class NodeLifecycle(Controller):
         )
 
     def _on_beat(self, key: str, renewed: str) -> None:
+        """Note the beat. A live node already has its next check queued (when its grace would run
+        out), so only a node seen for the first time or one judged lost needs a reconcile now; at
+        1,000 nodes that is 500 reconciles a second saved."""
         name = key.removeprefix(HEARTBEAT_PREFIX)
+        first = name not in self._seen
         self._seen[name] = _Seen("beat:" + renewed, self.clock())
-        self.enqueue(name)
+        if first or name in self._lost:
+            self.enqueue(name)
 
     async def run(self, synced: asyncio.Event) -> None:
         async with asyncio.TaskGroup() as tg:
@@ -162,11 +167,9 @@ class NodeLifecycle(Controller):
         name = key
         now = self.clock()
         node = self.nodes.get(BY_KIND["Node"].key("", name))
-        bound = [c for k in sorted(self._by_node.get(name, ())) if (c := self.containers.get(k)) is not None
-                 and c.spec.node == name]
         if node is not None and not node.status.last_heartbeat:
             return None  # not run by an agent: nothing to judge it by
-        if node is None and not bound:
+        if node is None and not self._bound(name):
             self._seen.pop(name, None)
             self._status_beat.pop(name, None)
             self._lost.discard(name)
@@ -178,6 +181,7 @@ class NodeLifecycle(Controller):
             self._lost.discard(name)
             return self.node_grace - silent + 0.05
         self._lost.add(name)
+        bound = self._bound(name)
         release_in = release_countdown(silent, grace=self.node_grace, margin=self.release_margin)
         if node is not None:
             await self._mark_node(node, silent, release_in)
@@ -188,6 +192,10 @@ class NodeLifecycle(Controller):
         for c in bound:
             await self._release(c, name)
         return None
+
+    def _bound(self, name: str) -> list[Container]:
+        return [c for k in sorted(self._by_node.get(name, ())) if (c := self.containers.get(k)) is not None
+                and c.spec.node == name]
 
     async def _mark_node(self, node: Node, silent: float, release_in: float) -> None:
         message = node_lost_message(node.metadata.name, silent, grace=self.node_grace, release_in=release_in)

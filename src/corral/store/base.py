@@ -83,9 +83,13 @@ class Page:
     more: bool = False
 
 
+ANY_REVISION = -1  # a Put with this expected_revision writes whatever is there (no compare)
+
+
 @dataclass(frozen=True, slots=True)
 class Put:
-    """One write in a batch: create when ``expected_revision`` is 0, else CAS on it."""
+    """One write in a batch: create when ``expected_revision`` is 0, put over anything when it is
+    ``ANY_REVISION``, else CAS on it."""
 
     key: str
     value: bytes
@@ -106,6 +110,11 @@ class Store(Protocol):
 
     async def update(self, key: str, value: bytes, *, expected_revision: int, lease: int = 0) -> int:
         """Replace ``key`` if its mod_revision is ``expected_revision``; ``Conflict``/``NotFound`` if not."""
+        ...
+
+    async def put(self, key: str, value: bytes, *, lease: int = 0, linger: float = 0.0) -> int:
+        """Write ``key`` whether or not it exists (no compare); the new revision. A store that batches
+        writes may hold this one up to ``linger`` seconds to share a txn; others ignore it."""
         ...
 
     async def delete(self, key: str, *, expected_revision: int = 0) -> int:

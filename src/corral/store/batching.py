@@ -2,10 +2,12 @@
 
 Every etcd call costs the client a gRPC round trip (and here, ~0.3 ms of Python in grpc.aio); an
 API under load makes many small independent writes at once. ``BatchingStore`` wraps a Store and
-queues ``create`` and ``update`` calls that arrive while earlier ones are in flight; one flush
+queues ``create``, ``update`` and ``put`` calls that arrive while earlier ones are in flight; one flush
 sends all that are queued as a single ``batch`` (one txn with a compare per key), and each caller
 gets its own answer — its new revision, or ``AlreadyExists``/``Conflict``/``NotFound`` for its own
-key alone. With nothing in flight a write goes out at once, so a lone write waits for no one.
+key alone. With nothing in flight a write goes out at once, so a lone write waits for no one —
+unless it says it may ``linger`` (heartbeats: a beat that waits 50 ms for others turns 500 beats a
+second into ~20 txns); any write that may not wait ends the linger for all.
 
 Writes that share a transaction share a revision: several keys may have the same mod_revision.
 Everything else is passed through to the wrapped store.
@@ -14,11 +16,12 @@ Everything else is passed through to the wrapped store.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
 from corral.model.errors import AlreadyExists, Conflict, CorralError, NotFound
-from corral.store.base import KeyValue, Page, Put, Store, WatchStream
+from corral.store.base import ANY_REVISION, KeyValue, Page, Put, Store, WatchStream
 
 
 class BatchingStore:
@@ -28,6 +31,7 @@ class BatchingStore:
         self._queue: list[tuple[Put, asyncio.Future[int]]] = []
         self._slots = asyncio.Semaphore(max_inflight)
         self._flusher: asyncio.Task[None] | None = None
+        self._hurry = asyncio.Event()  # set: the running flush may not linger
         self._inflight: set[asyncio.Task[None]] = set()
         self.batches = 0
         self.writes = 0
@@ -42,15 +46,27 @@ class BatchingStore:
             return await self.inner.update(key, value, expected_revision=0, lease=lease)
         return await self._submit(Put(key, value, expected_revision, lease))
 
-    async def _submit(self, put: Put) -> int:
+    async def put(self, key: str, value: bytes, *, lease: int = 0, linger: float = 0.0) -> int:
+        return await self._submit(Put(key, value, ANY_REVISION, lease), linger)
+
+    async def _submit(self, put: Put, linger: float = 0.0) -> int:
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._queue.append((put, fut))
         if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush_all(), name="store-group-commit")
+            self._hurry = asyncio.Event()
+            if not linger:
+                self._hurry.set()
+            self._flusher = asyncio.create_task(self._flush_all(linger, self._hurry), name="store-group-commit")
+        elif not linger:
+            self._hurry.set()  # a write that may not wait cuts a lingering flush short
         return await fut
 
-    async def _flush_all(self) -> None:
-        """Dispatch queued writes in batches (at most ``max_inflight`` at once); ends when the queue is empty."""
+    async def _flush_all(self, linger: float, hurry: asyncio.Event) -> None:
+        """Dispatch queued writes in batches (at most ``max_inflight`` at once); ends when the queue is
+        empty. A flush started by a lingering write first waits up to ``linger`` for company."""
+        if not hurry.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(hurry.wait(), linger)
         while self._queue:
             await self._slots.acquire()
             batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]

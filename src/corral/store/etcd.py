@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 from aetcd import rpc
 
 from corral.model.errors import AlreadyExists, Conflict, NotFound, Unavailable
-from corral.store.base import KeyValue, Page, Put
+from corral.store.base import ANY_REVISION, KeyValue, Page, Put
 from corral.store.etcd_errors import GRPC_ERRORS, translate
 from corral.store.etcd_watch import EtcdWatch
 from corral.store.keyrange import prefix_end
@@ -191,6 +191,13 @@ class EtcdStore:
         rev: int = resp.header.revision
         return rev
 
+    async def put(self, key: str, value: bytes, *, lease: int = 0, linger: float = 0.0) -> int:
+        del linger  # one call, one round trip: nothing to wait for
+        request = rpc.PutRequest(key=key.encode(), value=value, lease=lease)
+        resp = await self._call(self._kv_stub().Put(request, timeout=self.timeout), f"put {key}")
+        rev: int = resp.header.revision
+        return rev
+
     async def delete(self, key: str, *, expected_revision: int = 0) -> int:
         k = key.encode()
         if not expected_revision:
@@ -236,7 +243,9 @@ class EtcdStore:
             for i in pending:
                 p = puts[i]
                 k = p.key.encode()
-                if p.expected_revision:
+                if p.expected_revision == ANY_REVISION:
+                    pass  # a plain put: nothing to compare
+                elif p.expected_revision:
                     compares.append(rpc.Compare(key=k, target=_MOD, result=_EQUAL, mod_revision=p.expected_revision))
                 else:
                     compares.append(rpc.Compare(key=k, target=_CREATE, result=_EQUAL, create_revision=0))
@@ -253,7 +262,7 @@ class EtcdStore:
             for i, op in zip(pending, resp.responses, strict=True):
                 kvs = op.response_range.kvs
                 current = kvs[0].mod_revision if kvs else 0
-                if current == puts[i].expected_revision:
+                if current == puts[i].expected_revision or puts[i].expected_revision == ANY_REVISION:
                     still.append(i)  # this compare held; another one sank the txn
             if len(still) == len(pending):  # cannot happen unless etcd changed under us; avoid a spin
                 await asyncio.sleep(0)
