@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from corral.aiokit.heap import tune_for_large_heaps
 from corral.model.resources import (
     Condition,
     Container,
@@ -106,6 +107,9 @@ async def run(
                 if task.done():
                     task.result()
             t2 = time.perf_counter()
+            while events and s.stats.events + s.stats.events_dropped < containers and not task.done():
+                await asyncio.sleep(0.01)  # Events are written off the binding path: wait for them too
+            t3 = time.perf_counter()
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -116,6 +120,8 @@ async def run(
                 f"informer sync {t1 - t0:.2f}s, bound all in {t2 - t1:.2f}s = "
                 f"{containers / (t2 - t1):,.0f} placements/s committed "
                 f"(txn batches {s.stats.batches}, conflicts {s.stats.conflicts}, etcd rev {page.revision})"
+                + (f"; {s.stats.events:,} Scheduled Events written by {t3 - t1:.2f}s, "
+                   f"{s.stats.events_dropped:,} dropped" if events else "")
             )
         finally:
             await store.close()
@@ -123,6 +129,7 @@ async def run(
 
 
 def main() -> None:
+    tune_for_large_heaps()  # as the leader process does
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--nodes", type=int, nargs="+", default=[1000, 5000])
     ap.add_argument("--containers", type=int, default=10_000)

@@ -12,9 +12,11 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 
 import msgspec
+import pytest
 import pytest_asyncio
 
 from corral.model.resources import Container, Node
+from corral.scheduler import loop
 from corral.scheduler.loop import Scheduler
 from corral.store.embedded import EmbeddedEtcd
 from corral.store.etcd import EtcdStore
@@ -65,6 +67,14 @@ class Cluster:
                 return c
             await asyncio.sleep(0.02)
 
+    async def wait_for_events(self, count: int, *, timeout: float = 10.0) -> list[object]:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            items = (await self.store.list(f"/corral/events/{self.namespace}/")).items
+            if len(items) >= count or asyncio.get_running_loop().time() > deadline:
+                return list(items)
+            await asyncio.sleep(0.02)
+
     def scheduler(self, **kw: object) -> Scheduler:
         return Scheduler(self.store, nodes_prefix=f"{self.root}/nodes/",
                          containers_prefix=f"{self.root}/containers/", **kw)  # type: ignore[arg-type]
@@ -89,14 +99,30 @@ async def test_pending_containers_are_bound_to_ready_nodes_by_compare_and_swap(s
     created = {f"c{i}": await cl.add_container(make_container(f"c{i}", cpu="500m", memory="256Mi")) for i in range(6)}
     async with running(cl.scheduler()) as s:
         bound = [await cl.wait_for(name, lambda c: c.status.phase == "Scheduled") for name in created]
+        events = await cl.wait_for_events(6)  # written off the binding path, so maybe a moment later
     for c in bound:
         assert c.spec.node in ("n1", "n2") and c.status.node == c.spec.node
         assert int(c.metadata.resource_version) > created[c.metadata.name]
         assert [(x.type, x.status) for x in c.status.conditions] == [("Scheduled", "True")]
     assert sorted(c.spec.node for c in bound).count("n1") == 3  # spread: 3 and 3
     assert s.stats.bound == 6 and s.stats.conflicts == 0
-    events = await store.list(f"/corral/events/{cl.namespace}/")
-    assert len(events.items) == 6
+    assert len(events) == 6 and s.stats.events == 6
+
+
+async def test_scheduled_events_beyond_the_backlog_are_dropped_and_counted_never_the_bindings(
+    store: EtcdStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(loop, "MAX_EVENT_BACKLOG", 2)
+    cl = Cluster(store)
+    await cl.add_node(make_node("n1", cpu="8", memory="8Gi"))
+    names = [f"c{i}" for i in range(6)]
+    for name in names:
+        await cl.add_container(make_container(name, cpu="100m", memory="64Mi"))
+    async with running(cl.scheduler()) as s:
+        for name in names:
+            assert (await cl.wait_for(name, lambda c: c.status.phase == "Scheduled")).spec.node == "n1"
+        await cl.wait_for_events(2)
+    assert s.stats.bound == 6 and s.stats.events == 2 and s.stats.events_dropped == 4
 
 
 async def test_a_container_that_fits_nowhere_says_why_and_is_bound_once_a_bigger_node_joins(store: EtcdStore) -> None:

@@ -15,8 +15,10 @@ Flow (kube-scheduler's shape, sized for one asyncio program):
      on: ``spec.node``, ``status.phase=Scheduled``, ``status.node``, condition ``Scheduled``;
    - a lost CAS forgets the assumption, re-reads that one key and queues it again if it still
      needs a node;
-   - bound containers get a ``Scheduled`` Event (one more batch, creates only), on the shared
-     lease of the moment (``store/leases.py``) so it expires after ``event_ttl`` seconds;
+   - bound containers get a ``Scheduled`` Event, on the shared lease of the moment
+     (``store/leases.py``) so it expires after ``event_ttl`` seconds. Events are written by a writer
+     of their own (batches of creates), off the binding path: a binding never waits for its Event.
+     Like Kubernetes' event recorder, a backlog beyond ``MAX_EVENT_BACKLOG`` is dropped and counted;
    - containers that fit nowhere get ``reason: Unschedulable`` and the counted reasons as their
      message (written only when it changed) and are *parked*.
 3. Parked containers go back on the queue when capacity may have appeared (the cache's
@@ -72,6 +74,8 @@ EVENTS = BY_KIND["Event"]
 COMPONENT = "scheduler"
 UNSCHEDULABLE = "Unschedulable"
 SCHEDULED = "Scheduled"
+MAX_EVENT_BACKLOG = 10_000  # Scheduled Events waiting to be written; more are dropped (and counted)
+EVENT_BATCH = 1024  # Events per store.batch (split into txns by the store)
 T = TypeVar("T", Node, Container)
 
 
@@ -95,6 +99,8 @@ class Stats:
     unschedulable: int = 0
     status_writes: int = 0
     batches: int = 0
+    events: int = 0
+    events_dropped: int = 0
 
 
 @dataclass(slots=True)
@@ -154,6 +160,9 @@ class Scheduler:
         self._last_resync = clock()
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(max_inflight)
+        self._event_backlog: list[Put] = []
+        self._events_queued = asyncio.Event()
+        self._event_writer_running = False
 
     # --- feed handlers -------------------------------------------------------------------------
 
@@ -298,10 +307,43 @@ class Scheduler:
             if self.emit_events:
                 events.append(self._event_put(b, rev, now))
         if events:
-            await self._put_events(events)
+            await self._emit(events)
         for key in lost:  # re-read the few that lost, and queue them again if they still need a node
             kv = await self.store.get(key)
             self.on_container(key, decode(kv, Container) if kv else None)
+
+    async def _emit(self, events: list[Put]) -> None:
+        """Hand Events to the writer (or, with no writer running, as in ``run_once``, write them now)."""
+        if not self._event_writer_running:
+            await self._put_events(events)
+            self.stats.events += len(events)
+            return
+        room = max(MAX_EVENT_BACKLOG - len(self._event_backlog), 0)
+        if len(events) > room:
+            self.stats.events_dropped += len(events) - room
+            events = events[:room]
+        self._event_backlog.extend(events)
+        self._events_queued.set()
+
+    async def _write_events(self) -> None:
+        """Write queued Events in batches until cancelled. Best effort: a failed batch is logged,
+        counted as dropped, and never undoes or delays a binding."""
+        self._event_writer_running = True
+        try:
+            while True:
+                await self._events_queued.wait()
+                self._events_queued.clear()
+                while self._event_backlog:
+                    batch = self._event_backlog[:EVENT_BATCH]
+                    del self._event_backlog[:EVENT_BATCH]
+                    try:
+                        await self._put_events(batch)
+                        self.stats.events += len(batch)
+                    except CorralError as e:
+                        self.stats.events_dropped += len(batch)
+                        log.warning("scheduler: could not record %d Scheduled events: %s", len(batch), e)
+        finally:
+            self._event_writer_running = False
 
     async def _put_events(self, events: list[Put]) -> None:
         """Create the Events on the current lease (once more on a fresh one if that lease expired)."""
@@ -405,6 +447,8 @@ class Scheduler:
             await nodes.synced.wait()
             await containers.synced.wait()
             self.synced.set()
+            if self.emit_events:
+                tg.create_task(self._write_events(), name="scheduler-events")
             await self._work(tg)
 
     async def _work(self, tg: asyncio.TaskGroup) -> None:
