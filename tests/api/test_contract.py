@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from typing import Any
 
+import msgspec
+
+from corral.api.watchcache import Entry
+from corral.model.resources import Container
 from tests.api.conftest import Api
 
 C = "/namespaces/default/containers"
@@ -120,6 +125,40 @@ async def test_a_stale_resource_version_is_a_conflict(api: Api) -> None:
     first["metadata"]["resourceVersion"] = "abc"
     status, body = await call(api, "PUT", f"{C}/{name}", first)
     assert status == 422 and body["error"]["details"][0]["field"] == "metadata.resourceVersion"
+
+
+async def test_writes_start_from_the_watch_cache_and_a_stale_cache_never_loses_a_write(api: Api) -> None:
+    name = unique()
+    _, created = await call(api, "POST", C, container(name))
+    created["metadata"]["labels"]["v"] = "2"
+    status, updated = await call(api, "PUT", f"{C}/{name}", created)
+    assert status == 200
+    cache = api.server.caches["Container"]
+    key = f"/corral/containers/default/{name}"
+    for _ in range(100):  # the cache follows etcd: wait until it has the update
+        if cache.objects[key].revision == int(updated["metadata"]["resourceVersion"]):
+            break
+        await asyncio.sleep(0.01)
+    newest = cache.objects[key]
+    old_obj = msgspec.json.decode(msgspec.json.encode(newest.obj), type=Container)
+    old_obj.metadata.labels.pop("v")
+    stale = Entry(old_obj, newest.json, int(created["metadata"]["resourceVersion"]))
+    cache.objects[key] = stale  # as if the cache lagged one write behind etcd
+    try:
+        # no resourceVersion: the stale start loses its CAS, the retry reads etcd, the update survives
+        status, body = await call(api, "PUT", f"{C}/{name}/status", {"metadata": {"name": name}, "status": {"phase": "Running"}})
+        assert status == 200 and body["status"]["phase"] == "Running" and body["metadata"]["labels"]["v"] == "2"
+        # the stale resourceVersion itself is still a conflict
+        stale_rv = {"metadata": {"name": name, "resourceVersion": created["metadata"]["resourceVersion"]},
+                    "status": {"phase": "Failed"}}
+        status, body = await call(api, "PUT", f"{C}/{name}/status", stale_rv)
+        assert status == 409
+    finally:
+        if cache.objects.get(key) is stale:
+            cache.objects[key] = newest
+    status, got = await call(api, "GET", f"{C}/{name}")
+    assert got["status"]["phase"] == "Running" and got["metadata"]["labels"]["v"] == "2"
+    assert isinstance(newest.obj, Container) and newest.obj.status.phase != "Running"  # never written to
 
 
 async def test_spec_and_status_have_separate_writers_and_generation_counts_spec_changes(api: Api) -> None:

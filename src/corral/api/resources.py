@@ -119,6 +119,19 @@ class ResourceHandlers:
             raise NotFound(f"{self._what(namespace, name)} not found")
         return typed.decode(kv, self.info.type), kv.mod_revision
 
+    async def _current(self, namespace: str, name: str, *, rv: str, attempt: int) -> tuple[Object, int]:
+        """The stored object a write goes over, and its revision. On a first attempt, the watch
+        cache's copy when it is the version the write expects (the one ``rv`` names, or, with no
+        ``rv``, the newest the cache has): the CAS in etcd still decides, and a lost one retries from
+        etcd. This spares the agents' status writes an etcd read each (Kubernetes' GuaranteedUpdate
+        starts from the watch cache's object the same way). The copy's metadata is its own."""
+        if attempt == 0:
+            entry = self.cache.objects.get(self.info.key(namespace, name))
+            if entry is not None and (not rv or rv == str(entry.revision)):
+                obj = entry.obj
+                return msgspec.structs.replace(obj, metadata=msgspec.structs.replace(obj.metadata)), entry.revision
+        return await self._read(namespace, name)
+
     async def _check_namespace(self, namespace: str) -> None:
         """The namespace exists and is not being deleted (the cache first; etcd when the cache lags)."""
         if not self.info.namespaced:
@@ -337,7 +350,7 @@ class ResourceHandlers:
         new = self._decode_body(await codec.read_body(request), namespace, name=name)
         unconditional = not new.metadata.resource_version
         for attempt in range(UNCONDITIONAL_ATTEMPTS if unconditional else 1):
-            current, revision = await self._read(namespace, name)
+            current, revision = await self._current(namespace, name, rv=new.metadata.resource_version, attempt=attempt)
             authorize_update(request[IDENTITY], self.info, current, new)
             expected = self._expected_revision(new, revision)
             if current.metadata.deletion_timestamp and spec_bytes(new) != spec_bytes(current):
@@ -367,7 +380,7 @@ class ResourceHandlers:
             codec.read_object_body(codec.parse_json(raw))
             raise BadRequest("the request body is not a JSON object of this kind") from None
         for attempt in range(1 if rv else UNCONDITIONAL_ATTEMPTS):
-            current, revision = await self._read(namespace, name)
+            current, revision = await self._current(namespace, name, rv=rv, attempt=attempt)
             authorize_status(request[IDENTITY], self.info, current)
             current.metadata.resource_version = rv
             expected = self._expected_revision(current, revision)
