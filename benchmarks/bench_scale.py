@@ -286,9 +286,14 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         async with ApiClient(url, admin_token, timeout=60) as api:
             await api.create(Namespace(metadata=ObjectMeta(name=NS)))
             # 2. burst
+            who = {"api": [control.pid], "leader": control_pids[1:], "etcd": etcd_pids, "sim": [sim.pid],
+                   "bench": [os.getpid()]}
             c0 = sum(cpu_seconds(p) for p in control_pids)
+            before = {k: sum(cpu_seconds(p) for p in pids) for k, pids in who.items()}
             result["burst"] = await burst(api, total, args.concurrency, args.timeout)
             result["burst"]["control_cpu_seconds"] = round(sum(cpu_seconds(p) for p in control_pids) - c0, 1)
+            result["burst"]["cpu_seconds_by_process"] = {
+                k: round(sum(cpu_seconds(p) for p in pids) - before[k], 1) for k, pids in who.items()}
             print("burst:", result["burst"], flush=True)
             # 3. steady state writes
             await asyncio.sleep(2)

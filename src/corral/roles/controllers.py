@@ -15,6 +15,8 @@ from corral.controllers.deployments import DeploymentController
 from corral.controllers.gc import GarbageCollector
 from corral.controllers.namespaces import NamespaceController
 from corral.controllers.nodes import NodeLifecycle
+from corral.model.kinds import BY_KIND
+from corral.model.resources import Container, Node
 from corral.scheduler.loop import Scheduler
 from corral.store.base import Store
 from corral.store.leases import BucketLeases
@@ -38,6 +40,25 @@ def build_controllers(informers: Informers, objects: Objects, cfg: LeaderConfig)
     return controllers
 
 
+def feed_scheduler(scheduler: Scheduler, informers: Informers) -> None:
+    """The scheduler follows nodes and containers through the controllers' informers: one etcd
+    watch and one decode per change for the whole leader, and one copy of every object in memory."""
+    nodes, containers = BY_KIND["Node"], BY_KIND["Container"]
+
+    def on_node(_type: str, old: Node | None, new: Node | None) -> None:
+        obj = new or old
+        assert obj is not None
+        scheduler.on_node(nodes.key("", obj.metadata.name), new)
+
+    def on_container(_type: str, old: Container | None, new: Container | None) -> None:
+        obj = new or old
+        assert obj is not None
+        scheduler.on_container(containers.key(obj.metadata.namespace, obj.metadata.name), new)
+
+    informers.of(Node).handlers.append(on_node)
+    informers.of(Container).handlers.append(on_container)
+
+
 async def run_leader(store: Store, cfg: LeaderConfig) -> None:
     informers = Informers(store)
     leases = BucketLeases(store, ttl=cfg.event_ttl) if cfg.event_ttl > 0 else None
@@ -45,8 +66,9 @@ async def run_leader(store: Store, cfg: LeaderConfig) -> None:
     controllers = build_controllers(informers, objects, cfg)
     synced = asyncio.Event()
     scheduler = Scheduler(store, policy=cfg.policy, event_ttl=cfg.event_ttl)
+    feed_scheduler(scheduler, informers)
     async with asyncio.TaskGroup() as tg:
         tg.create_task(informers.run(synced), name="controller-informers")
-        tg.create_task(scheduler.run(), name="scheduler")
+        tg.create_task(scheduler.run(feeds_synced=synced), name="scheduler")
         for c in controllers:
             tg.create_task(c.run(synced), name=f"controller-{c.name}")

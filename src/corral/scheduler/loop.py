@@ -438,14 +438,19 @@ class Scheduler:
         )
         return nodes, containers
 
-    async def run(self) -> None:
-        """Feed, decide and bind until cancelled."""
-        nodes, containers = self.informers()
+    async def run(self, *, feeds_synced: asyncio.Event | None = None) -> None:
+        """Feed, decide and bind until cancelled. With ``feeds_synced``, the caller feeds
+        ``on_node``/``on_container`` from informers it runs (the leader shares the controllers')
+        and sets the event once they have listed; without, the scheduler runs its own two."""
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(nodes.run(), name="scheduler-informer-nodes")
-            tg.create_task(containers.run(), name="scheduler-informer-containers")
-            await nodes.synced.wait()
-            await containers.synced.wait()
+            if feeds_synced is None:
+                nodes, containers = self.informers()
+                tg.create_task(nodes.run(), name="scheduler-informer-nodes")
+                tg.create_task(containers.run(), name="scheduler-informer-containers")
+                await nodes.synced.wait()
+                await containers.synced.wait()
+            else:
+                await feeds_synced.wait()
             self.synced.set()
             if self.emit_events:
                 tg.create_task(self._write_events(), name="scheduler-events")
