@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from corral.api.auth import Identity
+from corral.api.client import ApiClient, HeartbeatChannel
+from corral.model import errors
+from corral.model.lifecycle import HEARTBEAT_PREFIX
 from tests.api.conftest import Api
 from tests.api.test_contract import call, container, unique
 
@@ -62,3 +67,28 @@ async def test_a_node_writes_its_own_node_object_and_no_other(api: Api) -> None:
     assert status == 201
     status, _ = await call(api, "POST", "/nodes", {"metadata": {"name": unique("n")}}, token=token)
     assert status == 403
+
+
+async def test_a_node_beats_for_itself_by_request_or_channel_and_each_beat_is_stored(api: Api) -> None:
+    n1, n2 = unique("n"), unique("n")
+    token = await node_token(api, n1)
+    status, body = await call(api, "PUT", f"/nodes/{n1}/heartbeat", token=token)
+    assert status == 200 and body["ready"] is False  # no Node object yet: not Ready
+    stored = await api.store.get(HEARTBEAT_PREFIX + n1)
+    assert stored is not None and stored.value.decode() == body["renewTime"]
+    status, body = await call(api, "PUT", f"/nodes/{n2}/heartbeat", token=token)
+    assert status == 403
+
+    async with ApiClient(api.url, token) as client:
+        channel = HeartbeatChannel(client, n1)
+        first = await channel.beat()
+        second = await channel.beat()
+        assert second["renewTime"] >= first["renewTime"] and not channel._plain  # the channel, not requests
+        stored = await api.store.get(HEARTBEAT_PREFIX + n1)
+        assert stored is not None and stored.value.decode() == second["renewTime"]
+        with pytest.raises(errors.Forbidden):
+            await HeartbeatChannel(client, n2).beat()
+        await channel.close()
+        again = await channel.beat()  # a closed channel is opened again
+        assert again["renewTime"] >= second["renewTime"]
+        await channel.close()

@@ -13,6 +13,7 @@ its handlers always see a consistent picture of the server's state.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -46,6 +47,69 @@ def error_from_body(status: int, body: bytes) -> errors.CorralError:
         message, details, reason = body.decode(errors="replace").strip() or f"HTTP {status}", [], ""
     cls = errors.AlreadyExists if reason == "AlreadyExists" else _BY_CODE.get(status, errors.CorralError)
     return cls(message, details=details)
+
+
+class HeartbeatChannel:
+    """A node's beats over one WebSocket to ``GET /nodes/{name}/heartbeats``, reconnected when it
+    breaks; ``beat`` sends one and returns the API's answer (``renewTime``, ``ready``). A server
+    without the channel (404 at the upgrade) gets ``PUT /nodes/{name}/heartbeat`` instead."""
+
+    def __init__(self, client: ApiClient, node: str) -> None:
+        self.client = client
+        self.node = node
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._plain = False  # the server has no channel: one request per beat
+
+    async def beat(self, *, timeout: float = 10.0) -> dict[str, Any]:
+        if self._plain:
+            body = await self.client.request("PUT", f"/nodes/{self.node}/heartbeat", timeout=timeout)
+            answer: dict[str, Any] = msgspec.json.decode(body)
+            return answer
+        try:
+            async with asyncio.timeout(timeout):
+                ws = await self._connect(timeout)
+                if ws is None:
+                    return await self.beat(timeout=timeout)
+                await ws.send_str("beat")
+                msg = await ws.receive()
+        except BaseException as e:  # a beat cut short leaves its answer in flight: start over next time
+            await self.close()
+            if isinstance(e, (aiohttp.ClientError, TimeoutError, ConnectionError)):
+                raise errors.Unavailable(f"heartbeat to {self.client.server} failed: {e or 'timed out'}") from None
+            raise
+        if msg.type not in (aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.TEXT):
+            await self.close()
+            raise errors.Unavailable(f"heartbeat channel to {self.client.server} closed")
+        answer = msgspec.json.decode(msg.data)
+        if "error" in answer:
+            raise error_from_body(int(answer["error"].get("code", 500)), msg.data)
+        return answer
+
+    async def _connect(self, timeout: float) -> aiohttp.ClientWebSocketResponse | None:
+        """The open channel, or None when the server has none (then beats are plain requests)."""
+        if self._ws is not None and not self._ws.closed:
+            return self._ws
+        url = f"{self.client.server}/nodes/{self.node}/heartbeats"
+        try:
+            self._ws = await self.client._http().ws_connect(url, autoping=True, max_msg_size=1024,
+                                                           timeout=aiohttp.ClientWSTimeout(ws_close=timeout))
+        except aiohttp.WSServerHandshakeError as e:
+            if e.status == 404:
+                self._plain = True
+                return None
+            if e.status in (401, 403):
+                raise _BY_CODE.get(e.status, errors.CorralError)(f"heartbeat channel refused: {e.message}") from None
+            raise
+        except (aiohttp.ClientConnectionError, OSError):
+            self.client._current = (self.client._current + 1) % len(self.client.servers)  # try the next server
+            raise
+        return self._ws
+
+    async def close(self) -> None:
+        ws, self._ws = self._ws, None
+        if ws is not None and not ws.closed:
+            with contextlib.suppress(Exception):
+                await ws.close()
 
 
 @dataclass(frozen=True, slots=True)

@@ -97,6 +97,10 @@ def document() -> dict[str, Any]:
     }
     paths["/nodes/{name}/heartbeat"] = {"put": {"summary": "A node's heartbeat (agents): one small write; says whether the node is Ready",
                                                 "responses": _responses("200", None, 401, 403)}}
+    paths["/nodes/{name}/heartbeats"] = {"get": {
+        "summary": "A node's heartbeat channel (agents): a WebSocket; each text frame the node sends is one beat, "
+                   "answered with the same JSON as PUT /nodes/{name}/heartbeat (or the error shape)",
+        "responses": _responses("101", None, 401, 403)}}
     paths["/join"] = {"post": {"summary": "Exchange a join token for a node token",
                                "responses": _responses("201", None, 400, 401, 403, 422)}}
     for p in ("/healthz", "/readyz", "/metrics", "/openapi.json"):

@@ -27,7 +27,7 @@ from aiohttp import web
 
 from corral import __version__
 from corral.aiokit.queueing import WorkQueue
-from corral.api.client import ApiClient, Reflector
+from corral.api.client import ApiClient, HeartbeatChannel, Reflector
 from corral.model import errors
 from corral.model.lifecycle import AGENT_FINALIZER, now_rfc3339
 from corral.model.quantities import format_cpu, format_memory, parse_cpu, parse_memory
@@ -135,7 +135,8 @@ class Agent:
         self._volumes_changed = asyncio.Event()
         self._events: asyncio.Queue[Event] = asyncio.Queue(maxsize=1000)
         self._own_writes: dict[Key, str] = {}
-        self._beats = 0  # key -> resourceVersion of our last status write
+        self._beats = 0
+        self._beat_channel: HeartbeatChannel | None = None
         self.api_reachable_at = time.monotonic()
         self.fence = Fence(fence_after=cfg.fence_after,
                            kill_all=lambda: kill_node_tasks(reconciler.client, cfg.node_name))
@@ -200,14 +201,16 @@ class Agent:
             log.info("node %s is back", self.cfg.node_name)
 
     async def heartbeat(self) -> None:
-        """One beat: a small write (``PUT /nodes/{name}/heartbeat``); the full status now and then,
+        """One beat: a frame on the heartbeat channel (``api.client.HeartbeatChannel``, one small etcd
+        write in the API); the full status now and then,
         and at once when the API no longer sees the node Ready (the node controller marked it lost)."""
         sent = time.monotonic()
         self._beats += 1
         full = self._beats % FULL_STATUS_EVERY == 0
         if not full:
-            body = await self.api.request("PUT", f"/nodes/{self.cfg.node_name}/heartbeat")
-            full = not msgspec.json.decode(body).get("ready", False)
+            if self._beat_channel is None:
+                self._beat_channel = HeartbeatChannel(self.api, self.cfg.node_name)
+            full = not (await self._beat_channel.beat()).get("ready", False)
         if full:
             node = Node(metadata=ObjectMeta(name=self.cfg.node_name), status=self.node_status())
             await self.api.update_status(node)

@@ -37,7 +37,7 @@ import aiohttp
 import msgspec
 
 from corral.aiokit.queueing import WorkQueue
-from corral.api.client import ApiClient, Reflector
+from corral.api.client import ApiClient, HeartbeatChannel, Reflector
 from corral.model import errors
 from corral.model.lifecycle import AGENT_FINALIZER, now_rfc3339
 from corral.model.quantities import parse_cpu, parse_memory
@@ -113,6 +113,7 @@ class HollowNode:
         self.started: dict[tuple[str, str], _Started] = {}
         self.lost = False
         self.beats = 0
+        self.beat_channel: HeartbeatChannel | None = None
         self._next_ip = 2
 
     def node_status(self) -> NodeStatus:
@@ -153,8 +154,9 @@ class HollowNode:
         self.beats += 1
         full = self.beats % FULL_STATUS_EVERY == 0
         if not full:
-            body = await self.api.request("PUT", f"/nodes/{self.name}/heartbeat")
-            full = not msgspec.json.decode(body).get("ready", False)
+            if self.beat_channel is None:
+                self.beat_channel = HeartbeatChannel(self.api, self.name)
+            full = not (await self.beat_channel.beat()).get("ready", False)
         if full:
             node = Node(metadata=ObjectMeta(name=self.name), status=self.node_status())
             await self.api.update_status(node)
