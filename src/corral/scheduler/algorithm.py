@@ -78,7 +78,9 @@ class Selector:
         decision = Decision(None, total=total)
         if not total:
             return decision
-        checks = tuple(f.filter for f in self.policy.filters if f.applies(c))
+        applicable = [f for f in self.policy.filters if f.applies(c)]
+        checks = tuple(f.filter for f in applicable)
+        plain_checks = tuple(f.filter for f in applicable if not f.passes_plain_nodes)
         scorers = tuple((s.score, s.weight) for s in self.policy.scorers if s.applies(c))
         single = scorers[0][0] if len(scorers) == 1 and scorers[0][1] == 1 else None
         want = feasible_to_find(total, self.percentage, self.minimum)
@@ -89,10 +91,9 @@ class Selector:
         start = self._start % total
         seen = 0
         # the walk: nodes[start:] then nodes[:start], without copying or modulo per node
-        for i in itertools.chain(range(start, total), range(start)):
-            n = nodes[i]
-            seen += 1
-            for check in checks:
+        for seen, n in enumerate(itertools.chain(itertools.islice(nodes, start, None),  # noqa: B007 (read after)
+                                                 itertools.islice(nodes, start)), 1):
+            for check in plain_checks if n.plain else checks:
                 reason = check(c, n)
                 if reason is not None:
                     reasons[reason] = reasons.get(reason, 0) + 1

@@ -28,6 +28,7 @@ class NodeName:
     """A container pinned with ``spec.node`` fits only that node."""
 
     name = "NodeName"
+    passes_plain_nodes = False
     reason = NODE_NAME
 
     def applies(self, c: ContainerRequest) -> bool:
@@ -41,6 +42,7 @@ class NodeReady:
     """The node's ``Ready`` condition is ``True``."""
 
     name = "NodeReady"
+    passes_plain_nodes = True
     reason = NOT_READY
 
     def applies(self, c: ContainerRequest) -> bool:
@@ -54,6 +56,7 @@ class NodeSchedulable:
     """The node is not cordoned (``spec.unschedulable``)."""
 
     name = "NodeSchedulable"
+    passes_plain_nodes = True
     reason = UNSCHEDULABLE
 
     def applies(self, c: ContainerRequest) -> bool:
@@ -67,6 +70,7 @@ class TaintToleration:
     """Every NoSchedule/NoExecute taint of the node is tolerated by the container."""
 
     name = "TaintToleration"
+    passes_plain_nodes = True
     reason = TAINT
 
     def applies(self, c: ContainerRequest) -> bool:
@@ -83,6 +87,7 @@ class NodeSelector:
     """Every ``spec.nodeSelector`` pair is among the node's labels."""
 
     name = "NodeSelector"
+    passes_plain_nodes = False
     reason = NODE_SELECTOR
 
     def applies(self, c: ContainerRequest) -> bool:
@@ -100,6 +105,7 @@ class ContainerCount:
     """The node has room for one more container (``allocatable.containers``; 0 means no limit)."""
 
     name = "ContainerCount"
+    passes_plain_nodes = False
     reason = TOO_MANY
 
     def applies(self, c: ContainerRequest) -> bool:
@@ -117,6 +123,7 @@ class ResourcesFit:
     """
 
     name = "ResourcesFit"
+    passes_plain_nodes = False
     reason_cpu = INSUFFICIENT_CPU
     reason_memory = INSUFFICIENT_MEMORY
 
@@ -135,6 +142,7 @@ class HostPorts:
     """None of the container's host ports (protocol, port) is used on the node."""
 
     name = "HostPorts"
+    passes_plain_nodes = False
     reason = HOST_PORT
 
     def applies(self, c: ContainerRequest) -> bool:

@@ -150,6 +150,7 @@ class NodeView:
     score_memory: int = 0
     ports: dict[HostPort, int] = field(default_factory=dict)  # host port -> how many use it
     owners: dict[str, int] = field(default_factory=dict)  # owner uid -> containers here
+    plain: bool = False  # Ready, schedulable and untainted (see Filter.passes_plain_nodes)
 
     def update_from(self, node: Node) -> None:
         self.exists = True
@@ -159,6 +160,7 @@ class NodeView:
         self.taints = tuple(
             TaintView(t.key, t.value, t.effect) for t in node.spec.taints if t.effect != "PreferNoSchedule"
         )
+        self.plain = self.ready and not self.unschedulable and not self.taints
         alloc = node.status.allocatable
         self.alloc_cpu = cpu_millis(alloc.cpu)
         self.alloc_memory = memory_bytes(alloc.memory)
@@ -189,6 +191,9 @@ class NodeView:
 
 class Filter(Protocol):
     name: str
+    # True when the filter never rejects a *plain* node (Ready, schedulable, no NoSchedule/NoExecute
+    # taints: ``NodeView.plain``); the selector then skips it on such nodes, which most nodes are
+    passes_plain_nodes: bool
 
     def applies(self, c: ContainerRequest) -> bool:
         """False when this filter cannot reject ``c`` on any node (the chain skips it for ``c``)."""
