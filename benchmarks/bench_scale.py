@@ -304,6 +304,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             print("list:", result["list"], flush=True)
         result["sim"] = (await stats.fresh(1.0))
         result["peak_rss_mib"] = {"control": round(sum(peak_rss_mib(p) for p in control_pids), 1),
+                                  "api": round(peak_rss_mib(control.pid), 1),
+                                  "leader": round(sum(peak_rss_mib(p) for p in control_pids[1:]), 1),
                                   "etcd": round(sum(peak_rss_mib(p) for p in etcd_pids), 1),
                                   "sim": round(peak_rss_mib(sim.pid), 1)}
         print("peak RSS MiB:", result["peak_rss_mib"], flush=True)

@@ -55,6 +55,13 @@ def _with_rv(json: bytes, old: int, new: int) -> bytes:
     return json.replace(b'"resourceVersion":"%d"' % old, b'"resourceVersion":"%d"' % new, 1)
 
 
+# Events kept per kind for watches to resume from. Each holds its object decoded and as JSON, and the
+# lines rendered for its watchers (~5 KB in all for a Container), so the window is most of the API's
+# memory at scale: 20,000 is ~30 s of a 30,000-container burst, hours of a quiet cluster. A watch
+# that falls further behind gets 410 Gone and lists again, as with Kubernetes' watch cache.
+DEFAULT_WINDOW = 20_000
+
+
 @dataclass(slots=True)
 class Entry:
     obj: Object
@@ -74,7 +81,7 @@ class CacheEvent:
 
 
 class WatchCache:
-    def __init__(self, store: Store, info: KindInfo, *, window: int = 50_000) -> None:
+    def __init__(self, store: Store, info: KindInfo, *, window: int = DEFAULT_WINDOW) -> None:
         self.store = store
         self.info = info
         self.window = window
@@ -179,7 +186,7 @@ class WatchCache:
         nodes = tuple({n for n in (self._node_of(event.old), self._node_of(event.new)) if n is not None})
         for node in nodes:
             self._node_log.setdefault(node, []).append(index)
-        if len(self._log) > 2 * self.window:
+        if len(self._log) > self.window + self.window // 4:  # trim in steps of a quarter window
             cut = len(self._log) - self.window
             self._oldest = self._log[cut - 1].revision
             del self._log[:cut]
