@@ -264,3 +264,31 @@ async def test_metrics_count_requests_per_route_and_openapi_lists_the_paths(api:
     assert status == 200
     assert "/namespaces/{namespace}/containers/{name}/status" in doc["paths"]
     assert "Container" in doc["components"]["schemas"]
+
+
+async def test_a_list_at_any_version_comes_from_the_cache_and_a_node_selector_reads_only_that_node(api: Api) -> None:
+    n1, n2 = unique("n"), unique("n")
+    a, b, c = unique(), unique(), unique()
+    await call(api, "POST", C, container(a, node=n1))
+    await call(api, "POST", C, container(b, node=n2))
+    _, moving = await call(api, "POST", C, container(c))  # unbound, then bound to n1 by a spec write
+    moving["spec"]["node"] = n1
+    status, _ = await call(api, "PUT", f"{C}/{c}", moving)
+    assert status == 200
+
+    async def names_on(node: str) -> list[str]:
+        for _ in range(100):  # the cache follows etcd; wait for the writes above
+            status, body = await call(api, "GET", "/containers",
+                                      params={"resourceVersion": "0", "fieldSelector": f"spec.node={node}", "limit": "1"})
+            assert status == 200 and "continue" not in body["metadata"]  # whole, from the cache
+            found = sorted(i["metadata"]["name"] for i in body["items"])
+            if len(found) == (2 if node == n1 else 1):
+                return found
+            await asyncio.sleep(0.01)
+        return found
+
+    assert await names_on(n1) == sorted([a, c]) and await names_on(n2) == [b]
+    status, etcd_view = await call(api, "GET", "/containers", params={"fieldSelector": f"spec.node={n1}"})
+    assert sorted(i["metadata"]["name"] for i in etcd_view["items"]) == sorted([a, c])
+    cache = api.server.caches["Container"]
+    assert sorted(k.rsplit("/", 1)[1] for k in cache._node_keys[n1]) == sorted([a, c])

@@ -259,10 +259,11 @@ class ResourceHandlers:
         namespace = self._ns(request)
         items: list[bytes] = []
         more = False
-        if q.get("resourceVersion") == "0" and not limit:  # "any version": serve from the watch cache
-            await self.cache.wait_ready()
+        if q.get("resourceVersion") == "0":  # "any version": served whole from the watch cache, as Kubernetes
+            await self.cache.wait_ready()  # does (limit and continue do not apply)
             revision = self.cache.revision
-            items = [e.json for e in self.cache.matching(predicate)]
+            node = _single_node(q.get("fieldSelector", ""))
+            items = [e.json for e in self.cache.matching(predicate, node=node)]
         else:
             try:
                 page = await self.store.list(self.info.prefix(namespace), limit=limit, start_after=start_after, revision=revision)
@@ -288,11 +289,12 @@ class ResourceHandlers:
         await cache.wait_ready()
         timeout = _parse_int(q["timeoutSeconds"], "timeoutSeconds") if q.get("timeoutSeconds") else 0
         rv = q.get("resourceVersion", "")
+        node = _single_node(q.get("fieldSelector", ""))  # an agent's watch: read only its node's events
         initial: list[bytes] = []
         if rv in ("", "0"):
             from_revision = cache.revision
             index = cache.end
-            initial = [b'{"type":"ADDED","object":%s}\n' % e.json for e in cache.matching(predicate)]
+            initial = [b'{"type":"ADDED","object":%s}\n' % e.json for e in cache.matching(predicate, node=node)]
         else:
             from_revision = _parse_int(rv, "resourceVersion")
             index = cache.start_index(from_revision)  # Gone → 410 before the stream starts
@@ -301,7 +303,6 @@ class ResourceHandlers:
         await response.prepare(request)
         deadline = time.monotonic() + timeout if timeout else float("inf")
         last_write = time.monotonic()
-        node = _single_node(q.get("fieldSelector", ""))  # an agent's watch: read only its node's events
         # watchers with the same filter share each event's rendered line
         signature = (self._ns(request), q.get("labelSelector", ""), q.get("fieldSelector", ""))
         try:

@@ -93,6 +93,7 @@ class WatchCache:
         self._oldest = 0  # watches may resume from any revision >= this
         self._waiters: set[asyncio.Future[None]] = set()  # watchers of everything, parked until a change
         self._node_log: dict[str, list[int]] = {}  # node → absolute log indexes of its events
+        self._node_keys: dict[str, set[str]] = {}  # node → keys of the objects bound to it now
         self._node_waiters: dict[str, set[asyncio.Future[None]]] = {}
 
     # --- reading ------------------------------------------------------------------------------
@@ -155,8 +156,26 @@ class WatchCache:
         except TimeoutError as e:
             raise Unavailable(f"the {self.info.plural} cache is not ready (is etcd reachable?)") from e
 
-    def matching(self, predicate: Callable[[Object], bool] | None = None) -> list[Entry]:
+    def matching(self, predicate: Callable[[Object], bool] | None = None, *, node: str | None = None) -> list[Entry]:
+        """The current objects ``predicate`` accepts; with ``node``, only those bound to it are
+        looked at (an agent's list: its node's few, not every object)."""
+        if node is not None:
+            keys = sorted(self._node_keys.get(node, ()))
+            return [e for k in keys if (e := self.objects.get(k)) is not None and (predicate is None or predicate(e.obj))]
         return [e for e in self.objects.values() if predicate is None or predicate(e.obj)]
+
+    def _index(self, key: str, old: Entry | None, new: Entry | None) -> None:
+        before, after = self._node_of(old), self._node_of(new)
+        if before == after:
+            return
+        if before is not None:
+            keys = self._node_keys.get(before)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._node_keys[before]
+        if after is not None:
+            self._node_keys.setdefault(after, set()).add(key)
 
     # --- filling ------------------------------------------------------------------------------
 
@@ -220,6 +239,9 @@ class WatchCache:
         else:
             self._oldest = page.revision
         self.objects = fresh
+        self._node_keys = {}
+        for key, entry in fresh.items():
+            self._index(key, None, entry)
         self.revision = page.revision
         self._notify()
         return page.revision
@@ -248,12 +270,14 @@ class WatchCache:
             if old is None:
                 return
             del self.objects[key]
+            self._index(key, old, None)
             gone = Entry(old.obj, splice_rv(value, revision) if value else old.json, revision)
             gone.obj.metadata.resource_version = str(revision)
             nodes = self._append(CacheEvent("DELETED", key, revision, None, gone))
         else:
             new = self._entry(value, revision)
             self.objects[key] = new
+            self._index(key, old, new)
             nodes = self._append(CacheEvent("MODIFIED" if old else "ADDED", key, revision, new, old))
         self.revision = max(self.revision, revision)
         self._notify(nodes)
