@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import logging
+import os
+
 import pytest
 
 from corral.api.auth import Identity
@@ -92,3 +97,28 @@ async def test_a_node_beats_for_itself_by_request_or_channel_and_each_beat_is_st
         again = await channel.beat()  # a closed channel is opened again
         assert again["renewTime"] >= second["renewTime"]
         await channel.close()
+
+
+async def test_a_node_that_hangs_up_mid_beat_is_not_a_server_error(api: Api, caplog: pytest.LogCaptureFixture) -> None:
+    node = unique("n")
+    token = await node_token(api, node)
+    host, port = api.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(
+            f"GET /nodes/{node}/heartbeats HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\nSec-WebSocket-Version: 13\r\n"
+            f"Authorization: Bearer {token}\r\n\r\n".encode()
+        )
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101")
+        mask = os.urandom(4)
+        writer.write(bytes([0x81, 0x80 | 4]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(b"beat")))
+        await writer.drain()
+    finally:
+        writer.close()  # gone before the beat (which lingers up to 50 ms to share a txn) is answered
+    with caplog.at_level(logging.ERROR):
+        await asyncio.sleep(0.3)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    stored = await api.store.get(HEARTBEAT_PREFIX + node)
+    assert stored is not None  # the beat itself was stored

@@ -185,7 +185,10 @@ class ApiServer:
                 answer = await self._beat(name)
             except CorralError as e:
                 answer = codec.encode(e.to_body())
-            await ws.send_bytes(answer)
+            try:
+                await ws.send_bytes(answer)
+            except ConnectionError:  # the node went away mid-beat (its next beat reconnects)
+                break
         return ws
 
     async def _beat(self, name: str) -> bytes:
