@@ -13,6 +13,7 @@ from corral.api.auth import Identity
 from corral.api.client import ApiClient, HeartbeatChannel
 from corral.model import errors
 from corral.model.lifecycle import HEARTBEAT_PREFIX
+from corral.store.embedded import free_port
 from tests.api.conftest import Api
 from tests.api.test_contract import call, container, unique
 
@@ -122,3 +123,27 @@ async def test_a_node_that_hangs_up_mid_beat_is_not_a_server_error(api: Api, cap
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     stored = await api.store.get(HEARTBEAT_PREFIX + node)
     assert stored is not None  # the beat itself was stored
+
+
+async def test_a_beat_reaches_the_next_server_when_the_first_is_unreachable(api: Api) -> None:
+    node = unique("n")
+    token = await node_token(api, node)
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    async with ApiClient([dead, api.url], token) as client:
+        answer = await HeartbeatChannel(client, node).beat(timeout=5)
+    assert answer["renewTime"] and client.server == api.url
+
+
+async def test_a_channel_that_died_since_the_last_beat_is_opened_again_within_the_beat(api: Api) -> None:
+    node = unique("n")
+    token = await node_token(api, node)
+    async with ApiClient(api.url, token) as client:
+        channel = HeartbeatChannel(client, node)
+        await channel.beat()
+        dead = channel._ws
+        assert dead is not None and dead._conn is not None and dead._conn.transport is not None
+        dead._conn.transport.abort()  # the connection is gone; the channel object does not know yet
+        await asyncio.sleep(0)
+        answer = await channel.beat(timeout=5)
+        assert answer["renewTime"] and channel._ws is not dead
+        await channel.close()

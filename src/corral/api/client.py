@@ -49,10 +49,16 @@ def error_from_body(status: int, body: bytes) -> errors.CorralError:
     return cls(message, details=details)
 
 
+class _ChannelClosed(Exception):
+    """The heartbeat channel closed under a beat."""
+
+
 class HeartbeatChannel:
-    """A node's beats over one WebSocket to ``GET /nodes/{name}/heartbeats``, reconnected when it
-    breaks; ``beat`` sends one and returns the API's answer (``renewTime``, ``ready``). A server
-    without the channel (404 at the upgrade) gets ``PUT /nodes/{name}/heartbeat`` instead."""
+    """A node's beats over one WebSocket to ``GET /nodes/{name}/heartbeats``; ``beat`` sends one and
+    returns the API's answer (``renewTime``, ``ready``). A channel that died since the last beat is
+    opened again (on the next server when one is unreachable) within the same beat, so a dead API
+    server costs no beat. A server without the channel (404 at the upgrade) gets
+    ``PUT /nodes/{name}/heartbeat`` instead."""
 
     def __init__(self, client: ApiClient, node: str) -> None:
         self.client = client
@@ -61,49 +67,62 @@ class HeartbeatChannel:
         self._plain = False  # the server has no channel: one request per beat
 
     async def beat(self, *, timeout: float = 10.0) -> dict[str, Any]:
-        if self._plain:
-            body = await self.client.request("PUT", f"/nodes/{self.node}/heartbeat", timeout=timeout)
-            answer: dict[str, Any] = msgspec.json.decode(body)
-            return answer
         try:
             async with asyncio.timeout(timeout):
-                ws = await self._connect(timeout)
-                if ws is None:
-                    return await self.beat(timeout=timeout)
-                await ws.send_str("beat")
-                msg = await ws.receive()
-        except BaseException as e:  # a beat cut short leaves its answer in flight: start over next time
+                if not self._plain:
+                    reused = self._ws is not None and not self._ws.closed
+                    try:
+                        data = await self._exchange()
+                    except (_ChannelClosed, aiohttp.ClientError, ConnectionError):
+                        await self.close()
+                        if not reused:
+                            raise
+                        data = await self._exchange()  # the open channel had died: once more, fresh
+                if self._plain:
+                    data = await self.client.request("PUT", f"/nodes/{self.node}/heartbeat", timeout=timeout)
+        except BaseException as e:  # a beat cut short may leave its answer in flight: start over next time
             await self.close()
-            if isinstance(e, (aiohttp.ClientError, TimeoutError, ConnectionError)):
+            if isinstance(e, (_ChannelClosed, aiohttp.ClientError, TimeoutError, ConnectionError)):
                 raise errors.Unavailable(f"heartbeat to {self.client.server} failed: {e or 'timed out'}") from None
             raise
-        if msg.type not in (aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.TEXT):
-            await self.close()
-            raise errors.Unavailable(f"heartbeat channel to {self.client.server} closed")
-        answer = msgspec.json.decode(msg.data)
+        answer: dict[str, Any] = msgspec.json.decode(data)
         if "error" in answer:
-            raise error_from_body(int(answer["error"].get("code", 500)), msg.data)
+            raise error_from_body(int(answer["error"].get("code", 500)), data)
         return answer
 
-    async def _connect(self, timeout: float) -> aiohttp.ClientWebSocketResponse | None:
-        """The open channel, or None when the server has none (then beats are plain requests)."""
+    async def _exchange(self) -> bytes:
+        """One beat on the channel, opened if need be; b"" when the server has no channel."""
+        ws = await self._connect()
+        if ws is None:
+            return b""
+        await ws.send_str("beat")
+        msg = await ws.receive()
+        if msg.type not in (aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.TEXT):
+            raise _ChannelClosed(f"the heartbeat channel to {self.client.server} closed")
+        data: bytes = msg.data if isinstance(msg.data, bytes) else msg.data.encode()
+        return data
+
+    async def _connect(self) -> aiohttp.ClientWebSocketResponse | None:
+        """The open channel, or None when the server has none (beats are then plain requests)."""
         if self._ws is not None and not self._ws.closed:
             return self._ws
-        url = f"{self.client.server}/nodes/{self.node}/heartbeats"
-        try:
-            self._ws = await self.client._http().ws_connect(url, autoping=True, max_msg_size=1024,
-                                                           timeout=aiohttp.ClientWSTimeout(ws_close=timeout))
-        except aiohttp.WSServerHandshakeError as e:
-            if e.status == 404:
-                self._plain = True
-                return None
-            if e.status in (401, 403):
-                raise _BY_CODE.get(e.status, errors.CorralError)(f"heartbeat channel refused: {e.message}") from None
-            raise
-        except (aiohttp.ClientConnectionError, OSError):
-            self.client._current = (self.client._current + 1) % len(self.client.servers)  # try the next server
-            raise
-        return self._ws
+        last: Exception | None = None
+        for _ in range(len(self.client.servers)):
+            url = f"{self.client.server}/nodes/{self.node}/heartbeats"
+            try:
+                self._ws = await self.client._http().ws_connect(url, autoping=True, max_msg_size=1024)
+                return self._ws
+            except aiohttp.WSServerHandshakeError as e:
+                if e.status == 404:
+                    self._plain = True
+                    return None
+                if e.status in (401, 403):
+                    raise _BY_CODE[e.status](f"heartbeat channel refused: {e.message}") from None
+                raise
+            except (aiohttp.ClientConnectionError, OSError) as e:
+                last = e
+                self.client._current = (self.client._current + 1) % len(self.client.servers)
+        raise errors.Unavailable(f"cannot reach the corral API at {', '.join(self.client.servers)}: {last}")
 
     async def close(self) -> None:
         ws, self._ws = self._ws, None
