@@ -10,8 +10,12 @@ node token, heartbeat and watch), and this script, which acts as the user. Phase
    (seen through one admin watch), with the create rate on the way.
 3. steady — all Running, heartbeats continuing: ``--writes`` single-object writes (PUT of a
    container's labels) from 4 writers: p50/p99 latency.
-4. list  — GET of every container in one response, and paged (limit=5000).
-Then peak RSS (VmHWM) of the control-plane process and of etcd. Figures are printed and written to
+4. list  — GET of every container in one response, and paged (limit=5000); one node's list from etcd
+   and from the watch cache.
+Then peak RSS (VmHWM) of the control-plane processes and of etcd, and (unless ``--no-restart``):
+5. restart — the control plane (API, leader, etcd) stopped and started again on its data under the
+   full load; then one new container per node: time until the API is ready and until the new ones
+   are Running, NodeNotReady events, and how many containers are still Running. Figures are printed and written to
 benchmarks/results/bench_scale.json. Everything runs on 127.0.0.1 and stops by itself.
 
     .venv/bin/python benchmarks/bench_scale.py --nodes 1000 --per-node 30
@@ -38,10 +42,12 @@ import aiohttp
 import msgspec
 
 from corral.api.client import ApiClient
+from corral.controllers.nodes import EVENT_NAMESPACE
 from corral.model import errors
 from corral.model.resources import (
     Container,
     ContainerSpec,
+    Event,
     Namespace,
     ObjectMeta,
     ResourceList,
@@ -146,8 +152,9 @@ def container(i: int) -> Container:
                                         resources=ResourceRequirements(requests=ResourceList(cpu="10m", memory="16Mi"))))
 
 
-async def burst(api: ApiClient, total: int, concurrency: int, timeout: float) -> dict[str, float]:
+async def burst(api: ApiClient, total: int, concurrency: int, timeout: float, *, first: int = 0) -> dict[str, float]:
     running: set[str] = set()
+    wanted: set[str] = set()  # only this burst's containers count (a watch starts with what exists)
     all_running = asyncio.Event()
     created_at: dict[str, float] = {}
     first_running = 0.0
@@ -159,8 +166,9 @@ async def burst(api: ApiClient, total: int, concurrency: int, timeout: float) ->
             try:
                 async for ev in api.watch(Container, namespace=NS, resource_version=rv):
                     rv = ev.object.metadata.resource_version
-                    if ev.object.status.phase == "Running" and ev.object.metadata.name not in running:
-                        running.add(ev.object.metadata.name)
+                    name = ev.object.metadata.name
+                    if ev.object.status.phase == "Running" and name in wanted and name not in running:
+                        running.add(name)
                         first_running = first_running or time.monotonic()
                         if len(running) == total:
                             all_running.set()
@@ -169,7 +177,8 @@ async def burst(api: ApiClient, total: int, concurrency: int, timeout: float) ->
 
     _, rv0 = await api.list(Container, namespace=NS, page_size=1)
     watcher = asyncio.create_task(watch())
-    queue = list(range(total))
+    queue = list(range(first, first + total))
+    wanted.update(container(i).metadata.name for i in queue)
     t0 = time.monotonic()
 
     async def writer() -> None:
@@ -216,6 +225,31 @@ async def steady_writes(api: ApiClient, total: int, count: int) -> dict[str, flo
     await asyncio.gather(*(writer(names[k::4]) for k in range(4)))
     return {"writes": len(latencies), "p50_ms": round(pct(latencies, 0.5), 2),
             "p99_ms": round(pct(latencies, 0.99), 2), "mean_ms": round(statistics.fmean(latencies), 2)}
+
+
+async def restart(control: Child, url: str, api: ApiClient, nodes: int, total: int, concurrency: int,
+                  timeout: float, sim: SimStats) -> dict[str, Any]:
+    """Stop the control plane (API, leader, etcd) and start it again on the same data; then one new
+    container per node. Did any node look lost, did any container stop running, how long until the
+    cluster takes work again?"""
+    before = await sim.fresh(1.0)
+    t0 = time.monotonic()
+    await control.stop()
+    stopped = time.monotonic() - t0
+    await control.start()
+    await wait_ready(url, timeout=120)
+    ready = time.monotonic() - t0
+    fresh = await burst(api, nodes, concurrency, timeout, first=total)
+    after = await sim.fresh(1.0)
+    items, _ = await api.list(Container, namespace=NS, any_version=True)
+    running = sum(1 for c in items if c.status.phase == "Running")
+    events, _ = await api.list(Event, namespace=EVENT_NAMESPACE)
+    not_ready = sum(1 for e in events if e.spec.reason == "NodeNotReady")
+    return {"stop_seconds": round(stopped, 2), "ready_seconds": round(ready, 2),
+            "new_containers": nodes, "new_all_running_after_ready_seconds": fresh["all_running_seconds"],
+            "running_after": running, "of": total + nodes, "node_not_ready_events": not_ready,
+            "heartbeat_errors": after["heartbeat_errors"] - before["heartbeat_errors"],
+            "released_by_sim": after["released"] - before["released"]}
 
 
 async def list_all(api: ApiClient) -> dict[str, float]:
@@ -319,6 +353,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                                   "etcd": round(sum(peak_rss_mib(p) for p in etcd_pids), 1),
                                   "sim": round(peak_rss_mib(sim.pid), 1)}
         print("peak RSS MiB:", result["peak_rss_mib"], flush=True)
+        if args.restart:  # 5. the control plane restarts under the full load
+            async with ApiClient(url, admin_token, timeout=60) as api:
+                result["restart"] = await restart(control, url, api, args.nodes, total, args.concurrency,
+                                                  args.timeout, stats)
+            print("restart:", result["restart"], flush=True)
     finally:
         if sim is not None:
             await sim.stop()
@@ -344,6 +383,8 @@ if __name__ == "__main__":
     p.add_argument("--writes", type=int, default=1000)
     p.add_argument("--timeout", type=float, default=300.0, help="Give up waiting for Running after this long.")
     p.add_argument("--keep", action="store_true", help="Keep the temporary directory (logs).")
+    p.add_argument("--no-restart", dest="restart", action="store_false",
+                   help="Skip the last phase (stop and start the control plane, then one new container per node).")
     a = p.parse_args()
     res = asyncio.run(main(a))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -308,7 +308,7 @@ class ResourceHandlers:
         try:
             if initial:
                 await response.write(b"".join(initial))
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline and not cache.closing:
                 try:
                     events, index = cache.events_from(index) if node is None else cache.node_events_from(node, index)
                 except Gone as e:

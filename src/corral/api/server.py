@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 import msgspec
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from corral.api import codec
 from corral.api.auth import IDENTITY, Identity, Tokens
@@ -71,6 +71,7 @@ class ApiServer:
         self.tokens = Tokens(store)
         self.metrics = Metrics()
         self.caches = {info.kind: WatchCache(store, info) for info in KINDS}
+        self._channels: set[web.WebSocketResponse] = set()  # open heartbeat channels (closed at shutdown)
         self.logs = LogsProxy(store)
         self.metrics.gauge("corral_api_watch_cache_revision", "The newest revision the container watch cache has seen.",
                            lambda: float(self.caches["Container"].revision))
@@ -91,6 +92,7 @@ class ApiServer:
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.max_body, middlewares=[self._middleware])
         app[codec.MAX_BODY] = self.max_body
+        app.on_shutdown.append(self._on_shutdown)
         r = app.router
         ns_info = BY_KIND["Namespace"]
         for info in KINDS:
@@ -178,6 +180,14 @@ class ApiServer:
         _may_beat(request[IDENTITY], name)
         ws = web.WebSocketResponse(max_msg_size=1024, autoping=True)
         await ws.prepare(request)
+        self._channels.add(ws)
+        try:
+            await self._serve_beats(ws, name)
+        finally:
+            self._channels.discard(ws)
+        return ws
+
+    async def _serve_beats(self, ws: web.WebSocketResponse, name: str) -> None:
         async for msg in ws:
             if msg.type != WSMsgType.TEXT:
                 break
@@ -189,7 +199,15 @@ class ApiServer:
                 await ws.send_bytes(answer)
             except ConnectionError:  # the node went away mid-beat (its next beat reconnects)
                 break
-        return ws
+
+    async def _on_shutdown(self, _app: web.Application) -> None:
+        """Before the server waits for its handlers: end every watch stream and heartbeat channel,
+        so a stop takes a moment instead of the whole shutdown timeout, and clients move on at once."""
+        for cache in self.caches.values():
+            cache.close()
+        for ws in list(self._channels):
+            with contextlib.suppress(Exception):
+                await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
 
     async def _beat(self, name: str) -> bytes:
         """One beat: one small etcd put, answered once it is in etcd (the agent fences itself on

@@ -94,6 +94,7 @@ class WatchCache:
         self._waiters: set[asyncio.Future[None]] = set()  # watchers of everything, parked until a change
         self._node_log: dict[str, list[int]] = {}  # node → absolute log indexes of its events
         self._node_keys: dict[str, set[str]] = {}  # node → keys of the objects bound to it now
+        self.closing = False  # the server is shutting down: watchers end their streams
         self._node_waiters: dict[str, set[asyncio.Future[None]]] = {}
 
     # --- reading ------------------------------------------------------------------------------
@@ -149,6 +150,12 @@ class WatchCache:
         finally:
             timer.cancel()
             waiters.discard(fut)
+
+    def close(self) -> None:
+        """Tell every watcher to end its stream now (the server is shutting down); clients resume
+        elsewhere from their last resourceVersion."""
+        self.closing = True
+        self._notify()
 
     async def wait_ready(self, timeout: float = 10.0) -> None:
         try:
