@@ -205,9 +205,8 @@ class ApiServer:
         so a stop takes a moment instead of the whole shutdown timeout, and clients move on at once."""
         for cache in self.caches.values():
             cache.close()
-        for ws in list(self._channels):
-            with contextlib.suppress(Exception):
-                await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
+        await asyncio.gather(*(ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
+                               for ws in list(self._channels)), return_exceptions=True)  # all at once
 
     async def _beat(self, name: str) -> bytes:
         """One beat: one small etcd put, answered once it is in etcd (the agent fences itself on
