@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,6 +45,16 @@ def _labels(pairs: tuple[str, ...]) -> dict[str, str]:
             raise click.BadParameter(f"{pair!r} must be KEY=VALUE", param_hint="--label")
         out[key] = value
     return out
+
+
+def _exit_at_once() -> None:
+    """End a control or leader process that has stopped in order (children stopped, stores closed)
+    without the interpreter's teardown, which frees the caches object by object: seconds at 30,000
+    containers, and a restart waits for it."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _install_signals(stop: asyncio.Event) -> None:
@@ -191,7 +203,7 @@ def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: boo
             leader = LeaderRoleConfig(etcd=list(etcd), leader_ttl=leader_ttl,
                                       leader=LeaderConfig(policy=policy, node_grace=node_grace, event_ttl=float(event_ttl)))
             asyncio.run(_serve_leader(leader))
-            return
+            _exit_at_once()
         from corral.roles.control import ControlConfig
 
         host, port = _split_listen(listen)
@@ -204,3 +216,4 @@ def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: boo
             asyncio.run(_serve_control(control))
         else:
             asyncio.run(_serve_all(control, agent, embedded_dir=embedded))
+        _exit_at_once()

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,13 +111,21 @@ async def run_control(cfg: ControlConfig, *, stop: asyncio.Event,
             else:
                 leading = campaign(store, leader_cfg, identity=f"{socket.gethostname()}:{cfg.port}:{os.getpid()}",
                                    ttl=cfg.leader_ttl)
-            tasks = [caches, tg.create_task(leading, name="leader")]
+            leader = tg.create_task(leading, name="leader")
+            tasks = [caches]
             if started is not None:
                 tasks.append(tg.create_task(started(plane), name="control-started"))
             await stop.wait()
             log.info("control role stopping")
+            stopping = time.monotonic()
             await runner.cleanup()
             runner = None
+            log.info("API stopped in %.2fs", time.monotonic() - stopping)
+            if cfg.leader_process:  # the child resigns (revokes its lease) on SIGTERM: let it, so a
+                await leader  # successor need not wait out the lease; supervise_leader bounds the wait
+                log.info("leader process stopped in %.2fs", time.monotonic() - stopping)
+            else:
+                tasks.append(leader)
             for t in tasks:
                 t.cancel()
     finally:
@@ -126,4 +135,6 @@ async def run_control(cfg: ControlConfig, *, stop: asyncio.Event,
         await api.logs.close()
         await store.close()
         if etcd is not None:
+            t0 = time.monotonic()
             await etcd.stop()
+            log.info("embedded etcd stopped in %.2fs", time.monotonic() - t0)
