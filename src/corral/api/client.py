@@ -110,7 +110,7 @@ class HeartbeatChannel:
         for _ in range(len(self.client.servers)):
             url = f"{self.client.server}/nodes/{self.node}/heartbeats"
             try:
-                self._ws = await self.client._http().ws_connect(url, autoping=True, max_msg_size=1024)
+                self._ws = await self.client.session().ws_connect(url, autoping=True, max_msg_size=1024)
                 return self._ws
             except aiohttp.WSServerHandshakeError as e:
                 if e.status == 404:
@@ -121,7 +121,7 @@ class HeartbeatChannel:
                 raise
             except (aiohttp.ClientConnectionError, OSError) as e:
                 last = e
-                self.client._current = (self.client._current + 1) % len(self.client.servers)
+                self.client.next_server()
         raise errors.Unavailable(f"cannot reach the corral API at {', '.join(self.client.servers)}: {last}")
 
     async def close(self) -> None:
@@ -160,7 +160,12 @@ class ApiClient:
     def server(self) -> str:
         return self.servers[self._current].rstrip("/")
 
-    def _http(self) -> aiohttp.ClientSession:
+    def next_server(self) -> None:
+        """Move to the next server URL (this one could not be reached)."""
+        self._current = (self._current + 1) % len(self.servers)
+
+    def session(self) -> aiohttp.ClientSession:
+        """The HTTP session (opened on first use), with the token set; for channels beyond requests."""
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 headers={"Authorization": f"Bearer {self.token}"},
@@ -195,7 +200,7 @@ class ApiClient:
         for _ in range(len(self.servers)):
             url = self.server + path
             try:
-                async with self._http().request(
+                async with self.session().request(
                     method, url, data=data, params=params,
                     headers={"Content-Type": "application/json"} if data is not None else None,
                     timeout=aiohttp.ClientTimeout(total=timeout or self.timeout),
@@ -206,13 +211,13 @@ class ApiClient:
                     return payload
             except (aiohttp.ClientConnectionError, TimeoutError) as e:
                 last = e
-                self._current = (self._current + 1) % len(self.servers)
+                self.next_server()
         raise errors.Unavailable(f"cannot reach the corral API at {', '.join(self.servers)}: {last}")
 
     async def stream(self, path: str, *, params: dict[str, str] | None = None) -> AsyncIterator[bytes]:
         """A GET whose body is read as it arrives (logs with follow)."""
         try:
-            async with self._http().get(self.server + path, params=params,
+            async with self.session().get(self.server + path, params=params,
                                         timeout=aiohttp.ClientTimeout(total=None, sock_connect=10)) as resp:
                 if resp.status >= 400:
                     raise error_from_body(resp.status, await resp.read())
@@ -286,7 +291,7 @@ class ApiClient:
         params = {"watch": "1", "resourceVersion": resource_version, "labelSelector": label_selector,
                   "fieldSelector": field_selector}
         try:
-            async with self._http().get(self.server + path, params=params,
+            async with self.session().get(self.server + path, params=params,
                                         timeout=aiohttp.ClientTimeout(total=None, sock_read=30)) as resp:
                 if resp.status >= 400:
                     raise error_from_body(resp.status, await resp.read())
@@ -304,7 +309,7 @@ class ApiClient:
                         raise error_from_body(msgspec.json.decode(raw.object)["error"]["code"], bytes(raw.object))
                     yield WatchEvent(raw.type, self._decode(bytes(raw.object), tp))
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as e:
-            self._current = (self._current + 1) % len(self.servers)
+            self.next_server()
             raise errors.Unavailable(f"the watch of {info.plural} was cut: {e}") from e
 
 
