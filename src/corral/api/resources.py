@@ -44,6 +44,7 @@ from corral.store.leases import BucketLeases
 BOOKMARK_SECONDS = 5.0
 COALESCE_SECONDS = 0.01  # a streaming watch waits this long after a write, to send events in batches
 COALESCE_BELOW = 64
+NAMESPACE_SYNC_SECONDS = 2.0  # a namespace DELETE waits at most this long for the cache to show it
 UNCONDITIONAL_ATTEMPTS = 5  # a write without a resourceVersion is retried on a lost race
 MAX_LIMIT = 10_000
 
@@ -133,7 +134,9 @@ class ResourceHandlers:
         return await self._read(namespace, name)
 
     async def _check_namespace(self, namespace: str) -> None:
-        """The namespace exists and is not being deleted (the cache first; etcd when the cache lags)."""
+        """The namespace exists and is not being deleted (the cache first; etcd when the cache does not
+        have it yet). A namespace DELETE answers only once this server's cache shows it Terminating,
+        so a create sent here after it is refused."""
         if not self.info.namespaced:
             return
         key = BY_KIND["Namespace"].key("", namespace)
@@ -444,6 +447,8 @@ class ResourceHandlers:
         meta.resource_version = ""
         new_revision = await self.store.update(key, typed.encode(obj), expected_revision=revision)
         meta.resource_version = str(new_revision)
+        if self.info.kind == "Namespace":  # creates check namespaces in the cache: once this returns,
+            await self.cache.wait_for_revision(new_revision, NAMESPACE_SYNC_SECONDS)  # they see Terminating
         return codec.json_response(obj, status=202)
 
 

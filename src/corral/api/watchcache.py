@@ -151,6 +151,16 @@ class WatchCache:
             timer.cancel()
             waiters.discard(fut)
 
+    async def wait_for_revision(self, revision: int, timeout: float) -> bool:
+        """Until the cache has caught up with ``revision`` (True), or ``timeout`` passed (False)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self.revision < revision:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                return False
+            await self.wait_changed(left)
+        return True
+
     def close(self) -> None:
         """Tell every watcher to end its stream now (the server is shutting down); clients resume
         elsewhere from their last resourceVersion."""
