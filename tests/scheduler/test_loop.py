@@ -109,8 +109,8 @@ async def test_pending_containers_are_bound_to_ready_nodes_by_compare_and_swap(s
     assert len(events) == 6 and s.stats.events == 6
 
 
-async def test_scheduled_events_beyond_the_backlog_are_dropped_and_counted_never_the_bindings(
-    store: EtcdStore, monkeypatch: pytest.MonkeyPatch
+async def test_scheduled_events_beyond_the_backlog_are_dropped_counted_and_logged_never_the_bindings(
+    store: EtcdStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(loop, "MAX_EVENT_BACKLOG", 2)
     cl = Cluster(store)
@@ -123,6 +123,7 @@ async def test_scheduled_events_beyond_the_backlog_are_dropped_and_counted_never
             assert (await cl.wait_for(name, lambda c: c.status.phase == "Scheduled")).spec.node == "n1"
         await cl.wait_for_events(2)
     assert s.stats.bound == 6 and s.stats.events == 2 and s.stats.events_dropped == 4
+    assert "dropping the rest (4 dropped so far)" in caplog.text
 
 
 async def test_a_container_that_fits_nowhere_says_why_and_is_bound_once_a_bigger_node_joins(store: EtcdStore) -> None:

@@ -76,6 +76,7 @@ UNSCHEDULABLE = "Unschedulable"
 SCHEDULED = "Scheduled"
 MAX_EVENT_BACKLOG = 10_000  # Scheduled Events waiting to be written; more are dropped (and counted)
 EVENT_BATCH = 1024  # Events per store.batch (split into txns by the store)
+DROP_LOG_SECONDS = 10.0  # at most one warning about dropped Events this often
 T = TypeVar("T", Node, Container)
 
 
@@ -163,6 +164,7 @@ class Scheduler:
         self._event_backlog: list[Put] = []
         self._events_queued = asyncio.Event()
         self._event_writer_running = False
+        self._drop_logged_at = -DROP_LOG_SECONDS
 
     # --- feed handlers -------------------------------------------------------------------------
 
@@ -322,6 +324,12 @@ class Scheduler:
         if len(events) > room:
             self.stats.events_dropped += len(events) - room
             events = events[:room]
+            now = self._clock()
+            if now - self._drop_logged_at >= DROP_LOG_SECONDS:  # say so, but not per batch
+                self._drop_logged_at = now
+                log.warning("scheduler: %d Scheduled events wait to be written; dropping the rest "
+                            "(%d dropped so far); the bindings are not affected", MAX_EVENT_BACKLOG,
+                            self.stats.events_dropped)
         self._event_backlog.extend(events)
         self._events_queued.set()
 
