@@ -8,4 +8,5 @@ pytest_plugins = [
     "tests.fixtures.control",
     "tests.fixtures.containerd",
     "tests.fixtures.registry",
+    "tests.fixtures.host",
 ]
