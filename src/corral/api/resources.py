@@ -20,14 +20,22 @@ import msgspec
 from aiohttp import web
 
 from corral.api import codec, selectors
-from corral.api.auth import IDENTITY, Identity
+from corral.api.auth import IDENTITY
+from corral.api.authz import (
+    authorize_delete,
+    authorize_list,
+    authorize_node_object,
+    authorize_read,
+    authorize_status,
+    authorize_update,
+    authorize_write,
+)
 from corral.api.watchcache import CacheEvent, WatchCache, splice_rv
 from corral.model import validation
 from corral.model.errors import (
     AlreadyExists,
     BadRequest,
     Conflict,
-    CorralError,
     FieldError,
     Forbidden,
     Gone,
@@ -450,74 +458,3 @@ class ResourceHandlers:
         if self.info.kind == "Namespace":  # creates check namespaces in the cache: once this returns,
             await self.cache.wait_for_revision(new_revision, NAMESPACE_SYNC_SECONDS)  # they see Terminating
         return codec.json_response(obj, status=202)
-
-
-# --- authorization ---------------------------------------------------------------------------
-
-
-def _deny(identity: Identity, what: str) -> CorralError:
-    return Forbidden(f"{identity.name} may not {what}")
-
-
-def authorize_read(identity: Identity, info: KindInfo, *, namespace: str, name: str) -> None:
-    if identity.role == "admin":
-        return
-    if identity.role == "node" and info.kind in ("Container", "Node", "Volume", "Namespace"):
-        return
-    raise _deny(identity, f"read {info.plural}")
-
-
-def authorize_node_object(identity: Identity, obj: Object) -> None:
-    if obj.kind == "Container" and obj.spec.node != identity.node:  # type: ignore[union-attr]
-        raise _deny(identity, f"read containers bound to other nodes ({obj.metadata.namespace}/{obj.metadata.name})")
-
-
-def authorize_list(identity: Identity, info: KindInfo, field_selector: str) -> None:
-    if identity.role == "admin":
-        return
-    if identity.role == "node":
-        if info.kind == "Container" and field_selector.replace(" ", "") == f"spec.node={identity.node}":
-            return
-        if info.kind in ("Node", "Volume", "Namespace"):
-            return
-    raise _deny(identity, f"list {info.plural}" + (" except with fieldSelector=spec.node=<its node>" if info.kind == "Container" else ""))
-
-
-def authorize_write(identity: Identity, info: KindInfo, obj: Object, *, verb: str) -> None:
-    if identity.role == "admin":
-        return
-    if identity.role == "node":
-        if info.kind == "Node" and obj.metadata.name == identity.node:
-            return
-        if info.kind == "Event":
-            return
-    raise _deny(identity, f"{verb} {info.plural}")
-
-
-def authorize_update(identity: Identity, info: KindInfo, current: Object, new: Object) -> None:
-    if identity.role == "admin":
-        return
-    if identity.role == "node":
-        if info.kind == "Node" and current.metadata.name == identity.node:
-            return
-        # an agent removes its finalizer from a container bound to it, and changes nothing else
-        if info.kind == "Container" and current.spec.node == identity.node and spec_bytes(current) == spec_bytes(new):  # type: ignore[union-attr]
-            return
-    raise _deny(identity, f"update {info.plural}")
-
-
-def authorize_status(identity: Identity, info: KindInfo, current: Object) -> None:
-    if identity.role == "admin":
-        return
-    if identity.role == "node":
-        if info.kind == "Node" and current.metadata.name == identity.node:
-            return
-        if info.kind == "Container" and current.spec.node == identity.node:  # type: ignore[union-attr]
-            return
-    raise _deny(identity, f"update the status of {info.plural}" + (" bound to other nodes" if info.kind == "Container" else ""))
-
-
-def authorize_delete(identity: Identity, info: KindInfo, current: Object) -> None:
-    if identity.role == "admin":
-        return
-    raise _deny(identity, f"delete {info.plural}")

@@ -1,0 +1,84 @@
+"""Who may do what through the API: admins everything; a node only what its agent needs.
+
+A node token reads and lists the containers bound to its node (``fieldSelector=spec.node=<its
+node>``), nodes, volumes and namespaces; creates and updates its own Node and its status, Events, and
+the status of the containers bound to it; updates a container bound to it only without changing its
+spec (its agent removes its finalizer that way); deletes nothing. Heartbeats are checked in
+``server._may_beat``. A refusal names who asked and what they may not do.
+"""
+
+from __future__ import annotations
+
+from corral.api.auth import Identity
+from corral.model.errors import CorralError, Forbidden
+from corral.model.kinds import KindInfo
+from corral.model.lifecycle import spec_bytes
+from corral.model.resources import Object
+
+
+def _deny(identity: Identity, what: str) -> CorralError:
+    return Forbidden(f"{identity.name} may not {what}")
+
+
+def authorize_read(identity: Identity, info: KindInfo, *, namespace: str, name: str) -> None:
+    if identity.role == "admin":
+        return
+    if identity.role == "node" and info.kind in ("Container", "Node", "Volume", "Namespace"):
+        return
+    raise _deny(identity, f"read {info.plural}")
+
+
+def authorize_node_object(identity: Identity, obj: Object) -> None:
+    if obj.kind == "Container" and obj.spec.node != identity.node:  # type: ignore[union-attr]
+        raise _deny(identity, f"read containers bound to other nodes ({obj.metadata.namespace}/{obj.metadata.name})")
+
+
+def authorize_list(identity: Identity, info: KindInfo, field_selector: str) -> None:
+    if identity.role == "admin":
+        return
+    if identity.role == "node":
+        if info.kind == "Container" and field_selector.replace(" ", "") == f"spec.node={identity.node}":
+            return
+        if info.kind in ("Node", "Volume", "Namespace"):
+            return
+    raise _deny(identity, f"list {info.plural}" + (" except with fieldSelector=spec.node=<its node>" if info.kind == "Container" else ""))
+
+
+def authorize_write(identity: Identity, info: KindInfo, obj: Object, *, verb: str) -> None:
+    if identity.role == "admin":
+        return
+    if identity.role == "node":
+        if info.kind == "Node" and obj.metadata.name == identity.node:
+            return
+        if info.kind == "Event":
+            return
+    raise _deny(identity, f"{verb} {info.plural}")
+
+
+def authorize_update(identity: Identity, info: KindInfo, current: Object, new: Object) -> None:
+    if identity.role == "admin":
+        return
+    if identity.role == "node":
+        if info.kind == "Node" and current.metadata.name == identity.node:
+            return
+        # an agent removes its finalizer from a container bound to it, and changes nothing else
+        if info.kind == "Container" and current.spec.node == identity.node and spec_bytes(current) == spec_bytes(new):  # type: ignore[union-attr]
+            return
+    raise _deny(identity, f"update {info.plural}")
+
+
+def authorize_status(identity: Identity, info: KindInfo, current: Object) -> None:
+    if identity.role == "admin":
+        return
+    if identity.role == "node":
+        if info.kind == "Node" and current.metadata.name == identity.node:
+            return
+        if info.kind == "Container" and current.spec.node == identity.node:  # type: ignore[union-attr]
+            return
+    raise _deny(identity, f"update the status of {info.plural}" + (" bound to other nodes" if info.kind == "Container" else ""))
+
+
+def authorize_delete(identity: Identity, info: KindInfo, current: Object) -> None:
+    if identity.role == "admin":
+        return
+    raise _deny(identity, f"delete {info.plural}")
