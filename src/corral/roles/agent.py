@@ -19,6 +19,7 @@ import platform
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,6 +57,28 @@ log = logging.getLogger(__name__)
 
 Key = tuple[str, str]
 FULL_STATUS_EVERY = 30  # beats; with a 2 s period the full Node status is written every minute
+
+
+class NodeBeats:
+    """A node's heartbeats as every agent sends them (the real one and ``corral sim``'s): a frame on
+    the heartbeat channel (one small etcd write in the API), the full Node status every
+    ``FULL_STATUS_EVERY`` beats, and at once when the API no longer sees the node Ready (the node
+    controller marked it lost)."""
+
+    def __init__(self, api: ApiClient, node: str, status: Callable[[], NodeStatus]) -> None:
+        self.api = api
+        self.node = node
+        self.status = status
+        self.channel = HeartbeatChannel(api, node)
+        self.count = 0
+
+    async def beat(self) -> None:
+        self.count += 1
+        full = self.count % FULL_STATUS_EVERY == 0
+        if not full:
+            full = not (await self.channel.beat()).get("ready", False)
+        if full:
+            await self.api.update_status(Node(metadata=ObjectMeta(name=self.node), status=self.status()))
 
 
 @dataclass
@@ -135,8 +158,7 @@ class Agent:
         self._volumes_changed = asyncio.Event()
         self._events: asyncio.Queue[Event] = asyncio.Queue(maxsize=1000)
         self._own_writes: dict[Key, str] = {}
-        self._beats = 0
-        self._beat_channel: HeartbeatChannel | None = None
+        self.beats = NodeBeats(api, cfg.node_name, self.node_status)
         self.api_reachable_at = time.monotonic()
         self.fence = Fence(fence_after=cfg.fence_after,
                            kill_all=lambda: kill_node_tasks(reconciler.client, cfg.node_name))
@@ -201,19 +223,9 @@ class Agent:
             log.info("node %s is back", self.cfg.node_name)
 
     async def heartbeat(self) -> None:
-        """One beat: a frame on the heartbeat channel (``api.client.HeartbeatChannel``, one small etcd
-        write in the API); the full status now and then,
-        and at once when the API no longer sees the node Ready (the node controller marked it lost)."""
+        """One beat (``NodeBeats``); a beat that got through lifts the fence's clock."""
         sent = time.monotonic()
-        self._beats += 1
-        full = self._beats % FULL_STATUS_EVERY == 0
-        if not full:
-            if self._beat_channel is None:
-                self._beat_channel = HeartbeatChannel(self.api, self.cfg.node_name)
-            full = not (await self._beat_channel.beat()).get("ready", False)
-        if full:
-            node = Node(metadata=ObjectMeta(name=self.cfg.node_name), status=self.node_status())
-            await self.api.update_status(node)
+        await self.beats.beat()
         self.api_reachable_at = time.monotonic()
         self.fence.contact(sent)
 

@@ -37,12 +37,12 @@ import aiohttp
 import msgspec
 
 from corral.aiokit.queueing import WorkQueue
-from corral.api.client import ApiClient, HeartbeatChannel, Reflector
+from corral.api.client import ApiClient, Reflector
 from corral.model import errors
 from corral.model.lifecycle import AGENT_FINALIZER, now_rfc3339
 from corral.model.quantities import parse_cpu, parse_memory
 from corral.model.resources import Container, ContainerStatus, Node, NodeSpec, NodeStatus, ObjectMeta
-from corral.roles.agent import FULL_STATUS_EVERY, AgentConfig, build_node_status, node_labels
+from corral.roles.agent import AgentConfig, NodeBeats, build_node_status, node_labels
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +112,7 @@ class HollowNode:
         self.reflector: Reflector[Container] | None = None
         self.started: dict[tuple[str, str], _Started] = {}
         self.lost = False
-        self.beats = 0
-        self.beat_channel: HeartbeatChannel | None = None
+        self.beats: NodeBeats | None = None
         self._next_ip = 2
 
     def node_status(self) -> NodeStatus:
@@ -129,6 +128,7 @@ class HollowNode:
             body = await client.request("POST", "/join", body={"node": self.name})
         token: str = msgspec.json.decode(body)["token"]
         self.api = ApiClient(self.sim.cfg.servers, token, connector=self.sim.connector)
+        self.beats = NodeBeats(self.api, self.name, self.node_status)
         self.reflector = Reflector(self.api, Container, namespace=None, field_selector=f"spec.node={self.name}",
                                    on_event=self._on_container)
 
@@ -148,18 +148,9 @@ class HollowNode:
         self.sim.stats.registered += 1
 
     async def heartbeat(self) -> None:
-        """Like the real agent: a small beat, and the full status every FULL_STATUS_EVERY beats or
-        when the API no longer sees the node Ready."""
-        assert self.api is not None
-        self.beats += 1
-        full = self.beats % FULL_STATUS_EVERY == 0
-        if not full:
-            if self.beat_channel is None:
-                self.beat_channel = HeartbeatChannel(self.api, self.name)
-            full = not (await self.beat_channel.beat()).get("ready", False)
-        if full:
-            node = Node(metadata=ObjectMeta(name=self.name), status=self.node_status())
-            await self.api.update_status(node)
+        """A beat exactly as the real agent sends it (``roles.agent.NodeBeats``)."""
+        assert self.beats is not None
+        await self.beats.beat()
 
     async def heartbeats(self) -> None:
         period = self.sim.cfg.heartbeat_seconds
