@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -360,21 +361,16 @@ class ResourceHandlers:
     async def update(self, request: web.Request) -> web.Response:
         namespace, name = self._ns(request), request.match_info["name"]
         new = self._decode_body(await codec.read_body(request), namespace, name=name)
-        unconditional = not new.metadata.resource_version
-        for attempt in range(UNCONDITIONAL_ATTEMPTS if unconditional else 1):
-            current, revision = await self._current(namespace, name, rv=new.metadata.resource_version, attempt=attempt)
+        rv = new.metadata.resource_version
+
+        def change(current: Object) -> Object:
             authorize_update(request[IDENTITY], self.info, current, new)
-            expected = self._expected_revision(new, revision)
             if current.metadata.deletion_timestamp and spec_bytes(new) != spec_bytes(current):
                 raise Forbidden(f"{self._what(namespace, name)} is being deleted; its spec can no longer change")
             carry_over(new, current, status_subresource=self.info.status_subresource)
-            try:
-                return await self._write(new, expected)
-            except Conflict:
-                if not unconditional or attempt == UNCONDITIONAL_ATTEMPTS - 1:
-                    raise
-                new.metadata.resource_version = ""  # no precondition was asked for: apply to the newest
-        raise AssertionError("unreachable")  # pragma: no cover
+            return new
+
+        return await self._write_over(namespace, name, rv=rv, change=change)
 
     async def update_status(self, request: web.Request) -> web.Response:
         namespace, name = self._ns(request), request.match_info["name"]
@@ -391,14 +387,26 @@ class ResourceHandlers:
         except msgspec.DecodeError:
             codec.read_object_body(codec.parse_json(raw))
             raise BadRequest("the request body is not a JSON object of this kind") from None
+
+        def change(current: Object) -> Object:
+            authorize_status(request[IDENTITY], self.info, current)
+            current.status = status  # current is a copy (see _current)
+            return current
+
+        return await self._write_over(namespace, name, rv=rv, change=change)
+
+    async def _write_over(self, namespace: str, name: str, *, rv: str,
+                          change: Callable[[Object], Object]) -> web.Response:
+        """Write ``change(stored object)`` with a CAS on the stored revision. With ``rv`` (the
+        client's resourceVersion) once, and a stale one is a Conflict; without, a lost race is
+        retried on the newest version (``UNCONDITIONAL_ATTEMPTS`` in all)."""
         for attempt in range(1 if rv else UNCONDITIONAL_ATTEMPTS):
             current, revision = await self._current(namespace, name, rv=rv, attempt=attempt)
-            authorize_status(request[IDENTITY], self.info, current)
-            current.metadata.resource_version = rv
-            expected = self._expected_revision(current, revision)
-            current.status = status
+            obj = change(current)
+            obj.metadata.resource_version = rv
+            expected = self._expected_revision(obj, revision)
             try:
-                return await self._write(current, expected)
+                return await self._write(obj, expected)
             except Conflict:
                 if rv or attempt == UNCONDITIONAL_ATTEMPTS - 1:
                     raise
