@@ -19,9 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from harness import cpu_seconds, rss_mib, wait_file, wait_node
+
 from corral.api.client import ApiClient
-from corral.model.errors import CorralError
-from corral.model.resources import Container, ContainerSpec, Node, ObjectMeta
+from corral.model.resources import Container, ContainerSpec, ObjectMeta
 from corral.network.masq import remove_subnet_masquerade
 from corral.runtime.archive import import_archive
 from corral.runtime.client import Client
@@ -32,24 +33,10 @@ COUNT = int(os.environ.get("BENCH_CONTAINERS", "30"))
 IDLE = float(os.environ.get("BENCH_IDLE_SECONDS", "60"))
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def rss_mib(pid: int, field: str = "VmRSS") -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
-async def wait_file(path: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"{path} did not appear")
-        await asyncio.sleep(0.1)
 
 
 async def main() -> None:
@@ -82,12 +69,7 @@ async def main() -> None:
                 await import_archive(ctr, archive)
             token = (base / "control" / "admin.token").read_text().strip()
             async with ApiClient(f"http://127.0.0.1:{port}", token) as api:
-                for _ in range(200):
-                    try:
-                        await api.get(Node, "footprint")
-                        break
-                    except CorralError:
-                        await asyncio.sleep(0.1)
+                await wait_node(api, "footprint")
                 await asyncio.gather(*(api.create(Container(
                     metadata=ObjectMeta(name=f"idle-{i}", labels={"bench": "agent"}),
                     spec=ContainerSpec(image="corral.test/busybox:1", command=["sleep", "3600"],

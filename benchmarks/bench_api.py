@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+from harness import wait_ready
 
 from corral.store.embedded import free_port
 
@@ -33,17 +34,6 @@ def body(name: str) -> bytes:
                        "spec": {"image": "busybox", "resources": {"requests": {"cpu": "10m", "memory": "8Mi"}}}}).encode()
 
 
-async def wait_ready(url: str) -> None:
-    async with aiohttp.ClientSession() as s:
-        for _ in range(300):
-            try:
-                async with s.get(url + "/readyz") as r:
-                    if r.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    raise SystemExit("the control plane did not become ready")
 
 
 async def create_ns(s: aiohttp.ClientSession, url: str, ns: str) -> None:

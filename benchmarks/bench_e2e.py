@@ -25,9 +25,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from harness import wait_file, wait_node
+
 from corral.api.client import ApiClient
-from corral.model.errors import CorralError
-from corral.model.resources import Container, ContainerSpec, Node, ObjectMeta
+from corral.model.resources import Container, ContainerSpec, ObjectMeta
 from corral.network.masq import remove_subnet_masquerade
 from corral.runtime.archive import import_archive
 from corral.runtime.client import Client
@@ -42,12 +43,6 @@ def sleeper(name: str) -> Container:
                      spec=ContainerSpec(image=IMAGE, command=["sleep", "3600"], termination_grace_period_seconds=0))
 
 
-async def wait_file(path: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"{path} did not appear")
-        await asyncio.sleep(0.1)
 
 
 async def clear(api: ApiClient) -> None:
@@ -139,12 +134,7 @@ async def run(data: Path, port: int) -> tuple[list[float], float]:
         await import_archive(ctr, archive)
     token = (data / "admin.token").read_text().strip()
     async with ApiClient(f"http://127.0.0.1:{port}", token) as api:
-        for _ in range(100):
-            try:
-                await api.get(Node, "bench")
-                break
-            except CorralError:
-                await asyncio.sleep(0.1)
+        await wait_node(api, "bench")
         await measure(api, ["warmup"])
         await clear(api)
         singles: list[float] = []

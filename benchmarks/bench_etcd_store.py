@@ -11,10 +11,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
-import statistics
 import tempfile
 import time
 from pathlib import Path
+
+from harness import pct
 
 from corral.store.base import Put
 from corral.store.embedded import EmbeddedEtcd
@@ -46,8 +47,6 @@ async def sequential(store: EtcdStore, *, n: int) -> tuple[list[float], list[flo
     return creates, updates
 
 
-def pct(values: list[float], p: float) -> float:
-    return statistics.quantiles(values, n=100)[int(p) - 1]
 
 
 async def main(n: int, tasks: int) -> None:
@@ -60,8 +59,8 @@ async def main(n: int, tasks: int) -> None:
         rate = await concurrent_creates(store, n=n, tasks=tasks)
         print(f"creates/s, {tasks} concurrent tasks, {n} keys: {rate:,.0f}")
         creates, updates = await sequential(store, n=2000)
-        print(f"sequential create: p50 {pct(creates, 50):.2f} ms  p99 {pct(creates, 99):.2f} ms")
-        print(f"sequential update (CAS): p50 {pct(updates, 50):.2f} ms  p99 {pct(updates, 99):.2f} ms")
+        print(f"sequential create: p50 {pct(creates, 0.5):.2f} ms  p99 {pct(creates, 0.99):.2f} ms")
+        print(f"sequential update (CAS): p50 {pct(updates, 0.5):.2f} ms  p99 {pct(updates, 0.99):.2f} ms")
         start = time.perf_counter()
         results = await store.batch([Put(f"/bench/batch/{i}", b"x") for i in range(1280)])
         took = time.perf_counter() - start

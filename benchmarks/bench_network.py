@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import secrets
-import socket
 import statistics
 import sys
 import tempfile
@@ -24,13 +23,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.network.conftest
 
 from corral.network import Network, NetworkConfig, PortMapping
+from corral.store.embedded import free_port
 from tests.network.conftest import _free_subnet, run
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _report(label: str, seconds: list[float]) -> None:
@@ -55,7 +49,7 @@ async def main(runs: int, parallel: int) -> None:
                 ensure_t: list[float] = []
                 remove_t: list[float] = []
                 for i in range(runs + 1):  # the first run may create the bridge; not counted
-                    ports = [PortMapping(host_port=_free_port(), container_port=8080)] if with_port else []
+                    ports = [PortMapping(host_port=free_port(), container_port=8080)] if with_port else []
                     t0 = time.perf_counter()
                     await network.ensure(f"c{i}", ports)
                     t1 = time.perf_counter()

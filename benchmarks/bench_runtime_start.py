@@ -27,6 +27,8 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from harness import pct
+
 from corral.runtime.archive import import_archive
 from corral.runtime.client import Client
 from corral.runtime.containers import create_container, delete_container, list_containers
@@ -41,9 +43,6 @@ NAMESPACE = "corral"
 RESULTS = Path(__file__).parent / "results" / "bench_runtime_start.json"
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def corral_start(client: Client, image: Image, cid: str, uri: str) -> None:

@@ -38,8 +38,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import msgspec
+from harness import cpu_seconds, pct, rss_mib, wait_ready
 
 from corral.api.client import ApiClient
 from corral.controllers.nodes import EVENT_NAMESPACE
@@ -56,20 +56,11 @@ from corral.model.resources import (
 from corral.store.embedded import free_port
 
 RESULTS = Path(__file__).parent / "results" / "bench_scale.json"
-TICK = os.sysconf("SC_CLK_TCK")
 NS = "scale"
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
-def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def children_of(pid: int) -> list[int]:
@@ -80,9 +71,6 @@ def children_of(pid: int) -> list[int]:
     return out
 
 
-def pct(values: list[float], q: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, int(q * len(s)))] if s else float("nan")
 
 
 class Child:
@@ -134,16 +122,6 @@ class SimStats:
         return dict(self.last)
 
 
-async def wait_ready(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as s:
-        while time.monotonic() < deadline:
-            with contextlib.suppress(aiohttp.ClientError, OSError):
-                async with s.get(url + "/readyz") as r:
-                    if r.status == 200:
-                        return
-            await asyncio.sleep(0.2)
-    raise TimeoutError(f"the control plane at {url} was not ready in {timeout}s")
 
 
 def container(i: int) -> Container:
@@ -347,11 +325,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             result["list"] = await list_all(api)
             print("list:", result["list"], flush=True)
         result["sim"] = (await stats.fresh(1.0))
-        result["peak_rss_mib"] = {"control": round(sum(peak_rss_mib(p) for p in control_pids), 1),
-                                  "api": round(peak_rss_mib(control.pid), 1),
-                                  "leader": round(sum(peak_rss_mib(p) for p in control_pids[1:]), 1),
-                                  "etcd": round(sum(peak_rss_mib(p) for p in etcd_pids), 1),
-                                  "sim": round(peak_rss_mib(sim.pid), 1)}
+        result["peak_rss_mib"] = {"control": round(sum(rss_mib(p, "VmHWM") for p in control_pids), 1),
+                                  "api": round(rss_mib(control.pid, "VmHWM"), 1),
+                                  "leader": round(sum(rss_mib(p, "VmHWM") for p in control_pids[1:]), 1),
+                                  "etcd": round(sum(rss_mib(p, "VmHWM") for p in etcd_pids), 1),
+                                  "sim": round(rss_mib(sim.pid, "VmHWM"), 1)}
         print("peak RSS MiB:", result["peak_rss_mib"], flush=True)
         if args.restart:  # 5. the control plane restarts under the full load
             async with ApiClient(url, admin_token, timeout=60) as api:
