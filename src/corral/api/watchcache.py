@@ -181,8 +181,8 @@ class WatchCache:
             return [e for k in keys if (e := self.objects.get(k)) is not None and (predicate is None or predicate(e.obj))]
         return [e for e in self.objects.values() if predicate is None or predicate(e.obj)]
 
-    def _index(self, key: str, old: Entry | None, new: Entry | None) -> None:
-        before, after = self._node_of(old), self._node_of(new)
+    def _index(self, key: str, before: str | None, after: str | None) -> None:
+        """``key`` moved from node ``before`` to node ``after`` (None: none)."""
         if before == after:
             return
         if before is not None:
@@ -216,10 +216,12 @@ class WatchCache:
         return node if isinstance(node, str) else None
 
     def _append(self, event: CacheEvent) -> tuple[str, ...]:
-        """Log ``event``; the nodes it concerns."""
+        """Log ``event`` and keep the per-node indexes in step; the nodes it concerns."""
         index = self.end
         self._log.append(event)
-        nodes = tuple({n for n in (self._node_of(event.old), self._node_of(event.new)) if n is not None})
+        before, after = self._node_of(event.old), self._node_of(event.new)
+        self._index(event.key, before, after)
+        nodes = tuple({n for n in (before, after) if n is not None})
         for node in nodes:
             self._node_log.setdefault(node, []).append(index)
         if len(self._log) > self.window + self.window // 4:  # trim in steps of a quarter window
@@ -253,12 +255,11 @@ class WatchCache:
                     self._append(CacheEvent("ADDED", key, page.revision, new, None))
                 elif old_entry.revision != new.revision:
                     self._append(CacheEvent("MODIFIED", key, page.revision, new, old_entry))
-        else:
+        else:  # the first list: no watcher yet, no events; the per-node key index from scratch
             self._oldest = page.revision
+            for key, entry in fresh.items():
+                self._index(key, None, self._node_of(entry))
         self.objects = fresh
-        self._node_keys = {}
-        for key, entry in fresh.items():
-            self._index(key, None, entry)
         self.revision = page.revision
         self._notify()
         return page.revision
@@ -287,14 +288,12 @@ class WatchCache:
             if old is None:
                 return
             del self.objects[key]
-            self._index(key, old, None)
             gone = Entry(old.obj, splice_rv(value, revision) if value else old.json, revision)
             gone.obj.metadata.resource_version = str(revision)
             nodes = self._append(CacheEvent("DELETED", key, revision, None, gone))
         else:
             new = self._entry(value, revision)
             self.objects[key] = new
-            self._index(key, old, new)
             nodes = self._append(CacheEvent("MODIFIED" if old else "ADDED", key, revision, new, old))
         self.revision = max(self.revision, revision)
         self._notify(nodes)
