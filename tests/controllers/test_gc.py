@@ -235,7 +235,7 @@ async def test_bucket_leases_grant_once_per_bucket_and_again_after_a_lost_lease(
         await store.close()
 
 
-async def test_events_that_controllers_create_through_objects_get_the_shared_lease(etcd: EmbeddedEtcd) -> None:
+async def test_events_that_controllers_create_through_objects_get_the_shared_lease_even_after_it_expired(etcd: EmbeddedEtcd) -> None:
     store = EtcdStore([etcd.endpoint])
     try:
         leases = BucketLeases(store, ttl=60)
@@ -248,6 +248,12 @@ async def test_events_that_controllers_create_through_objects_get_the_shared_lea
         assert event.metadata.uid
         await store.revoke_lease(kv.lease)  # takes the event with it
         assert await store.get(f"/corral/events/default/{name}") is None
+        # the lease is gone but still the bucket's: the next Event goes on a fresh one, not NotFound
+        later = await objects.create(Event(metadata=ObjectMeta(name=name + "-2", namespace="default"),
+                                           spec=EventSpec(reason="Testing")))
+        kv2 = await store.get(f"/corral/events/default/{later.metadata.name}")
+        assert kv2 is not None and kv2.lease not in (0, kv.lease) and leases.granted == 2
+        await store.revoke_lease(kv2.lease)
     finally:
         await store.close()
 

@@ -229,12 +229,7 @@ class ResourceHandlers:
         """Create ``key``; with ``leases`` (Events), on the current bucket's lease so it expires."""
         if self.leases is None:
             return await self.store.create(key, value)
-        lease = await self.leases.current()
-        try:
-            return await self.store.create(key, value, lease=lease)
-        except NotFound:  # the lease expired under us (a long pause): take a fresh one, once
-            self.leases.forget(lease)
-            return await self.store.create(key, value, lease=await self.leases.current())
+        return await self.leases.on_lease(lambda lease: self.store.create(key, value, lease=lease))
 
     # --- get / list / watch -----------------------------------------------------------------
 
@@ -421,10 +416,13 @@ class ResourceHandlers:
             except Conflict:
                 raise Conflict(self._conflict_message(obj)) from None
             return codec.json_response(obj)
-        # an Event's update puts it on the current lease (a put without one would make it immortal)
-        lease = await self.leases.current() if self.leases is not None else 0
+        value = typed.encode(obj)
         try:
-            revision = await self.store.update(key, typed.encode(obj), expected_revision=expected, lease=lease)
+            if self.leases is None:
+                revision = await self.store.update(key, value, expected_revision=expected)
+            else:  # an Event's update puts it on the current lease (a put without one would make it immortal)
+                revision = await self.leases.on_lease(
+                    lambda lease: self.store.update(key, value, expected_revision=expected, lease=lease))
         except Conflict:
             raise Conflict(self._conflict_message(obj)) from None
         obj.metadata.resource_version = str(revision)

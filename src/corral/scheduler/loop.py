@@ -358,13 +358,8 @@ class Scheduler:
         if self.event_leases is None:
             await self.store.batch(events)
             return
-        lease = await self.event_leases.current()
-        try:
-            await self.store.batch([dataclasses.replace(p, lease=lease) for p in events])
-        except NotFound:
-            self.event_leases.forget(lease)
-            lease = await self.event_leases.current()
-            await self.store.batch([dataclasses.replace(p, lease=lease) for p in events])
+        await self.event_leases.on_lease(
+            lambda lease: self.store.batch([dataclasses.replace(p, lease=lease) for p in events]))
 
     def _event_put(self, b: _Bind, rev: int, now: str) -> Put:
         meta = b.container.metadata

@@ -7,9 +7,9 @@ written during that bucket is attached to it. A key therefore lives between ``tt
 ``ttl + bucket`` seconds — never less than asked for — and etcd holds about ``ttl / bucket + 1``
 live leases whatever the write rate. Leases are never kept alive: expiring is their purpose.
 
-Writers call ``current()`` for the lease of the moment (one grant per bucket, shared by
-concurrent callers) and ``forget(lease)`` when etcd says the lease is gone (a paused process can
-outlive its bucket's lease); the next ``current()`` grants a fresh one.
+Writers call ``on_lease(write)``: ``write(lease)`` on the lease of the moment (one grant per bucket,
+shared by concurrent callers), and once more on a fresh one when etcd says that lease is gone (a
+paused process can outlive its bucket's lease). ``current()`` and ``forget(lease)`` are the parts.
 """
 
 from __future__ import annotations
@@ -17,9 +17,13 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
+from corral.model.errors import NotFound
 from corral.store.base import Store
+
+T = TypeVar("T")
 
 
 class BucketLeases:
@@ -49,6 +53,16 @@ class BucketLeases:
             self.granted += 1
             self._lease, self._until = lease, start + self.bucket
             return lease
+
+    async def on_lease(self, write: Callable[[int], Awaitable[T]]) -> T:
+        """``write(lease)`` on the current lease; if etcd no longer has that lease (NotFound), once
+        more on a fresh one."""
+        lease = await self.current()
+        try:
+            return await write(lease)
+        except NotFound:
+            self.forget(lease)
+            return await write(await self.current())
 
     def forget(self, lease: int) -> None:
         """``lease`` is gone from etcd: stop handing it out."""

@@ -43,8 +43,11 @@ class Objects:
     async def create(self, obj: ObjT) -> ObjT:
         info = _info(obj)
         stamp_new(obj)
-        lease = await self.event_leases.current() if self.event_leases is not None and info.kind == "Event" else 0
-        revision = await self.store.create(typed.key_of(info, obj), typed.encode(obj), lease=lease)
+        key, value = typed.key_of(info, obj), typed.encode(obj)
+        if self.event_leases is not None and info.kind == "Event":  # expires like one made through the API
+            revision = await self.event_leases.on_lease(lambda lease: self.store.create(key, value, lease=lease))
+        else:
+            revision = await self.store.create(key, value)
         obj.metadata.resource_version = str(revision)
         return obj
 
