@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import secrets
 import signal
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.fixtures
 
 from harness import cpu_seconds, rss_mib, wait_file, wait_node
 
@@ -28,30 +29,23 @@ from corral.runtime.archive import import_archive
 from corral.runtime.client import Client
 from corral.runtime.imagebuild import build_busybox_image
 from corral.store.embedded import free_port
+from tests.fixtures.cluster import private_network
 
 COUNT = int(os.environ.get("BENCH_CONTAINERS", "30"))
 IDLE = float(os.environ.get("BENCH_IDLE_SECONDS", "60"))
-
-
-
-
-
-
 
 
 async def main() -> None:
     with tempfile.TemporaryDirectory(prefix="corral-agent-") as tmp:
         base = Path(tmp)
         port = free_port()
-        suffix = secrets.token_hex(2)
-        subnet = f"10.{200 + int(suffix[:2], 16) % 50}.{int(suffix[2:], 16)}.0/24"
+        bridge, subnet = private_network("cra")
         env = {**os.environ, "XDG_CONFIG_HOME": tmp}
         with open(base / "control.log", "wb") as log:
             control = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "corral.cli.main", "serve", "--role=control", "--data-dir", str(base / "control"),
                 "--listen", f"127.0.0.1:{port}", stdout=log, stderr=log, env=env)
         worker = None
-        bridge = f"cra{suffix}"
         try:
             await wait_file(base / "control" / "join.token")
             join = (base / "control" / "join.token").read_text().strip()

@@ -34,8 +34,6 @@ def body(name: str) -> bytes:
                        "spec": {"image": "busybox", "resources": {"requests": {"cpu": "10m", "memory": "8Mi"}}}}).encode()
 
 
-
-
 async def create_ns(s: aiohttp.ClientSession, url: str, ns: str) -> None:
     async with s.post(f"{url}/namespaces", data=json.dumps({"metadata": {"name": ns}})) as r:
         assert r.status == 201, await r.text()

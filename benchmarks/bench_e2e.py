@@ -17,13 +17,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import secrets
 import signal
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.fixtures
 
 from harness import wait_file, wait_node
 
@@ -34,6 +35,7 @@ from corral.runtime.archive import import_archive
 from corral.runtime.client import Client
 from corral.runtime.imagebuild import build_busybox_image
 from corral.store.embedded import free_port
+from tests.fixtures.cluster import private_network
 
 IMAGE = "corral.test/busybox:1"
 
@@ -41,8 +43,6 @@ IMAGE = "corral.test/busybox:1"
 def sleeper(name: str) -> Container:
     return Container(metadata=ObjectMeta(name=name, labels={"bench": "e2e"}),
                      spec=ContainerSpec(image=IMAGE, command=["sleep", "3600"], termination_grace_period_seconds=0))
-
-
 
 
 async def clear(api: ApiClient) -> None:
@@ -90,12 +90,11 @@ async def main() -> None:
     with tempfile.TemporaryDirectory(prefix="corral-e2e-") as tmp:
         data = Path(tmp)
         port = free_port()
-        suffix = secrets.token_hex(2)
-        subnet = f"10.{200 + int(suffix[:2], 16) % 50}.{int(suffix[2:], 16)}.0/24"  # 253 addresses: room for the burst
+        bridge, subnet = private_network("crb")  # a /24: room for the burst
         with open(data / "serve.log", "wb") as log:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "corral.cli.main", "serve", "--all", "--data-dir", str(data),
-                "--listen", f"127.0.0.1:{port}", "--node-name", "bench", "--bridge", f"crb{suffix}",
+                "--listen", f"127.0.0.1:{port}", "--node-name", "bench", "--bridge", bridge,
                 "--pod-cidr", subnet,
                 "--containerd-socket", str(data / "no-such.sock"),
                 stdout=asyncio.subprocess.DEVNULL, stderr=log, env={**os.environ, "XDG_CONFIG_HOME": tmp},
@@ -109,8 +108,8 @@ async def main() -> None:
             if proc.returncode is None:
                 proc.send_signal(signal.SIGTERM)
             await proc.wait()
-            await remove_subnet_masquerade(subnet=subnet, bridge=f"crb{suffix}")
-            ip = await asyncio.create_subprocess_exec("ip", "link", "del", f"crb{suffix}",
+            await remove_subnet_masquerade(subnet=subnet, bridge=bridge)
+            ip = await asyncio.create_subprocess_exec("ip", "link", "del", bridge,
                                                       stderr=asyncio.subprocess.DEVNULL)
             await ip.wait()
     singles.sort()

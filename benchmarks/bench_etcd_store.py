@@ -47,8 +47,6 @@ async def sequential(store: EtcdStore, *, n: int) -> tuple[list[float], list[flo
     return creates, updates
 
 
-
-
 async def main(n: int, tasks: int) -> None:
     base = Path(tempfile.mkdtemp(prefix="bench-etcd-"))
     etcd = EmbeddedEtcd(data_dir=base / "data")

@@ -43,8 +43,6 @@ NAMESPACE = "corral"
 RESULTS = Path(__file__).parent / "results" / "bench_runtime_start.json"
 
 
-
-
 async def corral_start(client: Client, image: Image, cid: str, uri: str) -> None:
     spec = build_spec(container_id=cid, image_config=image.config, command=["sleep", "600"])
     await create_container(client, id=cid, image=image, spec=spec, labels={"bench": "1"})

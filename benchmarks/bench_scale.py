@@ -59,18 +59,12 @@ RESULTS = Path(__file__).parent / "results" / "bench_scale.json"
 NS = "scale"
 
 
-
-
-
-
 def children_of(pid: int) -> list[int]:
     out: list[int] = []
     for task in Path(f"/proc/{pid}/task").iterdir():
         with contextlib.suppress(OSError):
             out += [int(p) for p in (task / "children").read_text().split()]
     return out
-
-
 
 
 class Child:
@@ -120,8 +114,6 @@ class SimStats:
     async def fresh(self, every: float) -> dict[str, Any]:
         await asyncio.sleep(every + 0.2)
         return dict(self.last)
-
-
 
 
 def container(i: int) -> Container:
