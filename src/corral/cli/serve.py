@@ -145,6 +145,8 @@ async def _serve_all(control: ControlConfig, agent: AgentConfig, *, embedded_dir
 @click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="[worker] A node label (repeatable).")
 @click.option("--pod-cidr", default="10.88.0.0/24", show_default=True, help="[worker] This node's container subnet.")
 @click.option("--bridge", default="corral0", show_default=True, help="[worker] The Linux bridge containers attach to.")
+@click.option("--nft-table", default="corral", show_default=True,
+              help="[worker] The nftables table (family inet) that holds this agent's policy and service rules.")
 @click.option("--node-ip", default="127.0.0.1", show_default=True,
               help="[worker] The address the API uses to reach this agent (logs).")
 @click.option("--agent-listen", default="127.0.0.1:0", show_default=True,
@@ -162,7 +164,7 @@ async def _serve_all(control: ControlConfig, agent: AgentConfig, *, embedded_dir
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: bool, listen: str, data_dir: Path, etcd: tuple[str, ...], join_token: str,
           policy: str, max_body: int, event_ttl: int, servers: tuple[str, ...], token: str, node_name: str, containerd_socket: str,
-          labels: tuple[str, ...], pod_cidr: str, bridge: str, node_ip: str, agent_listen: str, reserve_cpu: str,
+          labels: tuple[str, ...], pod_cidr: str, bridge: str, nft_table: str, node_ip: str, agent_listen: str, reserve_cpu: str,
           reserve_memory: str, insecure: tuple[str, ...], verbose: bool, node_grace: float,
           fence_after: float | None) -> None:
     """Run corral's roles in this process until Ctrl-C or SIGTERM."""
@@ -178,7 +180,7 @@ def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: boo
     agent_host, agent_port = _split_listen(agent_listen)
     agent = AgentConfig(servers=list(servers), data_dir=data_dir / "agent", node_name=node_name, token=token,
                         join_token=join_token, containerd_socket=containerd_socket, labels=_labels(labels),
-                        reserve_cpu=reserve_cpu, reserve_memory=reserve_memory, pod_cidr=pod_cidr, bridge=bridge,
+                        reserve_cpu=reserve_cpu, reserve_memory=reserve_memory, pod_cidr=pod_cidr, bridge=bridge, nft_table=nft_table,
                         node_ip=node_ip, listen_host=agent_host, listen_port=agent_port,
                         insecure_registries=list(insecure))
     agent.fence_after = fence_after if fence_after is not None else max(node_grace - 1.0, node_grace / 2)

@@ -48,6 +48,7 @@ from corral.model.resources import (
     ObjectReference,
     Volume,
 )
+from corral.network.nftables import NftTable
 from corral.reconcile.events import EventType
 from corral.reconcile.pipeline import NodeReconciler, ReconcilerConfig
 from corral.roles import agentlogs
@@ -95,6 +96,7 @@ class AgentConfig:
     max_containers: int = 110
     pod_cidr: str = "10.88.0.0/24"
     bridge: str = "corral0"
+    nft_table: str = "corral"  # the agent's nftables table (inet family): policy and service rules
     node_ip: str = "127.0.0.1"
     listen_host: str = "127.0.0.1"
     listen_port: int = 0
@@ -164,6 +166,8 @@ class Agent:
                            kill_all=lambda: kill_node_tasks(reconciler.client, cfg.node_name))
         self.endpoint = ""
         self._agent_token = ""
+        # every nftables rule this agent keeps (network policy, service proxy) lives in this one table
+        self.nft = NftTable(cfg.nft_table)
 
     # --- event sink (for the reconcile steps) -----------------------------------------------
 
