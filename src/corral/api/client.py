@@ -23,6 +23,7 @@ import aiohttp
 import msgspec
 
 from corral.model import errors
+from corral.model.cluster import ClusterConfig
 from corral.model.kinds import BY_KIND, KindInfo
 from corral.model.resources import Object
 
@@ -227,6 +228,10 @@ class ApiClient:
             raise errors.Unavailable(f"the stream from {self.server}{path} was cut: {e}") from e
 
     # --- typed calls --------------------------------------------------------------------------
+
+    async def cluster_config(self) -> ClusterConfig:
+        """The cluster's network settings (``GET /cluster``): CIDRs, DNS domain, backend."""
+        return msgspec.json.decode(await self.request("GET", "/cluster"), type=ClusterConfig)
 
     @staticmethod
     def _base(info: KindInfo, namespace: str) -> str:

@@ -26,6 +26,7 @@ from corral.api.openapi import document
 from corral.api.resources import ResourceHandlers
 from corral.api.watchcache import WatchCache
 from corral.model import names
+from corral.model.cluster import CLUSTER_CONFIG_KEY
 from corral.model.errors import (
     AlreadyExists,
     BadRequest,
@@ -115,6 +116,7 @@ class ApiServer:
         r.add_post("/join", self._join)
         r.add_put("/nodes/{name}/heartbeat", self._heartbeat)
         r.add_get("/nodes/{name}/heartbeats", self._heartbeat_channel, allow_head=False)
+        r.add_get("/cluster", self._cluster, allow_head=False)
         r.add_get("/healthz", self._healthz, allow_head=False)
         r.add_get("/readyz", self._readyz, allow_head=False)
         r.add_get("/metrics", self._metrics, allow_head=False)
@@ -148,6 +150,13 @@ class ApiServer:
         return response
 
     # --- small routes -----------------------------------------------------------------------
+
+    async def _cluster(self, request: web.Request) -> web.Response:
+        """The cluster's network settings (model/cluster.py), for agents and users."""
+        kv = await self.store.get(CLUSTER_CONFIG_KEY)
+        if kv is None:
+            raise NotFound("the cluster settings are not recorded yet (no control instance has started)")
+        return codec.raw_response(kv.value)
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.Response(text="ok\n")

@@ -137,6 +137,21 @@ async def _serve_all(control: ControlConfig, agent: AgentConfig, *, embedded_dir
 @click.option("--max-body", default=3 * 1024 * 1024, show_default=True, help="[control] Largest request body, in bytes.")
 @click.option("--event-ttl", type=click.IntRange(min=0), default=3600, show_default=True, metavar="SECONDS",
               help="[control] How long Events live before etcd expires them (0: forever).")
+@click.option("--cluster-cidr", default="10.42.0.0/16", show_default=True,
+              help="[control] The containers' addresses, cluster-wide; each node gets a slice of it.")
+@click.option("--node-cidr-size", default=24, show_default=True, type=click.IntRange(min=8, max=30),
+              help="[control] The prefix length of each node's slice of --cluster-cidr.")
+@click.option("--service-cidr", default="10.43.0.0/16", show_default=True,
+              help="[control] The Services' virtual IPs.")
+@click.option("--cluster-domain", default="cluster.local", show_default=True,
+              help="[control] The cluster's DNS domain (<service>.<namespace>.svc.<domain>).")
+@click.option("--network-backend", type=click.Choice(["vxlan", "host-gw"]), default="vxlan", show_default=True,
+              help="[control] How nodes reach each other's containers: a VXLAN overlay, or plain routes "
+                   "(host-gw: every node on one L2 segment).")
+@click.option("--vxlan-vni", default=1, show_default=True, type=click.IntRange(1, 16_777_215),
+              help="[control] The VXLAN network identifier.")
+@click.option("--vxlan-port", default=8472, show_default=True, type=click.IntRange(1, 65_535),
+              help="[control] The VXLAN UDP port.")
 @click.option("--server", "servers", multiple=True, metavar="URL", help="[worker] An API server URL (repeatable).")
 @click.option("--token", default="", help="[worker] A node token (instead of --join-token).")
 @click.option("--node-name", default=socket.gethostname(), show_default=True, help="[worker] This node's name.")
@@ -166,7 +181,8 @@ def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: boo
           policy: str, max_body: int, event_ttl: int, servers: tuple[str, ...], token: str, node_name: str, containerd_socket: str,
           labels: tuple[str, ...], pod_cidr: str, bridge: str, nft_table: str, node_ip: str, agent_listen: str, reserve_cpu: str,
           reserve_memory: str, insecure: tuple[str, ...], verbose: bool, node_grace: float,
-          fence_after: float | None) -> None:
+          fence_after: float | None, cluster_cidr: str, node_cidr_size: int, service_cidr: str,
+          cluster_domain: str, network_backend: str, vxlan_vni: int, vxlan_port: int) -> None:
     """Run corral's roles in this process until Ctrl-C or SIGTERM."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -206,6 +222,7 @@ def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: boo
                                       leader=LeaderConfig(policy=policy, node_grace=node_grace, event_ttl=float(event_ttl)))
             asyncio.run(_serve_leader(leader))
             _exit_at_once()
+        from corral.model.cluster import ClusterConfig
         from corral.roles.control import ControlConfig
 
         host, port = _split_listen(listen)
@@ -214,6 +231,10 @@ def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: boo
         control.node_grace = node_grace
         control.leader_ttl = leader_ttl
         control.leader_process = not inline_leader
+        control.cluster = ClusterConfig(cluster_cidr=cluster_cidr, node_cidr_size=node_cidr_size,
+                                        service_cidr=service_cidr, cluster_domain=cluster_domain,
+                                        backend=network_backend, vxlan_vni=vxlan_vni,  # type: ignore[arg-type]
+                                        vxlan_port=vxlan_port)
         if role == "control":
             asyncio.run(_serve_control(control))
         else:

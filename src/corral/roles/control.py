@@ -19,10 +19,13 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import msgspec
 from aiohttp import web
 
 from corral.api.auth import Identity
 from corral.api.server import ApiServer
+from corral.model.cluster import CLUSTER_CONFIG_KEY, ClusterConfig, differences, validate_cluster_config
+from corral.model.errors import AlreadyExists
 from corral.roles.controllers import LeaderConfig
 from corral.roles.leader import campaign, leader_args, supervise_leader
 from corral.store.embedded import EmbeddedEtcd
@@ -45,6 +48,7 @@ class ControlConfig:
     node_grace: float = 5.0
     event_ttl: float = 3600.0  # seconds an Event lives (API- and scheduler-written; 0: forever)
     leader_process: bool = False  # run the scheduler and controllers in a child process (serve does)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)  # asked for; etcd's record wins
 
 
 @dataclass
@@ -56,6 +60,21 @@ class ControlPlane:
     join_token: str
     store: EtcdStore
     api: ApiServer
+
+
+async def ensure_cluster_config(store: EtcdStore, asked: ClusterConfig) -> ClusterConfig:
+    """The cluster's settings: recorded in etcd by the first control instance, read by the rest.
+    Settings asked for that differ from the record are reported and ignored (nodes must agree)."""
+    validate_cluster_config(asked)
+    with contextlib.suppress(AlreadyExists):
+        await store.create(CLUSTER_CONFIG_KEY, msgspec.json.encode(asked))
+        return asked
+    kv = await store.get(CLUSTER_CONFIG_KEY)
+    assert kv is not None, "the cluster settings are never deleted"
+    recorded = msgspec.json.decode(kv.value, type=ClusterConfig)
+    for diff in differences(recorded, asked):
+        log.warning("cluster setting %s: the cluster keeps the recorded value", diff)
+    return recorded
 
 
 def user_config_path() -> Path:
@@ -87,6 +106,8 @@ async def run_control(cfg: ControlConfig, *, stop: asyncio.Event,
     runner: web.AppRunner | None = None
     try:
         await api.ensure_default_namespace()
+        cluster = await ensure_cluster_config(store, cfg.cluster)
+        log.info("cluster: %s", msgspec.json.encode(cluster).decode())
         admin_token = await api.tokens.ensure_file(data_dir / "admin.token", Identity("admin"))
         join_path = data_dir / "join.token"
         if cfg.join_token:
