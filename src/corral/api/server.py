@@ -105,9 +105,11 @@ class ApiServer:
             r.add_post(base, h.create)
             r.add_get(base + "/{name}", h.get, allow_head=False)
             r.add_put(base + "/{name}", h.update)
+            r.add_patch(base + "/{name}", h.patch)
             r.add_delete(base + "/{name}", h.delete)
             if info.status_subresource:
                 r.add_put(base + "/{name}/status", h.update_status)
+                r.add_patch(base + "/{name}/status", h.patch_status)
             if info.namespaced:
                 r.add_get(f"/{info.plural}", h.list, allow_head=False)
         del ns_info

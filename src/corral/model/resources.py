@@ -19,6 +19,11 @@ class _Base(msgspec.Struct, rename="camel", omit_defaults=True, forbid_unknown_f
     pass
 
 
+class _Object(msgspec.Struct, rename="camel", omit_defaults=False, forbid_unknown_fields=True):
+    """The top level of every kind: ``apiVersion``, ``kind``, ``metadata``, ``spec`` and ``status``
+    are always in its JSON (default or not), as the contract promises."""
+
+
 class OwnerReference(_Base):
     kind: str
     name: str
@@ -169,7 +174,7 @@ class ContainerStatus(_Base):
     conditions: list[Condition] = []
 
 
-class Container(_Base, kw_only=True):
+class Container(_Object, kw_only=True):
     KIND: ClassVar[str] = "Container"
     api_version: str = API_VERSION
     kind: str = "Container"
@@ -189,7 +194,7 @@ class NamespaceStatus(_Base):
     phase: Literal["Active", "Terminating"] = "Active"
 
 
-class Namespace(_Base, kw_only=True):
+class Namespace(_Object, kw_only=True):
     KIND: ClassVar[str] = "Namespace"
     api_version: str = API_VERSION
     kind: str = "Namespace"
@@ -243,7 +248,7 @@ class NodeStatus(_Base):
     node_info: NodeInfo = msgspec.field(default_factory=NodeInfo)
 
 
-class Node(_Base, kw_only=True):
+class Node(_Object, kw_only=True):
     KIND: ClassVar[str] = "Node"
     api_version: str = API_VERSION
     kind: str = "Node"
@@ -301,7 +306,7 @@ class DeploymentStatus(_Base):
     conditions: list[Condition] = []
 
 
-class Deployment(_Base, kw_only=True):
+class Deployment(_Object, kw_only=True):
     KIND: ClassVar[str] = "Deployment"
     api_version: str = API_VERSION
     kind: str = "Deployment"
@@ -324,7 +329,7 @@ class VolumeStatus(_Base):
     path: str = ""
 
 
-class Volume(_Base, kw_only=True):
+class Volume(_Object, kw_only=True):
     KIND: ClassVar[str] = "Volume"
     api_version: str = API_VERSION
     kind: str = "Volume"
@@ -362,7 +367,7 @@ class NetworkPolicyStatus(_Base):
     pass
 
 
-class NetworkPolicy(_Base, kw_only=True):
+class NetworkPolicy(_Object, kw_only=True):
     KIND: ClassVar[str] = "NetworkPolicy"
     api_version: str = API_VERSION
     kind: str = "NetworkPolicy"
@@ -401,7 +406,7 @@ class EventStatus(_Base):
     pass
 
 
-class Event(_Base, kw_only=True):
+class Event(_Object, kw_only=True):
     KIND: ClassVar[str] = "Event"
     api_version: str = API_VERSION
     kind: str = "Event"
@@ -412,3 +417,27 @@ class Event(_Base, kw_only=True):
 
 Object = Container | Namespace | Node | Deployment | Volume | NetworkPolicy | Event
 JSON = dict[str, Any]
+
+
+# --- the wire form ---------------------------------------------------------------------------
+
+#: kinds whose ``status.phase`` is always in their JSON (msgspec leaves a default value out)
+DEFAULT_PHASES: dict[str, bytes] = {"Container": b"Pending", "Namespace": b"Active", "Volume": b"Pending"}
+_STATUS = b'"status":{'
+
+
+def with_phase(kind: str, data: bytes) -> bytes:
+    """``data`` (an object's JSON) with ``status.phase`` spelled out when it was left out as the
+    default, so a client reading ``.status.phase`` always finds it. ``status`` is the object's last
+    field, and a key can only appear unescaped in JSON as a key, so the last ``"status":{`` is it."""
+    phase = DEFAULT_PHASES.get(kind)
+    if phase is None:
+        return data
+    i = data.rfind(_STATUS)
+    if i < 0:
+        return data
+    j = i + len(_STATUS)
+    if data.startswith(b'"phase"', j):
+        return data
+    sep = b"" if data[j:j + 1] == b"}" else b","
+    return b'%s"phase":"%s"%s%s' % (data[:j], phase, sep, data[j:])
