@@ -47,6 +47,15 @@ async def test_a_json_patch_replaces_and_a_failed_test_op_is_a_409(api: Api) -> 
     assert status == 409 and body["error"]["reason"] == "Conflict"
 
 
+async def test_a_json_patch_reaches_fields_that_still_hold_their_default(api: Api) -> None:
+    name = unique()
+    await call(api, "POST", C, container(name))
+    ops = [{"op": "test", "path": "/spec/restartPolicy", "value": "Always"},
+           {"op": "replace", "path": "/spec/restartPolicy", "value": "Never"}]
+    status, body = await patch(api, f"{C}/{name}", ops, JSONP)
+    assert status == 200 and body["spec"]["restartPolicy"] == "Never"
+
+
 async def test_a_patch_that_makes_the_object_invalid_is_a_422_naming_the_field(api: Api) -> None:
     name = unique()
     await call(api, "POST", C, container(name))

@@ -17,12 +17,26 @@ from __future__ import annotations
 from typing import Any
 
 import jsonpatch
+import msgspec
 
 from corral.model.errors import BadRequest, Conflict, FieldError, Invalid
 
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 PATCH_TYPES = (MERGE_PATCH, JSON_PATCH)
+
+
+def full_document(value: Any) -> Any:
+    """An object as JSON-ready data with every field spelled out, defaults included (the stored JSON
+    leaves defaults out), so a JSON patch's paths exist as a client reading the schema expects:
+    ``replace /spec/replicas`` works while replicas is still the default 1."""
+    if isinstance(value, msgspec.Struct):
+        return {f.encode_name: full_document(getattr(value, f.name)) for f in msgspec.structs.fields(value)}
+    if isinstance(value, list):
+        return [full_document(v) for v in value]
+    if isinstance(value, dict):
+        return {k: full_document(v) for k, v in value.items()}
+    return value
 
 
 def merge_patch(target: Any, patch: Any) -> Any:

@@ -31,7 +31,7 @@ from corral.api.authz import (
     authorize_update,
     authorize_write,
 )
-from corral.api.patching import JSON_PATCH, MERGE_PATCH, PATCH_TYPES, apply_patch
+from corral.api.patching import JSON_PATCH, MERGE_PATCH, PATCH_TYPES, apply_patch, full_document
 from corral.api.watchcache import CacheEvent, WatchCache, splice_rv
 from corral.model import validation
 from corral.model.errors import (
@@ -401,7 +401,7 @@ class ResourceHandlers:
         patch = codec.parse_json(await codec.read_body(request))
         for attempt in range(UNCONDITIONAL_ATTEMPTS):
             current, revision = await self._current(namespace, name, rv="", attempt=attempt)
-            doc = msgspec.to_builtins(current)
+            doc = full_document(current)
             doc.setdefault("metadata", {})["resourceVersion"] = str(revision)
             patched = apply_patch(content_type, doc, patch)
             if not isinstance(patched, dict):

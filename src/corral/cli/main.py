@@ -25,6 +25,8 @@ COMMANDS: dict[str, str] = {
     "image": "corral.cli.image:image",
     "rollout": "corral.cli.rollout:rollout",
     "scale": "corral.cli.scale:scale",
+    "label": "corral.cli.label:label",
+    "annotate": "corral.cli.label:annotate",
     "cordon": "corral.cli.nodes:cordon",
     "uncordon": "corral.cli.nodes:uncordon",
     "drain": "corral.cli.nodes:drain",
