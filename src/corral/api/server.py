@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 import msgspec
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from corral.aiokit.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from corral.api import codec
 from corral.api.auth import IDENTITY, Identity, Tokens
 from corral.api.logs import LogsProxy
@@ -76,6 +77,14 @@ class ApiServer:
         self.logs = LogsProxy(store)
         self.metrics.gauge("corral_api_watch_cache_revision", "The newest revision the container watch cache has seen.",
                            lambda: float(self.caches["Container"].revision))
+        self.metrics.gauge("corral_api_heartbeat_channels", "Open heartbeat channels (one per connected node).",
+                           lambda: float(len(self._channels)))
+        if isinstance(self.store, BatchingStore):
+            batching = self.store
+            self.metrics.counter("corral_etcd_group_commit_batches", "etcd transactions written by group commit.",
+                                 lambda: float(batching.batches))
+            self.metrics.counter("corral_etcd_group_commit_writes", "Writes carried by those transactions "
+                                 "(writes / batches = the mean batch size).", lambda: float(batching.writes))
 
     async def run_caches(self) -> None:
         """Keep every kind's watch cache filled; runs until cancelled."""
@@ -135,6 +144,8 @@ class ApiServer:
         start = time.perf_counter()
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else "unmatched"
+        kind = "watch" if request.query.get("watch", "") not in ("", "0", "false") else "request"
+        self.metrics.begin(kind)
         try:
             if request.path not in PUBLIC:
                 request[IDENTITY] = await self.tokens.authenticate(request.headers.get("Authorization"))
@@ -148,6 +159,8 @@ class ApiServer:
         except Exception as e:  # a bug: say so, keep serving
             log.exception("%s %s failed", request.method, request.path)
             response = codec.error_response(CorralError(f"internal error: {type(e).__name__}: {e}"))
+        finally:
+            self.metrics.end(kind)
         self.metrics.observe(request.method, route, response.status, time.perf_counter() - start)
         return response
 
@@ -174,7 +187,7 @@ class ApiServer:
         return web.Response(text="ok\n")
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        return web.Response(text=self.metrics.render(), content_type="text/plain", charset="utf-8")
+        return web.Response(body=self.metrics.render(), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
     async def _heartbeat(self, request: web.Request) -> web.Response:
         """A node's beat as one request (``PUT /nodes/{name}/heartbeat``); see ``_beat``."""

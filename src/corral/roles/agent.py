@@ -25,8 +25,10 @@ from pathlib import Path
 
 import msgspec
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from corral import __version__
+from corral.aiokit.metrics import Histogram, serve_metrics
 from corral.aiokit.queueing import WorkQueue
 from corral.api.client import ApiClient, HeartbeatChannel, Reflector
 from corral.model import errors
@@ -53,6 +55,8 @@ from corral.reconcile.events import EventType
 from corral.reconcile.pipeline import NodeReconciler, ReconcilerConfig
 from corral.roles import agentlogs
 from corral.roles.fencing import Fence, kill_node_tasks
+from corral.roles.metrics import agent_collector
+from corral.runtime.tasks import Task
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +109,8 @@ class AgentConfig:
     workers: int = 8
     insecure_registries: list[str] = field(default_factory=list)
     fence_after: float = 4.0  # no heartbeat for this long: kill every task (roles/fencing.py)
+    metrics_listen: str = ""  # serve the agent's Prometheus metrics here (HOST:PORT; empty: not at all)
+    metrics_sample_seconds: float = 10.0  # how often the containers' CPU and memory are read from containerd
 
 
 def host_capacity() -> tuple[int, int]:
@@ -168,6 +174,10 @@ class Agent:
         self._agent_token = ""
         # every nftables rule this agent keeps (network policy, service proxy) lives in this one table
         self.nft = NftTable(cfg.nft_table)
+        # figures for /metrics (roles/metrics.py)
+        self.sync_counts: dict[str, int] = {"ok": 0, "retry": 0, "error": 0}
+        self.sync_durations = Histogram()
+        self.container_usage: dict[tuple[str, str], tuple[float, float]] = {}  # (ns, name) -> (cpu s, memory B)
 
     # --- event sink (for the reconcile steps) -----------------------------------------------
 
@@ -307,16 +317,22 @@ class Agent:
     async def _worker(self) -> None:
         while True:
             key = await self.queue.get()
+            started = time.perf_counter()
+            result = "ok"
             try:
                 await self._sync(key)
                 self.queue.forget(key)
             except errors.CorralError as e:
+                result = "retry"
                 delay = self.queue.retry(key, delay=getattr(e, "retry_after", None))
                 log.info("reconcile %s/%s: %s (retry in %.1fs)", *key, e, delay)
             except Exception:
+                result = "error"
                 delay = self.queue.retry(key)
                 log.exception("reconcile %s/%s failed (retry in %.1fs)", *key, delay)
             finally:
+                self.sync_counts[result] += 1
+                self.sync_durations.observe(time.perf_counter() - started)
                 self.queue.done(key)
 
     async def _sync(self, key: Key) -> None:
@@ -367,13 +383,40 @@ class Agent:
         self.endpoint = f"http://{self.cfg.node_ip}:{port}"
         return runner
 
+    async def _sample_usage(self) -> None:
+        """Read every running container's CPU and memory from containerd now and then (a scrape
+        answers from the last sample: it cannot wait on containerd)."""
+        while True:
+            usage: dict[tuple[str, str], tuple[float, float]] = {}
+            for (namespace, name), obj in list(self.reflector.objects.items()):
+                if obj.status.phase != "Running" or not obj.status.container_id:
+                    continue
+                with contextlib.suppress(errors.CorralError):
+                    m = await Task(self.reconciler.client, obj.status.container_id).metrics()
+                    usage[(namespace, name)] = (m.cpu_usage_ns / 1e9, float(m.memory_usage_bytes))
+            self.container_usage = usage
+            await asyncio.sleep(self.cfg.metrics_sample_seconds)
+
+    async def _serve_metrics(self) -> web.AppRunner | None:
+        if not self.cfg.metrics_listen:
+            return None
+        registry = CollectorRegistry()
+        registry.register(agent_collector(self))
+        host, _, port = self.cfg.metrics_listen.rpartition(":")
+        runner, bound = await serve_metrics(registry, host or "127.0.0.1", int(port))
+        log.info("agent metrics on http://%s:%s/metrics", host or "127.0.0.1", bound)
+        return runner
+
     async def run(self) -> None:
         runner = await self._serve_logs()
+        metrics = await self._serve_metrics()
         try:
             await self.register()
             await self._run_tasks()
         finally:
             await runner.cleanup()
+            if metrics is not None:
+                await metrics.cleanup()
 
     async def _run_tasks(self) -> None:
         async with asyncio.TaskGroup() as tg:
@@ -385,6 +428,8 @@ class Agent:
             tg.create_task(self._resync(), name="agent-resync")
             tg.create_task(self.volume_reflector.run(), name="agent-volume-reflector")
             tg.create_task(self._volume_sweeps(), name="agent-volume-sweeps")
+            if self.cfg.metrics_listen:
+                tg.create_task(self._sample_usage(), name="agent-usage-samples")
             for i in range(self.cfg.workers):
                 tg.create_task(self._worker(), name=f"agent-worker-{i}")
 
