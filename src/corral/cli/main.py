@@ -16,6 +16,7 @@ from corral import __version__
 COMMANDS: dict[str, str] = {
     "serve": "corral.cli.serve:serve",
     "apply": "corral.cli.apply:apply",
+    "diff": "corral.cli.diff:diff",
     "get": "corral.cli.get:get",
     "describe": "corral.cli.describe:describe",
     "delete": "corral.cli.delete:delete",
