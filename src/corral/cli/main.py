@@ -17,6 +17,8 @@ COMMANDS: dict[str, str] = {
     "serve": "corral.cli.serve:serve",
     "apply": "corral.cli.apply:apply",
     "diff": "corral.cli.diff:diff",
+    "completion": "corral.cli.completion:completion",
+    "events": "corral.cli.events:events",
     "get": "corral.cli.get:get",
     "describe": "corral.cli.describe:describe",
     "delete": "corral.cli.delete:delete",
