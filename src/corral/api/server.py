@@ -19,7 +19,7 @@ import msgspec
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from corral.aiokit.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from corral.api import codec
+from corral.api import codec, ui
 from corral.api.auth import IDENTITY, Identity, Tokens
 from corral.api.logs import LogsProxy
 from corral.api.metrics import Metrics
@@ -137,6 +137,7 @@ class ApiServer:
             return codec.raw_response(openapi)
 
         r.add_get("/openapi.json", serve_openapi, allow_head=False)
+        ui.add_routes(r)
         return app
 
     @web.middleware
@@ -147,7 +148,7 @@ class ApiServer:
         kind = "watch" if request.query.get("watch", "") not in ("", "0", "false") else "request"
         self.metrics.begin(kind)
         try:
-            if request.path not in PUBLIC:
+            if request.path not in PUBLIC and not ui.is_public(request.path):
                 request[IDENTITY] = await self.tokens.authenticate(request.headers.get("Authorization"))
             response = await handler(request)
         except CorralError as e:
