@@ -48,8 +48,13 @@ class Fifo:
 
     async def _ready(self, add: str, remove: str) -> None:
         loop = asyncio.get_running_loop()
-        ready = loop.create_future()
-        getattr(loop, add)(self.fd, lambda: ready.done() or ready.set_result(None))
+        ready: asyncio.Future[None] = loop.create_future()
+
+        def wake() -> None:
+            if not ready.done():
+                ready.set_result(None)
+
+        getattr(loop, add)(self.fd, wake)
         try:
             await ready
         finally:
