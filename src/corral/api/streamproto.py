@@ -28,7 +28,7 @@ SUBPROTOCOL = "v5.channel.k8s.io"
 STDIN, STDOUT, STDERR, STATUS, RESIZE = 0, 1, 2, 3, 4
 DATA, ERROR = 0, 1  # port-forward
 CLOSE = 255
-MAX_FRAME = 256 * 1024  # the largest payload either side sends in one frame
+MAX_FRAME = 256 * 1024  # the largest payload either side sends in one frame (aiohttp queues 512 KiB per socket before it pauses reading)
 
 
 def frame(channel: int, payload: bytes = b"") -> bytes:
