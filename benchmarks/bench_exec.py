@@ -13,13 +13,15 @@ file of ``--mib`` MiB with httpd on port 8080 (published nowhere on the host), t
 - port-forward throughput: ``curl`` fetching ``/big`` through ``corral port-forward`` (local listener → WebSocket
   → API → WebSocket → agent → socket in the container's netns) vs straight to the container's IP.
 
-Run: ``.venv/bin/python benchmarks/bench_exec.py [--runs 50] [--mib 200]``. Prints figures; asserts nothing.
+Run: ``.venv/bin/python benchmarks/bench_exec.py [--runs 50] [--mib 200]``. Prints figures and writes ``benchmarks/results/bench_exec.json``;
+asserts nothing.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import statistics
 import sys
@@ -78,7 +80,7 @@ async def fetch(host: str, port: int, path: str) -> int:
     return total
 
 
-async def bench_exec(cluster: Cluster, box: Container, runs: int, env: dict[str, str]) -> None:
+async def bench_exec(cluster: Cluster, box: Container, runs: int, env: dict[str, str]) -> dict[str, float]:
     cmd = ["cat", "/etc/hostname"]
     api_t: list[float] = []
     for _ in range(runs + 2):
@@ -109,9 +111,12 @@ async def bench_exec(cluster: Cluster, box: Container, runs: int, env: dict[str,
     ctr_p50 = report("ctr task exec (floor)", ctr_t[2:])
     print(f"{'ratio p50 (in-process / ctr)':>34}: {api_p50 / ctr_p50:.2f}x   (goal <= 1.5x)")
     print(f"{'ratio p50 (CLI process / ctr)':>34}: {cli_p50 / ctr_p50:.2f}x")
+    return {"exec_api_p50_ms": round(api_p50, 1), "exec_api_p99_ms": round(pct(api_t[2:], 0.99) * 1000, 1),
+            "exec_cli_p50_ms": round(cli_p50, 1), "ctr_exec_p50_ms": round(ctr_p50, 1),
+            "ctr_exec_p99_ms": round(pct(ctr_t[2:], 0.99) * 1000, 1)}
 
 
-async def bench_forward(cluster: Cluster, box: Container, mib: int, env: dict[str, str]) -> None:
+async def bench_forward(cluster: Cluster, box: Container, mib: int, env: dict[str, str]) -> dict[str, float]:
     expected = mib * 1024 * 1024
     direct: list[float] = []
     for _ in range(3):
@@ -133,6 +138,7 @@ async def bench_forward(cluster: Cluster, box: Container, mib: int, env: dict[st
     print(f"{'direct to the container IP':>34}: {d:.0f} MB/s (median of 3 x {mib} MiB)")
     print(f"{'through corral port-forward':>34}: {f:.0f} MB/s")
     print(f"{'ratio':>34}: {f / d:.2f}x   (goal >= 0.5x)")
+    return {"direct_mb_s": round(d), "port_forward_mb_s": round(f)}
 
 
 async def main(runs: int, mib: int) -> None:
@@ -163,8 +169,11 @@ async def measure(cluster: Cluster, runs: int, mib: int) -> None:
             pass
         await asyncio.sleep(0.2)
     print(f"cpus={os.cpu_count()} load={os.getloadavg()[0]:.1f}")
-    await bench_exec(cluster, box, runs, env)
-    await bench_forward(cluster, box, mib, env)
+    figures = {"load": round(os.getloadavg()[0], 1), **await bench_exec(cluster, box, runs, env),
+               **await bench_forward(cluster, box, mib, env)}
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / "bench_exec.json").write_text(json.dumps(figures, indent=2) + "\n")
 
 
 if __name__ == "__main__":
