@@ -69,7 +69,9 @@ async def exec_(client: ApiClient, *, name: str, command: tuple[str, ...], names
                 use_tty: bool) -> int:
     """Run COMMAND in the running container NAME: `corral exec [-i] [-t] NAME -- CMD [ARG...]`.
 
-    stdout and stderr come back as they are written; the command's exit code is this one's.
+    stdout and stderr come back as they are written; the command's exit code is this one's
+    (126 when it could not start, 1 when the session was refused or lost). Closing this command
+    (Ctrl-C, or its terminal going away) kills the remote command.
     """
     params = [("command", arg) for arg in command]
     params += [("stdin", "1" if interactive else "0"), ("stdout", "1"), ("stderr", "0" if use_tty else "1")]
