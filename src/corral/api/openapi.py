@@ -109,6 +109,30 @@ def _paths_for(info: KindInfo) -> dict[str, Any]:
     return paths
 
 
+def _stream_paths() -> dict[str, Any]:
+    """exec, attach, port-forward: WebSockets speaking the channel protocol of ``api/streamproto.py``."""
+
+    def flags(*names: str) -> list[dict[str, Any]]:
+        return [{"name": n, "in": "query", "schema": {"type": "string"}} for n in names]
+
+    base = "/namespaces/{namespace}/containers/{name}"
+    proto = " (WebSocket, subprotocol v5.channel.k8s.io; see docs/exec.md)"
+    return {
+        f"{base}/exec": {"get": {"summary": "Run a command in the container" + proto,
+                                 "parameters": [{"name": "command", "in": "query", "required": True,
+                                                 "schema": {"type": "array", "items": {"type": "string"}}},
+                                                *flags("stdin", "stdout", "stderr", "tty", "width", "height")],
+                                 "responses": _responses("101", None, 400, 401, 403, 404, 503)}},
+        f"{base}/attach": {"get": {"summary": "Follow the main process's output until it exits" + proto,
+                                   "parameters": flags("stdout", "stderr"),
+                                   "responses": _responses("101", None, 400, 401, 403, 404, 503)}},
+        f"{base}/portforward": {"get": {"summary": "A TCP connection to a port inside the container" + proto,
+                                        "parameters": [{"name": "ports", "in": "query", "required": True,
+                                                        "schema": {"type": "integer"}}],
+                                        "responses": _responses("101", None, 400, 401, 403, 404, 503)}},
+    }
+
+
 def document() -> dict[str, Any]:
     _, components = msgspec.json.schema_components([k.type for k in KINDS], ref_template="#/components/schemas/{name}")
     components["Error"] = _error_schema()
@@ -121,6 +145,7 @@ def document() -> dict[str, Any]:
                                {"name": "tail", "in": "query", "schema": {"type": "integer"}}],
                 "responses": {"200": {"description": "log lines", "content": {"text/plain": {}}}}}
     }
+    paths.update(_stream_paths())
     paths["/nodes/{name}/heartbeat"] = {"put": {"summary": "A node's heartbeat (agents): one small write; says whether the node is Ready",
                                                 "responses": _responses("200", None, 401, 403)}}
     paths["/nodes/{name}/heartbeats"] = {"get": {

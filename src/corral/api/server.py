@@ -25,6 +25,7 @@ from corral.api.logs import LogsProxy
 from corral.api.metrics import Metrics
 from corral.api.openapi import document
 from corral.api.resources import ResourceHandlers
+from corral.api.streams import StreamProxy
 from corral.api.watchcache import WatchCache
 from corral.model import names
 from corral.model.cluster import CLUSTER_CONFIG_KEY
@@ -75,6 +76,7 @@ class ApiServer:
         self.caches = {info.kind: WatchCache(store, info) for info in KINDS}
         self._channels: set[web.WebSocketResponse] = set()  # open heartbeat channels (closed at shutdown)
         self.logs = LogsProxy(store)
+        self.streams = StreamProxy(self.logs)  # exec/attach/port-forward reach agents the way logs do
         self.metrics.gauge("corral_api_watch_cache_revision", "The newest revision the container watch cache has seen.",
                            lambda: float(self.caches["Container"].revision))
         self.metrics.gauge("corral_api_heartbeat_channels", "Open heartbeat channels (one per connected node).",
@@ -124,6 +126,9 @@ class ApiServer:
         del ns_info
         r.add_get("/namespaces/{namespace}/containers/{name}/logs", self.logs.logs, allow_head=False)
         r.add_get("/join/agent-token", self.logs.agent_token, allow_head=False)
+        r.add_get("/namespaces/{namespace}/containers/{name}/exec", self.streams.exec, allow_head=False)
+        r.add_get("/namespaces/{namespace}/containers/{name}/attach", self.streams.attach, allow_head=False)
+        r.add_get("/namespaces/{namespace}/containers/{name}/portforward", self.streams.portforward, allow_head=False)
         r.add_post("/join", self._join)
         r.add_put("/nodes/{name}/heartbeat", self._heartbeat)
         r.add_get("/nodes/{name}/heartbeats", self._heartbeat_channel, allow_head=False)

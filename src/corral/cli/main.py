@@ -35,6 +35,10 @@ COMMANDS: dict[str, str] = {
     "drain": "corral.cli.nodes:drain",
     "why-not": "corral.cli.whynot:why_not",
     "sim": "corral.cli.sim:sim",
+    "exec": "corral.cli.execs:exec_",
+    "attach": "corral.cli.execs:attach",
+    "port-forward": "corral.cli.portforward:port_forward",
+    "cp": "corral.cli.cp:cp",
 }
 
 

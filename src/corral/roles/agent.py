@@ -53,7 +53,7 @@ from corral.model.resources import (
 from corral.network.nftables import NftTable
 from corral.reconcile.events import EventType
 from corral.reconcile.pipeline import NodeReconciler, ReconcilerConfig
-from corral.roles import agentlogs
+from corral.roles import agentlogs, agentstreams
 from corral.roles.fencing import Fence, kill_node_tasks
 from corral.roles.metrics import agent_collector
 from corral.runtime.tasks import Task
@@ -372,6 +372,9 @@ class Agent:
         body = await self.api.request("GET", "/join/agent-token")
         self._agent_token = msgspec.json.decode(body)["token"]
         app = agentlogs.build_app(token=lambda: self._agent_token, log_path=self.reconciler.log_path)
+        agentstreams.add_routes(app, token=lambda: self._agent_token, targets=agentstreams.StreamTargets(
+            client=self.reconciler.client, netns_path=self.reconciler.network.netns_path,
+            log_path=self.reconciler.log_path))
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         site = web.TCPSite(runner, self.cfg.listen_host, self.cfg.listen_port)
