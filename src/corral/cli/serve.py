@@ -158,12 +158,15 @@ async def _serve_all(control: ControlConfig, agent: AgentConfig, *, embedded_dir
 @click.option("--containerd-socket", default="/run/containerd/containerd.sock", show_default=True,
               help="[worker] containerd's socket; with --all, an embedded containerd starts if none answers there.")
 @click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="[worker] A node label (repeatable).")
-@click.option("--pod-cidr", default="10.88.0.0/24", show_default=True, help="[worker] This node's container subnet.")
+@click.option("--pod-cidr", default="", metavar="CIDR",
+              help="[worker] Override this node's container subnet (default: the control plane assigns a slice "
+                   "of --cluster-cidr); must lie in the cluster CIDR and overlap no other node's.")
 @click.option("--bridge", default="corral0", show_default=True, help="[worker] The Linux bridge containers attach to.")
 @click.option("--nft-table", default="corral", show_default=True,
               help="[worker] The nftables table (family inet) that holds this agent's policy and service rules.")
 @click.option("--node-ip", default="127.0.0.1", show_default=True,
-              help="[worker] The address the API uses to reach this agent (logs).")
+              help="[worker] This node's InternalIP: the API reaches the agent there (logs), and the other "
+                   "nodes send its containers' traffic there (routes, VXLAN). A loopback address: no routes.")
 @click.option("--agent-listen", default="127.0.0.1:0", show_default=True,
               help="[worker] Where the agent serves logs to the API (HOST:PORT; port 0 picks a free one).")
 @click.option("--reserve-cpu", default="100m", show_default=True, help="[worker] CPU kept back from containers.")

@@ -51,11 +51,13 @@ from corral.model.resources import (
     Volume,
 )
 from corral.network.nftables import NftTable
+from corral.network.overlay import uplink
 from corral.reconcile.events import EventType
 from corral.reconcile.pipeline import NodeReconciler, ReconcilerConfig
-from corral.roles import agentlogs, agentstreams
+from corral.roles import agentlogs, agentstreams, podcidr
 from corral.roles.fencing import Fence, kill_node_tasks
 from corral.roles.metrics import agent_collector
+from corral.roles.peers import PeerRoutes, is_loopback, link_mtu
 from corral.runtime.tasks import Task
 
 log = logging.getLogger(__name__)
@@ -98,7 +100,7 @@ class AgentConfig:
     reserve_cpu: str = "100m"
     reserve_memory: str = "256Mi"
     max_containers: int = 110
-    pod_cidr: str = "10.88.0.0/24"
+    pod_cidr: str = ""  # an explicit override; empty: the control plane assigns one (roles/podcidr.py)
     bridge: str = "corral0"
     nft_table: str = "corral"  # the agent's nftables table (inet family): policy and service rules
     node_ip: str = "127.0.0.1"
@@ -178,6 +180,7 @@ class Agent:
         self.sync_counts: dict[str, int] = {"ok": 0, "retry": 0, "error": 0}
         self.sync_durations = Histogram()
         self.container_usage: dict[tuple[str, str], tuple[float, float]] = {}  # (ns, name) -> (cpu s, memory B)
+        self.peers: PeerRoutes | None = None  # routes to other nodes' containers, once the podCIDR is known
 
     # --- event sink (for the reconcile steps) -----------------------------------------------
 
@@ -226,7 +229,11 @@ class Agent:
                 try:
                     current = await self.api.get(Node, self.cfg.node_name)
                     current.metadata.labels = {**current.metadata.labels, **labels}
-                    current.spec.pod_cidr = self.cfg.pod_cidr
+                    if self.cfg.pod_cidr and current.spec.pod_cidr not in ("", self.cfg.pod_cidr):
+                        raise errors.Invalid(f"node {self.cfg.node_name} already has podCIDR "
+                                             f"{current.spec.pod_cidr}; --pod-cidr {self.cfg.pod_cidr} differs "
+                                             "(delete the Node to change it)")
+                    current.spec.pod_cidr = current.spec.pod_cidr or self.cfg.pod_cidr  # the agent never changes it
                     await self.api.update(current)
                     await self.heartbeat()
                     break
@@ -409,12 +416,27 @@ class Agent:
         runner, bound = await serve_metrics(registry, host or "127.0.0.1", int(port))
         log.info("agent metrics on http://%s:%s/metrics", host or "127.0.0.1", bound)
         return runner
+    async def settle_network(self) -> PeerRoutes:
+        """The node's subnet (its Node's podCIDR, assigned by the control plane or the checked
+        override), the containers' MTU, and the routes to other nodes that go with them."""
+        cluster = await self.api.cluster_config()
+        if self.cfg.pod_cidr:
+            await podcidr.check_override_with_api(self.api, self.cfg.pod_cidr, node=self.cfg.node_name,
+                                                  cluster=cluster)
+        await self.register()
+        pod_cidr = await podcidr.wait_for_pod_cidr(self.api, self.cfg.node_name)
+        uplink_mtu = 1500 if is_loopback(self.cfg.node_ip) else (await asyncio.to_thread(uplink, self.cfg.node_ip))[1]
+        mtu = link_mtu(cluster, node_ip=self.cfg.node_ip, uplink_mtu=uplink_mtu)
+        await self.reconciler.use_network(pod_cidr=pod_cidr, mtu=mtu, cluster_cidr=cluster.cluster_cidr)
+        log.info("node %s: containers in %s (MTU %d), backend %s", self.cfg.node_name, pod_cidr, mtu, cluster.backend)
+        return PeerRoutes(self.api, node=self.cfg.node_name, node_ip=self.cfg.node_ip, pod_cidr=pod_cidr,
+                          bridge=self.cfg.bridge, cluster=cluster, resync=self.cfg.resync_seconds)
 
     async def run(self) -> None:
         runner = await self._serve_logs()
         metrics = await self._serve_metrics()
         try:
-            await self.register()
+            self.peers = await self.settle_network()
             await self._run_tasks()
         finally:
             await runner.cleanup()
@@ -433,6 +455,8 @@ class Agent:
             tg.create_task(self._volume_sweeps(), name="agent-volume-sweeps")
             if self.cfg.metrics_listen:
                 tg.create_task(self._sample_usage(), name="agent-usage-samples")
+            if self.peers is not None:
+                tg.create_task(self.peers.run(), name="agent-peer-routes")
             for i in range(self.cfg.workers):
                 tg.create_task(self._worker(), name=f"agent-worker-{i}")
 
@@ -463,8 +487,9 @@ async def join(cfg: AgentConfig) -> str:
 async def run_agent(cfg: AgentConfig, *, stop: asyncio.Event) -> None:
     token = await join(cfg)
     async with ApiClient(cfg.servers, token) as api:
+        # the subnet comes from the Node once registered (Agent.settle_network → reconciler.use_network)
         rcfg = ReconcilerConfig(data_dir=cfg.data_dir, node_name=cfg.node_name, containerd_socket=cfg.containerd_socket,
-                                pod_cidr=cfg.pod_cidr, bridge=cfg.bridge, insecure_registries=cfg.insecure_registries)
+                                bridge=cfg.bridge, insecure_registries=cfg.insecure_registries)
         reconciler = NodeReconciler(rcfg)
         agent = Agent(cfg, api, reconciler)
         reconciler.events = agent

@@ -15,6 +15,7 @@ from corral.controllers.deployments import DeploymentController
 from corral.controllers.gc import GarbageCollector
 from corral.controllers.namespaces import NamespaceController
 from corral.controllers.nodes import NodeLifecycle
+from corral.controllers.podcidrs import NodeIpam
 from corral.model.kinds import BY_KIND
 from corral.model.resources import Container, Node
 from corral.roles.metrics import LeaderMetrics
@@ -39,6 +40,7 @@ def build_controllers(informers: Informers, objects: Objects, cfg: LeaderConfig)
     controllers.append(DeploymentController(informers, objects))
     controllers.append(GarbageCollector(informers, objects))
     controllers.append(NamespaceController(informers, objects))
+    controllers.append(NodeIpam(informers, objects))
     return controllers
 
 
