@@ -1,0 +1,274 @@
+"""NetworkPolicy as nftables: the ``policy`` part of the agent's table, rendered from plain objects.
+
+``render_policy(policies, containers, namespaces, node=…)`` is pure: it takes the cluster's
+NetworkPolicies, Containers (labels, IP, node, named ports) and Namespaces (labels) and returns the
+``NftPart`` that enforces them on ``node``, with Kubernetes' semantics:
+
+- A container that no policy selects accepts and sends everything. Once some policy selects it for
+  ingress (egress), only what some such policy allows gets in (out); policies add up, never subtract.
+- Ingress is enforced for the containers on this node, egress for the containers on this node; a
+  packet between two nodes passes the sender's egress check on its node and the receiver's ingress
+  check on the other.
+- Replies to allowed connections pass: ``ct state established,related accept`` comes first.
+- Traffic between a container and its own node (probes, the node's DNS) is not filtered, as in most
+  Kubernetes network plugins: it does not cross the ``forward`` hook.
+
+**Sets, not rules per container.** Every selection is a named set whose elements are addresses:
+``policy_p<i>_sel`` (this node's containers that policy *i* selects), ``policy_p<i>_in<j>_peers`` /
+``policy_p<i>_out<j>_peers`` (the addresses rule *j* admits: the selected containers' IPs and the
+``ipBlock`` ranges minus their ``except``, collapsed into one interval set), ``…_ports`` (protocol .
+port or port range) and ``…_named`` (container IP . protocol . port, for ports given by name, resolved
+per container as Kubernetes does). The rules depend only on the policies' shape, so a container
+coming or going changes set elements and never the rule list; a policy's rules exist even while it
+selects nothing here, so the rule count does not move with containers either.
+
+The chains: the base chain ``policy_forward`` (hook ``forward``) sends packets from egress-isolated
+sources to ``policy_egress`` and packets to ingress-isolated destinations to ``policy_ingress``. An
+egress rule that allows ``return``s (the packet must still pass the receiver's ingress check on this
+same node); an ingress rule ``accept``s; both chains end in ``drop``.
+
+**Same-node traffic.** Two containers on one Linux bridge talk at layer 2: their packets are bridged
+and never reach the ``inet`` forward hook — unless ``br_netfilter`` is loaded and
+``net.bridge.bridge-nf-call-iptables`` is 1 (a per-network-namespace setting), in which case the
+kernel runs the IPv4 hooks for bridged packets too, with the bridge as both input and output device.
+corral uses that (``ensure_bridge_filtering``) rather than a second, ``bridge``-family table: the
+design keeps every rule of a node in one ``inet`` table replaced atomically, the same chains then
+cover same-node, cross-node and host-port traffic alike, and conntrack (for the replies) already
+runs there. It is what Kubernetes' own network plugins require of a node, too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from corral.model.errors import CorralError
+from corral.model.names import Selector
+from corral.model.networkpolicy import effective_types, selector_of
+from corral.model.resources import (
+    Container,
+    Namespace,
+    NetworkPolicy,
+    NetworkPolicyPeer,
+    NetworkPolicyPort,
+)
+from corral.network.nftables import NftPart
+
+PART = "policy"
+#: every namespace carries its own name as this label (Kubernetes' ``kubernetes.io/metadata.name``)
+NAMESPACE_NAME_LABEL = "corral.io/metadata.name"
+_FINISHED = ("Succeeded", "Failed")
+_ALL = ipaddress.IPv4Network("0.0.0.0/0")
+
+Net = ipaddress.IPv4Network
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedPolicy:
+    """The part and its size: ``rules`` and ``sets`` depend on policies only, ``elements`` on containers."""
+
+    part: NftPart
+    rules: int
+    sets: int
+    elements: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Member:
+    """A container as policy sees it."""
+
+    namespace: str
+    labels: dict[str, str]
+    ip: Net
+    node: str
+    ports: tuple[tuple[str, str, int], ...]  # (name, protocol, number) of its named ports
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self.sets: list[str] = []
+        self.rules: dict[str, list[str]] = {"forward": [], "egress": [], "ingress": []}
+        self.elements = 0
+
+    def set(self, name: str, type_: str, elements: Sequence[str], *, interval: bool = False) -> str:
+        flags = " flags interval;" if interval else ""
+        body = f" elements = {{ {', '.join(elements)} }}" if elements else ""
+        self.sets.append(f"set {name} {{ type {type_};{flags}{body} }}")
+        self.elements += len(elements)
+        return f"@{name}"
+
+    def text(self) -> str:
+        lines = list(self.sets)
+        lines += ["chain policy_forward {",
+                  "\ttype filter hook forward priority filter; policy accept;",
+                  *("\t" + r for r in self.rules["forward"]), "}"]
+        for chain in ("egress", "ingress"):
+            lines += [f"chain policy_{chain} {{", *("\t" + r for r in self.rules[chain]), "}"]
+        return "\n".join(lines) + "\n"
+
+    @property
+    def rule_count(self) -> int:
+        return sum(len(r) for r in self.rules.values())
+
+
+def _members(containers: Iterable[Container]) -> list[_Member]:
+    out = []
+    for c in containers:
+        if not c.status.ip or c.status.phase in _FINISHED:
+            continue
+        try:
+            ip = Net(c.status.ip)
+        except ValueError:
+            continue  # not IPv4: nothing here enforces it
+        ports = tuple((p.name, p.protocol, p.container_port) for p in c.spec.ports if p.name)
+        out.append(_Member(c.metadata.namespace, c.metadata.labels, ip, c.spec.node or c.status.node, ports))
+    return out
+
+
+def _block(cidr: str, excepted: Sequence[str]) -> list[Net]:
+    """``cidr`` minus every ``except`` range, as disjoint networks."""
+    nets = [Net(cidr)]
+    for text in excepted:
+        cut = Net(text)
+        kept: list[Net] = []
+        for net in nets:
+            if cut.subnet_of(net):
+                kept.extend(net.address_exclude(cut))
+            elif not net.subnet_of(cut):
+                kept.append(net)
+        nets = kept
+    return nets
+
+
+def _format(nets: Iterable[Net]) -> list[str]:
+    return [str(n.network_address) if n.prefixlen == 32 else str(n) for n in ipaddress.collapse_addresses(nets)]
+
+
+def _ips(members: Iterable[_Member]) -> list[str]:
+    return sorted({str(m.ip.network_address) for m in members}, key=lambda s: ipaddress.IPv4Address(s))
+
+
+class _Cluster:
+    """The containers and namespaces a render looks at, with the peer lookups it needs."""
+
+    def __init__(self, members: list[_Member], namespaces: Iterable[Namespace]) -> None:
+        self.members = members
+        self.namespace_labels = {ns.metadata.name: {**ns.metadata.labels, NAMESPACE_NAME_LABEL: ns.metadata.name}
+                                 for ns in namespaces}
+        for m in members:  # a container's namespace is always there, listed or not
+            self.namespace_labels.setdefault(m.namespace, {NAMESPACE_NAME_LABEL: m.namespace})
+
+    def peer_members(self, peer: NetworkPolicyPeer, namespace: str) -> list[_Member]:
+        if peer.namespace_selector is not None:
+            ns_sel = selector_of(peer.namespace_selector)
+            spaces = {n for n, labels in self.namespace_labels.items() if ns_sel.matches(labels)}
+        else:
+            spaces = {namespace}
+        pod_sel = selector_of(peer.pod_selector) if peer.pod_selector is not None else Selector()
+        return [m for m in self.members if m.namespace in spaces and pod_sel.matches(m.labels)]
+
+
+def _rule_clauses(w: _Writer, prefix: str, *, peers: Sequence[NetworkPolicyPeer], ports: Sequence[NetworkPolicyPort],
+                  cluster: _Cluster, namespace: str, peer_field: str, named_from: list[_Member] | None) -> list[str]:
+    """The match clauses of one rule (one per way it can match: numbered ports, named ports).
+
+    ``named_from`` are the containers a port name is resolved on: the selected ones (ingress) or, when
+    None, the rule's peer containers (egress)."""
+    peer_clause = ""
+    peer_members: list[_Member] = list(cluster.members)
+    if peers:
+        nets: list[Net] = []
+        peer_members = []
+        for peer in peers:
+            if peer.ip_block is not None:
+                nets.extend(_block(peer.ip_block.cidr, peer.ip_block.except_))
+            else:
+                found = cluster.peer_members(peer, namespace)
+                peer_members.extend(found)
+                nets.extend(m.ip for m in found)
+        peer_clause = f"ip {peer_field} {w.set(f'{prefix}_peers', 'ipv4_addr', _format(nets), interval=True)} "
+    if not ports:
+        return [peer_clause]
+    numbered = []
+    named: set[str] = set()
+    for p in ports:
+        proto = p.protocol.lower()
+        if p.port is None:
+            numbered.append(f"{proto} . 0-65535")
+        elif isinstance(p.port, int):
+            numbered.append(f"{proto} . {p.port}" + (f"-{p.end_port}" if p.end_port else ""))
+        else:
+            on = named_from if named_from is not None else peer_members
+            named.update(f"{m.ip.network_address} . {proto} . {number}"
+                         for m in on for name, protocol, number in m.ports if name == p.port and protocol == proto)
+    clauses = []
+    if numbered:
+        ref = w.set(f"{prefix}_ports", "inet_proto . inet_service", sorted(set(numbered)), interval=True)
+        clauses.append(f"{peer_clause}meta l4proto . th dport {ref} ")
+    if any(isinstance(p.port, str) for p in ports):
+        ref = w.set(f"{prefix}_named", "ipv4_addr . inet_proto . inet_service", sorted(named))
+        clauses.append(f"{peer_clause}ip daddr . meta l4proto . th dport {ref} ")
+    return clauses
+
+
+def render_policy(policies: Iterable[NetworkPolicy], containers: Iterable[Container],
+                  namespaces: Iterable[Namespace], *, node: str) -> RenderedPolicy:
+    """The ``policy`` part enforcing ``policies`` for the containers on ``node`` (see the module doc)."""
+    cluster = _Cluster(_members(containers), namespaces)
+    local = [m for m in cluster.members if m.node == node]
+    w = _Writer()
+    isolated_in: list[_Member] = []
+    isolated_out: list[_Member] = []
+    ordered = sorted(policies, key=lambda p: (p.metadata.namespace, p.metadata.name))
+    for i, pol in enumerate(ordered):
+        ns = pol.metadata.namespace
+        ingress, egress = effective_types(pol)
+        pod_sel = selector_of(pol.spec.pod_selector)
+        selected = [m for m in local if m.namespace == ns and pod_sel.matches(m.labels)]
+        sel = w.set(f"policy_p{i}_sel", "ipv4_addr", _ips(selected))
+        if ingress:
+            isolated_in.extend(selected)
+            for j, rule in enumerate(pol.spec.ingress):
+                for clause in _rule_clauses(w, f"policy_p{i}_in{j}", peers=rule.from_, ports=rule.ports,
+                                            cluster=cluster, namespace=ns, peer_field="saddr", named_from=selected):
+                    w.rules["ingress"].append(f"ip daddr {sel} {clause}accept")
+        if egress:
+            isolated_out.extend(selected)
+            for j, erule in enumerate(pol.spec.egress):
+                for clause in _rule_clauses(w, f"policy_p{i}_out{j}", peers=erule.to, ports=erule.ports,
+                                            cluster=cluster, namespace=ns, peer_field="daddr", named_from=None):
+                    w.rules["egress"].append(f"ip saddr {sel} {clause}return")
+    into = w.set("policy_ingress_isolated", "ipv4_addr", _ips(isolated_in))
+    out = w.set("policy_egress_isolated", "ipv4_addr", _ips(isolated_out))
+    w.rules["forward"] += ["ct state established,related accept",
+                           f"ip saddr {out} jump policy_egress",
+                           f"ip daddr {into} jump policy_ingress"]
+    w.rules["egress"].append("drop")
+    w.rules["ingress"].append("drop")
+    return RenderedPolicy(NftPart(PART, w.text()), rules=w.rule_count, sets=len(w.sets), elements=w.elements)
+
+
+# --- the kernel setting it relies on ---------------------------------------------------------
+
+BRIDGE_NF_CALL = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")
+
+
+async def ensure_bridge_filtering() -> None:
+    """Make bridged IPv4 packets pass the inet hooks in this network namespace (see the module doc).
+
+    Loads ``br_netfilter`` when its sysctl is missing, then sets it to 1; a CorralError says what to do
+    when neither works (same-node traffic would then bypass every policy)."""
+    if not await asyncio.to_thread(BRIDGE_NF_CALL.exists):
+        proc = await asyncio.create_subprocess_exec("modprobe", "br_netfilter", stdout=asyncio.subprocess.DEVNULL,
+                                                    stderr=asyncio.subprocess.DEVNULL)
+        await proc.wait()
+    try:
+        if (await asyncio.to_thread(BRIDGE_NF_CALL.read_text)).strip() != "1":
+            await asyncio.to_thread(BRIDGE_NF_CALL.write_text, "1\n")
+    except OSError as e:
+        raise CorralError(f"network policy cannot see traffic between containers on one bridge: {e}; "
+                          "load the br_netfilter module (modprobe br_netfilter) and set "
+                          "net.bridge.bridge-nf-call-iptables=1") from e
