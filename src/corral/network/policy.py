@@ -61,9 +61,6 @@ PART = "policy"
 #: every namespace carries its own name as this label (Kubernetes' ``kubernetes.io/metadata.name``)
 NAMESPACE_NAME_LABEL = "corral.io/metadata.name"
 _FINISHED = ("Succeeded", "Failed")
-_ALL = ipaddress.IPv4Network("0.0.0.0/0")
-
-Net = ipaddress.IPv4Network
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,13 +75,16 @@ class RenderedPolicy:
 
 @dataclass(frozen=True, slots=True)
 class _Member:
-    """A container as policy sees it."""
+    """A container as policy sees it (its address as an integer: ranges are cheap to merge)."""
 
     namespace: str
     labels: dict[str, str]
-    ip: Net
+    ip: int
     node: str
     ports: tuple[tuple[str, str, int], ...]  # (name, protocol, number) of its named ports
+
+
+Range = tuple[int, int]  # first and last address, inclusive
 
 
 class _Writer:
@@ -120,7 +120,7 @@ def _members(containers: Iterable[Container]) -> list[_Member]:
         if not c.status.ip or c.status.phase in _FINISHED:
             continue
         try:
-            ip = Net(c.status.ip)
+            ip = int(ipaddress.IPv4Address(c.status.ip))
         except ValueError:
             continue  # not IPv4: nothing here enforces it
         ports = tuple((p.name, p.protocol, p.container_port) for p in c.spec.ports if p.name)
@@ -128,27 +128,46 @@ def _members(containers: Iterable[Container]) -> list[_Member]:
     return out
 
 
-def _block(cidr: str, excepted: Sequence[str]) -> list[Net]:
-    """``cidr`` minus every ``except`` range, as disjoint networks."""
-    nets = [Net(cidr)]
+def _range(cidr: str) -> Range:
+    net = ipaddress.IPv4Network(cidr)
+    return int(net.network_address), int(net.broadcast_address)
+
+
+def _block(cidr: str, excepted: Sequence[str]) -> list[Range]:
+    """``cidr`` minus every ``except`` range, as disjoint ranges."""
+    ranges = [_range(cidr)]
     for text in excepted:
-        cut = Net(text)
-        kept: list[Net] = []
-        for net in nets:
-            if cut.subnet_of(net):
-                kept.extend(net.address_exclude(cut))
-            elif not net.subnet_of(cut):
-                kept.append(net)
-        nets = kept
-    return nets
+        lo, hi = _range(text)
+        kept: list[Range] = []
+        for first, last in ranges:
+            if last < lo or first > hi:
+                kept.append((first, last))
+                continue
+            if first < lo:
+                kept.append((first, lo - 1))
+            if last > hi:
+                kept.append((hi + 1, last))
+        ranges = kept
+    return ranges
 
 
-def _format(nets: Iterable[Net]) -> list[str]:
-    return [str(n.network_address) if n.prefixlen == 32 else str(n) for n in ipaddress.collapse_addresses(nets)]
+def _address(value: int) -> str:
+    return f"{value >> 24}.{(value >> 16) & 255}.{(value >> 8) & 255}.{value & 255}"
+
+
+def _format(ranges: Iterable[Range]) -> list[str]:
+    """Interval-set elements: the ranges merged where they overlap or touch, in order."""
+    merged: list[list[int]] = []
+    for first, last in sorted(ranges):
+        if merged and first <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], last)
+        else:
+            merged.append([first, last])
+    return [_address(a) if a == b else f"{_address(a)}-{_address(b)}" for a, b in merged]
 
 
 def _ips(members: Iterable[_Member]) -> list[str]:
-    return sorted({str(m.ip.network_address) for m in members}, key=lambda s: ipaddress.IPv4Address(s))
+    return [_address(ip) for ip in sorted({m.ip for m in members})]
 
 
 class _Cluster:
@@ -156,19 +175,22 @@ class _Cluster:
 
     def __init__(self, members: list[_Member], namespaces: Iterable[Namespace]) -> None:
         self.members = members
+        self.by_namespace: dict[str, list[_Member]] = {}
+        for m in members:
+            self.by_namespace.setdefault(m.namespace, []).append(m)
         self.namespace_labels = {ns.metadata.name: {**ns.metadata.labels, NAMESPACE_NAME_LABEL: ns.metadata.name}
                                  for ns in namespaces}
-        for m in members:  # a container's namespace is always there, listed or not
-            self.namespace_labels.setdefault(m.namespace, {NAMESPACE_NAME_LABEL: m.namespace})
+        for name in self.by_namespace:  # a container's namespace is always there, listed or not
+            self.namespace_labels.setdefault(name, {NAMESPACE_NAME_LABEL: name})
 
     def peer_members(self, peer: NetworkPolicyPeer, namespace: str) -> list[_Member]:
         if peer.namespace_selector is not None:
             ns_sel = selector_of(peer.namespace_selector)
-            spaces = {n for n, labels in self.namespace_labels.items() if ns_sel.matches(labels)}
+            spaces = [n for n, labels in self.namespace_labels.items() if ns_sel.matches(labels)]
         else:
-            spaces = {namespace}
+            spaces = [namespace]
         pod_sel = selector_of(peer.pod_selector) if peer.pod_selector is not None else Selector()
-        return [m for m in self.members if m.namespace in spaces and pod_sel.matches(m.labels)]
+        return [m for n in spaces for m in self.by_namespace.get(n, ()) if pod_sel.matches(m.labels)]
 
 
 def _rule_clauses(w: _Writer, prefix: str, *, peers: Sequence[NetworkPolicyPeer], ports: Sequence[NetworkPolicyPort],
@@ -180,16 +202,16 @@ def _rule_clauses(w: _Writer, prefix: str, *, peers: Sequence[NetworkPolicyPeer]
     peer_clause = ""
     peer_members: list[_Member] = list(cluster.members)
     if peers:
-        nets: list[Net] = []
+        ranges: list[Range] = []
         peer_members = []
         for peer in peers:
             if peer.ip_block is not None:
-                nets.extend(_block(peer.ip_block.cidr, peer.ip_block.except_))
+                ranges.extend(_block(peer.ip_block.cidr, peer.ip_block.except_))
             else:
                 found = cluster.peer_members(peer, namespace)
                 peer_members.extend(found)
-                nets.extend(m.ip for m in found)
-        peer_clause = f"ip {peer_field} {w.set(f'{prefix}_peers', 'ipv4_addr', _format(nets), interval=True)} "
+                ranges.extend((m.ip, m.ip) for m in found)
+        peer_clause = f"ip {peer_field} {w.set(f'{prefix}_peers', 'ipv4_addr', _format(ranges), interval=True)} "
     if not ports:
         return [peer_clause]
     numbered = []
@@ -202,7 +224,7 @@ def _rule_clauses(w: _Writer, prefix: str, *, peers: Sequence[NetworkPolicyPeer]
             numbered.append(f"{proto} . {p.port}" + (f"-{p.end_port}" if p.end_port else ""))
         else:
             on = named_from if named_from is not None else peer_members
-            named.update(f"{m.ip.network_address} . {proto} . {number}"
+            named.update(f"{_address(m.ip)} . {proto} . {number}"
                          for m in on for name, protocol, number in m.ports if name == p.port and protocol == proto)
     clauses = []
     if numbered:
@@ -218,7 +240,10 @@ def render_policy(policies: Iterable[NetworkPolicy], containers: Iterable[Contai
                   namespaces: Iterable[Namespace], *, node: str) -> RenderedPolicy:
     """The ``policy`` part enforcing ``policies`` for the containers on ``node`` (see the module doc)."""
     cluster = _Cluster(_members(containers), namespaces)
-    local = [m for m in cluster.members if m.node == node]
+    local_by_namespace: dict[str, list[_Member]] = {}
+    for m in cluster.members:
+        if m.node == node:
+            local_by_namespace.setdefault(m.namespace, []).append(m)
     w = _Writer()
     isolated_in: list[_Member] = []
     isolated_out: list[_Member] = []
@@ -227,7 +252,7 @@ def render_policy(policies: Iterable[NetworkPolicy], containers: Iterable[Contai
         ns = pol.metadata.namespace
         ingress, egress = effective_types(pol)
         pod_sel = selector_of(pol.spec.pod_selector)
-        selected = [m for m in local if m.namespace == ns and pod_sel.matches(m.labels)]
+        selected = [m for m in local_by_namespace.get(ns, ()) if pod_sel.matches(m.labels)]
         sel = w.set(f"policy_p{i}_sel", "ipv4_addr", _ips(selected))
         if ingress:
             isolated_in.extend(selected)
