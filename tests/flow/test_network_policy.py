@@ -220,12 +220,17 @@ async def test_containers_cannot_reach_the_nodes_loopback_but_host_ports_on_127_
         async def sent_through() -> bool:
             send = f"import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'knock', ('127.0.0.1', {port}))"
             await run("nsenter", f"--net={netns}", sys.executable, "-c", send)  # busybox nc has no UDP
-            await asyncio.sleep(0.2)
-            try:
-                return sock.recv(100) != b""
-            except BlockingIOError:
-                return False
+            for _ in range(20):  # up to 2 s for it to arrive
+                with contextlib.suppress(BlockingIOError):
+                    return sock.recv(100) != b""
+                await asyncio.sleep(0.1)
+            return False
 
+        async def settled() -> None:  # the agent has loaded the table without the last test's policies
+            _, listed = await nft_command("list", "table", "inet", table)
+            assert "loopback_input" in listed and "policy_p0_sel" not in listed
+        await eventually(settled, timeout=20, what="the agent has no policies loaded")
+        await asyncio.sleep(0.5)  # and no reload is on its way to put the guard back before the control
         # the control: with the guard chain gone, the packet arrives (so the test can fail)
         rc, out = await nft_command("delete", "chain", "inet", table, "loopback_input")
         assert rc == 0, out
@@ -259,3 +264,17 @@ async def test_a_restarted_agent_loads_the_same_table_and_nothing_twice(cluster:
     await eventually(same, timeout=30, what="the restarted agent loads the same table")
     await expect(cluster, peers.other, peers.srv, allowed=False)
     await expect(cluster, peers.cli, peers.srv, allowed=True)
+
+
+async def test_containers_that_start_after_the_policies_join_their_selections(cluster: Cluster, peers: Peers) -> None:
+    await policy(cluster, "late-deny", {"podSelector": {"matchLabels": {"app": "late"}}, "ingress": [
+        {"from": [{"podSelector": {"matchLabels": {"role": "late-client"}}}]}]})
+    await expect(cluster, peers.cli, peers.open, allowed=True)
+    late = await start(cluster, "late", {"app": "late"}, ["httpd", "-f", "-p", "8080", "-h", "/var/www"])
+    late_client = await start(cluster, "late-client", {"role": "late-client"}, ["sleep", "3600"])
+    try:
+        await expect(cluster, peers.cli, late, allowed=False)  # the new server is isolated on arrival
+        await expect(cluster, late_client, late, allowed=True)  # and the new client is among its peers
+    finally:
+        for name in ("late", "late-client"):
+            await delete(cluster, Container, name)

@@ -65,12 +65,19 @@ _FINISHED = ("Succeeded", "Failed")
 
 @dataclass(frozen=True, slots=True)
 class RenderedPolicy:
-    """The part and its size: ``rules`` and ``sets`` depend on policies only, ``elements`` on containers."""
+    """The part and its size: ``rules`` and ``sets`` depend on policies only, ``elements`` on containers.
+
+    ``skeleton`` is the part without its sets' elements and ``set_elements`` the elements by set: when
+    the skeleton of two renders is the same, the kernel can go from one to the other by changing the
+    elements of the sets that differ (``element_changes``, ``NftTable.update_sets``), not by loading
+    the whole table."""
 
     part: NftPart
     rules: int
     sets: int
     elements: int
+    skeleton: str
+    set_elements: dict[str, tuple[str, ...]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,19 +96,21 @@ Range = tuple[int, int]  # first and last address, inclusive
 
 class _Writer:
     def __init__(self) -> None:
-        self.sets: list[str] = []
+        self.sets: list[tuple[str, str]] = []  # (declaration without elements, elements)
+        self.set_elements: dict[str, tuple[str, ...]] = {}
         self.rules: dict[str, list[str]] = {"forward": [], "egress": [], "ingress": []}
         self.elements = 0
 
     def set(self, name: str, type_: str, elements: Sequence[str], *, interval: bool = False) -> str:
         flags = " flags interval;" if interval else ""
         body = f" elements = {{ {', '.join(elements)} }}" if elements else ""
-        self.sets.append(f"set {name} {{ type {type_};{flags}{body} }}")
+        self.sets.append((f"set {name} {{ type {type_};{flags} }}", f"set {name} {{ type {type_};{flags}{body} }}"))
+        self.set_elements[name] = tuple(elements)
         self.elements += len(elements)
         return f"@{name}"
 
-    def text(self) -> str:
-        lines = list(self.sets)
+    def text(self, *, elements: bool = True) -> str:
+        lines = [full if elements else bare for bare, full in self.sets]
         lines += ["chain policy_forward {",
                   "\ttype filter hook forward priority filter; policy accept;",
                   *("\t" + r for r in self.rules["forward"]), "}"]
@@ -112,6 +121,17 @@ class _Writer:
     @property
     def rule_count(self) -> int:
         return sum(len(r) for r in self.rules.values())
+
+
+def element_changes(old: RenderedPolicy, new: RenderedPolicy) -> dict[str, tuple[list[str], list[str]]]:
+    """Per set whose elements differ: (elements to delete, elements to add) to go from ``old`` to ``new``."""
+    changes = {}
+    for name, items in new.set_elements.items():
+        before = old.set_elements.get(name, ())
+        if before != items:
+            gone, kept = set(before) - set(items), set(items) - set(before)
+            changes[name] = ([e for e in before if e in gone], [e for e in items if e in kept])
+    return changes
 
 
 def _members(containers: Iterable[Container]) -> list[_Member]:
@@ -273,7 +293,8 @@ def render_policy(policies: Iterable[NetworkPolicy], containers: Iterable[Contai
                            f"ip daddr {into} jump policy_ingress"]
     w.rules["egress"].append("drop")
     w.rules["ingress"].append("drop")
-    return RenderedPolicy(NftPart(PART, w.text()), rules=w.rule_count, sets=len(w.sets), elements=w.elements)
+    return RenderedPolicy(NftPart(PART, w.text()), rules=w.rule_count, sets=len(w.sets), elements=w.elements,
+                          skeleton=w.text(elements=False), set_elements=w.set_elements)
 
 
 # --- the kernel setting it relies on ---------------------------------------------------------

@@ -3,8 +3,10 @@
 Three ``Reflector``s follow the cluster's NetworkPolicies, Namespaces and Containers (all of them,
 not only this node's: a peer may run anywhere). Any change that matters to policy — a policy, a
 namespace's labels, a container's IP, labels, phase, node or named ports — wakes one loop that
-renders the ``policy`` part (``network.policy.render_policy``) and loads the agent's table with
-``NftTable.apply``. A burst of changes (a deployment scaling up) is folded into one load: the loop
+renders the ``policy`` part (``network.policy.render_policy``) and loads it: when only set elements
+changed (a container came, went or was relabelled; the rules are the same) by deleting and adding
+just those elements (``NftTable.update_sets``), otherwise by loading the agent's whole table
+with ``NftTable.apply``. A burst of changes (a deployment scaling up) is folded into one load: the loop
 waits a few milliseconds after the first change, and everything that arrives while nft runs goes
 into the next load. Container status updates that change nothing policy looks at (heartbeats of
 readiness, restart counts) do not wake it.
@@ -26,8 +28,8 @@ from corral.api.client import ApiClient, Reflector
 from corral.model.errors import CorralError
 from corral.model.resources import Container, Namespace, NetworkPolicy
 from corral.network.loopback_guard import render_loopback_guard
-from corral.network.nftables import NftTable
-from corral.network.policy import RenderedPolicy, ensure_bridge_filtering, render_policy
+from corral.network.nftables import NftError, NftTable
+from corral.network.policy import RenderedPolicy, element_changes, ensure_bridge_filtering, render_policy
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,7 @@ class PolicyEnforcer:
         self._wake = asyncio.Event()
         self.last: RenderedPolicy | None = None
         self.enforced = asyncio.Event()  # set by the first successful load
+        self.last_render_seconds = 0.0  # how long the last render took, and render + load
         self.last_load_seconds = 0.0
 
     def _changed(self, _type: str, _obj: object) -> None:
@@ -89,6 +92,18 @@ class PolicyEnforcer:
             tg.create_task(self.containers.run(), name="policy-reflector-containers")
             tg.create_task(self._enforce(), name="policy-enforce")
 
+    async def _load(self, rendered: RenderedPolicy) -> None:
+        """Only the changed sets' elements when the rules are the same as loaded; else the whole table."""
+        last = self.last
+        if last is not None and last.skeleton == rendered.skeleton:
+            try:
+                if await self.nft.update_sets(rendered.part, element_changes(last, rendered)):
+                    return
+            except NftError as e:  # the kernel's table is not what was loaded (someone changed it)
+                log.warning("updating the policy sets failed, loading the whole table: %s", e)
+        self.nft.set_part(rendered.part)
+        await self.nft.apply()
+
     async def _enforce(self) -> None:
         for reflector in (self.policies, self.namespaces, self.containers):
             await reflector.synced.wait()
@@ -98,8 +113,8 @@ class PolicyEnforcer:
             started = time.monotonic()
             try:
                 rendered = self.render()
-                self.nft.set_part(rendered.part)
-                await self.nft.apply()
+                self.last_render_seconds = time.monotonic() - started
+                await self._load(rendered)
             except CorralError as e:
                 log.warning("could not load the network policy rules: %s (retry in %.1fs)", e, delay)
                 await asyncio.sleep(delay)
