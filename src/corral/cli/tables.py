@@ -120,7 +120,12 @@ def _volume(v: Any, ctx: Context) -> list[str]:
 
 
 def _network_policy(p: Any, ctx: Context) -> list[str]:
-    return [p.metadata.name, labels_text(p.spec.selector.match_labels), age(p.metadata.creation_timestamp, ctx.now)]
+    sel = p.spec.pod_selector
+    terms = [f"{e.key} {e.operator} ({','.join(e.values)})" if e.values else f"{e.key} {e.operator}"
+             for e in sel.match_expressions]
+    selector = ",".join(filter(None, [labels_text(sel.match_labels) if sel.match_labels else "", *terms])) or "<all>"
+    return [p.metadata.name, selector, ",".join(p.spec.policy_types) or "Ingress",
+            age(p.metadata.creation_timestamp, ctx.now)]
 
 
 def _event(e: Any, ctx: Context) -> list[str]:
@@ -149,7 +154,7 @@ _TABLES: dict[type, _Table] = {
                        ("IMAGE", "SELECTOR"), lambda d: [d.spec.template.spec.image, labels_text(d.spec.selector.match_labels)]),
     Namespace: _Table(("NAME", "STATUS", "AGE"), _namespace),
     Volume: _Table(("NAME", "STATUS", "SIZE", "NODE", "AGE"), _volume),
-    NetworkPolicy: _Table(("NAME", "POD-SELECTOR", "AGE"), _network_policy),
+    NetworkPolicy: _Table(("NAME", "POD-SELECTOR", "POLICY-TYPES", "AGE"), _network_policy),
     Event: _Table(("LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"), _event),
 }
 

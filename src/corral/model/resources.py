@@ -260,8 +260,15 @@ class Node(_Object, kw_only=True):
 # --- Deployment ------------------------------------------------------------------------------
 
 
+class LabelSelectorRequirement(_Base):
+    key: str
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: list[str] = []
+
+
 class LabelSelector(_Base):
     match_labels: dict[str, str] = {}
+    match_expressions: list[LabelSelectorRequirement] = []
 
 
 class TemplateMeta(_Base):
@@ -341,26 +348,40 @@ class Volume(_Object, kw_only=True):
 # --- NetworkPolicy ---------------------------------------------------------------------------
 
 
-class PolicyPeer(_Base):
-    selector: LabelSelector | None = None
-    cidr: str = ""
+class IPBlock(_Base):
+    cidr: str
+    except_: list[str] = msgspec.field(default_factory=list, name="except")
 
 
-class PolicyPort(_Base):
-    port: int
-    protocol: Literal["tcp", "udp"] = "tcp"
+class NetworkPolicyPeer(_Base):
+    """Who is on the other end: containers (podSelector and/or namespaceSelector, ANDed) or an ipBlock."""
+
+    pod_selector: LabelSelector | None = None
+    namespace_selector: LabelSelector | None = None
+    ip_block: IPBlock | None = None
 
 
-class PolicyRule(_Base):
-    peers: list[PolicyPeer] = []
-    ports: list[PolicyPort] = []
+class NetworkPolicyPort(_Base):
+    port: int | str | None = None  # a number or the name of a container port; none: every port
+    end_port: int | None = None
+    protocol: Literal["TCP", "UDP"] = "TCP"
+
+
+class NetworkPolicyIngressRule(_Base):
+    from_: list[NetworkPolicyPeer] = msgspec.field(default_factory=list, name="from")
+    ports: list[NetworkPolicyPort] = []
+
+
+class NetworkPolicyEgressRule(_Base):
+    to: list[NetworkPolicyPeer] = []
+    ports: list[NetworkPolicyPort] = []
 
 
 class NetworkPolicySpec(_Base):
-    selector: LabelSelector = msgspec.field(default_factory=LabelSelector)
-    ingress: list[PolicyRule] = []
-    egress: list[PolicyRule] = []
+    pod_selector: LabelSelector = msgspec.field(default_factory=LabelSelector)
     policy_types: list[Literal["Ingress", "Egress"]] = []
+    ingress: list[NetworkPolicyIngressRule] = []
+    egress: list[NetworkPolicyEgressRule] = []
 
 
 class NetworkPolicyStatus(_Base):

@@ -58,6 +58,7 @@ from corral.roles import agentlogs, agentstreams, podcidr
 from corral.roles.fencing import Fence, kill_node_tasks
 from corral.roles.metrics import agent_collector
 from corral.roles.peers import PeerRoutes, is_loopback, link_mtu
+from corral.roles.policies import PolicyEnforcer
 from corral.runtime.tasks import Task
 
 log = logging.getLogger(__name__)
@@ -181,6 +182,7 @@ class Agent:
         self.sync_durations = Histogram()
         self.container_usage: dict[tuple[str, str], tuple[float, float]] = {}  # (ns, name) -> (cpu s, memory B)
         self.peers: PeerRoutes | None = None  # routes to other nodes' containers, once the podCIDR is known
+        self.policies = PolicyEnforcer(api, self.nft, node=cfg.node_name, bridge=cfg.bridge)
 
     # --- event sink (for the reconcile steps) -----------------------------------------------
 
@@ -457,6 +459,7 @@ class Agent:
                 tg.create_task(self._sample_usage(), name="agent-usage-samples")
             if self.peers is not None:
                 tg.create_task(self.peers.run(), name="agent-peer-routes")
+            tg.create_task(self.policies.run(), name="agent-network-policy")
             for i in range(self.cfg.workers):
                 tg.create_task(self._worker(), name=f"agent-worker-{i}")
 
