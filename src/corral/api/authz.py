@@ -23,7 +23,7 @@ def _deny(identity: Identity, what: str) -> CorralError:
 def authorize_read(identity: Identity, info: KindInfo, *, namespace: str, name: str) -> None:
     if identity.role == "admin":
         return
-    if identity.role == "node" and info.kind in ("Container", "Node", "Volume", "Namespace"):
+    if identity.role == "node" and info.kind in ("Container", "Node", "Volume", "Namespace", "Service", "Endpoints"):
         return
     raise _deny(identity, f"read {info.plural}")
 
@@ -39,7 +39,7 @@ def authorize_list(identity: Identity, info: KindInfo, field_selector: str) -> N
     if identity.role == "node":
         if info.kind == "Container" and field_selector.replace(" ", "") == f"spec.node={identity.node}":
             return
-        if info.kind in ("Node", "Volume", "Namespace"):
+        if info.kind in ("Node", "Volume", "Namespace", "Service", "Endpoints"):  # the service proxy and DNS
             return
     raise _deny(identity, f"list {info.plural}" + (" except with fieldSelector=spec.node=<its node>" if info.kind == "Container" else ""))
 

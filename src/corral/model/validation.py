@@ -28,7 +28,9 @@ from corral.model.resources import (
     Object,
     ObjectMeta,
     Probe,
+    Service,
 )
+from corral.model.services import validate_service
 
 T = TypeVar("T")
 
@@ -334,6 +336,8 @@ def validate(obj: Object, info: KindInfo) -> None:
         validate_deployment(obj, errors)
     elif isinstance(obj, Node):
         validate_node(obj, errors)
+    elif isinstance(obj, Service):
+        validate_service(obj, errors)
     if errors:
         raise Invalid(_summary(errors), details=errors)
 
