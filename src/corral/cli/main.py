@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "image": "corral.cli.image:image",
     "rollout": "corral.cli.rollout:rollout",
     "scale": "corral.cli.scale:scale",
+    "expose": "corral.cli.expose:expose",
     "cordon": "corral.cli.nodes:cordon",
     "uncordon": "corral.cli.nodes:uncordon",
     "drain": "corral.cli.nodes:drain",
