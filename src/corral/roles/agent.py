@@ -48,11 +48,13 @@ from corral.model.resources import (
     ObjectReference,
     Volume,
 )
+from corral.network.bridge import ensure_bridge
 from corral.network.nftables import NftTable
 from corral.reconcile.events import EventType
 from corral.reconcile.pipeline import NodeReconciler, ReconcilerConfig
 from corral.roles import agentlogs
 from corral.roles.fencing import Fence, kill_node_tasks
+from corral.roles.services import ServiceProxy, start_dns, upstreams_of
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +107,8 @@ class AgentConfig:
     workers: int = 8
     insecure_registries: list[str] = field(default_factory=list)
     fence_after: float = 4.0  # no heartbeat for this long: kill every task (roles/fencing.py)
+    upstream_dns: list[str] = field(default_factory=list)  # ADDR[:PORT]; empty: the host's resolv.conf
+    dns_port: int = 53  # the DNS server's port on the bridge's gateway address
 
 
 def host_capacity() -> tuple[int, int]:
@@ -168,6 +172,8 @@ class Agent:
         self._agent_token = ""
         # every nftables rule this agent keeps (network policy, service proxy) lives in this one table
         self.nft = NftTable(cfg.nft_table)
+        # Services → the `svc` part of that table, and the answers of the node's DNS server (roles/services.py)
+        self.services = ServiceProxy(api, self.nft, containers=lambda: self.reflector.objects)
 
     # --- event sink (for the reconcile steps) -----------------------------------------------
 
@@ -378,6 +384,7 @@ class Agent:
     async def _run_tasks(self) -> None:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self.reflector.run(), name="agent-reflector")
+            tg.create_task(self.services.run(), name="agent-service-proxy")
             tg.create_task(self._heartbeats(), name="agent-heartbeat")
             tg.create_task(self.fence.watch(), name="agent-fence")
             tg.create_task(self._ship_events(), name="agent-events")
@@ -415,13 +422,18 @@ async def join(cfg: AgentConfig) -> str:
 async def run_agent(cfg: AgentConfig, *, stop: asyncio.Event) -> None:
     token = await join(cfg)
     async with ApiClient(cfg.servers, token) as api:
+        domain = (await api.cluster_config()).cluster_domain
+        gateway = await ensure_bridge(cfg.bridge, subnet=cfg.pod_cidr)  # DNS listens on it before any container
         rcfg = ReconcilerConfig(data_dir=cfg.data_dir, node_name=cfg.node_name, containerd_socket=cfg.containerd_socket,
-                                pod_cidr=cfg.pod_cidr, bridge=cfg.bridge, insecure_registries=cfg.insecure_registries)
+                                pod_cidr=cfg.pod_cidr, bridge=cfg.bridge, insecure_registries=cfg.insecure_registries,
+                                dns_server=gateway, cluster_domain=domain)
         reconciler = NodeReconciler(rcfg)
         agent = Agent(cfg, api, reconciler)
         reconciler.events = agent
         reconciler.on_change = agent.queue.add  # probes: a flipped probe result requeues its key
         await reconciler.start()
+        dns = await start_dns(agent.services, domain=domain, host=gateway, port=cfg.dns_port,
+                              upstreams=upstreams_of(cfg.upstream_dns))
         try:
             task = asyncio.create_task(agent.run(), name="agent")
             stopper = asyncio.create_task(stop.wait())
@@ -433,4 +445,5 @@ async def run_agent(cfg: AgentConfig, *, stop: asyncio.Event) -> None:
             if task in done and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
         finally:
+            await dns.close()
             await reconciler.close()
