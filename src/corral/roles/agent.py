@@ -30,6 +30,7 @@ from corral import __version__
 from corral.aiokit.queueing import WorkQueue
 from corral.api.client import ApiClient, HeartbeatChannel, Reflector
 from corral.model import errors
+from corral.model.cluster import ClusterConfig
 from corral.model.lifecycle import AGENT_FINALIZER, now_rfc3339
 from corral.model.quantities import format_cpu, format_memory, parse_cpu, parse_memory
 from corral.model.resources import (
@@ -422,7 +423,10 @@ async def join(cfg: AgentConfig) -> str:
 async def run_agent(cfg: AgentConfig, *, stop: asyncio.Event) -> None:
     token = await join(cfg)
     async with ApiClient(cfg.servers, token) as api:
-        domain = (await api.cluster_config()).cluster_domain
+        try:
+            domain = (await api.cluster_config()).cluster_domain
+        except errors.NotFound:  # a control plane older than the cluster settings: their default
+            domain = ClusterConfig().cluster_domain
         gateway = await ensure_bridge(cfg.bridge, subnet=cfg.pod_cidr)  # DNS listens on it before any container
         rcfg = ReconcilerConfig(data_dir=cfg.data_dir, node_name=cfg.node_name, containerd_socket=cfg.containerd_socket,
                                 pod_cidr=cfg.pod_cidr, bridge=cfg.bridge, insecure_registries=cfg.insecure_registries,
