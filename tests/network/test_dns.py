@@ -28,6 +28,11 @@ class FakeRecords:
     def has_namespace(self, namespace: str) -> bool:
         return namespace == "default"
 
+    def version(self) -> int:
+        return self.changes
+
+    changes = 0
+
 
 class Upstream(asyncio.DatagramProtocol):
     def __init__(self) -> None:
@@ -134,6 +139,16 @@ async def test_tcp_queries_are_answered(dns: tuple[ClusterDNS, int, Upstream]) -
         assert addresses(DNSRecord.parse(await reader.readexactly(size))) == ["10.43.0.10"]
     finally:
         writer.close()
+
+
+async def test_a_changed_record_is_answered_anew(dns: tuple[ClusterDNS, int, Upstream]) -> None:
+    server, port, _ = dns
+    assert addresses(await udp_query(port, "web.default.svc.cluster.local")) == ["10.43.0.10"]
+    records = server.records
+    assert isinstance(records, FakeRecords)
+    records.services[("default", "web")] = ServiceRecord(("10.43.0.99",))
+    records.changes += 1
+    assert addresses(await udp_query(port, "web.default.svc.cluster.local")) == ["10.43.0.99"]
 
 
 def test_upstreams_are_read_with_or_without_a_port() -> None:

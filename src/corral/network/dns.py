@@ -17,6 +17,10 @@ their search path correctly. Cluster answers have TTL ``CLUSTER_TTL``.
 Anything else goes to the upstream resolvers in order (UDP, then TCP when the answer is truncated),
 and the answer is cached for its smallest TTL (at most ``MAX_CACHE_TTL``; failures for
 ``NEGATIVE_TTL``), keyed by name, type and class. The cache is small and bounded (``CACHE_SIZE``).
+
+Cluster answers are memoized too, by the query's bytes after its ID (question, flags, EDNS), for as
+long as ``Records.version()`` is unchanged and at most ``LOCAL_MEMO_SECONDS``: a repeated question
+costs a dict lookup and a copy of its ID instead of a parse and a pack.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ MAX_CACHE_TTL = 300
 NEGATIVE_TTL = 5
 CACHE_SIZE = 4096
 UPSTREAM_TIMEOUT = 2.0
+LOCAL_MEMO_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +66,10 @@ class Records(Protocol):
     def container_ip(self, namespace: str, name: str) -> str | None: ...
 
     def has_namespace(self, namespace: str) -> bool: ...
+
+    def version(self) -> int:
+        """A number that changes whenever any answer may have (memoized answers are dropped)."""
+        ...
 
 def parse_upstream(text: str) -> tuple[str, int]:
     """``ADDR`` or ``ADDR:PORT`` (IPv4) → (address, port)."""
@@ -114,6 +123,9 @@ class ClusterDNS:
         self._tasks: set[asyncio.Task[None]] = set()
         self.answered = 0
         self.forwarded = 0
+        self._memo: dict[bytes, bytes] = {}
+        self._memo_version = -1
+        self._memo_until = 0.0
 
     # --- answering ----------------------------------------------------------------------------
 
@@ -279,6 +291,15 @@ class ClusterDNS:
 
     def _answer_now(self, data: bytes) -> bytes | None:
         """A cluster answer without a task (the fast path); None when the query must be forwarded."""
+        version, now = self.records.version(), time.monotonic()
+        if version != self._memo_version or now > self._memo_until or len(self._memo) > CACHE_SIZE:
+            self._memo.clear()
+            self._memo_version, self._memo_until = version, now + LOCAL_MEMO_SECONDS
+        key = data[2:]
+        known = self._memo.get(key)
+        if known is not None:
+            self.answered += 1
+            return data[:2] + known
         try:
             request = DNSRecord.parse(data)
         except Exception:
@@ -289,7 +310,9 @@ class ClusterDNS:
         if local is None:
             return None
         self.answered += 1
-        return bytes(local.pack())
+        packed = bytes(local.pack())
+        self._memo[key] = packed[2:]
+        return packed
 
     async def _udp_reply(self, transport: asyncio.DatagramTransport, data: bytes, addr: Any) -> None:
         answer = await self.resolve(data)

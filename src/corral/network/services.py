@@ -8,14 +8,18 @@ a rule per service.
   ``svc_nodeports`` maps ``protocol . node port`` the same way; it is consulted for packets to any
   of the node's own addresses (``fib daddr type local``).
 - A service port's chain (``svc_s_<hash>``) spreads new connections evenly over its ready
-  endpoints with ``numgen random mod N vmap { 0 : goto …, 1 : goto … }``. With
-  ``sessionAffinity: ClientIP`` it first sends a client whose address is remembered in an
-  endpoint's dynamic set (``svc_a_<hash>_<i>``, entries expire after ``AFFINITY_SECONDS``) to that
-  endpoint; each endpoint chain refreshes the entry as it DNATs.
-- An endpoint chain (``svc_e_<hash>_<i>``) marks a hairpin connection (the endpoint reaching its
-  own service) for masquerade, then DNATs to ``ip:port``. ``svc_postrouting`` masquerades what is
-  marked (``MASQ_MARK``): hairpin traffic, and node-port traffic, which may come from the node's
-  own loopback or another host and must come back the way it went.
+  endpoints with one rule, ``dnat ip to numgen random mod N map { 0 : ip . port, … }``: one chain
+  and one rule per service port, however many endpoints (the table for 1,000 services x 10
+  endpoints stays small enough to load in well under a second). With ``sessionAffinity: ClientIP``
+  the chain instead first sends a client whose address is remembered in an endpoint's dynamic set
+  (``svc_a_<hash>_<i>``, entries expire after ``AFFINITY_SECONDS``) to that endpoint's chain
+  (``svc_e_<hash>_<i>``), which refreshes the entry as it DNATs; new clients are spread with
+  ``numgen random mod N vmap``.
+- ``svc_postrouting`` masquerades hairpin connections — an endpoint reaching its own service; its
+  address pairs ``ip . ip`` are in ``svc_hairpin`` and DNAT'd traffic whose source and destination
+  make such a pair is masqueraded, so the reply comes back through the node — and what is marked
+  (``MASQ_MARK``): node-port traffic, which may come from the node's own loopback or another host
+  and must come back the way it went.
 - A service port with no ready endpoint gets no DNAT; its ``cluster IP . protocol . port`` (and
   node port) are in ``svc_noep`` / ``svc_noep_nodeports``, which filter chains on ``forward``,
   ``output`` and ``input`` reject — a TCP reset, an ICMP port-unreachable for UDP — so a client is
@@ -71,6 +75,7 @@ def render_services(services: Iterable[Service], endpoints: Mapping[tuple[str, s
     noep_nodeports: list[str] = []
     chains: list[str] = []
     sets: list[str] = []
+    hairpin: set[str] = set()
     for svc in sorted(services, key=lambda s: (s.metadata.namespace, s.metadata.name)):
         ip = svc.spec.cluster_ip
         if not ip or ip == HEADLESS:
@@ -91,22 +96,24 @@ def render_services(services: Iterable[Service], endpoints: Mapping[tuple[str, s
             if port.node_port:
                 nodeports.append(f"{proto} . {port.node_port} : goto svc_n_{h}")
                 chains.append(f"chain svc_n_{h} {{\n\tmeta mark set meta mark | {MASQ_MARK:#x}\n\tgoto {chain}\n}}")
+            hairpin.update(f"{b.ip} . {b.ip}" for b in backends)
+            if not affinity:
+                targets = ", ".join(f"{i} : {b.ip} . {b.port}" for i, b in enumerate(backends))
+                chains.append(f"chain {chain} {{\n\tmeta l4proto {proto} dnat ip to numgen random mod {len(backends)} "
+                              f"map {{ {targets} }}\n}}")
+                continue
             body = []
             picks = []
             for i, b in enumerate(backends):
-                ep_chain = f"svc_e_{h}_{i}"
-                lines = [f"ip saddr {b.ip} meta mark set meta mark | {MASQ_MARK:#x}"]
-                if affinity:
-                    aset = f"svc_a_{h}_{i}"
-                    sets.append(f"set {aset} {{\n\ttype ipv4_addr\n\tflags dynamic,timeout\n\ttimeout {AFFINITY_SECONDS}s\n}}")
-                    body.append(f"ip saddr @{aset} goto {ep_chain}")
-                    lines.append(f"update @{aset} {{ ip saddr }}")
-                lines.append(f"meta l4proto {proto} dnat ip to {b.ip}:{b.port}")
-                chains.append(f"chain {ep_chain} {{\n" + "".join(f"\t{ln}\n" for ln in lines) + "}")
+                ep_chain, aset = f"svc_e_{h}_{i}", f"svc_a_{h}_{i}"
+                sets.append(f"set {aset} {{\n\ttype ipv4_addr\n\tflags dynamic,timeout\n\ttimeout {AFFINITY_SECONDS}s\n}}")
+                body.append(f"ip saddr @{aset} goto {ep_chain}")
+                chains.append(f"chain {ep_chain} {{\n\tupdate @{aset} {{ ip saddr }}\n"
+                              f"\tmeta l4proto {proto} dnat ip to {b.ip}:{b.port}\n}}")
                 picks.append(f"{i} : goto {ep_chain}")
             body.append(f"numgen random mod {len(backends)} vmap {{ {', '.join(picks)} }}")
             chains.append(f"chain {chain} {{\n" + "".join(f"\t{ln}\n" for ln in body) + "}")
-    return NftPart(PART, _assemble(vips, nodeports, noep, noep_nodeports, sets, chains))
+    return NftPart(PART, _assemble(vips, nodeports, noep, noep_nodeports, sorted(hairpin), sets, chains))
 
 
 def _elements(items: list[str]) -> str:
@@ -114,12 +121,13 @@ def _elements(items: list[str]) -> str:
 
 
 def _assemble(vips: list[str], nodeports: list[str], noep: list[str], noep_nodeports: list[str],
-              sets: list[str], chains: list[str]) -> str:
+              hairpin: list[str], sets: list[str], chains: list[str]) -> str:
     out = [
         "map svc_vips {\n\ttype ipv4_addr . inet_proto . inet_service : verdict\n" + _elements(vips) + "}",
         "map svc_nodeports {\n\ttype inet_proto . inet_service : verdict\n" + _elements(nodeports) + "}",
         "set svc_noep {\n\ttype ipv4_addr . inet_proto . inet_service\n" + _elements(noep) + "}",
         "set svc_noep_nodeports {\n\ttype inet_proto . inet_service\n" + _elements(noep_nodeports) + "}",
+        "set svc_hairpin {\n\ttype ipv4_addr . ipv4_addr\n" + _elements(hairpin) + "}",
         *sets,
         "chain svc_services {\n"
         "\tip daddr . meta l4proto . th dport vmap @svc_vips\n"
@@ -128,7 +136,8 @@ def _assemble(vips: list[str], nodeports: list[str], noep: list[str], noep_nodep
         "chain svc_prerouting {\n\ttype nat hook prerouting priority dstnat; policy accept;\n\tjump svc_services\n}",
         "chain svc_output {\n\ttype nat hook output priority -100; policy accept;\n\tjump svc_services\n}",
         "chain svc_postrouting {\n\ttype nat hook postrouting priority srcnat; policy accept;\n"
-        f"\tmeta mark & {MASQ_MARK:#x} == {MASQ_MARK:#x} masquerade\n}}",
+        f"\tmeta mark & {MASQ_MARK:#x} == {MASQ_MARK:#x} masquerade\n"
+        "\tct status dnat ip saddr . ip daddr @svc_hairpin masquerade\n}",
         "chain svc_reject {\n"
         "\tmeta l4proto tcp reject with tcp reset\n"
         "\treject\n"

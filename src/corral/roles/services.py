@@ -41,9 +41,14 @@ class ServiceProxy:
         self._dirty = asyncio.Event()
         self.rendered = 0  # how many times the part was rendered (tests and benchmarks read it)
         self.applied = asyncio.Event()  # set after the first load of the rules
+        self._version = 0
 
     def _changed(self, _type: str, _obj: object) -> None:
+        self._version += 1
         self._dirty.set()
+
+    def version(self) -> int:
+        return self._version
 
     async def sync_rules(self) -> None:
         part = render_services(self.services.objects.values(), self.endpoints.objects)
