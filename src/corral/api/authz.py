@@ -17,6 +17,10 @@ from corral.model.kinds import KindInfo
 from corral.model.lifecycle import spec_bytes
 from corral.model.resources import Object
 
+#: what an agent reads and lists: its containers and their peers (network policy), nodes (routes),
+#: volumes, namespaces and policies, services and endpoints (the service proxy and DNS)
+NODE_READABLE = frozenset({"Container", "Node", "Volume", "Namespace", "NetworkPolicy", "Service", "Endpoints"})
+
 
 def _deny(identity: Identity, what: str) -> CorralError:
     return Forbidden(f"{identity.name} may not {what}")
@@ -25,7 +29,7 @@ def _deny(identity: Identity, what: str) -> CorralError:
 def authorize_read(identity: Identity, info: KindInfo, *, namespace: str, name: str) -> None:
     if identity.role == "admin":
         return
-    if identity.role == "node" and info.kind in ("Container", "Node", "Volume", "Namespace", "NetworkPolicy"):
+    if identity.role == "node" and info.kind in NODE_READABLE:
         return
     raise _deny(identity, f"read {info.plural}")
 
@@ -38,8 +42,10 @@ def authorize_node_object(identity: Identity, obj: Object) -> None:
 def authorize_list(identity: Identity, info: KindInfo, field_selector: str) -> None:
     if identity.role == "admin":
         return
-    if identity.role == "node" and info.kind in ("Container", "Node", "Volume", "Namespace", "NetworkPolicy"):
-        return  # every container: network policy needs its peers' labels and addresses
+    if identity.role == "node" and info.kind in NODE_READABLE:
+        # every container: network policy needs its peers' labels and addresses; Services and
+        # Endpoints: the service proxy and DNS
+        return
     raise _deny(identity, f"list {info.plural}")
 
 

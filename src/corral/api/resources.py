@@ -21,6 +21,7 @@ import msgspec
 from aiohttp import web
 
 from corral.api import codec, selectors
+from corral.api.allocation import ServiceAllocator
 from corral.api.auth import IDENTITY
 from corral.api.authz import (
     authorize_delete,
@@ -118,8 +119,9 @@ def _decode_continue(token: str) -> tuple[str, int]:
 
 class ResourceHandlers:
     def __init__(self, *, store: Store, info: KindInfo, cache: WatchCache, namespaces: WatchCache,
-                 leases: BucketLeases | None = None) -> None:
+                 leases: BucketLeases | None = None, allocator: ServiceAllocator | None = None) -> None:
         self.store = store
+        self.allocator = allocator  # Services: cluster IPs and node ports (api/allocation.py)
         self.leases = leases  # Events: the shared lease that makes them expire (see store/leases.py)
         self.info = info
         self.cache = cache
@@ -230,12 +232,17 @@ class ResourceHandlers:
         await self._check_namespace(namespace)
         meta = obj.metadata
         stamp_new(obj, keep_status=not self.info.status_subresource or self.info.kind == "Node")
-        if _dry_run(request):
+        if _dry_run(request):  # checked, not stored (nor are a Service's address and ports taken)
             return codec.json_response(obj, status=201)
+        finish = await self.allocator.before_create(obj) if self.allocator is not None else None
         try:
             revision = await self._create(self.info.key(namespace, meta.name), typed.encode(obj))
-        except Conflict:
-            raise AlreadyExists(f"{self._what(namespace, meta.name)} already exists") from None
+        except BaseException as e:
+            if finish is not None:
+                await finish(False)
+            if isinstance(e, Conflict):
+                raise AlreadyExists(f"{self._what(namespace, meta.name)} already exists") from None
+            raise
         meta.resource_version = str(revision)
         return codec.json_response(obj, status=201)
 
@@ -383,7 +390,8 @@ class ResourceHandlers:
             carry_over(new, current, status_subresource=self.info.status_subresource)
             return new
 
-        return await self._write_over(namespace, name, rv=rv, change=change, dry_run=_dry_run(request))
+        return await self._write_over(namespace, name, rv=rv, change=change, dry_run=_dry_run(request),
+                                      allocate=True)
 
     async def patch(self, request: web.Request) -> web.Response:
         """PATCH of the object (api/patching.py): the patched document goes the PUT's way, pinned to
@@ -447,23 +455,33 @@ class ResourceHandlers:
         return await self._write_over(namespace, name, rv=rv, change=change, dry_run=_dry_run(request))
 
     async def _write_over(self, namespace: str, name: str, *, rv: str,
-                          change: Callable[[Object], Object], dry_run: bool = False) -> web.Response:
+                          change: Callable[[Object], Object], dry_run: bool = False,
+                          allocate: bool = False) -> web.Response:
         """Write ``change(stored object)`` with a CAS on the stored revision. With ``rv`` (the
         client's resourceVersion) once, and a stale one is a Conflict; without, a lost race is
         retried on the newest version (``UNCONDITIONAL_ATTEMPTS`` in all)."""
         for attempt in range(1 if rv else UNCONDITIONAL_ATTEMPTS):
             current, revision = await self._current(namespace, name, rv=rv, attempt=attempt)
-            obj = change(current)
+            obj = change(current)  # update's change leaves ``current`` as stored (status's sets its status)
             obj.metadata.resource_version = rv
             expected = self._expected_revision(obj, revision)
             if dry_run:  # everything a write checks, nothing written
                 obj.metadata.resource_version = str(revision)
                 return codec.json_response(obj)
+            finish = None
+            if allocate and self.allocator is not None and not obj.metadata.deletion_timestamp:
+                finish = await self.allocator.before_update(obj, current)
             try:
-                return await self._write(obj, expected)
-            except Conflict:
-                if rv or attempt == UNCONDITIONAL_ATTEMPTS - 1:
-                    raise
+                response = await self._write(obj, expected)
+            except BaseException as e:
+                if finish is not None:
+                    await finish(False)
+                if isinstance(e, Conflict) and not (rv or attempt == UNCONDITIONAL_ATTEMPTS - 1):
+                    continue
+                raise
+            if finish is not None:
+                await finish(True)
+            return response
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _write(self, obj: Object, expected: int) -> web.Response:
@@ -517,6 +535,8 @@ class ResourceHandlers:
         meta = obj.metadata
         if prepare_delete(obj, grace=_parse_int(grace, "gracePeriodSeconds") if grace is not None else None):
             await self.store.delete(key, expected_revision=revision)
+            if self.allocator is not None:
+                await self.allocator.after_delete(obj)
             meta.resource_version = str(revision)
             return codec.json_response(obj)
         meta.resource_version = ""

@@ -20,6 +20,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from corral.aiokit.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from corral.api import codec, ui
+from corral.api.allocation import ServiceAllocator
 from corral.api.auth import IDENTITY, Identity, Tokens
 from corral.api.logs import LogsProxy
 from corral.api.metrics import Metrics
@@ -72,6 +73,7 @@ class ApiServer:
         # Events created or updated through the API expire event_ttl seconds later (0: never)
         self.event_leases = BucketLeases(store, ttl=event_ttl) if event_ttl > 0 else None
         self.tokens = Tokens(store)
+        self.service_allocator = ServiceAllocator(store)
         self.metrics = Metrics()
         self.caches = {info.kind: WatchCache(store, info) for info in KINDS}
         self._channels: set[web.WebSocketResponse] = set()  # open heartbeat channels (closed at shutdown)
@@ -110,7 +112,8 @@ class ApiServer:
         for info in KINDS:
             h = ResourceHandlers(store=self.store, info=info, cache=self.caches[info.kind],
                                  namespaces=self.caches["Namespace"],
-                                 leases=self.event_leases if info.kind == "Event" else None)
+                                 leases=self.event_leases if info.kind == "Event" else None,
+                                 allocator=self.service_allocator if info.kind == "Service" else None)
             base = f"/namespaces/{{namespace}}/{info.plural}" if info.namespaced else f"/{info.plural}"
             r.add_get(base, h.list, allow_head=False)
             r.add_post(base, h.create)

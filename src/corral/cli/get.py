@@ -21,7 +21,7 @@ from corral.cli.completion import complete_kind, complete_name
 from corral.cli.connection import api_command, connection_options
 from corral.model.errors import CorralError, Gone, Unavailable
 from corral.model.kinds import KindInfo
-from corral.model.resources import Container, Object
+from corral.model.resources import Container, Endpoints, Object
 
 RETRY_SECONDS = 1.0
 FORMATS = ("table", "wide", "json", "yaml", "name")
@@ -31,6 +31,10 @@ def _list_document(info: KindInfo, items: list[Object], rv: str) -> dict[str, An
             "items": [output.to_data(o) for o in items]}
 
 async def _context(client: ApiClient, info: KindInfo) -> tables.Context:
+    if info.kind == "Service":  # the ENDPOINTS column: ready addresses per Service
+        endpoints, _ = await client.list(Endpoints, namespace=None)
+        ready = {(e.metadata.namespace, e.metadata.name): len(e.spec.addresses) for e in endpoints}
+        return tables.Context(endpoints_per_service=ready)
     if info.kind != "Node":
         return tables.Context()
     containers, _ = await client.list(Container, namespace=None)

@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "scale": "corral.cli.scale:scale",
     "label": "corral.cli.label:label",
     "annotate": "corral.cli.label:annotate",
+    "expose": "corral.cli.expose:expose",
     "cordon": "corral.cli.nodes:cordon",
     "uncordon": "corral.cli.nodes:uncordon",
     "drain": "corral.cli.nodes:drain",

@@ -185,6 +185,9 @@ async def _serve_all(control: ControlConfig, agent: AgentConfig, *, embedded_dir
 @click.option("--leader-metrics-listen", default="", metavar="HOST:PORT",
               help="[control] Where the leader child process serves the scheduler's and controllers' metrics "
                    "(with --inline-leader they are on the API's /metrics). Empty: not served.")
+@click.option("--upstream-dns", "upstream_dns", multiple=True, metavar="ADDR[:PORT]",
+              help="[worker] Where the agent's DNS server forwards names outside the cluster (repeatable; "
+                   "default: the nameservers in /etc/resolv.conf).")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: bool, listen: str, data_dir: Path, etcd: tuple[str, ...], join_token: str,
           policy: str, max_body: int, event_ttl: int, servers: tuple[str, ...], token: str, node_name: str, containerd_socket: str,
@@ -192,7 +195,7 @@ def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: boo
           reserve_memory: str, insecure: tuple[str, ...], verbose: bool, node_grace: float,
           fence_after: float | None, cluster_cidr: str, node_cidr_size: int, service_cidr: str,
           cluster_domain: str, network_backend: str, vxlan_vni: int, vxlan_port: int, metrics_listen: str,
-          leader_metrics_listen: str) -> None:
+          leader_metrics_listen: str, upstream_dns: tuple[str, ...] = ()) -> None:
     """Run corral's roles in this process until Ctrl-C or SIGTERM."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -209,6 +212,7 @@ def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: boo
                         reserve_cpu=reserve_cpu, reserve_memory=reserve_memory, pod_cidr=pod_cidr, bridge=bridge, nft_table=nft_table,
                         node_ip=node_ip, listen_host=agent_host, listen_port=agent_port,
                         insecure_registries=list(insecure), metrics_listen=metrics_listen)
+    agent.upstream_dns = list(upstream_dns)
     agent.fence_after = fence_after if fence_after is not None else max(node_grace - 1.0, node_grace / 2)
     embedded = data_dir / "containerd"
     with contextlib.suppress(KeyboardInterrupt):

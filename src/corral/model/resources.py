@@ -436,7 +436,73 @@ class Event(_Object, kw_only=True):
     status: EventStatus = msgspec.field(default_factory=EventStatus)
 
 
-Object = Container | Namespace | Node | Deployment | Volume | NetworkPolicy | Event
+# --- Service and Endpoints -------------------------------------------------------------------
+
+HEADLESS = "None"  # ``spec.clusterIP: None``: no virtual IP; DNS answers with the endpoints' addresses
+
+
+class ServicePort(_Base):
+    port: int
+    name: str = ""
+    target_port: int | str = 0  # a number, or the name of a container port; 0: the same as ``port``
+    protocol: Literal["TCP", "UDP"] = "TCP"
+    node_port: int = 0  # type NodePort: allocated from 30000-32767 when left 0
+
+
+class ServiceSpec(_Base):
+    selector: dict[str, str] = {}
+    ports: list[ServicePort] = []
+    type: Literal["ClusterIP", "NodePort"] = "ClusterIP"
+    cluster_ip: str = msgspec.field(default="", name="clusterIP")  # allocated when empty; "None": headless
+    session_affinity: Literal["None", "ClientIP"] = "None"
+
+
+class ServiceStatus(_Base):
+    pass
+
+
+class Service(_Object, kw_only=True):
+    KIND: ClassVar[str] = "Service"
+    api_version: str = API_VERSION
+    kind: str = "Service"
+    metadata: ObjectMeta = msgspec.field(default_factory=ObjectMeta)
+    spec: ServiceSpec = msgspec.field(default_factory=ServiceSpec)
+    status: ServiceStatus = msgspec.field(default_factory=ServiceStatus)
+
+
+class EndpointPort(_Base):
+    port: int  # the container's port this service port reaches (``targetPort`` resolved for it)
+    name: str = ""  # the service port's name
+    protocol: Literal["TCP", "UDP"] = "TCP"
+
+
+class EndpointAddress(_Base):
+    ip: str
+    node: str = ""
+    container: str = ""
+    uid: str = ""
+    ports: list[EndpointPort] = []
+
+
+class EndpointsSpec(_Base):
+    addresses: list[EndpointAddress] = []
+    not_ready_addresses: list[EndpointAddress] = []
+
+
+class EndpointsStatus(_Base):
+    pass
+
+
+class Endpoints(_Object, kw_only=True):
+    KIND: ClassVar[str] = "Endpoints"
+    api_version: str = API_VERSION
+    kind: str = "Endpoints"
+    metadata: ObjectMeta = msgspec.field(default_factory=ObjectMeta)
+    spec: EndpointsSpec = msgspec.field(default_factory=EndpointsSpec)
+    status: EndpointsStatus = msgspec.field(default_factory=EndpointsStatus)
+
+
+Object = Container | Namespace | Node | Deployment | Volume | NetworkPolicy | Event | Service | Endpoints
 JSON = dict[str, Any]
 
 

@@ -29,7 +29,9 @@ from corral.model.resources import (
     Object,
     ObjectMeta,
     Probe,
+    Service,
 )
+from corral.model.services import validate_service
 
 T = TypeVar("T")
 
@@ -339,6 +341,8 @@ def validate(obj: Object, info: KindInfo) -> None:
         validate_node(obj, errors)
     elif isinstance(obj, NetworkPolicy):
         networkpolicy.validate_network_policy(obj, errors)
+    elif isinstance(obj, Service):
+        validate_service(obj, errors)
     if errors:
         raise Invalid(_summary(errors), details=errors)
 

@@ -50,6 +50,8 @@ from corral.model.resources import (
     ObjectReference,
     Volume,
 )
+from corral.network.bridge import ensure_bridge
+from corral.network.dns import ClusterDNS
 from corral.network.nftables import NftTable
 from corral.network.overlay import uplink
 from corral.reconcile.events import EventType
@@ -59,6 +61,7 @@ from corral.roles.fencing import Fence, kill_node_tasks
 from corral.roles.metrics import agent_collector
 from corral.roles.peers import PeerRoutes, is_loopback, link_mtu
 from corral.roles.policies import PolicyEnforcer
+from corral.roles.services import ServiceProxy, start_dns, upstreams_of
 from corral.runtime.tasks import Task
 
 log = logging.getLogger(__name__)
@@ -114,6 +117,8 @@ class AgentConfig:
     fence_after: float = 4.0  # no heartbeat for this long: kill every task (roles/fencing.py)
     metrics_listen: str = ""  # serve the agent's Prometheus metrics here (HOST:PORT; empty: not at all)
     metrics_sample_seconds: float = 10.0  # how often the containers' CPU and memory are read from containerd
+    upstream_dns: list[str] = field(default_factory=list)  # ADDR[:PORT]; empty: the host's resolv.conf
+    dns_port: int = 53  # the DNS server's port on the bridge's gateway address
 
 
 def host_capacity() -> tuple[int, int]:
@@ -183,6 +188,9 @@ class Agent:
         self.container_usage: dict[tuple[str, str], tuple[float, float]] = {}  # (ns, name) -> (cpu s, memory B)
         self.peers: PeerRoutes | None = None  # routes to other nodes' containers, once the podCIDR is known
         self.policies = PolicyEnforcer(api, self.nft, node=cfg.node_name, bridge=cfg.bridge)
+        # Services → the `svc` part of that table, and the answers of the node's DNS server (roles/services.py)
+        self.services = ServiceProxy(api, self.nft, containers=lambda: self.reflector.objects)
+        self.dns: ClusterDNS | None = None  # started once the node's subnet is known (settle_network)
 
     # --- event sink (for the reconcile steps) -----------------------------------------------
 
@@ -431,6 +439,11 @@ class Agent:
         mtu = link_mtu(cluster, node_ip=self.cfg.node_ip, uplink_mtu=uplink_mtu)
         await self.reconciler.use_network(pod_cidr=pod_cidr, mtu=mtu, cluster_cidr=cluster.cluster_cidr)
         log.info("node %s: containers in %s (MTU %d), backend %s", self.cfg.node_name, pod_cidr, mtu, cluster.backend)
+        # the node's DNS server listens on the bridge's gateway address before any container needs it
+        gateway = await ensure_bridge(self.cfg.bridge, subnet=pod_cidr)
+        self.reconciler.cfg.dns_server, self.reconciler.cfg.cluster_domain = gateway, cluster.cluster_domain
+        self.dns = await start_dns(self.services, domain=cluster.cluster_domain, host=gateway, port=self.cfg.dns_port,
+                                   upstreams=upstreams_of(self.cfg.upstream_dns))
         return PeerRoutes(self.api, node=self.cfg.node_name, node_ip=self.cfg.node_ip, pod_cidr=pod_cidr,
                           bridge=self.cfg.bridge, cluster=cluster, resync=self.cfg.resync_seconds)
 
@@ -444,10 +457,13 @@ class Agent:
             await runner.cleanup()
             if metrics is not None:
                 await metrics.cleanup()
+            if self.dns is not None:
+                await self.dns.close()
 
     async def _run_tasks(self) -> None:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self.reflector.run(), name="agent-reflector")
+            tg.create_task(self.services.run(), name="agent-service-proxy")
             tg.create_task(self._heartbeats(), name="agent-heartbeat")
             tg.create_task(self.fence.watch(), name="agent-fence")
             tg.create_task(self._ship_events(), name="agent-events")
@@ -490,7 +506,8 @@ async def join(cfg: AgentConfig) -> str:
 async def run_agent(cfg: AgentConfig, *, stop: asyncio.Event) -> None:
     token = await join(cfg)
     async with ApiClient(cfg.servers, token) as api:
-        # the subnet comes from the Node once registered (Agent.settle_network → reconciler.use_network)
+        # the subnet comes from the Node once registered (Agent.settle_network → reconciler.use_network),
+        # and so does the DNS server's address (the bridge's gateway in that subnet)
         rcfg = ReconcilerConfig(data_dir=cfg.data_dir, node_name=cfg.node_name, containerd_socket=cfg.containerd_socket,
                                 bridge=cfg.bridge, insecure_registries=cfg.insecure_registries)
         reconciler = NodeReconciler(rcfg)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from corral.controllers.base import Controller, Informers
 from corral.controllers.deployments import DeploymentController
+from corral.controllers.endpoints import EndpointsController
 from corral.controllers.gc import GarbageCollector
 from corral.controllers.namespaces import NamespaceController
 from corral.controllers.nodes import NodeLifecycle
@@ -41,6 +42,7 @@ def build_controllers(informers: Informers, objects: Objects, cfg: LeaderConfig)
     controllers.append(GarbageCollector(informers, objects))
     controllers.append(NamespaceController(informers, objects))
     controllers.append(NodeIpam(informers, objects))
+    controllers.append(EndpointsController(informers, objects))
     return controllers
 
 
