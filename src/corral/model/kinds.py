@@ -6,12 +6,16 @@ from dataclasses import dataclass
 
 from corral.model.resources import (
     Container,
+    CronJob,
+    DaemonSet,
     Deployment,
     Event,
+    Job,
     Namespace,
     NetworkPolicy,
     Node,
     Object,
+    PriorityClass,
     Volume,
 )
 
@@ -50,6 +54,11 @@ KINDS: tuple[KindInfo, ...] = (
     KindInfo("NetworkPolicy", "networkpolicies", NetworkPolicy, namespaced=True, short_names=("netpol",),
              status_subresource=False),
     KindInfo("Event", "events", Event, namespaced=True, short_names=("ev",), status_subresource=False),
+    KindInfo("Job", "jobs", Job, namespaced=True),
+    KindInfo("CronJob", "cronjobs", CronJob, namespaced=True, short_names=("cj",)),
+    KindInfo("DaemonSet", "daemonsets", DaemonSet, namespaced=True, short_names=("ds",)),
+    KindInfo("PriorityClass", "priorityclasses", PriorityClass, namespaced=False, short_names=("pc",),
+             status_subresource=False),
 )
 
 BY_KIND: dict[str, KindInfo] = {k.kind: k for k in KINDS}
