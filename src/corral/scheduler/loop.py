@@ -57,6 +57,7 @@ from corral.model.resources import (
     ObjectMeta,
     ObjectReference,
 )
+from corral.scheduler.affinity import prepare
 from corral.scheduler.algorithm import MIN_FEASIBLE_TO_FIND, Decision, Selector
 from corral.scheduler.cache import SchedulerCache
 from corral.scheduler.framework import ContainerRequest
@@ -222,7 +223,7 @@ class Scheduler:
         return self._decide(key, c)[1]
 
     def _decide(self, key: str, c: Container) -> tuple[ContainerRequest, Decision]:
-        request = ContainerRequest.of(key, c)
+        request = prepare(ContainerRequest.of(key, c), self.cache)
         decision = self.selector.select(request, self.cache.nodes())
         self.stats.decisions += 1
         if decision.node is not None:
@@ -232,7 +233,7 @@ class Scheduler:
     def explain(self, c: Container) -> dict[str, str | None]:
         """Why-not, per node: the reason each node rejects ``c``, or None where it would fit."""
         key = CONTAINERS.key(c.metadata.namespace, c.metadata.name)
-        return self.selector.explain(ContainerRequest.of(key, c), self.cache.nodes())
+        return self.selector.explain(prepare(ContainerRequest.of(key, c), self.cache), self.cache.nodes())
 
     def _take_batch(self) -> tuple[list[_Bind], list[tuple[str, Container, str]]]:
         binds: list[_Bind] = []
