@@ -176,13 +176,16 @@ async def _serve_all(control: ControlConfig, agent: AgentConfig, *, embedded_dir
 @click.option("--fence-after", type=click.FloatRange(min=0.2), default=None, metavar="SECONDS",
               help="[worker] Kill every local container after this long without reaching the API "
                    "(default: --node-grace minus 1 s).")
+@click.option("--job-backoff", type=click.FloatRange(min=0.1), default=10.0, show_default=True, metavar="SECONDS",
+              help="[control, leader] The first delay before a failed Job's container is replaced; it doubles "
+                   "with each failure, up to 6 minutes (Kubernetes' rule).")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: bool, listen: str, data_dir: Path, etcd: tuple[str, ...], join_token: str,
           policy: str, max_body: int, event_ttl: int, servers: tuple[str, ...], token: str, node_name: str, containerd_socket: str,
           labels: tuple[str, ...], pod_cidr: str, bridge: str, nft_table: str, node_ip: str, agent_listen: str, reserve_cpu: str,
           reserve_memory: str, insecure: tuple[str, ...], verbose: bool, node_grace: float,
           fence_after: float | None, cluster_cidr: str, node_cidr_size: int, service_cidr: str,
-          cluster_domain: str, network_backend: str, vxlan_vni: int, vxlan_port: int) -> None:
+          cluster_domain: str, network_backend: str, vxlan_vni: int, vxlan_port: int, job_backoff: float) -> None:
     """Run corral's roles in this process until Ctrl-C or SIGTERM."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -219,7 +222,8 @@ def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: boo
             if not etcd:
                 raise click.UsageError("--role=leader needs --etcd URL (the control instances' etcd)")
             leader = LeaderRoleConfig(etcd=list(etcd), leader_ttl=leader_ttl,
-                                      leader=LeaderConfig(policy=policy, node_grace=node_grace, event_ttl=float(event_ttl)))
+                                      leader=LeaderConfig(policy=policy, node_grace=node_grace, event_ttl=float(event_ttl),
+                                                          job_backoff=job_backoff))
             asyncio.run(_serve_leader(leader))
             _exit_at_once()
         from corral.model.cluster import ClusterConfig
@@ -229,6 +233,7 @@ def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: boo
         control = ControlConfig(data_dir=data_dir, host=host, port=port, etcd=list(etcd), max_body=max_body,
                                 policy=policy, join_token=join_token, event_ttl=float(event_ttl))
         control.node_grace = node_grace
+        control.job_backoff = job_backoff
         control.leader_ttl = leader_ttl
         control.leader_process = not inline_leader
         control.cluster = ClusterConfig(cluster_cidr=cluster_cidr, node_cidr_size=node_cidr_size,

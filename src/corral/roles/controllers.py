@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from corral.controllers.base import Controller, Informers
 from corral.controllers.deployments import DeploymentController
 from corral.controllers.gc import GarbageCollector
+from corral.controllers.jobs import JobController
 from corral.controllers.namespaces import NamespaceController
 from corral.controllers.nodes import NodeLifecycle
 from corral.model.kinds import BY_KIND
@@ -28,6 +29,7 @@ class LeaderConfig:
     policy: str = "spread"
     node_grace: float = 5.0
     event_ttl: float = 3600.0  # the scheduler's Events expire after this many seconds (0: never)
+    job_backoff: float = 10.0  # seconds: the first of a Job's retry delays (doubling, capped at 6 min)
 
 
 def build_controllers(informers: Informers, objects: Objects, cfg: LeaderConfig) -> list[Controller]:
@@ -37,6 +39,7 @@ def build_controllers(informers: Informers, objects: Objects, cfg: LeaderConfig)
     controllers.append(DeploymentController(informers, objects))
     controllers.append(GarbageCollector(informers, objects))
     controllers.append(NamespaceController(informers, objects))
+    controllers.append(JobController(informers, objects, backoff_base=cfg.job_backoff))
     return controllers
 
 
