@@ -19,6 +19,8 @@ from corral.model.resources import (
     LabelSelector,
     NodeSelectorRequirement,
     NodeSelectorTerm,
+    Taint,
+    Toleration,
 )
 
 #: the one field ``matchFields`` knows (Kubernetes' rule): the node's name
@@ -119,3 +121,50 @@ def placement_problems(spec: ContainerSpec, path: str, errors: list[FieldError])
         seen.add((t.topology_key, t.when_unsatisfiable))
     if spec.priority_class_name and (problem := names.subdomain_problem(spec.priority_class_name)):
         errors.append(FieldError(f"{path}.priorityClassName", problem))
+
+
+# --- node matching, for controllers (the scheduler has its own parsed, faster form) -------------
+
+
+def requirement_holds(r: NodeSelectorRequirement, labels: dict[str, str]) -> bool:
+    """Whether a node with ``labels`` satisfies one ``matchExpressions`` requirement."""
+    value = labels.get(r.key)
+    if r.operator == "In":
+        return value is not None and value in r.values
+    if r.operator == "NotIn":
+        return value is None or value not in r.values
+    if r.operator == "Exists":
+        return value is not None
+    if r.operator == "DoesNotExist":
+        return value is None
+    if value is None or not _is_int(value) or len(r.values) != 1 or not _is_int(r.values[0]):
+        return False
+    return int(value) > int(r.values[0]) if r.operator == "Gt" else int(value) < int(r.values[0])
+
+
+def term_holds(term: NodeSelectorTerm, node_name: str, labels: dict[str, str]) -> bool:
+    """Whether node ``node_name`` with ``labels`` satisfies every requirement of ``term``."""
+    for r in term.match_fields:
+        named = node_name in r.values
+        if named != (r.operator == "In"):
+            return False
+    return all(requirement_holds(r, labels) for r in term.match_expressions)
+
+
+def node_admits(spec: ContainerSpec, node_name: str, labels: dict[str, str]) -> bool:
+    """The node's labels satisfy ``spec``'s nodeSelector and one of its required node affinity terms."""
+    if any(labels.get(k) != v for k, v in spec.node_selector.items()):
+        return False
+    na = spec.affinity.node_affinity if spec.affinity is not None else None
+    return na is None or not na.required or any(term_holds(t, node_name, labels) for t in na.required)
+
+
+def tolerates(tolerations: list[Toleration], taint: Taint) -> bool:
+    for t in tolerations:
+        if t.effect and t.effect != taint.effect:
+            continue
+        if t.operator == "Exists" and (not t.key or t.key == taint.key):
+            return True
+        if t.operator == "Equal" and t.key == taint.key and t.value == taint.value:
+            return True
+    return False

@@ -11,6 +11,7 @@ import asyncio
 from dataclasses import dataclass
 
 from corral.controllers.base import Controller, Informers
+from corral.controllers.daemonsets import DaemonSetController
 from corral.controllers.deployments import DeploymentController
 from corral.controllers.gc import GarbageCollector
 from corral.controllers.jobs import JobController
@@ -40,6 +41,7 @@ def build_controllers(informers: Informers, objects: Objects, cfg: LeaderConfig)
     controllers.append(GarbageCollector(informers, objects))
     controllers.append(NamespaceController(informers, objects))
     controllers.append(JobController(informers, objects, backoff_base=cfg.job_backoff))
+    controllers.append(DaemonSetController(informers, objects))
     return controllers
 
 
