@@ -20,7 +20,17 @@ from corral.api.client import ApiClient, Reflector
 from corral.controllers.jobs import JOB_NAME_LABEL
 from corral.model.errors import Invalid
 from corral.model.lifecycle import parse_time
-from corral.model.resources import Container, ContainerSpec, ContainerTemplate, Job, JobSpec, ObjectMeta
+from corral.model.resources import (
+    Container,
+    ContainerSpec,
+    ContainerTemplate,
+    CronJob,
+    CronJobSpec,
+    Job,
+    JobSpec,
+    JobTemplate,
+    ObjectMeta,
+)
 from tests.fixtures.cluster import Cluster, eventually, start_cluster
 from tests.fixtures.registry import Registry
 
@@ -154,6 +164,22 @@ async def test_a_finished_job_is_deleted_after_its_ttl_with_its_containers(jobs_
         assert not items
 
     await eventually(gone, timeout=60, what="the job and its container are gone after the TTL")
+
+
+async def test_create_job_from_a_cronjob_runs_its_template_now(jobs_cluster: Cluster) -> None:
+    api = jobs_cluster.api
+    template = job(jobs_cluster, "unused", "echo from-cron")
+    await api.create(CronJob(metadata=ObjectMeta(name="yearly"), spec=CronJobSpec(
+        schedule="0 0 1 1 *", job_template=JobTemplate(spec=template.spec))))
+    code, out = await corral_cli(jobs_cluster, "create", "job", "now", "--from=cronjob/yearly")
+    assert code == 0 and "job/now created" in out, out
+    j = await finished(api, "now")
+    assert [c.type for c in j.status.conditions] == ["Complete"]
+    assert j.metadata.owner_references[0].kind == "CronJob"
+    code, out = await corral_cli(jobs_cluster, "logs", "job/now")
+    assert code == 0 and "from-cron" in out, out
+    code, out = await corral_cli(jobs_cluster, "create", "job", "again", "--from=deployment/yearly")
+    assert code != 0 and "cronjob/NAME" in out, out
 
 
 async def test_a_job_whose_containers_would_restart_always_is_refused(jobs_cluster: Cluster) -> None:

@@ -11,6 +11,7 @@ import asyncio
 from dataclasses import dataclass
 
 from corral.controllers.base import Controller, Informers
+from corral.controllers.cronjobs import CronJobController
 from corral.controllers.daemonsets import DaemonSetController
 from corral.controllers.deployments import DeploymentController
 from corral.controllers.gc import GarbageCollector
@@ -42,6 +43,7 @@ def build_controllers(informers: Informers, objects: Objects, cfg: LeaderConfig)
     controllers.append(NamespaceController(informers, objects))
     controllers.append(JobController(informers, objects, backoff_base=cfg.job_backoff))
     controllers.append(DaemonSetController(informers, objects))
+    controllers.append(CronJobController(informers, objects))
     return controllers
 
 
