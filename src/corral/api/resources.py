@@ -106,8 +106,9 @@ def _decode_continue(token: str) -> tuple[str, int]:
 
 class ResourceHandlers:
     def __init__(self, *, store: Store, info: KindInfo, cache: WatchCache, namespaces: WatchCache,
-                 leases: BucketLeases | None = None) -> None:
+                 leases: BucketLeases | None = None, admit: Callable[[Object], None] | None = None) -> None:
         self.store = store
+        self.admit = admit  # fills server-set fields of a new or updated object (priority: api/priority.py)
         self.leases = leases  # Events: the shared lease that makes them expire (see store/leases.py)
         self.info = info
         self.cache = cache
@@ -188,6 +189,8 @@ class ResourceHandlers:
         meta.namespace = ""
         validation.validate(obj, self.info)
         meta.namespace = namespace
+        if self.admit is not None:
+            self.admit(obj)
         return obj
 
     def _expected_revision(self, obj: Object, current: int) -> int:
