@@ -22,6 +22,7 @@ import pytest_asyncio
 from corral.api.client import ApiClient
 from corral.controllers.daemonsets import DAEMON_NODE_LABEL
 from corral.controllers.rollout import TEMPLATE_HASH_LABEL
+from corral.model.errors import Invalid
 from corral.model.resources import (
     Affinity,
     Container,
@@ -39,6 +40,10 @@ from corral.model.resources import (
     Namespace,
     Node,
     ObjectMeta,
+    PriorityClass,
+    PriorityClassSpec,
+    ResourceList,
+    ResourceRequirements,
     TemplateMeta,
 )
 from corral.roles.control import ControlConfig, ControlPlane, run_control
@@ -74,13 +79,14 @@ async def plane(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Contr
 
 
 @contextlib.asynccontextmanager
-async def hollow(plane: ControlPlane, prefix: str, count: int, zones: str) -> AsyncIterator[Simulator]:
+async def hollow(plane: ControlPlane, prefix: str, count: int, zones: str, group: str = GROUP
+                 ) -> AsyncIterator[Simulator]:
     """``count`` hollow nodes ``<prefix>-N``; node i gets zone ``zones[i]`` through its own simulator."""
     sims: list[tuple[Simulator, asyncio.Task[None]]] = []
     try:
         for i in range(count):
             cfg = SimConfig(servers=[plane.url], token=plane.join_token, nodes=1, name_prefix=f"{prefix}{i}",
-                            start_delay=0.01, labels={"sim-group": GROUP, "topology.corral.io/zone": zones[i]},
+                            start_delay=0.01, labels={"sim-group": group, "topology.corral.io/zone": zones[i]},
                             cpu="4", memory="8Gi", seed=i)
             sim = Simulator(cfg)
             task = asyncio.create_task(sim.run(), name=f"hollow-{prefix}{i}")
@@ -229,3 +235,45 @@ async def test_anti_affinity_spreads_three_replicas_over_three_nodes_and_leaves_
     lines = [line for line in out.splitlines() if line.startswith("zn")]
     assert len(lines) == 3 and all(CONTAINER_ANTI_AFFINITY in line for line in lines), out
     await admin.delete(Deployment, "web", namespace=ns)
+
+
+async def test_a_high_priority_container_preempts_exactly_one_lower_priority_container(
+        plane: ControlPlane, admin: ApiClient) -> None:
+    ns = "prio"
+    await admin.create(Namespace(metadata=ObjectMeta(name=ns)))
+    await admin.create(PriorityClass(metadata=ObjectMeta(name="batch"), spec=PriorityClassSpec(value=10)))
+    await admin.create(PriorityClass(metadata=ObjectMeta(name="critical"), spec=PriorityClassSpec(value=1000)))
+    with pytest.raises(Invalid) as e:
+        await admin.create(Container(metadata=ObjectMeta(name="typo", namespace=ns), spec=ContainerSpec(
+            image=IMAGE, priority_class_name="critcal")))
+    assert "spec.priorityClassName" in str(e.value.details)
+
+    def ctr(name: str, cpu: str, klass: str) -> Container:
+        return Container(metadata=ObjectMeta(name=name, namespace=ns), spec=ContainerSpec(
+            image=IMAGE, command=["sleep", "3600"], node_selector={"sim-group": "preempt"},
+            priority_class_name=klass, resources=ResourceRequirements(requests=ResourceList(cpu=cpu))))
+
+    async with hollow(plane, "pre", 1, "a", group="preempt"):
+        for name in ("low-1", "low-2"):
+            made = await admin.create(ctr(name, "1500m", "batch"))
+            assert made.spec.priority == 10 and made.spec.preemption_policy == "PreemptLowerPriority"
+
+        async def running(*names: str) -> None:
+            for name in names:
+                c = await admin.get(Container, name, namespace=ns)
+                assert c.status.phase == "Running", (name, c.status.phase, c.status.message)
+
+        await eventually(lambda: running("low-1", "low-2"), timeout=30, what="the low-priority containers run")
+        await admin.create(ctr("vip", "2", "critical"))
+        await eventually(lambda: running("vip"), timeout=60, what="the high-priority container runs")
+        items, _ = await admin.list(Container, namespace=ns)
+        left = sorted(c.metadata.name for c in items if not c.metadata.deletion_timestamp)
+        assert len(left) == 2 and "vip" in left, left  # exactly one of the two low ones was evicted
+        evicted = ({"low-1", "low-2"} - set(left)).pop()
+        events, _ = await admin.list(Event, namespace=ns)
+        preempted = [e for e in events if e.spec.reason == "Preempted"]
+        assert [e.spec.involved_object.name for e in preempted] == [evicted]
+        assert "preempted by prio/vip (priority 1000)" in preempted[0].spec.message
+        assert any(e.spec.reason == "Preempting" and e.spec.involved_object.name == "vip" for e in events)
+        for name in left:
+            await admin.delete(Container, name, namespace=ns)

@@ -12,12 +12,13 @@ without passing the API again):
   priority stays unset (0 to the scheduler);
 - a ``priority`` without a class name is refused: it is the server's to set.
 
-Classes are read from the API's PriorityClass watch cache (cluster-scoped, few).
+Classes are read from the API's PriorityClass watch cache (cluster-scoped, few); a name the cache
+does not have yet (a class created a moment ago) is read from etcd before it is refused.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 from corral.model.errors import FieldError, Invalid
 from corral.model.resources import (
@@ -45,10 +46,12 @@ def container_specs(obj: Object) -> Iterator[tuple[str, ContainerSpec]]:
 class PriorityAdmission:
     """Called with each decoded, validated object before it is written; may raise Invalid."""
 
-    def __init__(self, classes: Callable[[], list[PriorityClass]]) -> None:
+    def __init__(self, classes: Callable[[], list[PriorityClass]],
+                 read: Callable[[str], Awaitable[PriorityClass | None]]) -> None:
         self.classes = classes
+        self.read = read
 
-    def __call__(self, obj: Object) -> None:
+    async def __call__(self, obj: Object) -> None:
         specs = list(container_specs(obj))
         if not specs:
             return
@@ -66,7 +69,7 @@ class PriorityAdmission:
                 if default is None:
                     continue
                 name = spec.priority_class_name = default.metadata.name
-            pc = classes.get(name)
+            pc = classes.get(name) or await self.read(name)
             if pc is None:
                 known = ", ".join(sorted(classes)) or "none yet"
                 errors.append(FieldError(f"{path}.priorityClassName",

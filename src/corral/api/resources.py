@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -106,7 +106,8 @@ def _decode_continue(token: str) -> tuple[str, int]:
 
 class ResourceHandlers:
     def __init__(self, *, store: Store, info: KindInfo, cache: WatchCache, namespaces: WatchCache,
-                 leases: BucketLeases | None = None, admit: Callable[[Object], None] | None = None) -> None:
+                 leases: BucketLeases | None = None,
+                 admit: Callable[[Object], Awaitable[None]] | None = None) -> None:
         self.store = store
         self.admit = admit  # fills server-set fields of a new or updated object (priority: api/priority.py)
         self.leases = leases  # Events: the shared lease that makes them expire (see store/leases.py)
@@ -189,8 +190,6 @@ class ResourceHandlers:
         meta.namespace = ""
         validation.validate(obj, self.info)
         meta.namespace = namespace
-        if self.admit is not None:
-            self.admit(obj)
         return obj
 
     def _expected_revision(self, obj: Object, current: int) -> int:
@@ -217,6 +216,8 @@ class ResourceHandlers:
     async def create(self, request: web.Request) -> web.Response:
         namespace = self._ns(request)
         obj = self._decode_body(await codec.read_body(request), namespace)
+        if self.admit is not None:
+            await self.admit(obj)
         authorize_write(request[IDENTITY], self.info, obj, verb="create")
         await self._check_namespace(namespace)
         meta = obj.metadata
@@ -359,6 +360,8 @@ class ResourceHandlers:
     async def update(self, request: web.Request) -> web.Response:
         namespace, name = self._ns(request), request.match_info["name"]
         new = self._decode_body(await codec.read_body(request), namespace, name=name)
+        if self.admit is not None:
+            await self.admit(new)
         rv = new.metadata.resource_version
 
         def change(current: Object) -> Object:

@@ -101,7 +101,13 @@ class ApiServer:
         r = app.router
         ns_info = BY_KIND["Namespace"]
         classes = self.caches["PriorityClass"].objects
-        priority = PriorityAdmission(lambda: [e.obj for e in classes.values() if isinstance(e.obj, PriorityClass)])
+
+        async def read_class(name: str) -> PriorityClass | None:
+            kv = await self.store.get(BY_KIND["PriorityClass"].key("", name))
+            return typed.decode(kv, PriorityClass) if kv is not None else None
+
+        priority = PriorityAdmission(lambda: [e.obj for e in classes.values() if isinstance(e.obj, PriorityClass)],
+                                     read_class)
         for info in KINDS:
             h = ResourceHandlers(store=self.store, info=info, cache=self.caches[info.kind],
                                  namespaces=self.caches["Namespace"],

@@ -35,6 +35,7 @@ class _Placement:
     request: ContainerRequest
     node: str
     assumed: bool
+    terminating: bool = False  # deletionTimestamp set: still counted until it is gone (preemption waits)
 
 
 def _shape(n: NodeView) -> tuple[object, ...]:
@@ -95,6 +96,11 @@ class SchedulerCache:
                     p = self._placed[key]
                     yield p.request, p.node
 
+    def placements(self) -> Iterator[tuple[ContainerRequest, str, bool]]:
+        """Every counted container: (request, node, terminating) — for preemption, which is rare."""
+        for p in self._placed.values():
+            yield p.request, p.node, p.terminating
+
     def is_assumed(self, key: str) -> bool:
         p = self._placed.get(key)
         return p is not None and p.assumed
@@ -140,12 +146,15 @@ class SchedulerCache:
         prev = self._placed.get(key)
         if node and c.status.phase not in _FINISHED:
             request = ContainerRequest.of(key, c)
+            terminating = bool(c.metadata.deletion_timestamp)
             if prev is not None:
                 if prev.node == node and prev.request == request:
                     prev.assumed = False  # the watch shows what we assumed: confirmed
+                    prev.terminating = terminating
                     return
                 self._release(key, prev, notify=False)
             self._place(key, request, node, assumed=False)
+            self._placed[key].terminating = terminating
             return
         if prev is None:
             return
