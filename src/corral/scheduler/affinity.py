@@ -122,6 +122,8 @@ class DecisionState:
     preferred_affinity: list[dict[str, int]] = field(default_factory=list)
     preferred_anti: list[dict[str, int]] = field(default_factory=list)
     spread: list[tuple[dict[str, int], int]] = field(default_factory=list)  # counts per domain, minimum
+    #: anti and forbidden flattened for the filter's hot loop: (topology key, domains, which side)
+    excluded: tuple[tuple[str, frozenset[str], bool], ...] = ()
 
 
 @dataclass(slots=True)
@@ -201,8 +203,14 @@ def _forbidden_by_others(topo: Topology, c: ContainerRequest) -> list[tuple[str,
     out: dict[str, set[str]] = {}
     if not c.labels:
         return []
+    # a holder whose term is one of c's own required anti-affinity terms, and whom that term
+    # selects, is already in c's own excluded domains: skip it (replicas of one app, typically)
+    own = {(t.selector, t.key) for t in c.placement.anti_affinity} if c.placement is not None else set()
     for holder, node in topo.anti_affinity_holders(c.namespace, c.labels):
         if holder.key == c.key or holder.namespace != c.namespace or holder.placement is None:
+            continue
+        if own and all((t.selector, t.key) in own and selects(t.selector, holder.labels)
+                       for t in holder.placement.anti_affinity):
             continue
         n = topo.node(node)
         if n is None:
@@ -241,6 +249,8 @@ def prepare(c: ContainerRequest, topo: Topology) -> ContainerRequest:
         state.affinity.append(None if not counts and selects(term.selector, c.labels) else frozenset(counts))
     for term in p.anti_affinity:
         state.anti.append(frozenset(_domain_counts(topo, c, term)))
+    state.excluded = tuple((t.key, d, True) for t, d in zip(p.anti_affinity, state.anti, strict=True) if d) + \
+        tuple((k, d, False) for k, d in forbidden)
     state.preferred_affinity = [_domain_counts(topo, c, t) for t in p.preferred_affinity]
     state.preferred_anti = [_domain_counts(topo, c, t) for t in p.preferred_anti_affinity]
     if p.spread:

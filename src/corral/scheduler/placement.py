@@ -94,16 +94,12 @@ class ContainerAntiAffinity:
         return p is not None and (bool(p.anti_affinity) or (p.state is not None and bool(p.state.forbidden)))
 
     def filter(self, c: ContainerRequest, n: NodeView) -> str | None:
-        p, state = _state(c)
+        _, state = _state(c)
         labels = n.labels
-        for term, domains in zip(p.anti_affinity, state.anti, strict=True):
-            value = labels.get(term.key)
-            if value is not None and value in domains:
-                return self.reason
-        for key, domains in state.forbidden:
+        for key, domains, own in state.excluded:  # only terms with any domain excluded at all
             value = labels.get(key)
             if value is not None and value in domains:
-                return self.reason_existing
+                return self.reason if own else self.reason_existing
         return None
 
 
