@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -119,9 +119,11 @@ def _decode_continue(token: str) -> tuple[str, int]:
 
 class ResourceHandlers:
     def __init__(self, *, store: Store, info: KindInfo, cache: WatchCache, namespaces: WatchCache,
-                 leases: BucketLeases | None = None, allocator: ServiceAllocator | None = None) -> None:
+                 leases: BucketLeases | None = None, allocator: ServiceAllocator | None = None,
+                 admit: Callable[[Object], Awaitable[None]] | None = None) -> None:
         self.store = store
         self.allocator = allocator  # Services: cluster IPs and node ports (api/allocation.py)
+        self.admit = admit  # fills server-set fields of a new or updated object (priority: api/priority.py)
         self.leases = leases  # Events: the shared lease that makes them expire (see store/leases.py)
         self.info = info
         self.cache = cache
@@ -228,6 +230,8 @@ class ResourceHandlers:
     async def create(self, request: web.Request) -> web.Response:
         namespace = self._ns(request)
         obj = self._decode_body(await codec.read_body(request), namespace)
+        if self.admit is not None:
+            await self.admit(obj)
         authorize_write(request[IDENTITY], self.info, obj, verb="create")
         await self._check_namespace(namespace)
         meta = obj.metadata
@@ -380,7 +384,10 @@ class ResourceHandlers:
         return await self._update_to(request, namespace, name, new)
 
     async def _update_to(self, request: web.Request, namespace: str, name: str, new: Object) -> web.Response:
-        """Write ``new`` over the stored object as a PUT does (authorization, what may change, CAS)."""
+        """Write ``new`` over the stored object as a PUT does (admission, authorization, what may
+        change, CAS)."""
+        if self.admit is not None:
+            await self.admit(new)
         rv = new.metadata.resource_version
 
         def change(current: Object) -> Object:

@@ -25,6 +25,7 @@ from corral.api.auth import IDENTITY, Identity, Tokens
 from corral.api.logs import LogsProxy
 from corral.api.metrics import Metrics
 from corral.api.openapi import document
+from corral.api.priority import PriorityAdmission
 from corral.api.resources import ResourceHandlers
 from corral.api.streams import StreamProxy
 from corral.api.watchcache import WatchCache
@@ -43,7 +44,7 @@ from corral.model.errors import (
 )
 from corral.model.kinds import BY_KIND, KINDS
 from corral.model.lifecycle import HEARTBEAT_PREFIX, now_rfc3339
-from corral.model.resources import Namespace, ObjectMeta
+from corral.model.resources import Namespace, ObjectMeta, PriorityClass
 from corral.store import typed
 from corral.store.base import Store
 from corral.store.batching import BatchingStore
@@ -61,6 +62,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 class JoinRequest(msgspec.Struct, forbid_unknown_fields=True):
     node: str
+
+
+PRIORITY_KINDS = frozenset({"Container", "Deployment", "Job", "CronJob", "DaemonSet"})
 
 
 class ApiServer:
@@ -109,11 +113,20 @@ class ApiServer:
         app.on_shutdown.append(self._on_shutdown)
         r = app.router
         ns_info = BY_KIND["Namespace"]
+        classes = self.caches["PriorityClass"].objects
+
+        async def read_class(name: str) -> PriorityClass | None:
+            kv = await self.store.get(BY_KIND["PriorityClass"].key("", name))
+            return typed.decode(kv, PriorityClass) if kv is not None else None
+
+        priority = PriorityAdmission(lambda: [e.obj for e in classes.values() if isinstance(e.obj, PriorityClass)],
+                                     read_class)
         for info in KINDS:
             h = ResourceHandlers(store=self.store, info=info, cache=self.caches[info.kind],
                                  namespaces=self.caches["Namespace"],
                                  leases=self.event_leases if info.kind == "Event" else None,
-                                 allocator=self.service_allocator if info.kind == "Service" else None)
+                                 allocator=self.service_allocator if info.kind == "Service" else None,
+                                 admit=priority if info.kind in PRIORITY_KINDS else None)
             base = f"/namespaces/{{namespace}}/{info.plural}" if info.namespaced else f"/{info.plural}"
             r.add_get(base, h.list, allow_head=False)
             r.add_post(base, h.create)

@@ -188,6 +188,9 @@ async def _serve_all(control: ControlConfig, agent: AgentConfig, *, embedded_dir
 @click.option("--upstream-dns", "upstream_dns", multiple=True, metavar="ADDR[:PORT]",
               help="[worker] Where the agent's DNS server forwards names outside the cluster (repeatable; "
                    "default: the nameservers in /etc/resolv.conf).")
+@click.option("--job-backoff", type=click.FloatRange(min=0.1), default=10.0, show_default=True, metavar="SECONDS",
+              help="[control, leader] The first delay before a failed Job's container is replaced; it doubles "
+                   "with each failure, up to 6 minutes (Kubernetes' rule).")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: bool, listen: str, data_dir: Path, etcd: tuple[str, ...], join_token: str,
           policy: str, max_body: int, event_ttl: int, servers: tuple[str, ...], token: str, node_name: str, containerd_socket: str,
@@ -195,7 +198,7 @@ def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: boo
           reserve_memory: str, insecure: tuple[str, ...], verbose: bool, node_grace: float,
           fence_after: float | None, cluster_cidr: str, node_cidr_size: int, service_cidr: str,
           cluster_domain: str, network_backend: str, vxlan_vni: int, vxlan_port: int, metrics_listen: str,
-          leader_metrics_listen: str, upstream_dns: tuple[str, ...] = ()) -> None:
+          leader_metrics_listen: str, job_backoff: float, upstream_dns: tuple[str, ...] = ()) -> None:
     """Run corral's roles in this process until Ctrl-C or SIGTERM."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -234,7 +237,7 @@ def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: boo
                 raise click.UsageError("--role=leader needs --etcd URL (the control instances' etcd)")
             leader = LeaderRoleConfig(etcd=list(etcd), leader_ttl=leader_ttl,
                                       leader=LeaderConfig(policy=policy, node_grace=node_grace, event_ttl=float(event_ttl),
-                                                          metrics_listen=metrics_listen))
+                                                          metrics_listen=metrics_listen, job_backoff=job_backoff))
             asyncio.run(_serve_leader(leader))
             _exit_at_once()
         from corral.model.cluster import ClusterConfig
@@ -244,6 +247,7 @@ def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: boo
         control = ControlConfig(data_dir=data_dir, host=host, port=port, etcd=list(etcd), max_body=max_body,
                                 policy=policy, join_token=join_token, event_ttl=float(event_ttl))
         control.node_grace = node_grace
+        control.job_backoff = job_backoff
         control.leader_ttl = leader_ttl
         control.leader_process = not inline_leader
         control.leader_metrics_listen = leader_metrics_listen

@@ -47,6 +47,7 @@ class ControlConfig:
     write_user_config: bool = True
     leader_ttl: int = 5
     node_grace: float = 5.0
+    job_backoff: float = 10.0  # the first of a Job's retry delays, seconds
     event_ttl: float = 3600.0  # seconds an Event lives (API- and scheduler-written; 0: forever)
     leader_process: bool = False  # run the scheduler and controllers in a child process (serve does)
     leader_metrics_listen: str = ""  # where that child serves its /metrics (HOST:PORT; empty: nowhere)
@@ -129,7 +130,7 @@ async def run_control(cfg: ControlConfig, *, stop: asyncio.Event,
             log.info("API serving on %s (admin token in %s)", url, data_dir / "admin.token")
             plane = ControlPlane(url=url, admin_token=admin_token, join_token=join_token, store=store, api=api)
             leader_cfg = LeaderConfig(policy=cfg.policy, node_grace=cfg.node_grace, event_ttl=cfg.event_ttl,
-                                      metrics_listen=cfg.leader_metrics_listen)
+                                      metrics_listen=cfg.leader_metrics_listen, job_backoff=cfg.job_backoff)
             if cfg.leader_process:  # the scheduler and controllers in a child process: a core of their own
                 leading = supervise_leader(leader_args(endpoints, leader_cfg, ttl=cfg.leader_ttl), stop=stop)
             else:  # in this process: the leader's figures join the API's /metrics
