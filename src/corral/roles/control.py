@@ -1,7 +1,7 @@
 """The control role: the API server (and, where elected, the scheduler and controllers) on etcd.
 
 ``run_control`` owns the lifetime of everything the control plane needs: an embedded etcd when no
-endpoints are given, the store, the API's watch caches, the HTTP listener, the admin and join
+endpoints are given (restarted by a ``Supervisor`` whenever it dies), the store, the API's watch caches, the HTTP listener, the admin and join
 tokens in the data dir, and the client config the CLI reads. It returns when ``stop`` is set,
 after closing the listener (in-flight requests get a grace period), the caches and the store.
 """
@@ -22,6 +22,8 @@ from pathlib import Path
 import msgspec
 from aiohttp import web
 
+from corral.aiokit.backoff import Backoff
+from corral.aiokit.processes import Supervisor
 from corral.api.auth import Identity
 from corral.api.server import ApiServer
 from corral.model.cluster import CLUSTER_CONFIG_KEY, ClusterConfig, differences, validate_cluster_config
@@ -134,6 +136,9 @@ async def run_control(cfg: ControlConfig, *, stop: asyncio.Event,
                                    ttl=cfg.leader_ttl)
             leader = tg.create_task(leading, name="leader")
             tasks = [caches]
+            if etcd is not None:  # restarted on the same ports when it dies: clients reconnect
+                keeper = Supervisor("the embedded etcd", etcd, stop=stop, backoff=Backoff(initial=0.1, maximum=5.0))
+                tasks.append(tg.create_task(keeper.run(), name="etcd-supervisor"))
             if started is not None:
                 tasks.append(tg.create_task(started(plane), name="control-started"))
             await stop.wait()
