@@ -3,11 +3,13 @@
 ``corral serve`` starts an etcd, a containerd and a leader process of its own. Three rules keep
 them from turning a crash into an outage:
 
-- **They die with their parent.** ``ChildProcess`` starts every child with ``PR_SET_PDEATHSIG``
-  (``prctl`` through ctypes, in the forked child before ``exec``): when the process that started it
-  dies, even by SIGKILL, the kernel sends the child SIGTERM. The signal follows the *thread* that
-  forked, so children are started from the event loop's thread, never from a worker thread. If the
-  parent died between fork and ``prctl``, the child ends itself at once.
+- **They die with their parent.** ``ChildProcess`` runs every child through util-linux's
+  ``setpriv --pdeathsig TERM --`` (which sets ``PR_SET_PDEATHSIG`` and execs the program in its
+  place): when the process that started it dies, even by SIGKILL, the kernel sends the child
+  SIGTERM. Not ``prctl`` through ctypes in a ``preexec_fn``: a ``preexec_fn`` makes Python fork
+  (not vfork) and run the fork handlers of every library loaded (grpc's among them) in the child,
+  which crashed containerd's start in a test process. The signal follows the *thread* that forked,
+  so children are started from the event loop's thread, never from a worker thread.
 - **A leftover is found and removed before a new one starts.** Each child writes a pid file; the
   next start reads it and ends that process if — and only if — ``/proc/PID/cmdline`` shows it is
   the same program on the same data (``marker``, e.g. its data dir): a recycled pid is left alone.
@@ -24,9 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import os
+import shutil
 import signal
 import time
 from collections import Counter
@@ -38,31 +40,14 @@ from corral.aiokit.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
-PR_SET_PDEATHSIG = 1
 RESTARTS: Counter[str] = Counter()  # child name → restarts by a Supervisor in this process
 
-_libc: ctypes.CDLL | None = None
 
-
-def _prctl() -> Callable[..., int]:
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-    fn: Callable[..., int] = _libc.prctl
-    return fn
-
-
-def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None]:
-    """A ``preexec_fn`` that makes the child get ``sig`` when this process (its forking thread) dies."""
-    parent = os.getpid()
-    prctl = _prctl()  # resolved before the fork: the child only calls it
-
-    def preexec() -> None:
-        prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os.kill(os.getpid(), sig)
-
-    return preexec
+def die_with_parent(sig: str = "TERM") -> list[str]:
+    """The argv prefix that makes a child get SIG``sig`` when this process (its forking thread) dies;
+    [] where util-linux's setpriv is missing (then only the leftover check below protects)."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", sig, "--"] if setpriv else []
 
 
 async def terminate(proc: asyncio.subprocess.Process, *, grace: float = 10.0) -> int:
@@ -184,8 +169,8 @@ class ChildProcess:
         try:
             out = log_file if log_file is not None else None
             self.proc = await asyncio.create_subprocess_exec(
-                *self.argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
-                start_new_session=self.new_session, preexec_fn=die_with_parent(), env=self.env,
+                *die_with_parent(), *self.argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
+                start_new_session=self.new_session, env=self.env,
             )
         finally:
             if log_file is not None:
