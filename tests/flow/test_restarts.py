@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from corral.model.resources import Container, ContainerSpec, ObjectMeta
+from corral.model.resources import Container, ContainerSpec, Event, ObjectMeta
 from corral.runtime.client import Client
 from corral.runtime.containers import list_containers
 from corral.runtime.tasks import Task
@@ -100,6 +100,31 @@ async def test_a_killed_embedded_etcd_is_restarted_and_the_api_answers_again_wit
     await asyncio.sleep(8)  # past --fence-after and the node grace: nothing was fenced or released
     assert await all_running(solo, names) == before
     assert "restarting it" in solo.tail(100_000)
+
+
+async def test_a_store_outage_longer_than_the_fence_keeps_every_container_running_and_is_reported(
+    solo: ServeAll,
+) -> None:
+    names = ["etcd-a", "etcd-b"]
+    before = await all_running(solo, names)
+    etcd = solo.pid_of("etcd")
+    os.kill(etcd, signal.SIGSTOP)  # etcd hangs: the API answers, its store does not
+    try:
+        await asyncio.sleep(12)  # past --fence-after (4 s) and the node grace plus the release margin (8 s)
+        assert await running_tasks(solo.containerd_socket) == {n: [cid] for n, cid in before.items()}
+    finally:
+        os.kill(etcd, signal.SIGCONT)
+    await eventually(lambda: api_answers(solo), timeout=30, what="the API answers again")
+    await asyncio.sleep(8)  # the node controller judges again: nothing may be released now
+    assert await all_running(solo, names) == before
+    assert "killing every task" not in solo.tail(100_000)  # the fence never went up
+
+    async def reported() -> None:
+        async with solo.client() as api:
+            events, _ = await api.list(Event, namespace=None, field_selector="reason=StoreUnavailable")
+        assert any(e.spec.involved_object.kind == "Node" and e.spec.involved_object.name == NODE for e in events)
+
+    await eventually(reported, timeout=30, what="an Event says the node kept its containers")
 
 
 async def test_a_killed_embedded_containerd_is_restarted_and_containers_keep_running(solo: ServeAll) -> None:
