@@ -129,7 +129,7 @@ async def _serve_all(control: ControlConfig, agent: AgentConfig, *, embedded_dir
               help="Where corral keeps its state: embedded etcd data, tokens, the agent's files.")
 @click.option("--etcd", "etcd", multiple=True, metavar="URL",
               help="[control] An etcd endpoint (repeatable). Without it, an embedded etcd child runs under the data dir.")
-@click.option("--join-token", default="",
+@click.option("--join-token", default="", envvar="CORRAL_JOIN_TOKEN", show_envvar=True,
               help="[control] the join token workers must present (default: generated, in <data-dir>/join.token); "
                    "[worker] the token to join with.")
 @click.option("--policy", type=click.Choice(["spread", "binpack"]), default="spread", show_default=True,
@@ -153,7 +153,8 @@ async def _serve_all(control: ControlConfig, agent: AgentConfig, *, embedded_dir
 @click.option("--vxlan-port", default=8472, show_default=True, type=click.IntRange(1, 65_535),
               help="[control] The VXLAN UDP port.")
 @click.option("--server", "servers", multiple=True, metavar="URL", help="[worker] An API server URL (repeatable).")
-@click.option("--token", default="", help="[worker] A node token (instead of --join-token).")
+@click.option("--token", default="", envvar="CORRAL_TOKEN", show_envvar=True,
+              help="[worker] A node token (instead of --join-token).")
 @click.option("--node-name", default=socket.gethostname(), show_default=True, help="[worker] This node's name.")
 @click.option("--containerd-socket", default="/run/containerd/containerd.sock", show_default=True,
               help="[worker] containerd's socket; with --all, an embedded containerd starts if none answers there.")
