@@ -177,13 +177,18 @@ async def _serve_all(control: ControlConfig, agent: AgentConfig, *, embedded_dir
 @click.option("--fence-after", type=click.FloatRange(min=0.2), default=None, metavar="SECONDS",
               help="[worker] Kill every local container after this long without reaching the API "
                    "(default: --node-grace minus 1 s).")
+@click.option("--etcd-snapshot-interval", default="12h", show_default=True, metavar="DURATION",
+              help="[control] Take an etcd snapshot this often into <data-dir>/snapshots (e.g. 6h, 30m; 0: never).")
+@click.option("--etcd-snapshot-retain", default=5, show_default=True, type=click.IntRange(min=1),
+              help="[control] How many scheduled snapshots to keep (the oldest go first).")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: bool, listen: str, data_dir: Path, etcd: tuple[str, ...], join_token: str,
           policy: str, max_body: int, event_ttl: int, servers: tuple[str, ...], token: str, node_name: str, containerd_socket: str,
           labels: tuple[str, ...], pod_cidr: str, bridge: str, nft_table: str, node_ip: str, agent_listen: str, reserve_cpu: str,
           reserve_memory: str, insecure: tuple[str, ...], verbose: bool, node_grace: float,
           fence_after: float | None, cluster_cidr: str, node_cidr_size: int, service_cidr: str,
-          cluster_domain: str, network_backend: str, vxlan_vni: int, vxlan_port: int) -> None:
+          cluster_domain: str, network_backend: str, vxlan_vni: int, vxlan_port: int,
+          etcd_snapshot_interval: str = "0", etcd_snapshot_retain: int = 5) -> None:
     """Run corral's roles in this process until Ctrl-C or SIGTERM."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -232,6 +237,10 @@ def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: boo
         control.node_grace = node_grace
         control.leader_ttl = leader_ttl
         control.leader_process = not inline_leader
+        from corral.cli.params import parse_duration
+
+        control.snapshot_interval = parse_duration(etcd_snapshot_interval, hint="--etcd-snapshot-interval")
+        control.snapshot_retain = etcd_snapshot_retain
         control.cluster = ClusterConfig(cluster_cidr=cluster_cidr, node_cidr_size=node_cidr_size,
                                         service_cidr=service_cidr, cluster_domain=cluster_domain,
                                         backend=network_backend, vxlan_vni=vxlan_vni,  # type: ignore[arg-type]

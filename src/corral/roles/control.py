@@ -30,6 +30,7 @@ from corral.model.cluster import CLUSTER_CONFIG_KEY, ClusterConfig, differences,
 from corral.model.errors import AlreadyExists
 from corral.roles.controllers import LeaderConfig
 from corral.roles.leader import campaign, leader_args, supervise_leader
+from corral.store import snapshots
 from corral.store.embedded import EmbeddedEtcd
 from corral.store.etcd import EtcdStore
 
@@ -51,6 +52,8 @@ class ControlConfig:
     event_ttl: float = 3600.0  # seconds an Event lives (API- and scheduler-written; 0: forever)
     leader_process: bool = False  # run the scheduler and controllers in a child process (serve does)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)  # asked for; etcd's record wins
+    snapshot_interval: float = 0.0  # seconds between scheduled etcd snapshots into <data-dir>/snapshots (0: none)
+    snapshot_retain: int = 5
 
 
 @dataclass
@@ -103,6 +106,7 @@ async def run_control(cfg: ControlConfig, *, stop: asyncio.Event,
         await etcd.start()
         endpoints = [etcd.endpoint]
         log.info("embedded etcd at %s (pid %s)", etcd.endpoint, etcd.pid)
+    await asyncio.to_thread((data_dir / "etcd.endpoints").write_text, json.dumps(endpoints) + "\n")  # for `corral etcd`
     store = EtcdStore(endpoints)
     api = ApiServer(store, max_body=cfg.max_body, event_ttl=cfg.event_ttl)
     runner: web.AppRunner | None = None
@@ -139,6 +143,10 @@ async def run_control(cfg: ControlConfig, *, stop: asyncio.Event,
             if etcd is not None:  # restarted on the same ports when it dies: clients reconnect
                 keeper = Supervisor("the embedded etcd", etcd, stop=stop, backoff=Backoff(initial=0.1, maximum=5.0))
                 tasks.append(tg.create_task(keeper.run(), name="etcd-supervisor"))
+            if cfg.snapshot_interval > 0:
+                tasks.append(tg.create_task(snapshots.run_scheduled(
+                    store, data_dir / "snapshots", interval=cfg.snapshot_interval, retain=cfg.snapshot_retain),
+                    name="etcd-snapshots"))
             if started is not None:
                 tasks.append(tg.create_task(started(plane), name="control-started"))
             await stop.wait()
