@@ -141,7 +141,7 @@ async def run_control(cfg: ControlConfig, *, stop: asyncio.Event,
             leader = tg.create_task(leading, name="leader")
             tasks = [caches]
             if etcd is not None:  # restarted on the same ports when it dies: clients reconnect
-                keeper = Supervisor("the embedded etcd", etcd, stop=stop, backoff=Backoff(initial=0.1, maximum=5.0))
+                keeper = Supervisor("the embedded etcd", etcd, stop=stop, backoff=Backoff(initial=0.1, maximum=5.0, reset_after=10.0))
                 tasks.append(tg.create_task(keeper.run(), name="etcd-supervisor"))
             if cfg.snapshot_interval > 0:
                 tasks.append(tg.create_task(snapshots.run_scheduled(
