@@ -159,7 +159,10 @@ async def inject(serve: ServeAll, fault: str) -> None:
         await serve.start()
         await serve.wait_ready(timeout=90)
     elif fault == "leader":
-        os.kill(serve.leader_pid(), signal.SIGKILL)
+        async def leader() -> int:  # it may be between a kill and its restart
+            return serve.leader_pid()
+
+        os.kill(await eventually(leader, timeout=30, what="a leader process"), signal.SIGKILL)
     else:
         os.kill(serve.pid_of(fault), signal.SIGKILL)
 
