@@ -125,7 +125,9 @@ async def work(serve: ServeAll, wanted: Wanted, rng: random.Random, step: int) -
     wanted.generation += int(roll)
 
 
-async def invariants(serve: ServeAll, wanted: Wanted, checked: Counter[str]) -> None:
+async def invariants(serve: ServeAll, wanted: Wanted, tally: Counter[str]) -> None:
+    """Every invariant holds (each counted in ``tally`` only when all of them did)."""
+    checked: Counter[str] = Counter()
     async with serve.client() as api:
         items, _ = await api.list(Container)
     by_name = {c.metadata.name: c for c in items}
@@ -151,6 +153,7 @@ async def invariants(serve: ServeAll, wanted: Wanted, checked: Counter[str]) -> 
     holders = {p.read_text().split()[0] for p in leases if p.read_text().strip()}
     assert holders <= uids, f"IP leases without an owner: {holders - uids}"
     checked["no netns or IP lease without an owner"] += 1
+    tally.update(checked)
 
 
 async def inject(serve: ServeAll, fault: str) -> None:
