@@ -56,6 +56,7 @@ from corral.store.leases import BucketLeases
 BOOKMARK_SECONDS = 5.0
 COALESCE_SECONDS = 0.01  # a streaming watch waits this long after a write, to send events in batches
 COALESCE_BELOW = 64
+AHEAD_WAIT_SECONDS = 3.0  # a watch from a revision this cache has not reached waits this long, then 410
 NAMESPACE_SYNC_SECONDS = 2.0  # a namespace DELETE waits at most this long for the cache to show it
 UNCONDITIONAL_ATTEMPTS = 5  # a write without a resourceVersion is retried on a lost race
 MAX_LIMIT = 10_000
@@ -329,6 +330,9 @@ class ResourceHandlers:
             initial = [b'{"type":"ADDED","object":%s}\n' % e.json for e in cache.matching(predicate, node=node)]
         else:
             from_revision = _parse_int(rv, "resourceVersion")
+            if from_revision > cache.revision and not await cache.wait_for_revision(from_revision, AHEAD_WAIT_SECONDS):
+                raise Gone(f"resourceVersion {from_revision} is ahead of the store ({cache.revision}): it was "
+                           "restored from a snapshot; list again and watch from the list's resourceVersion")
             index = cache.start_index(from_revision)  # Gone → 410 before the stream starts
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson", "Cache-Control": "no-store"})
         response.enable_chunked_encoding()

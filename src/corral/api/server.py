@@ -40,7 +40,9 @@ from corral.model.errors import (
     Invalid,
     MethodNotAllowed,
     NotFound,
+    StoreUnavailable,
     TooLarge,
+    Unavailable,
 )
 from corral.model.kinds import BY_KIND, KINDS
 from corral.model.lifecycle import HEARTBEAT_PREFIX, now_rfc3339
@@ -55,6 +57,7 @@ log = logging.getLogger(__name__)
 PUBLIC = frozenset({"/healthz", "/readyz"})
 DEFAULT_MAX_BODY = 3 * 1024 * 1024
 DEFAULT_EVENT_TTL = 3600.0
+BEAT_STORE_TIMEOUT = 1.5  # seconds a beat waits for etcd before answering StoreUnavailable (agents fence by it)
 BEAT_LINGER = 0.05  # seconds a heartbeat may wait to share its etcd txn with others (period: 2 s)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -259,9 +262,15 @@ class ApiServer:
         beats that fail, so a beat is never acknowledged before it is stored); beats within
         ``BEAT_LINGER`` of each other share a txn. Says whether the API sees the node Ready: an agent
         that hears ``ready: false`` (the node controller marked it lost meanwhile) writes its full
-        status at once; otherwise only now and then."""
+        status at once; otherwise only now and then. A store that fails, or takes longer than
+        ``BEAT_STORE_TIMEOUT``, answers ``StoreUnavailable``: the agent then knows the API is there and
+        that nothing can release its containers meanwhile (roles/fencing.py)."""
         now = now_rfc3339()
-        await self.store.put(HEARTBEAT_PREFIX + name, now.encode(), linger=BEAT_LINGER)
+        try:  # a store that does not answer is said so at once, before the agent's beat times out
+            await asyncio.wait_for(self.store.put(HEARTBEAT_PREFIX + name, now.encode(), linger=BEAT_LINGER),
+                                   BEAT_STORE_TIMEOUT)
+        except (Unavailable, TimeoutError) as e:
+            raise StoreUnavailable(f"the API's store is unavailable: {str(e) or 'timed out'}") from None
         entry = self.caches["Node"].objects.get(BY_KIND["Node"].key("", name))
         conditions = entry.obj.status.conditions if entry is not None else []  # type: ignore[union-attr]
         ready = any(c.type == "Ready" and c.status == "True" for c in conditions)

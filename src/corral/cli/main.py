@@ -40,6 +40,7 @@ COMMANDS: dict[str, str] = {
     "attach": "corral.cli.execs:attach",
     "port-forward": "corral.cli.portforward:port_forward",
     "cp": "corral.cli.cp:cp",
+    "etcd": "corral.cli.etcd:etcd",
 }
 
 

@@ -129,7 +129,7 @@ async def _serve_all(control: ControlConfig, agent: AgentConfig, *, embedded_dir
               help="Where corral keeps its state: embedded etcd data, tokens, the agent's files.")
 @click.option("--etcd", "etcd", multiple=True, metavar="URL",
               help="[control] An etcd endpoint (repeatable). Without it, an embedded etcd child runs under the data dir.")
-@click.option("--join-token", default="",
+@click.option("--join-token", default="", envvar="CORRAL_JOIN_TOKEN", show_envvar=True,
               help="[control] the join token workers must present (default: generated, in <data-dir>/join.token); "
                    "[worker] the token to join with.")
 @click.option("--policy", type=click.Choice(["spread", "binpack"]), default="spread", show_default=True,
@@ -153,7 +153,8 @@ async def _serve_all(control: ControlConfig, agent: AgentConfig, *, embedded_dir
 @click.option("--vxlan-port", default=8472, show_default=True, type=click.IntRange(1, 65_535),
               help="[control] The VXLAN UDP port.")
 @click.option("--server", "servers", multiple=True, metavar="URL", help="[worker] An API server URL (repeatable).")
-@click.option("--token", default="", help="[worker] A node token (instead of --join-token).")
+@click.option("--token", default="", envvar="CORRAL_TOKEN", show_envvar=True,
+              help="[worker] A node token (instead of --join-token).")
 @click.option("--node-name", default=socket.gethostname(), show_default=True, help="[worker] This node's name.")
 @click.option("--containerd-socket", default="/run/containerd/containerd.sock", show_default=True,
               help="[worker] containerd's socket; with --all, an embedded containerd starts if none answers there.")
@@ -191,6 +192,10 @@ async def _serve_all(control: ControlConfig, agent: AgentConfig, *, embedded_dir
 @click.option("--job-backoff", type=click.FloatRange(min=0.1), default=10.0, show_default=True, metavar="SECONDS",
               help="[control, leader] The first delay before a failed Job's container is replaced; it doubles "
                    "with each failure, up to 6 minutes (Kubernetes' rule).")
+@click.option("--etcd-snapshot-interval", default="12h", show_default=True, metavar="DURATION",
+              help="[control] Take an etcd snapshot this often into <data-dir>/snapshots (e.g. 6h, 30m; 0: never).")
+@click.option("--etcd-snapshot-retain", default=5, show_default=True, type=click.IntRange(min=1),
+              help="[control] How many scheduled snapshots to keep (the oldest go first).")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: bool, listen: str, data_dir: Path, etcd: tuple[str, ...], join_token: str,
           policy: str, max_body: int, event_ttl: int, servers: tuple[str, ...], token: str, node_name: str, containerd_socket: str,
@@ -198,7 +203,8 @@ def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: boo
           reserve_memory: str, insecure: tuple[str, ...], verbose: bool, node_grace: float,
           fence_after: float | None, cluster_cidr: str, node_cidr_size: int, service_cidr: str,
           cluster_domain: str, network_backend: str, vxlan_vni: int, vxlan_port: int, metrics_listen: str,
-          leader_metrics_listen: str, job_backoff: float, upstream_dns: tuple[str, ...] = ()) -> None:
+          leader_metrics_listen: str, job_backoff: float, upstream_dns: tuple[str, ...] = (),
+          etcd_snapshot_interval: str = "0", etcd_snapshot_retain: int = 5) -> None:
     """Run corral's roles in this process until Ctrl-C or SIGTERM."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -251,6 +257,10 @@ def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: boo
         control.leader_ttl = leader_ttl
         control.leader_process = not inline_leader
         control.leader_metrics_listen = leader_metrics_listen
+        from corral.cli.params import parse_duration
+
+        control.snapshot_interval = parse_duration(etcd_snapshot_interval, hint="--etcd-snapshot-interval")
+        control.snapshot_retain = etcd_snapshot_retain
         control.cluster = ClusterConfig(cluster_cidr=cluster_cidr, node_cidr_size=node_cidr_size,
                                         service_cidr=service_cidr, cluster_domain=cluster_domain,
                                         backend=network_backend, vxlan_vni=vxlan_vni,  # type: ignore[arg-type]
