@@ -31,6 +31,7 @@ from corral.api.authz import (
     authorize_update,
     authorize_write,
 )
+from corral.api.secretaccess import node_may_read_secret
 from corral.api.watchcache import CacheEvent, WatchCache, splice_rv
 from corral.model import validation
 from corral.model.errors import (
@@ -106,7 +107,8 @@ def _decode_continue(token: str) -> tuple[str, int]:
 
 class ResourceHandlers:
     def __init__(self, *, store: Store, info: KindInfo, cache: WatchCache, namespaces: WatchCache,
-                 leases: BucketLeases | None = None) -> None:
+                 leases: BucketLeases | None = None, containers: WatchCache | None = None) -> None:
+        self.containers = containers  # Secrets: which ones a node may read (api/secretaccess.py)
         self.store = store
         self.leases = leases  # Events: the shared lease that makes them expire (see store/leases.py)
         self.info = info
@@ -240,6 +242,8 @@ class ResourceHandlers:
         if kv is None:
             raise NotFound(f"{self._what(namespace, name)} not found")
         if request[IDENTITY].role == "node":
+            if self.info.kind == "Secret" and self.containers is not None:
+                node_may_read_secret(self.containers, node=request[IDENTITY].node, namespace=namespace, name=name)
             authorize_node_object(request[IDENTITY], typed.decode(kv, self.info.type))
         return codec.raw_response(splice_rv(kv.value, kv.mod_revision))
 

@@ -45,6 +45,7 @@ from corral.store import typed
 from corral.store.base import Store
 from corral.store.batching import BatchingStore
 from corral.store.leases import BucketLeases
+from corral.store.sealing import Keyring, SealingStore
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,11 @@ class JoinRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 class ApiServer:
     def __init__(self, store: Store, *, max_body: int = DEFAULT_MAX_BODY, event_ttl: float = DEFAULT_EVENT_TTL,
-                 group_commit: bool = True) -> None:
+                 group_commit: bool = True, keyring: Keyring | None = None) -> None:
+        # Secrets are sealed between the API and etcd (store/sealing.py); without a key file, a key
+        # that lives only in this process (fine for one throwaway API, wrong for several)
+        self.sealing = SealingStore(store, keyring or Keyring.ephemeral())
+        store = self.sealing
         # concurrent requests' creates and updates share etcd transactions (store/batching.py)
         self.store: Store = BatchingStore(store) if group_commit else store
         store = self.store
@@ -99,7 +104,8 @@ class ApiServer:
         for info in KINDS:
             h = ResourceHandlers(store=self.store, info=info, cache=self.caches[info.kind],
                                  namespaces=self.caches["Namespace"],
-                                 leases=self.event_leases if info.kind == "Event" else None)
+                                 leases=self.event_leases if info.kind == "Event" else None,
+                                 containers=self.caches["Container"])
             base = f"/namespaces/{{namespace}}/{info.plural}" if info.namespaced else f"/{info.plural}"
             r.add_get(base, h.list, allow_head=False)
             r.add_post(base, h.create)
@@ -117,6 +123,7 @@ class ApiServer:
         r.add_put("/nodes/{name}/heartbeat", self._heartbeat)
         r.add_get("/nodes/{name}/heartbeats", self._heartbeat_channel, allow_head=False)
         r.add_get("/cluster", self._cluster, allow_head=False)
+        r.add_post("/encryption/rotate", self._rotate_key)
         r.add_get("/healthz", self._healthz, allow_head=False)
         r.add_get("/readyz", self._readyz, allow_head=False)
         r.add_get("/metrics", self._metrics, allow_head=False)
@@ -157,6 +164,14 @@ class ApiServer:
         if kv is None:
             raise NotFound("the cluster settings are not recorded yet (no control instance has started)")
         return codec.raw_response(kv.value)
+
+    async def _rotate_key(self, request: web.Request) -> web.Response:
+        """Rotate the key that seals Secrets at rest and re-seal every one (admin only)."""
+        identity = request[IDENTITY]
+        if identity.role != "admin":
+            raise Forbidden(f"{identity.name} may not rotate the encryption key")
+        key_id, moved = await self.sealing.rotate()
+        return codec.json_response({"keyId": key_id, "resealed": moved})
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.Response(text="ok\n")

@@ -152,6 +152,11 @@ async def _serve_all(control: ControlConfig, agent: AgentConfig, *, embedded_dir
               help="[control] The VXLAN network identifier.")
 @click.option("--vxlan-port", default=8472, show_default=True, type=click.IntRange(1, 65_535),
               help="[control] The VXLAN UDP port.")
+@click.option("--encryption-key-file", type=click.Path(path_type=Path), default=None,
+              help="[control] The keys that encrypt Secrets in etcd (AES-GCM; default <data-dir>/encryption.key, "
+                   "made mode 0600 at first start). Every control instance needs the same file.")
+@click.option("--pids-limit", default=4096, show_default=True, type=click.IntRange(min=0),
+              help="[worker] The most processes one container may have (0: no limit).")
 @click.option("--server", "servers", multiple=True, metavar="URL", help="[worker] An API server URL (repeatable).")
 @click.option("--token", default="", help="[worker] A node token (instead of --join-token).")
 @click.option("--node-name", default=socket.gethostname(), show_default=True, help="[worker] This node's name.")
@@ -182,7 +187,8 @@ def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: boo
           labels: tuple[str, ...], pod_cidr: str, bridge: str, nft_table: str, node_ip: str, agent_listen: str, reserve_cpu: str,
           reserve_memory: str, insecure: tuple[str, ...], verbose: bool, node_grace: float,
           fence_after: float | None, cluster_cidr: str, node_cidr_size: int, service_cidr: str,
-          cluster_domain: str, network_backend: str, vxlan_vni: int, vxlan_port: int) -> None:
+          cluster_domain: str, network_backend: str, vxlan_vni: int, vxlan_port: int,
+          encryption_key_file: Path | None, pids_limit: int) -> None:
     """Run corral's roles in this process until Ctrl-C or SIGTERM."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -199,6 +205,7 @@ def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: boo
                         reserve_cpu=reserve_cpu, reserve_memory=reserve_memory, pod_cidr=pod_cidr, bridge=bridge, nft_table=nft_table,
                         node_ip=node_ip, listen_host=agent_host, listen_port=agent_port,
                         insecure_registries=list(insecure))
+    agent.pids_limit = pids_limit
     agent.fence_after = fence_after if fence_after is not None else max(node_grace - 1.0, node_grace / 2)
     embedded = data_dir / "containerd"
     with contextlib.suppress(KeyboardInterrupt):
@@ -230,6 +237,7 @@ def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: boo
                                 policy=policy, join_token=join_token, event_ttl=float(event_ttl))
         control.node_grace = node_grace
         control.leader_ttl = leader_ttl
+        control.encryption_key_file = encryption_key_file
         control.leader_process = not inline_leader
         control.cluster = ClusterConfig(cluster_cidr=cluster_cidr, node_cidr_size=node_cidr_size,
                                         service_cidr=service_cidr, cluster_domain=cluster_domain,

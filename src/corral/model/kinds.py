@@ -12,6 +12,7 @@ from corral.model.resources import (
     NetworkPolicy,
     Node,
     Object,
+    Secret,
     Volume,
 )
 
@@ -49,6 +50,7 @@ KINDS: tuple[KindInfo, ...] = (
     KindInfo("Volume", "volumes", Volume, namespaced=True, short_names=("vol",)),
     KindInfo("NetworkPolicy", "networkpolicies", NetworkPolicy, namespaced=True, short_names=("netpol",),
              status_subresource=False),
+    KindInfo("Secret", "secrets", Secret, namespaced=True, status_subresource=False),
     KindInfo("Event", "events", Event, namespaced=True, short_names=("ev",), status_subresource=False),
 )
 

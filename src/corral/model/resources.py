@@ -54,9 +54,20 @@ class Condition(_Base):
 # --- Container -------------------------------------------------------------------------------
 
 
+class SecretKeySelector(_Base):
+    name: str
+    key: str
+    optional: bool = False
+
+
+class EnvVarSource(_Base):
+    secret_key_ref: SecretKeySelector | None = None
+
+
 class EnvVar(_Base):
     name: str
     value: str = ""
+    value_from: EnvVarSource | None = None
 
 
 class ResourceList(_Base):
@@ -91,11 +102,25 @@ class HostPathSource(_Base):
     type: Literal["", "Directory", "DirectoryOrCreate", "File"] = ""
 
 
+class KeyToPath(_Base):
+    key: str
+    path: str
+    mode: int | None = None
+
+
+class SecretVolumeSource(_Base):
+    secret_name: str
+    items: list[KeyToPath] = []
+    default_mode: int = 0o400
+    optional: bool = False
+
+
 class VolumeSource(_Base):
     name: str
     empty_dir: EmptyDirSource | None = None
     volume: str = ""
     host_path: HostPathSource | None = None
+    secret: SecretVolumeSource | None = None
 
 
 class Toleration(_Base):
@@ -129,6 +154,32 @@ class Probe(_Base):
     failure_threshold: int = 3
 
 
+class LocalObjectReference(_Base):
+    name: str
+
+
+class Capabilities(_Base):
+    add: list[str] = []
+    drop: list[str] = []
+
+
+class SeccompProfile(_Base):
+    type: Literal["RuntimeDefault", "Unconfined"] = "RuntimeDefault"
+
+
+class SecurityContext(_Base):
+    """How the container's process is confined (see runtime/security.py for how each field is applied)."""
+
+    privileged: bool = False
+    capabilities: Capabilities | None = None
+    read_only_root_filesystem: bool = False
+    run_as_user: int | None = None
+    run_as_group: int | None = None
+    run_as_non_root: bool = False
+    allow_privilege_escalation: bool = False
+    seccomp_profile: SeccompProfile | None = None
+
+
 class ContainerSpec(_Base):
     image: str = ""
     command: list[str] = []
@@ -147,6 +198,8 @@ class ContainerSpec(_Base):
     termination_grace_period_seconds: int = 10
     liveness_probe: Probe | None = None
     readiness_probe: Probe | None = None
+    image_pull_secrets: list[LocalObjectReference] = []
+    security_context: SecurityContext | None = None
 
 
 Phase = Literal["Pending", "Scheduled", "Creating", "Running", "Succeeded", "Failed", "Unknown"]
@@ -410,5 +463,31 @@ class Event(_Base, kw_only=True):
     status: EventStatus = msgspec.field(default_factory=EventStatus)
 
 
-Object = Container | Namespace | Node | Deployment | Volume | NetworkPolicy | Event
+# --- Secret ----------------------------------------------------------------------------------
+
+
+class SecretSpec(_Base):
+    pass
+
+
+class SecretStatus(_Base):
+    pass
+
+
+class Secret(_Base, kw_only=True):
+    """Kubernetes-shaped: ``data`` (key -> base64), ``stringData`` (write-only, merged into ``data``
+    on write), ``type``. Encrypted at rest (store/sealing.py); see model/secrets.py."""
+
+    KIND: ClassVar[str] = "Secret"
+    api_version: str = API_VERSION
+    kind: str = "Secret"
+    metadata: ObjectMeta = msgspec.field(default_factory=ObjectMeta)
+    type: str = "Opaque"
+    data: dict[str, str] = {}
+    string_data: dict[str, str] = {}
+    spec: SecretSpec = msgspec.field(default_factory=SecretSpec)
+    status: SecretStatus = msgspec.field(default_factory=SecretStatus)
+
+
+Object = Container | Namespace | Node | Deployment | Volume | NetworkPolicy | Event | Secret
 JSON = dict[str, Any]

@@ -105,6 +105,7 @@ class AgentConfig:
     workers: int = 8
     insecure_registries: list[str] = field(default_factory=list)
     fence_after: float = 4.0  # no heartbeat for this long: kill every task (roles/fencing.py)
+    pids_limit: int = 4096  # the most processes one container may have (0: no limit)
 
 
 def host_capacity() -> tuple[int, int]:

@@ -30,6 +30,7 @@ from corral.roles.controllers import LeaderConfig
 from corral.roles.leader import campaign, leader_args, supervise_leader
 from corral.store.embedded import EmbeddedEtcd
 from corral.store.etcd import EtcdStore
+from corral.store.sealing import Keyring
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class ControlConfig:
     event_ttl: float = 3600.0  # seconds an Event lives (API- and scheduler-written; 0: forever)
     leader_process: bool = False  # run the scheduler and controllers in a child process (serve does)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)  # asked for; etcd's record wins
+    encryption_key_file: Path | None = None  # the keys sealing Secrets at rest (default <data-dir>/encryption.key)
 
 
 @dataclass
@@ -102,7 +104,8 @@ async def run_control(cfg: ControlConfig, *, stop: asyncio.Event,
         endpoints = [etcd.endpoint]
         log.info("embedded etcd at %s (pid %s)", etcd.endpoint, etcd.pid)
     store = EtcdStore(endpoints)
-    api = ApiServer(store, max_body=cfg.max_body, event_ttl=cfg.event_ttl)
+    keyring = await asyncio.to_thread(Keyring.from_file, cfg.encryption_key_file or data_dir / "encryption.key")
+    api = ApiServer(store, max_body=cfg.max_body, event_ttl=cfg.event_ttl, keyring=keyring)
     runner: web.AppRunner | None = None
     try:
         await api.ensure_default_namespace()
