@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "drain": "corral.cli.nodes:drain",
     "why-not": "corral.cli.whynot:why_not",
     "sim": "corral.cli.sim:sim",
+    "secrets": "corral.cli.secrets:secrets",
 }
 
 

@@ -22,6 +22,7 @@ from corral.model.resources import (
     NetworkPolicy,
     Node,
     Object,
+    Secret,
     Volume,
 )
 
@@ -130,6 +131,11 @@ def _event(e: Any, ctx: Context) -> list[str]:
     return [age(seen, ctx.now), s.type, s.reason, obj, s.message]
 
 
+def _secret(s: Any, ctx: Context) -> list[str]:  # names and keys only, never values
+    return [s.metadata.name, s.type or "Opaque", ",".join(sorted(s.data)) or NONE, str(len(s.data)),
+            age(s.metadata.creation_timestamp, ctx.now)]
+
+
 @dataclass(frozen=True, slots=True)
 class _Table:
     header: tuple[str, ...]
@@ -148,6 +154,7 @@ _TABLES: dict[type, _Table] = {
     Namespace: _Table(("NAME", "STATUS", "AGE"), _namespace),
     Volume: _Table(("NAME", "STATUS", "SIZE", "NODE", "AGE"), _volume),
     NetworkPolicy: _Table(("NAME", "POD-SELECTOR", "AGE"), _network_policy),
+    Secret: _Table(("NAME", "TYPE", "KEYS", "DATA", "AGE"), _secret),
     Event: _Table(("LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"), _event),
 }
 

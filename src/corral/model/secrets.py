@@ -96,27 +96,3 @@ def _check_docker_config(secret: Secret, errors: list[FieldError]) -> None:
         return
     if not isinstance(doc, dict) or not isinstance(doc.get("auths"), dict):
         errors.append(FieldError(where, 'must be a docker config.json: {"auths": {"<registry>": {...}}}'))
-
-
-def registry_credentials(secret: Secret) -> dict[str, tuple[str, str]]:
-    """registry host -> (username, password) from a dockerconfigjson Secret (``auth`` or the two fields)."""
-    raw = decoded(secret).get(DOCKER_CONFIG_KEY)
-    if raw is None:
-        return {}
-    try:
-        auths = json.loads(raw).get("auths", {})
-    except (ValueError, AttributeError):
-        return {}
-    out: dict[str, tuple[str, str]] = {}
-    for host, entry in auths.items() if isinstance(auths, dict) else ():
-        if not isinstance(entry, dict):
-            continue
-        user, password = str(entry.get("username", "")), str(entry.get("password", ""))
-        if entry.get("auth"):
-            try:
-                user, _, password = base64.b64decode(str(entry["auth"])).decode().partition(":")
-            except (binascii.Error, ValueError, UnicodeDecodeError):
-                continue
-        host = host.removeprefix("https://").removeprefix("http://").split("/")[0]
-        out[host] = (user, password)
-    return out

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,12 +19,15 @@ from corral.model.errors import CorralError, NotFound
 from corral.model.quantities import parse_cpu, parse_memory
 from corral.model.resources import Container
 from corral.reconcile import naming
+from corral.reconcile.secretrefs import SecretSource, pull_credentials, resolve_env
 from corral.reconcile.state import stop
 from corral.runtime import containers as ctrs
 from corral.runtime import images, pull
 from corral.runtime._pb.containerd.services.images.v1 import images_pb2
+from corral.runtime.auth import Credentials
 from corral.runtime.client import Client
 from corral.runtime.containers import ContainerInfo
+from corral.runtime.distribution import RegistryUnauthorized
 from corral.runtime.reference import parse_reference
 from corral.runtime.spec import BindMount, build_spec
 from corral.runtime.unpack import SNAPSHOTTER
@@ -70,7 +74,9 @@ class ImageCache:
 
 
 async def ensure_image(client: Client, ref: str, *, insecure_registries: list[str],
-                       cache: ImageCache | None = None) -> images.Image:
+                       cache: ImageCache | None = None,
+                       credentials: Callable[[], Awaitable[Credentials | None]] | None = None) -> images.Image:
+    """The image, pulled if missing (with the container's ``imagePullSecrets``, read only then)."""
     name = parse_reference(ref).name
     try:
         if cache is not None:
@@ -79,8 +85,13 @@ async def ensure_image(client: Client, ref: str, *, insecure_registries: list[st
     except NotFound:
         if cache is not None:
             cache.forget(name)
+    creds = await credentials() if credentials is not None else None
     try:
-        return await pull.pull(client, ref, insecure_registries=insecure_registries)
+        return await pull.pull(client, ref, insecure_registries=insecure_registries, credentials=creds)
+    except RegistryUnauthorized as e:
+        hint = ("; give the container imagePullSecrets (a corral.io/dockerconfigjson Secret)" if creds is None
+                else " (with the credentials of its imagePullSecrets)")
+        raise ImagePullFailed(f"pulling {ref}: unauthorized: {e.message.split(';')[0]}{hint}") from e
     except CorralError as e:
         raise ImagePullFailed(f"pulling {ref}: {e.message}") from e
 
@@ -103,6 +114,8 @@ async def ensure_container(
     insecure_registries: list[str],
     run_dir: Path,
     image_cache: ImageCache | None = None,
+    secrets: SecretSource | None = None,
+    pids_limit: int = 0,
 ) -> Prepared:
     cid = naming.containerd_id(obj)
     existing = await ctrs.list_containers(client, {naming.LABEL_UID: obj.metadata.uid})
@@ -113,9 +126,11 @@ async def ensure_container(
         else:  # an older generation: replaced, its task stopped gracefully first (SIGTERM, grace, SIGKILL)
             await stop(client, info.id, grace=float(obj.spec.termination_grace_period_seconds))
             await ctrs.delete_container(client, info.id)
-    image = await ensure_image(client, obj.spec.image, insecure_registries=insecure_registries, cache=image_cache)
+    image = await ensure_image(client, obj.spec.image, insecure_registries=insecure_registries, cache=image_cache,
+                               credentials=lambda: pull_credentials(obj, secrets))
     if current is not None:
         return Prepared(current, image, created=False)
+    env = await resolve_env(obj, secrets)  # Secrets' values, fixed at creation (like Kubernetes)
     cpu_limit, cpu_request, memory = _limits(obj)
     files = await asyncio.to_thread(_write_etc_files, run_dir, obj)
     spec = build_spec(
@@ -123,7 +138,7 @@ async def ensure_container(
         image_config=image.config,
         command=obj.spec.command,
         args=obj.spec.args,
-        env=[(e.name, e.value) for e in obj.spec.env],
+        env=env,
         working_dir=obj.spec.working_dir,
         user=obj.spec.user,
         hostname=obj.metadata.name,
@@ -133,6 +148,7 @@ async def ensure_container(
         netns_path=netns_path,
         mounts=[*files, *mounts],
         cgroups_path=f"/corral/{cid}",
+        pids_limit=pids_limit or None,
     )
     labels = naming.labels(obj, node=node)
     await ctrs.create_container(client, id=cid, image=image, spec=spec, labels=labels)

@@ -52,6 +52,7 @@ from corral.network.nftables import NftTable
 from corral.reconcile.events import EventType
 from corral.reconcile.pipeline import NodeReconciler, ReconcilerConfig
 from corral.roles import agentlogs
+from corral.roles.agentsecrets import ApiSecrets, follow_secret_volumes
 from corral.roles.fencing import Fence, kill_node_tasks
 
 log = logging.getLogger(__name__)
@@ -386,6 +387,8 @@ class Agent:
             tg.create_task(self._resync(), name="agent-resync")
             tg.create_task(self.volume_reflector.run(), name="agent-volume-reflector")
             tg.create_task(self._volume_sweeps(), name="agent-volume-sweeps")
+            tg.create_task(follow_secret_volumes(self.reconciler, lambda: self.reflector.objects.values()),
+                           name="agent-secret-volumes")
             for i in range(self.cfg.workers):
                 tg.create_task(self._worker(), name=f"agent-worker-{i}")
 
@@ -417,8 +420,10 @@ async def run_agent(cfg: AgentConfig, *, stop: asyncio.Event) -> None:
     token = await join(cfg)
     async with ApiClient(cfg.servers, token) as api:
         rcfg = ReconcilerConfig(data_dir=cfg.data_dir, node_name=cfg.node_name, containerd_socket=cfg.containerd_socket,
-                                pod_cidr=cfg.pod_cidr, bridge=cfg.bridge, insecure_registries=cfg.insecure_registries)
+                                pod_cidr=cfg.pod_cidr, bridge=cfg.bridge, insecure_registries=cfg.insecure_registries,
+                                pids_limit=cfg.pids_limit)
         reconciler = NodeReconciler(rcfg)
+        reconciler.secrets = ApiSecrets(api)  # Secrets: env, secret volumes, image pull credentials
         agent = Agent(cfg, api, reconciler)
         reconciler.events = agent
         reconciler.on_change = agent.queue.add  # probes: a flipped probe result requeues its key
