@@ -29,6 +29,7 @@ from corral.runtime.client import Client
 from corral.runtime.containers import ContainerInfo
 from corral.runtime.distribution import RegistryUnauthorized
 from corral.runtime.reference import parse_reference
+from corral.runtime.security import Confinement
 from corral.runtime.spec import BindMount, build_spec
 from corral.runtime.unpack import SNAPSHOTTER
 
@@ -149,12 +150,32 @@ async def ensure_container(
         mounts=[*files, *mounts],
         cgroups_path=f"/corral/{cid}",
         pids_limit=pids_limit or None,
+        confinement=confinement_of(obj),
     )
     labels = naming.labels(obj, node=node)
     await ctrs.create_container(client, id=cid, image=image, spec=spec, labels=labels)
     info = ContainerInfo(id=cid, labels=labels, image=image.name, runtime=ctrs.RUNTIME, snapshotter=SNAPSHOTTER,
                          snapshot_key=cid, spec=spec)
     return Prepared(info, image, created=True)
+
+
+def confinement_of(obj: Container) -> Confinement:
+    """The container's securityContext as the runtime applies it (runtime/security.py)."""
+    sc = obj.spec.security_context
+    if sc is None:
+        return Confinement()
+    caps = sc.capabilities
+    return Confinement(
+        privileged=sc.privileged,
+        add_capabilities=tuple(caps.add) if caps else (),
+        drop_capabilities=tuple(caps.drop) if caps else (),
+        read_only_root=sc.read_only_root_filesystem,
+        run_as_user=sc.run_as_user,
+        run_as_group=sc.run_as_group,
+        run_as_non_root=sc.run_as_non_root,
+        allow_privilege_escalation=sc.allow_privilege_escalation,
+        seccomp=sc.seccomp_profile.type if sc.seccomp_profile else "RuntimeDefault",
+    )
 
 
 def _write_etc_files(run_dir: Path, obj: Container) -> list[BindMount]:
@@ -171,8 +192,9 @@ def _write_etc_files(run_dir: Path, obj: Container) -> list[BindMount]:
         text = ""
     lines = [ln for ln in text.splitlines() if not ln.strip().startswith("nameserver 127.")]
     resolv.write_text("\n".join(lines) + "\n")
+    hardened = ("nosuid", "nodev", "noexec")  # and read-only: a container cannot rewrite its own names
     return [
-        BindMount(str(hosts), "/etc/hosts"),
-        BindMount(str(hostname), "/etc/hostname"),
-        BindMount(str(resolv), "/etc/resolv.conf", readonly=True),
+        BindMount(str(hosts), "/etc/hosts", readonly=True, options=hardened),
+        BindMount(str(hostname), "/etc/hostname", readonly=True, options=hardened),
+        BindMount(str(resolv), "/etc/resolv.conf", readonly=True, options=hardened),
     ]

@@ -32,7 +32,9 @@ class VolumeStep:
                 sources.append(vol.VolumeSource(v.name, vol.NamedVolume(v.volume)))
             elif v.host_path is not None:
                 sources.append(vol.VolumeSource(v.name, vol.HostPath(v.host_path.path, v.host_path.type)))
-        paths = await self.store.ensure_volumes(obj.metadata.uid, obj.metadata.namespace, sources)
+        sc = obj.spec.security_context
+        owner = (sc.run_as_user or 0, sc.run_as_group or 0) if sc is not None else (0, 0)
+        paths = await self.store.ensure_volumes(obj.metadata.uid, obj.metadata.namespace, sources, owner=owner)
         mounts: list[BindMount] = []
         for i, m in enumerate(obj.spec.volume_mounts):
             ready = (prepared or {}).get(m.name)
