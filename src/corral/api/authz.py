@@ -9,7 +9,9 @@ spec (its agent removes its finalizer that way); deletes nothing. Heartbeats are
 
 from __future__ import annotations
 
+from corral.api import roles
 from corral.api.auth import Identity
+from corral.api.roles import USER_ROLES
 from corral.model.errors import CorralError, Forbidden
 from corral.model.kinds import KindInfo
 from corral.model.lifecycle import spec_bytes
@@ -23,6 +25,8 @@ def _deny(identity: Identity, what: str) -> CorralError:
 def authorize_read(identity: Identity, info: KindInfo, *, namespace: str, name: str) -> None:
     if identity.role == "admin":
         return
+    if identity.role in USER_ROLES:  # edit/view tokens: api/roles.py
+        return roles.check(identity, "get", info, namespace)
     if identity.role == "node" and info.kind in ("Container", "Node", "Volume", "Namespace"):
         return
     if identity.role == "node" and info.kind == "Secret":  # only those its containers use: api/secretaccess.py
@@ -35,9 +39,12 @@ def authorize_node_object(identity: Identity, obj: Object) -> None:
         raise _deny(identity, f"read containers bound to other nodes ({obj.metadata.namespace}/{obj.metadata.name})")
 
 
-def authorize_list(identity: Identity, info: KindInfo, field_selector: str) -> None:
+def authorize_list(identity: Identity, info: KindInfo, field_selector: str, *, namespace: str = "",
+                   watch: bool = False) -> None:
     if identity.role == "admin":
         return
+    if identity.role in USER_ROLES:
+        return roles.check(identity, "watch" if watch else "list", info, namespace)
     if identity.role == "node":
         if info.kind == "Container" and field_selector.replace(" ", "") == f"spec.node={identity.node}":
             return
@@ -49,6 +56,8 @@ def authorize_list(identity: Identity, info: KindInfo, field_selector: str) -> N
 def authorize_write(identity: Identity, info: KindInfo, obj: Object, *, verb: str) -> None:
     if identity.role == "admin":
         return
+    if identity.role in USER_ROLES:
+        return roles.check(identity, "create", info, obj.metadata.namespace)
     if identity.role == "node":
         if info.kind == "Node" and obj.metadata.name == identity.node:
             return
@@ -60,6 +69,8 @@ def authorize_write(identity: Identity, info: KindInfo, obj: Object, *, verb: st
 def authorize_update(identity: Identity, info: KindInfo, current: Object, new: Object) -> None:
     if identity.role == "admin":
         return
+    if identity.role in USER_ROLES:
+        return roles.check(identity, "update", info, current.metadata.namespace)
     if identity.role == "node":
         if info.kind == "Node" and current.metadata.name == identity.node:
             return
@@ -72,6 +83,8 @@ def authorize_update(identity: Identity, info: KindInfo, current: Object, new: O
 def authorize_status(identity: Identity, info: KindInfo, current: Object) -> None:
     if identity.role == "admin":
         return
+    if identity.role in USER_ROLES:
+        return roles.check(identity, "status", info, current.metadata.namespace)
     if identity.role == "node":
         if info.kind == "Node" and current.metadata.name == identity.node:
             return
@@ -83,4 +96,6 @@ def authorize_status(identity: Identity, info: KindInfo, current: Object) -> Non
 def authorize_delete(identity: Identity, info: KindInfo, current: Object) -> None:
     if identity.role == "admin":
         return
+    if identity.role in USER_ROLES:
+        return roles.check(identity, "delete", info, current.metadata.namespace)
     raise _deny(identity, f"delete {info.plural}")

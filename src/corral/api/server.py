@@ -87,6 +87,7 @@ class ApiServer:
         async with asyncio.TaskGroup() as tg:
             for kind, cache in self.caches.items():
                 tg.create_task(cache.run(), name=f"watch-cache-{kind}")
+            tg.create_task(self.tokens.index.run(), name="token-index")
 
     async def ensure_default_namespace(self) -> None:
         ns = Namespace(metadata=ObjectMeta(name="default", uid="default", creation_timestamp=now_rfc3339(), generation=1))
