@@ -92,6 +92,11 @@ def _digest(token: str) -> str:
     return hashlib.sha256(secret_part(token).encode()).hexdigest()
 
 
+def token_id(token: str) -> str:
+    """The id a token is listed and revoked by: the start of its digest (never enough to use it)."""
+    return _digest(token)[:TOKEN_ID_CHARS]
+
+
 class Tokens:
     def __init__(self, store: Store) -> None:
         self.store = store

@@ -12,18 +12,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 
 import msgspec
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from corral.api import codec
+from corral.api import audit, codec
+from corral.api.audit import AuditLog
 from corral.api.auth import IDENTITY, Identity, Tokens
 from corral.api.logs import LogsProxy
 from corral.api.metrics import Metrics
 from corral.api.openapi import document
 from corral.api.resources import ResourceHandlers
+from corral.api.tokens import TokenRoutes
 from corral.api.watchcache import WatchCache
 from corral.model import names
 from corral.model.cluster import CLUSTER_CONFIG_KEY
@@ -57,13 +60,22 @@ BEAT_LINGER = 0.05  # seconds a heartbeat may wait to share its etcd txn with ot
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+class _NameOnly(msgspec.Struct):
+    name: str = ""
+
+
+class _Named(msgspec.Struct):
+    metadata: _NameOnly = msgspec.field(default_factory=_NameOnly)
+
+
 class JoinRequest(msgspec.Struct, forbid_unknown_fields=True):
     node: str
 
 
 class ApiServer:
     def __init__(self, store: Store, *, max_body: int = DEFAULT_MAX_BODY, event_ttl: float = DEFAULT_EVENT_TTL,
-                 group_commit: bool = True, keyring: Keyring | None = None) -> None:
+                 group_commit: bool = True, keyring: Keyring | None = None, audit_log: AuditLog | None = None) -> None:
+        self.audit = audit_log  # every write and every refusal, as JSON lines (api/audit.py)
         # Secrets are sealed between the API and etcd (store/sealing.py); without a key file, a key
         # that lives only in this process (fine for one throwaway API, wrong for several)
         self.sealing = SealingStore(store, keyring or Keyring.ephemeral())
@@ -100,6 +112,7 @@ class ApiServer:
         app = web.Application(client_max_size=self.max_body, middlewares=[self._middleware])
         app[codec.MAX_BODY] = self.max_body
         app.on_shutdown.append(self._on_shutdown)
+        app.on_cleanup.append(self._close_audit)
         r = app.router
         ns_info = BY_KIND["Namespace"]
         for info in KINDS:
@@ -125,6 +138,7 @@ class ApiServer:
         r.add_get("/nodes/{name}/heartbeats", self._heartbeat_channel, allow_head=False)
         r.add_get("/cluster", self._cluster, allow_head=False)
         r.add_post("/encryption/rotate", self._rotate_key)
+        TokenRoutes(self.tokens).add(r)
         r.add_get("/healthz", self._healthz, allow_head=False)
         r.add_get("/readyz", self._readyz, allow_head=False)
         r.add_get("/metrics", self._metrics, allow_head=False)
@@ -141,6 +155,7 @@ class ApiServer:
         start = time.perf_counter()
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else "unmatched"
+        request_id = secrets.token_hex(8)
         try:
             if request.path not in PUBLIC:
                 request[IDENTITY] = await self.tokens.authenticate(request.headers.get("Authorization"))
@@ -151,11 +166,30 @@ class ApiServer:
             response = codec.error_response(_from_http(e, request))
         except (ConnectionResetError, asyncio.CancelledError):
             raise
-        except Exception as e:  # a bug: say so, keep serving
-            log.exception("%s %s failed", request.method, request.path)
-            response = codec.error_response(CorralError(f"internal error: {type(e).__name__}: {e}"))
+        except Exception:  # a bug: the log has the traceback, the client only the request id
+            log.exception("%s %s failed (request id %s)", request.method, request.path, request_id)
+            response = codec.error_response(CorralError(
+                f"internal error (request id {request_id}); the API server's log has the details"))
+        if not response.prepared:
+            response.headers["X-Request-Id"] = request_id
         self.metrics.observe(request.method, route, response.status, time.perf_counter() - start)
+        if self.audit is not None and audit.should_audit(request.method, request.path, response.status):
+            self._audit(request, response, request_id)
         return response
+
+    def _audit(self, request: web.Request, response: web.StreamResponse, request_id: str) -> None:
+        assert self.audit is not None
+        plural, namespace, name = audit.target_of(request.path)
+        if not name and response.status == 201 and isinstance(response, web.Response) and response.body:
+            with contextlib.suppress(msgspec.DecodeError, TypeError):  # a create: its name is in the answer
+                name = msgspec.json.decode(response.body, type=_Named).metadata.name  # type: ignore[arg-type]
+        identity = request.get(IDENTITY)
+        self.audit.record({
+            "time": now_rfc3339(), "requestId": request_id,
+            "identity": identity.name if identity is not None else "anonymous",
+            "verb": request.method, "kind": plural, "namespace": namespace, "name": name,
+            "code": response.status, "sourceIP": request.remote or "", "path": request.path,
+        })
 
     # --- small routes -----------------------------------------------------------------------
 
@@ -224,6 +258,10 @@ class ApiServer:
                 await ws.send_bytes(answer)
             except ConnectionError:  # the node went away mid-beat (its next beat reconnects)
                 break
+
+    async def _close_audit(self, _app: web.Application) -> None:
+        if self.audit is not None:
+            await asyncio.to_thread(self.audit.close)  # the last lines are written before the process goes
 
     async def _on_shutdown(self, _app: web.Application) -> None:
         """Before the server waits for its handlers: end every watch stream and heartbeat channel,

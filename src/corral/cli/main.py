@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "why-not": "corral.cli.whynot:why_not",
     "sim": "corral.cli.sim:sim",
     "secrets": "corral.cli.secrets:secrets",
+    "token": "corral.cli.token:token",
 }
 
 

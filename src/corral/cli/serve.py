@@ -155,6 +155,10 @@ async def _serve_all(control: ControlConfig, agent: AgentConfig, *, embedded_dir
 @click.option("--encryption-key-file", type=click.Path(path_type=Path), default=None,
               help="[control] The keys that encrypt Secrets in etcd (AES-GCM; default <data-dir>/encryption.key, "
                    "made mode 0600 at first start). Every control instance needs the same file.")
+@click.option("--audit-log", type=click.Path(path_type=Path), default=None,
+              help="[control] Write every API write and every refused request here, one JSON line each.")
+@click.option("--audit-log-max-size", default=100, show_default=True, type=click.IntRange(min=1), metavar="MIB",
+              help="[control] Rotate the audit log when it passes this many MiB (5 old files kept).")
 @click.option("--pids-limit", default=4096, show_default=True, type=click.IntRange(min=0),
               help="[worker] The most processes one container may have (0: no limit).")
 @click.option("--server", "servers", multiple=True, metavar="URL", help="[worker] An API server URL (repeatable).")
@@ -188,7 +192,8 @@ def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: boo
           reserve_memory: str, insecure: tuple[str, ...], verbose: bool, node_grace: float,
           fence_after: float | None, cluster_cidr: str, node_cidr_size: int, service_cidr: str,
           cluster_domain: str, network_backend: str, vxlan_vni: int, vxlan_port: int,
-          encryption_key_file: Path | None, pids_limit: int) -> None:
+          encryption_key_file: Path | None, pids_limit: int, audit_log: Path | None,
+          audit_log_max_size: int) -> None:
     """Run corral's roles in this process until Ctrl-C or SIGTERM."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -238,6 +243,8 @@ def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: boo
         control.node_grace = node_grace
         control.leader_ttl = leader_ttl
         control.encryption_key_file = encryption_key_file
+        control.audit_log = audit_log
+        control.audit_log_max_bytes = audit_log_max_size * 1024 * 1024
         control.leader_process = not inline_leader
         control.cluster = ClusterConfig(cluster_cidr=cluster_cidr, node_cidr_size=node_cidr_size,
                                         service_cidr=service_cidr, cluster_domain=cluster_domain,

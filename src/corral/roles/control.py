@@ -22,6 +22,7 @@ from pathlib import Path
 import msgspec
 from aiohttp import web
 
+from corral.api.audit import AuditLog
 from corral.api.auth import Identity
 from corral.api.server import ApiServer
 from corral.model.cluster import CLUSTER_CONFIG_KEY, ClusterConfig, differences, validate_cluster_config
@@ -51,6 +52,8 @@ class ControlConfig:
     leader_process: bool = False  # run the scheduler and controllers in a child process (serve does)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)  # asked for; etcd's record wins
     encryption_key_file: Path | None = None  # the keys sealing Secrets at rest (default <data-dir>/encryption.key)
+    audit_log: Path | None = None  # JSON lines of every write and refusal (api/audit.py); None: no audit log
+    audit_log_max_bytes: int = 100 * 1024 * 1024
 
 
 @dataclass
@@ -105,7 +108,8 @@ async def run_control(cfg: ControlConfig, *, stop: asyncio.Event,
         log.info("embedded etcd at %s (pid %s)", etcd.endpoint, etcd.pid)
     store = EtcdStore(endpoints)
     keyring = await asyncio.to_thread(Keyring.from_file, cfg.encryption_key_file or data_dir / "encryption.key")
-    api = ApiServer(store, max_body=cfg.max_body, event_ttl=cfg.event_ttl, keyring=keyring)
+    audit_log = AuditLog(cfg.audit_log, max_bytes=cfg.audit_log_max_bytes) if cfg.audit_log else None
+    api = ApiServer(store, max_body=cfg.max_body, event_ttl=cfg.event_ttl, keyring=keyring, audit_log=audit_log)
     runner: web.AppRunner | None = None
     try:
         await api.ensure_default_namespace()

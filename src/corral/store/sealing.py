@@ -22,7 +22,8 @@ Rotation (``rotate``: ``POST /encryption/rotate``, ``corral secrets rotate-key``
 first in the file (old ones kept, so every instance can still read everything), re-seal every
 value under the sealed prefixes with the new key (compare-and-swap per key, retried on a race),
 then drop every other key from the file. A value sealed with a key no longer in the file cannot be
-read: that is an ``Unavailable`` error naming the key id, never silent plaintext.
+read: a GET of it is a 503 naming the key id, never silent plaintext; lists and watches leave it out
+(logged), so one unreadable Secret does not take the others down with it.
 """
 
 from __future__ import annotations
@@ -207,11 +208,17 @@ class _OpeningStream:
         return self
 
     async def __anext__(self) -> WatchEvent:
-        ev = await self.inner.__anext__()
-        if not _sealed(ev.key) or not ev.value:
-            return ev
-        return WatchEvent(type=ev.type, key=ev.key, value=self.keyring.open(ev.key, ev.value), revision=ev.revision,
-                          create_revision=ev.create_revision, version=ev.version, lease=ev.lease)
+        while True:
+            ev = await self.inner.__anext__()
+            if not _sealed(ev.key) or not ev.value:
+                return ev
+            try:
+                value = self.keyring.open(ev.key, ev.value)
+            except KeyringError as e:  # one unreadable value must not end the watch of every other
+                log.error("skipping a change of %s: %s", ev.key, e.message)
+                continue
+            return WatchEvent(type=ev.type, key=ev.key, value=value, revision=ev.revision,
+                              create_revision=ev.create_revision, version=ev.version, lease=ev.lease)
 
     async def aclose(self) -> None:
         await self.inner.aclose()
@@ -241,7 +248,13 @@ class SealingStore:
         page = await self.inner.list(prefix, limit=limit, start_after=start_after, revision=revision)
         if not _sealed(prefix) and not any(_sealed(kv.key) for kv in page.items):
             return page
-        return Page([self._open(kv) for kv in page.items], page.revision, page.more)
+        items: list[KeyValue] = []
+        for kv in page.items:
+            try:
+                items.append(self._open(kv))
+            except KeyringError as e:  # listed without it (a GET of it says why): the rest stay readable
+                log.error("leaving %s out of a list: %s", kv.key, e.message)
+        return Page(items, page.revision, page.more)
 
     async def create(self, key: str, value: bytes, *, lease: int = 0) -> int:
         return await self.inner.create(key, self._seal(key, value), lease=lease)
