@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import shutil
 import signal
 import time
@@ -21,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from corral.model.errors import Conflict, CorralError, NotFound
+from corral.model.errors import Conflict, CorralError, FieldError, Invalid, NotFound
 from corral.model.resources import Container, ContainerStatus
 from corral.network import masq
 from corral.network.attachments import Network
@@ -122,7 +123,7 @@ class NodeReconciler:
     # --- one container ----------------------------------------------------------------------
 
     async def sync(self, obj: Container) -> SyncResult:
-        uid = obj.metadata.uid
+        uid = _checked_uid(obj)
         key = (obj.metadata.namespace, obj.metadata.name)
         # 1. network — the namespace path is known up front, so CNI's ADD (the slow part: veth, bridge,
         # iptables) runs while the storage and containerd steps prepare; the task starts (step 4) only
@@ -260,7 +261,7 @@ class NodeReconciler:
             await self.prober.stop(cid)
 
     async def teardown(self, obj: Container) -> None:
-        uid = obj.metadata.uid
+        uid = _checked_uid(obj)
         grace = obj.metadata.deletion_grace_period_seconds
         if grace is None:
             grace = obj.spec.termination_grace_period_seconds
@@ -359,6 +360,18 @@ class NodeReconciler:
                 found = await self._key_for(cid)
                 if found is not None:
                     on_exit(found)
+
+
+_SAFE_UID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+
+
+def _checked_uid(obj: Container) -> str:
+    """The container's uid, which names directories on this node: never ``..``, a ``/`` or empty."""
+    uid = obj.metadata.uid
+    if not _SAFE_UID.match(uid) or ".." in uid:
+        raise Invalid(f"metadata.uid {uid!r} cannot name a directory on the node",
+                      details=[FieldError("metadata.uid", "letters, digits, '-', '_' and '.' only")])
+    return uid
 
 
 def _subdirs(path: Path) -> list[str]:
