@@ -129,9 +129,9 @@ async def _serve_all(control: ControlConfig, agent: AgentConfig, *, embedded_dir
               help="Where corral keeps its state: embedded etcd data, tokens, the agent's files.")
 @click.option("--etcd", "etcd", multiple=True, metavar="URL",
               help="[control] An etcd endpoint (repeatable). Without it, an embedded etcd child runs under the data dir.")
-@click.option("--join-token", default="",
+@click.option("--join-token", default="", envvar="CORRAL_JOIN_TOKEN",
               help="[control] the join token workers must present (default: generated, in <data-dir>/join.token); "
-                   "[worker] the token to join with.")
+                   "[worker] the token to join with. Also $CORRAL_JOIN_TOKEN (better: not on a command line).")
 @click.option("--policy", type=click.Choice(["spread", "binpack"]), default="spread", show_default=True,
               help="[control] Scheduling policy: spread (least allocated) or binpack (most allocated).")
 @click.option("--max-body", default=3 * 1024 * 1024, show_default=True, help="[control] Largest request body, in bytes.")
@@ -162,7 +162,8 @@ async def _serve_all(control: ControlConfig, agent: AgentConfig, *, embedded_dir
 @click.option("--pids-limit", default=4096, show_default=True, type=click.IntRange(min=0),
               help="[worker] The most processes one container may have (0: no limit).")
 @click.option("--server", "servers", multiple=True, metavar="URL", help="[worker] An API server URL (repeatable).")
-@click.option("--token", default="", help="[worker] A node token (instead of --join-token).")
+@click.option("--token", default="", envvar="CORRAL_NODE_TOKEN",
+              help="[worker] A node token (instead of --join-token). Also $CORRAL_NODE_TOKEN.")
 @click.option("--node-name", default=socket.gethostname(), show_default=True, help="[worker] This node's name.")
 @click.option("--containerd-socket", default="/run/containerd/containerd.sock", show_default=True,
               help="[worker] containerd's socket; with --all, an embedded containerd starts if none answers there.")
