@@ -53,3 +53,10 @@ async def test_get_secrets_shows_keys_and_yaml_hides_values_unless_asked(corral:
     rotated = await run(control_plane, secrets, "rotate-key")
     assert rotated.exit_code == 0 and "re-encrypted" in rotated.stdout
     assert "cHctMTIzNA==" in (await corral("get", "secret", "db", "-o", "json", "--show-secrets")).stdout
+
+
+async def test_describe_a_secret_shows_its_keys_and_sizes_not_its_values(corral: Corral) -> None:
+    await corral("apply", "-f", "-", stdin="kind: Secret\nmetadata: {name: described}\nstringData: {token: abcdef}\n")
+    result = await corral("describe", "secret", "described")
+    assert result.exit_code == 0, result.output
+    assert "token: 6 bytes" in result.stdout and "abcdef" not in result.stdout and "YWJjZGVm" not in result.stdout

@@ -11,9 +11,9 @@ A namespace's label ``security.corral.io/level`` chooses the level of the worklo
   ``capabilities.drop`` contains ``ALL`` and only ``NET_BIND_SERVICE`` is added,
   ``allowPrivilegeEscalation`` is not true, volumes only ``emptyDir``, ``volume`` and ``secret``.
 
-Checked for Containers and for Deployments' templates on create and update (``admit``), for every
-identity but ``admin`` (an admin's workload is trusted: hostPath keeps working for admins in any
-namespace). A violation is a 403 whose details name every failing field and whose message names
+Checked for Containers and for Deployments' templates on create and update (``admit``) by an
+``edit`` token — the one non-admin role that writes workloads (an admin's workload is trusted:
+hostPath keeps working for admins in any namespace; view and join tokens write nothing). A violation is a 403 whose details name every failing field and whose message names
 the level and the namespace. Who may write in the namespace at all is ``authz``'s business.
 """
 
@@ -100,7 +100,7 @@ def admit(identity: Identity, obj: Object, namespace: Namespace | None) -> None:
     Invalid (422) for a Namespace whose level label is not a level."""
     if isinstance(obj, Namespace) and (problems := level_label_problems(obj)):
         raise Invalid(f"{problems[0].field}: {problems[0].message}", details=problems)
-    if identity.role in ("admin", "node"):  # a node never changes a spec (authz), it only reports
+    if identity.role != "edit":  # admins are trusted; nodes never change a spec; view and join never write
         return
     if obj.kind == "Container":
         spec, path = obj.spec, "spec"

@@ -32,7 +32,8 @@ def _list_document(info: KindInfo, items: list[Object], rv: str) -> dict[str, An
 def hide_secret_values(obj: Object) -> Object:
     """A Secret with every value replaced by a note of its size (``--show-secrets`` prints them)."""
     if isinstance(obj, Secret):
-        obj.data = {k: f"<hidden: {len(v) * 3 // 4} bytes; --show-secrets prints it>" for k, v in obj.data.items()}
+        obj.data = {k: f"<hidden: {len(v) * 3 // 4 - v.count('=')} bytes; --show-secrets prints it>"
+                    for k, v in obj.data.items()}
     return obj
 
 async def _context(client: ApiClient, info: KindInfo) -> tables.Context:
