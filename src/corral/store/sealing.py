@@ -21,13 +21,15 @@ sharing it follows a rotation.
 Rotation (``rotate``: ``POST /encryption/rotate``, ``corral secrets rotate-key``): write a new key
 first in the file (old ones kept, so every instance can still read everything), re-seal every
 value under the sealed prefixes with the new key (compare-and-swap per key, retried on a race),
-then drop every other key from the file. A value sealed with a key no longer in the file cannot be
+once more a second later (a write another instance sealed with the old key just as the file
+changed), then drop every other key from the file. A value sealed with a key no longer in the file cannot be
 read: a GET of it is a 503 naming the key id, never silent plaintext; lists and watches leave it out
 (logged), so one unreadable Secret does not take the others down with it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import os
@@ -46,6 +48,7 @@ log = logging.getLogger(__name__)
 
 MAGIC = b"k1:"
 NONCE_BYTES = 12
+ROTATION_SETTLE_SECONDS = 1.0
 SEALED_PREFIXES: tuple[str, ...] = ("/corral/secrets/",)
 
 
@@ -316,10 +319,16 @@ class SealingStore:
                 kv = await self.inner.get(kv.key)
         raise Unavailable(f"{kv.key if kv else '?'} kept changing during key rotation; run it again")
 
-    async def rotate(self) -> tuple[str, int]:
-        """The whole rotation (see the module docstring); the new key's id and how many values moved."""
+    async def rotate(self, *, settle: float = ROTATION_SETTLE_SECONDS) -> tuple[str, int]:
+        """The whole rotation (see the module docstring); the new key's id and how many values moved.
+
+        Another instance sharing the key file may be sealing a write with the old key at the moment
+        the new one is written; a second pass after ``settle`` seconds re-seals such stragglers before
+        the old key is dropped."""
         new = self.keyring.add_primary()
         moved = await self.reseal_all()
+        await asyncio.sleep(settle)
+        moved += await self.reseal_all()
         self.keyring.keep_only_primary()
         log.info("encryption key rotated to %s: %d values re-sealed", new.id, moved)
         return new.id, moved
