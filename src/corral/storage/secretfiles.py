@@ -121,6 +121,11 @@ class SecretFiles:
         with contextlib.suppress(FileNotFoundError, OSError):
             await asyncio.to_thread(_rmtree_local, base)
 
+    async def remove_all(self) -> None:
+        """Unmount and remove every container's secret volumes (a node being cleaned up)."""
+        for uid in await self.list_uids():
+            await self.remove(uid)
+
     async def list_uids(self) -> list[str]:
         def scan() -> list[str]:
             try:
