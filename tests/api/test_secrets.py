@@ -25,7 +25,7 @@ async def test_string_data_is_merged_into_data_and_never_stored(api: Api) -> Non
     status, body = await call(api, "POST", S, {"metadata": {"name": name}, "stringData": {"password": PLAIN},
                                                "data": {"user": b64("admin")}})
     assert status == 201, body
-    assert "stringData" not in body and body["data"] == {"user": b64("admin"), "password": b64(PLAIN)}
+    assert not body.get("stringData") and body["data"] == {"user": b64("admin"), "password": b64(PLAIN)}
     status, body = await call(api, "GET", f"{S}/{name}")
     assert status == 200 and body["data"]["password"] == b64(PLAIN) and body.get("type", "Opaque") == "Opaque"
 

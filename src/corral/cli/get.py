@@ -16,11 +16,12 @@ from typing import Any
 import click
 
 from corral.api.client import ApiClient
-from corral.cli import output, tables
+from corral.cli import jsonpath, output, tables
+from corral.cli.completion import complete_kind, complete_name
 from corral.cli.connection import api_command, connection_options
-from corral.model.errors import Gone, Unavailable
+from corral.model.errors import CorralError, Gone, Unavailable
 from corral.model.kinds import KindInfo
-from corral.model.resources import Container, Object, Secret
+from corral.model.resources import Container, Endpoints, Object, Secret
 
 RETRY_SECONDS = 1.0
 FORMATS = ("table", "wide", "json", "yaml", "name")
@@ -37,11 +38,21 @@ def hide_secret_values(obj: Object) -> Object:
     return obj
 
 async def _context(client: ApiClient, info: KindInfo) -> tables.Context:
+    if info.kind == "Service":  # the ENDPOINTS column: ready addresses per Service
+        endpoints, _ = await client.list(Endpoints, namespace=None)
+        ready = {(e.metadata.namespace, e.metadata.name): len(e.spec.addresses) for e in endpoints}
+        return tables.Context(endpoints_per_service=ready)
     if info.kind != "Node":
         return tables.Context()
     containers, _ = await client.list(Container, namespace=None)
     per_node = Counter(c.status.node or c.spec.node for c in containers if c.status.node or c.spec.node)
     return tables.Context(containers_per_node=per_node)
+
+def _check_format(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if value in FORMATS or value.startswith("jsonpath="):
+        return value
+    raise click.BadParameter(f"{value!r}: use one of {', '.join(FORMATS)} or jsonpath=TEMPLATE")
+
 
 class Printer:
     """Prints objects in one output format; a table keeps its column widths from the first batch."""
@@ -87,12 +98,13 @@ async def follow(client: ApiClient, printer: Printer, *, namespace: str | None, 
             await asyncio.sleep(RETRY_SECONDS)  # the stream was cut: resume from the last revision seen
 
 @click.command()
-@click.argument("kind")
-@click.argument("name", required=False)
+@click.argument("kind", shell_complete=complete_kind)
+@click.argument("name", required=False, shell_complete=complete_name)
 @click.option("-n", "--namespace", default="default", show_default=True, help="The namespace to look in.")
 @click.option("-A", "--all-namespaces", is_flag=True, help="List objects of every namespace.")
-@click.option("-o", "--output", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
-              help="table, wide (more columns), json, yaml, or name (kind/name lines).")
+@click.option("-o", "--output", "fmt", default="table", show_default=True, callback=_check_format,
+              help="table, wide (more columns), json, yaml, name (kind/name lines), or jsonpath=TEMPLATE "
+                   "(e.g. jsonpath={.status.phase}, jsonpath={.items[*].metadata.name}).")
 @click.option("-l", "--selector", default="", metavar="SELECTOR", help="Label selector, e.g. app=web,tier!=db.")
 @click.option("--field-selector", default="", metavar="SELECTOR", help="Field selector, e.g. spec.node=n1.")
 @click.option("-w", "--watch", is_flag=True, help="After printing, keep printing changes until Ctrl-C.")
@@ -103,6 +115,8 @@ async def get(client: ApiClient, *, kind: str, name: str | None, namespace: str,
               selector: str, field_selector: str, watch: bool, show_secrets: bool) -> int:
     """Show objects of a KIND (containers, nodes, deployments, namespaces, volumes, events, ...)."""
     info = output.kind_info(kind)
+    if watch and fmt.startswith("jsonpath="):
+        raise CorralError("-o jsonpath cannot be combined with -w; use -o json or yaml to follow changes")
     ns: str | None = None if all_namespaces or not info.namespaced else namespace
     printer = Printer(info, fmt, all_namespaces=all_namespaces, ctx=await _context(client, info))
     printer.show_secrets = show_secrets
@@ -114,7 +128,10 @@ async def get(client: ApiClient, *, kind: str, name: str | None, namespace: str,
         items, rv = await client.list(info.type, namespace=ns, label_selector=selector, field_selector=field_selector)
     if not show_secrets:
         items = [hide_secret_values(o) for o in items]
-    if fmt in ("json", "yaml"):
+    if fmt.startswith("jsonpath="):
+        data = output.to_data(items[0]) if name is not None else _list_document(info, items, rv)
+        click.echo(jsonpath.render(fmt[len("jsonpath="):], data))
+    elif fmt in ("json", "yaml"):
         data = output.to_data(items[0]) if name is not None else _list_document(info, items, rv)
         click.echo(output.dump(data, fmt))
     elif fmt == "name":

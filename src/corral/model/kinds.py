@@ -7,12 +7,14 @@ from dataclasses import dataclass
 from corral.model.resources import (
     Container,
     Deployment,
+    Endpoints,
     Event,
     Namespace,
     NetworkPolicy,
     Node,
     Object,
     Secret,
+    Service,
     Volume,
 )
 
@@ -52,6 +54,8 @@ KINDS: tuple[KindInfo, ...] = (
              status_subresource=False),
     KindInfo("Secret", "secrets", Secret, namespaced=True, status_subresource=False),
     KindInfo("Event", "events", Event, namespaced=True, short_names=("ev",), status_subresource=False),
+    KindInfo("Service", "services", Service, namespaced=True, short_names=("svc",), status_subresource=False),
+    KindInfo("Endpoints", "endpoints", Endpoints, namespaced=True, short_names=("ep",), status_subresource=False),
 )
 
 BY_KIND: dict[str, KindInfo] = {k.kind: k for k in KINDS}
