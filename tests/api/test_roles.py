@@ -69,6 +69,11 @@ async def test_an_edit_token_writes_workloads_in_its_namespace_only(api: Api) ->
     assert status == 403
     status, _ = await call(api, "POST", "/tokens", {"role": "admin"}, token=edit)
     assert status == 403
+    status, body = await call(api, "GET", f"{C.format(ns=other)}/x/exec", params={"command": "sh"}, token=edit)
+    assert status == 403 and other in body["error"]["message"]  # no exec into another namespace either
+    view, _ = await make_token(api, "view", mine)
+    status, _ = await call(api, "GET", f"{C.format(ns=mine)}/ok/exec", params={"command": "sh"}, token=view)
+    assert status == 403
     status, _ = await call(api, "DELETE", f"{C.format(ns=mine)}/ok", token=edit)
     assert status == 200
 
