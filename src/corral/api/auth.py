@@ -7,7 +7,9 @@ usable token. Three roles:
 - ``admin`` — everything. The control role writes one to ``<data-dir>/admin.token`` (mode 0600) on
   first start; the CLI reads it from there.
 - ``join`` — may only exchange itself for a node token (``POST /join``); ``<data-dir>/join.token``.
-- ``node`` — an agent, acting only as its node (see ``authorize`` in the routes).
+- ``node`` — an agent, acting only as its node (see ``authorize`` in the routes). A real agent
+  proves it with its client certificate (CN ``node:<name>``, signed by the cluster CA, checked in
+  the TLS handshake: ``identity_from_certificate``); node bearer tokens remain for ``corral sim``.
 
 Lookups are cached in memory: a valid token costs one etcd read per process, ever.
 """
@@ -28,6 +30,7 @@ from aiohttp import web
 
 from corral.model.errors import AlreadyExists, Unauthorized
 from corral.store.base import Store
+from corral.tls.pki import NODE_PREFIX
 
 Role = Literal["admin", "node", "join"]
 PREFIX = "/corral/_tokens/"
@@ -64,6 +67,15 @@ def _read_or_create(path: Path) -> str:
 
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def identity_from_certificate(common_name: str) -> Identity:
+    """Who a verified client certificate makes you: only node certificates name an identity."""
+    node = common_name.removeprefix(NODE_PREFIX)
+    if not common_name.startswith(NODE_PREFIX) or not node:
+        raise Unauthorized(f"the client certificate {common_name!r} is not a node's (CN node:<name>); "
+                           "send 'Authorization: Bearer <token>'")
+    return Identity("node", node)
 
 
 class Tokens:

@@ -12,28 +12,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 
-import msgspec
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from corral.api import codec
-from corral.api.auth import IDENTITY, Identity, Tokens
+from corral.api.agents import AgentConnections
+from corral.api.auth import IDENTITY, Identity, Tokens, identity_from_certificate
+from corral.api.join import JoinHandlers
 from corral.api.logs import LogsProxy
 from corral.api.metrics import Metrics
 from corral.api.openapi import document
 from corral.api.resources import ResourceHandlers
 from corral.api.watchcache import WatchCache
-from corral.model import names
 from corral.model.cluster import CLUSTER_CONFIG_KEY
 from corral.model.errors import (
     AlreadyExists,
     BadRequest,
     CorralError,
-    FieldError,
     Forbidden,
-    Invalid,
     MethodNotAllowed,
     NotFound,
     TooLarge,
@@ -45,10 +44,12 @@ from corral.store import typed
 from corral.store.base import Store
 from corral.store.batching import BatchingStore
 from corral.store.leases import BucketLeases
+from corral.tls.contexts import peer_common_name
+from corral.tls.pki import Authority
 
 log = logging.getLogger(__name__)
 
-PUBLIC = frozenset({"/healthz", "/readyz"})
+PUBLIC = frozenset({"/healthz", "/readyz", "/cacerts"})
 DEFAULT_MAX_BODY = 3 * 1024 * 1024
 DEFAULT_EVENT_TTL = 3600.0
 BEAT_LINGER = 0.05  # seconds a heartbeat may wait to share its etcd txn with others (period: 2 s)
@@ -56,13 +57,12 @@ BEAT_LINGER = 0.05  # seconds a heartbeat may wait to share its etcd txn with ot
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-class JoinRequest(msgspec.Struct, forbid_unknown_fields=True):
-    node: str
-
-
 class ApiServer:
     def __init__(self, store: Store, *, max_body: int = DEFAULT_MAX_BODY, event_ttl: float = DEFAULT_EVENT_TTL,
-                 group_commit: bool = True) -> None:
+                 group_commit: bool = True, authority: Authority | None = None,
+                 agent_ssl: ssl.SSLContext | None = None) -> None:
+        """``authority``: the cluster CA (signs node certificates at join); ``agent_ssl``: the TLS
+        context the API calls agents with (its client certificate, the CA)."""
         # concurrent requests' creates and updates share etcd transactions (store/batching.py)
         self.store: Store = BatchingStore(store) if group_commit else store
         store = self.store
@@ -73,7 +73,9 @@ class ApiServer:
         self.metrics = Metrics()
         self.caches = {info.kind: WatchCache(store, info) for info in KINDS}
         self._channels: set[web.WebSocketResponse] = set()  # open heartbeat channels (closed at shutdown)
-        self.logs = LogsProxy(store)
+        self.agents = AgentConnections(store, agent_ssl)  # every API → agent call goes through it
+        self.logs = LogsProxy(store, self.agents)
+        self.joins = JoinHandlers(tokens=self.tokens, store=store, authority=authority)
         self.metrics.gauge("corral_api_watch_cache_revision", "The newest revision the container watch cache has seen.",
                            lambda: float(self.caches["Container"].revision))
 
@@ -112,8 +114,8 @@ class ApiServer:
                 r.add_get(f"/{info.plural}", h.list, allow_head=False)
         del ns_info
         r.add_get("/namespaces/{namespace}/containers/{name}/logs", self.logs.logs, allow_head=False)
-        r.add_get("/join/agent-token", self.logs.agent_token, allow_head=False)
-        r.add_post("/join", self._join)
+        r.add_get("/cacerts", self.joins.cacerts, allow_head=False)
+        r.add_post("/join", self.joins.join)
         r.add_put("/nodes/{name}/heartbeat", self._heartbeat)
         r.add_get("/nodes/{name}/heartbeats", self._heartbeat_channel, allow_head=False)
         r.add_get("/cluster", self._cluster, allow_head=False)
@@ -135,7 +137,7 @@ class ApiServer:
         route = resource.canonical if resource is not None else "unmatched"
         try:
             if request.path not in PUBLIC:
-                request[IDENTITY] = await self.tokens.authenticate(request.headers.get("Authorization"))
+                request[IDENTITY] = await self._authenticate(request)
             response = await handler(request)
         except CorralError as e:
             response = codec.error_response(e)
@@ -148,6 +150,15 @@ class ApiServer:
             response = codec.error_response(CorralError(f"internal error: {type(e).__name__}: {e}"))
         self.metrics.observe(request.method, route, response.status, time.perf_counter() - start)
         return response
+
+    async def _authenticate(self, request: web.Request) -> Identity:
+        """A bearer token when one is sent, else the client certificate the handshake verified."""
+        header = request.headers.get("Authorization")
+        if not header:
+            cn = peer_common_name(request.transport)
+            if cn:
+                return identity_from_certificate(cn)
+        return await self.tokens.authenticate(header)
 
     # --- small routes -----------------------------------------------------------------------
 
@@ -229,20 +240,6 @@ class ApiServer:
         conditions = entry.obj.status.conditions if entry is not None else []  # type: ignore[union-attr]
         ready = any(c.type == "Ready" and c.status == "True" for c in conditions)
         return codec.encode({"renewTime": now, "ready": ready})
-
-    async def _join(self, request: web.Request) -> web.Response:
-        identity = request[IDENTITY]
-        if identity.role not in ("join", "admin"):
-            raise Forbidden(f"{identity.name} may not join nodes; use the join token")
-        data = codec.read_object_body(await codec.read_json(request))
-        try:
-            body = msgspec.convert(data, JoinRequest)
-        except msgspec.ValidationError as e:
-            raise Invalid(str(e), details=[FieldError("node", "is required: the name of the joining node")]) from e
-        if problem := names.name_problem(body.node):
-            raise Invalid(f"node: {problem}", details=[FieldError("node", problem)])
-        token = await self.tokens.issue(Identity("node", body.node))
-        return codec.json_response({"node": body.node, "token": token}, status=201)
 
 
 def _may_beat(identity: Identity, name: str) -> None:

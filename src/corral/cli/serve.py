@@ -130,8 +130,21 @@ async def _serve_all(control: ControlConfig, agent: AgentConfig, *, embedded_dir
 @click.option("--etcd", "etcd", multiple=True, metavar="URL",
               help="[control] An etcd endpoint (repeatable). Without it, an embedded etcd child runs under the data dir.")
 @click.option("--join-token", default="",
-              help="[control] the join token workers must present (default: generated, in <data-dir>/join.token); "
-                   "[worker] the token to join with.")
+              help="[control] the join secret workers must present (default: generated); <data-dir>/join.token "
+                   "then holds the token to give workers, K10<sha256 of the CA PEM>::<secret>. "
+                   "[worker] that K10 token: it pins the cluster CA before anything else is trusted.")
+@click.option("--tls-san", "tls_sans", multiple=True, metavar="NAME|IP",
+              help="[control] Another name or IP of the API for its serving certificate (repeatable).")
+@click.option("--tls-ca-cert", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              help="[control] Your own cluster CA certificate (PEM; with --tls-ca-key) instead of a generated one.")
+@click.option("--tls-ca-key", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              help="[control] The key of --tls-ca-cert (PEM, EC).")
+@click.option("--tls-cert", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              help="[control] Your own API serving certificate (PEM; with --tls-key), signed by the cluster CA.")
+@click.option("--tls-key", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              help="[control] The key of --tls-cert (PEM).")
+@click.option("--insecure-plain-http-loopback", "plain_http", is_flag=True, hidden=True,
+              help="Testing only: serve plain HTTP on a loopback --listen (to measure what TLS costs).")
 @click.option("--policy", type=click.Choice(["spread", "binpack"]), default="spread", show_default=True,
               help="[control] Scheduling policy: spread (least allocated) or binpack (most allocated).")
 @click.option("--max-body", default=3 * 1024 * 1024, show_default=True, help="[control] Largest request body, in bytes.")
@@ -153,7 +166,7 @@ async def _serve_all(control: ControlConfig, agent: AgentConfig, *, embedded_dir
 @click.option("--vxlan-port", default=8472, show_default=True, type=click.IntRange(1, 65_535),
               help="[control] The VXLAN UDP port.")
 @click.option("--server", "servers", multiple=True, metavar="URL", help="[worker] An API server URL (repeatable).")
-@click.option("--token", default="", help="[worker] A node token (instead of --join-token).")
+@click.option("--token", default="", hidden=True, help="[worker] Refused: nodes authenticate with certificates.")
 @click.option("--node-name", default=socket.gethostname(), show_default=True, help="[worker] This node's name.")
 @click.option("--containerd-socket", default="/run/containerd/containerd.sock", show_default=True,
               help="[worker] containerd's socket; with --all, an embedded containerd starts if none answers there.")
@@ -163,7 +176,7 @@ async def _serve_all(control: ControlConfig, agent: AgentConfig, *, embedded_dir
 @click.option("--nft-table", default="corral", show_default=True,
               help="[worker] The nftables table (family inet) that holds this agent's policy and service rules.")
 @click.option("--node-ip", default="127.0.0.1", show_default=True,
-              help="[worker] The address the API uses to reach this agent (logs).")
+              help="[worker] The address the API uses to reach this agent (logs); in its certificate.")
 @click.option("--agent-listen", default="127.0.0.1:0", show_default=True,
               help="[worker] Where the agent serves logs to the API (HOST:PORT; port 0 picks a free one).")
 @click.option("--reserve-cpu", default="100m", show_default=True, help="[worker] CPU kept back from containers.")
@@ -182,7 +195,9 @@ def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: boo
           labels: tuple[str, ...], pod_cidr: str, bridge: str, nft_table: str, node_ip: str, agent_listen: str, reserve_cpu: str,
           reserve_memory: str, insecure: tuple[str, ...], verbose: bool, node_grace: float,
           fence_after: float | None, cluster_cidr: str, node_cidr_size: int, service_cidr: str,
-          cluster_domain: str, network_backend: str, vxlan_vni: int, vxlan_port: int) -> None:
+          cluster_domain: str, network_backend: str, vxlan_vni: int, vxlan_port: int, tls_sans: tuple[str, ...],
+          tls_ca_cert: Path | None, tls_ca_key: Path | None, tls_cert: Path | None, tls_key: Path | None,
+          plain_http: bool) -> None:
     """Run corral's roles in this process until Ctrl-C or SIGTERM."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -205,8 +220,12 @@ def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: boo
         if role == "worker":
             if not servers:
                 raise click.UsageError("--role=worker needs --server URL (and --join-token or --token)")
-            if not (token or join_token):
-                raise click.UsageError("--role=worker needs --join-token (or a node --token) to join the cluster")
+            if token:
+                raise click.UsageError("--token is no longer accepted by a worker: nodes authenticate with their own "
+                                       "certificate; join with --join-token K10… (from <data-dir>/join.token)")
+            if not join_token and not (data_dir / "agent" / "tls" / "node.crt").exists():
+                raise click.UsageError("--role=worker needs --join-token K10… (from <data-dir>/join.token on a "
+                                       "control host) to join the cluster")
             asyncio.run(_serve_worker(agent, embedded_dir=embedded))
             return
         from corral.aiokit.heap import tune_for_large_heaps
@@ -231,6 +250,11 @@ def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: boo
         control.node_grace = node_grace
         control.leader_ttl = leader_ttl
         control.leader_process = not inline_leader
+        from corral.roles.clustertls import TlsOptions
+
+        control.tls = TlsOptions(sans=list(tls_sans), ca_cert=tls_ca_cert, ca_key=tls_ca_key, cert=tls_cert,
+                                 key=tls_key)
+        control.plain_http = plain_http
         control.cluster = ClusterConfig(cluster_cidr=cluster_cidr, node_cidr_size=node_cidr_size,
                                         service_cidr=service_cidr, cluster_domain=cluster_domain,
                                         backend=network_backend, vxlan_vni=vxlan_vni,  # type: ignore[arg-type]

@@ -1,7 +1,9 @@
 """The worker role: join, register the Node, heartbeat, and reconcile the containers bound to it.
 
-``run_agent`` talks only to the API (never to etcd): it joins with the join token once (the node
-token is kept in ``<data-dir>/node.token``), creates or refreshes its Node, and keeps a heartbeat.
+``run_agent`` talks only to the API (never to etcd), over TLS that trusts only the cluster CA: it
+joins with the ``K10…`` join token once and from then on authenticates with its node certificate
+(roles/nodetls.py, kept in ``<data-dir>/tls/``), creates or refreshes its Node, and keeps a
+heartbeat. Its own listener (logs, for the API only) serves TLS with the same certificate.
 A ``Reflector`` watches the containers with ``spec.node=<this node>``; every change, every
 containerd task exit and a periodic resync put the container's key on a dedup work queue, and a
 few workers run the ``NodeReconciler`` for each key — network, storage, containers, state — then
@@ -53,6 +55,7 @@ from corral.reconcile.events import EventType
 from corral.reconcile.pipeline import NodeReconciler, ReconcilerConfig
 from corral.roles import agentlogs
 from corral.roles.fencing import Fence, kill_node_tasks
+from corral.roles.nodetls import NodeCredentials, node_credentials
 
 log = logging.getLogger(__name__)
 
@@ -147,8 +150,10 @@ def build_node_status(cfg: AgentConfig, *, capacity: tuple[int, int], hostname: 
 
 
 class Agent:
-    def __init__(self, cfg: AgentConfig, api: ApiClient, reconciler: NodeReconciler) -> None:
+    def __init__(self, cfg: AgentConfig, api: ApiClient, reconciler: NodeReconciler,
+                 credentials: NodeCredentials | None = None) -> None:
         self.cfg = cfg
+        self.credentials = credentials
         self.api = api
         self.reconciler = reconciler
         self.queue: WorkQueue[Key] = WorkQueue(base_delay=0.5, max_delay=60.0)
@@ -165,7 +170,6 @@ class Agent:
         self.fence = Fence(fence_after=cfg.fence_after,
                            kill_all=lambda: kill_node_tasks(reconciler.client, cfg.node_name))
         self.endpoint = ""
-        self._agent_token = ""
         # every nftables rule this agent keeps (network policy, service proxy) lives in this one table
         self.nft = NftTable(cfg.nft_table)
 
@@ -353,18 +357,20 @@ class Agent:
                 obj = await self.api.get(Container, obj.metadata.name, namespace=obj.metadata.namespace)
 
     async def _serve_logs(self) -> web.AppRunner:
-        body = await self.api.request("GET", "/join/agent-token")
-        self._agent_token = msgspec.json.decode(body)["token"]
-        app = agentlogs.build_app(token=lambda: self._agent_token, log_path=self.reconciler.log_path)
+        if self.credentials is None:
+            raise errors.Unavailable("the agent's listener needs the node certificate")
+        app = agentlogs.build_app(log_path=self.reconciler.log_path)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
-        site = web.TCPSite(runner, self.cfg.listen_host, self.cfg.listen_port)
+        site = web.TCPSite(runner, self.cfg.listen_host, self.cfg.listen_port,
+                           ssl_context=self.credentials.listener_context())
         await site.start()
         server = site._server
         port = self.cfg.listen_port
         if server is not None and server.sockets:  # type: ignore[attr-defined]
             port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
-        self.endpoint = f"http://{self.cfg.node_ip}:{port}"
+        host = f"[{self.cfg.node_ip}]" if ":" in self.cfg.node_ip else self.cfg.node_ip
+        self.endpoint = f"https://{host}:{port}"
         return runner
 
     async def run(self) -> None:
@@ -389,36 +395,18 @@ class Agent:
                 tg.create_task(self._worker(), name=f"agent-worker-{i}")
 
 
-async def join(cfg: AgentConfig) -> str:
-    """The node token: read from the data dir, or obtained once with the join token."""
-    path = cfg.data_dir / "node.token"
-    if cfg.token:
-        return cfg.token
-    if await asyncio.to_thread(path.exists):
-        return (await asyncio.to_thread(path.read_text)).strip()
-    if not cfg.join_token:
-        raise errors.Unauthorized("the worker needs --token or --join-token to join the cluster")
-    async with ApiClient(cfg.servers, cfg.join_token) as client:
-        body = await client.request("POST", "/join", body={"node": cfg.node_name})
-    token: str = msgspec.json.decode(body)["token"]
-
-    def save() -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(token + "\n")
-
-    await asyncio.to_thread(save)
-    return token
-
-
 async def run_agent(cfg: AgentConfig, *, stop: asyncio.Event) -> None:
-    token = await join(cfg)
-    async with ApiClient(cfg.servers, token) as api:
+    if cfg.token:
+        raise errors.Unauthorized("a worker no longer takes a node --token: nodes authenticate with their own "
+                                  "certificate; join with --join-token K10…")
+    creds = await node_credentials(servers=cfg.servers, data_dir=cfg.data_dir, node=cfg.node_name,
+                                   node_ip=cfg.node_ip, join_token=cfg.join_token)
+    async with ApiClient(cfg.servers, ssl_context=creds.api_context(),
+                         trust_source=str(creds.cert_file.parent / "ca.crt")) as api:
         rcfg = ReconcilerConfig(data_dir=cfg.data_dir, node_name=cfg.node_name, containerd_socket=cfg.containerd_socket,
                                 pod_cidr=cfg.pod_cidr, bridge=cfg.bridge, insecure_registries=cfg.insecure_registries)
         reconciler = NodeReconciler(rcfg)
-        agent = Agent(cfg, api, reconciler)
+        agent = Agent(cfg, api, reconciler, creds)
         reconciler.events = agent
         reconciler.on_change = agent.queue.add  # probes: a flipped probe result requeues its key
         await reconciler.start()

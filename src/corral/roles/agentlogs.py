@@ -1,19 +1,24 @@
-"""The agent's own small HTTP listener: container logs, for the API's proxy only.
+"""The agent's own small HTTPS listener: container logs, for the API's proxy only.
 
 ``GET /logs/{namespace}/{name}?uid=&tail=N&follow=1&timestamps=1`` answers the container's log
-records as text lines (``[time ]text``), from the files the log shipper writes on this node. Only
-the API may call it: the request must carry the cluster's agent token.
+records as text lines (``[time ]text``), from the files the log shipper writes on this node.
+
+Only the API may call it. The listener serves TLS with the node's certificate and requires a
+client certificate signed by the cluster CA (``NodeCredentials.listener_context``); the one
+middleware ``only_the_api`` then admits only the API's (CN ``corral:api``), for every route on the
+app — a node's own certificate, or another node's, is refused.
 """
 
 from __future__ import annotations
 
-import hmac
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
 
 from corral.runtime import logs
+from corral.tls.contexts import peer_common_name
+from corral.tls.pki import API_CLIENT_CN
 
 LogPathFor = Callable[[str], Path | None]
 
@@ -23,13 +28,21 @@ def _line(rec: logs.LogLine, timestamps: bool) -> bytes:
     return ((rec.time + " " if timestamps else "") + text).encode()
 
 
-def build_app(*, token: Callable[[], str], log_path: LogPathFor) -> web.Application:
+@web.middleware
+async def only_the_api(request: web.Request,
+                       handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    """Every route: the verified client certificate must be the API's."""
+    cn = peer_common_name(request.transport)
+    if cn != API_CLIENT_CN:
+        return web.json_response({"error": {"code": 403, "reason": "Forbidden",
+                                            "message": f"only the API ({API_CLIENT_CN}) may call an agent, not "
+                                                       f"{cn or 'a client without a certificate'}",
+                                            "details": []}}, status=403)
+    return await handler(request)
+
+
+def build_app(*, log_path: LogPathFor) -> web.Application:
     async def serve_logs(request: web.Request) -> web.StreamResponse:
-        expected = f"Bearer {token()}"
-        if not token() or not hmac.compare_digest(request.headers.get("Authorization", ""), expected):
-            return web.json_response({"error": {"code": 401, "reason": "Unauthorized",
-                                                "message": "only the API may read logs from an agent", "details": []}},
-                                     status=401)
         uid = request.query.get("uid", "")
         path = log_path(uid)
         if path is None:
@@ -55,6 +68,6 @@ def build_app(*, token: Callable[[], str], log_path: LogPathFor) -> web.Applicat
             pass
         return response
 
-    app = web.Application()
+    app = web.Application(middlewares=[only_the_api])
     app.router.add_get("/logs/{namespace}/{name}", serve_logs, allow_head=False)
     return app
