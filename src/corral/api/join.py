@@ -31,10 +31,10 @@ from corral.store.base import Store
 from corral.tls import pki
 
 
-class JoinRequest(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+class JoinRequest(msgspec.Struct, forbid_unknown_fields=True):
     node: str
     csr: str = ""
-    node_ip: str = ""
+    node_ip: str = msgspec.field(default="", name="nodeIP")
 
 
 class JoinHandlers:
