@@ -21,7 +21,7 @@ import msgspec
 from aiohttp import web
 
 from corral.api import codec, selectors
-from corral.api.auth import IDENTITY
+from corral.api.auth import IDENTITY, Identity
 from corral.api.authz import (
     authorize_delete,
     authorize_list,
@@ -106,7 +106,10 @@ def _decode_continue(token: str) -> tuple[str, int]:
 
 class ResourceHandlers:
     def __init__(self, *, store: Store, info: KindInfo, cache: WatchCache, namespaces: WatchCache,
-                 leases: BucketLeases | None = None) -> None:
+                 leases: BucketLeases | None = None,
+                 admit: Callable[[Identity, Object], None] | None = None) -> None:
+        """``admit``: a further check of a create by who asks (NodeRestriction's Events)."""
+        self.admit = admit
         self.store = store
         self.leases = leases  # Events: the shared lease that makes them expire (see store/leases.py)
         self.info = info
@@ -215,6 +218,8 @@ class ResourceHandlers:
         namespace = self._ns(request)
         obj = self._decode_body(await codec.read_body(request), namespace)
         authorize_write(request[IDENTITY], self.info, obj, verb="create")
+        if self.admit is not None:
+            self.admit(request[IDENTITY], obj)
         await self._check_namespace(namespace)
         meta = obj.metadata
         stamp_new(obj, keep_status=not self.info.status_subresource or self.info.kind == "Node")
@@ -384,7 +389,7 @@ class ResourceHandlers:
             raise BadRequest("the request body is not a JSON object of this kind") from None
 
         def change(current: Object) -> Object:
-            authorize_status(request[IDENTITY], self.info, current)
+            authorize_status(request[IDENTITY], self.info, current, status)
             current.status = status  # current is a copy (see _current)
             return current
 

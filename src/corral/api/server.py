@@ -24,6 +24,7 @@ from corral.api.auth import IDENTITY, Identity, Tokens, identity_from_certificat
 from corral.api.join import JoinHandlers
 from corral.api.logs import LogsProxy
 from corral.api.metrics import Metrics
+from corral.api.noderestriction import EventAdmission
 from corral.api.openapi import document
 from corral.api.resources import ResourceHandlers
 from corral.api.watchcache import WatchCache
@@ -76,8 +77,14 @@ class ApiServer:
         self.agents = AgentConnections(store, agent_ssl)  # every API → agent call goes through it
         self.logs = LogsProxy(store, self.agents)
         self.joins = JoinHandlers(tokens=self.tokens, store=store, authority=authority)
+        self.events = EventAdmission(self._bound_to)  # NodeRestriction: which Events a node may write
         self.metrics.gauge("corral_api_watch_cache_revision", "The newest revision the container watch cache has seen.",
                            lambda: float(self.caches["Container"].revision))
+
+    def _bound_to(self, namespace: str, name: str) -> str | None:
+        """The node a container is bound to now (None: no such container)."""
+        entry = self.caches["Container"].objects.get(BY_KIND["Container"].key(namespace, name))
+        return entry.obj.spec.node if entry is not None else None  # type: ignore[union-attr]
 
     async def run_caches(self) -> None:
         """Keep every kind's watch cache filled; runs until cancelled."""
@@ -101,7 +108,8 @@ class ApiServer:
         for info in KINDS:
             h = ResourceHandlers(store=self.store, info=info, cache=self.caches[info.kind],
                                  namespaces=self.caches["Namespace"],
-                                 leases=self.event_leases if info.kind == "Event" else None)
+                                 leases=self.event_leases if info.kind == "Event" else None,
+                                 admit=self.events.admit if info.kind == "Event" else None)
             base = f"/namespaces/{{namespace}}/{info.plural}" if info.namespaced else f"/{info.plural}"
             r.add_get(base, h.list, allow_head=False)
             r.add_post(base, h.create)

@@ -31,6 +31,7 @@ from aiohttp import web
 from corral import __version__
 from corral.aiokit.queueing import WorkQueue
 from corral.api.client import ApiClient, HeartbeatChannel, Reflector
+from corral.api.noderestriction import may_change_label
 from corral.model import errors
 from corral.model.lifecycle import AGENT_FINALIZER, now_rfc3339
 from corral.model.quantities import format_cpu, format_memory, parse_cpu, parse_memory
@@ -219,9 +220,15 @@ class Agent:
             for attempt in range(20):  # the node controller may be writing the lost node's status meanwhile
                 try:
                     current = await self.api.get(Node, self.cfg.node_name)
-                    current.metadata.labels = {**current.metadata.labels, **labels}
-                    current.spec.pod_cidr = self.cfg.pod_cidr
-                    await self.api.update(current)
+                    # NodeRestriction: after registering, a node changes only its own labels; its
+                    # podCIDR was set when the Node was created
+                    changeable = {k: v for k, v in labels.items() if may_change_label(k)}
+                    if {**current.metadata.labels, **changeable} != current.metadata.labels:
+                        current.metadata.labels = {**current.metadata.labels, **changeable}
+                        await self.api.update(current)
+                    if current.spec.pod_cidr != self.cfg.pod_cidr:
+                        log.warning("node %s keeps podCIDR %s (recorded at registration), not --pod-cidr %s",
+                                    self.cfg.node_name, current.spec.pod_cidr, self.cfg.pod_cidr)
                     await self.heartbeat()
                     break
                 except errors.Conflict:
