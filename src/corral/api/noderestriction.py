@@ -69,7 +69,7 @@ def check_node_update(identity: Identity, current: Node, new: Node) -> None:
     if new.spec.unschedulable != current.spec.unschedulable:
         raise _deny(identity, "change unschedulable", "spec.unschedulable")
     if new.spec.pod_cidr != current.spec.pod_cidr:
-        raise _deny(identity, "change its podCIDR (set once, when the Node is created)", "spec.podCIDR")
+        raise _deny(identity, "change its podCIDR (set once, when the Node is created)", "spec.podCidr")
     old, labels = current.metadata.labels, new.metadata.labels
     for key in old.keys() | labels.keys():
         if old.get(key) != labels.get(key) and not may_change_label(key):
