@@ -168,9 +168,9 @@ async def test_a_node_cannot_read_or_touch_another_nodes_containers(api: Api, no
     theirs = unique()
     status, obj = await call(api, "POST", "/namespaces/default/containers", container(theirs, node=unique("n")))
     assert status == 201
-    status, body = await node.call(api, "GET", f"/namespaces/default/containers/{theirs}")
+    status, _ = await node.call(api, "GET", f"/namespaces/default/containers/{theirs}")
     assert status == 403
-    status, _body = await node.call(api, "GET", "/containers")
+    status, _ = await node.call(api, "GET", "/containers")
     assert status == 403
     status, _ = await node.call(api, "PUT", f"/namespaces/default/containers/{theirs}/status",
                                    {**obj, "status": {"phase": "Failed"}})
