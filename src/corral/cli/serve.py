@@ -129,6 +129,12 @@ async def _serve_all(control: ControlConfig, agent: AgentConfig, *, embedded_dir
               help="Where corral keeps its state: embedded etcd data, tokens, the agent's files.")
 @click.option("--etcd", "etcd", multiple=True, metavar="URL",
               help="[control] An etcd endpoint (repeatable). Without it, an embedded etcd child runs under the data dir.")
+@click.option("--etcd-cafile", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              help="[control, leader] The CA of an https --etcd (PEM).")
+@click.option("--etcd-certfile", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              help="[control, leader] A client certificate for --etcd (PEM; with --etcd-keyfile).")
+@click.option("--etcd-keyfile", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              help="[control, leader] The key of --etcd-certfile (PEM).")
 @click.option("--join-token", default="",
               help="[control] the join secret workers must present (default: generated); <data-dir>/join.token "
                    "then holds the token to give workers, K10<sha256 of the CA PEM>::<secret>. "
@@ -197,7 +203,8 @@ def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: boo
           fence_after: float | None, cluster_cidr: str, node_cidr_size: int, service_cidr: str,
           cluster_domain: str, network_backend: str, vxlan_vni: int, vxlan_port: int, tls_sans: tuple[str, ...],
           tls_ca_cert: Path | None, tls_ca_key: Path | None, tls_cert: Path | None, tls_key: Path | None,
-          plain_http: bool) -> None:
+          plain_http: bool, etcd_cafile: Path | None, etcd_certfile: Path | None,
+          etcd_keyfile: Path | None) -> None:
     """Run corral's roles in this process until Ctrl-C or SIGTERM."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -229,6 +236,12 @@ def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: boo
             asyncio.run(_serve_worker(agent, embedded_dir=embedded))
             return
         from corral.aiokit.heap import tune_for_large_heaps
+        from corral.store.etcd import EtcdTls
+
+        if (etcd_certfile is None) != (etcd_keyfile is None):
+            raise click.UsageError("--etcd-certfile and --etcd-keyfile go together")
+        etcd_tls = (EtcdTls(etcd_cafile, etcd_certfile, etcd_keyfile)
+                    if etcd_cafile or etcd_certfile else None)
 
         tune_for_large_heaps()  # control and leader hold every object in caches
         if role == "leader":
@@ -237,7 +250,7 @@ def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: boo
 
             if not etcd:
                 raise click.UsageError("--role=leader needs --etcd URL (the control instances' etcd)")
-            leader = LeaderRoleConfig(etcd=list(etcd), leader_ttl=leader_ttl,
+            leader = LeaderRoleConfig(etcd=list(etcd), leader_ttl=leader_ttl, etcd_tls=etcd_tls,
                                       leader=LeaderConfig(policy=policy, node_grace=node_grace, event_ttl=float(event_ttl)))
             asyncio.run(_serve_leader(leader))
             _exit_at_once()
@@ -255,6 +268,7 @@ def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: boo
         control.tls = TlsOptions(sans=list(tls_sans), ca_cert=tls_ca_cert, ca_key=tls_ca_key, cert=tls_cert,
                                  key=tls_key)
         control.plain_http = plain_http
+        control.etcd_tls = etcd_tls
         control.cluster = ClusterConfig(cluster_cidr=cluster_cidr, node_cidr_size=node_cidr_size,
                                         service_cidr=service_cidr, cluster_domain=cluster_domain,
                                         backend=network_backend, vxlan_vni=vxlan_vni,  # type: ignore[arg-type]

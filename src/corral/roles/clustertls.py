@@ -11,6 +11,11 @@ A user's own CA (``--tls-ca-cert``/``--tls-ca-key``) is recorded the same way; i
 holds a different CA the instance refuses to start. A user's own serving certificate
 (``--tls-cert``/``--tls-key``) must be signed by the cluster CA, since that CA is what clients pin.
 
+The embedded etcd needs its certificates before etcd can be read, so with an embedded etcd the CA
+is settled on disk first (``embedded_etcd_tls``: the user's, or the one in ``<data-dir>/tls``, or
+a new one), etcd gets a serving certificate for 127.0.0.1 and the control plane a client
+certificate (CN ``corral:etcd-client``), and that same CA is then the one recorded in etcd.
+
 Per start, each instance issues itself a serving certificate for its addresses (127.0.0.1, ::1,
 localhost, the host name, the listen address, ``--tls-san``) and the client certificate the API
 presents to agents (CN ``corral:api``).
@@ -31,6 +36,7 @@ import msgspec
 
 from corral.model.errors import AlreadyExists, Invalid
 from corral.store.base import Store
+from corral.store.embedded import EtcdServerTls
 from corral.tls import pki
 from corral.tls.contexts import client_context, server_context
 
@@ -139,6 +145,35 @@ def _write_files(tls_dir: Path, authority: pki.Authority, host: str, opts: TlsOp
     pki.write_private(tls_dir / "api-client.key", key)
     pki.write_private(tls_dir / "api-client.crt", cert, mode=0o644)
     return cert_file, key_file
+
+
+def embedded_etcd_tls(data_dir: Path, opts: TlsOptions) -> tuple[EtcdServerTls, TlsOptions]:
+    """Certificates for an embedded etcd, and the options that make the cluster CA the one that
+    signed them (blocking: run it in a thread)."""
+    tls_dir = data_dir / "tls"
+    if opts.ca_cert is not None and opts.ca_key is not None:
+        authority = pki.Authority.from_pem(opts.ca_cert.read_bytes(), opts.ca_key.read_bytes())
+    elif (tls_dir / "ca.crt").exists() and (tls_dir / "ca.key").exists():
+        authority = pki.Authority.from_pem((tls_dir / "ca.crt").read_bytes(), (tls_dir / "ca.key").read_bytes())
+    else:
+        authority = pki.Authority.generate()
+        pki.write_private(tls_dir / "ca.crt", authority.cert_pem, mode=0o644)
+        pki.write_private(tls_dir / "ca.key", authority.key_pem)
+    etcd_dir = tls_dir / "etcd"
+    files = EtcdServerTls(ca_file=etcd_dir / "ca.crt", cert_file=etcd_dir / "server.crt",
+                          key_file=etcd_dir / "server.key", client_cert_file=etcd_dir / "client.crt",
+                          client_key_file=etcd_dir / "client.key")
+    pki.write_private(files.ca_file, authority.cert_pem, mode=0o644)
+    cert, key = authority.issue_pair(cn="corral:etcd", server=True, dns=("localhost",), ips=("127.0.0.1",))
+    pki.write_private(files.key_file, key)
+    pki.write_private(files.cert_file, cert)
+    cert, key = authority.issue_pair(cn="corral:etcd-client", client=True)
+    pki.write_private(files.client_key_file, key)
+    pki.write_private(files.client_cert_file, cert)
+    if opts.ca_cert is None:
+        opts = TlsOptions(sans=opts.sans, ca_cert=tls_dir / "ca.crt", ca_key=tls_dir / "ca.key", cert=opts.cert,
+                          key=opts.key)
+    return files, opts
 
 
 async def ensure_control_tls(store: Store, data_dir: Path, *, host: str, opts: TlsOptions) -> ControlTls:

@@ -30,11 +30,11 @@ from corral.api.auth import Identity
 from corral.api.server import ApiServer
 from corral.model.cluster import CLUSTER_CONFIG_KEY, ClusterConfig, differences, validate_cluster_config
 from corral.model.errors import AlreadyExists, Invalid
-from corral.roles.clustertls import ControlTls, TlsOptions, ensure_control_tls
+from corral.roles.clustertls import ControlTls, TlsOptions, embedded_etcd_tls, ensure_control_tls
 from corral.roles.controllers import LeaderConfig
 from corral.roles.leader import campaign, leader_args, supervise_leader
 from corral.store.embedded import EmbeddedEtcd
-from corral.store.etcd import EtcdStore
+from corral.store.etcd import EtcdStore, EtcdTls
 from corral.tls import pki
 from corral.tls.tokens import JoinToken, format_token
 
@@ -57,6 +57,7 @@ class ControlConfig:
     leader_process: bool = False  # run the scheduler and controllers in a child process (serve does)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)  # asked for; etcd's record wins
     tls: TlsOptions = field(default_factory=TlsOptions)
+    etcd_tls: EtcdTls | None = None  # --etcd-cafile/--etcd-certfile/--etcd-keyfile (an external etcd)
     plain_http: bool = False  # testing only (the TLS cost benchmark): plain HTTP, allowed on loopback only
 
 
@@ -141,16 +142,18 @@ async def run_control(cfg: ControlConfig, *, stop: asyncio.Event,
     await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
     etcd: EmbeddedEtcd | None = None
     endpoints = list(cfg.etcd)
-    if not endpoints:
-        etcd = EmbeddedEtcd(data_dir=data_dir / "etcd", log_path=data_dir / "etcd.log")
+    etcd_tls, tls_opts = cfg.etcd_tls, cfg.tls
+    if not endpoints:  # an embedded etcd: TLS with client-certificate auth, certificates from the cluster CA
+        server_tls, tls_opts = await asyncio.to_thread(embedded_etcd_tls, data_dir, cfg.tls)
+        etcd = EmbeddedEtcd(data_dir=data_dir / "etcd", log_path=data_dir / "etcd.log", tls=server_tls)
         await etcd.start()
-        endpoints = [etcd.endpoint]
+        endpoints, etcd_tls = [etcd.endpoint], etcd.client_tls()
         log.info("embedded etcd at %s (pid %s)", etcd.endpoint, etcd.pid)
-    store = EtcdStore(endpoints)
+    store = EtcdStore(endpoints, tls=etcd_tls)
     runner: web.AppRunner | None = None
     api: ApiServer | None = None
     try:
-        tls = await ensure_control_tls(store, data_dir, host=cfg.host, opts=cfg.tls)
+        tls = await ensure_control_tls(store, data_dir, host=cfg.host, opts=tls_opts)
         api = ApiServer(store, max_body=cfg.max_body, event_ttl=cfg.event_ttl, authority=tls.authority,
                         agent_ssl=tls.agent_client)
         await api.ensure_default_namespace()
@@ -181,7 +184,7 @@ async def run_control(cfg: ControlConfig, *, stop: asyncio.Event,
                                  tls=tls)
             leader_cfg = LeaderConfig(policy=cfg.policy, node_grace=cfg.node_grace, event_ttl=cfg.event_ttl)
             if cfg.leader_process:  # the scheduler and controllers in a child process: a core of their own
-                leading = supervise_leader(leader_args(endpoints, leader_cfg, ttl=cfg.leader_ttl), stop=stop)
+                leading = supervise_leader(leader_args(endpoints, leader_cfg, ttl=cfg.leader_ttl, etcd_tls=etcd_tls), stop=stop)
             else:
                 leading = campaign(store, leader_cfg, identity=f"{socket.gethostname()}:{cfg.port}:{os.getpid()}",
                                    ttl=cfg.leader_ttl)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from corral.roles.controllers import LeaderConfig, run_leader
 from corral.store.election import Election
-from corral.store.etcd import EtcdStore
+from corral.store.etcd import EtcdStore, EtcdTls
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,7 @@ class LeaderRoleConfig:
     etcd: list[str]
     leader: LeaderConfig = field(default_factory=LeaderConfig)
     leader_ttl: int = 5
+    etcd_tls: EtcdTls | None = None
 
 
 async def campaign(store: EtcdStore, cfg: LeaderConfig, *, identity: str, ttl: int) -> None:
@@ -39,7 +40,7 @@ async def campaign(store: EtcdStore, cfg: LeaderConfig, *, identity: str, ttl: i
 
 
 async def run_leader_role(cfg: LeaderRoleConfig, *, stop: asyncio.Event) -> None:
-    store = EtcdStore(cfg.etcd)
+    store = EtcdStore(cfg.etcd, tls=cfg.etcd_tls)
     try:
         work = asyncio.create_task(campaign(store, cfg.leader, identity=f"{socket.gethostname()}:leader:{os.getpid()}",
                                             ttl=cfg.leader_ttl), name="leader-campaign")
@@ -53,12 +54,12 @@ async def run_leader_role(cfg: LeaderRoleConfig, *, stop: asyncio.Event) -> None
         await store.close()
 
 
-def leader_args(etcd: Sequence[str], cfg: LeaderConfig, *, ttl: int) -> list[str]:
+def leader_args(etcd: Sequence[str], cfg: LeaderConfig, *, ttl: int, etcd_tls: EtcdTls | None = None) -> list[str]:
     args = [sys.executable, "-m", "corral.cli.main", "serve", "--role=leader", "--policy", cfg.policy,
             "--node-grace", str(cfg.node_grace), "--event-ttl", str(int(cfg.event_ttl)), "--leader-ttl", str(ttl)]
     for endpoint in etcd:
         args += ["--etcd", endpoint]
-    return args
+    return args + (etcd_tls.args() if etcd_tls is not None else [])
 
 
 async def supervise_leader(args: list[str], *, stop: asyncio.Event) -> None:
