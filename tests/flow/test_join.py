@@ -3,6 +3,8 @@ and an agent listener that only the API may call."""
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import json
 import os
 import stat
@@ -10,6 +12,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from corral.api.client import UntrustedServer
 from corral.cli.connection import client_for, resolve
@@ -86,3 +91,28 @@ async def test_the_agent_listener_serves_tls_and_admits_only_the_api(cluster: Cl
         with pytest.raises(aiohttp.ClientError):  # plain HTTP
             async with http.get(url.replace("https://", "http://")) as r:
                 await r.read()
+
+
+async def test_a_node_certificate_with_less_than_a_third_of_its_life_left_is_renewed_by_the_node_itself(
+        control_plane: RunningControl, tmp_path: Path) -> None:
+    ca = control_plane.plane.tls.authority
+    key = pki.new_key()
+    now = datetime.datetime.now(datetime.UTC)
+    ageing = (x509.CertificateBuilder()
+              .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "node:renewer")]))
+              .issuer_name(ca.cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+              .not_valid_before(now - datetime.timedelta(days=300)).not_valid_after(now + datetime.timedelta(days=10))
+              .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH]),
+                             critical=False)
+              .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                             critical=False)
+              .sign(ca.key, hashes.SHA256()))
+    tls = tmp_path / "tls"
+    pki.write_private(tls / "ca.crt", ca.cert_pem)
+    pki.write_private(tls / "node.key", pki.key_pem(key))
+    pki.write_private(tls / "node.crt", pki.cert_pem(ageing))
+    creds = await node_credentials(servers=[control_plane.url], data_dir=tmp_path, node="renewer",
+                                   node_ip="127.0.0.1", join_token="")  # no token: the old certificate is the proof
+    renewed = pki.load_cert(creds.cert_file.read_bytes())
+    assert pki.remaining_fraction(renewed) > 0.99 and pki.common_name(renewed) == "node:renewer"
+    assert renewed.public_key() != key.public_key()  # a new key too
