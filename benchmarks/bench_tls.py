@@ -4,7 +4,8 @@ of a new agent connection (mutual TLS with a node certificate).
 Starts ``corral serve --role=control`` (embedded etcd) twice per round — once serving HTTPS (the
 product), once with the hidden testing flag ``--insecure-plain-http-loopback`` — and runs the same
 load from this process against each (bench_api.py's load: 64 clients on reused connections for
-creates/s; one sequential client for p50/p99). Rounds alternate the two so the machine's drift hits
+creates/s; one sequential client for p50/p99), and the API process's CPU per create (the load
+generator shares the machine's cores, and pays for TLS too). Rounds alternate the two so the machine's drift hits
 both alike; the best round of each is kept. Then, on fresh connections each time
 (``force_close``), GET /healthz: the time per request with a new TLS handshake (presenting a node
 certificate, as an agent does) vs a new plain TCP connection.
@@ -28,7 +29,7 @@ from typing import Any
 
 import aiohttp
 import bench_api
-from harness import trust, wait_ready
+from harness import cpu_seconds, trust, wait_ready
 
 from corral.store.embedded import free_port
 from corral.tls import pki
@@ -68,7 +69,9 @@ async def one_round(plain: bool) -> dict[str, float]:
             bench_api.TLS = False if plain else trust(base)
             headers = {"Authorization": f"Bearer {(base / 'admin.token').read_text().strip()}"}
             p50, p99 = await bench_api.latency(url, headers, n=300)
+            cpu0 = cpu_seconds(proc.pid)  # the API process (etcd and the leader are its children)
             rate = await bench_api.throughput(url, headers, clients=64, total=CREATES)
+            api_cpu_ms = (cpu_seconds(proc.pid) - cpu0) * 1000 / CREATES
             if plain:
                 connect = await new_connections(url, False, HANDSHAKES)
             else:  # as an agent connects: its node certificate, the cluster CA
@@ -81,7 +84,8 @@ async def one_round(plain: bool) -> dict[str, float]:
         finally:
             proc.send_signal(signal.SIGTERM)
             await proc.wait()
-    return {"creates_per_s": rate, "p50_ms": p50 * 1000, "p99_ms": p99 * 1000, "new_connection_ms": connect * 1000}
+    return {"creates_per_s": rate, "api_cpu_ms_per_create": api_cpu_ms, "p50_ms": p50 * 1000, "p99_ms": p99 * 1000,
+            "new_connection_ms": connect * 1000}
 
 
 async def main() -> None:
@@ -92,12 +96,15 @@ async def main() -> None:
             runs[mode].append(r)
             print(f"round {i + 1} {mode}: " + ", ".join(f"{k} {v:,.2f}" for k, v in r.items()), flush=True)
     best = {mode: {"creates_per_s": max(r["creates_per_s"] for r in rs),
+                   "api_cpu_ms_per_create": min(r["api_cpu_ms_per_create"] for r in rs),
                    "p50_ms": min(r["p50_ms"] for r in rs), "p99_ms": min(r["p99_ms"] for r in rs),
                    "new_connection_ms": min(r["new_connection_ms"] for r in rs)} for mode, rs in runs.items()}
     cost = 1 - best["https"]["creates_per_s"] / best["http"]["creates_per_s"]
     handshake = best["https"]["new_connection_ms"] - best["http"]["new_connection_ms"]
     print(f"creates/s (64 clients, reused connections): HTTPS {best['https']['creates_per_s']:,.0f}, "
           f"HTTP {best['http']['creates_per_s']:,.0f}: TLS costs {cost * 100:.1f} %   goal <= 10 %")
+    print(f"API process CPU per create: HTTPS {best['https']['api_cpu_ms_per_create']:.3f} ms, "
+          f"HTTP {best['http']['api_cpu_ms_per_create']:.3f} ms")
     print(f"create latency at low load: HTTPS p50 {best['https']['p50_ms']:.2f} / p99 {best['https']['p99_ms']:.2f} ms, "
           f"HTTP p50 {best['http']['p50_ms']:.2f} / p99 {best['http']['p99_ms']:.2f} ms")
     print(f"a new connection + GET /healthz: mutual TLS (node certificate) {best['https']['new_connection_ms']:.2f} ms, "
