@@ -248,7 +248,8 @@ class ApiClient:
             except (aiohttp.ClientConnectionError, TimeoutError) as e:
                 last = e
                 self.next_server()
-        raise errors.Unavailable(f"cannot reach the corral API at {', '.join(self.servers)}: {last}")
+        hint = " (corral's API speaks HTTPS only: use https://)" if any(u.startswith("http://") for u in self.servers) else ""
+        raise errors.Unavailable(f"cannot reach the corral API at {', '.join(self.servers)}: {last}{hint}")
 
     async def stream(self, path: str, *, params: dict[str, str] | None = None) -> AsyncIterator[bytes]:
         """A GET whose body is read as it arrives (logs with follow)."""

@@ -24,7 +24,7 @@ from pathlib import Path
 import msgspec
 
 from corral.api.client import ApiClient
-from corral.model.errors import CorralError, Unauthorized
+from corral.model.errors import CorralError, Invalid, Unauthorized
 from corral.tls import pki
 from corral.tls.contexts import client_context, server_context
 from corral.tls.tokens import JoinToken, fetch_pinned_ca
@@ -76,6 +76,8 @@ def _save(tls_dir: Path, *, ca_pem: bytes | None, key: bytes, cert: bytes) -> No
 
 async def node_credentials(*, servers: list[str], data_dir: Path, node: str, node_ip: str,
                            join_token: str) -> NodeCredentials:
+    if plain := [s for s in servers if not s.startswith("https://")]:
+        raise Invalid(f"--server {plain[0]}: corral's API speaks HTTPS only; use https://HOST:PORT")
     tls_dir = data_dir / "tls"
     creds = NodeCredentials(b"", tls_dir / "node.crt", tls_dir / "node.key")
     kept = await asyncio.to_thread(_read, tls_dir)
