@@ -63,7 +63,7 @@ class AgentConnections:
 
     def session(self) -> aiohttp.ClientSession:
         if self._http is None or self._http.closed:
-            self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self.ssl_context or False))
+            self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self.ssl_context or True))
         return self._http
 
     async def close(self) -> None:
