@@ -58,6 +58,9 @@ async def test_a_worker_joins_once_keeps_its_key_private_and_reuses_its_certific
     again = await node_credentials(servers=[control_plane.url], data_dir=tmp_path, node="joiner",
                                    node_ip="127.0.0.1", join_token="")
     assert again.cert_file.read_bytes() == first  # valid for long enough: kept, no token needed
+    moved = await node_credentials(servers=[control_plane.url], data_dir=tmp_path, node="joiner",
+                                   node_ip="127.0.0.2", join_token="")  # a new node IP: renewed by the node itself
+    assert pki.ip_sans(pki.load_cert(moved.cert_file.read_bytes())) == ["127.0.0.2"]
 
 
 async def test_the_cli_with_a_config_whose_ca_is_wrong_says_so_and_where_the_config_is(control_plane: RunningControl,

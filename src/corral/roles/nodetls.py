@@ -8,8 +8,8 @@ certificate authenticates the agent to the API (mutual TLS: no token) and serves
   ``GET /cacerts`` and must hash to the token's hash (``tls/tokens.py``); the worker makes a key
   and a CSR and ``POST /join``s it with the secret, over TLS that trusts only the pinned CA.
 - Later starts: the kept certificate is used while more than a third of its validity is left and
-  it still names the node IP; otherwise it is renewed by the same ``POST /join``, authenticated by
-  the current certificate (a node may always re-join as itself). A renewal that fails while the
+  it still names the node IP; otherwise (while it is valid) it is renewed by the same
+  ``POST /join``, authenticated by the current certificate (a node may always re-join as itself). A renewal that fails while the
   old certificate is still valid is logged and the old one kept.
 """
 
@@ -86,10 +86,10 @@ async def node_credentials(*, servers: list[str], data_dir: Path, node: str, nod
         creds = NodeCredentials(ca_pem, creds.cert_file, creds.key_file)
         cert = pki.load_cert(cert_pem)
         left = pki.remaining_fraction(cert)
-        same = pki.common_name(cert) == pki.NODE_PREFIX + node and node_ip in pki.ip_sans(cert)
-        if same and left > RENEW_BELOW:
+        same = pki.common_name(cert) == pki.NODE_PREFIX + node
+        if same and left > RENEW_BELOW and node_ip in pki.ip_sans(cert):
             return creds
-        if same and left > 0:
+        if same and left > 0:  # ageing, or for an old node IP: the node proves itself with it
             try:
                 key, new = await _sign(servers, creds.api_context(), token="", node=node, node_ip=node_ip,
                                        trust_source=str(tls_dir / "ca.crt"))
@@ -100,8 +100,7 @@ async def node_credentials(*, servers: list[str], data_dir: Path, node: str, nod
             await asyncio.to_thread(_save, tls_dir, ca_pem=None, key=key, cert=new)
             log.info("renewed the node certificate (%.0f%% of its validity was left)", left * 100)
             return creds
-        log.info("the kept node certificate is %s: joining again",
-                 "expired" if left <= 0 else "for another name or IP")
+        log.info("the kept node certificate is %s: joining again", "expired" if left <= 0 else "for another name")
     if not join_token:
         raise Unauthorized(f"the worker has no node certificate in {tls_dir} and no --join-token to get one")
     token = JoinToken.parse(join_token)
