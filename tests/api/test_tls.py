@@ -170,8 +170,7 @@ async def test_a_node_cannot_read_or_touch_another_nodes_containers(api: Api, no
     assert status == 201
     status, _ = await node.call(api, "GET", f"/namespaces/default/containers/{theirs}")
     assert status == 403
-    status, _ = await node.call(api, "GET", "/containers")
-    assert status == 403
+    # (listing every container is allowed: a node's network policy enforcer needs its peers' labels)
     status, _ = await node.call(api, "PUT", f"/namespaces/default/containers/{theirs}/status",
                                    {**obj, "status": {"phase": "Failed"}})
     assert status == 403

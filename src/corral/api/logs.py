@@ -13,7 +13,7 @@ from __future__ import annotations
 import aiohttp
 from aiohttp import web
 
-from corral.api.agents import AgentConnections
+from corral.api.agents import AgentConnections, AgentTarget
 from corral.api.auth import IDENTITY
 from corral.model.errors import BadRequest, Forbidden, NotFound, Unavailable
 from corral.model.kinds import BY_KIND
@@ -30,22 +30,32 @@ class LogsProxy:
     async def close(self) -> None:
         await self.agents.close()
 
-    async def logs(self, request: web.Request) -> web.StreamResponse:
-        identity = request[IDENTITY]
-        if identity.role != "admin":
-            raise Forbidden(f"{identity.name} may not read container logs")
-        namespace, name = request.match_info["namespace"], request.match_info["name"]
+    def agent_session(self) -> aiohttp.ClientSession:
+        """The one session the API uses to reach agents (logs, exec, attach, port-forward): mutual
+        TLS with the API's client certificate (``AgentConnections``). Pass ``**target.options`` on
+        every request, so the agent's certificate is checked for its node's name."""
+        return self.agents.session()
+
+    async def locate(self, namespace: str, name: str, *, what: str = "logs") -> tuple[Container, AgentTarget]:
+        """The container and its node's agent (checked endpoint); errors say which is missing."""
         kv = await self.store.get(BY_KIND["Container"].key(namespace, name))
         if kv is None:
             raise NotFound(f'container "{name}" in namespace "{namespace}" not found')
         container = typed.decode(kv, Container)
         if not container.spec.node:
-            raise BadRequest(f'container "{name}" is not scheduled to a node yet, so it has no logs')
-        agent = await self.agents.target(container.spec.node)
+            raise BadRequest(f'container "{name}" is not scheduled to a node yet, so it has no {what}')
+        return container, await self.agents.target(container.spec.node)
+
+    async def logs(self, request: web.Request) -> web.StreamResponse:
+        identity = request[IDENTITY]
+        if identity.role != "admin":
+            raise Forbidden(f"{identity.name} may not read container logs")
+        namespace, name = request.match_info["namespace"], request.match_info["name"]
+        container, agent = await self.locate(namespace, name)
         params = {k: v for k, v in request.query.items() if k in ("tail", "follow", "timestamps")}
         params["uid"] = container.metadata.uid
         try:
-            upstream = await self.agents.session().get(
+            upstream = await self.agent_session().get(
                 f"{agent.url}/logs/{namespace}/{name}", params=params,
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=5), **agent.options,
             )

@@ -18,15 +18,19 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from corral.api import codec
+from corral.aiokit.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from corral.api import codec, ui
 from corral.api.agents import AgentConnections
+from corral.api.allocation import ServiceAllocator
 from corral.api.auth import IDENTITY, Identity, Tokens, identity_from_certificate
 from corral.api.join import JoinHandlers
 from corral.api.logs import LogsProxy
 from corral.api.metrics import Metrics
 from corral.api.noderestriction import EventAdmission
 from corral.api.openapi import document
+from corral.api.priority import PriorityAdmission
 from corral.api.resources import ResourceHandlers
+from corral.api.streams import StreamProxy
 from corral.api.watchcache import WatchCache
 from corral.model.cluster import CLUSTER_CONFIG_KEY
 from corral.model.errors import (
@@ -40,7 +44,7 @@ from corral.model.errors import (
 )
 from corral.model.kinds import BY_KIND, KINDS
 from corral.model.lifecycle import HEARTBEAT_PREFIX, now_rfc3339
-from corral.model.resources import Namespace, ObjectMeta
+from corral.model.resources import Namespace, ObjectMeta, PriorityClass
 from corral.store import typed
 from corral.store.base import Store
 from corral.store.batching import BatchingStore
@@ -58,6 +62,9 @@ BEAT_LINGER = 0.05  # seconds a heartbeat may wait to share its etcd txn with ot
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+PRIORITY_KINDS = frozenset({"Container", "Deployment", "Job", "CronJob", "DaemonSet"})
+
+
 class ApiServer:
     def __init__(self, store: Store, *, max_body: int = DEFAULT_MAX_BODY, event_ttl: float = DEFAULT_EVENT_TTL,
                  group_commit: bool = True, authority: Authority | None = None,
@@ -71,15 +78,25 @@ class ApiServer:
         # Events created or updated through the API expire event_ttl seconds later (0: never)
         self.event_leases = BucketLeases(store, ttl=event_ttl) if event_ttl > 0 else None
         self.tokens = Tokens(store)
+        self.service_allocator = ServiceAllocator(store)
         self.metrics = Metrics()
         self.caches = {info.kind: WatchCache(store, info) for info in KINDS}
         self._channels: set[web.WebSocketResponse] = set()  # open heartbeat channels (closed at shutdown)
         self.agents = AgentConnections(store, agent_ssl)  # every API → agent call goes through it
         self.logs = LogsProxy(store, self.agents)
+        self.streams = StreamProxy(self.logs)  # exec/attach/port-forward reach agents the way logs do
         self.joins = JoinHandlers(tokens=self.tokens, store=store, authority=authority)
         self.events = EventAdmission(self._bound_to)  # NodeRestriction: which Events a node may write
         self.metrics.gauge("corral_api_watch_cache_revision", "The newest revision the container watch cache has seen.",
                            lambda: float(self.caches["Container"].revision))
+        self.metrics.gauge("corral_api_heartbeat_channels", "Open heartbeat channels (one per connected node).",
+                           lambda: float(len(self._channels)))
+        if isinstance(self.store, BatchingStore):
+            batching = self.store
+            self.metrics.counter("corral_etcd_group_commit_batches", "etcd transactions written by group commit.",
+                                 lambda: float(batching.batches))
+            self.metrics.counter("corral_etcd_group_commit_writes", "Writes carried by those transactions "
+                                 "(writes / batches = the mean batch size).", lambda: float(batching.writes))
 
     def _bound_to(self, namespace: str, name: str) -> str | None:
         """The node a container is bound to now (None: no such container)."""
@@ -105,24 +122,39 @@ class ApiServer:
         app.on_shutdown.append(self._on_shutdown)
         r = app.router
         ns_info = BY_KIND["Namespace"]
+        classes = self.caches["PriorityClass"].objects
+
+        async def read_class(name: str) -> PriorityClass | None:
+            kv = await self.store.get(BY_KIND["PriorityClass"].key("", name))
+            return typed.decode(kv, PriorityClass) if kv is not None else None
+
+        priority = PriorityAdmission(lambda: [e.obj for e in classes.values() if isinstance(e.obj, PriorityClass)],
+                                     read_class)
         for info in KINDS:
             h = ResourceHandlers(store=self.store, info=info, cache=self.caches[info.kind],
                                  namespaces=self.caches["Namespace"],
                                  leases=self.event_leases if info.kind == "Event" else None,
-                                 admit=self.events.admit if info.kind == "Event" else None)
+                                 allocator=self.service_allocator if info.kind == "Service" else None,
+                                 admit=priority if info.kind in PRIORITY_KINDS else None,
+                                 restrict=self.events.admit if info.kind == "Event" else None)
             base = f"/namespaces/{{namespace}}/{info.plural}" if info.namespaced else f"/{info.plural}"
             r.add_get(base, h.list, allow_head=False)
             r.add_post(base, h.create)
             r.add_get(base + "/{name}", h.get, allow_head=False)
             r.add_put(base + "/{name}", h.update)
+            r.add_patch(base + "/{name}", h.patch)
             r.add_delete(base + "/{name}", h.delete)
             if info.status_subresource:
                 r.add_put(base + "/{name}/status", h.update_status)
+                r.add_patch(base + "/{name}/status", h.patch_status)
             if info.namespaced:
                 r.add_get(f"/{info.plural}", h.list, allow_head=False)
         del ns_info
         r.add_get("/namespaces/{namespace}/containers/{name}/logs", self.logs.logs, allow_head=False)
         r.add_get("/cacerts", self.joins.cacerts, allow_head=False)
+        r.add_get("/namespaces/{namespace}/containers/{name}/exec", self.streams.exec, allow_head=False)
+        r.add_get("/namespaces/{namespace}/containers/{name}/attach", self.streams.attach, allow_head=False)
+        r.add_get("/namespaces/{namespace}/containers/{name}/portforward", self.streams.portforward, allow_head=False)
         r.add_post("/join", self.joins.join)
         r.add_put("/nodes/{name}/heartbeat", self._heartbeat)
         r.add_get("/nodes/{name}/heartbeats", self._heartbeat_channel, allow_head=False)
@@ -136,6 +168,7 @@ class ApiServer:
             return codec.raw_response(openapi)
 
         r.add_get("/openapi.json", serve_openapi, allow_head=False)
+        ui.add_routes(r)
         return app
 
     @web.middleware
@@ -143,8 +176,10 @@ class ApiServer:
         start = time.perf_counter()
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else "unmatched"
+        kind = "watch" if request.query.get("watch", "") not in ("", "0", "false") else "request"
+        self.metrics.begin(kind)
         try:
-            if request.path not in PUBLIC:
+            if request.path not in PUBLIC and not ui.is_public(request.path):
                 request[IDENTITY] = await self._authenticate(request)
             response = await handler(request)
         except CorralError as e:
@@ -156,6 +191,8 @@ class ApiServer:
         except Exception as e:  # a bug: say so, keep serving
             log.exception("%s %s failed", request.method, request.path)
             response = codec.error_response(CorralError(f"internal error: {type(e).__name__}: {e}"))
+        finally:
+            self.metrics.end(kind)
         self.metrics.observe(request.method, route, response.status, time.perf_counter() - start)
         return response
 
@@ -191,7 +228,7 @@ class ApiServer:
         return web.Response(text="ok\n")
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        return web.Response(text=self.metrics.render(), content_type="text/plain", charset="utf-8")
+        return web.Response(body=self.metrics.render(), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
     async def _heartbeat(self, request: web.Request) -> web.Response:
         """A node's beat as one request (``PUT /nodes/{name}/heartbeat``); see ``_beat``."""

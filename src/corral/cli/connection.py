@@ -139,10 +139,10 @@ def resolve(server: str | None, token: str | None, *, env: Mapping[str, str],
     raise NotConfigured(NOT_CONFIGURED)
 
 
-def client_for(conn: Connection) -> ApiClient:
+def client_for(conn: Connection, *, timeout: float = 30.0) -> ApiClient:
     """An API client for ``conn``, trusting its CA."""
     ssl_context = client_context(conn.ca_pem) if conn.ca_pem else None
-    return ApiClient(conn.server, conn.token, ssl_context=ssl_context, trust_source=conn.ca_source)
+    return ApiClient(conn.server, conn.token, timeout=timeout, ssl_context=ssl_context, trust_source=conn.ca_source)
 
 
 def connection_options(f: F) -> F:

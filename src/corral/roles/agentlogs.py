@@ -28,16 +28,24 @@ def _line(rec: logs.LogLine, timestamps: bool) -> bytes:
     return ((rec.time + " " if timestamps else "") + text).encode()
 
 
+def refuse_unless_api(request: web.Request, *, what: str = "call") -> web.Response | None:
+    """A 403 answer unless the verified client certificate is the API's (CN ``corral:api``)."""
+    cn = peer_common_name(request.transport)
+    if cn == API_CLIENT_CN:
+        return None
+    return web.json_response({"error": {"code": 403, "reason": "Forbidden",
+                                        "message": f"only the API ({API_CLIENT_CN}) may {what} through an agent, not "
+                                                   f"{cn or 'a client without a certificate'}",
+                                        "details": []}}, status=403)
+
+
 @web.middleware
 async def only_the_api(request: web.Request,
                        handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-    """Every route: the verified client certificate must be the API's."""
-    cn = peer_common_name(request.transport)
-    if cn != API_CLIENT_CN:
-        return web.json_response({"error": {"code": 403, "reason": "Forbidden",
-                                            "message": f"only the API ({API_CLIENT_CN}) may call an agent, not "
-                                                       f"{cn or 'a client without a certificate'}",
-                                            "details": []}}, status=403)
+    """Every route on the listener (logs, exec, attach, port-forward): the API's certificate only."""
+    denied = refuse_unless_api(request)
+    if denied is not None:
+        return denied
     return await handler(request)
 
 

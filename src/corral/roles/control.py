@@ -33,6 +33,7 @@ from corral.model.errors import AlreadyExists, Invalid
 from corral.roles.clustertls import ControlTls, TlsOptions, embedded_etcd_tls, ensure_control_tls
 from corral.roles.controllers import LeaderConfig
 from corral.roles.leader import campaign, leader_args, supervise_leader
+from corral.roles.metrics import LeaderMetrics
 from corral.store.embedded import EmbeddedEtcd
 from corral.store.etcd import EtcdStore, EtcdTls
 from corral.tls import pki
@@ -53,8 +54,10 @@ class ControlConfig:
     write_user_config: bool = True
     leader_ttl: int = 5
     node_grace: float = 5.0
+    job_backoff: float = 10.0  # the first of a Job's retry delays, seconds
     event_ttl: float = 3600.0  # seconds an Event lives (API- and scheduler-written; 0: forever)
     leader_process: bool = False  # run the scheduler and controllers in a child process (serve does)
+    leader_metrics_listen: str = ""  # where that child serves its /metrics (HOST:PORT; empty: nowhere)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)  # asked for; etcd's record wins
     tls: TlsOptions = field(default_factory=TlsOptions)
     etcd_tls: EtcdTls | None = None  # --etcd-cafile/--etcd-certfile/--etcd-keyfile (an external etcd)
@@ -182,12 +185,16 @@ async def run_control(cfg: ControlConfig, *, stop: asyncio.Event,
                      tls.ca_file)
             plane = ControlPlane(url=url, admin_token=admin_token, join_token=join_token, store=store, api=api,
                                  tls=tls)
-            leader_cfg = LeaderConfig(policy=cfg.policy, node_grace=cfg.node_grace, event_ttl=cfg.event_ttl)
+            leader_cfg = LeaderConfig(policy=cfg.policy, node_grace=cfg.node_grace, event_ttl=cfg.event_ttl,
+                                      metrics_listen=cfg.leader_metrics_listen, job_backoff=cfg.job_backoff)
             if cfg.leader_process:  # the scheduler and controllers in a child process: a core of their own
-                leading = supervise_leader(leader_args(endpoints, leader_cfg, ttl=cfg.leader_ttl, etcd_tls=etcd_tls), stop=stop)
-            else:
+                leading = supervise_leader(leader_args(endpoints, leader_cfg, ttl=cfg.leader_ttl, etcd_tls=etcd_tls),
+                                           stop=stop)
+            else:  # in this process: the leader's figures join the API's /metrics
+                metrics = LeaderMetrics()
+                api.metrics.registry.register(metrics.collector)
                 leading = campaign(store, leader_cfg, identity=f"{socket.gethostname()}:{cfg.port}:{os.getpid()}",
-                                   ttl=cfg.leader_ttl)
+                                   ttl=cfg.leader_ttl, metrics=metrics)
             leader = tg.create_task(leading, name="leader")
             tasks = [caches]
             if started is not None:
