@@ -91,6 +91,15 @@ async def test_host_path_from_an_edit_token_is_refused_naming_the_field_and_the_
         "metadata": {"labels": {"app": "d"}}, "spec": {"image": "busybox", "securityContext": {"privileged": True}}}}}
     status, body = await call(api, "POST", f"/namespaces/{ns}/deployments", deploy, token=edit)
     assert status == 403 and body["error"]["details"][0]["field"] == "spec.template.spec.securityContext.privileged"
+    # and every other kind that runs containers
+    cron = {"metadata": {"name": "cj"}, "spec": {"schedule": "*/5 * * * *", "jobTemplate": {"spec": {"template": {
+        "spec": {"image": "busybox", "restartPolicy": "Never", "ports": [{"containerPort": 80, "hostPort": 80}]}}}}}}
+    status, body = await call(api, "POST", f"/namespaces/{ns}/cronjobs", cron, token=edit)
+    assert status == 403 and body["error"]["details"][0]["field"] == "spec.jobTemplate.spec.template.spec.ports[0].hostPort"
+    ds = {"metadata": {"name": "ds"}, "spec": {"selector": {"matchLabels": {"app": "ds"}}, "template": {
+        "metadata": {"labels": {"app": "ds"}}, "spec": {"image": "busybox", **spec}}}}
+    status, body = await call(api, "POST", f"/namespaces/{ns}/daemonsets", ds, token=edit)
+    assert status == 403 and body["error"]["details"][0]["field"] == "spec.template.spec.volumes[0].hostPath"
     # an admin still may
     status, _ = await call(api, "POST", C.format(ns=ns), container("hp", **spec))
     assert status == 201
