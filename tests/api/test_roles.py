@@ -15,6 +15,7 @@ from aiohttp import web
 from corral.api.audit import AuditLog
 from corral.api.server import ApiServer
 from corral.store.embedded import free_port
+from corral.tls.contexts import server_context
 from tests.api.conftest import Api
 from tests.api.test_contract import call, container, unique
 
@@ -127,12 +128,14 @@ async def test_the_restricted_level_wants_non_root_and_no_capabilities_and_privi
 @contextlib.asynccontextmanager
 async def second_instance(api: Api, audit: AuditLog | None = None) -> AsyncIterator[str]:
     """Another API server on the same etcd; its URL."""
-    server = ApiServer(api.store, audit_log=audit, keyring=api.server.sealing.keyring)
+    server = ApiServer(api.store, audit_log=audit, keyring=api.server.sealing.keyring, authority=api.authority)
     caches = asyncio.create_task(server.run_caches())
     runner = web.AppRunner(server.app(), access_log=None, shutdown_timeout=1.0)
     await runner.setup()
     port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    tls = server_context(api.tls_dir / "server.crt", api.tls_dir / "server.key", ca_pem=api.authority.cert_pem,
+                         client_certs="optional")  # the same certificate as the first instance
+    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=tls).start()
     try:
         await server.tokens.index.ready.wait()
         yield api.url.rsplit(":", 1)[0] + f":{port}"
@@ -145,7 +148,7 @@ async def second_instance(api: Api, audit: AuditLog | None = None) -> AsyncItera
 
 async def test_a_revoked_token_stops_working_within_a_second_on_every_instance(api: Api) -> None:
     view, token_id = await make_token(api, "view")
-    async with second_instance(api) as other, aiohttp.ClientSession() as http:
+    async with second_instance(api) as other, aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=api.ssl)) as http:
         urls = [api.url, other]
 
         async def status_on(url: str) -> int:
@@ -177,7 +180,8 @@ async def test_the_audit_log_has_the_allowed_and_the_denied_writes(api: Api, tmp
     log = AuditLog(tmp_path / "audit.log", max_bytes=4096, backups=2)
     ns = await namespace(api)
     edit, token_id = await make_token(api, "edit", ns)
-    async with second_instance(api, log) as other, aiohttp.ClientSession() as http:
+    async with second_instance(api, log) as other, aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=api.ssl)) as http:
         async def post(path: str, body: object, token: str) -> int:
             async with http.post(other + path, json=body, headers={"Authorization": f"Bearer {token}"}) as r:
                 assert r.headers.get("X-Request-Id")
