@@ -36,6 +36,7 @@ from corral.store.etcd import EtcdStore
 from corral.store.sealing import Keyring
 
 CONCURRENCY = 32
+KEYRING = Keyring.ephemeral()  # every API instance of the run seals and opens with the same key
 
 
 class Running:
@@ -49,7 +50,7 @@ class Running:
 
 
 async def start(store: EtcdStore, **kw: object) -> Running:
-    server = ApiServer(store, **kw)  # type: ignore[arg-type]
+    server = ApiServer(store, keyring=KEYRING, **kw)  # type: ignore[arg-type]
     await server.ensure_default_namespace()
     caches = asyncio.create_task(server.run_caches())
     runner = web.AppRunner(server.app(), access_log=None)
