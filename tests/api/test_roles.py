@@ -16,6 +16,7 @@ from corral.api.audit import AuditLog
 from corral.api.server import ApiServer
 from corral.store.embedded import free_port
 from corral.tls.contexts import server_context
+from corral.tls.pki import ca_hash
 from tests.api.conftest import Api
 from tests.api.test_contract import call, container, unique
 
@@ -202,3 +203,17 @@ async def test_the_audit_log_has_the_allowed_and_the_denied_writes(api: Api, tmp
     assert denied and denied[0]["namespace"] == "default" and denied[0]["identity"] == f"edit:{token_id}"
     assert any(e["code"] == 401 and e["identity"] == "anonymous" for e in lines)
     assert (tmp_path / "audit.log.1").exists() and (tmp_path / "audit.log").stat().st_mode & 0o777 == 0o600
+
+
+async def test_a_join_token_is_k10_shaped_pins_this_ca_joins_and_expires(api: Api) -> None:
+    status, body = await call(api, "POST", "/tokens", {"role": "join", "ttlSeconds": 1, "description": "worker"})
+    assert status == 201
+    token = body["token"]
+    assert token.startswith(f"K10{ca_hash(api.authority.cert_pem)}::")
+    status, joined = await call(api, "POST", "/join", {"node": unique("n")}, token=token)
+    assert status == 201, joined
+    status, _ = await call(api, "GET", "/namespaces", token=token)  # a join token does nothing else
+    assert status == 403
+    await asyncio.sleep(1.2)
+    status, body = await call(api, "POST", "/join", {"node": unique("n")}, token=token)
+    assert status == 401 and "expired" in body["error"]["message"]
