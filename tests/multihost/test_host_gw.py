@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -99,6 +101,22 @@ async def test_a_restarted_agent_leaves_the_routes_as_they_were(hosts: Hosts) ->
         assert await h.routes() == before[h.name]
     restarted = h1.worker.log.read_text().split("node host-1 is back")[-1]
     assert "added route" not in restarted and "removed route" not in restarted, restarted[-3000:]
+
+
+async def test_a_pod_cidr_override_outside_the_cluster_cidr_or_on_another_node_is_refused(
+        hosts: Hosts, tmp_path: Path) -> None:
+    taken = (await hosts.api.get(Node, "host-2")).spec.pod_cidr
+    for cidr, words in (("10.99.0.0/24", "--pod-cidr 10.99.0.0/24 lies outside the cluster CIDR 10.42.0.0/16"),
+                        (taken, f"overlaps node host-2's podCIDR {taken}")):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "corral.cli.main", "serve", "--role=worker", "--server", hosts.plane.url,
+            "--join-token", hosts.plane.join_token, "--node-name", "intruder", "--data-dir", str(tmp_path),
+            "--containerd-socket", hosts[0].worker.containerd.socket, "--bridge", "crlintruder", "--pod-cidr", cidr,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        out = (await asyncio.wait_for(proc.communicate(), 60))[0].decode()
+        assert proc.returncode != 0 and words in out, out[-3000:]
+    with pytest.raises(NotFound):
+        await hosts.api.get(Node, "intruder")
 
 
 async def test_a_deleted_node_loses_its_route_on_the_others_and_frees_its_slice(hosts: Hosts) -> None:
