@@ -166,13 +166,6 @@ class Overlay:
         return bool(data.get_attr("IFLA_VXLAN_ID") == self.vni and data.get_attr("IFLA_VXLAN_PORT") == self.port
                     and data.get_attr("IFLA_VXLAN_LOCAL") == self.node_ip and link.get_attr("IFLA_MTU") == mtu)
 
-    def remove(self) -> None:
-        """Remove every route of ours and the VXLAN device (a node leaving the cluster; tests)."""
-        self.apply(Plan())
-        with IPRoute() as ipr:
-            for index in ipr.link_lookup(ifname=self.device):
-                ipr.link("del", index=index)
-
     # --- routes, FDB, neighbours ----------------------------------------------------------------
 
     def apply(self, wanted: Plan) -> Changes:
