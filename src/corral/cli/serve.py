@@ -179,13 +179,23 @@ async def _serve_all(control: ControlConfig, agent: AgentConfig, *, embedded_dir
 @click.option("--fence-after", type=click.FloatRange(min=0.2), default=None, metavar="SECONDS",
               help="[worker] Kill every local container after this long without reaching the API "
                    "(default: --node-grace minus 1 s).")
+@click.option("--metrics-listen", default="", metavar="HOST:PORT",
+              help="[worker] Serve the agent's Prometheus metrics at http://HOST:PORT/metrics; [leader] the "
+                   "scheduler's and controllers'. (The API's are at its own /metrics.) Empty: not served.")
+@click.option("--leader-metrics-listen", default="", metavar="HOST:PORT",
+              help="[control] Where the leader child process serves the scheduler's and controllers' metrics "
+                   "(with --inline-leader they are on the API's /metrics). Empty: not served.")
+@click.option("--upstream-dns", "upstream_dns", multiple=True, metavar="ADDR[:PORT]",
+              help="[worker] Where the agent's DNS server forwards names outside the cluster (repeatable; "
+                   "default: the nameservers in /etc/resolv.conf).")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: bool, listen: str, data_dir: Path, etcd: tuple[str, ...], join_token: str,
           policy: str, max_body: int, event_ttl: int, servers: tuple[str, ...], token: str, node_name: str, containerd_socket: str,
           labels: tuple[str, ...], pod_cidr: str, bridge: str, nft_table: str, node_ip: str, agent_listen: str, reserve_cpu: str,
           reserve_memory: str, insecure: tuple[str, ...], verbose: bool, node_grace: float,
           fence_after: float | None, cluster_cidr: str, node_cidr_size: int, service_cidr: str,
-          cluster_domain: str, network_backend: str, vxlan_vni: int, vxlan_port: int) -> None:
+          cluster_domain: str, network_backend: str, vxlan_vni: int, vxlan_port: int, metrics_listen: str,
+          leader_metrics_listen: str, upstream_dns: tuple[str, ...] = ()) -> None:
     """Run corral's roles in this process until Ctrl-C or SIGTERM."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -201,7 +211,8 @@ def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: boo
                         join_token=join_token, containerd_socket=containerd_socket, labels=_labels(labels),
                         reserve_cpu=reserve_cpu, reserve_memory=reserve_memory, pod_cidr=pod_cidr, bridge=bridge, nft_table=nft_table,
                         node_ip=node_ip, listen_host=agent_host, listen_port=agent_port,
-                        insecure_registries=list(insecure))
+                        insecure_registries=list(insecure), metrics_listen=metrics_listen)
+    agent.upstream_dns = list(upstream_dns)
     agent.fence_after = fence_after if fence_after is not None else max(node_grace - 1.0, node_grace / 2)
     embedded = data_dir / "containerd"
     with contextlib.suppress(KeyboardInterrupt):
@@ -222,7 +233,8 @@ def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: boo
             if not etcd:
                 raise click.UsageError("--role=leader needs --etcd URL (the control instances' etcd)")
             leader = LeaderRoleConfig(etcd=list(etcd), leader_ttl=leader_ttl,
-                                      leader=LeaderConfig(policy=policy, node_grace=node_grace, event_ttl=float(event_ttl)))
+                                      leader=LeaderConfig(policy=policy, node_grace=node_grace, event_ttl=float(event_ttl),
+                                                          metrics_listen=metrics_listen))
             asyncio.run(_serve_leader(leader))
             _exit_at_once()
         from corral.model.cluster import ClusterConfig
@@ -234,6 +246,7 @@ def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: boo
         control.node_grace = node_grace
         control.leader_ttl = leader_ttl
         control.leader_process = not inline_leader
+        control.leader_metrics_listen = leader_metrics_listen
         control.cluster = ClusterConfig(cluster_cidr=cluster_cidr, node_cidr_size=node_cidr_size,
                                         service_cidr=service_cidr, cluster_domain=cluster_domain,
                                         backend=network_backend, vxlan_vni=vxlan_vni,  # type: ignore[arg-type]

@@ -7,11 +7,13 @@ from dataclasses import dataclass
 from corral.model.resources import (
     Container,
     Deployment,
+    Endpoints,
     Event,
     Namespace,
     NetworkPolicy,
     Node,
     Object,
+    Service,
     Volume,
 )
 
@@ -50,6 +52,8 @@ KINDS: tuple[KindInfo, ...] = (
     KindInfo("NetworkPolicy", "networkpolicies", NetworkPolicy, namespaced=True, short_names=("netpol",),
              status_subresource=False),
     KindInfo("Event", "events", Event, namespaced=True, short_names=("ev",), status_subresource=False),
+    KindInfo("Service", "services", Service, namespaced=True, short_names=("svc",), status_subresource=False),
+    KindInfo("Endpoints", "endpoints", Endpoints, namespaced=True, short_names=("ep",), status_subresource=False),
 )
 
 BY_KIND: dict[str, KindInfo] = {k.kind: k for k in KINDS}

@@ -52,6 +52,8 @@ class ReconcilerConfig:
     insecure_registries: list[str] = field(default_factory=list)
     log_max_bytes: int = 10 * 1024 * 1024
     log_max_files: int = 3
+    dns_server: str = ""  # the node's DNS server: containers' resolv.conf names it (else the host's)
+    cluster_domain: str = "cluster.local"
 
 
 @dataclass
@@ -143,7 +145,7 @@ class NodeReconciler:
                 prepared = await ensure_container(
                     self.client, obj, node=self.cfg.node_name, netns_path=str(self.network.netns_path(uid)),
                     mounts=mounts, insecure_registries=self.cfg.insecure_registries, run_dir=self._run_dir(uid),
-                    image_cache=self._images,
+                    image_cache=self._images, dns=(self.cfg.dns_server, self.cfg.cluster_domain),
                 )
             except ImagePullFailed as e:
                 attachment = await attaching

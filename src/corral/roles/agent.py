@@ -25,8 +25,10 @@ from pathlib import Path
 
 import msgspec
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from corral import __version__
+from corral.aiokit.metrics import Histogram, serve_metrics
 from corral.aiokit.queueing import WorkQueue
 from corral.api.client import ApiClient, HeartbeatChannel, Reflector
 from corral.model import errors
@@ -48,13 +50,19 @@ from corral.model.resources import (
     ObjectReference,
     Volume,
 )
+from corral.network.bridge import ensure_bridge
+from corral.network.dns import ClusterDNS
 from corral.network.nftables import NftTable
 from corral.network.overlay import uplink
 from corral.reconcile.events import EventType
 from corral.reconcile.pipeline import NodeReconciler, ReconcilerConfig
-from corral.roles import agentlogs, podcidr
+from corral.roles import agentlogs, agentstreams, podcidr
 from corral.roles.fencing import Fence, kill_node_tasks
+from corral.roles.metrics import agent_collector
 from corral.roles.peers import PeerRoutes, is_loopback, link_mtu
+from corral.roles.policies import PolicyEnforcer
+from corral.roles.services import ServiceProxy, start_dns, upstreams_of
+from corral.runtime.tasks import Task
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +115,10 @@ class AgentConfig:
     workers: int = 8
     insecure_registries: list[str] = field(default_factory=list)
     fence_after: float = 4.0  # no heartbeat for this long: kill every task (roles/fencing.py)
+    metrics_listen: str = ""  # serve the agent's Prometheus metrics here (HOST:PORT; empty: not at all)
+    metrics_sample_seconds: float = 10.0  # how often the containers' CPU and memory are read from containerd
+    upstream_dns: list[str] = field(default_factory=list)  # ADDR[:PORT]; empty: the host's resolv.conf
+    dns_port: int = 53  # the DNS server's port on the bridge's gateway address
 
 
 def host_capacity() -> tuple[int, int]:
@@ -170,7 +182,15 @@ class Agent:
         self._agent_token = ""
         # every nftables rule this agent keeps (network policy, service proxy) lives in this one table
         self.nft = NftTable(cfg.nft_table)
+        # figures for /metrics (roles/metrics.py)
+        self.sync_counts: dict[str, int] = {"ok": 0, "retry": 0, "error": 0}
+        self.sync_durations = Histogram()
+        self.container_usage: dict[tuple[str, str], tuple[float, float]] = {}  # (ns, name) -> (cpu s, memory B)
         self.peers: PeerRoutes | None = None  # routes to other nodes' containers, once the podCIDR is known
+        self.policies = PolicyEnforcer(api, self.nft, node=cfg.node_name, bridge=cfg.bridge)
+        # Services → the `svc` part of that table, and the answers of the node's DNS server (roles/services.py)
+        self.services = ServiceProxy(api, self.nft, containers=lambda: self.reflector.objects)
+        self.dns: ClusterDNS | None = None  # started once the node's subnet is known (settle_network)
 
     # --- event sink (for the reconcile steps) -----------------------------------------------
 
@@ -314,16 +334,22 @@ class Agent:
     async def _worker(self) -> None:
         while True:
             key = await self.queue.get()
+            started = time.perf_counter()
+            result = "ok"
             try:
                 await self._sync(key)
                 self.queue.forget(key)
             except errors.CorralError as e:
+                result = "retry"
                 delay = self.queue.retry(key, delay=getattr(e, "retry_after", None))
                 log.info("reconcile %s/%s: %s (retry in %.1fs)", *key, e, delay)
             except Exception:
+                result = "error"
                 delay = self.queue.retry(key)
                 log.exception("reconcile %s/%s failed (retry in %.1fs)", *key, delay)
             finally:
+                self.sync_counts[result] += 1
+                self.sync_durations.observe(time.perf_counter() - started)
                 self.queue.done(key)
 
     async def _sync(self, key: Key) -> None:
@@ -363,6 +389,9 @@ class Agent:
         body = await self.api.request("GET", "/join/agent-token")
         self._agent_token = msgspec.json.decode(body)["token"]
         app = agentlogs.build_app(token=lambda: self._agent_token, log_path=self.reconciler.log_path)
+        agentstreams.add_routes(app, token=lambda: self._agent_token, targets=agentstreams.StreamTargets(
+            client=self.reconciler.client, netns_path=self.reconciler.network.netns_path,
+            log_path=self.reconciler.log_path))
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         site = web.TCPSite(runner, self.cfg.listen_host, self.cfg.listen_port)
@@ -372,6 +401,30 @@ class Agent:
         if server is not None and server.sockets:  # type: ignore[attr-defined]
             port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
         self.endpoint = f"http://{self.cfg.node_ip}:{port}"
+        return runner
+
+    async def _sample_usage(self) -> None:
+        """Read every running container's CPU and memory from containerd now and then (a scrape
+        answers from the last sample: it cannot wait on containerd)."""
+        while True:
+            usage: dict[tuple[str, str], tuple[float, float]] = {}
+            for (namespace, name), obj in list(self.reflector.objects.items()):
+                if obj.status.phase != "Running" or not obj.status.container_id:
+                    continue
+                with contextlib.suppress(errors.CorralError):
+                    m = await Task(self.reconciler.client, obj.status.container_id).metrics()
+                    usage[(namespace, name)] = (m.cpu_usage_ns / 1e9, float(m.memory_usage_bytes))
+            self.container_usage = usage
+            await asyncio.sleep(self.cfg.metrics_sample_seconds)
+
+    async def _serve_metrics(self) -> web.AppRunner | None:
+        if not self.cfg.metrics_listen:
+            return None
+        registry = CollectorRegistry()
+        registry.register(agent_collector(self))
+        host, _, port = self.cfg.metrics_listen.rpartition(":")
+        runner, bound = await serve_metrics(registry, host or "127.0.0.1", int(port))
+        log.info("agent metrics on http://%s:%s/metrics", host or "127.0.0.1", bound)
         return runner
 
     async def settle_network(self) -> PeerRoutes:
@@ -384,11 +437,17 @@ class Agent:
         mtu = link_mtu(cluster, node_ip=self.cfg.node_ip, uplink_mtu=uplink_mtu)
         await self.reconciler.use_network(pod_cidr=pod_cidr, mtu=mtu, cluster_cidr=cluster.cluster_cidr)
         log.info("node %s: containers in %s (MTU %d), backend %s", self.cfg.node_name, pod_cidr, mtu, cluster.backend)
+        # the node's DNS server listens on the bridge's gateway address before any container needs it
+        gateway = await ensure_bridge(self.cfg.bridge, subnet=pod_cidr)
+        self.reconciler.cfg.dns_server, self.reconciler.cfg.cluster_domain = gateway, cluster.cluster_domain
+        self.dns = await start_dns(self.services, domain=cluster.cluster_domain, host=gateway, port=self.cfg.dns_port,
+                                   upstreams=upstreams_of(self.cfg.upstream_dns))
         return PeerRoutes(self.api, node=self.cfg.node_name, node_ip=self.cfg.node_ip, pod_cidr=pod_cidr,
                           bridge=self.cfg.bridge, cluster=cluster, resync=self.cfg.resync_seconds)
 
     async def run(self) -> None:
         runner = await self._serve_logs()
+        metrics = await self._serve_metrics()
         try:
             if self.cfg.pod_cidr:  # an explicit override: refused with a clear error before the Node has it
                 await podcidr.check_override_with_api(self.api, self.cfg.pod_cidr, node=self.cfg.node_name,
@@ -397,6 +456,10 @@ class Agent:
             await self._run_tasks()
         finally:
             await runner.cleanup()
+            if metrics is not None:
+                await metrics.cleanup()
+            if self.dns is not None:
+                await self.dns.close()
 
     async def _run_tasks(self) -> None:
         async with asyncio.TaskGroup() as tg:
@@ -405,11 +468,15 @@ class Agent:
             tg.create_task(self._ship_events(), name="agent-events")
             self.peers = await self.settle_network()
             tg.create_task(self.reflector.run(), name="agent-reflector")
+            tg.create_task(self.services.run(), name="agent-service-proxy")
             tg.create_task(self.reconciler.watch_exits(self._on_exit), name="agent-exits")
             tg.create_task(self._resync(), name="agent-resync")
             tg.create_task(self.volume_reflector.run(), name="agent-volume-reflector")
             tg.create_task(self._volume_sweeps(), name="agent-volume-sweeps")
+            if self.cfg.metrics_listen:
+                tg.create_task(self._sample_usage(), name="agent-usage-samples")
             tg.create_task(self.peers.run(), name="agent-peer-routes")
+            tg.create_task(self.policies.run(), name="agent-network-policy")
             for i in range(self.cfg.workers):
                 tg.create_task(self._worker(), name=f"agent-worker-{i}")
 
@@ -440,7 +507,8 @@ async def join(cfg: AgentConfig) -> str:
 async def run_agent(cfg: AgentConfig, *, stop: asyncio.Event) -> None:
     token = await join(cfg)
     async with ApiClient(cfg.servers, token) as api:
-        # the subnet comes from the Node once registered (Agent.settle_network → reconciler.use_network)
+        # the subnet comes from the Node once registered (Agent.settle_network → reconciler.use_network),
+        # and so does the DNS server's address (the bridge's gateway in that subnet)
         rcfg = ReconcilerConfig(data_dir=cfg.data_dir, node_name=cfg.node_name, containerd_socket=cfg.containerd_socket,
                                 bridge=cfg.bridge, insecure_registries=cfg.insecure_registries)
         reconciler = NodeReconciler(rcfg)
