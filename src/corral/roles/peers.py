@@ -2,9 +2,10 @@
 
 ``PeerRoutes`` watches every Node through a ``Reflector``. The peers are the *other* nodes that are
 Ready, have a podCIDR and a non-loopback InternalIP (and, for VXLAN, have published their VTEP MAC in
-the annotation ``corral.io/vxlan-mac``). On start, on every change and every ``resync`` seconds it
-computes the plan for them and applies it level-based (``Overlay.apply`` in a thread): whatever of
-ours the kernel holds and the plan does not is removed. A node deleted or no longer Ready loses its
+the annotation ``corral.io/vxlan-mac``). On every Node change it computes the plan for them and, if
+the plan differs from the last one applied (most Node writes are heartbeats), applies it level-based
+(``Overlay.apply`` in a thread): whatever of ours the kernel holds and the plan does not is removed.
+On start and every ``resync`` seconds it applies whatever the plan, so drift is repaired. A node deleted or no longer Ready loses its
 route on every other node; an agent restarted finds the kernel as it left it and changes nothing.
 
 The backend, VNI and port come from the cluster settings (``GET /cluster``), so nodes cannot
@@ -17,7 +18,6 @@ agents share one network namespace) routes nothing: there is no other host to re
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
 from collections.abc import Iterable
@@ -93,20 +93,28 @@ class PeerRoutes:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self.reflector.run(), name="agent-node-reflector")
             await self.reflector.synced.wait()
+            changed = True
             while True:
                 self._changed.clear()
-                await self._apply()
-                with contextlib.suppress(TimeoutError):
+                await self._apply(force=not changed)
+                try:
                     await asyncio.wait_for(self._changed.wait(), self.resync)
+                    changed = True
+                except TimeoutError:
+                    changed = False
 
-    async def _apply(self) -> None:
+    async def _apply(self, *, force: bool) -> None:
+        """Apply the plan for the current Nodes: when it differs from the last one applied, and on
+        every resync (``force``: the kernel is read again, whatever changed it meanwhile)."""
         wanted = plan(self.cluster.backend, peers_of(self.reflector.objects.values(), me=self.node))
+        if wanted == self.applied and not force:
+            return  # a heartbeat's status write: nothing for the routes
         try:
             changes = await asyncio.to_thread(self.overlay.apply, wanted)
         except (errors.CorralError, OSError) as e:
             log.warning("routes to other nodes: %s", e)
             return
-        self.applied = wanted
+        self.applied = wanted  # what failed is tried again at the next resync (not at every heartbeat)
         for what in changes.added:
             log.info("added %s", what)
         for what in changes.removed:
