@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from aiohttp import web
 from click.testing import CliRunner
 
 from corral.cli.main import cli
 from corral.model.errors import NotFound
 from corral.model.resources import Node
+from corral.store.embedded import free_port
 from tests.fixtures.cluster import eventually
 from tests.fixtures.hosts import Hosts, start_hosts
 from tests.fixtures.registry import Registry
@@ -67,6 +69,27 @@ async def test_a_container_reaches_containers_on_two_other_hosts_and_keeps_its_a
     assert all(ipaddress.IPv4Address(p) in cidr for p in peers), f"the servers saw {peers}, not host-1's containers"
     if ip:
         assert peers == [ip, ip]
+
+
+async def test_a_container_reaching_outside_the_cluster_cidr_is_masqueraded_to_its_node(hosts: Hosts) -> None:
+    """Outside = this test process, on the LAN bridge's address: it sees host-2's LAN address, not the container's."""
+    seen: list[str] = []
+
+    async def peer(request: web.Request) -> web.Response:
+        seen.append(request.remote or "")
+        return web.Response(text=f"peer={request.remote}\n")
+
+    app = web.Application()
+    app.router.add_get("/peer", peer)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, f"{hosts.lan_a}.1", port).start()
+    try:
+        _, out = await fetch_from(hosts, "outbound-2", node="host-2", urls=[f"http://{hosts.lan_a}.1:{port}/peer"])
+    finally:
+        await runner.cleanup()
+    assert peers_seen(out) == [hosts[1].ip] and seen == [hosts[1].ip], (out, seen)
 
 
 async def test_get_nodes_wide_shows_each_node_podcidr(hosts: Hosts) -> None:
