@@ -178,7 +178,7 @@ class Overlay:
             have_fdb = self._fdb(ipr, index) if index else set()
             have_neigh = self._neighbours(ipr, index) if index else set()
             for route in sorted(have_routes.keys() - wanted.routes):  # the way first, then what it needs
-                self._try(changes, f"route {route}",
+                self._try(changes, f"route {route.dst} via {route.gateway}",
                           partial(ipr.route, "del", **have_routes[route]), removing=True)
             for ip, mac in sorted(have_neigh - wanted.neighbours):
                 self._try(changes, f"neighbour {ip} {mac}",
