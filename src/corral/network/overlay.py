@@ -131,6 +131,12 @@ class Overlay:
 
     def ensure_device(self) -> str:
         """Make the VXLAN device (or keep the one there, if it fits); its MAC. For host-gw, remove it."""
+        try:
+            return self._ensure_device()
+        except NetlinkError as e:
+            raise CorralError(f"VXLAN device {self.device}: {e}") from e
+
+    def _ensure_device(self) -> str:
         with IPRoute() as ipr:
             found = ipr.link_lookup(ifname=self.device)
             if self.backend != "vxlan":
@@ -170,6 +176,12 @@ class Overlay:
 
     def apply(self, wanted: Plan) -> Changes:
         """Make the kernel hold ``wanted`` and nothing else of ours."""
+        try:
+            return self._apply(wanted)
+        except NetlinkError as e:  # reading the kernel's state failed; a failed change is in Changes.failed
+            raise CorralError(f"routes to other nodes: {e}") from e
+
+    def _apply(self, wanted: Plan) -> Changes:
         changes = Changes()
         with IPRoute() as ipr:
             found = ipr.link_lookup(ifname=self.device)

@@ -86,7 +86,13 @@ class PeerRoutes:
         if not self.enabled:
             log.info("node IP is a loopback address: no routes to other nodes (single-host cluster)")
             return
-        mac = await asyncio.to_thread(self.overlay.ensure_device)
+        while True:
+            try:
+                mac = await asyncio.to_thread(self.overlay.ensure_device)
+                break
+            except errors.CorralError as e:  # the agent keeps running its containers; it tries again
+                log.warning("%s; trying again in 5 s", e)
+                await asyncio.sleep(5.0)
         if mac:
             await self._publish_mac(mac)
         log.info("backend %s: keeping routes to the other nodes' containers", self.cluster.backend)
@@ -124,8 +130,11 @@ class PeerRoutes:
                         "vxlan backend does not)" if self.cluster.backend == "host-gw" else "")
 
     async def _publish_mac(self, mac: str) -> None:
-        """Write this node's VTEP MAC on its Node (the other nodes' FDB and neighbour entries use it)."""
-        for attempt in range(50):
+        """Write this node's VTEP MAC on its Node (the other nodes' FDB and neighbour entries use it).
+        Until it is written no other node can reach this one's containers, so it is retried until it
+        is, and said why meanwhile (e.g. the API refusing the write)."""
+        delay = 0.05
+        while True:
             try:
                 node = await self.api.get(Node, self.node)
                 if node.metadata.annotations.get(VXLAN_MAC_ANNOTATION) == mac:
@@ -136,4 +145,8 @@ class PeerRoutes:
                 log.info("VXLAN device %s has MAC %s", self.overlay.device, mac)
                 return
             except errors.Conflict:
-                await asyncio.sleep(0.05 * (attempt + 1))
+                delay = 0.05
+            except errors.CorralError as e:
+                log.warning("could not publish this node's VTEP MAC (%s) on its Node: %s", mac, e)
+                delay = min(max(delay * 2, 1.0), 30.0)
+            await asyncio.sleep(delay)
