@@ -3,7 +3,8 @@
 A control instance runs its API in one process and, by default, starts this role as a child
 process (``corral serve --role=leader``) so the API and the scheduler/controllers each get a core
 instead of sharing one Python interpreter. The child campaigns like any control instance; the
-parent restarts it if it dies and stops it (SIGTERM, then SIGKILL) when it stops itself.
+parent restarts it if it dies (``aiokit.processes.Supervisor``, with back-off) and stops it
+(SIGTERM, then SIGKILL) when it stops itself; the child gets SIGTERM if the parent dies first.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import socket
 import sys
 from collections.abc import Sequence
@@ -20,11 +20,13 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from corral.aiokit.backoff import Backoff
 from corral.aiokit.metrics import serve_metrics
+from corral.aiokit.processes import ChildProcess, Supervisor
 from corral.roles.controllers import LeaderConfig, run_leader
 from corral.roles.metrics import LeaderMetrics
 from corral.store.election import Election
-from corral.store.etcd import EtcdStore
+from corral.store.etcd import EtcdStore, EtcdTls
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,7 @@ class LeaderRoleConfig:
     etcd: list[str]
     leader: LeaderConfig = field(default_factory=LeaderConfig)
     leader_ttl: int = 5
+    etcd_tls: EtcdTls | None = None
 
 
 async def campaign(store: EtcdStore, cfg: LeaderConfig, *, identity: str, ttl: int,
@@ -44,7 +47,7 @@ async def campaign(store: EtcdStore, cfg: LeaderConfig, *, identity: str, ttl: i
 
 
 async def run_leader_role(cfg: LeaderRoleConfig, *, stop: asyncio.Event) -> None:
-    store = EtcdStore(cfg.etcd)
+    store = EtcdStore(cfg.etcd, tls=cfg.etcd_tls)
     metrics = LeaderMetrics()
     runner: web.AppRunner | None = None
     try:
@@ -66,36 +69,23 @@ async def run_leader_role(cfg: LeaderRoleConfig, *, stop: asyncio.Event) -> None
         await store.close()
 
 
-def leader_args(etcd: Sequence[str], cfg: LeaderConfig, *, ttl: int) -> list[str]:
+def leader_args(etcd: Sequence[str], cfg: LeaderConfig, *, ttl: int, etcd_tls: EtcdTls | None = None) -> list[str]:
     args = [sys.executable, "-m", "corral.cli.main", "serve", "--role=leader", "--policy", cfg.policy,
-            "--node-grace", str(cfg.node_grace), "--event-ttl", str(int(cfg.event_ttl)), "--leader-ttl", str(ttl)]
+            "--node-grace", str(cfg.node_grace), "--event-ttl", str(int(cfg.event_ttl)), "--leader-ttl", str(ttl),
+            "--job-backoff", str(cfg.job_backoff)]
     for endpoint in etcd:
         args += ["--etcd", endpoint]
     if cfg.metrics_listen:
         args += ["--metrics-listen", cfg.metrics_listen]
-    return args
+    return args + (etcd_tls.args() if etcd_tls is not None else [])
 
 
 async def supervise_leader(args: list[str], *, stop: asyncio.Event) -> None:
     """Keep a leader child process running until ``stop``; then SIGTERM it (SIGKILL after 10 s)."""
-    while not stop.is_set():
-        proc = await asyncio.create_subprocess_exec(*args, stdin=asyncio.subprocess.DEVNULL)
-        log.info("leader process started (pid %s)", proc.pid)
-        waiter = asyncio.create_task(proc.wait())
-        stopper = asyncio.create_task(stop.wait())
-        try:
-            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopper.cancel()
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGTERM)
-                try:
-                    await asyncio.wait_for(asyncio.shield(waiter), 10)
-                except (TimeoutError, asyncio.CancelledError):
-                    with contextlib.suppress(ProcessLookupError):
-                        proc.kill()
-                    await proc.wait()
-        if not stop.is_set():
-            log.warning("the leader process exited with %s; restarting it", proc.returncode)
-            await asyncio.sleep(1.0)
+    child = ChildProcess(args, name="leader", new_session=False)  # Ctrl-C in a terminal reaches it too
+    await child.start()
+    log.info("leader process started (pid %s)", child.pid)
+    try:
+        await Supervisor("the leader process", child, stop=stop, backoff=Backoff(initial=1.0)).run()
+    finally:
+        await child.stop(grace=10.0)
