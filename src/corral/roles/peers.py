@@ -2,7 +2,7 @@
 
 ``PeerRoutes`` watches every Node through a ``Reflector``. The peers are the *other* nodes that are
 Ready, have a podCIDR and a non-loopback InternalIP (and, for VXLAN, have published their VTEP MAC in
-the annotation ``corral.io/vxlan-mac``). On every Node change it computes the plan for them and, if
+the annotation ``node.corral.io/vxlan-mac``). On every Node change it computes the plan for them and, if
 the plan differs from the last one applied (most Node writes are heartbeats), applies it level-based
 (``Overlay.apply`` in a thread): whatever of ours the kernel holds and the plan does not is removed.
 On start and every ``resync`` seconds it applies whatever the plan, so drift is repaired. A node deleted or no longer Ready loses its
@@ -32,7 +32,7 @@ from corral.network.overlay import Overlay, Peer, Plan, device_for, plan
 
 log = logging.getLogger(__name__)
 
-VXLAN_MAC_ANNOTATION = "corral.io/vxlan-mac"
+VXLAN_MAC_ANNOTATION = "node.corral.io/vxlan-mac"  # a node may write node.corral.io/ annotations (NodeRestriction)
 
 
 def is_loopback(ip: str) -> bool:
