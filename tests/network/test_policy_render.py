@@ -18,7 +18,7 @@ from corral.model.resources import (
 )
 from corral.network.loopback_guard import render_loopback_guard
 from corral.network.nftables import render_table
-from corral.network.policy import render_policy
+from corral.network.policy import element_changes, render_policy
 
 NETPOL = kinds.BY_KIND["NetworkPolicy"]
 
@@ -112,3 +112,13 @@ def test_the_rendered_table_loads_into_the_kernel() -> None:
     rc, out = asyncio.run(load())
     assert rc == 0, out
     assert "hook forward" in out and "hook input" in out and "policy_p0_in0_named" in out
+
+
+def test_a_container_arriving_changes_only_the_elements_of_the_sets_it_joins() -> None:
+    before = [container("db-1", "10.88.0.5", {"app": "db"}), container("web", "10.88.1.7", {"app": "web"}, node="n2")]
+    old = render_policy(POLICIES, before, NAMESPACES, node="n1")
+    new = render_policy(POLICIES, [*before, container("web-2", "10.88.1.9", {"app": "web"}, node="n2")],
+                        NAMESPACES, node="n1")
+    assert new.skeleton == old.skeleton
+    changes = element_changes(old, new)
+    assert changes == {"policy_p0_in0_peers": ([], ["10.88.1.9"])}

@@ -200,6 +200,7 @@ class _Cluster:
             self.by_namespace.setdefault(m.namespace, []).append(m)
         self.namespace_labels = {ns.metadata.name: {**ns.metadata.labels, NAMESPACE_NAME_LABEL: ns.metadata.name}
                                  for ns in namespaces}
+        self._peers: dict[tuple[Selector, tuple[str, ...]], list[_Member]] = {}
         for name in self.by_namespace:  # a container's namespace is always there, listed or not
             self.namespace_labels.setdefault(name, {NAMESPACE_NAME_LABEL: name})
 
@@ -210,7 +211,12 @@ class _Cluster:
         else:
             spaces = [namespace]
         pod_sel = selector_of(peer.pod_selector) if peer.pod_selector is not None else Selector()
-        return [m for n in spaces for m in self.by_namespace.get(n, ()) if pod_sel.matches(m.labels)]
+        key = (pod_sel, tuple(spaces))  # policies often name the same peers: match them once a render
+        found = self._peers.get(key)
+        if found is None:
+            found = self._peers[key] = [m for n in spaces for m in self.by_namespace.get(n, ())
+                                        if pod_sel.matches(m.labels)]
+        return found
 
 
 def _rule_clauses(w: _Writer, prefix: str, *, peers: Sequence[NetworkPolicyPeer], ports: Sequence[NetworkPolicyPort],
