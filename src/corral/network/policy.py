@@ -15,8 +15,8 @@ NetworkPolicies, Containers (labels, IP, node, named ports) and Namespaces (labe
 
 **Sets, not rules per container.** Every selection is a named set whose elements are addresses:
 ``policy_p<i>_sel`` (this node's containers that policy *i* selects), ``policy_p<i>_in<j>_peers`` /
-``policy_p<i>_out<j>_peers`` (the addresses rule *j* admits: the selected containers' IPs and the
-``ipBlock`` ranges minus their ``except``, collapsed into one interval set), ``…_ports`` (protocol .
+``policy_p<i>_out<j>_peers`` (the addresses rule *j* admits: the peer containers' IPs — and, for a
+rule with ``ipBlock``s, their ranges minus the ``except``s, merged into one interval set), ``…_ports`` (protocol .
 port or port range) and ``…_named`` (container IP . protocol . port, for ports given by name, resolved
 per container as Kubernetes does). The rules depend only on the policies' shape, so a container
 coming or going changes set elements and never the rule list; a policy's rules exist even while it
@@ -237,7 +237,11 @@ def _rule_clauses(w: _Writer, prefix: str, *, peers: Sequence[NetworkPolicyPeer]
                 found = cluster.peer_members(peer, namespace)
                 peer_members.extend(found)
                 ranges.extend((m.ip, m.ip) for m in found)
-        peer_clause = f"ip {peer_field} {w.set(f'{prefix}_peers', 'ipv4_addr', _format(ranges), interval=True)} "
+        if any(peer.ip_block is not None for peer in peers):
+            ref = w.set(f"{prefix}_peers", "ipv4_addr", _format(ranges), interval=True)
+        else:  # addresses alone: a plain set, which nft updates without reading all its elements first
+            ref = w.set(f"{prefix}_peers", "ipv4_addr", _ips(peer_members))
+        peer_clause = f"ip {peer_field} {ref} "
     if not ports:
         return [peer_clause]
     numbered = []
