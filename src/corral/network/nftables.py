@@ -83,13 +83,22 @@ class NftTable:
         self._lock = asyncio.Lock()
         self._dirty = False
         self._applied: str | None = None
+        self._awaited: set[str] = set()  # parts announced by ``await_part`` and not set yet
         self.applies = 0  # how many nft transactions were loaded (tests and benchmarks read it)
+
+    def await_part(self, name: str) -> None:
+        """Announce that part ``name`` will be set: until it is, ``apply`` loads nothing. A restarted
+        agent then never replaces the table its last run left in the kernel with one that lacks a part
+        still being worked out (the network policy rules while its watches sync: that would open, for
+        a moment, what the policies close)."""
+        self._awaited.add(name)
 
     def set_part(self, part: NftPart) -> bool:
         """Put ``part`` in the table (replacing its earlier version); True if anything changed.
         Nothing reaches the kernel before ``apply``."""
         if not _NAME.match(part.name):
             raise ValueError(f"nftables part name {part.name!r}: use lower-case letters, digits, '-' and '_'")
+        self._awaited.discard(part.name)
         if self._parts.get(part.name) == part:
             return False
         self._parts[part.name] = part
@@ -107,11 +116,12 @@ class NftTable:
 
     async def apply(self) -> bool:
         """Load the table if it changed since the last load; True if a transaction was loaded.
-        Concurrent callers share one load: whoever waits on the lock finds the work done."""
-        if not self._dirty:
+        Concurrent callers share one load: whoever waits on the lock finds the work done. While a part
+        announced by ``await_part`` is missing nothing is loaded (the change stays pending)."""
+        if not self._dirty or self._awaited:
             return False
         async with self._lock:
-            if not self._dirty:
+            if not self._dirty or self._awaited:
                 return False
             self._dirty = False
             script = self.render()

@@ -16,8 +16,10 @@ readiness, restart counts) do not wake it.
 At start the enforcer makes bridged traffic visible to the inet hooks (``ensure_bridge_filtering``),
 puts the ``loopback`` guard part in the table, and loads the table once the reflectors have
 synced — not before, so a restarted agent does not open what its previous run closed with a table
-rendered from half the cluster. The same objects always render the same text, so a restarted agent
-loads exactly the table it had. A failed load is retried with backoff; nothing is appended, ever.
+rendered from half the cluster; and it announces its part (``NftTable.await_part``), so no other part
+(the service proxy's) loads the table without the policy rules in the meantime. The same objects
+always render the same text, so a restarted agent loads exactly the table it had. A failed load is
+retried with backoff; nothing is appended, ever.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from corral.model.errors import CorralError
 from corral.model.resources import Container, Namespace, NetworkPolicy
 from corral.network.loopback_guard import render_loopback_guard
 from corral.network.nftables import NftError, NftTable
-from corral.network.policy import RenderedPolicy, element_changes, ensure_bridge_filtering, render_policy
+from corral.network.policy import PART, RenderedPolicy, element_changes, ensure_bridge_filtering, render_policy
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,7 @@ class PolicyEnforcer:
 
     def __init__(self, api: ApiClient, nft: NftTable, *, node: str, bridge: str, coalesce: float = 0.01) -> None:
         self.nft = nft
+        nft.await_part(PART)  # the table is not loaded without the policy rules (see NftTable.await_part)
         self.node = node
         self.bridge = bridge
         self.coalesce = coalesce
