@@ -261,6 +261,9 @@ class Agent:
                                              "(delete the Node to change it)")
                     current.spec.pod_cidr = current.spec.pod_cidr or self.cfg.pod_cidr  # the agent never changes it
                     await self.api.update(current)
+                    # the full status at once: a restarted agent serves on a new port (agentEndpoint)
+                    await self.api.update_status(Node(metadata=ObjectMeta(name=self.cfg.node_name),
+                                                      status=self.node_status()))
                     await self.heartbeat()
                     break
                 except errors.Conflict:
