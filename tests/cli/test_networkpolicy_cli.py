@@ -23,6 +23,10 @@ async def test_a_policy_is_applied_listed_with_its_defaulted_types_and_deleted(c
     header, *rows = table.stdout.splitlines()
     assert header.split() == ["NAME", "POD-SELECTOR", "POLICY-TYPES", "AGE"]
     assert [r.split()[:3] for r in rows] == [["db-in", "app=db", "Ingress"]]
+    described = await corral("describe", "networkpolicy", "db-in")
+    assert described.exit_code == 0, described.output
+    assert "from:" in described.stdout and "except:" in described.stdout and "policyTypes:" in described.stdout, \
+        described.stdout
     deleted = await corral("delete", "networkpolicy", "db-in")
     assert deleted.exit_code == 0, deleted.output
 
