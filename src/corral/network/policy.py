@@ -14,13 +14,20 @@ NetworkPolicies, Containers (labels, IP, node, named ports) and Namespaces (labe
   Kubernetes network plugins: it does not cross the ``forward`` hook.
 
 **Sets, not rules per container.** Every selection is a named set whose elements are addresses:
-``policy_p<i>_sel`` (this node's containers that policy *i* selects), ``policy_p<i>_in<j>_peers`` /
-``policy_p<i>_out<j>_peers`` (the addresses rule *j* admits: the peer containers' IPs — and, for a
-rule with ``ipBlock``s, their ranges minus the ``except``s, merged into one interval set), ``…_ports`` (protocol .
-port or port range) and ``…_named`` (container IP . protocol . port, for ports given by name, resolved
-per container as Kubernetes does). The rules depend only on the policies' shape, so a container
-coming or going changes set elements and never the rule list; a policy's rules exist even while it
-selects nothing here, so the rule count does not move with containers either.
+``policy_<p>_sel`` (this node's containers that policy *p* selects; *p* is a short hash of the
+policy's namespace and name, ``policy_key``, so one policy's sets keep their names when others come
+and go), ``policy_<p>_in<j>_peers`` / ``policy_<p>_out<j>_peers`` (the addresses rule *j* admits: the
+peer containers' IPs — and, for a rule with ``ipBlock``s, their ranges minus the ``except``s, merged
+into one interval set), ``…_ports`` (protocol . port or port range) and ``…_named`` (container IP .
+protocol . port, for ports given by name, resolved per container as Kubernetes does). The rules
+depend only on the policies' shape, so a container coming or going changes set elements and never
+the rule list; a policy's rules exist even while it selects nothing here, so the rule count does not
+move with containers either.
+
+**Updates.** ``delta_commands(old, new)`` turns one render into the next in the kernel without
+reloading the table: changed chains are flushed and refilled, sets added or deleted, elements added
+or deleted — so a container's arrival costs its few elements, a policy's change its own rules and
+sets, and the table's other parts (the service proxy's) are not touched.
 
 The chains: the base chain ``policy_forward`` (hook ``forward``) sends packets from egress-isolated
 sources to ``policy_egress`` and packets to ingress-isolated destinations to ``policy_ingress``. An
@@ -40,6 +47,7 @@ runs there. It is what Kubernetes' own network plugins require of a node, too.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -78,6 +86,8 @@ class RenderedPolicy:
     elements: int
     skeleton: str
     set_elements: dict[str, tuple[str, ...]]
+    set_types: dict[str, str]  # set name -> its declaration's body without elements
+    chains: dict[str, tuple[str, ...]]  # chain name -> its rules (the base chain's hook line not included)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +108,7 @@ class _Writer:
     def __init__(self) -> None:
         self.sets: list[tuple[str, str]] = []  # (declaration without elements, elements)
         self.set_elements: dict[str, tuple[str, ...]] = {}
+        self.set_types: dict[str, str] = {}
         self.rules: dict[str, list[str]] = {"forward": [], "egress": [], "ingress": []}
         self.elements = 0
 
@@ -106,6 +117,7 @@ class _Writer:
         body = f" elements = {{ {', '.join(elements)} }}" if elements else ""
         self.sets.append((f"set {name} {{ type {type_};{flags} }}", f"set {name} {{ type {type_};{flags}{body} }}"))
         self.set_elements[name] = tuple(elements)
+        self.set_types[name] = f"type {type_};{flags}"
         self.elements += len(elements)
         return f"@{name}"
 
@@ -278,22 +290,23 @@ def render_policy(policies: Iterable[NetworkPolicy], containers: Iterable[Contai
     isolated_in: list[_Member] = []
     isolated_out: list[_Member] = []
     ordered = sorted(policies, key=lambda p: (p.metadata.namespace, p.metadata.name))
-    for i, pol in enumerate(ordered):
+    for pol in ordered:
         ns = pol.metadata.namespace
+        i = policy_key(ns, pol.metadata.name)
         ingress, egress = effective_types(pol)
         pod_sel = selector_of(pol.spec.pod_selector)
         selected = [m for m in local_by_namespace.get(ns, ()) if pod_sel.matches(m.labels)]
-        sel = w.set(f"policy_p{i}_sel", "ipv4_addr", _ips(selected))
+        sel = w.set(f"policy_{i}_sel", "ipv4_addr", _ips(selected))
         if ingress:
             isolated_in.extend(selected)
             for j, rule in enumerate(pol.spec.ingress):
-                for clause in _rule_clauses(w, f"policy_p{i}_in{j}", peers=rule.from_, ports=rule.ports,
+                for clause in _rule_clauses(w, f"policy_{i}_in{j}", peers=rule.from_, ports=rule.ports,
                                             cluster=cluster, namespace=ns, peer_field="saddr", named_from=selected):
                     w.rules["ingress"].append(f"ip daddr {sel} {clause}accept")
         if egress:
             isolated_out.extend(selected)
             for j, erule in enumerate(pol.spec.egress):
-                for clause in _rule_clauses(w, f"policy_p{i}_out{j}", peers=erule.to, ports=erule.ports,
+                for clause in _rule_clauses(w, f"policy_{i}_out{j}", peers=erule.to, ports=erule.ports,
                                             cluster=cluster, namespace=ns, peer_field="daddr", named_from=None):
                     w.rules["egress"].append(f"ip saddr {sel} {clause}return")
     into = w.set("policy_ingress_isolated", "ipv4_addr", _ips(isolated_in))
@@ -304,7 +317,46 @@ def render_policy(policies: Iterable[NetworkPolicy], containers: Iterable[Contai
     w.rules["egress"].append("drop")
     w.rules["ingress"].append("drop")
     return RenderedPolicy(NftPart(PART, w.text()), rules=w.rule_count, sets=len(w.sets), elements=w.elements,
-                          skeleton=w.text(elements=False), set_elements=w.set_elements)
+                          skeleton=w.text(elements=False), set_elements=w.set_elements, set_types=w.set_types,
+                          chains={f"policy_{c}": tuple(r) for c, r in w.rules.items()})
+
+
+def policy_key(namespace: str, name: str) -> str:
+    """A policy's own short name in set names: stable, so one policy's change leaves the others' sets be."""
+    return hashlib.sha256(f"{namespace}/{name}".encode()).hexdigest()[:10]
+
+
+def delta_commands(old: RenderedPolicy, new: RenderedPolicy, *, family: str, table: str) -> list[str]:
+    """The nft commands that turn the kernel's ``old`` policy part into ``new`` and touch nothing else.
+
+    Chains whose rules changed are flushed and refilled; sets that went are deleted (after the flush:
+    rules refer to them), new sets are added with their elements, and sets in both change by element
+    (delete what left, add what came). A set whose type changed is deleted and added again, with every
+    chain flushed first. One ``nft -f`` transaction of these is atomic, and leaves every other part of
+    the table — and every set the kernel fills itself, such as the service proxy's affinity — alone."""
+    at = f"{family} {table}"
+    retyped = {n for n, t in new.set_types.items() if n in old.set_types and old.set_types[n] != t}
+    gone = [n for n in old.set_types if n not in new.set_types] + sorted(retyped)
+    came = [n for n in new.set_types if n not in old.set_types or n in retyped]
+    changed_chains = [c for c, rules in new.chains.items() if retyped or gone or old.chains.get(c) != rules]
+    lines = [f"flush chain {at} {c}" for c in changed_chains]
+    lines += [f"delete set {at} {n}" for n in gone]
+    for n in came:
+        items = new.set_elements[n]
+        body = f" elements = {{ {', '.join(items)} }}" if items else ""
+        lines.append(f"add set {at} {n} {{ {new.set_types[n]}{body} }}")
+    for n, items in new.set_elements.items():
+        if n in came or old.set_elements.get(n) == items:
+            continue
+        before = old.set_elements.get(n, ())
+        left, joined = set(before) - set(items), set(items) - set(before)
+        if left:
+            lines.append(f"delete element {at} {n} {{ {', '.join(e for e in before if e in left)} }}")
+        if joined:
+            lines.append(f"add element {at} {n} {{ {', '.join(e for e in items if e in joined)} }}")
+    for c in changed_chains:
+        lines += [f"add rule {at} {c} {rule}" for rule in new.chains[c]]
+    return lines
 
 
 # --- the kernel setting it relies on ---------------------------------------------------------

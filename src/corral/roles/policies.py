@@ -5,10 +5,11 @@ not only this node's: a peer may run anywhere). The containers are followed only
 policy exists: without policies no container matters, and a cluster that uses none keeps every
 agent's container watch to its own node (which the API serves from a per-node index). Any change that matters to policy — a policy, a
 namespace's labels, a container's IP, labels, phase, node or named ports — wakes one loop that
-renders the ``policy`` part (``network.policy.render_policy``) and loads it: when only set elements
-changed (a container came, went or was relabelled; the rules are the same) by deleting and adding
-just those elements (``NftTable.update_sets``), otherwise by loading the agent's whole table
-with ``NftTable.apply``. A burst of changes (a deployment scaling up) is folded into one load: the loop
+renders the ``policy`` part (``network.policy.render_policy``) and loads just the difference from
+the last render (``delta_commands``, ``NftTable.update_part``): a container that came, went or was
+relabelled changes a few set elements; a policy's change flushes and refills the policy chains and
+adds or deletes its own sets. Only the first load, or one after a failed update, loads the agent's
+whole table (``NftTable.apply``). A burst of changes (a deployment scaling up) is folded into one load: the loop
 waits a few milliseconds after the first change, and everything that arrives while nft runs goes
 into the next load. Container status updates that change nothing policy looks at (heartbeats of
 readiness, restart counts) do not wake it.
@@ -33,7 +34,7 @@ from corral.model.errors import CorralError
 from corral.model.resources import Container, Namespace, NetworkPolicy
 from corral.network.loopback_guard import render_loopback_guard
 from corral.network.nftables import NftError, NftTable
-from corral.network.policy import PART, RenderedPolicy, element_changes, ensure_bridge_filtering, render_policy
+from corral.network.policy import PART, RenderedPolicy, delta_commands, ensure_bridge_filtering, render_policy
 
 log = logging.getLogger(__name__)
 
@@ -107,14 +108,15 @@ class PolicyEnforcer:
             tg.create_task(self._enforce(), name="policy-enforce")
 
     async def _load(self, rendered: RenderedPolicy) -> None:
-        """Only the changed sets' elements when the rules are the same as loaded; else the whole table."""
+        """Only what changed (``delta_commands``) once the table is loaded; else the whole table."""
         last = self.last
-        if last is not None and last.skeleton == rendered.skeleton:
+        if last is not None:
+            commands = delta_commands(last, rendered, family=self.nft.family, table=self.nft.table)
             try:
-                if await self.nft.update_sets(rendered.part, element_changes(last, rendered)):
+                if await self.nft.update_part(rendered.part, commands):
                     return
             except NftError as e:  # the kernel's table is not what was loaded (someone changed it)
-                log.warning("updating the policy sets failed, loading the whole table: %s", e)
+                log.warning("updating the policy rules failed, loading the whole table: %s", e)
         self.nft.set_part(rendered.part)
         await self.nft.apply()
 
