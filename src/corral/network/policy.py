@@ -75,10 +75,9 @@ _FINISHED = ("Succeeded", "Failed")
 class RenderedPolicy:
     """The part and its size: ``rules`` and ``sets`` depend on policies only, ``elements`` on containers.
 
-    ``skeleton`` is the part without its sets' elements and ``set_elements`` the elements by set: when
-    the skeleton of two renders is the same, the kernel can go from one to the other by changing the
-    elements of the sets that differ (``element_changes``, ``NftTable.update_sets``), not by loading
-    the whole table."""
+    ``skeleton`` is the part without its sets' elements; ``set_elements``, ``set_types`` and
+    ``chains`` are its pieces, from which ``delta_commands`` works out what to change in the kernel
+    to go from one render to the next without loading the whole table."""
 
     part: NftPart
     rules: int

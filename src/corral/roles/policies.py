@@ -3,16 +3,16 @@
 Three ``Reflector``s follow the cluster's NetworkPolicies, Namespaces and Containers (all of them,
 not only this node's: a peer may run anywhere). The containers are followed only while at least one
 policy exists: without policies no container matters, and a cluster that uses none keeps every
-agent's container watch to its own node (which the API serves from a per-node index). Any change that matters to policy — a policy, a
-namespace's labels, a container's IP, labels, phase, node or named ports — wakes one loop that
-renders the ``policy`` part (``network.policy.render_policy``) and loads just the difference from
-the last render (``delta_commands``, ``NftTable.update_part``): a container that came, went or was
-relabelled changes a few set elements; a policy's change flushes and refills the policy chains and
-adds or deletes its own sets. Only the first load, or one after a failed update, loads the agent's
-whole table (``NftTable.apply``). A burst of changes (a deployment scaling up) is folded into one load: the loop
-waits a few milliseconds after the first change, and everything that arrives while nft runs goes
-into the next load. Container status updates that change nothing policy looks at (heartbeats of
-readiness, restart counts) do not wake it.
+agent's container watch to its own node (which the API serves from a per-node index). Any change
+that matters to policy — a policy, a namespace's labels, a container's IP, labels, phase, node or
+named ports — wakes one loop that renders the ``policy`` part (``network.policy.render_policy``) and
+loads just the difference from the last render (``delta_commands``, ``NftTable.update_part``): a
+container that came, went or was relabelled changes a few set elements; a policy's change flushes
+and refills the policy chains and adds or deletes its own sets. Only the first load, or one after a
+failed update, loads the agent's whole table (``NftTable.apply``). A burst of changes (a deployment
+scaling up) is folded into one load: the loop waits a few milliseconds after the first change, and
+everything that arrives while nft runs goes into the next load. Container status updates that change
+nothing policy looks at (readiness, restart counts) do not wake it.
 
 At start the enforcer makes bridged traffic visible to the inet hooks (``ensure_bridge_filtering``),
 puts the ``loopback`` guard part in the table, and loads the table once the reflectors have
