@@ -64,3 +64,16 @@ def test_a_node_is_ready_only_with_a_true_ready_condition_and_shows_cordoning() 
 def test_columns_line_up_three_spaces_apart() -> None:
     text = tables.render(["NAME", "STATUS"], [["a-long-name", "Running"], ["b", "Pending"]])
     assert text.splitlines() == ["NAME          STATUS", "a-long-name   Running", "b             Pending"]
+
+
+def test_a_network_policy_row_shows_its_selector_and_types() -> None:
+    from corral.model.resources import LabelSelector, LabelSelectorRequirement, NetworkPolicy, NetworkPolicySpec
+
+    p = NetworkPolicy(metadata=ObjectMeta(name="db", namespace="ns1", creation_timestamp=_ago(hours=2)),
+                      spec=NetworkPolicySpec(pod_selector=LabelSelector(
+                          match_labels={"app": "db"},
+                          match_expressions=[LabelSelectorRequirement("tier", "In", ["a", "b"])]),
+                          policy_types=["Ingress", "Egress"]))
+    ctx = tables.Context(now=NOW)
+    assert tables.row(p, BY_KIND["NetworkPolicy"], ctx) == ["db", "app=db,tier In (a,b)", "Ingress,Egress", "2h"]
+    assert tables.row(NetworkPolicy(metadata=ObjectMeta(name="all")), BY_KIND["NetworkPolicy"], ctx)[1] == "<all>"

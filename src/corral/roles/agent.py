@@ -271,6 +271,9 @@ class Agent:
                     if {**current.metadata.labels, **changeable} != current.metadata.labels:
                         current.metadata.labels = {**current.metadata.labels, **changeable}
                         await self.api.update(current)
+                    # the full status at once: a restarted agent serves on a new port (agentEndpoint)
+                    await self.api.update_status(Node(metadata=ObjectMeta(name=self.cfg.node_name),
+                                                      status=self.node_status()))
                     await self.heartbeat()
                     break
                 except errors.Conflict:
