@@ -36,8 +36,9 @@ def eps(name: str, *ips: str, port: int = 8080) -> Endpoints:
 
 def test_each_cluster_ip_port_spreads_over_its_ready_endpoints_with_numgen() -> None:
     text = render_services([svc("web", "10.43.0.10")], {("default", "web"): eps("web", "10.88.0.6", "10.88.0.5")}).text
-    assert "10.43.0.10 . tcp . 80 : goto svc_s_" in text
-    assert "dnat ip to numgen random mod 2 map { 0 : 10.88.0.5 . 8080, 1 : 10.88.0.6 . 8080 }" in text  # stable order
+    assert "10.43.0.10 . tcp . 80 : goto svc_pick_2" in text
+    assert "th dport . numgen random mod 2 map @svc_backends" in text
+    assert "10.43.0.10 . tcp . 80 . 0 : 10.88.0.5 . 8080, 10.43.0.10 . tcp . 80 . 1 : 10.88.0.6 . 8080" in text
     assert "elements = { 10.88.0.5 . 10.88.0.5, 10.88.0.6 . 10.88.0.6 }" in text  # hairpin pairs, masqueraded
 
 

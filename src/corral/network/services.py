@@ -7,14 +7,18 @@ a rule per service.
 - ``svc_vips`` maps ``cluster IP . protocol . port`` to a verdict: ``goto`` the service port's chain.
   ``svc_nodeports`` maps ``protocol . node port`` the same way; it is consulted for packets to any
   of the node's own addresses (``fib daddr type local``).
-- A service port's chain (``svc_s_<hash>``) spreads new connections evenly over its ready
-  endpoints with one rule, ``dnat ip to numgen random mod N map { 0 : ip . port, … }``: one chain
-  and one rule per service port, however many endpoints (the table for 1,000 services x 10
-  endpoints stays small enough to load in well under a second). With ``sessionAffinity: ClientIP``
-  the chain instead first sends a client whose address is remembered in an endpoint's dynamic set
-  (``svc_a_<hash>_<i>``, entries expire after ``AFFINITY_SECONDS``) to that endpoint's chain
-  (``svc_e_<hash>_<i>``), which refreshes the entry as it DNATs; new clients are spread with
-  ``numgen random mod N vmap``.
+- Spreading is one map for the whole node: ``svc_backends`` maps ``cluster IP . protocol . port .
+  slot`` to an endpoint's ``ip . port``, slots 0..N-1 for a service port with N ready endpoints.
+  ``svc_vips`` sends a service port to ``svc_pick_<N>`` — one chain per endpoint count in use, not
+  per service — whose one rule is ``dnat ip to ip daddr . meta l4proto . th dport . numgen random
+  mod N map @svc_backends``: an even pick among the N. The kernel loads a table of 1,000 services x
+  10 endpoints as a few chains and one 10,000-element map, not thousands of chains (which took
+  0.5 s a load here). A node port's chain (``svc_n_<hash>``) marks the packet and picks with an
+  anonymous ``numgen random mod N map`` (its destination is the node's address, not the cluster IP).
+- With ``sessionAffinity: ClientIP`` a service port has its own chain (``svc_s_<hash>``) that first
+  sends a client whose address is remembered in an endpoint's dynamic set (``svc_a_<hash>_<i>``,
+  entries expire after ``AFFINITY_SECONDS``) to that endpoint's chain (``svc_e_<hash>_<i>``), which
+  refreshes the entry as it DNATs; new clients are spread with ``numgen random mod N vmap``.
 - ``svc_postrouting`` masquerades hairpin connections — an endpoint reaching its own service; its
   address pairs ``ip . ip`` are in ``svc_hairpin`` and DNAT'd traffic whose source and destination
   make such a pair is masqueraded, so the reply comes back through the node — and what is marked
@@ -76,6 +80,8 @@ def render_services(services: Iterable[Service], endpoints: Mapping[tuple[str, s
     chains: list[str] = []
     sets: list[str] = []
     hairpin: set[str] = set()
+    spread: list[str] = []  # svc_backends elements
+    counts: set[int] = set()  # endpoint counts with a svc_pick_<N> chain
     for svc in sorted(services, key=lambda s: (s.metadata.namespace, s.metadata.name)):
         ip = svc.spec.cluster_ip
         if not ip or ip == HEADLESS:
@@ -92,16 +98,23 @@ def render_services(services: Iterable[Service], endpoints: Mapping[tuple[str, s
                 continue
             h = _hash(svc.metadata.namespace, svc.metadata.name, port.name, str(port.port), port.protocol)
             chain = f"svc_s_{h}"
+            n = len(backends)
+            hairpin.update(f"{b.ip} . {b.ip}" for b in backends)
+            mark = f"meta mark set meta mark | {MASQ_MARK:#x}"
+            if not affinity:
+                counts.add(n)
+                vips.append(f"{ip} . {proto} . {port.port} : goto svc_pick_{n}")
+                spread.extend(f"{ip} . {proto} . {port.port} . {i} : {b.ip} . {b.port}" for i, b in enumerate(backends))
+                if port.node_port:
+                    targets = ", ".join(f"{i} : {b.ip} . {b.port}" for i, b in enumerate(backends))
+                    nodeports.append(f"{proto} . {port.node_port} : goto svc_n_{h}")
+                    chains.append(f"chain svc_n_{h} {{\n\t{mark}\n\tmeta l4proto {proto} dnat ip to numgen random "
+                                  f"mod {n} map {{ {targets} }}\n}}")
+                continue
             vips.append(f"{ip} . {proto} . {port.port} : goto {chain}")
             if port.node_port:
                 nodeports.append(f"{proto} . {port.node_port} : goto svc_n_{h}")
-                chains.append(f"chain svc_n_{h} {{\n\tmeta mark set meta mark | {MASQ_MARK:#x}\n\tgoto {chain}\n}}")
-            hairpin.update(f"{b.ip} . {b.ip}" for b in backends)
-            if not affinity:
-                targets = ", ".join(f"{i} : {b.ip} . {b.port}" for i, b in enumerate(backends))
-                chains.append(f"chain {chain} {{\n\tmeta l4proto {proto} dnat ip to numgen random mod {len(backends)} "
-                              f"map {{ {targets} }}\n}}")
-                continue
+                chains.append(f"chain svc_n_{h} {{\n\t{mark}\n\tgoto {chain}\n}}")
             body = []
             picks = []
             for i, b in enumerate(backends):
@@ -111,8 +124,13 @@ def render_services(services: Iterable[Service], endpoints: Mapping[tuple[str, s
                 chains.append(f"chain {ep_chain} {{\n\tupdate @{aset} {{ ip saddr }}\n"
                               f"\tmeta l4proto {proto} dnat ip to {b.ip}:{b.port}\n}}")
                 picks.append(f"{i} : goto {ep_chain}")
-            body.append(f"numgen random mod {len(backends)} vmap {{ {', '.join(picks)} }}")
+            body.append(f"numgen random mod {n} vmap {{ {', '.join(picks)} }}")
             chains.append(f"chain {chain} {{\n" + "".join(f"\t{ln}\n" for ln in body) + "}")
+    for n in sorted(counts):
+        chains.append(f"chain svc_pick_{n} {{\n\tmeta l4proto {{ tcp, udp }} dnat ip to ip daddr . meta l4proto . "
+                      f"th dport . numgen random mod {n} map @svc_backends\n}}")
+    sets.insert(0, "map svc_backends {\n\ttypeof ip daddr . meta l4proto . th dport . numgen random mod 2 : "
+                   "ip daddr . th dport\n" + _elements(spread) + "}")
     return NftPart(PART, _assemble(vips, nodeports, noep, noep_nodeports, sorted(hairpin), sets, chains))
 
 
