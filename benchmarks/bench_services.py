@@ -68,7 +68,7 @@ def say(text: str) -> None:
 
 
 def hollow(i: int, generation: int = 0) -> EndpointsSpec:
-    return EndpointsSpec(addresses=[EndpointAddress(ip=f"10.{100 + (i >> 8) % 100}.{i & 255}.{j + 10 + generation}",
+    return EndpointsSpec(addresses=[EndpointAddress(ip=f"10.{100 + (i >> 8) % 100}.{i & 255}.{j + 10 + generation}", node="other",
                                                     ports=[EndpointPort(port=8080, name="http")])
                                     for j in range(ENDPOINTS)])
 
@@ -172,7 +172,7 @@ async def inner() -> dict[str, object]:
         await web.TCPSite(runner, "127.0.0.1", port).start()
         api = ApiClient(f"http://127.0.0.1:{port}", token)
         nft = NftTable("benchsvc")
-        proxy = ServiceProxy(api, nft)
+        proxy = ServiceProxy(api, nft, node="bench")  # the hollow endpoints are on no node: no hairpin pairs
         proxy_task = asyncio.create_task(proxy.run())
         try:
             t0 = time.perf_counter()

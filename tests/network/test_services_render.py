@@ -40,6 +40,9 @@ def test_each_cluster_ip_port_spreads_over_its_ready_endpoints_with_numgen() -> 
     assert "th dport . numgen random mod 2 map @svc_backends" in text
     assert "10.43.0.10 . tcp . 80 . 0 : 10.88.0.5 . 8080, 10.43.0.10 . tcp . 80 . 1 : 10.88.0.6 . 8080" in text
     assert "elements = { 10.88.0.5 . 10.88.0.5, 10.88.0.6 . 10.88.0.6 }" in text  # hairpin pairs, masqueraded
+    elsewhere = render_services([svc("web", "10.43.0.10")], {("default", "web"): eps("web", "10.88.0.5")},
+                                node="other-node").text
+    assert "10.88.0.5 . 10.88.0.5" not in elsewhere  # a container reaches itself only through its own node
 
 
 def test_a_service_without_ready_endpoints_is_rejected_not_dnatted() -> None:

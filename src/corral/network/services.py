@@ -53,6 +53,7 @@ AFFINITY_SECONDS = 10800  # Kubernetes' default sessionAffinityConfig.clientIP.t
 class Backend:
     ip: str
     port: int
+    node: str = ""
 
 
 def _hash(*parts: str) -> str:
@@ -67,12 +68,15 @@ def backends_for(port: ServicePort, ep: Endpoints | None) -> list[Backend]:
     for addr in ep.spec.addresses:
         for p in addr.ports:
             if p.name == port.name and p.protocol == port.protocol:
-                out.append(Backend(addr.ip, p.port))
+                out.append(Backend(addr.ip, p.port, addr.node))
                 break
     return sorted(set(out), key=lambda b: (tuple(int(x) for x in b.ip.split(".")), b.port))
 
 
-def render_services(services: Iterable[Service], endpoints: Mapping[tuple[str, str], Endpoints]) -> NftPart:
+def render_services(services: Iterable[Service], endpoints: Mapping[tuple[str, str], Endpoints], *,
+                    node: str = "") -> NftPart:
+    """The ``svc`` part for ``services``; hairpin pairs only for endpoints on ``node`` (all when it is empty):
+    a container can only reach itself through the node it runs on."""
     vips: list[str] = []
     nodeports: list[str] = []
     noep: list[str] = []
@@ -99,7 +103,7 @@ def render_services(services: Iterable[Service], endpoints: Mapping[tuple[str, s
             h = _hash(svc.metadata.namespace, svc.metadata.name, port.name, str(port.port), port.protocol)
             chain = f"svc_s_{h}"
             n = len(backends)
-            hairpin.update(f"{b.ip} . {b.ip}" for b in backends)
+            hairpin.update(f"{b.ip} . {b.ip}" for b in backends if not node or b.node == node)
             mark = f"meta mark set meta mark | {MASQ_MARK:#x}"
             if not affinity:
                 counts.add(n)

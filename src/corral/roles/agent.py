@@ -174,7 +174,7 @@ class Agent:
         # every nftables rule this agent keeps (network policy, service proxy) lives in this one table
         self.nft = NftTable(cfg.nft_table)
         # Services → the `svc` part of that table, and the answers of the node's DNS server (roles/services.py)
-        self.services = ServiceProxy(api, self.nft, containers=lambda: self.reflector.objects)
+        self.services = ServiceProxy(api, self.nft, containers=lambda: self.reflector.objects, node=cfg.node_name)
 
     # --- event sink (for the reconcile steps) -----------------------------------------------
 

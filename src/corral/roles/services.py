@@ -32,8 +32,9 @@ Key = tuple[str, str]
 
 class ServiceProxy:
     def __init__(self, api: ApiClient, nft: NftTable, *,
-                 containers: Callable[[], Mapping[Key, Container]] = dict) -> None:
+                 containers: Callable[[], Mapping[Key, Container]] = dict, node: str = "") -> None:
         self.api = api
+        self.node = node  # hairpin rules only for endpoints on this node
         self.nft = nft
         self.local_containers = containers
         self.services: Reflector[Service] = Reflector(api, Service, namespace=None, on_event=self._changed)
@@ -51,7 +52,7 @@ class ServiceProxy:
         return self._version
 
     async def sync_rules(self) -> None:
-        part = render_services(self.services.objects.values(), self.endpoints.objects)
+        part = render_services(self.services.objects.values(), self.endpoints.objects, node=self.node)
         self.rendered += 1
         self.nft.set_part(part)
         await self.nft.apply()
