@@ -38,7 +38,7 @@ nothing changed), and a restarted agent renders exactly what it had.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from corral.model.resources import HEADLESS, Endpoints, Service, ServicePort
@@ -73,18 +73,39 @@ def backends_for(port: ServicePort, ep: Endpoints | None) -> list[Backend]:
     return sorted(set(out), key=lambda b: (tuple(int(x) for x in b.ip.split(".")), b.port))
 
 
+@dataclass(frozen=True, slots=True)
+class ServiceRules:
+    """The ``svc`` part as data: the elements of its sets and maps, and the declarations (chains and
+    affinity sets) that element changes cannot express. ``part()`` is its text."""
+
+    elements: Mapping[str, Mapping[str, str | None]]  # set or map name -> key -> value (None in a set)
+    decls: tuple[str, ...]
+
+    def part(self) -> NftPart:
+        def items(name: str) -> list[str]:
+            return [k if v is None else f"{k} : {v}" for k, v in self.elements.get(name, {}).items()]
+
+        return NftPart(PART, _assemble(items, list(self.decls)))
+
+
 def render_services(services: Iterable[Service], endpoints: Mapping[tuple[str, str], Endpoints], *,
                     node: str = "") -> NftPart:
-    """The ``svc`` part for ``services``; hairpin pairs only for endpoints on ``node`` (all when it is empty):
+    """The ``svc`` part for ``services`` (see ``service_rules``)."""
+    return service_rules(services, endpoints, node=node).part()
+
+
+def service_rules(services: Iterable[Service], endpoints: Mapping[tuple[str, str], Endpoints], *,
+                  node: str = "") -> ServiceRules:
+    """The rules for ``services``; hairpin pairs only for endpoints on ``node`` (all when it is empty):
     a container can only reach itself through the node it runs on."""
-    vips: list[str] = []
-    nodeports: list[str] = []
-    noep: list[str] = []
-    noep_nodeports: list[str] = []
+    vips: dict[str, str | None] = {}
+    nodeports: dict[str, str | None] = {}
+    noep: dict[str, str | None] = {}
+    noep_nodeports: dict[str, str | None] = {}
+    spread: dict[str, str | None] = {}  # svc_backends
+    hairpin: set[str] = set()
     chains: list[str] = []
     sets: list[str] = []
-    hairpin: set[str] = set()
-    spread: list[str] = []  # svc_backends elements
     counts: set[int] = set()  # endpoint counts with a svc_pick_<N> chain
     for svc in sorted(services, key=lambda s: (s.metadata.namespace, s.metadata.name)):
         ip = svc.spec.cluster_ip
@@ -95,10 +116,11 @@ def render_services(services: Iterable[Service], endpoints: Mapping[tuple[str, s
         for port in svc.spec.ports:
             proto = port.protocol.lower()
             backends = backends_for(port, ep)
+            vip = f"{ip} . {proto} . {port.port}"
             if not backends:
-                noep.append(f"{ip} . {proto} . {port.port}")
+                noep[vip] = None
                 if port.node_port:
-                    noep_nodeports.append(f"{proto} . {port.node_port}")
+                    noep_nodeports[f"{proto} . {port.node_port}"] = None
                 continue
             h = _hash(svc.metadata.namespace, svc.metadata.name, port.name, str(port.port), port.protocol)
             chain = f"svc_s_{h}"
@@ -107,17 +129,18 @@ def render_services(services: Iterable[Service], endpoints: Mapping[tuple[str, s
             mark = f"meta mark set meta mark | {MASQ_MARK:#x}"
             if not affinity:
                 counts.add(n)
-                vips.append(f"{ip} . {proto} . {port.port} : goto svc_pick_{n}")
-                spread.extend(f"{ip} . {proto} . {port.port} . {i} : {b.ip} . {b.port}" for i, b in enumerate(backends))
+                vips[vip] = f"goto svc_pick_{n}"
+                for i, b in enumerate(backends):
+                    spread[f"{vip} . {i}"] = f"{b.ip} . {b.port}"
                 if port.node_port:
                     targets = ", ".join(f"{i} : {b.ip} . {b.port}" for i, b in enumerate(backends))
-                    nodeports.append(f"{proto} . {port.node_port} : goto svc_n_{h}")
+                    nodeports[f"{proto} . {port.node_port}"] = f"goto svc_n_{h}"
                     chains.append(f"chain svc_n_{h} {{\n\t{mark}\n\tmeta l4proto {proto} dnat ip to numgen random "
                                   f"mod {n} map {{ {targets} }}\n}}")
                 continue
-            vips.append(f"{ip} . {proto} . {port.port} : goto {chain}")
+            vips[vip] = f"goto {chain}"
             if port.node_port:
-                nodeports.append(f"{proto} . {port.node_port} : goto svc_n_{h}")
+                nodeports[f"{proto} . {port.node_port}"] = f"goto svc_n_{h}"
                 chains.append(f"chain svc_n_{h} {{\n\t{mark}\n\tgoto {chain}\n}}")
             body = []
             picks = []
@@ -133,24 +156,44 @@ def render_services(services: Iterable[Service], endpoints: Mapping[tuple[str, s
     for n in sorted(counts):
         chains.append(f"chain svc_pick_{n} {{\n\tmeta l4proto {{ tcp, udp }} dnat ip to ip daddr . meta l4proto . "
                       f"th dport . numgen random mod {n} map @svc_backends\n}}")
-    sets.insert(0, "map svc_backends {\n\ttypeof ip daddr . meta l4proto . th dport . numgen random mod 2 : "
-                   "ip daddr . th dport\n" + _elements(spread) + "}")
-    return NftPart(PART, _assemble(vips, nodeports, noep, noep_nodeports, sorted(hairpin), sets, chains))
+    elements: dict[str, Mapping[str, str | None]] = {
+        "svc_vips": vips, "svc_nodeports": nodeports, "svc_noep": noep, "svc_noep_nodeports": noep_nodeports,
+        "svc_hairpin": dict.fromkeys(sorted(hairpin)), "svc_backends": spread,
+    }
+    return ServiceRules(elements=elements, decls=(*sets, *chains))
+
+
+def rules_delta(old: ServiceRules, new: ServiceRules, *, family: str, table: str) -> str | None:
+    """nft commands that turn a loaded ``old`` into ``new`` by element changes alone (one transaction
+    when loaded with ``nft -f``); None when declarations differ (a chain or set came or went), which
+    needs the whole table loaded again. Empty when nothing changed."""
+    if old.decls != new.decls:
+        return None
+    lines = []
+    for name, want in new.elements.items():
+        have = old.elements.get(name, {})
+        gone = [k for k, v in have.items() if k not in want or want[k] != v]
+        added = [k if v is None else f"{k} : {v}" for k, v in want.items() if k not in have or have[k] != v]
+        if gone:
+            lines.append(f"delete element {family} {table} {name} {{ {', '.join(gone)} }}")
+        if added:
+            lines.append(f"add element {family} {table} {name} {{ {', '.join(added)} }}")
+    return "\n".join(lines) + "\n" if lines else ""
 
 
 def _elements(items: list[str]) -> str:
     return f"\telements = {{ {', '.join(items)} }}\n" if items else ""
 
 
-def _assemble(vips: list[str], nodeports: list[str], noep: list[str], noep_nodeports: list[str],
-              hairpin: list[str], sets: list[str], chains: list[str]) -> str:
+def _assemble(items: Callable[[str], list[str]], decls: list[str]) -> str:
     out = [
-        "map svc_vips {\n\ttype ipv4_addr . inet_proto . inet_service : verdict\n" + _elements(vips) + "}",
-        "map svc_nodeports {\n\ttype inet_proto . inet_service : verdict\n" + _elements(nodeports) + "}",
-        "set svc_noep {\n\ttype ipv4_addr . inet_proto . inet_service\n" + _elements(noep) + "}",
-        "set svc_noep_nodeports {\n\ttype inet_proto . inet_service\n" + _elements(noep_nodeports) + "}",
-        "set svc_hairpin {\n\ttype ipv4_addr . ipv4_addr\n" + _elements(hairpin) + "}",
-        *sets,
+        "map svc_vips {\n\ttype ipv4_addr . inet_proto . inet_service : verdict\n" + _elements(items("svc_vips")) + "}",
+        "map svc_nodeports {\n\ttype inet_proto . inet_service : verdict\n" + _elements(items("svc_nodeports")) + "}",
+        "set svc_noep {\n\ttype ipv4_addr . inet_proto . inet_service\n" + _elements(items("svc_noep")) + "}",
+        "set svc_noep_nodeports {\n\ttype inet_proto . inet_service\n" + _elements(items("svc_noep_nodeports")) + "}",
+        "set svc_hairpin {\n\ttype ipv4_addr . ipv4_addr\n" + _elements(items("svc_hairpin")) + "}",
+        "map svc_backends {\n\ttypeof ip daddr . meta l4proto . th dport . numgen random mod 2 : ip daddr . th dport\n"
+        + _elements(items("svc_backends")) + "}",
         "chain svc_services {\n"
         "\tip daddr . meta l4proto . th dport vmap @svc_vips\n"
         "\tfib daddr type local meta l4proto . th dport vmap @svc_nodeports\n"
@@ -170,6 +213,6 @@ def _assemble(vips: list[str], nodeports: list[str], noep: list[str], noep_nodep
         "\tct state new ip daddr . meta l4proto . th dport @svc_noep goto svc_reject\n}",
         "chain svc_filter_input {\n\ttype filter hook input priority filter - 10; policy accept;\n"
         "\tct state new fib daddr type local meta l4proto . th dport @svc_noep_nodeports goto svc_reject\n}",
-        *chains,
+        *decls,
     ]
     return "\n".join(out) + "\n"

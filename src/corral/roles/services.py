@@ -22,8 +22,8 @@ from collections.abc import Callable, Mapping
 from corral.api.client import ApiClient, Reflector
 from corral.model.resources import HEADLESS, Container, Endpoints, Service
 from corral.network.dns import ClusterDNS, ServiceRecord, SrvPort, host_nameservers, parse_upstream
-from corral.network.nftables import NftTable
-from corral.network.services import render_services
+from corral.network.nftables import NftPart, NftTable
+from corral.network.services import ServiceRules, rules_delta, service_rules
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ class ServiceProxy:
         self.rendered = 0  # how many times the part was rendered (tests and benchmarks read it)
         self.applied = asyncio.Event()  # set after the first load of the rules
         self._version = 0
+        self._loaded: tuple[ServiceRules, NftPart] | None = None  # what the kernel holds of the part
 
     def _changed(self, _type: str, _obj: object) -> None:
         self._version += 1
@@ -52,10 +53,18 @@ class ServiceProxy:
         return self._version
 
     async def sync_rules(self) -> None:
-        part = render_services(self.services.objects.values(), self.endpoints.objects, node=self.node)
+        """Render the part and load it: as element changes when only endpoints and addresses moved
+        (``rules_delta``), else the whole table."""
+        rules = service_rules(self.services.objects.values(), self.endpoints.objects, node=self.node)
+        part = rules.part()
         self.rendered += 1
-        self.nft.set_part(part)
-        await self.nft.apply()
+        delta, expected = None, None
+        if self._loaded is not None:
+            delta = rules_delta(self._loaded[0], rules, family=self.nft.family, table=self.nft.table)
+            expected = self._loaded[1]
+        self._loaded = None  # unknown until the load below succeeds
+        await self.nft.apply_delta(part, delta=delta, expected=expected)
+        self._loaded = (rules, part)
         self.applied.set()
 
     async def _keep_rules(self) -> None:
