@@ -93,6 +93,7 @@ async def test_an_unknown_kind_is_named_along_with_the_kinds_there_are(corral: C
     assert result.exit_code == 1
     assert result.stderr.strip() == ("error: document 1 of standard input: unknown kind 'Gizmo'; the kinds are: "
                                      + ", ".join(k.plural for k in KINDS))
+    assert "namespaces, containers, nodes, deployments" in result.stderr
     listed = await corral("get", "gizmos")
     assert listed.exit_code == 1 and "unknown kind 'gizmos'" in listed.stderr
 

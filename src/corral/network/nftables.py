@@ -12,9 +12,6 @@ creates the table (if absent), deletes it, and declares it again: the kernel swa
 the new at once, with no moment in which the table is half written, and a crashed agent's table is
 simply replaced by the next one it writes (level-based: nothing is ever appended). Applies are
 serialized and coalesced: a change that arrives while one is being loaded is folded into the next.
-``apply_delta`` lets a part whose changes are only set and map elements send just those (adds and
-deletes in one transaction) while the kernel is known to hold what the table last loaded; anything
-else, or a failed delta, falls back to the whole-table load.
 """
 
 from __future__ import annotations
@@ -87,7 +84,6 @@ class NftTable:
         self._dirty = False
         self._applied: str | None = None
         self.applies = 0  # how many nft transactions were loaded (tests and benchmarks read it)
-        self.deltas = 0  # how many of them were element changes (apply_delta)
 
     def set_part(self, part: NftPart) -> bool:
         """Put ``part`` in the table (replacing its earlier version); True if anything changed.
@@ -130,31 +126,28 @@ class NftTable:
             self.applies += 1
             return True
 
-    async def apply_delta(self, part: NftPart, *, delta: str | None, expected: NftPart | None) -> bool:
-        """Put ``part`` in the table by running ``delta`` — nft commands (element adds and deletes) that
-        turn ``expected``, the part's loaded version, into ``part`` in one transaction — when the kernel
-        holds exactly what this table last loaded and ``expected`` is in it; otherwise (or when the
-        delta fails) load the whole table. True if anything was loaded. A part whose changes are mostly
-        elements (the service proxy's endpoints) so avoids re-declaring every chain and set."""
+    async def update_sets(self, part: NftPart, changes: dict[str, tuple[list[str], list[str]]]) -> bool:
+        """Make ``part`` the table's by changing, in the kernel, only set elements: ``changes`` maps a
+        set to (elements to delete, elements to add), all in one ``nft -f`` transaction. For a part
+        that differs from the loaded one in those elements alone (the caller knows; e.g.
+        ``RenderedPolicy.skeleton``): a container coming or going then costs its few elements, not a
+        reload of the whole table. False, and nothing done, when the table is not loaded as it
+        stands: then ``set_part`` + ``apply``."""
         async with self._lock:
-            usable = (delta is not None and expected is not None and not self._dirty and self._applied is not None
-                      and self._parts.get(part.name) == expected)
-            if usable and delta == "":
-                self._parts[part.name] = part
-                self._applied = self.render()
+            if self._dirty or self._applied is None or part.name not in self._parts:
                 return False
-            if usable and delta:
-                try:
-                    await run_nft(delta)
-                except NftError as e:
-                    log.warning("nft: an incremental update of part %s failed, loading the table whole: %s", part.name, e)
-                else:
-                    self._parts[part.name] = part
-                    self._applied = self.render()
-                    self.deltas += 1
-                    return True
-        self.set_part(part)
-        return await self.apply()
+            lines = []
+            for name, (delete, add) in sorted(changes.items()):
+                if delete:
+                    lines.append(f"delete element {self.family} {self.table} {name} {{ {', '.join(delete)} }}")
+                if add:
+                    lines.append(f"add element {self.family} {self.table} {name} {{ {', '.join(add)} }}")
+            if lines:
+                await run_nft("\n".join(lines) + "\n")
+                self.applies += 1
+            self._parts[part.name] = part
+            self._applied = self.render()
+            return True
 
     async def remove(self) -> None:
         """Delete the table from the kernel (nothing happens if it is not there)."""

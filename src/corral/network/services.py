@@ -163,22 +163,21 @@ def service_rules(services: Iterable[Service], endpoints: Mapping[tuple[str, str
     return ServiceRules(elements=elements, decls=(*sets, *chains))
 
 
-def rules_delta(old: ServiceRules, new: ServiceRules, *, family: str, table: str) -> str | None:
-    """nft commands that turn a loaded ``old`` into ``new`` by element changes alone (one transaction
-    when loaded with ``nft -f``); None when declarations differ (a chain or set came or went), which
-    needs the whole table loaded again. Empty when nothing changed."""
+def rules_delta(old: ServiceRules, new: ServiceRules) -> dict[str, tuple[list[str], list[str]]] | None:
+    """The element changes that turn a loaded ``old`` into ``new``: per set or map, (elements to
+    delete, elements to add) — what ``NftTable.update_sets`` loads in one transaction. None when
+    declarations differ (a chain or set came or went): the whole table must be loaded again. Empty
+    when nothing changed. A map element whose value changed is deleted and added again."""
     if old.decls != new.decls:
         return None
-    lines = []
+    changes: dict[str, tuple[list[str], list[str]]] = {}
     for name, want in new.elements.items():
         have = old.elements.get(name, {})
         gone = [k for k, v in have.items() if k not in want or want[k] != v]
         added = [k if v is None else f"{k} : {v}" for k, v in want.items() if k not in have or have[k] != v]
-        if gone:
-            lines.append(f"delete element {family} {table} {name} {{ {', '.join(gone)} }}")
-        if added:
-            lines.append(f"add element {family} {table} {name} {{ {', '.join(added)} }}")
-    return "\n".join(lines) + "\n" if lines else ""
+        if gone or added:
+            changes[name] = (gone, added)
+    return changes
 
 
 def _elements(items: list[str]) -> str:

@@ -2,10 +2,12 @@
 
 ``ServiceProxy`` keeps two ``Reflector``s (every Service, every Endpoints of the cluster). Any change
 sets a flag; one task waits until both have synced, then renders the ``svc`` part of the agent's
-nftables table (``network/services.py``) and applies it — the whole table, atomically — and does
-so again after every batch of changes (events that arrive while a load runs fold into the next).
-Nothing is kept but what the API says, so a restarted agent renders the same rules (and the table
-is replaced, never appended to).
+nftables table (``network/services.py``) and loads it, and does so again after every batch of
+changes (events that arrive while a load runs fold into the next). A batch that only moves set and
+map elements (endpoints, addresses) is loaded as those elements' deletes and adds in one
+transaction (``NftTable.update_sets``); anything else replaces the whole table atomically. Nothing
+is kept but what the API says, so a restarted agent renders the same rules (and the table is
+replaced, never appended to).
 
 The same state answers DNS (``network/dns.py``): ``ServiceProxy`` is the DNS server's ``Records``.
 A headless Service's name resolves to its ready endpoints' IPs; a container's name resolves from
@@ -22,7 +24,7 @@ from collections.abc import Callable, Mapping
 from corral.api.client import ApiClient, Reflector
 from corral.model.resources import HEADLESS, Container, Endpoints, Service
 from corral.network.dns import ClusterDNS, ServiceRecord, SrvPort, host_nameservers, parse_upstream
-from corral.network.nftables import NftPart, NftTable
+from corral.network.nftables import NftTable
 from corral.network.services import ServiceRules, rules_delta, service_rules
 
 log = logging.getLogger(__name__)
@@ -43,7 +45,8 @@ class ServiceProxy:
         self.rendered = 0  # how many times the part was rendered (tests and benchmarks read it)
         self.applied = asyncio.Event()  # set after the first load of the rules
         self._version = 0
-        self._loaded: tuple[ServiceRules, NftPart] | None = None  # what the kernel holds of the part
+        self._loaded: ServiceRules | None = None  # what the kernel holds of the part (None: not known)
+        self.deltas = 0  # how many loads were element changes only
 
     def _changed(self, _type: str, _obj: object) -> None:
         self._version += 1
@@ -58,13 +61,14 @@ class ServiceProxy:
         rules = service_rules(self.services.objects.values(), self.endpoints.objects, node=self.node)
         part = rules.part()
         self.rendered += 1
-        delta, expected = None, None
-        if self._loaded is not None:
-            delta = rules_delta(self._loaded[0], rules, family=self.nft.family, table=self.nft.table)
-            expected = self._loaded[1]
+        changes = rules_delta(self._loaded, rules) if self._loaded is not None else None
         self._loaded = None  # unknown until the load below succeeds
-        await self.nft.apply_delta(part, delta=delta, expected=expected)
-        self._loaded = (rules, part)
+        if changes is not None and await self.nft.update_sets(part, changes):
+            self.deltas += 1
+        else:
+            self.nft.set_part(part)
+            await self.nft.apply()
+        self._loaded = rules
         self.applied.set()
 
     async def _keep_rules(self) -> None:
