@@ -130,13 +130,25 @@ def service(name: str, **spec: object) -> Service:
     return Service(metadata=ObjectMeta(name=name), spec=ServiceSpec(selector={"app": name}, ports=ports, **spec))  # type: ignore[arg-type]
 
 
-async def ready_endpoints(cluster: Cluster, name: str, count: int) -> Endpoints:
+async def ready_endpoints(cluster: Cluster, name: str, count: int, *, rules: bool = True) -> Endpoints:
+    """The Service's Endpoints once ``count`` are ready — and (``rules``) the node's rules lead to each."""
     async def check() -> Endpoints:
         ep = await cluster.api.get(Endpoints, name)
         assert len(ep.spec.addresses) == count, ep.spec
         return ep
 
-    return await eventually(check, timeout=90, what=f"{name} has {count} ready endpoints")
+    ep = await eventually(check, timeout=90, what=f"{name} has {count} ready endpoints")
+    if not rules:  # a headless Service has none
+        return ep
+
+    async def in_rules() -> None:
+        code, table = await nft_command("list", "table", "inet", cluster.worker.bridge)
+        assert code == 0, table
+        for a in ep.spec.addresses:
+            assert f"{a.ip} . 8080" in table or f"{a.ip}:8080" in table, f"{a.ip} not in the rules yet"
+
+    await eventually(in_rules, timeout=30, what=f"the rules lead to {name}'s endpoints")
+    return ep
 
 
 async def netns_of(cluster: Cluster, container: str) -> Path:
@@ -283,7 +295,7 @@ async def test_headless_names_external_names_and_unknown_names_resolve_correctly
     c = svc_cluster
     await c.api.create(web(c, "hl", 2))
     await c.api.create(service("hl", cluster_ip="None"))
-    ep = await ready_endpoints(c, "hl", 2)
+    ep = await ready_endpoints(c, "hl", 2, rules=False)
     netns = await netns_of(c, await probe_container(c, "asker"))
     gateway = (await c.api.get(Container, "asker")).status.ip.rsplit(".", 1)[0] + ".1"
 
