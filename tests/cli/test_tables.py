@@ -77,3 +77,17 @@ def test_a_network_policy_row_shows_its_selector_and_types() -> None:
     ctx = tables.Context(now=NOW)
     assert tables.row(p, BY_KIND["NetworkPolicy"], ctx) == ["db", "app=db,tier In (a,b)", "Ingress,Egress", "2h"]
     assert tables.row(NetworkPolicy(metadata=ObjectMeta(name="all")), BY_KIND["NetworkPolicy"], ctx)[1] == "<all>"
+
+
+def test_a_service_row_shows_its_type_cluster_ip_ports_and_ready_endpoints() -> None:
+    from corral.model.resources import Service, ServicePort, ServiceSpec
+
+    info = BY_KIND["Service"]
+    svc = Service(metadata=ObjectMeta(name="web", namespace="default", creation_timestamp=_ago(minutes=3)),
+                  spec=ServiceSpec(selector={"app": "web"}, type="NodePort", cluster_ip="10.43.0.10",
+                                   ports=[ServicePort(port=80, node_port=30080), ServicePort(port=53, protocol="UDP")]))
+    ctx = tables.Context(now=NOW, endpoints_per_service={("default", "web"): 3})
+    assert tables.columns(info) == ["NAME", "TYPE", "CLUSTER-IP", "PORT(S)", "ENDPOINTS", "AGE"]
+    assert tables.row(svc, info, ctx) == ["web", "NodePort", "10.43.0.10", "80:30080/TCP,53/UDP", "3", "3m"]
+    headless = Service(metadata=ObjectMeta(name="db", namespace="default"), spec=ServiceSpec(cluster_ip="None"))
+    assert tables.row(headless, info, ctx)[1:5] == ["Headless", "None", "<none>", "0"]

@@ -198,7 +198,7 @@ class Agent:
         self.peers: PeerRoutes | None = None  # routes to other nodes' containers, once the podCIDR is known
         self.policies = PolicyEnforcer(api, self.nft, node=cfg.node_name, bridge=cfg.bridge)
         # Services → the `svc` part of that table, and the answers of the node's DNS server (roles/services.py)
-        self.services = ServiceProxy(api, self.nft, containers=lambda: self.reflector.objects)
+        self.services = ServiceProxy(api, self.nft, containers=lambda: self.reflector.objects, node=cfg.node_name)
         self.dns: ClusterDNS | None = None  # started once the node's subnet is known (settle_network)
 
     # --- event sink (for the reconcile steps) -----------------------------------------------
