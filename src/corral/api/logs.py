@@ -5,10 +5,15 @@ listener (its address is in the Node's ``status.agentEndpoint``). The API authen
 with the cluster's agent token — a secret kept in etcd, created once, that agents fetch with their
 node token (``GET /join/agent-token``) — so only the API can read a node's logs, and a user never
 needs to reach a node directly. The body is streamed through as it comes (``follow``).
+
+``previous=1`` asks for the run before the latest restart. When no container of that name exists,
+the log shown is the newest one kept of a deleted container of that name (agents keep them for
+``--keep-logs``): every node is asked when (if ever) it deleted one, and the newest wins.
 """
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 
 import aiohttp
@@ -83,14 +88,43 @@ class LogsProxy:
             raise Unavailable(f'node "{container.spec.node}" has no agent endpoint; is its agent running?')
         return container, endpoint
 
+    async def _kept_on(self, namespace: str, name: str, gone: NotFound) -> tuple[str, str]:
+        """(node, agent endpoint) of the node keeping the newest log of a deleted container ``name``;
+        ``gone`` (the container's NotFound) when no node keeps one."""
+        page = await self.store.list(BY_KIND["Node"].prefix())
+        endpoints = {n.metadata.name: n.status.agent_endpoint
+                     for n in (typed.decode(kv, Node) for kv in page.items) if n.status.agent_endpoint}
+
+        async def deleted_at(endpoint: str) -> float | None:
+            try:
+                async with self.agent_session().get(
+                    f"{endpoint}/logs/{namespace}/{name}", params={"kept": "1", "info": "1"},
+                    headers=await self.agent_headers(), timeout=aiohttp.ClientTimeout(total=5),
+                ) as resp:
+                    return float((await resp.json())["deletedAt"]) if resp.status == 200 else None
+            except (aiohttp.ClientError, TimeoutError, ValueError, KeyError):
+                return None
+
+        times = await asyncio.gather(*(deleted_at(e) for e in endpoints.values()))
+        found = [(t, node) for t, node in zip(times, endpoints, strict=True) if t is not None]
+        if not found:
+            raise NotFound(f"{gone}, and no node keeps the log of a deleted container of that name") from None
+        node = max(found)[1]
+        return node, endpoints[node]
+
     async def logs(self, request: web.Request) -> web.StreamResponse:
         identity = request[IDENTITY]
         if identity.role != "admin":
             raise Forbidden(f"{identity.name} may not read container logs")
         namespace, name = request.match_info["namespace"], request.match_info["name"]
-        container, endpoint = await self.locate(namespace, name)
-        params = {k: v for k, v in request.query.items() if k in ("tail", "follow", "timestamps")}
-        params["uid"] = container.metadata.uid
+        params = {k: v for k, v in request.query.items() if k in ("tail", "follow", "timestamps", "previous")}
+        try:
+            container, endpoint = await self.locate(namespace, name)
+            params["uid"] = container.metadata.uid
+            node = container.spec.node
+        except NotFound as gone:  # the newest kept log of a deleted container of that name, if any node has one
+            node, endpoint = await self._kept_on(namespace, name, gone)
+            params["kept"] = "1"
         try:
             upstream = await self.agent_session().get(
                 f"{endpoint}/logs/{namespace}/{name}", params=params,
@@ -98,7 +132,7 @@ class LogsProxy:
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
             )
         except aiohttp.ClientError as e:
-            raise Unavailable(f'cannot reach the agent of node "{container.spec.node}" at {endpoint}: {e}') from e
+            raise Unavailable(f'cannot reach the agent of node "{node}" at {endpoint}: {e}') from e
         async with upstream:
             if upstream.status != 200:
                 return web.Response(status=upstream.status, body=await upstream.read(),

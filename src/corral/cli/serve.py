@@ -16,9 +16,11 @@ import signal
 import socket
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
+
+from corral.cli.hygiene import apply_hygiene, hygiene_options
 
 # The roles are imported when one is run, not when the command is defined: a worker process should
 # not carry the API server, the scheduler and the controllers in its memory.
@@ -176,13 +178,14 @@ async def _serve_all(control: ControlConfig, agent: AgentConfig, *, embedded_dir
 @click.option("--fence-after", type=click.FloatRange(min=0.2), default=None, metavar="SECONDS",
               help="[worker] Kill every local container after this long without reaching the API "
                    "(default: --node-grace minus 1 s).")
+@hygiene_options
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: bool, listen: str, data_dir: Path, etcd: tuple[str, ...], join_token: str,
           policy: str, max_body: int, event_ttl: int, servers: tuple[str, ...], token: str, node_name: str, containerd_socket: str,
           labels: tuple[str, ...], pod_cidr: str, bridge: str, nft_table: str, node_ip: str, agent_listen: str, reserve_cpu: str,
           reserve_memory: str, insecure: tuple[str, ...], verbose: bool, node_grace: float,
           fence_after: float | None, cluster_cidr: str, node_cidr_size: int, service_cidr: str,
-          cluster_domain: str, network_backend: str, vxlan_vni: int, vxlan_port: int) -> None:
+          cluster_domain: str, network_backend: str, vxlan_vni: int, vxlan_port: int, **hygiene: Any) -> None:
     """Run corral's roles in this process until Ctrl-C or SIGTERM."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -200,6 +203,7 @@ def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: boo
                         node_ip=node_ip, listen_host=agent_host, listen_port=agent_port,
                         insecure_registries=list(insecure))
     agent.fence_after = fence_after if fence_after is not None else max(node_grace - 1.0, node_grace / 2)
+    apply_hygiene(agent, hygiene)
     embedded = data_dir / "containerd"
     with contextlib.suppress(KeyboardInterrupt):
         if role == "worker":

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -67,9 +68,10 @@ async def start_task(client: Client, cid: str, *, log_uri: str) -> None:
 
 async def ensure_state(
     client: Client, obj: Container, cid: str, *, log_uri: str, oom_killed: bool, ip: str,
-    probe_ready: bool | None = None,
+    probe_ready: bool | None = None, before_start: Callable[[], Awaitable[object]] | None = None,
 ) -> Outcome:
-    """``probe_ready``: the readiness probe's result (``reconcile/probes.py``), None without one."""
+    """``probe_ready``: the readiness probe's result (``reconcile/probes.py``), None without one;
+    ``before_start``: run before each new start of the process (the log's runs: ``logkeeping``)."""
     st = obj.status
     status = ContainerStatus(
         phase=st.phase, node=obj.spec.node, ip=ip, container_id=cid, image_digest=st.image_digest,
@@ -89,6 +91,8 @@ async def ensure_state(
         await task.start()
         info = await task.status()
     if info is None:
+        if before_start is not None:
+            await before_start()
         await start_task(client, cid, log_uri=log_uri)
         status.phase, status.started_at, status.finished_at, status.exit_code = "Running", now_rfc3339(), "", None
         outcome.started = True
@@ -111,6 +115,8 @@ async def ensure_state(
             else:
                 with contextlib.suppress(NotFound):
                     await task.delete()
+                if before_start is not None:
+                    await before_start()
                 await start_task(client, cid, log_uri=log_uri)
                 status.restart_count += 1
                 status.phase, status.started_at = "Running", now_rfc3339()

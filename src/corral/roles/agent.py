@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import msgspec
@@ -49,6 +50,7 @@ from corral.model.resources import (
     Volume,
 )
 from corral.network.nftables import NftTable
+from corral.reconcile import logkeeping
 from corral.reconcile.events import EventType
 from corral.reconcile.pipeline import NodeReconciler, ReconcilerConfig
 from corral.roles import agentlogs, agentstreams
@@ -105,6 +107,9 @@ class AgentConfig:
     workers: int = 8
     insecure_registries: list[str] = field(default_factory=list)
     fence_after: float = 4.0  # no heartbeat for this long: kill every task (roles/fencing.py)
+    keep_logs: float = 3600.0  # seconds a deleted container's log is kept (reconcile/logkeeping.py)
+    image_gc_high: int = 85  # percent of the image filesystem (reconcile/imagegc.py)
+    image_gc_low: int = 80
 
 
 def host_capacity() -> tuple[int, int]:
@@ -355,7 +360,8 @@ class Agent:
     async def _serve_logs(self) -> web.AppRunner:
         body = await self.api.request("GET", "/join/agent-token")
         self._agent_token = msgspec.json.decode(body)["token"]
-        app = agentlogs.build_app(token=lambda: self._agent_token, log_path=self.reconciler.log_path)
+        app = agentlogs.build_app(token=lambda: self._agent_token, log_path=self.reconciler.log_path,
+                                  kept_log=partial(logkeeping.latest_kept, self.cfg.data_dir))
         agentstreams.add_routes(app, token=lambda: self._agent_token, targets=agentstreams.StreamTargets(
             client=self.reconciler.client, netns_path=self.reconciler.network.netns_path,
             log_path=self.reconciler.log_path))
@@ -388,6 +394,8 @@ class Agent:
             tg.create_task(self._resync(), name="agent-resync")
             tg.create_task(self.volume_reflector.run(), name="agent-volume-reflector")
             tg.create_task(self._volume_sweeps(), name="agent-volume-sweeps")
+            if self.cfg.keep_logs > 0:
+                tg.create_task(logkeeping.expire_forever(self.cfg.data_dir, self.cfg.keep_logs), name="agent-kept-logs")
             for i in range(self.cfg.workers):
                 tg.create_task(self._worker(), name=f"agent-worker-{i}")
 
@@ -419,7 +427,8 @@ async def run_agent(cfg: AgentConfig, *, stop: asyncio.Event) -> None:
     token = await join(cfg)
     async with ApiClient(cfg.servers, token) as api:
         rcfg = ReconcilerConfig(data_dir=cfg.data_dir, node_name=cfg.node_name, containerd_socket=cfg.containerd_socket,
-                                pod_cidr=cfg.pod_cidr, bridge=cfg.bridge, insecure_registries=cfg.insecure_registries)
+                                pod_cidr=cfg.pod_cidr, bridge=cfg.bridge, insecure_registries=cfg.insecure_registries,
+                                keep_logs=cfg.keep_logs)
         reconciler = NodeReconciler(rcfg)
         agent = Agent(cfg, api, reconciler)
         reconciler.events = agent
