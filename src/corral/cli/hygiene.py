@@ -8,6 +8,7 @@ their defaults live next to each other.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -28,6 +29,14 @@ def _duration(text: str) -> float:
 
 
 def hygiene_options(f: F) -> F:
+    f = click.option("--disk-pressure", type=click.IntRange(1, 100), default=90, show_default=True, metavar="PERCENT",
+                     help="[worker] From this fill level of the image filesystem the Node reports DiskPressure "
+                          "and is tainted corral.io/disk-pressure:NoSchedule (no new containers).")(f)
+    f = click.option("--image-fs", type=click.Path(path_type=Path), default=None, metavar="PATH",
+                     help="[worker] A path on the filesystem holding containerd's images "
+                          "(default: the data dir, where the embedded containerd keeps them).")(f)
+    f = click.option("--image-gc-min-age", default="2m", show_default=True, metavar="DURATION",
+                     help="[worker] Image GC never removes an image pulled more recently than this.")(f)
     f = click.option("--image-gc-low", type=click.IntRange(0, 100), default=80, show_default=True, metavar="PERCENT",
                      help="[worker] Image GC frees space until the image filesystem is at most this full.")(f)
     f = click.option("--image-gc-high", type=click.IntRange(0, 100), default=85, show_default=True, metavar="PERCENT",
@@ -49,3 +58,6 @@ def apply_hygiene(agent: Any, options: dict[str, Any]) -> None:
     agent.max_containers = options["max_containers"]
     agent.keep_logs = _duration(options["keep_logs"])
     agent.image_gc_high, agent.image_gc_low = high, low
+    agent.image_gc_min_age = _duration(options["image_gc_min_age"])
+    agent.image_fs = options["image_fs"]
+    agent.disk_pressure = options["disk_pressure"]

@@ -52,8 +52,10 @@ from corral.model.resources import (
 from corral.network.nftables import NftTable
 from corral.reconcile import logkeeping
 from corral.reconcile.events import EventType
+from corral.reconcile.imagegc import ImageGC, ImageGCConfig
 from corral.reconcile.pipeline import NodeReconciler, ReconcilerConfig
 from corral.roles import agentlogs, agentstreams
+from corral.roles.agenthygiene import DiskPressureReporter, removal_message
 from corral.roles.fencing import Fence, kill_node_tasks
 
 log = logging.getLogger(__name__)
@@ -110,6 +112,9 @@ class AgentConfig:
     keep_logs: float = 3600.0  # seconds a deleted container's log is kept (reconcile/logkeeping.py)
     image_gc_high: int = 85  # percent of the image filesystem (reconcile/imagegc.py)
     image_gc_low: int = 80
+    image_gc_min_age: float = 120.0  # an image younger than this is never collected
+    image_fs: Path | None = None  # a path on the images' filesystem (default: data_dir)
+    disk_pressure: int = 90  # percent of the image filesystem: the DiskPressure condition and taint
 
 
 def host_capacity() -> tuple[int, int]:
@@ -173,6 +178,18 @@ class Agent:
         self._agent_token = ""
         # every nftables rule this agent keeps (network policy, service proxy) lives in this one table
         self.nft = NftTable(cfg.nft_table)
+        # node hygiene (roles/agenthygiene.py): image GC, DiskPressure
+        self.disk_pressure = DiskPressureReporter(api, cfg.node_name, threshold=cfg.disk_pressure,
+                                                  status=self.node_status)
+        self.image_gc = ImageGC(
+            reconciler.client,
+            ImageGCConfig(image_fs=cfg.image_fs or cfg.data_dir, high=cfg.image_gc_high, low=cfg.image_gc_low,
+                          pressure=cfg.disk_pressure, min_age=cfg.image_gc_min_age),
+            on_removed=lambda name, size, usage: self.record_node(
+                type="Normal", reason="ImageGCRemoved",
+                message=removal_message(name, size, usage, low=cfg.image_gc_low)),
+            on_pressure=self.disk_pressure.report,
+        )
 
     # --- event sink (for the reconcile steps) -----------------------------------------------
 
@@ -182,11 +199,16 @@ class Agent:
     def record_orphan(self, *, namespace: str, name: str, uid: str, reason: str, message: str) -> None:
         self._enqueue_event(namespace, name, uid, "Normal", reason, message)
 
-    def _enqueue_event(self, namespace: str, name: str, uid: str, type_: EventType, reason: str, message: str) -> None:
+    def record_node(self, *, type: EventType, reason: str, message: str) -> None:
+        """An Event about this Node (in the default namespace, as Kubernetes files node events)."""
+        self._enqueue_event("", self.cfg.node_name, "", type, reason, message, kind="Node")
+
+    def _enqueue_event(self, namespace: str, name: str, uid: str, type_: EventType, reason: str, message: str,
+                       *, kind: str = "Container") -> None:
         now = now_rfc3339()
         ev = Event(
             metadata=ObjectMeta(name=f"{name}.{uuid.uuid4().hex[:10]}", namespace=namespace or "default"),
-            spec=EventSpec(involved_object=ObjectReference(kind="Container", namespace=namespace, name=name, uid=uid),
+            spec=EventSpec(involved_object=ObjectReference(kind=kind, namespace=namespace, name=name, uid=uid),
                            reason=reason, message=message, type=type_,
                            source=EventSource(component="agent", node=self.cfg.node_name),
                            first_timestamp=now, last_timestamp=now),
@@ -205,9 +227,12 @@ class Agent:
     # --- the node ---------------------------------------------------------------------------
 
     def node_status(self) -> NodeStatus:
-        return build_node_status(self.cfg, capacity=host_capacity(), hostname=socket.gethostname(),
-                                 endpoint=self.endpoint, runtime="containerd",
-                                 runtime_version=self.reconciler.runtime_version)
+        status = build_node_status(self.cfg, capacity=host_capacity(), hostname=socket.gethostname(),
+                                   endpoint=self.endpoint, runtime="containerd",
+                                   runtime_version=self.reconciler.runtime_version)
+        if self.disk_pressure.condition is not None:
+            status.conditions.append(self.disk_pressure.condition)
+        return status
 
     async def register(self) -> None:
         labels = node_labels(self.cfg, hostname=socket.gethostname())
@@ -394,6 +419,7 @@ class Agent:
             tg.create_task(self._resync(), name="agent-resync")
             tg.create_task(self.volume_reflector.run(), name="agent-volume-reflector")
             tg.create_task(self._volume_sweeps(), name="agent-volume-sweeps")
+            tg.create_task(self.image_gc.run_forever(), name="agent-image-gc")
             if self.cfg.keep_logs > 0:
                 tg.create_task(logkeeping.expire_forever(self.cfg.data_dir, self.cfg.keep_logs), name="agent-kept-logs")
             for i in range(self.cfg.workers):
