@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 
 import aiohttp
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from corral.api import streamproto as sp
 from corral.api.auth import IDENTITY, Identity
@@ -52,6 +52,12 @@ async def _copy(source: aiohttp.ClientWebSocketResponse | web.WebSocketResponse,
 class StreamProxy:
     def __init__(self, agents: LogsProxy) -> None:
         self.agents = agents
+        self._open: set[web.WebSocketResponse] = set()  # client sockets, closed at shutdown
+
+    async def close(self) -> None:
+        """End every open session (the server is stopping): each agent then ends its process."""
+        await asyncio.gather(*(ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
+                               for ws in list(self._open)), return_exceptions=True)
 
     async def exec(self, request: web.Request) -> web.StreamResponse:
         if not request.query.getall("command", []):
@@ -84,6 +90,7 @@ class StreamProxy:
             )
         except (aiohttp.ClientError, OSError) as e:
             raise Unavailable(f'cannot reach the agent of node "{container.spec.node}" at {endpoint}: {e}') from e
+        self._open.add(client)
         try:
             await client.prepare(request)
             tasks = [asyncio.ensure_future(_copy(client, agent)), asyncio.ensure_future(_copy(agent, client))]
@@ -94,6 +101,7 @@ class StreamProxy:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
         finally:
+            self._open.discard(client)
             with contextlib.suppress(Exception):
                 await agent.close()
             with contextlib.suppress(Exception):

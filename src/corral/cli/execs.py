@@ -40,8 +40,8 @@ def raw_terminal(fd: int) -> Iterator[None]:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
-def _write(fd: int) -> Callable[[bytes], None]:
-    def write(data: bytes) -> None:
+def _write(fd: int) -> Callable[[memoryview], None]:
+    def write(data: memoryview) -> None:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]

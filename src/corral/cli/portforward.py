@@ -61,7 +61,7 @@ async def forward(client: ApiClient, reader: asyncio.StreamReader, writer: async
                 writer.write(payload)
                 await writer.drain()
             elif channel == sp.ERROR:
-                click.echo(f"error: {payload.decode(errors='replace')}", err=True)
+                click.echo(f"error: {bytes(payload).decode(errors='replace')}", err=True)
 
     sender = asyncio.ensure_future(up())
     try:

@@ -73,7 +73,7 @@ def stdin_chunks(fd: int = 0) -> AsyncIterator[bytes]:
 
 
 async def run_session(ws: aiohttp.ClientWebSocketResponse, *, stdin: AsyncIterator[bytes] | None,
-                      stdout: Callable[[bytes], None], stderr: Callable[[bytes], None]) -> sp.ExitReport:
+                      stdout: Callable[[memoryview], None], stderr: Callable[[memoryview], None]) -> sp.ExitReport:
     """Pump one exec/attach socket until its status frame; see the module docstring."""
 
     async def send_stdin() -> None:
