@@ -19,6 +19,9 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from corral.api.client import ApiClient
+from corral.cli.streaming import open_stream
+from corral.model import errors
 from corral.model.resources import Container, ContainerSpec, ObjectMeta
 from corral.runtime.client import Client
 from corral.runtime.tasks import Task
@@ -91,6 +94,13 @@ async def test_exec_in_a_missing_container_is_a_clear_error(cluster: Cluster, bo
     code, _, err = await corral(cluster, "exec", "nobody", "--", "true")
     assert code == 1
     assert b'container "nobody" in namespace "default" not found' in err
+
+
+async def test_a_node_token_may_not_exec(cluster: Cluster, box: Container) -> None:
+    node_token = (cluster.worker.agent_dir / "node.token").read_text().strip()
+    async with ApiClient(cluster.plane.url, node_token) as client:
+        with pytest.raises(errors.Forbidden, match="may not exec container default/box"):
+            await open_stream(client, namespace="default", name="box", verb="exec", params=[("command", "true")])
 
 
 async def test_an_interactive_tty_exec_runs_with_the_clients_window_size(cluster: Cluster, box: Container) -> None:

@@ -90,14 +90,15 @@ async def test_a_deleted_containers_log_is_readable_until_keep_logs_passes(clust
     code, out, err = await corral(cluster, "logs", "chatty")
     assert code == 0, err
     assert "first words\n" in out and "on stderr\n" in out
+    kept = cluster.worker.agent_dir / "logs-kept" / "default" / "chatty"
+    assert len(list(kept.iterdir())) == 1  # kept on the node, under the container's name
 
     async def expired() -> None:
         code, _, err = await corral(cluster, "logs", "chatty")
         assert code == 1 and "no node keeps the log of a deleted container" in err, err
+        assert not kept.exists()  # the expired log and its empty folders are gone
 
     await eventually(expired, timeout=KEEP_LOGS_S + 60, what="the kept log expires")
-    kept = cluster.worker.data_dir / "logs-kept" / "default" / "chatty"
-    assert not kept.exists() or not any(kept.iterdir())
 
 
 async def test_the_newest_deleted_container_of_a_name_is_the_one_shown(cluster: Cluster) -> None:

@@ -190,6 +190,8 @@ def add_routes(app: web.Application, *, token: Callable[[], str], targets: Strea
         if _flag(request, "stdin"):
             raise BadRequest("attach cannot send stdin: a container's main process is started without stdin; "
                              "use exec -i")
+        if _flag(request, "tty"):
+            raise BadRequest("attach has no terminal: a container's main process is started without one; use exec -t")
         uid = request.query.get("uid", "")
         cid = await running_container(targets.client, uid)
         path = targets.log_path(uid)
