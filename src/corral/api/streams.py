@@ -60,6 +60,8 @@ class StreamProxy:
                                for ws in list(self._open)), return_exceptions=True)
 
     async def exec(self, request: web.Request) -> web.StreamResponse:
+        namespace, name = request.match_info["namespace"], request.match_info["name"]
+        authorize_stream(request[IDENTITY], "exec", namespace=namespace, name=name)  # before saying anything else
         if not request.query.getall("command", []):
             raise BadRequest("command: exec needs a command (?command=ARG, one per argument)")
         return await self._proxy(request, "exec")
@@ -68,6 +70,8 @@ class StreamProxy:
         return await self._proxy(request, "attach")
 
     async def portforward(self, request: web.Request) -> web.StreamResponse:
+        namespace, name = request.match_info["namespace"], request.match_info["name"]
+        authorize_stream(request[IDENTITY], "portforward", namespace=namespace, name=name)
         ports = request.query.get("ports", "")
         if not ports.isdigit() or not 0 < int(ports) < 65536:
             raise BadRequest(f"ports: {ports!r} is not one port number (1-65535); open one connection per port")
