@@ -1,7 +1,9 @@
 """Who may do what through the API: admins everything; a node only what its agent needs.
 
-A node token reads and lists the containers bound to its node (``fieldSelector=spec.node=<its
-node>``), nodes, volumes and namespaces; creates and updates its own Node and its status, Events, and
+A node token reads the containers bound to its node and lists (and watches) containers, nodes,
+volumes, namespaces and network policies — every container, as a node's policy enforcer needs the
+labels and addresses of peers anywhere in the cluster (Kubernetes' nodes may list every pod too);
+creates and updates its own Node and its status, Events, and
 the status of the containers bound to it; updates a container bound to it only without changing its
 spec (its agent removes its finalizer that way); deletes nothing. Heartbeats are checked in
 ``server._may_beat``. A refusal names who asked and what they may not do.
@@ -9,11 +11,17 @@ spec (its agent removes its finalizer that way); deletes nothing. Heartbeats are
 
 from __future__ import annotations
 
+from corral.api import roles
 from corral.api.auth import Identity
+from corral.api.roles import USER_ROLES
 from corral.model.errors import CorralError, Forbidden
 from corral.model.kinds import KindInfo
 from corral.model.lifecycle import spec_bytes
 from corral.model.resources import Object
+
+#: what an agent reads and lists: its containers and their peers (network policy), nodes (routes),
+#: volumes, namespaces and policies, services and endpoints (the service proxy and DNS)
+NODE_READABLE = frozenset({"Container", "Node", "Volume", "Namespace", "NetworkPolicy", "Service", "Endpoints"})
 
 
 def _deny(identity: Identity, what: str) -> CorralError:
@@ -23,7 +31,11 @@ def _deny(identity: Identity, what: str) -> CorralError:
 def authorize_read(identity: Identity, info: KindInfo, *, namespace: str, name: str) -> None:
     if identity.role == "admin":
         return
-    if identity.role == "node" and info.kind in ("Container", "Node", "Volume", "Namespace"):
+    if identity.role in USER_ROLES:  # edit/view tokens: api/roles.py
+        return roles.check(identity, "get", info, namespace)
+    if identity.role == "node" and info.kind in NODE_READABLE:
+        return
+    if identity.role == "node" and info.kind == "Secret":  # only those its containers use: api/secretaccess.py
         return
     raise _deny(identity, f"read {info.plural}")
 
@@ -33,20 +45,24 @@ def authorize_node_object(identity: Identity, obj: Object) -> None:
         raise _deny(identity, f"read containers bound to other nodes ({obj.metadata.namespace}/{obj.metadata.name})")
 
 
-def authorize_list(identity: Identity, info: KindInfo, field_selector: str) -> None:
+def authorize_list(identity: Identity, info: KindInfo, field_selector: str, *, namespace: str = "",
+                   watch: bool = False) -> None:
     if identity.role == "admin":
         return
-    if identity.role == "node":
-        if info.kind == "Container" and field_selector.replace(" ", "") == f"spec.node={identity.node}":
-            return
-        if info.kind in ("Node", "Volume", "Namespace"):
-            return
-    raise _deny(identity, f"list {info.plural}" + (" except with fieldSelector=spec.node=<its node>" if info.kind == "Container" else ""))
+    if identity.role in USER_ROLES:
+        return roles.check(identity, "watch" if watch else "list", info, namespace)
+    if identity.role == "node" and info.kind in NODE_READABLE:
+        # every container: network policy needs its peers' labels and addresses; Services and
+        # Endpoints: the service proxy and DNS
+        return
+    raise _deny(identity, f"list {info.plural}")
 
 
 def authorize_write(identity: Identity, info: KindInfo, obj: Object, *, verb: str) -> None:
     if identity.role == "admin":
         return
+    if identity.role in USER_ROLES:
+        return roles.check(identity, "create", info, obj.metadata.namespace)
     if identity.role == "node":
         if info.kind == "Node" and obj.metadata.name == identity.node:
             return
@@ -58,6 +74,8 @@ def authorize_write(identity: Identity, info: KindInfo, obj: Object, *, verb: st
 def authorize_update(identity: Identity, info: KindInfo, current: Object, new: Object) -> None:
     if identity.role == "admin":
         return
+    if identity.role in USER_ROLES:
+        return roles.check(identity, "update", info, current.metadata.namespace)
     if identity.role == "node":
         if info.kind == "Node" and current.metadata.name == identity.node:
             return
@@ -70,6 +88,8 @@ def authorize_update(identity: Identity, info: KindInfo, current: Object, new: O
 def authorize_status(identity: Identity, info: KindInfo, current: Object) -> None:
     if identity.role == "admin":
         return
+    if identity.role in USER_ROLES:
+        return roles.check(identity, "status", info, current.metadata.namespace)
     if identity.role == "node":
         if info.kind == "Node" and current.metadata.name == identity.node:
             return
@@ -81,4 +101,6 @@ def authorize_status(identity: Identity, info: KindInfo, current: Object) -> Non
 def authorize_delete(identity: Identity, info: KindInfo, current: Object) -> None:
     if identity.role == "admin":
         return
+    if identity.role in USER_ROLES:
+        return roles.check(identity, "delete", info, current.metadata.namespace)
     raise _deny(identity, f"delete {info.plural}")

@@ -16,12 +16,18 @@ from typing import Any
 from corral.model.kinds import KindInfo
 from corral.model.resources import (
     Container,
+    CronJob,
+    DaemonSet,
     Deployment,
     Event,
+    Job,
     Namespace,
     NetworkPolicy,
     Node,
     Object,
+    PriorityClass,
+    Secret,
+    Service,
     Volume,
 )
 
@@ -35,6 +41,7 @@ class Context:
 
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
     containers_per_node: Mapping[str, int] = field(default_factory=dict)
+    endpoints_per_service: Mapping[tuple[str, str], int] = field(default_factory=dict)  # (ns, name) -> ready
 
 
 def parse_time(ts: str) -> datetime | None:
@@ -120,7 +127,12 @@ def _volume(v: Any, ctx: Context) -> list[str]:
 
 
 def _network_policy(p: Any, ctx: Context) -> list[str]:
-    return [p.metadata.name, labels_text(p.spec.selector.match_labels), age(p.metadata.creation_timestamp, ctx.now)]
+    sel = p.spec.pod_selector
+    terms = [f"{e.key} {e.operator} ({','.join(e.values)})" if e.values else f"{e.key} {e.operator}"
+             for e in sel.match_expressions]
+    selector = ",".join(filter(None, [labels_text(sel.match_labels) if sel.match_labels else "", *terms])) or "<all>"
+    return [p.metadata.name, selector, ",".join(p.spec.policy_types) or "Ingress",
+            age(p.metadata.creation_timestamp, ctx.now)]
 
 
 def _event(e: Any, ctx: Context) -> list[str]:
@@ -128,6 +140,61 @@ def _event(e: Any, ctx: Context) -> list[str]:
     seen = s.last_timestamp or s.first_timestamp or e.metadata.creation_timestamp
     obj = f"{s.involved_object.kind.lower()}/{s.involved_object.name}"
     return [age(seen, ctx.now), s.type, s.reason, obj, s.message]
+
+
+def _secret(s: Any, ctx: Context) -> list[str]:  # names and keys only, never values
+    return [s.metadata.name, s.type or "Opaque", ",".join(sorted(s.data)) or NONE, str(len(s.data)),
+            age(s.metadata.creation_timestamp, ctx.now)]
+
+
+def service_ports(s: Service) -> str:
+    """``80/TCP``, ``80:30080/TCP`` (with a node port), comma-separated."""
+    out = []
+    for p in s.spec.ports:
+        node = f":{p.node_port}" if p.node_port else ""
+        out.append(f"{p.port}{node}/{p.protocol}")
+    return ",".join(out) or NONE
+
+
+def _service(s: Any, ctx: Context) -> list[str]:
+    kind = "Headless" if s.spec.cluster_ip == "None" else s.spec.type
+    ready = ctx.endpoints_per_service.get((s.metadata.namespace, s.metadata.name), 0)
+    return [s.metadata.name, kind, _or_none(s.spec.cluster_ip), service_ports(s), str(ready),
+            age(s.metadata.creation_timestamp, ctx.now)]
+def _duration(start: str, end: str, now: datetime) -> str:
+    """How long a Job ran: from start to end (or now, while it runs)."""
+    if not start:
+        return NONE
+    end_time = parse_time(end) or now
+    start_time = parse_time(start)
+    return age(start, end_time) if start_time is not None else NONE
+
+
+def _job(j: Any, ctx: Context) -> list[str]:
+    done = next((c for c in j.status.conditions if c.status == "True" and c.type in ("Complete", "Failed")), None)
+    status = (done.type if done.type == "Complete" else f"Failed ({done.reason})") if done else "Running"
+    return [j.metadata.name, f"{j.status.succeeded}/{j.spec.completions}", status,
+            _duration(j.status.start_time, j.status.completion_time or (done.last_transition_time if done else ""),
+                      ctx.now), age(j.metadata.creation_timestamp, ctx.now)]
+
+
+def _cronjob(cj: Any, ctx: Context) -> list[str]:
+    s = cj.spec
+    return [cj.metadata.name, s.schedule, s.time_zone or NONE, str(s.suspend).lower(), str(len(cj.status.active)),
+            age(cj.status.last_schedule_time, ctx.now) if cj.status.last_schedule_time else NONE,
+            age(cj.metadata.creation_timestamp, ctx.now)]
+
+
+def _daemonset(d: Any, ctx: Context) -> list[str]:
+    st = d.status
+    return [d.metadata.name, str(st.desired_number_scheduled), str(st.current_number_scheduled), str(st.number_ready),
+            str(st.updated_number_scheduled), labels_text(d.spec.template.spec.node_selector),
+            age(d.metadata.creation_timestamp, ctx.now)]
+
+
+def _priority_class(p: Any, ctx: Context) -> list[str]:
+    return [p.metadata.name, str(p.spec.value), str(p.spec.global_default).lower(), p.spec.preemption_policy,
+            age(p.metadata.creation_timestamp, ctx.now)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,13 +209,24 @@ _TABLES: dict[type, _Table] = {
     Container: _Table(("NAME", "STATUS", "NODE", "IP", "RESTARTS", "AGE"), _container,
                       ("IMAGE",), lambda c: [c.spec.image]),
     Node: _Table(("NAME", "STATUS", "CPU", "MEMORY", "CONTAINERS", "AGE"), _node,
-                 ("INTERNAL-IP",), lambda n: [next((a.address for a in n.status.addresses if a.type == "InternalIP"), NONE)]),
+                 ("INTERNAL-IP", "PODCIDR"),
+                 lambda n: [next((a.address for a in n.status.addresses if a.type == "InternalIP"), NONE),
+                            _or_none(n.spec.pod_cidr)]),
     Deployment: _Table(("NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"), _deployment,
                        ("IMAGE", "SELECTOR"), lambda d: [d.spec.template.spec.image, labels_text(d.spec.selector.match_labels)]),
     Namespace: _Table(("NAME", "STATUS", "AGE"), _namespace),
     Volume: _Table(("NAME", "STATUS", "SIZE", "NODE", "AGE"), _volume),
-    NetworkPolicy: _Table(("NAME", "POD-SELECTOR", "AGE"), _network_policy),
+    NetworkPolicy: _Table(("NAME", "POD-SELECTOR", "POLICY-TYPES", "AGE"), _network_policy),
+    Secret: _Table(("NAME", "TYPE", "KEYS", "DATA", "AGE"), _secret),
     Event: _Table(("LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"), _event),
+    Service: _Table(("NAME", "TYPE", "CLUSTER-IP", "PORT(S)", "ENDPOINTS", "AGE"), _service,
+                    ("SELECTOR", "AFFINITY"), lambda s: [labels_text(s.spec.selector), s.spec.session_affinity]),
+    Job: _Table(("NAME", "COMPLETIONS", "STATUS", "DURATION", "AGE"), _job,
+                ("IMAGE",), lambda j: [j.spec.template.spec.image]),
+    CronJob: _Table(("NAME", "SCHEDULE", "TIMEZONE", "SUSPEND", "ACTIVE", "LAST SCHEDULE", "AGE"), _cronjob),
+    DaemonSet: _Table(("NAME", "DESIRED", "CURRENT", "READY", "UP-TO-DATE", "NODE SELECTOR", "AGE"), _daemonset,
+                      ("IMAGE",), lambda d: [d.spec.template.spec.image]),
+    PriorityClass: _Table(("NAME", "VALUE", "GLOBAL-DEFAULT", "PREEMPTION", "AGE"), _priority_class),
 }
 
 

@@ -19,6 +19,11 @@ class _Base(msgspec.Struct, rename="camel", omit_defaults=True, forbid_unknown_f
     pass
 
 
+class _Object(msgspec.Struct, rename="camel", omit_defaults=False, forbid_unknown_fields=True):
+    """The top level of every kind: ``apiVersion``, ``kind``, ``metadata``, ``spec`` and ``status``
+    are always in its JSON (default or not), as the contract promises."""
+
+
 class OwnerReference(_Base):
     kind: str
     name: str
@@ -51,12 +56,77 @@ class Condition(_Base):
     last_update_time: str = ""  # when the condition was last confirmed (a Deployment's progress)
 
 
+# --- placement: node affinity, container (anti-)affinity, topology spread ------------------------
+
+
+class NodeSelectorRequirement(_Base):
+    key: str
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"]
+    values: list[str] = []
+
+
+class NodeSelectorTerm(_Base):
+    """All expressions must hold (AND); ``matchFields`` knows ``metadata.name`` (the node's name)."""
+
+    match_expressions: list[NodeSelectorRequirement] = []
+    match_fields: list[NodeSelectorRequirement] = []
+
+
+class PreferredSchedulingTerm(_Base):
+    weight: int
+    preference: NodeSelectorTerm
+
+
+class NodeAffinity(_Base):
+    required: list[NodeSelectorTerm] = []  # any one term must hold (OR)
+    preferred: list[PreferredSchedulingTerm] = []
+
+
+class ContainerAffinityTerm(_Base):
+    label_selector: LabelSelector
+    topology_key: str
+
+
+class WeightedContainerAffinityTerm(_Base):
+    weight: int
+    term: ContainerAffinityTerm
+
+
+class ContainerAffinity(_Base):
+    required: list[ContainerAffinityTerm] = []
+    preferred: list[WeightedContainerAffinityTerm] = []
+
+
+class Affinity(_Base):
+    node_affinity: NodeAffinity | None = None
+    container_affinity: ContainerAffinity | None = None
+    container_anti_affinity: ContainerAffinity | None = None
+
+
+class TopologySpreadConstraint(_Base):
+    max_skew: int
+    topology_key: str
+    label_selector: LabelSelector
+    when_unsatisfiable: Literal["DoNotSchedule", "ScheduleAnyway"] = "DoNotSchedule"
+
+
 # --- Container -------------------------------------------------------------------------------
+
+
+class SecretKeySelector(_Base):
+    name: str
+    key: str
+    optional: bool = False
+
+
+class EnvVarSource(_Base):
+    secret_key_ref: SecretKeySelector | None = None
 
 
 class EnvVar(_Base):
     name: str
     value: str = ""
+    value_from: EnvVarSource | None = None
 
 
 class ResourceList(_Base):
@@ -91,11 +161,25 @@ class HostPathSource(_Base):
     type: Literal["", "Directory", "DirectoryOrCreate", "File"] = ""
 
 
+class KeyToPath(_Base):
+    key: str
+    path: str
+    mode: int | None = None
+
+
+class SecretVolumeSource(_Base):
+    secret_name: str
+    items: list[KeyToPath] = []
+    default_mode: int = 0o400
+    optional: bool = False
+
+
 class VolumeSource(_Base):
     name: str
     empty_dir: EmptyDirSource | None = None
     volume: str = ""
     host_path: HostPathSource | None = None
+    secret: SecretVolumeSource | None = None
 
 
 class Toleration(_Base):
@@ -129,6 +213,32 @@ class Probe(_Base):
     failure_threshold: int = 3
 
 
+class LocalObjectReference(_Base):
+    name: str
+
+
+class Capabilities(_Base):
+    add: list[str] = []
+    drop: list[str] = []
+
+
+class SeccompProfile(_Base):
+    type: Literal["RuntimeDefault", "Unconfined"] = "RuntimeDefault"
+
+
+class SecurityContext(_Base):
+    """How the container's process is confined (see runtime/security.py for how each field is applied)."""
+
+    privileged: bool = False
+    capabilities: Capabilities | None = None
+    read_only_root_filesystem: bool = False
+    run_as_user: int | None = None
+    run_as_group: int | None = None
+    run_as_non_root: bool = False
+    allow_privilege_escalation: bool = False
+    seccomp_profile: SeccompProfile | None = None
+
+
 class ContainerSpec(_Base):
     image: str = ""
     command: list[str] = []
@@ -147,6 +257,13 @@ class ContainerSpec(_Base):
     termination_grace_period_seconds: int = 10
     liveness_probe: Probe | None = None
     readiness_probe: Probe | None = None
+    affinity: Affinity | None = None
+    topology_spread_constraints: list[TopologySpreadConstraint] = []
+    priority_class_name: str = ""
+    priority: int | None = None  # resolved from priorityClassName at admission
+    preemption_policy: Literal["", "PreemptLowerPriority", "Never"] = ""  # likewise
+    image_pull_secrets: list[LocalObjectReference] = []
+    security_context: SecurityContext | None = None
 
 
 Phase = Literal["Pending", "Scheduled", "Creating", "Running", "Succeeded", "Failed", "Unknown"]
@@ -167,9 +284,10 @@ class ContainerStatus(_Base):
     message: str = ""
     observed_generation: int = 0
     conditions: list[Condition] = []
+    nominated_node: str = ""  # where this container preempted others and waits to be placed
 
 
-class Container(_Base, kw_only=True):
+class Container(_Object, kw_only=True):
     KIND: ClassVar[str] = "Container"
     api_version: str = API_VERSION
     kind: str = "Container"
@@ -189,7 +307,7 @@ class NamespaceStatus(_Base):
     phase: Literal["Active", "Terminating"] = "Active"
 
 
-class Namespace(_Base, kw_only=True):
+class Namespace(_Object, kw_only=True):
     KIND: ClassVar[str] = "Namespace"
     api_version: str = API_VERSION
     kind: str = "Namespace"
@@ -243,7 +361,7 @@ class NodeStatus(_Base):
     node_info: NodeInfo = msgspec.field(default_factory=NodeInfo)
 
 
-class Node(_Base, kw_only=True):
+class Node(_Object, kw_only=True):
     KIND: ClassVar[str] = "Node"
     api_version: str = API_VERSION
     kind: str = "Node"
@@ -255,8 +373,15 @@ class Node(_Base, kw_only=True):
 # --- Deployment ------------------------------------------------------------------------------
 
 
+class LabelSelectorRequirement(_Base):
+    key: str
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: list[str] = []
+
+
 class LabelSelector(_Base):
     match_labels: dict[str, str] = {}
+    match_expressions: list[LabelSelectorRequirement] = []
 
 
 class TemplateMeta(_Base):
@@ -301,7 +426,7 @@ class DeploymentStatus(_Base):
     conditions: list[Condition] = []
 
 
-class Deployment(_Base, kw_only=True):
+class Deployment(_Object, kw_only=True):
     KIND: ClassVar[str] = "Deployment"
     api_version: str = API_VERSION
     kind: str = "Deployment"
@@ -324,7 +449,7 @@ class VolumeStatus(_Base):
     path: str = ""
 
 
-class Volume(_Base, kw_only=True):
+class Volume(_Object, kw_only=True):
     KIND: ClassVar[str] = "Volume"
     api_version: str = API_VERSION
     kind: str = "Volume"
@@ -336,33 +461,47 @@ class Volume(_Base, kw_only=True):
 # --- NetworkPolicy ---------------------------------------------------------------------------
 
 
-class PolicyPeer(_Base):
-    selector: LabelSelector | None = None
-    cidr: str = ""
+class IPBlock(_Base):
+    cidr: str
+    except_: list[str] = msgspec.field(default_factory=list, name="except")
 
 
-class PolicyPort(_Base):
-    port: int
-    protocol: Literal["tcp", "udp"] = "tcp"
+class NetworkPolicyPeer(_Base):
+    """Who is on the other end: containers (podSelector and/or namespaceSelector, ANDed) or an ipBlock."""
+
+    pod_selector: LabelSelector | None = None
+    namespace_selector: LabelSelector | None = None
+    ip_block: IPBlock | None = None
 
 
-class PolicyRule(_Base):
-    peers: list[PolicyPeer] = []
-    ports: list[PolicyPort] = []
+class NetworkPolicyPort(_Base):
+    port: int | str | None = None  # a number or the name of a container port; none: every port
+    end_port: int | None = None
+    protocol: Literal["TCP", "UDP"] = "TCP"
+
+
+class NetworkPolicyIngressRule(_Base):
+    from_: list[NetworkPolicyPeer] = msgspec.field(default_factory=list, name="from")
+    ports: list[NetworkPolicyPort] = []
+
+
+class NetworkPolicyEgressRule(_Base):
+    to: list[NetworkPolicyPeer] = []
+    ports: list[NetworkPolicyPort] = []
 
 
 class NetworkPolicySpec(_Base):
-    selector: LabelSelector = msgspec.field(default_factory=LabelSelector)
-    ingress: list[PolicyRule] = []
-    egress: list[PolicyRule] = []
+    pod_selector: LabelSelector = msgspec.field(default_factory=LabelSelector)
     policy_types: list[Literal["Ingress", "Egress"]] = []
+    ingress: list[NetworkPolicyIngressRule] = []
+    egress: list[NetworkPolicyEgressRule] = []
 
 
 class NetworkPolicyStatus(_Base):
     pass
 
 
-class NetworkPolicy(_Base, kw_only=True):
+class NetworkPolicy(_Object, kw_only=True):
     KIND: ClassVar[str] = "NetworkPolicy"
     api_version: str = API_VERSION
     kind: str = "NetworkPolicy"
@@ -401,7 +540,7 @@ class EventStatus(_Base):
     pass
 
 
-class Event(_Base, kw_only=True):
+class Event(_Object, kw_only=True):
     KIND: ClassVar[str] = "Event"
     api_version: str = API_VERSION
     kind: str = "Event"
@@ -410,5 +549,243 @@ class Event(_Base, kw_only=True):
     status: EventStatus = msgspec.field(default_factory=EventStatus)
 
 
-Object = Container | Namespace | Node | Deployment | Volume | NetworkPolicy | Event
+# --- Secret ----------------------------------------------------------------------------------
+
+
+class SecretSpec(_Base):
+    pass
+
+
+class SecretStatus(_Base):
+    pass
+
+
+class Secret(_Object, kw_only=True):
+    """Kubernetes-shaped: ``data`` (key -> base64), ``stringData`` (write-only, merged into ``data``
+    on write), ``type``. Encrypted at rest (store/sealing.py); see model/secrets.py."""
+
+    KIND: ClassVar[str] = "Secret"
+    api_version: str = API_VERSION
+    kind: str = "Secret"
+    metadata: ObjectMeta = msgspec.field(default_factory=ObjectMeta)
+    type: str = "Opaque"
+    data: dict[str, str] = {}
+    string_data: dict[str, str] = {}
+    spec: SecretSpec = msgspec.field(default_factory=SecretSpec)
+    status: SecretStatus = msgspec.field(default_factory=SecretStatus)
+
+
+# --- Service and Endpoints -------------------------------------------------------------------
+
+HEADLESS = "None"  # ``spec.clusterIP: None``: no virtual IP; DNS answers with the endpoints' addresses
+
+
+class ServicePort(_Base):
+    port: int
+    name: str = ""
+    target_port: int | str = 0  # a number, or the name of a container port; 0: the same as ``port``
+    protocol: Literal["TCP", "UDP"] = "TCP"
+    node_port: int = 0  # type NodePort: allocated from 30000-32767 when left 0
+
+
+class ServiceSpec(_Base):
+    selector: dict[str, str] = {}
+    ports: list[ServicePort] = []
+    type: Literal["ClusterIP", "NodePort"] = "ClusterIP"
+    cluster_ip: str = msgspec.field(default="", name="clusterIP")  # allocated when empty; "None": headless
+    session_affinity: Literal["None", "ClientIP"] = "None"
+
+
+class ServiceStatus(_Base):
+    pass
+
+
+class Service(_Object, kw_only=True):
+    KIND: ClassVar[str] = "Service"
+    api_version: str = API_VERSION
+    kind: str = "Service"
+    metadata: ObjectMeta = msgspec.field(default_factory=ObjectMeta)
+    spec: ServiceSpec = msgspec.field(default_factory=ServiceSpec)
+    status: ServiceStatus = msgspec.field(default_factory=ServiceStatus)
+
+
+class EndpointPort(_Base):
+    port: int  # the container's port this service port reaches (``targetPort`` resolved for it)
+    name: str = ""  # the service port's name
+    protocol: Literal["TCP", "UDP"] = "TCP"
+
+
+class EndpointAddress(_Base):
+    ip: str
+    node: str = ""
+    container: str = ""
+    uid: str = ""
+    ports: list[EndpointPort] = []
+
+
+class EndpointsSpec(_Base):
+    addresses: list[EndpointAddress] = []
+    not_ready_addresses: list[EndpointAddress] = []
+
+
+class EndpointsStatus(_Base):
+    pass
+
+
+class Endpoints(_Object, kw_only=True):
+    KIND: ClassVar[str] = "Endpoints"
+    api_version: str = API_VERSION
+    kind: str = "Endpoints"
+    metadata: ObjectMeta = msgspec.field(default_factory=ObjectMeta)
+    spec: EndpointsSpec = msgspec.field(default_factory=EndpointsSpec)
+    status: EndpointsStatus = msgspec.field(default_factory=EndpointsStatus)
+
+
+# --- Job, CronJob ----------------------------------------------------------------------------
+
+
+class JobSpec(_Base):
+    template: ContainerTemplate = msgspec.field(default_factory=ContainerTemplate)
+    completions: int = 1
+    parallelism: int = 1
+    backoff_limit: int = 6
+    active_deadline_seconds: int | None = None
+    ttl_seconds_after_finished: int | None = None
+
+
+class JobStatus(_Base):
+    active: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    start_time: str = ""
+    completion_time: str = ""
+    conditions: list[Condition] = []
+
+
+class Job(_Object, kw_only=True):
+    KIND: ClassVar[str] = "Job"
+    api_version: str = API_VERSION
+    kind: str = "Job"
+    metadata: ObjectMeta = msgspec.field(default_factory=ObjectMeta)
+    spec: JobSpec = msgspec.field(default_factory=JobSpec)
+    status: JobStatus = msgspec.field(default_factory=JobStatus)
+
+
+class JobTemplate(_Base):
+    metadata: TemplateMeta = msgspec.field(default_factory=TemplateMeta)
+    spec: JobSpec = msgspec.field(default_factory=JobSpec)
+
+
+class CronJobSpec(_Base):
+    schedule: str = ""
+    job_template: JobTemplate = msgspec.field(default_factory=JobTemplate)
+    time_zone: str = ""
+    concurrency_policy: Literal["Allow", "Forbid", "Replace"] = "Allow"
+    starting_deadline_seconds: int | None = None
+    successful_jobs_history_limit: int = 3
+    failed_jobs_history_limit: int = 1
+    suspend: bool = False
+
+
+class CronJobStatus(_Base):
+    active: list[ObjectReference] = []
+    last_schedule_time: str = ""
+    last_successful_time: str = ""
+
+
+class CronJob(_Object, kw_only=True):
+    KIND: ClassVar[str] = "CronJob"
+    api_version: str = API_VERSION
+    kind: str = "CronJob"
+    metadata: ObjectMeta = msgspec.field(default_factory=ObjectMeta)
+    spec: CronJobSpec = msgspec.field(default_factory=CronJobSpec)
+    status: CronJobStatus = msgspec.field(default_factory=CronJobStatus)
+
+
+# --- DaemonSet -------------------------------------------------------------------------------
+
+
+class DaemonSetRollingUpdate(_Base):
+    max_unavailable: int | str = 1
+
+
+class DaemonSetUpdateStrategy(_Base):
+    type: Literal["RollingUpdate", "OnDelete"] = "RollingUpdate"
+    rolling_update: DaemonSetRollingUpdate = msgspec.field(default_factory=DaemonSetRollingUpdate)
+
+
+class DaemonSetSpec(_Base):
+    selector: LabelSelector = msgspec.field(default_factory=LabelSelector)
+    template: ContainerTemplate = msgspec.field(default_factory=ContainerTemplate)
+    update_strategy: DaemonSetUpdateStrategy = msgspec.field(default_factory=DaemonSetUpdateStrategy)
+
+
+class DaemonSetStatus(_Base):
+    observed_generation: int = 0
+    desired_number_scheduled: int = 0
+    current_number_scheduled: int = 0
+    number_ready: int = 0
+    updated_number_scheduled: int = 0
+    number_unavailable: int = 0
+    number_misscheduled: int = 0
+
+
+class DaemonSet(_Object, kw_only=True):
+    KIND: ClassVar[str] = "DaemonSet"
+    api_version: str = API_VERSION
+    kind: str = "DaemonSet"
+    metadata: ObjectMeta = msgspec.field(default_factory=ObjectMeta)
+    spec: DaemonSetSpec = msgspec.field(default_factory=DaemonSetSpec)
+    status: DaemonSetStatus = msgspec.field(default_factory=DaemonSetStatus)
+
+
+# --- PriorityClass ---------------------------------------------------------------------------
+
+
+class PriorityClassSpec(_Base):
+    value: int = 0
+    global_default: bool = False
+    preemption_policy: Literal["PreemptLowerPriority", "Never"] = "PreemptLowerPriority"
+    description: str = ""
+
+
+class PriorityClassStatus(_Base):
+    pass
+
+
+class PriorityClass(_Object, kw_only=True):
+    KIND: ClassVar[str] = "PriorityClass"
+    api_version: str = API_VERSION
+    kind: str = "PriorityClass"
+    metadata: ObjectMeta = msgspec.field(default_factory=ObjectMeta)
+    spec: PriorityClassSpec = msgspec.field(default_factory=PriorityClassSpec)
+    status: PriorityClassStatus = msgspec.field(default_factory=PriorityClassStatus)
+
+
+Object = (Container | Namespace | Node | Deployment | Volume | NetworkPolicy | Event | Service | Endpoints | Secret
+          | Job | CronJob | DaemonSet | PriorityClass)
 JSON = dict[str, Any]
+
+
+# --- the wire form ---------------------------------------------------------------------------
+
+#: kinds whose ``status.phase`` is always in their JSON (msgspec leaves a default value out)
+DEFAULT_PHASES: dict[str, bytes] = {"Container": b"Pending", "Namespace": b"Active", "Volume": b"Pending"}
+_STATUS = b'"status":{'
+
+
+def with_phase(kind: str, data: bytes) -> bytes:
+    """``data`` (an object's JSON) with ``status.phase`` spelled out when it was left out as the
+    default, so a client reading ``.status.phase`` always finds it. ``status`` is the object's last
+    field, and a key can only appear unescaped in JSON as a key, so the last ``"status":{`` is it."""
+    phase = DEFAULT_PHASES.get(kind)
+    if phase is None:
+        return data
+    i = data.rfind(_STATUS)
+    if i < 0:
+        return data
+    j = i + len(_STATUS)
+    if data.startswith(b'"phase"', j):
+        return data
+    sep = b"" if data[j:j + 1] == b"}" else b","
+    return b'%s"phase":"%s"%s%s' % (data[:j], phase, sep, data[j:])

@@ -24,12 +24,16 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+import aiohttp
 import msgspec
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from corral import __version__
+from corral.aiokit.metrics import Histogram, serve_metrics
 from corral.aiokit.queueing import WorkQueue
-from corral.api.client import ApiClient, HeartbeatChannel, Reflector
+from corral.api.client import ApiClient, HeartbeatChannel, Reflector, error_from_body
+from corral.controllers.nodes import EVENT_NAMESPACE
 from corral.model import errors
 from corral.model.lifecycle import AGENT_FINALIZER, now_rfc3339
 from corral.model.quantities import format_cpu, format_memory, parse_cpu, parse_memory
@@ -49,14 +53,23 @@ from corral.model.resources import (
     ObjectReference,
     Volume,
 )
+from corral.network.bridge import ensure_bridge
+from corral.network.dns import ClusterDNS
 from corral.network.nftables import NftTable
+from corral.network.overlay import uplink
 from corral.reconcile import logkeeping
 from corral.reconcile.events import EventType
 from corral.reconcile.imagegc import ImageGC, ImageGCConfig
 from corral.reconcile.pipeline import NodeReconciler, ReconcilerConfig
-from corral.roles import agentlogs, agentstreams
+from corral.roles import agentlogs, agentstreams, podcidr
 from corral.roles.agenthygiene import DiskPressureReporter, removal_message
+from corral.roles.agentsecrets import ApiSecrets, follow_secret_volumes
 from corral.roles.fencing import Fence, kill_node_tasks
+from corral.roles.metrics import agent_collector
+from corral.roles.peers import PeerRoutes, is_loopback, link_mtu
+from corral.roles.policies import PolicyEnforcer
+from corral.roles.services import ServiceProxy, start_dns, upstreams_of
+from corral.runtime.tasks import Task
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +111,7 @@ class AgentConfig:
     reserve_cpu: str = "100m"
     reserve_memory: str = "256Mi"
     max_containers: int = 110
-    pod_cidr: str = "10.88.0.0/24"
+    pod_cidr: str = ""  # an explicit override; empty: the control plane assigns one (roles/podcidr.py)
     bridge: str = "corral0"
     nft_table: str = "corral"  # the agent's nftables table (inet family): policy and service rules
     node_ip: str = "127.0.0.1"
@@ -115,6 +128,11 @@ class AgentConfig:
     image_gc_min_age: float = 120.0  # an image younger than this is never collected
     image_fs: Path | None = None  # a path on the images' filesystem (default: data_dir)
     disk_pressure: int = 90  # percent of the image filesystem: the DiskPressure condition and taint
+    pids_limit: int = 4096  # the most processes one container may have (0: no limit)
+    metrics_listen: str = ""  # serve the agent's Prometheus metrics here (HOST:PORT; empty: not at all)
+    metrics_sample_seconds: float = 10.0  # how often the containers' CPU and memory are read from containerd
+    upstream_dns: list[str] = field(default_factory=list)  # ADDR[:PORT]; empty: the host's resolv.conf
+    dns_port: int = 53  # the DNS server's port on the bridge's gateway address
 
 
 def host_capacity() -> tuple[int, int]:
@@ -190,6 +208,15 @@ class Agent:
                 message=removal_message(name, size, usage, low=cfg.image_gc_low)),
             on_pressure=self.disk_pressure.report,
         )
+        # figures for /metrics (roles/metrics.py)
+        self.sync_counts: dict[str, int] = {"ok": 0, "retry": 0, "error": 0}
+        self.sync_durations = Histogram()
+        self.container_usage: dict[tuple[str, str], tuple[float, float]] = {}  # (ns, name) -> (cpu s, memory B)
+        self.peers: PeerRoutes | None = None  # routes to other nodes' containers, once the podCIDR is known
+        self.policies = PolicyEnforcer(api, self.nft, node=cfg.node_name, bridge=cfg.bridge)
+        # Services → the `svc` part of that table, and the answers of the node's DNS server (roles/services.py)
+        self.services = ServiceProxy(api, self.nft, containers=lambda: self.reflector.objects)
+        self.dns: ClusterDNS | None = None  # started once the node's subnet is known (settle_network)
 
     # --- event sink (for the reconcile steps) -----------------------------------------------
 
@@ -210,6 +237,18 @@ class Agent:
             metadata=ObjectMeta(name=f"{name}.{uuid.uuid4().hex[:10]}", namespace=namespace or "default"),
             spec=EventSpec(involved_object=ObjectReference(kind=kind, namespace=namespace, name=name, uid=uid),
                            reason=reason, message=message, type=type_,
+                           source=EventSource(component="agent", node=self.cfg.node_name),
+                           first_timestamp=now, last_timestamp=now),
+        )
+        with contextlib.suppress(asyncio.QueueFull):
+            self._events.put_nowait(ev)
+
+    def _enqueue_node_event(self, reason: str, message: str) -> None:
+        now = now_rfc3339()
+        ev = Event(
+            metadata=ObjectMeta(name=f"{self.cfg.node_name}.{uuid.uuid4().hex[:10]}", namespace=EVENT_NAMESPACE),
+            spec=EventSpec(involved_object=ObjectReference(kind="Node", name=self.cfg.node_name),
+                           reason=reason, message=message, type="Warning",
                            source=EventSource(component="agent", node=self.cfg.node_name),
                            first_timestamp=now, last_timestamp=now),
         )
@@ -246,7 +285,11 @@ class Agent:
                 try:
                     current = await self.api.get(Node, self.cfg.node_name)
                     current.metadata.labels = {**current.metadata.labels, **labels}
-                    current.spec.pod_cidr = self.cfg.pod_cidr
+                    if self.cfg.pod_cidr and current.spec.pod_cidr not in ("", self.cfg.pod_cidr):
+                        raise errors.Invalid(f"node {self.cfg.node_name} already has podCIDR "
+                                             f"{current.spec.pod_cidr}; --pod-cidr {self.cfg.pod_cidr} differs "
+                                             "(delete the Node to change it)")
+                    current.spec.pod_cidr = current.spec.pod_cidr or self.cfg.pod_cidr  # the agent never changes it
                     await self.api.update(current)
                     await self.heartbeat()
                     break
@@ -265,15 +308,42 @@ class Agent:
 
     async def _heartbeats(self) -> None:
         interval = min(self.cfg.heartbeat_seconds, self.cfg.fence_after / 2)  # a missed beat must not fence
+        sent = time.monotonic()
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(max(0.0, sent + interval - time.monotonic()))  # on a schedule, however long a beat took
+            sent = time.monotonic()
             try:
                 await asyncio.wait_for(self.heartbeat(), timeout=max(interval, 1.0))
+            except errors.StoreUnavailable as e:
+                answered_by = self.api.server
+                if await self._others_say_store_down(answered_by):
+                    self.fence.store_unavailable(sent)  # nobody can release our containers: no fence
+                else:
+                    log.warning("heartbeat failed: %s (and not every API server says so)", e)
+                continue
             except (errors.CorralError, TimeoutError) as e:
                 log.warning("heartbeat failed: %s", str(e) or "timed out")
                 continue
+            if (away := self.fence.store_back()) is not None:
+                self._enqueue_node_event("StoreUnavailable", f"the API's store was unavailable for {away:.0f}s; "
+                                         "this node kept its containers running (nothing could release them)")
             if self.fence.fenced:
                 await self._lift_fence()
+
+    async def _others_say_store_down(self, answered_by: str) -> bool:
+        """Whether every other API server the agent knows answers a beat too, saying its store is unavailable."""
+
+        async def says_store_down(server: str) -> bool:
+            try:
+                async with self.api.session().put(f"{server}/nodes/{self.cfg.node_name}/heartbeat",
+                                                  timeout=aiohttp.ClientTimeout(total=2.0)) as resp:
+                    body = await resp.read()
+            except (aiohttp.ClientError, TimeoutError):
+                return False
+            return resp.status == 503 and isinstance(error_from_body(resp.status, body), errors.StoreUnavailable)
+
+        others = [s.rstrip("/") for s in self.api.servers if s.rstrip("/") != answered_by]
+        return all(await asyncio.gather(*(says_store_down(s) for s in others)))
 
     # --- fencing (roles/fencing.py): cut off from the API, stop everything; back, resync first ---
 
@@ -337,16 +407,22 @@ class Agent:
     async def _worker(self) -> None:
         while True:
             key = await self.queue.get()
+            started = time.perf_counter()
+            result = "ok"
             try:
                 await self._sync(key)
                 self.queue.forget(key)
             except errors.CorralError as e:
+                result = "retry"
                 delay = self.queue.retry(key, delay=getattr(e, "retry_after", None))
                 log.info("reconcile %s/%s: %s (retry in %.1fs)", *key, e, delay)
             except Exception:
+                result = "error"
                 delay = self.queue.retry(key)
                 log.exception("reconcile %s/%s failed (retry in %.1fs)", *key, delay)
             finally:
+                self.sync_counts[result] += 1
+                self.sync_durations.observe(time.perf_counter() - started)
                 self.queue.done(key)
 
     async def _sync(self, key: Key) -> None:
@@ -401,17 +477,67 @@ class Agent:
         self.endpoint = f"http://{self.cfg.node_ip}:{port}"
         return runner
 
+    async def _sample_usage(self) -> None:
+        """Read every running container's CPU and memory from containerd now and then (a scrape
+        answers from the last sample: it cannot wait on containerd)."""
+        while True:
+            usage: dict[tuple[str, str], tuple[float, float]] = {}
+            for (namespace, name), obj in list(self.reflector.objects.items()):
+                if obj.status.phase != "Running" or not obj.status.container_id:
+                    continue
+                with contextlib.suppress(errors.CorralError):
+                    m = await Task(self.reconciler.client, obj.status.container_id).metrics()
+                    usage[(namespace, name)] = (m.cpu_usage_ns / 1e9, float(m.memory_usage_bytes))
+            self.container_usage = usage
+            await asyncio.sleep(self.cfg.metrics_sample_seconds)
+
+    async def _serve_metrics(self) -> web.AppRunner | None:
+        if not self.cfg.metrics_listen:
+            return None
+        registry = CollectorRegistry()
+        registry.register(agent_collector(self))
+        host, _, port = self.cfg.metrics_listen.rpartition(":")
+        runner, bound = await serve_metrics(registry, host or "127.0.0.1", int(port))
+        log.info("agent metrics on http://%s:%s/metrics", host or "127.0.0.1", bound)
+        return runner
+    async def settle_network(self) -> PeerRoutes:
+        """The node's subnet (its Node's podCIDR, assigned by the control plane or the checked
+        override), the containers' MTU, and the routes to other nodes that go with them."""
+        cluster = await self.api.cluster_config()
+        if self.cfg.pod_cidr:
+            await podcidr.check_override_with_api(self.api, self.cfg.pod_cidr, node=self.cfg.node_name,
+                                                  cluster=cluster)
+        await self.register()
+        pod_cidr = await podcidr.wait_for_pod_cidr(self.api, self.cfg.node_name)
+        uplink_mtu = 1500 if is_loopback(self.cfg.node_ip) else (await asyncio.to_thread(uplink, self.cfg.node_ip))[1]
+        mtu = link_mtu(cluster, node_ip=self.cfg.node_ip, uplink_mtu=uplink_mtu)
+        await self.reconciler.use_network(pod_cidr=pod_cidr, mtu=mtu, cluster_cidr=cluster.cluster_cidr)
+        log.info("node %s: containers in %s (MTU %d), backend %s", self.cfg.node_name, pod_cidr, mtu, cluster.backend)
+        # the node's DNS server listens on the bridge's gateway address before any container needs it
+        gateway = await ensure_bridge(self.cfg.bridge, subnet=pod_cidr)
+        self.reconciler.cfg.dns_server, self.reconciler.cfg.cluster_domain = gateway, cluster.cluster_domain
+        self.dns = await start_dns(self.services, domain=cluster.cluster_domain, host=gateway, port=self.cfg.dns_port,
+                                   upstreams=upstreams_of(self.cfg.upstream_dns))
+        return PeerRoutes(self.api, node=self.cfg.node_name, node_ip=self.cfg.node_ip, pod_cidr=pod_cidr,
+                          bridge=self.cfg.bridge, cluster=cluster, resync=self.cfg.resync_seconds)
+
     async def run(self) -> None:
         runner = await self._serve_logs()
+        metrics = await self._serve_metrics()
         try:
-            await self.register()
+            self.peers = await self.settle_network()
             await self._run_tasks()
         finally:
             await runner.cleanup()
+            if metrics is not None:
+                await metrics.cleanup()
+            if self.dns is not None:
+                await self.dns.close()
 
     async def _run_tasks(self) -> None:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self.reflector.run(), name="agent-reflector")
+            tg.create_task(self.services.run(), name="agent-service-proxy")
             tg.create_task(self._heartbeats(), name="agent-heartbeat")
             tg.create_task(self.fence.watch(), name="agent-fence")
             tg.create_task(self._ship_events(), name="agent-events")
@@ -422,6 +548,13 @@ class Agent:
             tg.create_task(self.image_gc.run_forever(), name="agent-image-gc")
             if self.cfg.keep_logs > 0:
                 tg.create_task(logkeeping.expire_forever(self.cfg.data_dir, self.cfg.keep_logs), name="agent-kept-logs")
+            tg.create_task(follow_secret_volumes(self.reconciler, lambda: self.reflector.objects.values()),
+                           name="agent-secret-volumes")
+            if self.cfg.metrics_listen:
+                tg.create_task(self._sample_usage(), name="agent-usage-samples")
+            if self.peers is not None:
+                tg.create_task(self.peers.run(), name="agent-peer-routes")
+            tg.create_task(self.policies.run(), name="agent-network-policy")
             for i in range(self.cfg.workers):
                 tg.create_task(self._worker(), name=f"agent-worker-{i}")
 
@@ -452,10 +585,13 @@ async def join(cfg: AgentConfig) -> str:
 async def run_agent(cfg: AgentConfig, *, stop: asyncio.Event) -> None:
     token = await join(cfg)
     async with ApiClient(cfg.servers, token) as api:
+        # the subnet comes from the Node once registered (Agent.settle_network → reconciler.use_network),
+        # and so does the DNS server's address (the bridge's gateway in that subnet)
         rcfg = ReconcilerConfig(data_dir=cfg.data_dir, node_name=cfg.node_name, containerd_socket=cfg.containerd_socket,
-                                pod_cidr=cfg.pod_cidr, bridge=cfg.bridge, insecure_registries=cfg.insecure_registries,
-                                keep_logs=cfg.keep_logs)
+                                bridge=cfg.bridge, insecure_registries=cfg.insecure_registries,
+                                pids_limit=cfg.pids_limit, keep_logs=cfg.keep_logs)
         reconciler = NodeReconciler(rcfg)
+        reconciler.secrets = ApiSecrets(api)  # Secrets: env, secret volumes, image pull credentials
         agent = Agent(cfg, api, reconciler)
         reconciler.events = agent
         reconciler.on_change = agent.queue.add  # probes: a flipped probe result requeues its key

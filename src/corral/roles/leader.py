@@ -3,7 +3,8 @@
 A control instance runs its API in one process and, by default, starts this role as a child
 process (``corral serve --role=leader``) so the API and the scheduler/controllers each get a core
 instead of sharing one Python interpreter. The child campaigns like any control instance; the
-parent restarts it if it dies and stops it (SIGTERM, then SIGKILL) when it stops itself.
+parent restarts it if it dies (``aiokit.processes.Supervisor``, with back-off) and stops it
+(SIGTERM, then SIGKILL) when it stops itself; the child gets SIGTERM if the parent dies first.
 """
 
 from __future__ import annotations
@@ -12,13 +13,18 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import socket
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from aiohttp import web
+
+from corral.aiokit.backoff import Backoff
+from corral.aiokit.metrics import serve_metrics
+from corral.aiokit.processes import ChildProcess, Supervisor
 from corral.roles.controllers import LeaderConfig, run_leader
+from corral.roles.metrics import LeaderMetrics
 from corral.store.election import Election
 from corral.store.etcd import EtcdStore
 
@@ -32,17 +38,24 @@ class LeaderRoleConfig:
     leader_ttl: int = 5
 
 
-async def campaign(store: EtcdStore, cfg: LeaderConfig, *, identity: str, ttl: int) -> None:
-    """Campaign forever; while elected, run the scheduler and controllers."""
+async def campaign(store: EtcdStore, cfg: LeaderConfig, *, identity: str, ttl: int,
+                   metrics: LeaderMetrics | None = None) -> None:
+    """Campaign forever; while elected, run the scheduler and controllers (reported to ``metrics``)."""
     election = Election(store, "control", identity=identity, ttl=ttl)
-    await election.run(lambda: run_leader(store, cfg))
+    await election.run(lambda: run_leader(store, cfg, metrics))
 
 
 async def run_leader_role(cfg: LeaderRoleConfig, *, stop: asyncio.Event) -> None:
     store = EtcdStore(cfg.etcd)
+    metrics = LeaderMetrics()
+    runner: web.AppRunner | None = None
     try:
+        if cfg.leader.metrics_listen:
+            host, _, port = cfg.leader.metrics_listen.rpartition(":")
+            runner, bound = await serve_metrics(metrics.registry, host or "127.0.0.1", int(port))
+            log.info("leader metrics on http://%s:%s/metrics", host or "127.0.0.1", bound)
         work = asyncio.create_task(campaign(store, cfg.leader, identity=f"{socket.gethostname()}:leader:{os.getpid()}",
-                                            ttl=cfg.leader_ttl), name="leader-campaign")
+                                            ttl=cfg.leader_ttl, metrics=metrics), name="leader-campaign")
         stopper = asyncio.create_task(stop.wait())
         await asyncio.wait({work, stopper}, return_when=asyncio.FIRST_COMPLETED)
         for t in (work, stopper):
@@ -50,37 +63,28 @@ async def run_leader_role(cfg: LeaderRoleConfig, *, stop: asyncio.Event) -> None
         with contextlib.suppress(asyncio.CancelledError):
             await work
     finally:
+        if runner is not None:
+            await runner.cleanup()
         await store.close()
 
 
 def leader_args(etcd: Sequence[str], cfg: LeaderConfig, *, ttl: int) -> list[str]:
     args = [sys.executable, "-m", "corral.cli.main", "serve", "--role=leader", "--policy", cfg.policy,
-            "--node-grace", str(cfg.node_grace), "--event-ttl", str(int(cfg.event_ttl)), "--leader-ttl", str(ttl)]
+            "--node-grace", str(cfg.node_grace), "--event-ttl", str(int(cfg.event_ttl)), "--leader-ttl", str(ttl),
+            "--job-backoff", str(cfg.job_backoff)]
     for endpoint in etcd:
         args += ["--etcd", endpoint]
+    if cfg.metrics_listen:
+        args += ["--metrics-listen", cfg.metrics_listen]
     return args
 
 
 async def supervise_leader(args: list[str], *, stop: asyncio.Event) -> None:
     """Keep a leader child process running until ``stop``; then SIGTERM it (SIGKILL after 10 s)."""
-    while not stop.is_set():
-        proc = await asyncio.create_subprocess_exec(*args, stdin=asyncio.subprocess.DEVNULL)
-        log.info("leader process started (pid %s)", proc.pid)
-        waiter = asyncio.create_task(proc.wait())
-        stopper = asyncio.create_task(stop.wait())
-        try:
-            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopper.cancel()
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGTERM)
-                try:
-                    await asyncio.wait_for(asyncio.shield(waiter), 10)
-                except (TimeoutError, asyncio.CancelledError):
-                    with contextlib.suppress(ProcessLookupError):
-                        proc.kill()
-                    await proc.wait()
-        if not stop.is_set():
-            log.warning("the leader process exited with %s; restarting it", proc.returncode)
-            await asyncio.sleep(1.0)
+    child = ChildProcess(args, name="leader", new_session=False)  # Ctrl-C in a terminal reaches it too
+    await child.start()
+    log.info("leader process started (pid %s)", child.pid)
+    try:
+        await Supervisor("the leader process", child, stop=stop, backoff=Backoff(initial=1.0)).run()
+    finally:
+        await child.stop(grace=10.0)
