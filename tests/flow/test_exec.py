@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import pty
 import secrets
@@ -20,7 +21,7 @@ import pytest
 import pytest_asyncio
 
 from corral.api.client import ApiClient
-from corral.cli.streaming import open_stream
+from corral.cli.streaming import open_stream, run_session
 from corral.model import errors
 from corral.model.resources import Container, ContainerSpec, ObjectMeta
 from corral.runtime.client import Client
@@ -101,6 +102,25 @@ async def test_a_node_token_may_not_exec(cluster: Cluster, box: Container) -> No
     async with ApiClient(cluster.plane.url, node_token) as client:
         with pytest.raises(errors.Forbidden, match="may not exec container default/box"):
             await open_stream(client, namespace="default", name="box", verb="exec", params=[("command", "true")])
+
+
+async def test_an_edit_token_may_exec_in_its_namespaces_and_a_view_token_never(cluster: Cluster, box: Container) -> None:
+    async def token(role: str, *namespaces: str) -> str:
+        body = await cluster.api.request("POST", "/tokens", body={"role": role, "namespaces": list(namespaces),
+                                                                  "description": f"exec test {role}"})
+        return str(json.loads(body)["token"])
+
+    async def exec_true(secret: str) -> int | None:
+        async with ApiClient(cluster.plane.url, secret) as client:
+            ws = await open_stream(client, namespace="default", name="box", verb="exec",
+                                   params=[("command", "true")])
+            return (await run_session(ws, stdin=None, stdout=lambda _: None, stderr=lambda _: None)).exit_code
+
+    assert await exec_true(await token("edit", "default")) == 0
+    with pytest.raises(errors.Forbidden, match='may not exec containers in namespace "default"'):
+        await exec_true(await token("edit", "elsewhere"))
+    with pytest.raises(errors.Forbidden, match="a view token only reads"):
+        await exec_true(await token("view", "default"))
 
 
 async def test_an_interactive_tty_exec_runs_with_the_clients_window_size(cluster: Cluster, box: Container) -> None:

@@ -21,14 +21,11 @@ import contextlib
 import aiohttp
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from corral.api import roles
 from corral.api import streamproto as sp
 from corral.api.auth import IDENTITY, Identity
 from corral.api.logs import LogsProxy
 from corral.model.errors import BadRequest, Forbidden, Unavailable
-from corral.model.kinds import BY_KIND
 
-STREAM_ROLES = frozenset({"admin", "edit"})  # who may run processes in containers
 _PASSED = {
     "exec": ("command", "stdin", "stdout", "stderr", "tty", "width", "height"),
     "attach": ("stdin", "stdout", "stderr", "tty"),
@@ -37,11 +34,17 @@ _PASSED = {
 
 
 def authorize_stream(identity: Identity, verb: str, *, namespace: str, name: str) -> None:
-    """The one check for exec, attach and port-forward: running things inside a container."""
-    if str(identity.role) not in STREAM_ROLES:
-        raise Forbidden(f"{identity.name} may not {verb} container {namespace}/{name}")
-    if identity.role == "edit":  # only in its namespaces (api/roles.py)
-        roles.check(identity, "create", BY_KIND["Container"], namespace)
+    """The one check for exec, attach and port-forward — running things inside a container: an admin
+    anywhere, an ``edit`` token in its namespaces (``api/roles.py``); never a view or node token."""
+    if identity.role == "admin":
+        return
+    if identity.role == "edit":
+        if identity.namespaces and namespace not in identity.namespaces:
+            raise Forbidden(f'{identity.name} may not {verb} containers in namespace "{namespace}": '
+                            f"it may touch only namespace(s) {', '.join(identity.namespaces)}")
+        return
+    why = ": a view token only reads" if identity.role == "view" else ""
+    raise Forbidden(f"{identity.name} may not {verb} container {namespace}/{name}{why}")
 
 
 async def _copy(source: aiohttp.ClientWebSocketResponse | web.WebSocketResponse,
