@@ -85,6 +85,21 @@ async def test_exec_with_stdin_feeds_the_command(cluster: Cluster, box: Containe
     assert (code, out.strip()) == (0, b"300000"), err
 
 
+async def test_a_reader_that_stops_early_ends_the_command(cluster: Cluster, box: Container) -> None:
+    proc = await asyncio.create_subprocess_shell(
+        f"{sys.executable} -m corral.cli.main exec box -- yes | head -n 3; echo \"status ${{PIPESTATUS[0]}}\"",
+        executable="/bin/bash", env=cli_env(cluster), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), TIMEOUT)
+    assert out == b"y\ny\ny\nstatus 141\n", err
+    async with Client(cluster.worker.containerd.socket) as client:
+        task = Task(client, box.status.container_id)
+
+        async def only_httpd() -> None:
+            assert len(await task.pids()) == 1
+
+        await eventually(only_httpd, timeout=TIMEOUT, what="`yes` is killed")
+
+
 async def test_a_command_that_cannot_start_says_so(cluster: Cluster, box: Container) -> None:
     code, _, err = await corral(cluster, "exec", "box", "--", "/no/such/binary")
     assert code == 126
