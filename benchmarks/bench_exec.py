@@ -171,7 +171,8 @@ async def measure(cluster: Cluster, runs: int, mib: int) -> None:
     ))
     box = await cluster.wait_for("box", lambda c: c.status.phase == "Running" and bool(c.status.ip),
                                  timeout=120)
-    env = {**os.environ, "CORRAL_SERVER": cluster.plane.url, "CORRAL_TOKEN": cluster.plane.admin_token}
+    env = {**os.environ, "CORRAL_SERVER": cluster.plane.url, "CORRAL_TOKEN": cluster.plane.admin_token,
+           "CORRAL_CA": str(cluster.plane.ca_file)}
     for _ in range(600):  # httpd starts once the file is written
         try:
             if await fetch(box.status.ip, 8080, "/big") >= mib * 1024 * 1024:

@@ -27,6 +27,7 @@ from corral.model.resources import Container, ContainerSpec, ObjectMeta
 from corral.runtime.client import Client
 from corral.runtime.tasks import Task
 from corral.store.embedded import free_port
+from corral.tls.contexts import client_context
 from tests.fixtures.cluster import Cluster, eventually, start_cluster
 from tests.fixtures.registry import Registry
 
@@ -50,7 +51,8 @@ async def box(cluster: Cluster) -> Container:
 
 
 def cli_env(cluster: Cluster) -> dict[str, str]:
-    return {**os.environ, "CORRAL_SERVER": cluster.plane.url, "CORRAL_TOKEN": cluster.plane.admin_token}
+    return {**os.environ, "CORRAL_SERVER": cluster.plane.url, "CORRAL_TOKEN": cluster.plane.admin_token,
+            "CORRAL_CA": str(cluster.plane.ca_file)}
 
 
 async def corral(cluster: Cluster, *args: str, stdin: bytes | None = None) -> tuple[int, bytes, bytes]:
@@ -112,9 +114,10 @@ async def test_exec_in_a_missing_container_is_a_clear_error(cluster: Cluster, bo
     assert b'container "nobody" in namespace "default" not found' in err
 
 
-async def test_a_node_token_may_not_exec(cluster: Cluster, box: Container) -> None:
-    node_token = (cluster.worker.agent_dir / "node.token").read_text().strip()
-    async with ApiClient(cluster.plane.url, node_token) as client:
+async def test_a_node_may_not_exec(cluster: Cluster, box: Container) -> None:
+    tls = cluster.worker.agent_dir / "tls"  # the node's own client certificate is its identity
+    node = client_context(cluster.plane.ca_pem, cert_file=tls / "node.crt", key_file=tls / "node.key")
+    async with ApiClient(cluster.plane.url, ssl_context=node) as client:
         with pytest.raises(errors.Forbidden, match="may not exec container default/box"):
             await open_stream(client, namespace="default", name="box", verb="exec", params=[("command", "true")])
 
@@ -126,7 +129,7 @@ async def test_an_edit_token_may_exec_in_its_namespaces_and_a_view_token_never(c
         return str(json.loads(body)["token"])
 
     async def exec_true(secret: str) -> int | None:
-        async with ApiClient(cluster.plane.url, secret) as client:
+        async with ApiClient(cluster.plane.url, secret, ssl_context=client_context(cluster.plane.ca_pem)) as client:
             ws = await open_stream(client, namespace="default", name="box", verb="exec",
                                    params=[("command", "true")])
             return (await run_session(ws, stdin=None, stdout=lambda _: None, stderr=lambda _: None)).exit_code

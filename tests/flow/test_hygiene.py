@@ -29,7 +29,8 @@ async def cluster(tmp_path_factory: pytest.TempPathFactory, registry: Registry) 
 async def corral(cluster: Cluster, *args: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "corral.cli.main", *args,
-        env={**os.environ, "CORRAL_SERVER": cluster.plane.url, "CORRAL_TOKEN": cluster.plane.admin_token},
+        env={**os.environ, "CORRAL_SERVER": cluster.plane.url, "CORRAL_TOKEN": cluster.plane.admin_token,
+             "CORRAL_CA": str(cluster.plane.ca_file)},
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), 60)

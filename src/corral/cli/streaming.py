@@ -32,7 +32,7 @@ async def open_stream(client: ApiClient, *, namespace: str, name: str, verb: str
     try:
         return await client.session().ws_connect(
             client.server + path, params=list(params), protocols=(sp.SUBPROTOCOL,),
-            max_msg_size=sp.MAX_FRAME * 4, autoping=True,
+            max_msg_size=sp.MAX_FRAME * 4, autoping=True, ssl=client.ssl_option,
         )
     except aiohttp.WSServerHandshakeError as e:
         if e.status >= 400:

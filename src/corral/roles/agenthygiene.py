@@ -7,10 +7,10 @@ its findings meet the API:
 - each removed image is an Event on this Node (reason ``ImageGCRemoved``);
 - disk pressure, when it changes, becomes the ``DiskPressure`` condition in the Node's status
   (``condition`` is also what the agent's own full status writes carry, so a heartbeat never drops
-  it) and the ``corral.io/disk-pressure:NoSchedule`` taint on the Node — as Kubernetes taints
-  nodes by condition — so the scheduler's taint filter keeps new containers off the node and
-  ``why-not`` names the reason. Containers that tolerate the taint may still land there; running
-  ones are not evicted.
+  it). A node may not change its own taints (NodeRestriction): the control plane's
+  ``controllers/nodeconditions.py`` turns the condition into the ``corral.io/disk-pressure:NoSchedule``
+  taint, as Kubernetes taints nodes by condition, so the scheduler's taint filter keeps new
+  containers off the node. Running containers are not evicted.
 """
 
 from __future__ import annotations
@@ -18,18 +18,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-import msgspec
-
 from corral.api.client import ApiClient
+from corral.controllers.nodeconditions import DISK_PRESSURE, DISK_PRESSURE_TAINT
 from corral.model import errors
 from corral.model.lifecycle import now_rfc3339
-from corral.model.resources import Condition, Node, NodeStatus, ObjectMeta, Taint
+from corral.model.resources import Condition, Node, NodeStatus, ObjectMeta
 from corral.reconcile.imagegc import Usage
 
 log = logging.getLogger(__name__)
-DISK_PRESSURE = "DiskPressure"
-DISK_PRESSURE_TAINT = "corral.io/disk-pressure"
 MIB = 1024 * 1024
+__all__ = ["DISK_PRESSURE", "DISK_PRESSURE_TAINT", "DiskPressureReporter", "removal_message"]
 
 
 def removal_message(name: str, size: int, usage: Usage, *, low: int) -> str:
@@ -38,8 +36,8 @@ def removal_message(name: str, size: int, usage: Usage, *, low: int) -> str:
 
 
 class DiskPressureReporter:
-    """Writes the DiskPressure condition and taint when the pressure changes (retried on the next
-    pass when the API could not be reached)."""
+    """Writes the DiskPressure condition when the pressure changes (retried on the next pass when the
+    API could not be reached)."""
 
     def __init__(self, api: ApiClient, node: str, *, threshold: int, status: Callable[[], NodeStatus]) -> None:
         self.api = api
@@ -57,7 +55,6 @@ class DiskPressureReporter:
                                    reason="DiskFull" if pressure else "DiskHasRoom", message=message,
                                    last_transition_time=now_rfc3339())
         try:
-            await self._set_taint(pressure)
             await self.api.update_status(Node(metadata=ObjectMeta(name=self.node), status=self.status()))
         except errors.CorralError as e:
             log.warning("could not report disk pressure %s: %s", pressure, e)
@@ -65,17 +62,3 @@ class DiskPressureReporter:
         if pressure or self._reported:
             log.warning("node %s disk pressure %s: %s", self.node, "on" if pressure else "off", message)
         self._reported = pressure
-
-    async def _set_taint(self, pressure: bool) -> None:
-        for attempt in range(10):
-            node = await self.api.get(Node, self.node)
-            kept = [t for t in node.spec.taints if t.key != DISK_PRESSURE_TAINT]
-            wanted = [*kept, Taint(key=DISK_PRESSURE_TAINT, effect="NoSchedule")] if pressure else kept
-            if wanted == node.spec.taints:
-                return
-            try:
-                await self.api.update(msgspec.structs.replace(node, spec=msgspec.structs.replace(node.spec, taints=wanted)))
-                return
-            except errors.Conflict:
-                if attempt == 9:
-                    raise

@@ -1,24 +1,29 @@
-"""The agent's own small HTTP listener: container logs, for the API's proxy only.
+"""The agent's own small HTTPS listener: container logs, for the API's proxy only.
 
 ``GET /logs/{namespace}/{name}?uid=&tail=N&follow=1&timestamps=1`` answers the container's log
 records as text lines (``[time ]text``), from the files the log shipper writes on this node;
 ``previous=1``: the run before the latest start; ``kept=1`` (no uid): the newest kept log of a deleted
 container of that name (``kept=1&info=1``: only ``{"deletedAt": seconds}``, so the API can pick the
-newest across nodes). Only
-the API may call it: the request must carry the cluster's agent token.
+newest across nodes).
+
+Only the API may call it. The listener serves TLS with the node's certificate and requires a
+client certificate signed by the cluster CA (``NodeCredentials.listener_context``); the one
+middleware ``only_the_api`` then admits only the API's (CN ``corral:api``), for every route on the
+app — a node's own certificate, or another node's, is refused.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
 
 from corral.reconcile import logkeeping
 from corral.runtime import logs
+from corral.tls.contexts import peer_common_name
+from corral.tls.pki import API_CLIENT_CN
 
 LogPathFor = Callable[[str], Path | None]
 KeptLogFor = Callable[[str, str], tuple[Path, float] | None]
@@ -29,13 +34,25 @@ def _line(rec: logs.LogLine, timestamps: bool) -> bytes:
     return ((rec.time + " " if timestamps else "") + text).encode()
 
 
-def refuse_unless_api(request: web.Request, token: str, *, what: str = "read logs") -> web.Response | None:
-    """A 401 answer unless the request carries the cluster's agent token (only the API has it)."""
-    if token and hmac.compare_digest(request.headers.get("Authorization", ""), f"Bearer {token}"):
+def refuse_unless_api(request: web.Request, *, what: str = "call") -> web.Response | None:
+    """A 403 answer unless the verified client certificate is the API's (CN ``corral:api``)."""
+    cn = peer_common_name(request.transport)
+    if cn == API_CLIENT_CN:
         return None
-    return web.json_response({"error": {"code": 401, "reason": "Unauthorized",
-                                        "message": f"only the API may {what} through an agent", "details": []}},
-                             status=401)
+    return web.json_response({"error": {"code": 403, "reason": "Forbidden",
+                                        "message": f"only the API ({API_CLIENT_CN}) may {what} through an agent, not "
+                                                   f"{cn or 'a client without a certificate'}",
+                                        "details": []}}, status=403)
+
+
+@web.middleware
+async def only_the_api(request: web.Request,
+                       handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    """Every route on the listener (logs, exec, attach, port-forward): the API's certificate only."""
+    denied = refuse_unless_api(request)
+    if denied is not None:
+        return denied
+    return await handler(request)
 
 
 def _not_found(message: str) -> web.Response:
@@ -43,15 +60,11 @@ def _not_found(message: str) -> web.Response:
                              status=404)
 
 
-def build_app(*, token: Callable[[], str], log_path: LogPathFor,
-              kept_log: KeptLogFor | None = None) -> web.Application:
+def build_app(*, log_path: LogPathFor, kept_log: KeptLogFor | None = None) -> web.Application:
     """``kept_log(namespace, name)``: the newest kept log of a deleted container and when it was deleted
     (blocking; ``reconcile/logkeeping.latest_kept``)."""
 
     async def serve_logs(request: web.Request) -> web.StreamResponse:
-        denied = refuse_unless_api(request, token())
-        if denied is not None:
-            return denied
         namespace, name = request.match_info["namespace"], request.match_info["name"]
         previous = request.query.get("previous", "") not in ("", "0", "false")
         if request.query.get("kept", "") not in ("", "0", "false"):  # a deleted container's
@@ -89,6 +102,6 @@ def build_app(*, token: Callable[[], str], log_path: LogPathFor,
             pass
         return response
 
-    app = web.Application()
+    app = web.Application(middlewares=[only_the_api])
     app.router.add_get("/logs/{namespace}/{name}", serve_logs, allow_head=False)
     return app
