@@ -6,8 +6,9 @@ A node (its certificate, CN ``node:<name>``, or a node token) may:
   (labels an admin sets to steer workloads, which a node must not claim) and ``corral.io/…`` other
   than the ones the agent sets itself (``corral.io/hostname``, ``/os``, ``/arch``); with the taints,
   ``unschedulable`` and ``podCIDR`` it registers with;
-- **update its own Node** only in labels under ``node.corral.io/`` (and the agent's own three);
-  never its taints, ``unschedulable`` or ``podCIDR``;
+- **update its own Node** only in labels under ``node.corral.io/`` (and the agent's own three) and
+  annotations under ``node.corral.io/`` (the agent publishes its VXLAN MAC there); never its taints,
+  ``unschedulable`` or ``podCIDR``;
 - **write its own Node's status** and heartbeat, with ``agentEndpoint`` empty or
   ``https://<an InternalIP of that same status>:<port>`` (the API calls that URL: a node must not
   make it call anywhere else);
@@ -75,8 +76,11 @@ def check_node_update(identity: Identity, current: Node, new: Node) -> None:
         if old.get(key) != labels.get(key) and not may_change_label(key):
             raise _deny(identity, f"change the label {key!r} (a node changes only labels under {NODE_LABEL_PREFIX})",
                         f"metadata.labels.{key}")
-    if new.metadata.annotations != current.metadata.annotations:
-        raise _deny(identity, "change its annotations", "metadata.annotations")
+    before, after = current.metadata.annotations, new.metadata.annotations
+    for key in before.keys() | after.keys():
+        if before.get(key) != after.get(key) and not key.startswith(NODE_LABEL_PREFIX):
+            raise _deny(identity, f"change the annotation {key!r} (a node changes only annotations under "
+                                  f"{NODE_LABEL_PREFIX}, e.g. its VXLAN MAC)", f"metadata.annotations.{key}")
 
 
 def check_node_status(identity: Identity, node: Node, status: NodeStatus) -> None:
