@@ -328,6 +328,7 @@ class ApiServer:
         so a stop takes a moment instead of the whole shutdown timeout, and clients move on at once."""
         for cache in self.caches.values():
             cache.close()
+        await self.streams.close()  # exec/attach/port-forward sessions
         await asyncio.gather(*(ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
                                for ws in list(self._channels)), return_exceptions=True)  # all at once
 

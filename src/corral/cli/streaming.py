@@ -32,7 +32,7 @@ async def open_stream(client: ApiClient, *, namespace: str, name: str, verb: str
     try:
         return await client.session().ws_connect(
             client.server + path, params=list(params), protocols=(sp.SUBPROTOCOL,),
-            max_msg_size=sp.MAX_FRAME * 4, autoping=True,
+            max_msg_size=sp.MAX_FRAME * 4, autoping=True, ssl=client.ssl_option,
         )
     except aiohttp.WSServerHandshakeError as e:
         if e.status >= 400:
@@ -73,7 +73,7 @@ def stdin_chunks(fd: int = 0) -> AsyncIterator[bytes]:
 
 
 async def run_session(ws: aiohttp.ClientWebSocketResponse, *, stdin: AsyncIterator[bytes] | None,
-                      stdout: Callable[[bytes], None], stderr: Callable[[bytes], None]) -> sp.ExitReport:
+                      stdout: Callable[[memoryview], None], stderr: Callable[[memoryview], None]) -> sp.ExitReport:
     """Pump one exec/attach socket until its status frame; see the module docstring."""
 
     async def send_stdin() -> None:
