@@ -1,5 +1,5 @@
 """A control plane on its own embedded etcd, as `corral serve` runs it: one CA on disk and in etcd,
-an HTTPS API, and an etcd that answers only clients holding a certificate from that CA."""
+an HTTPS-only API, and an etcd that answers only clients holding a certificate from that CA."""
 
 from __future__ import annotations
 
@@ -56,7 +56,10 @@ async def test_the_embedded_etcd_takes_only_clients_with_a_cluster_certificate(t
         endpoint = plane.store.endpoints[0]
         assert endpoint.startswith("https://127.0.0.1:")
         async with aiohttp.ClientSession() as http:
-            with pytest.raises(aiohttp.ClientError):  # plain HTTP
+            with pytest.raises(aiohttp.ClientError):  # the API: HTTPS only
+                async with http.get(plane.url.replace("https://", "http://") + "/healthz") as r:
+                    await r.read()
+            with pytest.raises(aiohttp.ClientError):  # etcd: plain HTTP
                 async with http.get(endpoint.replace("https://", "http://") + "/health") as r:
                     await r.read()
             with pytest.raises(aiohttp.ClientError):  # TLS, but no client certificate
