@@ -78,7 +78,8 @@ async def test_get_nodes_wide_shows_each_node_podcidr(hosts: Hosts) -> None:
 
 async def _cli(hosts: Hosts, *args: str) -> str:
     res = await asyncio.to_thread(CliRunner().invoke, cli,
-                                  [*args, "--server", hosts.plane.url, "--token", hosts.plane.admin_token])
+                                  [*args, "--server", hosts.plane.url, "--token", hosts.plane.admin_token],
+                                  env={"CORRAL_CA": str(hosts.plane.ca_file)})
     assert res.exit_code == 0, res.output
     return res.output
 
