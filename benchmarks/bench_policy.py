@@ -52,6 +52,7 @@ from corral.network.policy import element_changes, render_policy
 from corral.roles.control import ControlConfig, ControlPlane, run_control
 from corral.roles.policies import PolicyEnforcer
 from corral.store.embedded import EmbeddedEtcd, free_port
+from corral.tls.contexts import client_context
 
 NODES = [f"bench-{i}" for i in range(1, 6)]
 NAMESPACES = [f"team-{i}" for i in range(10)]
@@ -133,7 +134,7 @@ async def end_to_end(base: Path, trials: int) -> None:
     control = asyncio.create_task(run_control(cfg, stop=stop, started=started))
     try:
         plane = await asyncio.wait_for(asyncio.shield(ready), 30)
-        async with ApiClient(plane.url, plane.admin_token) as api:
+        async with ApiClient(plane.url, plane.admin_token, ssl_context=client_context(plane.ca_pem)) as api:
             t0 = time.monotonic()
             for ns in make_namespaces():
                 await api.create(ns)

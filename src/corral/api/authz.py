@@ -14,8 +14,9 @@ asked and what they may not do.
 
 from __future__ import annotations
 
-from corral.api import noderestriction
+from corral.api import noderestriction, roles
 from corral.api.auth import Identity
+from corral.api.roles import USER_ROLES
 from corral.model.errors import CorralError, Forbidden
 from corral.model.kinds import KindInfo
 from corral.model.lifecycle import spec_bytes
@@ -33,7 +34,11 @@ def _deny(identity: Identity, what: str) -> CorralError:
 def authorize_read(identity: Identity, info: KindInfo, *, namespace: str, name: str) -> None:
     if identity.role == "admin":
         return
+    if identity.role in USER_ROLES:  # edit/view tokens: api/roles.py
+        return roles.check(identity, "get", info, namespace)
     if identity.role == "node" and info.kind in NODE_READABLE:
+        return
+    if identity.role == "node" and info.kind == "Secret":  # only those its containers use: api/secretaccess.py
         return
     raise _deny(identity, f"read {info.plural}")
 
@@ -43,9 +48,12 @@ def authorize_node_object(identity: Identity, obj: Object) -> None:
         raise _deny(identity, f"read containers bound to other nodes ({obj.metadata.namespace}/{obj.metadata.name})")
 
 
-def authorize_list(identity: Identity, info: KindInfo, field_selector: str) -> None:
+def authorize_list(identity: Identity, info: KindInfo, field_selector: str, *, namespace: str = "",
+                   watch: bool = False) -> None:
     if identity.role == "admin":
         return
+    if identity.role in USER_ROLES:
+        return roles.check(identity, "watch" if watch else "list", info, namespace)
     if identity.role == "node" and info.kind in NODE_READABLE:
         # every container: network policy needs its peers' labels and addresses; Services and
         # Endpoints: the service proxy and DNS
@@ -56,6 +64,8 @@ def authorize_list(identity: Identity, info: KindInfo, field_selector: str) -> N
 def authorize_write(identity: Identity, info: KindInfo, obj: Object, *, verb: str) -> None:
     if identity.role == "admin":
         return
+    if identity.role in USER_ROLES:
+        return roles.check(identity, "create", info, obj.metadata.namespace)
     if identity.role == "node":
         if isinstance(obj, Node) and obj.metadata.name == identity.node:
             noderestriction.check_node_create(identity, obj)
@@ -68,6 +78,8 @@ def authorize_write(identity: Identity, info: KindInfo, obj: Object, *, verb: st
 def authorize_update(identity: Identity, info: KindInfo, current: Object, new: Object) -> None:
     if identity.role == "admin":
         return
+    if identity.role in USER_ROLES:
+        return roles.check(identity, "update", info, current.metadata.namespace)
     if identity.role == "node":
         if isinstance(current, Node) and isinstance(new, Node) and current.metadata.name == identity.node:
             noderestriction.check_node_update(identity, current, new)
@@ -84,6 +96,8 @@ def authorize_status(identity: Identity, info: KindInfo, current: Object, status
     """``status``: the status to be written (a node's own Node status is checked field by field)."""
     if identity.role == "admin":
         return
+    if identity.role in USER_ROLES:
+        return roles.check(identity, "status", info, current.metadata.namespace)
     if identity.role == "node":
         if isinstance(current, Node) and current.metadata.name == identity.node:
             if status is not None:
@@ -97,4 +111,6 @@ def authorize_status(identity: Identity, info: KindInfo, current: Object, status
 def authorize_delete(identity: Identity, info: KindInfo, current: Object) -> None:
     if identity.role == "admin":
         return
+    if identity.role in USER_ROLES:
+        return roles.check(identity, "delete", info, current.metadata.namespace)
     raise _deny(identity, f"delete {info.plural}")

@@ -1,7 +1,7 @@
 """Where the user commands find the API, and how they run one call against it.
 
 The server URL and token come from, in order: ``--server``/``--token``, the environment
-(``CORRAL_SERVER``/``CORRAL_TOKEN``), the user config that ``corral serve`` writes
+(``CORRAL_SERVER``/``CORRAL_TOKEN``, or ``CORRAL_TOKEN_FILE`` naming a file that holds the token), the user config that ``corral serve`` writes
 (``$XDG_CONFIG_HOME/corral/config.json``, by default ``~/.config/corral/config.json``), and the
 system config ``/var/lib/corral/config.json``. A config file is
 ``{"server": "https://HOST:PORT", "tokenFile": PATH, "caFile": PATH}`` (or ``"token"`` and ``"ca"``
@@ -107,11 +107,21 @@ def _read_config(path: Path) -> _Config | None:
     return _Config(str(data["server"]), str(token), ca_pem, ca_source)
 
 
+def _token_file(path: str | None) -> str:
+    """The token kept in ``$CORRAL_TOKEN_FILE`` (so a token need never be typed on a command line)."""
+    if not path:
+        return ""
+    try:
+        return Path(path).read_text().strip()
+    except OSError as e:
+        raise NotConfigured(f"cannot read CORRAL_TOKEN_FILE {path}: {e.strerror or e}") from None
+
+
 def resolve(server: str | None, token: str | None, *, env: Mapping[str, str],
             config_paths: Sequence[Path] | None = None) -> Connection:
     """The server and token to use, by the precedence in the module docstring."""
     server = server or env.get("CORRAL_SERVER") or None
-    token = token or env.get("CORRAL_TOKEN") or None
+    token = token or env.get("CORRAL_TOKEN") or _token_file(env.get("CORRAL_TOKEN_FILE")) or None
     env_ca = env.get("CORRAL_CA") or ""
     ca_pem, ca_source = (_read_ca(env_ca, "$CORRAL_CA"), f"{env_ca} ($CORRAL_CA)") if env_ca else (None, "")
     paths = list(config_paths) if config_paths is not None else [user_config_path(env), SYSTEM_CONFIG]
@@ -145,10 +155,20 @@ def client_for(conn: Connection, *, timeout: float = 30.0) -> ApiClient:
     return ApiClient(conn.server, conn.token, timeout=timeout, ssl_context=ssl_context, trust_source=conn.ca_source)
 
 
+def client_from_config(path: Path, *, timeout: float = 30.0) -> ApiClient:
+    """A client for the server a config file names, with its token and CA (``corral serve`` writes
+    one to its data dir)."""
+    found = _read_config(path)
+    if found is None:
+        raise NotConfigured(f"no corral config at {path}")
+    return client_for(Connection(found.server, found.token, str(path), found.ca_pem, found.ca_source), timeout=timeout)
+
+
 def connection_options(f: F) -> F:
     """``--server`` and ``--token`` for a user command."""
     f = click.option("--token", metavar="TOKEN", default=None,
-                     help="Bearer token (default: $CORRAL_TOKEN, else the token file named by the config).")(f)
+                     help="Bearer token (default: $CORRAL_TOKEN, else the file $CORRAL_TOKEN_FILE, else the token "
+                          "file named by the config; prefer those: a command line is visible to other users).")(f)
     f = click.option("--server", metavar="URL", default=None,
                      help="The API's URL (default: $CORRAL_SERVER, else ~/.config/corral/config.json, "
                           "else /var/lib/corral/config.json).")(f)

@@ -26,6 +26,7 @@ from corral.model.resources import (
     Node,
     Object,
     PriorityClass,
+    Secret,
     Service,
     Volume,
 )
@@ -141,6 +142,11 @@ def _event(e: Any, ctx: Context) -> list[str]:
     return [age(seen, ctx.now), s.type, s.reason, obj, s.message]
 
 
+def _secret(s: Any, ctx: Context) -> list[str]:  # names and keys only, never values
+    return [s.metadata.name, s.type or "Opaque", ",".join(sorted(s.data)) or NONE, str(len(s.data)),
+            age(s.metadata.creation_timestamp, ctx.now)]
+
+
 def service_ports(s: Service) -> str:
     """``80/TCP``, ``80:30080/TCP`` (with a node port), comma-separated."""
     out = []
@@ -211,6 +217,7 @@ _TABLES: dict[type, _Table] = {
     Namespace: _Table(("NAME", "STATUS", "AGE"), _namespace),
     Volume: _Table(("NAME", "STATUS", "SIZE", "NODE", "AGE"), _volume),
     NetworkPolicy: _Table(("NAME", "POD-SELECTOR", "POLICY-TYPES", "AGE"), _network_policy),
+    Secret: _Table(("NAME", "TYPE", "KEYS", "DATA", "AGE"), _secret),
     Event: _Table(("LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"), _event),
     Service: _Table(("NAME", "TYPE", "CLUSTER-IP", "PORT(S)", "ENDPOINTS", "AGE"), _service,
                     ("SELECTOR", "AFFINITY"), lambda s: [labels_text(s.spec.selector), s.spec.session_affinity]),

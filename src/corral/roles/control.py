@@ -1,10 +1,10 @@
 """The control role: the API server (and, where elected, the scheduler and controllers) on etcd.
 
 ``run_control`` owns the lifetime of everything the control plane needs: an embedded etcd when no
-endpoints are given, the store, the cluster CA and this instance's certificates
-(roles/clustertls.py), the API's watch caches, the HTTPS listener, the admin token and the
-``K10<CA hash>::<secret>`` join token in the data dir, and the client config the CLI reads
-(``{"server", "tokenFile", "caFile"}``). It returns when ``stop`` is set,
+endpoints are given (restarted by a ``Supervisor`` whenever it dies), the store, the cluster CA and
+this instance's certificates (roles/clustertls.py), the API's watch caches, the HTTPS listener, the
+admin token and the ``K10<CA hash>::<secret>`` join token in the data dir, and the client config the
+CLI reads (``{"server", "tokenFile", "caFile"}``). It returns when ``stop`` is set,
 after closing the listener (in-flight requests get a grace period), the caches and the store.
 """
 
@@ -26,6 +26,9 @@ from pathlib import Path
 import msgspec
 from aiohttp import web
 
+from corral.aiokit.backoff import Backoff
+from corral.aiokit.processes import Supervisor
+from corral.api.audit import AuditLog
 from corral.api.auth import Identity
 from corral.api.server import ApiServer
 from corral.model.cluster import CLUSTER_CONFIG_KEY, ClusterConfig, differences, validate_cluster_config
@@ -34,8 +37,10 @@ from corral.roles.clustertls import ControlTls, TlsOptions, embedded_etcd_tls, e
 from corral.roles.controllers import LeaderConfig
 from corral.roles.leader import campaign, leader_args, supervise_leader
 from corral.roles.metrics import LeaderMetrics
+from corral.store import snapshots
 from corral.store.embedded import EmbeddedEtcd
 from corral.store.etcd import EtcdStore, EtcdTls
+from corral.store.sealing import Keyring
 from corral.tls import pki
 from corral.tls.tokens import JoinToken, format_token
 
@@ -59,6 +64,11 @@ class ControlConfig:
     leader_process: bool = False  # run the scheduler and controllers in a child process (serve does)
     leader_metrics_listen: str = ""  # where that child serves its /metrics (HOST:PORT; empty: nowhere)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)  # asked for; etcd's record wins
+    snapshot_interval: float = 0.0  # seconds between scheduled etcd snapshots into <data-dir>/snapshots (0: none)
+    snapshot_retain: int = 5
+    encryption_key_file: Path | None = None  # the keys sealing Secrets at rest (default <data-dir>/encryption.key)
+    audit_log: Path | None = None  # JSON lines of every write and refusal (api/audit.py); None: no audit log
+    audit_log_max_bytes: int = 100 * 1024 * 1024
     tls: TlsOptions = field(default_factory=TlsOptions)
     etcd_tls: EtcdTls | None = None  # --etcd-cafile/--etcd-certfile/--etcd-keyfile (an external etcd)
     plain_http: bool = False  # testing only (the TLS cost benchmark): plain HTTP, allowed on loopback only
@@ -152,13 +162,16 @@ async def run_control(cfg: ControlConfig, *, stop: asyncio.Event,
         await etcd.start()
         endpoints, etcd_tls = [etcd.endpoint], etcd.client_tls()
         log.info("embedded etcd at %s (pid %s)", etcd.endpoint, etcd.pid)
+    await asyncio.to_thread((data_dir / "etcd.endpoints").write_text, json.dumps(endpoints) + "\n")  # for `corral etcd`
     store = EtcdStore(endpoints, tls=etcd_tls)
+    keyring = await asyncio.to_thread(Keyring.from_file, cfg.encryption_key_file or data_dir / "encryption.key")
+    audit_log = AuditLog(cfg.audit_log, max_bytes=cfg.audit_log_max_bytes) if cfg.audit_log else None
     runner: web.AppRunner | None = None
     api: ApiServer | None = None
     try:
         tls = await ensure_control_tls(store, data_dir, host=cfg.host, opts=tls_opts)
         api = ApiServer(store, max_body=cfg.max_body, event_ttl=cfg.event_ttl, authority=tls.authority,
-                        agent_ssl=tls.agent_client)
+                        agent_ssl=tls.agent_client, keyring=keyring, audit_log=audit_log)
         await api.ensure_default_namespace()
         cluster = await ensure_cluster_config(store, cfg.cluster)
         log.info("cluster: %s", msgspec.json.encode(cluster).decode())
@@ -197,6 +210,13 @@ async def run_control(cfg: ControlConfig, *, stop: asyncio.Event,
                                    ttl=cfg.leader_ttl, metrics=metrics)
             leader = tg.create_task(leading, name="leader")
             tasks = [caches]
+            if etcd is not None:  # restarted on the same ports when it dies: clients reconnect
+                keeper = Supervisor("the embedded etcd", etcd, stop=stop, backoff=Backoff(initial=0.1, maximum=5.0, reset_after=10.0))
+                tasks.append(tg.create_task(keeper.run(), name="etcd-supervisor"))
+            if cfg.snapshot_interval > 0:
+                tasks.append(tg.create_task(snapshots.run_scheduled(
+                    store, data_dir / "snapshots", interval=cfg.snapshot_interval, retain=cfg.snapshot_retain),
+                    name="etcd-snapshots"))
             if started is not None:
                 tasks.append(tg.create_task(started(plane), name="control-started"))
             await stop.wait()
