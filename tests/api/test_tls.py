@@ -246,14 +246,23 @@ async def test_a_server_context_without_the_ca_cannot_ask_for_client_certificate
         server_context(tmp_path / "s.crt", tmp_path / "s.key", client_certs="required")
 
 
-async def test_a_node_sets_its_zone_and_overlay_address_but_no_other_annotation(api: Api, node: NodeCert) -> None:
+async def test_a_node_sets_its_zone_label(api: Api, node: NodeCert) -> None:
     status, obj = await node.call(api, "POST", "/nodes", {"metadata": {"name": node.name,
                                                                        "labels": {"topology.corral.io/zone": "a"}}})
     assert status == 201, obj
-    meta = {**obj["metadata"], "labels": {"topology.corral.io/zone": "b"},
-            "annotations": {"corral.io/vxlan-mac": "02:00:00:00:00:01"}}
+    meta = {**obj["metadata"], "labels": {"topology.corral.io/zone": "b"}}
     status, obj = await node.call(api, "PUT", f"/nodes/{node.name}", {**obj, "metadata": meta})
-    assert status == 200, obj
+    assert status == 200 and obj["metadata"]["labels"] == {"topology.corral.io/zone": "b"}, obj
+
+
+async def test_a_node_writes_annotations_under_node_corral_io_on_its_node_only(api: Api, node: NodeCert) -> None:
+    """The agent publishes its VXLAN MAC as ``node.corral.io/vxlan-mac``; other annotations stay the admins'."""
+    status, obj = await node.call(api, "POST", "/nodes", {"metadata": {"name": node.name}})
+    assert status == 201, obj
+    mine = {"node.corral.io/vxlan-mac": "0a:00:00:00:00:01"}
     status, body = await node.call(api, "PUT", f"/nodes/{node.name}",
-                                   {**obj, "metadata": {**obj["metadata"], "annotations": {"owner": "me"}}})
-    assert status == 403 and body["error"]["details"][0]["field"] == "metadata.annotations.owner"
+                                   {**obj, "metadata": {**obj["metadata"], "annotations": mine}})
+    assert status == 200 and body["metadata"]["annotations"] == mine, body
+    status, body = await node.call(api, "PUT", f"/nodes/{node.name}",
+                                   {**body, "metadata": {**body["metadata"], "annotations": {**mine, "owner": "me"}}})
+    assert status == 403 and body["error"]["details"][0]["field"] == "metadata.annotations.owner", body

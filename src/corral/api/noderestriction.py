@@ -7,8 +7,8 @@ A node (its certificate, CN ``node:<name>``, or a node token) may:
   than the ones the agent sets itself (``corral.io/hostname``, ``/os``, ``/arch``); with the taints,
   ``unschedulable`` and ``podCIDR`` it registers with;
 - **update its own Node** only in labels under ``node.corral.io/`` and ``topology.corral.io/`` (and
-  the agent's own three), annotations under ``node.corral.io/`` and its overlay address
-  (``corral.io/vxlan-mac``); never its taints, ``unschedulable`` or ``podCIDR``;
+  the agent's own three) and annotations under ``node.corral.io/`` (the agent publishes its VXLAN MAC
+  there); never its taints, ``unschedulable`` or ``podCIDR``;
 - **write its own Node's status** and heartbeat, with ``agentEndpoint`` empty or
   ``https://<an InternalIP of that same status>:<port>`` (the API calls that URL: a node must not
   make it call anywhere else);
@@ -34,7 +34,6 @@ from corral.model.resources import Container, Event, Node, NodeStatus, Object
 
 NODE_LABEL_PREFIX = "node.corral.io/"
 TOPOLOGY_PREFIX = "topology.corral.io/"  # where the node is (zone, region): the node knows, as kubelet does
-AGENT_ANNOTATIONS = frozenset({"corral.io/vxlan-mac"})  # the overlay's address of the node (roles/peers.py)
 AGENT_LABELS = frozenset({"corral.io/hostname", "corral.io/os", "corral.io/arch",
                           "corral.io/simulated"})  # the last: corral sim's hollow nodes
 MAX_EVENT_MESSAGE = 1024
@@ -78,10 +77,11 @@ def check_node_update(identity: Identity, current: Node, new: Node) -> None:
         if old.get(key) != labels.get(key) and not may_change_label(key):
             raise _deny(identity, f"change the label {key!r} (a node changes only labels under {NODE_LABEL_PREFIX})",
                         f"metadata.labels.{key}")
-    old, notes = current.metadata.annotations, new.metadata.annotations
-    for key in old.keys() | notes.keys():
-        if old.get(key) != notes.get(key) and not (key in AGENT_ANNOTATIONS or key.startswith(NODE_LABEL_PREFIX)):
-            raise _deny(identity, f"change the annotation {key!r}", f"metadata.annotations.{key}")
+    before, after = current.metadata.annotations, new.metadata.annotations
+    for key in before.keys() | after.keys():
+        if before.get(key) != after.get(key) and not key.startswith(NODE_LABEL_PREFIX):
+            raise _deny(identity, f"change the annotation {key!r} (a node changes only annotations under "
+                                  f"{NODE_LABEL_PREFIX}, e.g. its VXLAN MAC)", f"metadata.annotations.{key}")
 
 
 def check_node_status(identity: Identity, node: Node, status: NodeStatus) -> None:

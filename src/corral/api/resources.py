@@ -177,7 +177,7 @@ class ResourceHandlers:
 
     async def _admit(self, request: web.Request, obj: Object, namespace: str) -> None:
         """The namespace's security level for workloads (api/admission.py)."""
-        if self.info.kind in ("Container", "Deployment", "Namespace"):
+        if self.info.kind in ("Container", "Deployment", "Job", "CronJob", "DaemonSet", "Namespace"):
             admit(request[IDENTITY], obj, await self._namespace(namespace) if self.info.namespaced else None)
 
     async def _check_namespace(self, namespace: str) -> None:

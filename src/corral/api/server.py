@@ -184,7 +184,7 @@ class ApiServer:
         r.add_get("/nodes/{name}/heartbeats", self._heartbeat_channel, allow_head=False)
         r.add_get("/cluster", self._cluster, allow_head=False)
         r.add_post("/encryption/rotate", self._rotate_key)
-        TokenRoutes(self.tokens).add(r)
+        TokenRoutes(self.tokens, ca_pem=self.joins.authority.cert_pem if self.joins.authority is not None else None).add(r)
         r.add_get("/healthz", self._healthz, allow_head=False)
         r.add_get("/readyz", self._readyz, allow_head=False)
         r.add_get("/metrics", self._metrics, allow_head=False)

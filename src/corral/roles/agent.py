@@ -481,14 +481,12 @@ class Agent:
         runner, bound = await serve_metrics(registry, host or "127.0.0.1", int(port))
         log.info("agent metrics on http://%s:%s/metrics", host or "127.0.0.1", bound)
         return runner
+
     async def settle_network(self) -> PeerRoutes:
         """The node's subnet (its Node's podCIDR, assigned by the control plane or the checked
-        override), the containers' MTU, and the routes to other nodes that go with them."""
+        override), the containers' MTU, and the routes to other nodes that go with them. The Node is
+        registered (and heartbeating) already."""
         cluster = await self.api.cluster_config()
-        if self.cfg.pod_cidr:
-            await podcidr.check_override_with_api(self.api, self.cfg.pod_cidr, node=self.cfg.node_name,
-                                                  cluster=cluster)
-        await self.register()
         pod_cidr = await podcidr.wait_for_pod_cidr(self.api, self.cfg.node_name)
         uplink_mtu = 1500 if is_loopback(self.cfg.node_ip) else (await asyncio.to_thread(uplink, self.cfg.node_ip))[1]
         mtu = link_mtu(cluster, node_ip=self.cfg.node_ip, uplink_mtu=uplink_mtu)
@@ -506,7 +504,10 @@ class Agent:
         runner = await self._serve_logs()
         metrics = await self._serve_metrics()
         try:
-            self.peers = await self.settle_network()
+            if self.cfg.pod_cidr:  # an explicit override: refused with a clear error before the Node has it
+                await podcidr.check_override_with_api(self.api, self.cfg.pod_cidr, node=self.cfg.node_name,
+                                                      cluster=await self.api.cluster_config())
+            await self.register()
             await self._run_tasks()
         finally:
             await runner.cleanup()
@@ -517,11 +518,12 @@ class Agent:
 
     async def _run_tasks(self) -> None:
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(self.reflector.run(), name="agent-reflector")
-            tg.create_task(self.services.run(), name="agent-service-proxy")
-            tg.create_task(self._heartbeats(), name="agent-heartbeat")
+            tg.create_task(self._heartbeats(), name="agent-heartbeat")  # while the podCIDR is awaited too
             tg.create_task(self.fence.watch(), name="agent-fence")
             tg.create_task(self._ship_events(), name="agent-events")
+            self.peers = await self.settle_network()
+            tg.create_task(self.reflector.run(), name="agent-reflector")
+            tg.create_task(self.services.run(), name="agent-service-proxy")
             tg.create_task(self.reconciler.watch_exits(self._on_exit), name="agent-exits")
             tg.create_task(self._resync(), name="agent-resync")
             tg.create_task(self.volume_reflector.run(), name="agent-volume-reflector")
@@ -530,8 +532,7 @@ class Agent:
                            name="agent-secret-volumes")
             if self.cfg.metrics_listen:
                 tg.create_task(self._sample_usage(), name="agent-usage-samples")
-            if self.peers is not None:
-                tg.create_task(self.peers.run(), name="agent-peer-routes")
+            tg.create_task(self.peers.run(), name="agent-peer-routes")
             tg.create_task(self.policies.run(), name="agent-network-policy")
             for i in range(self.cfg.workers):
                 tg.create_task(self._worker(), name=f"agent-worker-{i}")
