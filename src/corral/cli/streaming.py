@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 import aiohttp
 
 from corral.api import streamproto as sp
-from corral.api.client import ApiClient
+from corral.api.client import ApiClient, untrusted
 from corral.model.errors import Unavailable
 
 Params = Sequence[tuple[str, str]]
@@ -34,6 +34,8 @@ async def open_stream(client: ApiClient, *, namespace: str, name: str, verb: str
             client.server + path, params=list(params), protocols=(sp.SUBPROTOCOL,),
             max_msg_size=sp.MAX_FRAME * 4, autoping=True, ssl=client.ssl_option,
         )
+    except aiohttp.ClientConnectorCertificateError as e:
+        raise untrusted(client.server, client.trust_source, e) from None
     except aiohttp.WSServerHandshakeError as e:
         if e.status >= 400:
             await client.request("GET", path, params=dict(params))  # raises the API's own sentence
