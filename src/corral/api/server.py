@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 import msgspec
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from corral.aiokit.logfmt import REQUEST_ID
 from corral.aiokit.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from corral.api import audit, codec, ui
 from corral.api.agents import AgentConnections
@@ -203,6 +204,7 @@ class ApiServer:
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else "unmatched"
         request_id = secrets.token_hex(8)
+        REQUEST_ID.set(request_id)  # every log line of this request carries it (aiokit/logfmt.py)
         kind = "watch" if request.query.get("watch", "") not in ("", "0", "false") else "request"
         self.metrics.begin(kind)
         try:

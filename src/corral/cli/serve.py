@@ -228,6 +228,8 @@ async def _serve_all(control: ControlConfig, agent: AgentConfig, *, embedded_dir
               help="[control] Take an etcd snapshot this often into <data-dir>/snapshots (e.g. 6h, 30m; 0: never).")
 @click.option("--etcd-snapshot-retain", default=5, show_default=True, type=click.IntRange(min=1),
               help="[control] How many scheduled snapshots to keep (the oldest go first).")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="Log lines as text, or as JSON objects (time, level, logger, message, the API's requestId).")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: bool, listen: str, data_dir: Path, etcd: tuple[str, ...], join_token: str,
           policy: str, max_body: int, event_ttl: int, servers: tuple[str, ...], token: str, node_name: str, containerd_socket: str,
@@ -241,10 +243,11 @@ def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: boo
           tls_cert: Path | None = None, tls_key: Path | None = None, plain_http: bool = False,
           etcd_cafile: Path | None = None, etcd_certfile: Path | None = None, etcd_keyfile: Path | None = None,
           upstream_dns: tuple[str, ...] = (), etcd_snapshot_interval: str = "0", etcd_snapshot_retain: int = 5,
-          **hygiene: Any) -> None:
+          log_format: str = "text", **hygiene: Any) -> None:
     """Run corral's roles in this process until Ctrl-C or SIGTERM."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from corral.aiokit.logfmt import configure
+
+    configure(level=logging.DEBUG if verbose else logging.INFO, fmt=log_format)
     for noisy in ("grpc", "aiohttp.access", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if bool(role) == all_roles:
