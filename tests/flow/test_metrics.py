@@ -7,6 +7,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from corral.model.resources import Container, ContainerSpec, ObjectMeta
 from tests.fixtures.cluster import Cluster, eventually
+from tests.flow.test_deployments import corral_cli
 
 
 def families(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
@@ -59,3 +60,28 @@ async def test_the_agent_reports_its_syncs_fence_and_each_containers_cpu_and_mem
         assert got["corral_agent_sync_duration_seconds_count"][0][1] >= 1
     finally:
         await cluster.api.delete(Container, "sampled")
+
+
+async def test_top_shows_a_busy_containers_cpu_and_memory_and_its_node_in_total(cluster: Cluster) -> None:
+    await cluster.api.create(Container(metadata=ObjectMeta(name="busy"), spec=ContainerSpec(
+        image=cluster.image, command=["sh", "-c", "while :; do :; done"])))
+    try:
+        await cluster.wait_for("busy", lambda c: c.status.phase == "Running")
+
+        async def sampled() -> list[str]:
+            code, out = await corral_cli(cluster, "top", "containers")
+            assert code == 0, out
+            row = next((line.split() for line in out.splitlines() if line.startswith("busy ")), None)
+            assert row is not None, out
+            assert row[1] == cluster.worker.name and int(row[2].rstrip("m")) >= 100, out  # a busy loop: ≥ 0.1 core
+            assert row[3].endswith("Mi")
+            return row
+
+        await eventually(sampled, timeout=40, what="top shows the busy container's CPU")
+        code, out = await corral_cli(cluster, "top", "nodes")
+        assert code == 0, out
+        node = next((line.split() for line in out.splitlines() if line.startswith(cluster.worker.name)), None)
+        assert node is not None, out
+        assert node[1].endswith("m") and node[2].endswith("%") and int(node[5]) >= 1, out
+    finally:
+        await cluster.api.delete(Container, "busy")

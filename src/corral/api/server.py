@@ -22,7 +22,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from corral.aiokit.logfmt import REQUEST_ID
 from corral.aiokit.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from corral.api import audit, codec, ui
+from corral.api import audit, codec, stats, ui
 from corral.api.agents import AgentConnections
 from corral.api.audit import AuditLog
 from corral.api.auth import IDENTITY, Identity, Tokens, identity_from_certificate
@@ -184,6 +184,7 @@ class ApiServer:
         r.add_put("/nodes/{name}/heartbeat", self._heartbeat)
         r.add_get("/nodes/{name}/heartbeats", self._heartbeat_channel, allow_head=False)
         r.add_get("/cluster", self._cluster, allow_head=False)
+        stats.add_routes(r, self.agents)
         r.add_post("/encryption/rotate", self._rotate_key)
         TokenRoutes(self.tokens, ca_pem=self.joins.authority.cert_pem if self.joins.authority is not None else None).add(r)
         r.add_get("/healthz", self._healthz, allow_head=False)

@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "diff": "corral.cli.diff:diff",
     "completion": "corral.cli.completion:completion",
     "events": "corral.cli.events:events",
+    "top": "corral.cli.top:top",
     "get": "corral.cli.get:get",
     "describe": "corral.cli.describe:describe",
     "delete": "corral.cli.delete:delete",

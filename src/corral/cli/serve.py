@@ -215,6 +215,9 @@ async def _serve_all(control: ControlConfig, agent: AgentConfig, *, embedded_dir
 @click.option("--metrics-listen", default="", metavar="HOST:PORT",
               help="[worker] Serve the agent's Prometheus metrics at http://HOST:PORT/metrics; [leader] the "
                    "scheduler's and controllers'. (The API's are at its own /metrics.) Empty: not served.")
+@click.option("--usage-sample-seconds", type=click.FloatRange(min=0.5), default=10.0, show_default=True,
+              help="[worker] How often the agent reads its containers' CPU and memory from containerd "
+                   "(its /metrics and `corral top`).")
 @click.option("--leader-metrics-listen", default="", metavar="HOST:PORT",
               help="[control] Where the leader child process serves the scheduler's and controllers' metrics "
                    "(with --inline-leader they are on the API's /metrics). Empty: not served.")
@@ -243,7 +246,7 @@ def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: boo
           tls_cert: Path | None = None, tls_key: Path | None = None, plain_http: bool = False,
           etcd_cafile: Path | None = None, etcd_certfile: Path | None = None, etcd_keyfile: Path | None = None,
           upstream_dns: tuple[str, ...] = (), etcd_snapshot_interval: str = "0", etcd_snapshot_retain: int = 5,
-          log_format: str = "text", **hygiene: Any) -> None:
+          log_format: str = "text", usage_sample_seconds: float = 10.0, **hygiene: Any) -> None:
     """Run corral's roles in this process until Ctrl-C or SIGTERM."""
     from corral.aiokit.logfmt import configure
 
@@ -260,7 +263,8 @@ def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: boo
                         join_token=join_token, containerd_socket=containerd_socket, labels=_labels(labels),
                         reserve_cpu=reserve_cpu, reserve_memory=reserve_memory, pod_cidr=pod_cidr, bridge=bridge, nft_table=nft_table,
                         node_ip=node_ip, listen_host=agent_host, listen_port=agent_port,
-                        insecure_registries=list(insecure), metrics_listen=metrics_listen)
+                        insecure_registries=list(insecure), metrics_listen=metrics_listen,
+                        metrics_sample_seconds=usage_sample_seconds)
     agent.upstream_dns = list(upstream_dns)
     agent.pids_limit = pids_limit
     agent.fence_after = fence_after if fence_after is not None else max(node_grace - 1.0, node_grace / 2)

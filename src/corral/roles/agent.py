@@ -139,6 +139,14 @@ class AgentConfig:
     dns_port: int = 53  # the DNS server's port on the bridge's gateway address
 
 
+def usage_rates(before: dict[tuple[str, str], tuple[float, float]],
+                after: dict[tuple[str, str], tuple[float, float]], seconds: float) -> dict[tuple[str, str], float]:
+    """CPU cores each container used between two samples ``seconds`` apart (pure)."""
+    if seconds <= 0:
+        return {}
+    return {k: max(cpu - before[k][0], 0.0) / seconds for k, (cpu, _) in after.items() if k in before}
+
+
 def host_capacity() -> tuple[int, int]:
     """(millicores, bytes) of this host."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -217,6 +225,8 @@ class Agent:
         self.sync_counts: dict[str, int] = {"ok": 0, "retry": 0, "error": 0}
         self.sync_durations = Histogram()
         self.container_usage: dict[tuple[str, str], tuple[float, float]] = {}  # (ns, name) -> (cpu s, memory B)
+        self.usage_rates: dict[tuple[str, str], float] = {}  # (ns, name) -> CPU cores over the last period
+        self._sampled_at = time.monotonic()
         self.peers: PeerRoutes | None = None  # routes to other nodes' containers, once the podCIDR is known
         self.policies = PolicyEnforcer(api, self.nft, node=cfg.node_name, bridge=cfg.bridge)
         # Services → the `svc` part of that table, and the answers of the node's DNS server (roles/services.py)
@@ -474,7 +484,7 @@ class Agent:
     async def _serve_logs(self) -> web.AppRunner:
         if self.credentials is None:
             raise errors.Unavailable("the agent's listener needs the node certificate")
-        app = agentlogs.build_app(log_path=self.reconciler.log_path,  # only the API's certificate gets in
+        app = agentlogs.build_app(log_path=self.reconciler.log_path, stats=self.stats,  # only the API's certificate gets in
                                   kept_log=partial(logkeeping.latest_kept, self.cfg.data_dir))
         agentstreams.add_routes(app, targets=agentstreams.StreamTargets(
             client=self.reconciler.client, netns_path=self.reconciler.network.netns_path,
@@ -503,8 +513,18 @@ class Agent:
                 with contextlib.suppress(errors.CorralError):
                     m = await Task(self.reconciler.client, obj.status.container_id).metrics()
                     usage[(namespace, name)] = (m.cpu_usage_ns / 1e9, float(m.memory_usage_bytes))
-            self.container_usage = usage
+            now = time.monotonic()
+            self.usage_rates = usage_rates(self.container_usage, usage, now - self._sampled_at)
+            self.container_usage, self._sampled_at = usage, now
             await asyncio.sleep(self.cfg.metrics_sample_seconds)
+
+    def stats(self) -> dict[str, object]:
+        """What ``GET /nodes/{name}/stats`` answers (``corral top``): each running container's CPU
+        (cores, over the last sampling period) and memory (bytes), from the last sample."""
+        return {"node": self.cfg.node_name, "periodSeconds": self.cfg.metrics_sample_seconds,
+                "containers": [{"namespace": ns, "name": name, "cpuCores": round(self.usage_rates.get((ns, name), 0.0), 4),
+                                "memoryBytes": int(memory)}
+                               for (ns, name), (_, memory) in sorted(self.container_usage.items())]}
 
     async def _serve_metrics(self) -> web.AppRunner | None:
         if not self.cfg.metrics_listen:
@@ -567,8 +587,7 @@ class Agent:
                 tg.create_task(logkeeping.expire_forever(self.cfg.data_dir, self.cfg.keep_logs), name="agent-kept-logs")
             tg.create_task(follow_secret_volumes(self.reconciler, lambda: self.reflector.objects.values()),
                            name="agent-secret-volumes")
-            if self.cfg.metrics_listen:
-                tg.create_task(self._sample_usage(), name="agent-usage-samples")
+            tg.create_task(self._sample_usage(), name="agent-usage-samples")  # /metrics and corral top
             tg.create_task(self.peers.run(), name="agent-peer-routes")
             tg.create_task(self.policies.run(), name="agent-network-policy")
             for i in range(self.cfg.workers):

@@ -60,7 +60,8 @@ def _not_found(message: str) -> web.Response:
                              status=404)
 
 
-def build_app(*, log_path: LogPathFor, kept_log: KeptLogFor | None = None) -> web.Application:
+def build_app(*, log_path: LogPathFor, kept_log: KeptLogFor | None = None,
+              stats: Callable[[], dict[str, object]] | None = None) -> web.Application:
     """``kept_log(namespace, name)``: the newest kept log of a deleted container and when it was deleted
     (blocking; ``reconcile/logkeeping.latest_kept``)."""
 
@@ -104,4 +105,9 @@ def build_app(*, log_path: LogPathFor, kept_log: KeptLogFor | None = None) -> we
 
     app = web.Application(middlewares=[only_the_api])
     app.router.add_get("/logs/{namespace}/{name}", serve_logs, allow_head=False)
+
+    async def serve_stats(_: web.Request) -> web.Response:  # corral top: the containers' last usage sample
+        return web.json_response(stats() if stats is not None else {"containers": []})
+
+    app.router.add_get("/stats", serve_stats, allow_head=False)
     return app
