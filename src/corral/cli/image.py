@@ -1,4 +1,5 @@
-"""``corral image``: images on this node's containerd (for air-gapped machines: import a tarball).
+"""``corral image``: images on this node's containerd (pull one with progress bars; for air-gapped
+machines, import a tarball).
 
 These commands talk to containerd on this machine, not to the API: an image imported here is
 available to the containers the scheduler puts on this node.
@@ -44,6 +45,27 @@ _data_dir_option = click.option("--data-dir", type=click.Path(path_type=Path), d
 @click.group()
 def image() -> None:
     """Images on this node's containerd."""
+
+
+@image.command(name="pull")
+@click.argument("ref")
+@click.option("--insecure-registry", "insecure", multiple=True, metavar="HOST:PORT",
+              help="A registry to reach over plain HTTP (loopback registries always are).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars (they are drawn only on a terminal anyway).")
+@_socket_option
+@_data_dir_option
+def pull_(ref: str, insecure: tuple[str, ...], quiet: bool, containerd_socket: str | None, data_dir: Path) -> None:
+    """Pull image REF into this node's containerd over the OCI distribution API, a bar per layer."""
+    from corral.cli.pullprogress import PullDisplay
+    from corral.runtime.pull import pull
+
+    async def main() -> None:
+        async with Client(_socket(containerd_socket, data_dir)) as client:
+            with PullDisplay(enabled=False if quiet else None) as display:
+                img = await pull(client, ref, insecure_registries=insecure, progress=display)
+            click.echo(f"pulled {img.name} ({img.target_digest})")
+
+    _run(main())
 
 
 @image.command(name="import")
