@@ -226,6 +226,8 @@ class Agent:
         self.sync_durations = Histogram()
         self.container_usage: dict[tuple[str, str], tuple[float, float]] = {}  # (ns, name) -> (cpu s, memory B)
         self.usage_rates: dict[tuple[str, str], float] = {}  # (ns, name) -> CPU cores over the last period
+        self._terminating: dict[Key, asyncio.Task[None]] = {}  # graceful terminations under way
+        self._tg: asyncio.TaskGroup | None = None
         self._sampled_at = time.monotonic()
         self.peers: PeerRoutes | None = None  # routes to other nodes' containers, once the podCIDR is known
         self.policies = PolicyEnforcer(api, self.nft, node=cfg.node_name, bridge=cfg.bridge)
@@ -455,8 +457,7 @@ class Agent:
         if self.fence.blocks(desired.metadata.uid):
             return  # fenced (cut off from the API), or released while we were: nothing starts
         if desired.metadata.deletion_timestamp:
-            await self.reconciler.teardown(desired)
-            await self._release(desired)
+            self._terminate(key, desired)
             return
         result = await self.reconciler.sync(desired)
         if result.status != desired.status:
@@ -465,6 +466,30 @@ class Agent:
             self._own_writes[key] = written.metadata.resource_version
         if result.requeue_after is not None:
             self.queue.add_after(key, result.requeue_after)
+
+    def _terminate(self, key: Key, obj: Container) -> None:
+        """Start ``obj``'s graceful termination (SIGTERM, its grace period, SIGKILL; then removal and
+        the release of its finalizer) on a timer of its own, once: the worker moves on at once, so a
+        hundred containers deleted together are gone after one grace period, not after a hundred
+        divided among the workers (the kubelet terminates pods in parallel the same way)."""
+        if key in self._terminating or self._tg is None:
+            return
+        self._terminating[key] = self._tg.create_task(self._terminated(key, obj),
+                                                      name=f"agent-terminate-{key[0]}/{key[1]}")
+
+    async def _terminated(self, key: Key, obj: Container) -> None:
+        try:
+            await self.reconciler.teardown(obj)
+            await self._release(obj)
+            self.queue.forget(key)
+        except errors.CorralError as e:
+            delay = self.queue.retry(key)
+            log.info("terminate %s/%s: %s (retry in %.1fs)", *key, e, delay)
+        except Exception:
+            delay = self.queue.retry(key)
+            log.exception("terminate %s/%s failed (retry in %.1fs)", *key, delay)
+        finally:
+            self._terminating.pop(key, None)
 
     async def _release(self, obj: Container) -> None:
         """Remove the agent's finalizer: the container is gone from this node."""
@@ -572,6 +597,7 @@ class Agent:
 
     async def _run_tasks(self) -> None:
         async with asyncio.TaskGroup() as tg:
+            self._tg = tg  # terminations run as tasks of their own in it (_terminate)
             tg.create_task(self._heartbeats(), name="agent-heartbeat")  # while the podCIDR is awaited too
             tg.create_task(self.fence.watch(), name="agent-fence")
             tg.create_task(self._ship_events(), name="agent-events")
