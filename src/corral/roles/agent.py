@@ -63,6 +63,7 @@ from corral.reconcile.events import EventType
 from corral.reconcile.pipeline import NodeReconciler, ReconcilerConfig
 from corral.roles import agentlogs, agentstreams, podcidr
 from corral.roles.agentsecrets import ApiSecrets, follow_secret_volumes
+from corral.roles.agentvolumes import requeue_mounting, volume_placement
 from corral.roles.fencing import Fence, kill_node_tasks
 from corral.roles.metrics import agent_collector
 from corral.roles.nodetls import NodeCredentials, node_credentials
@@ -353,9 +354,11 @@ class Agent:
     def _on_exit(self, key: Key) -> None:
         self.queue.add(key)
 
-    def _on_volume(self, type_: str, _obj: Volume) -> None:
+    def _on_volume(self, type_: str, obj: Volume) -> None:
         if type_ == "DELETED":
             self._volumes_changed.set()
+        else:  # bound meanwhile: the containers here that wait for it go on at once
+            requeue_mounting(self.queue.add, self.reflector.objects.values(), obj)
 
     async def _volume_sweeps(self) -> None:
         """Remove named volume directories whose Volume is gone and that no container here mounts."""
@@ -553,6 +556,7 @@ async def run_agent(cfg: AgentConfig, *, stop: asyncio.Event) -> None:
         reconciler = NodeReconciler(rcfg)
         reconciler.secrets = ApiSecrets(api)  # Secrets: env, secret volumes, image pull credentials
         agent = Agent(cfg, api, reconciler, creds)
+        reconciler.volumes.placement = volume_placement(agent.volume_reflector.objects, cfg.node_name)
         reconciler.events = agent
         reconciler.on_change = agent.queue.add  # probes: a flipped probe result requeues its key
         await reconciler.start()
