@@ -36,6 +36,7 @@ from corral.api.authz import (
 from corral.api.patching import JSON_PATCH, MERGE_PATCH, PATCH_TYPES, apply_patch, full_document
 from corral.api.roles import redact_secret
 from corral.api.secretaccess import node_may_read_secret
+from corral.api.volumeprotection import refuse_if_mounted
 from corral.api.watchcache import CacheEvent, WatchCache, splice_rv
 from corral.model import validation
 from corral.model.errors import (
@@ -562,6 +563,8 @@ class ResourceHandlers:
         for _ in range(5):
             current, revision = await self._read(namespace, name)
             authorize_delete(request[IDENTITY], self.info, current)
+            if self.info.kind == "Volume" and self.containers is not None:  # its data: api/volumeprotection.py
+                refuse_if_mounted(self.containers, namespace, name)
             # Orphan: the garbage collector strips this owner from its dependents, then this finalizer.
             # Foreground is served as Background: the owner goes first, the collector removes the rest.
             if _dry_run(request):
