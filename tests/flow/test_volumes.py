@@ -5,7 +5,8 @@ again later (three at once, where the spread policy alone would use both nodes) 
 node and read the file. With that node cordoned a new one stays Pending with the volume's reason,
 which ``corral why-not`` shows; a container pinned by hand to the other node is refused by that
 node's agent (no empty directory is made there). Deleting the Volume is refused while a container
-mounts it and allowed after.
+mounts it and allowed after. Sizes: an emptyDir over its sizeLimit, and a container writing a named
+volume past its spec.size, are evicted with an Event; the named volume reports its usage.
 """
 
 from __future__ import annotations
@@ -24,10 +25,13 @@ from corral.model import errors
 from corral.model.resources import (
     Container,
     ContainerSpec,
+    EmptyDirSource,
+    Event,
     ObjectMeta,
     Volume,
     VolumeMount,
     VolumeSource,
+    VolumeSpec,
 )
 from tests.fixtures.cluster import Cluster, eventually, start_cluster
 from tests.fixtures.registry import Registry
@@ -143,3 +147,53 @@ async def test_with_its_volume_node_cordoned_a_container_stays_pending_with_the_
 async def _bound_to(cluster: Cluster, name: str, node: str) -> None:
     v = await cluster.api.get(Volume, name)
     assert v.status.phase == "Bound" and v.status.node == node, v.status
+
+
+async def _events_about(cluster: Cluster, name: str) -> list[Event]:
+    events, _ = await cluster.api.list(Event)
+    return [e for e in events if e.spec.involved_object.name == name]
+
+
+async def test_an_emptydir_over_its_size_limit_is_evicted_with_an_event(cluster2: Cluster) -> None:
+    filler = Container(metadata=ObjectMeta(name="filler"), spec=ContainerSpec(
+        image=cluster2.image, command=["sh", "-c", "dd if=/dev/zero of=/scratch/blob bs=1M count=12 && sleep 3600"],
+        termination_grace_period_seconds=1,
+        volumes=[VolumeSource(name="scratch", empty_dir=EmptyDirSource(size_limit="10Mi"))],
+        volume_mounts=[VolumeMount(name="scratch", mount_path="/scratch")]))
+    await cluster2.api.create(filler)
+    evicted = await cluster2.wait_for("filler", lambda c: c.status.reason == "Evicted", timeout=90)
+    assert evicted.status.phase == "Failed"
+    assert evicted.status.message == "emptyDir scratch uses 12Mi, over its sizeLimit 10Mi", evicted.status.message
+
+    async def event() -> None:
+        assert any(e.spec.reason == "Evicted" and e.spec.message == evicted.status.message
+                   for e in await _events_about(cluster2, "filler"))
+
+    await eventually(event, timeout=30, what="an Evicted Event")
+    node_dir = next(w for w in cluster2.workers if w.name == evicted.spec.node).agent_dir
+
+    async def stopped() -> None:  # its task is gone and so is its emptyDir
+        assert not (node_dir / "volumes" / "emptydir" / evicted.metadata.uid).exists()
+        c = await cluster2.api.get(Container, "filler")
+        assert c.status.phase == "Failed" and c.status.reason == "Evicted"
+
+    await eventually(stopped, timeout=30, what="the evicted container is stopped and its emptyDir removed")
+    await delete_and_wait(cluster2, "filler")
+
+
+async def test_a_named_volume_reports_its_usage_and_evicts_over_its_size(cluster2: Cluster) -> None:
+    api = cluster2.api
+    await api.create(Volume(metadata=ObjectMeta(name="small"), spec=VolumeSpec(size="8Mi")))
+    await api.create(mounting(cluster2, "grower", "small",
+                              "dd if=/dev/zero of=/data/a bs=1M count=4 && sleep 6 && "
+                              "dd if=/dev/zero of=/data/b bs=1M count=6 && sleep 3600"))
+
+    async def reported() -> None:
+        v = await api.get(Volume, "small")
+        assert v.status.phase == "Bound" and v.status.used.startswith("4"), v.status
+
+    await eventually(reported, timeout=60, what="the volume's usage is reported")
+    evicted = await cluster2.wait_for("grower", lambda c: c.status.reason == "Evicted", timeout=90)
+    assert evicted.status.message == "volume small uses 10Mi, over its size 8Mi", evicted.status.message
+    await delete_and_wait(cluster2, "grower")
+    await api.delete(Volume, "small")

@@ -63,7 +63,7 @@ from corral.reconcile.events import EventType
 from corral.reconcile.pipeline import NodeReconciler, ReconcilerConfig
 from corral.roles import agentlogs, agentstreams, podcidr
 from corral.roles.agentsecrets import ApiSecrets, follow_secret_volumes
-from corral.roles.agentvolumes import requeue_mounting, volume_placement
+from corral.roles.agentvolumes import UsageWatch, is_evicted, requeue_mounting, volume_placement
 from corral.roles.fencing import Fence, kill_node_tasks
 from corral.roles.metrics import agent_collector
 from corral.roles.nodetls import NodeCredentials, node_credentials
@@ -126,6 +126,7 @@ class AgentConfig:
     pids_limit: int = 4096  # the most processes one container may have (0: no limit)
     metrics_listen: str = ""  # serve the agent's Prometheus metrics here (HOST:PORT; empty: not at all)
     metrics_sample_seconds: float = 10.0  # how often the containers' CPU and memory are read from containerd
+    volume_usage_seconds: float = 5.0  # how often limited volumes are measured (roles/agentvolumes.py)
     upstream_dns: list[str] = field(default_factory=list)  # ADDR[:PORT]; empty: the host's resolv.conf
     dns_port: int = 53  # the DNS server's port on the bridge's gateway address
 
@@ -418,6 +419,9 @@ class Agent:
             await self.reconciler.teardown(desired)
             await self._release(desired)
             return
+        if is_evicted(desired):  # over a volume size limit (roles/agentvolumes.py): stopped for good
+            await self.reconciler.teardown(desired)
+            return
         result = await self.reconciler.sync(desired)
         if result.status != desired.status:
             # a copy: the reflector's object stays what the API said, so a failed write is retried
@@ -529,6 +533,10 @@ class Agent:
             tg.create_task(self._resync(), name="agent-resync")
             tg.create_task(self.volume_reflector.run(), name="agent-volume-reflector")
             tg.create_task(self._volume_sweeps(), name="agent-volume-sweeps")
+            tg.create_task(UsageWatch(node=self.cfg.node_name, api=self.api, store=self.reconciler.volumes.store,
+                                      containers=self.reflector.objects, volumes=self.volume_reflector.objects,
+                                      record=self.record, requeue=self.queue.add,
+                                      interval=self.cfg.volume_usage_seconds).run(), name="agent-volume-usage")
             tg.create_task(follow_secret_volumes(self.reconciler, lambda: self.reflector.objects.values()),
                            name="agent-secret-volumes")
             if self.cfg.metrics_listen:
