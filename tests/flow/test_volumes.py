@@ -63,14 +63,14 @@ async def delete_and_wait(cluster: Cluster, name: str) -> None:
     await eventually(gone, timeout=30, what=f"{name} is deleted")
 
 
-async def why_not(cluster: Cluster, name: str) -> str:
+async def corral(cluster: Cluster, *args: str) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "corral.cli.main", "why-not", name, "--server", cluster.plane.url,
+        sys.executable, "-m", "corral.cli.main", *args, "--server", cluster.plane.url,
         "--token", cluster.plane.admin_token, env={**os.environ, "CORRAL_CA": str(cluster.plane.ca_file)},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     out, _ = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == 0, out.decode()
-    return out.decode()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()
 
 
 async def test_a_named_volume_binds_to_its_first_node_and_its_containers_follow_it_there(cluster2: Cluster) -> None:
@@ -123,8 +123,8 @@ async def test_with_its_volume_node_cordoned_a_container_stays_pending_with_the_
         waiting = await cluster2.wait_for("waiting", lambda c: c.status.reason == "Unschedulable", timeout=60)
         assert waiting.status.phase == "Pending" and not waiting.spec.node
         assert reason in waiting.status.message, waiting.status.message
-        out = await why_not(cluster2, "waiting")
-        assert reason in out and "unschedulable (cordoned)" in out, out
+        code, out = await corral(cluster2, "why-not", "waiting")
+        assert code == 0 and reason in out and "unschedulable (cordoned)" in out, out
     finally:
         await set_unschedulable(api, home, False)
     running = await cluster2.wait_for("waiting", lambda c: c.status.phase == "Running", timeout=90)
@@ -133,6 +133,8 @@ async def test_with_its_volume_node_cordoned_a_container_stays_pending_with_the_
     with pytest.raises(errors.Conflict) as refused:
         await api.delete(Volume, "cordoned")
     assert "in use by container waiting" in str(refused.value)
+    code, out = await corral(cluster2, "delete", "volume", "cordoned")
+    assert code != 0 and 'volume "cordoned" is in use by container waiting' in out, out
     await api.get(Volume, "cordoned")  # still there
     await delete_and_wait(cluster2, "waiting")
     await api.delete(Volume, "cordoned")
