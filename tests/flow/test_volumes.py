@@ -25,9 +25,14 @@ from corral.model import errors
 from corral.model.resources import (
     Container,
     ContainerSpec,
+    ContainerTemplate,
+    Deployment,
+    DeploymentSpec,
     EmptyDirSource,
     Event,
+    LabelSelector,
     ObjectMeta,
+    TemplateMeta,
     Volume,
     VolumeMount,
     VolumeSource,
@@ -199,3 +204,32 @@ async def test_a_named_volume_reports_its_usage_and_evicts_over_its_size(cluster
     assert evicted.status.message == "volume small uses 10Mi, over its size 8Mi", evicted.status.message
     await delete_and_wait(cluster2, "grower")
     await api.delete(Volume, "small")
+
+
+async def test_replicas_sharing_a_volume_nobody_created_all_run_on_the_node_it_binds_to(cluster2: Cluster) -> None:
+    api = cluster2.api
+    template = mounting(cluster2, "unused", "shared", "echo $HOSTNAME >> /data/who && sleep 3600")
+    template.spec.restart_policy = "Always"
+    await api.create(Deployment(metadata=ObjectMeta(name="sharers"), spec=DeploymentSpec(
+        replicas=3, selector=LabelSelector(match_labels={"app": "sharers"}),
+        template=ContainerTemplate(metadata=TemplateMeta(labels={"app": "sharers"}), spec=template.spec))))
+
+    async def together() -> str:
+        items, _ = await api.list(Container)
+        mine = [c for c in items if c.metadata.labels.get("app") == "sharers" and not c.metadata.deletion_timestamp]
+        assert len(mine) == 3 and all(c.status.phase == "Running" for c in mine), [(c.spec.node, c.status) for c in mine]
+        nodes = {c.spec.node for c in mine}
+        assert len(nodes) == 1, nodes
+        return nodes.pop()
+
+    node = await eventually(together, timeout=120, what="three replicas running on one node")
+    volume = await api.get(Volume, "shared")
+    assert volume.status.node == node
+    await api.delete(Deployment, "sharers")
+
+    async def gone() -> None:
+        items, _ = await api.list(Container)
+        assert not [c for c in items if c.metadata.labels.get("app") == "sharers"]
+
+    await eventually(gone, timeout=60, what="the replicas are gone")
+    await api.delete(Volume, "shared")

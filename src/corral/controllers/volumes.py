@@ -11,7 +11,9 @@ that is not bound yet, and a container that mounts a volume and has a node, enqu
 The write is a compare-and-swap on the Volume's resourceVersion (``Objects.update_status``), and a
 Volume already bound is never rebound — so two containers scheduled at once to two nodes cannot
 both win: the first write binds, the other fails with Conflict, is retried, and finds it bound.
-Among several containers already placed, the oldest (by creation time, then name) wins.
+Among several containers already placed, the oldest (by creation time, then name) wins; an owned
+container placed elsewhere in that instant, not started yet, is deleted so its owner makes a new
+one, which the scheduler places on the volume's node (``replace_misplaced``).
 
 A container that mounts a volume nobody created (``volume: data`` without a Volume object) gets
 one made for it, bound to that container's node, as Docker creates a named volume on first use;
@@ -51,7 +53,7 @@ class VolumeBinder(Controller):
         self.containers.handlers.append(self._on_container)
 
     def _on_volume(self, type_: str, old: Volume | None, new: Volume | None) -> None:
-        if new is not None and not new.status.node and not new.metadata.deletion_timestamp:
+        if new is not None and not new.metadata.deletion_timestamp:
             self.enqueue(VOLUMES.key(new.metadata.namespace, new.metadata.name))
 
     def _on_container(self, type_: str, old: Container | None, new: Container | None) -> None:
@@ -69,8 +71,11 @@ class VolumeBinder(Controller):
     async def reconcile(self, key: str) -> float | None:
         namespace, name = key.split("/")[-2:]
         volume = self.volumes.get(key)
-        if volume is not None and (volume.status.node or volume.metadata.deletion_timestamp):
-            return None  # bound once, bound for good
+        if volume is not None and volume.status.node:  # bound once, bound for good
+            await self.replace_misplaced(volume)
+            return None
+        if volume is not None and volume.metadata.deletion_timestamp:
+            return None
         node = volume.spec.node if volume is not None else ""
         if not node:
             consumer = self.first_consumer(namespace, name)
@@ -86,3 +91,20 @@ class VolumeBinder(Controller):
         await self.objects.update_status(msgspec.structs.replace(volume, status=status))  # CAS on resourceVersion
         log.info("volume %s/%s bound to node %s", namespace, name, node)
         return None
+
+    async def replace_misplaced(self, volume: Volume) -> None:
+        """Delete the owned, not yet started containers placed off the volume's node; their owners remake them.
+
+        Replicas created at once that mount an unbound volume can be placed on two nodes before the
+        binding is written; the one on the wrong node waits there (its agent refuses the volume). A
+        Deployment's, Job's or DaemonSet's container is replaced — the scheduler places the new one on
+        the volume's node. A container without an owner is the user's to delete.
+        """
+        ns, name, node = volume.metadata.namespace, volume.metadata.name, volume.status.node
+        for c in self.containers.items():
+            if (c.metadata.namespace == ns and c.spec.node and c.spec.node != node and c.status.phase == "Pending"
+                    and not c.metadata.deletion_timestamp and any(o.controller for o in c.metadata.owner_references)
+                    and name in mounted_volumes(c)):
+                log.info("container %s/%s is on %s but volume %s is bound to %s: replacing it",
+                         ns, c.metadata.name, c.spec.node, name, node)
+                await self.objects.delete(Container, c.metadata.name, namespace=ns, grace=0)
