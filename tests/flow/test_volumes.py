@@ -135,6 +135,11 @@ async def test_with_its_volume_node_cordoned_a_container_stays_pending_with_the_
     running = await cluster2.wait_for("waiting", lambda c: c.status.phase == "Running", timeout=90)
     assert running.spec.node == home
 
+    volume = await api.get(Volume, "cordoned")
+    volume.spec.node = next(w.name for w in cluster2.workers if w.name != home)
+    with pytest.raises(errors.Invalid) as moved:
+        await api.update(volume)  # a binding does not move
+    assert f"bound to node {home}" in str(moved.value)
     with pytest.raises(errors.Conflict) as refused:
         await api.delete(Volume, "cordoned")
     assert "in use by container waiting" in str(refused.value)

@@ -36,7 +36,7 @@ from corral.api.authz import (
 from corral.api.patching import JSON_PATCH, MERGE_PATCH, PATCH_TYPES, apply_patch, full_document
 from corral.api.roles import redact_secret
 from corral.api.secretaccess import node_may_read_secret
-from corral.api.volumeprotection import refuse_if_mounted
+from corral.api.volumeprotection import check_volume_update, refuse_if_mounted
 from corral.api.watchcache import CacheEvent, WatchCache, splice_rv
 from corral.model import validation
 from corral.model.errors import (
@@ -430,6 +430,7 @@ class ResourceHandlers:
 
         def change(current: Object) -> Object:
             authorize_update(request[IDENTITY], self.info, current, new)
+            check_volume_update(current, new)  # a bound Volume stays on its node (api/volumeprotection.py)
             if current.metadata.deletion_timestamp and spec_bytes(new) != spec_bytes(current):
                 raise Forbidden(f"{self._what(namespace, name)} is being deleted; its spec can no longer change")
             carry_over(new, current, status_subresource=self.info.status_subresource)

@@ -6,14 +6,17 @@ Conflict, naming the containers, while any container of the namespace that has n
 achieves, checked at admission instead: the API's container watch cache answers at once, and
 nothing is left half-deleted. A namespace being deleted removes its Volumes through the
 namespace controller (not this path), after or alongside its containers.
+
+A binding does not move either: an update that sets ``spec.node`` of a bound Volume to another node
+than its ``status.node`` is refused (422 naming ``spec.node``) — the data is on the bound node.
 """
 
 from __future__ import annotations
 
 from corral.api.watchcache import WatchCache
-from corral.model.errors import Conflict
+from corral.model.errors import Conflict, FieldError, Invalid
 from corral.model.kinds import BY_KIND
-from corral.model.resources import Container
+from corral.model.resources import Container, Object, Volume
 
 CONTAINERS = BY_KIND["Container"]
 FINISHED = ("Succeeded", "Failed")
@@ -37,3 +40,13 @@ def refuse_if_mounted(containers: WatchCache, namespace: str, volume: str) -> No
         shown = ", ".join(users[:5]) + (f" and {len(users) - 5} more" if len(users) > 5 else "")
         raise Conflict(f'volume "{volume}" is in use by container{"s" if len(users) > 1 else ""} {shown}; '
                        "delete (or let finish) the containers that mount it first")
+
+
+def check_volume_update(current: Object, new: Object) -> None:
+    """Refuse moving a bound Volume by its ``spec.node``."""
+    if not (isinstance(current, Volume) and isinstance(new, Volume)):
+        return
+    bound = current.status.node
+    if bound and new.spec.node and new.spec.node != bound:
+        message = f"volume {current.metadata.name!r} is bound to node {bound}, where its data is; it cannot move"
+        raise Invalid(message, details=[FieldError("spec.node", message)])
