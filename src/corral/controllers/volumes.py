@@ -53,7 +53,9 @@ class VolumeBinder(Controller):
         self.containers.handlers.append(self._on_container)
 
     def _on_volume(self, type_: str, old: Volume | None, new: Volume | None) -> None:
-        if new is not None and not new.metadata.deletion_timestamp:
+        # new, or its binding changed (not its usage, which the agents rewrite every few seconds)
+        if (new is not None and not new.metadata.deletion_timestamp
+                and (old is None or not new.status.node or old.status.node != new.status.node)):
             self.enqueue(VOLUMES.key(new.metadata.namespace, new.metadata.name))
 
     def _on_container(self, type_: str, old: Container | None, new: Container | None) -> None:
