@@ -8,12 +8,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
 import pytest
 import pytest_asyncio
 
 from corral.controllers.base import Informers
 from corral.controllers.volumes import VolumeBinder
-from corral.model.resources import Container, ContainerSpec, ObjectMeta, Volume, VolumeSource, VolumeSpec
+from corral.model.resources import Container, ContainerSpec, Event, ObjectMeta, Volume, VolumeSource, VolumeSpec
 from corral.store.embedded import EmbeddedEtcd
 from corral.store.etcd import EtcdStore
 from corral.store.objects import Objects
@@ -60,9 +61,17 @@ async def bound_to(b: Binder, name: str, node: str) -> None:
     await eventually(check, timeout=10, what=f"{name} binds to {node}")
 
 
-async def test_a_pinned_volume_binds_to_its_spec_node_at_once(binder: Binder) -> None:
+async def test_a_pinned_volume_binds_to_its_spec_node_at_once_and_says_so(binder: Binder) -> None:
     await binder.objects.create(Volume(metadata=ObjectMeta(name="pinned", namespace="default"), spec=VolumeSpec(node="n3")))
     await bound_to(binder, "pinned", "n3")
+
+    async def told() -> None:
+        page = await binder.objects.store.list("/corral/events/default/")
+        events = [msgspec.json.decode(kv.value, type=Event) for kv in page.items]
+        assert [e.spec.message for e in events if e.spec.involved_object.name == "pinned"] == [
+            "bound to node n3 (its spec.node); its data lives there"]
+
+    await eventually(told, timeout=10, what="a Bound Event")
 
 
 async def test_a_volume_waits_for_a_placed_container_and_then_keeps_its_node(binder: Binder) -> None:
