@@ -18,6 +18,7 @@ from corral.controllers.endpoints import EndpointsController
 from corral.controllers.gc import GarbageCollector
 from corral.controllers.jobs import JobController
 from corral.controllers.namespaces import NamespaceController
+from corral.controllers.nodeconditions import NodeConditionTaints
 from corral.controllers.nodes import NodeLifecycle
 from corral.controllers.podcidrs import NodeIpam
 from corral.controllers.volumes import VolumeBinder
@@ -53,6 +54,7 @@ def build_controllers(informers: Informers, objects: Objects, cfg: LeaderConfig)
     controllers.append(DaemonSetController(informers, objects))
     controllers.append(CronJobController(informers, objects))
     controllers.append(VolumeBinder(informers, objects))
+    controllers.append(NodeConditionTaints(informers, objects))  # DiskPressure -> taint
     return controllers
 
 
