@@ -66,6 +66,16 @@ def test_columns_line_up_three_spaces_apart() -> None:
     assert text.splitlines() == ["NAME          STATUS", "a-long-name   Running", "b             Pending"]
 
 
+def test_a_volume_row_shows_its_size_usage_and_node() -> None:
+    from corral.model.resources import Volume, VolumeSpec, VolumeStatus
+
+    v = Volume(metadata=ObjectMeta(name="data", creation_timestamp=_ago(minutes=3)), spec=VolumeSpec(size="1Gi"),
+               status=VolumeStatus(phase="Bound", node="n1", used="12Mi"))
+    info = BY_KIND["Volume"]
+    assert tables.columns(info) == ["NAME", "STATUS", "SIZE", "USED", "NODE", "AGE"]
+    assert tables.row(v, info, tables.Context(now=NOW)) == ["data", "Bound", "1Gi", "12Mi", "n1", "3m"]
+
+
 def test_a_network_policy_row_shows_its_selector_and_types() -> None:
     from corral.model.resources import LabelSelector, LabelSelectorRequirement, NetworkPolicy, NetworkPolicySpec
 

@@ -20,7 +20,7 @@ from corral.api.roles import USER_ROLES
 from corral.model.errors import CorralError, Forbidden
 from corral.model.kinds import KindInfo
 from corral.model.lifecycle import spec_bytes
-from corral.model.resources import Container, Node, Object
+from corral.model.resources import Container, Node, Object, Volume, VolumeStatus
 
 #: what an agent reads and lists: its containers and their peers (network policy), nodes (routes),
 #: volumes, namespaces and policies, services and endpoints (the service proxy and DNS)
@@ -104,6 +104,10 @@ def authorize_status(identity: Identity, info: KindInfo, current: Object, status
                 noderestriction.check_node_status(identity, current, status)  # type: ignore[arg-type]
             return
         if info.kind == "Container" and current.spec.node == identity.node:  # type: ignore[union-attr]
+            return
+        # a Volume bound to it: its agent reports the disk used, and never moves the binding
+        if (isinstance(current, Volume) and current.status.node == identity.node and isinstance(status, VolumeStatus)
+                and status.node == current.status.node and status.phase == current.status.phase):
             return
     raise _deny(identity, f"update the status of {info.plural}" + (" bound to other nodes" if info.kind == "Container" else ""))
 

@@ -35,6 +35,7 @@ from corral.api.authz import (
 from corral.api.patching import JSON_PATCH, MERGE_PATCH, PATCH_TYPES, apply_patch, full_document
 from corral.api.roles import redact_secret
 from corral.api.secretaccess import node_may_read_secret
+from corral.api.volumeprotection import check_volume_update, refuse_if_mounted
 from corral.api.watchcache import CacheEvent, WatchCache, splice_rv
 from corral.model import validation
 from corral.model.errors import (
@@ -429,6 +430,7 @@ class ResourceHandlers:
 
         def change(current: Object) -> Object:
             authorize_update(request[IDENTITY], self.info, current, new)
+            check_volume_update(current, new)  # a bound Volume stays on its node (api/volumeprotection.py)
             if current.metadata.deletion_timestamp and spec_bytes(new) != spec_bytes(current):
                 raise Forbidden(f"{self._what(namespace, name)} is being deleted; its spec can no longer change")
             carry_over(new, current, status_subresource=self.info.status_subresource)
@@ -562,6 +564,8 @@ class ResourceHandlers:
         for _ in range(5):
             current, revision = await self._read(namespace, name)
             authorize_delete(request[IDENTITY], self.info, current)
+            if self.info.kind == "Volume" and self.containers is not None:  # its data: api/volumeprotection.py
+                refuse_if_mounted(self.containers, namespace, name)
             # Orphan: the garbage collector strips this owner from its dependents, then this finalizer.
             # Foreground is served as Background: the owner goes first, the collector removes the rest.
             if _dry_run(request):

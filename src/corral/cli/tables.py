@@ -122,7 +122,8 @@ def _namespace(ns: Any, ctx: Context) -> list[str]:
 
 
 def _volume(v: Any, ctx: Context) -> list[str]:
-    return [v.metadata.name, v.status.phase, _or_none(v.spec.size), _or_none(v.status.node or v.spec.node),
+    return [v.metadata.name, v.status.phase, _or_none(v.spec.size), _or_none(v.status.used),
+            _or_none(v.status.node or v.spec.node),
             age(v.metadata.creation_timestamp, ctx.now)]
 
 
@@ -215,7 +216,7 @@ _TABLES: dict[type, _Table] = {
     Deployment: _Table(("NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"), _deployment,
                        ("IMAGE", "SELECTOR"), lambda d: [d.spec.template.spec.image, labels_text(d.spec.selector.match_labels)]),
     Namespace: _Table(("NAME", "STATUS", "AGE"), _namespace),
-    Volume: _Table(("NAME", "STATUS", "SIZE", "NODE", "AGE"), _volume),
+    Volume: _Table(("NAME", "STATUS", "SIZE", "USED", "NODE", "AGE"), _volume),
     NetworkPolicy: _Table(("NAME", "POD-SELECTOR", "POLICY-TYPES", "AGE"), _network_policy),
     Secret: _Table(("NAME", "TYPE", "KEYS", "DATA", "AGE"), _secret),
     Event: _Table(("LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"), _event),

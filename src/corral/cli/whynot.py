@@ -12,12 +12,13 @@ import click
 from corral.api.client import ApiClient
 from corral.cli.connection import api_command, connection_options
 from corral.model.kinds import BY_KIND
-from corral.model.resources import Container, Node
+from corral.model.resources import Container, Node, Volume
 from corral.scheduler.affinity import prepare
 from corral.scheduler.algorithm import Selector
 from corral.scheduler.cache import SchedulerCache
 from corral.scheduler.framework import ContainerRequest
 from corral.scheduler.policy import build_policy
+from corral.scheduler.volumes import volume_filter
 
 
 @click.command(name="why-not")
@@ -43,7 +44,13 @@ async def why_not(client: ApiClient, *, name: str, node: str | None, namespace: 
         if other != key:
             cache.set_container(other, c)
     request = prepare(ContainerRequest.of(key, target), cache)  # counts for affinity and spreading
-    verdicts = Selector(build_policy(policy)).explain(request, cache.nodes())
+    judge = build_policy(policy)
+    bindings = volume_filter(judge)
+    if bindings is not None and request.named_volumes:  # where the volumes it mounts are bound
+        volumes, _ = await client.list(Volume, namespace=namespace)
+        for v in volumes:
+            bindings.set_volume(v)
+    verdicts = Selector(judge).explain(request, cache.nodes())
     if node is not None:
         if node not in verdicts:
             click.echo(f"error: node {node!r} not found (nodes: {', '.join(sorted(verdicts)) or 'none'})", err=True)

@@ -447,6 +447,7 @@ class VolumeStatus(_Base):
     phase: Literal["Pending", "Available", "Bound", "Released"] = "Pending"
     node: str = ""
     path: str = ""
+    used: str = ""  # disk used on its node (a quantity, e.g. 12Mi), reported by that node's agent
 
 
 class Volume(_Object, kw_only=True):

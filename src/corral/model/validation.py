@@ -39,6 +39,7 @@ from corral.model.resources import (
     Secret,
     SecretVolumeSource,
     Service,
+    Volume,
 )
 from corral.model.services import validate_service
 
@@ -426,6 +427,17 @@ def validate_priority_class(obj: PriorityClass, errors: list[FieldError]) -> Non
         errors.append(FieldError("spec.value", "must be between -2147483648 and 1000000000 (higher is reserved)"))
 
 
+def validate_volume(obj: Volume, errors: list[FieldError]) -> None:
+    if obj.spec.size:
+        try:
+            if quantities.parse_memory(obj.spec.size) <= 0:
+                errors.append(FieldError("spec.size", "must be more than 0"))
+        except quantities.QuantityError as e:
+            errors.append(FieldError("spec.size", str(e)))
+    if obj.spec.node and (problem := names.name_problem(obj.spec.node)):
+        errors.append(FieldError("spec.node", problem))
+
+
 def validate(obj: Object, info: KindInfo) -> None:
     """The meaning pass for a whole object; raises Invalid naming every bad field. Fills the defaults
     that depend on other fields (a NetworkPolicy's policyTypes): the stored object says what is enforced."""
@@ -455,6 +467,8 @@ def validate(obj: Object, info: KindInfo) -> None:
         validate_daemonset(obj, errors)
     elif isinstance(obj, PriorityClass):
         validate_priority_class(obj, errors)
+    elif isinstance(obj, Volume):
+        validate_volume(obj, errors)
     elif isinstance(obj, Secret):
         secrets.validate_secret(obj, errors)
         if not errors:

@@ -146,12 +146,13 @@ class NodeReconciler:
         try:
             # 2. storage (secret volumes first: a missing Secret stops here, with a clear status)
             secret_mounts = await self._secret_volumes(obj)
-            mounts = await self.volumes.ensure(obj, prepared=secret_mounts)
-            t_vol = time.perf_counter()
             # 3. containers
             cid = naming.containerd_id(obj)
             self._keys[cid] = key
             try:
+                # a named volume bound to another node waits like a missing Secret (reconcile/storage.py)
+                mounts = await self.volumes.ensure(obj, prepared=secret_mounts)
+                t_vol = time.perf_counter()
                 prepared = await ensure_container(
                     self.client, obj, node=self.cfg.node_name, netns_path=str(self.network.netns_path(uid)),
                     mounts=mounts, insecure_registries=self.cfg.insecure_registries, run_dir=self._run_dir(uid),

@@ -4,23 +4,39 @@
 local volume (a directory that outlives containers), ``hostPath`` is passed through. The
 directories themselves are ``corral.storage.volumes``'s business; this step translates the
 container's spec into its calls and its answer into bind mounts for the runtime.
+
+A named volume's data lives on the one node its Volume is bound to (``controllers.volumes``). The
+agent sets ``placement``: asked about a named volume, it answers None when the volume is bound to
+this node, else why not (not bound yet, bound elsewhere). This step then makes no directory and
+raises ``VolumeNotHere``, which the pipeline treats as it treats a missing Secret: the container
+stays Pending with the reason and is tried again — it never starts on an empty directory.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from corral.model.errors import FieldError, Invalid
 from corral.model.resources import Container
+from corral.reconcile.secretrefs import SecretMissing
 from corral.runtime.spec import BindMount
 from corral.storage import volumes as vol
 
 NOSUID_NODEV = ("nosuid", "nodev")  # no set-uid binary or device node in a volume works in the container
 
 
+class VolumeNotHere(SecretMissing):
+    """A named volume of the container is not (yet) bound to this node: wait, make nothing."""
+
+    reason = "VolumeNotBound"
+
+
 class VolumeStep:
     def __init__(self, data_dir: Path) -> None:
         self.store = vol.Volumes(data_dir)
+        # (namespace, volume) -> None when bound here, else why not; None: no check (tests of this layer)
+        self.placement: Callable[[str, str], str | None] | None = None
 
     async def ensure(self, obj: Container, *, prepared: dict[str, BindMount] | None = None) -> list[BindMount]:
         """Bind mounts for every volume mount; ``prepared``: volumes made elsewhere (secret volumes)."""
@@ -29,6 +45,8 @@ class VolumeStep:
             if v.empty_dir is not None:
                 sources.append(vol.VolumeSource(v.name, vol.EmptyDir()))
             elif v.volume:
+                if self.placement is not None and (why := self.placement(obj.metadata.namespace, v.volume)):
+                    raise VolumeNotHere(why)
                 sources.append(vol.VolumeSource(v.name, vol.NamedVolume(v.volume)))
             elif v.host_path is not None:
                 sources.append(vol.VolumeSource(v.name, vol.HostPath(v.host_path.path, v.host_path.type)))

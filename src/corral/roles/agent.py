@@ -67,6 +67,7 @@ from corral.reconcile.pipeline import NodeReconciler, ReconcilerConfig
 from corral.roles import agentlogs, agentstreams, podcidr
 from corral.roles.agenthygiene import DiskPressureReporter, removal_message
 from corral.roles.agentsecrets import ApiSecrets, follow_secret_volumes
+from corral.roles.agentvolumes import UsageWatch, is_evicted, requeue_mounting, volume_placement
 from corral.roles.fencing import Fence, kill_node_tasks
 from corral.roles.metrics import agent_collector
 from corral.roles.nodetls import NodeCredentials, node_credentials
@@ -135,6 +136,7 @@ class AgentConfig:
     pids_limit: int = 4096  # the most processes one container may have (0: no limit)
     metrics_listen: str = ""  # serve the agent's Prometheus metrics here (HOST:PORT; empty: not at all)
     metrics_sample_seconds: float = 10.0  # how often the containers' CPU and memory are read from containerd
+    volume_usage_seconds: float = 5.0  # how often limited volumes are measured (roles/agentvolumes.py)
     upstream_dns: list[str] = field(default_factory=list)  # ADDR[:PORT]; empty: the host's resolv.conf
     dns_port: int = 53  # the DNS server's port on the bridge's gateway address
 
@@ -398,9 +400,11 @@ class Agent:
     def _on_exit(self, key: Key) -> None:
         self.queue.add(key)
 
-    def _on_volume(self, type_: str, _obj: Volume) -> None:
+    def _on_volume(self, type_: str, obj: Volume) -> None:
         if type_ == "DELETED":
             self._volumes_changed.set()
+        else:  # bound meanwhile: the containers here that wait for it go on at once
+            requeue_mounting(self.queue.add, self.reflector.objects.values(), obj)
 
     async def _volume_sweeps(self) -> None:
         """Remove named volume directories whose Volume is gone and that no container here mounts."""
@@ -458,6 +462,9 @@ class Agent:
             return  # fenced (cut off from the API), or released while we were: nothing starts
         if desired.metadata.deletion_timestamp:
             self._terminate(key, desired)
+            return
+        if is_evicted(desired):  # over a volume size limit (roles/agentvolumes.py): stopped for good
+            await self.reconciler.teardown(desired)
             return
         result = await self.reconciler.sync(desired)
         if result.status != desired.status:
@@ -608,6 +615,10 @@ class Agent:
             tg.create_task(self._resync(), name="agent-resync")
             tg.create_task(self.volume_reflector.run(), name="agent-volume-reflector")
             tg.create_task(self._volume_sweeps(), name="agent-volume-sweeps")
+            tg.create_task(UsageWatch(node=self.cfg.node_name, api=self.api, store=self.reconciler.volumes.store,
+                                      containers=self.reflector.objects, volumes=self.volume_reflector.objects,
+                                      record=self.record, requeue=self.queue.add,
+                                      interval=self.cfg.volume_usage_seconds).run(), name="agent-volume-usage")
             tg.create_task(self.image_gc.run_forever(), name="agent-image-gc")
             if self.cfg.keep_logs > 0:
                 tg.create_task(logkeeping.expire_forever(self.cfg.data_dir, self.cfg.keep_logs), name="agent-kept-logs")
@@ -636,6 +647,7 @@ async def run_agent(cfg: AgentConfig, *, stop: asyncio.Event) -> None:
         reconciler = NodeReconciler(rcfg)
         reconciler.secrets = ApiSecrets(api)  # Secrets: env, secret volumes, image pull credentials
         agent = Agent(cfg, api, reconciler, creds)
+        reconciler.volumes.placement = volume_placement(agent.volume_reflector.objects, cfg.node_name)
         reconciler.events = agent
         reconciler.on_change = agent.queue.add  # probes: a flipped probe result requeues its key
         await reconciler.start()

@@ -21,10 +21,12 @@ from corral.controllers.namespaces import NamespaceController
 from corral.controllers.nodeconditions import NodeConditionTaints
 from corral.controllers.nodes import NodeLifecycle
 from corral.controllers.podcidrs import NodeIpam
+from corral.controllers.volumes import VolumeBinder
 from corral.model.kinds import BY_KIND
-from corral.model.resources import Container, Node
+from corral.model.resources import Container, Node, Volume
 from corral.roles.metrics import LeaderMetrics
 from corral.scheduler.loop import Scheduler
+from corral.scheduler.volumes import volume_filter
 from corral.store.base import Store
 from corral.store.leases import BucketLeases
 from corral.store.objects import Objects
@@ -51,6 +53,7 @@ def build_controllers(informers: Informers, objects: Objects, cfg: LeaderConfig)
     controllers.append(JobController(informers, objects, backoff_base=cfg.job_backoff))
     controllers.append(DaemonSetController(informers, objects))
     controllers.append(CronJobController(informers, objects))
+    controllers.append(VolumeBinder(informers, objects))
     controllers.append(NodeConditionTaints(informers, objects))  # DiskPressure -> taint
     return controllers
 
@@ -72,6 +75,16 @@ def feed_scheduler(scheduler: Scheduler, informers: Informers) -> None:
 
     informers.of(Node).handlers.append(on_node)
     informers.of(Container).handlers.append(on_container)
+    bindings = volume_filter(scheduler.selector.policy)
+    if bindings is not None:  # where each named volume's data is (scheduler/volumes.py)
+
+        def on_volume(_type: str, old: Volume | None, new: Volume | None) -> None:
+            if new is not None:
+                bindings.set_volume(new)
+            elif old is not None:
+                bindings.forget_volume(old.metadata.namespace, old.metadata.name)
+
+        informers.of(Volume).handlers.append(on_volume)
 
 
 async def run_leader(store: Store, cfg: LeaderConfig, metrics: LeaderMetrics | None = None) -> None:

@@ -123,6 +123,7 @@ class ContainerRequest:
     placement: Placement | None = None  # affinity and spread terms; None for most containers
     priority: int = 0
     tolerates_cordon: bool = False
+    named_volumes: tuple[str, ...] = ()  # Volume objects it mounts (by name, in its namespace)
 
     @classmethod
     def of(cls, key: str, c: Container) -> ContainerRequest:
@@ -151,6 +152,7 @@ class ContainerRequest:
             placement=placement,
             priority=spec.priority or 0,
             tolerates_cordon=any(t.key == UNSCHEDULABLE_TAINT_KEY for t in spec.tolerations),
+            named_volumes=tuple(v.volume for v in spec.volumes if v.volume),
         )
 
 

@@ -6,7 +6,7 @@ cheap, often-rejecting checks run first so most rejections cost one attribute re
 
 from __future__ import annotations
 
-from corral.scheduler import filters, placement, scorers
+from corral.scheduler import filters, placement, scorers, volumes
 from corral.scheduler.framework import Filter, Policy, Scorer
 
 POLICIES = ("spread", "binpack")
@@ -18,6 +18,7 @@ def build_policy(name: str = "spread") -> Policy:
         raise ValueError(f"unknown scheduling policy {name!r}; use one of {', '.join(POLICIES)}")
     chain: list[Filter] = [
         filters.NodeName(),  # a string compare; for pinned containers it rejects all but one node
+        volumes.VolumeNode(),  # a dict lookup, skipped for containers without named volumes
         filters.NodeReady(),  # a bool: a lost node is out before anything else is asked of it
         filters.NodeSchedulable(),  # a bool: cordoned
         filters.TaintToleration(),  # usually no taints: an empty loop
