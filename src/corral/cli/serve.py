@@ -225,6 +225,14 @@ async def _serve_all(control: ControlConfig, agent: AgentConfig, *, embedded_dir
               help="[control] Take an etcd snapshot this often into <data-dir>/snapshots (e.g. 6h, 30m; 0: never).")
 @click.option("--etcd-snapshot-retain", default=5, show_default=True, type=click.IntRange(min=1),
               help="[control] How many scheduled snapshots to keep (the oldest go first).")
+@click.option("--cluster-init", is_flag=True,
+              help="[control] Start the first member of a new embedded etcd cluster (what a control instance without "
+                   "--etcd or --join does).")
+@click.option("--join", "join_url", default="", metavar="URL",
+              help="[control] Make this instance's embedded etcd a member of the cluster of the control instance at URL "
+                   "(https://HOST:6443; with --join-token K10…). Ignored once this data dir holds a member.")
+@click.option("--leave", is_flag=True,
+              help="[control] On a clean stop, remove this instance's etcd member from the cluster.")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: bool, listen: str, data_dir: Path, etcd: tuple[str, ...], join_token: str,
           policy: str, max_body: int, event_ttl: int, servers: tuple[str, ...], token: str, node_name: str, containerd_socket: str,
@@ -237,7 +245,8 @@ def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: boo
           tls_sans: tuple[str, ...] = (), tls_ca_cert: Path | None = None, tls_ca_key: Path | None = None,
           tls_cert: Path | None = None, tls_key: Path | None = None, plain_http: bool = False,
           etcd_cafile: Path | None = None, etcd_certfile: Path | None = None, etcd_keyfile: Path | None = None,
-          upstream_dns: tuple[str, ...] = (), etcd_snapshot_interval: str = "0", etcd_snapshot_retain: int = 5) -> None:
+          upstream_dns: tuple[str, ...] = (), etcd_snapshot_interval: str = "0", etcd_snapshot_retain: int = 5,
+          cluster_init: bool = False, join_url: str = "", leave: bool = False) -> None:
     """Run corral's roles in this process until Ctrl-C or SIGTERM."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -313,6 +322,11 @@ def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: boo
                                  key=tls_key)
         control.plain_http = plain_http
         control.etcd_tls = etcd_tls
+        if (cluster_init or join_url) and etcd:
+            raise click.UsageError("--cluster-init and --join are for the embedded etcd; not with --etcd")
+        if cluster_init and join_url:
+            raise click.UsageError("--cluster-init starts a new cluster, --join joins one: give one of them")
+        control.join_url, control.leave = join_url, leave
         control.cluster = ClusterConfig(cluster_cidr=cluster_cidr, node_cidr_size=node_cidr_size,
                                         service_cidr=service_cidr, cluster_domain=cluster_domain,
                                         backend=network_backend, vxlan_vni=vxlan_vni,  # type: ignore[arg-type]

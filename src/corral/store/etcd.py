@@ -17,7 +17,10 @@ gRPC errors become corral errors here (see ``etcd_errors``). Watches live in ``e
 
 TLS: ``https://`` endpoints need ``EtcdTls`` (the CA that signed etcd's serving certificate and,
 for an etcd with ``--client-cert-auth``, a client certificate and key); the channel is then a
-gRPC secure channel with those credentials. ``http://`` endpoints stay plaintext.
+gRPC secure channel with those credentials. ``http://`` endpoints stay plaintext. With several
+TLS endpoints (one target ``ipv4:a,b,c``) gRPC has no single host name to check, so the name checked
+is ``localhost``, which every embedded etcd member's certificate carries (roles/etcdcluster.py);
+trust still comes from the CA alone.
 """
 
 from __future__ import annotations
@@ -139,7 +142,10 @@ class EtcdStore:
         if self._closed:
             raise RuntimeError("EtcdStore is closed")
         if self.tls is not None:  # the files are a few KiB: read on the loop, once per channel
-            self._channel = rpc.secure_channel(self._target, self.tls.credentials(), options=_CHANNEL_OPTIONS)
+            options: tuple[tuple[str, int | str], ...] = _CHANNEL_OPTIONS
+            if self._target.startswith("ipv4:"):
+                options += (("grpc.ssl_target_name_override", "localhost"),)
+            self._channel = rpc.secure_channel(self._target, self.tls.credentials(), options=options)
         else:
             self._channel = rpc.insecure_channel(self._target, options=_CHANNEL_OPTIONS)
         self._kv = rpc.KVStub(self._channel)
