@@ -22,7 +22,6 @@ first (``EtcdStore`` fails over between them), recorded in ``<data-dir>/etcd.end
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import secrets
 import shutil
@@ -33,7 +32,7 @@ from pathlib import Path
 import msgspec
 
 from corral.api.client import ApiClient
-from corral.model.errors import CorralError, Invalid
+from corral.model.errors import CorralError, Invalid, Unavailable
 from corral.roles.clustertls import TlsOptions, embedded_etcd_tls
 from corral.store import members
 from corral.store.embedded import EmbeddedEtcd, EtcdServerTls, free_port
@@ -45,6 +44,7 @@ from corral.tls.tokens import JoinToken, fetch_pinned_ca
 log = logging.getLogger(__name__)
 
 JOIN_TIMEOUT = 60.0  # a joining member catches up with the cluster before it reports healthy
+RECONFIG_NOT_YET = ("unhealthy cluster", "not enough started members")
 
 
 class MemberState(msgspec.Struct, rename="camel"):
@@ -104,10 +104,21 @@ async def _ask_to_join(join_url: str, join_token: str, *, name: str, peer_url: s
                       "a control host)")
     token = JoinToken.parse(join_token)
     ca_pem = await fetch_pinned_ca([join_url], token)
+    deadline = asyncio.get_running_loop().time() + JOIN_TIMEOUT
     async with ApiClient(join_url, token.secret, ssl_context=client_context(ca_pem),
                          trust_source="the CA the join token pins") as client:
-        body = await client.request("POST", "/control/members",
-                                    body={"name": name, "peerURL": peer_url, "clientURL": client_url})
+        while True:
+            try:
+                body = await client.request("POST", "/control/members",
+                                            body={"name": name, "peerURL": peer_url, "clientURL": client_url})
+                break
+            except Unavailable as e:
+                # etcd adds a voting member only when its leader has reached every member for 5 s
+                # (--strict-reconfig-check): a member that joined a moment ago makes it wait
+                if not any(s in str(e) for s in RECONFIG_NOT_YET) or asyncio.get_running_loop().time() > deadline:
+                    raise
+                log.info("etcd cannot add a member yet (%s); trying again", e)
+                await asyncio.sleep(1.0)
     answer: dict[str, str] = msgspec.json.decode(body)
     return answer
 
@@ -151,7 +162,6 @@ async def start_embedded(data_dir: Path, *, host: str, tls_opts: TlsOptions, joi
                       "`corral control members remove %s` before trying again", state.name, state.name)
         raise
     endpoints = await _settle(etcd)
-    await asyncio.to_thread((data_dir / "etcd.members.json").write_text, json.dumps(endpoints) + "\n")
     return EmbeddedMember(etcd=etcd, endpoints=endpoints, tls_opts=tls_opts)
 
 
