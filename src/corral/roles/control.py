@@ -35,7 +35,7 @@ from corral.model.cluster import CLUSTER_CONFIG_KEY, ClusterConfig, differences,
 from corral.model.errors import AlreadyExists, Invalid
 from corral.roles.clustertls import ControlTls, TlsOptions, ensure_control_tls
 from corral.roles.controllers import LeaderConfig
-from corral.roles.etcdcluster import EmbeddedMember, advertise_host, leave, start_embedded
+from corral.roles.etcdcluster import MEMBER_WRITE_TIMEOUT, EmbeddedMember, advertise_host, leave, start_embedded
 from corral.roles.leader import campaign, leader_args, supervise_leader
 from corral.roles.metrics import LeaderMetrics
 from corral.store import snapshots
@@ -168,7 +168,7 @@ async def run_control(cfg: ControlConfig, *, stop: asyncio.Event,
         log.info("embedded etcd member %s at %s (pid %s); members' endpoints %s", etcd.name, etcd.endpoint, etcd.pid,
                  ",".join(endpoints))
     await asyncio.to_thread((data_dir / "etcd.endpoints").write_text, json.dumps(endpoints) + "\n")  # for `corral etcd`
-    store = EtcdStore(endpoints, tls=etcd_tls)
+    store = EtcdStore(endpoints, tls=etcd_tls, write_timeout=MEMBER_WRITE_TIMEOUT if member is not None else None)
     keyring = await asyncio.to_thread(Keyring.from_file, cfg.encryption_key_file or data_dir / "encryption.key")
     audit_log = AuditLog(cfg.audit_log, max_bytes=cfg.audit_log_max_bytes) if cfg.audit_log else None
     runner: web.AppRunner | None = None

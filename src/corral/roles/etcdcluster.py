@@ -44,6 +44,9 @@ from corral.tls.tokens import JoinToken, fetch_pinned_ca
 log = logging.getLogger(__name__)
 
 JOIN_TIMEOUT = 60.0  # a joining member catches up with the cluster before it reports healthy
+# writes through an embedded member fail after this long instead of etcd's 7 s when the raft leader
+# is lost (EtcdStore's write_timeout): the API's group-commit slots free up soon after an election
+MEMBER_WRITE_TIMEOUT = 2.0
 RECONFIG_NOT_YET = ("unhealthy cluster", "not enough started members")
 
 

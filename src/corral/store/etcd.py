@@ -125,9 +125,14 @@ def to_kv(kv: Any) -> KeyValue:
 class EtcdStore:
     """The etcd backend of ``Store``. Cheap per call: one channel, prebuilt stubs, one round trip."""
 
-    def __init__(self, endpoints: Sequence[str], *, timeout: float = 10.0, tls: EtcdTls | None = None) -> None:
+    def __init__(self, endpoints: Sequence[str], *, timeout: float = 10.0, tls: EtcdTls | None = None,
+                 write_timeout: float | None = None) -> None:
+        """``write_timeout``: the deadline of writes (default ``timeout``). An etcd member that lost
+        its raft leader holds a write until etcd's own request timeout (7 s); a shorter deadline
+        fails it sooner, so the API's group-commit slots free up once a new leader is elected."""
         self.endpoints = list(endpoints)
         self.timeout = timeout
+        self.write_timeout = write_timeout or timeout
         self.tls = tls
         self._target = grpc_target(self.endpoints, tls=tls is not None)
         self._channel: Any = None
@@ -180,7 +185,7 @@ class EtcdStore:
         return self._kv
 
     async def _txn(self, request: Any, what: str) -> Any:
-        return await self._call(self._kv_stub().Txn(request, timeout=self.timeout), what)
+        return await self._call(self._kv_stub().Txn(request, timeout=self.write_timeout), what)
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -239,7 +244,7 @@ class EtcdStore:
     async def put(self, key: str, value: bytes, *, lease: int = 0, linger: float = 0.0) -> int:
         del linger  # one call, one round trip: nothing to wait for
         request = rpc.PutRequest(key=key.encode(), value=value, lease=lease)
-        resp = await self._call(self._kv_stub().Put(request, timeout=self.timeout), f"put {key}")
+        resp = await self._call(self._kv_stub().Put(request, timeout=self.write_timeout), f"put {key}")
         rev: int = resp.header.revision
         return rev
 
@@ -247,7 +252,7 @@ class EtcdStore:
         k = key.encode()
         if not expected_revision:
             resp = await self._call(
-                self._kv_stub().DeleteRange(rpc.DeleteRangeRequest(key=k), timeout=self.timeout), f"delete {key}"
+                self._kv_stub().DeleteRange(rpc.DeleteRangeRequest(key=k), timeout=self.write_timeout), f"delete {key}"
             )
             if not resp.deleted:
                 raise NotFound(f"{key} not found")
