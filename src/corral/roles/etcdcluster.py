@@ -47,6 +47,7 @@ JOIN_TIMEOUT = 60.0  # a joining member catches up with the cluster before it re
 # writes through an embedded member fail after this long instead of etcd's 7 s when the raft leader
 # is lost (EtcdStore's write_timeout): the API's group-commit slots free up soon after an election
 MEMBER_WRITE_TIMEOUT = 2.0
+LEAVE_TIMEOUT = 15.0
 RECONFIG_NOT_YET = ("unhealthy cluster", "not enough started members")
 
 
@@ -193,7 +194,16 @@ async def leave(store: EtcdStore, member: EmbeddedMember, data_dir: Path) -> Non
         me = await members.local_member_id(own)
     finally:
         await own.close()
-    await members.remove_member(store, me)
+    deadline = asyncio.get_running_loop().time() + LEAVE_TIMEOUT
+    while True:
+        try:
+            await members.remove_member(store, me)
+            break
+        except Unavailable as e:  # strict reconfig: etcd wants every other member reached for 5 s first
+            if not any(s in str(e) for s in RECONFIG_NOT_YET) or asyncio.get_running_loop().time() > deadline:
+                raise
+            log.info("etcd cannot remove this member yet (%s); trying again", e)
+            await asyncio.sleep(0.5)
     log.info("etcd member %s (%x) left the cluster", etcd.name, me)
     await etcd.stop()
     removed = data_dir / "etcd.removed"
