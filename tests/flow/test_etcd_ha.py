@@ -19,8 +19,10 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from corral.model.errors import CorralError
+from corral.api.client import ApiClient
+from corral.model.errors import AlreadyExists, CorralError, Forbidden, Invalid
 from corral.model.resources import Namespace, ObjectMeta
+from corral.tls.contexts import client_context
 from tests.fixtures.cluster import eventually
 from tests.fixtures.controlplanes import ControlInstance, control_cluster
 
@@ -73,6 +75,24 @@ async def test_a_write_through_the_first_instance_is_read_through_the_third(trio
     async with trio[2].client() as api:
         got = await api.get(Namespace, "written-through-c0", namespace="")
     assert got.metadata.name == "written-through-c0"
+
+
+async def test_only_an_admin_lists_or_removes_members_and_a_join_token_only_adds(
+        trio: list[ControlInstance]) -> None:
+    secret = trio[0].join_token().split("::", 1)[1]
+    ca = (trio[0].base / "tls" / "ca.crt").read_bytes()
+    async with ApiClient(trio[0].url, secret, ssl_context=client_context(ca), timeout=10) as joiner:
+        with pytest.raises(Forbidden):
+            await joiner.request("GET", "/control/members")
+        with pytest.raises(Forbidden):
+            await joiner.request("DELETE", f"/control/members/{trio[1].member()['name']}")
+        with pytest.raises(Invalid, match="peerURL"):  # peers speak TLS only
+            await joiner.request("POST", "/control/members", body={
+                "name": "plain", "peerURL": "http://127.0.0.1:1", "clientURL": "https://127.0.0.1:2"})
+        with pytest.raises(AlreadyExists):
+            await joiner.request("POST", "/control/members", body={
+                "name": trio[1].member()["name"], "peerURL": "https://127.0.0.1:1", "clientURL": "https://127.0.0.1:2"})
+    assert len(await trio[0].members()) == 3
 
 
 async def test_a_join_without_the_pinned_ca_is_refused(trio: list[ControlInstance], tmp_path: Path) -> None:
