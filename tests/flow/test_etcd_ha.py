@@ -167,4 +167,7 @@ async def test_a_clean_stop_with_leave_removes_the_member_and_the_other_keeps_se
     assert [m["name"] for m in listed] == [staying.member()["name"]] and name not in str(listed)
     await eventually(lambda: write(staying, "after-the-leave", timeout=2.0), timeout=20,
                      what="the last member alone takes writes")
-    assert os.path.exists(staying.base / "etcd")
+    assert staying.proc is not None
+    staying.proc.send_signal(signal.SIGTERM)  # the last member does not leave: nothing would be left
+    assert await asyncio.wait_for(staying.proc.wait(), 30) == 0, staying.tail()
+    assert "last member" in staying.tail() and os.path.exists(staying.base / "etcd" / "member")

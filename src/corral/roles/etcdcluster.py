@@ -194,6 +194,10 @@ async def leave(store: EtcdStore, member: EmbeddedMember, data_dir: Path) -> Non
         me = await members.local_member_id(own)
     finally:
         await own.close()
+    if [m.id for m in await members.list_members(store)] == [me]:
+        log.warning("etcd member %s is the cluster's last member: it stays (nothing would be left to leave)",
+                    etcd.name)
+        return
     deadline = asyncio.get_running_loop().time() + LEAVE_TIMEOUT
     while True:
         try:
