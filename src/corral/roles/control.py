@@ -35,7 +35,14 @@ from corral.model.cluster import CLUSTER_CONFIG_KEY, ClusterConfig, differences,
 from corral.model.errors import AlreadyExists, Invalid
 from corral.roles.clustertls import ControlTls, TlsOptions, ensure_control_tls
 from corral.roles.controllers import LeaderConfig
-from corral.roles.etcdcluster import MEMBER_WRITE_TIMEOUT, EmbeddedMember, advertise_host, leave, start_embedded
+from corral.roles.etcdcluster import (
+    MEMBER_WRITE_TIMEOUT,
+    EmbeddedMember,
+    advertise_host,
+    follow_members,
+    leave,
+    start_embedded,
+)
 from corral.roles.leader import campaign, leader_args, supervise_leader
 from corral.roles.metrics import LeaderMetrics
 from corral.store import snapshots
@@ -218,6 +225,8 @@ async def run_control(cfg: ControlConfig, *, stop: asyncio.Event,
             if etcd is not None:  # restarted on the same ports when it dies: clients reconnect
                 keeper = Supervisor("the embedded etcd", etcd, stop=stop, backoff=Backoff(initial=0.1, maximum=5.0, reset_after=10.0))
                 tasks.append(tg.create_task(keeper.run(), name="etcd-supervisor"))
+            if member is not None:  # the store follows the etcd cluster's members as they join and leave
+                tasks.append(tg.create_task(follow_members(store, member.etcd, data_dir), name="etcd-members"))
             if cfg.snapshot_interval > 0:
                 tasks.append(tg.create_task(snapshots.run_scheduled(
                     store, data_dir / "snapshots", interval=cfg.snapshot_interval, retain=cfg.snapshot_retain),

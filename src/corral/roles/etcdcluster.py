@@ -16,12 +16,15 @@
   to ``<data-dir>/etcd.removed`` (a removed member cannot start on it again; ``--join`` can).
 
 The control plane then talks to every member: the client URLs of the member list, this instance's
-first (``EtcdStore`` fails over between them), recorded in ``<data-dir>/etcd.endpoints``.
+first (``EtcdStore`` fails over between them), recorded in ``<data-dir>/etcd.endpoints``, and
+followed every 10 s as members join and leave (``follow_members``; ``EtcdStore.retarget``). The
+leader child process keeps the list it was started with.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import secrets
 import shutil
@@ -184,6 +187,23 @@ async def _settle(etcd: EmbeddedEtcd) -> list[str]:
         return sorted(dict.fromkeys([etcd.endpoint, *urls]), key=lambda u: u != etcd.endpoint)
     finally:
         await store.close()
+
+
+async def follow_members(store: EtcdStore, etcd: EmbeddedEtcd, data_dir: Path, *, every: float = 10.0) -> None:
+    """Keep the store talking to every member, this one's first, as members join and leave (runs
+    until cancelled); ``<data-dir>/etcd.endpoints`` follows."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            listed = await members.list_members(store)
+        except CorralError as e:
+            log.debug("etcd member list: %s", e)
+            continue
+        urls = [u for m in listed for u in m.client_urls[:1]]
+        endpoints = sorted(dict.fromkeys([etcd.endpoint, *urls]), key=lambda u: u != etcd.endpoint)
+        if store.retarget(endpoints):
+            log.info("etcd members changed: talking to %s", ",".join(endpoints))
+            await asyncio.to_thread((data_dir / "etcd.endpoints").write_text, json.dumps(endpoints) + "\n")
 
 
 async def leave(store: EtcdStore, member: EmbeddedMember, data_dir: Path) -> None:

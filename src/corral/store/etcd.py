@@ -140,6 +140,7 @@ class EtcdStore:
         self._lease: Any = None
         self._watch: Any = None
         self._closed = False
+        self._closing: set[asyncio.Task[None]] = set()  # channels left by retarget, closing
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -379,6 +380,22 @@ class EtcdStore:
             self._kv_stub().Compact(rpc.CompactionRequest(revision=revision, physical=physical), timeout=self.timeout),
             f"compact at {revision}",
         )
+
+    def retarget(self, endpoints: Sequence[str], *, grace: float = 5.0) -> bool:
+        """Talk to ``endpoints`` from now on (an etcd cluster's members changed); False when they are
+        the ones in use. New calls go on a new channel; the old one is closed ``grace`` seconds later
+        (its watches then reconnect on the new one, from the revision they had reached)."""
+        target = grpc_target(endpoints, tls=self.tls is not None)
+        if target == self._target:
+            return False
+        old = self._channel
+        self.endpoints, self._target = list(endpoints), target
+        self._channel = self._kv = self._lease = self._watch = None
+        if old is not None:
+            task = asyncio.get_running_loop().create_task(old.close(grace), name="etcd-old-channel-close")
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+        return True
 
     async def close(self) -> None:
         self._closed = True
