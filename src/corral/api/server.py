@@ -28,6 +28,7 @@ from corral.api.audit import AuditLog
 from corral.api.auth import IDENTITY, Identity, Tokens, identity_from_certificate
 from corral.api.join import JoinHandlers
 from corral.api.logs import LogsProxy
+from corral.api.members import MembersHandlers
 from corral.api.metrics import Metrics
 from corral.api.noderestriction import EventAdmission
 from corral.api.openapi import document
@@ -89,6 +90,7 @@ class ApiServer:
         """``authority``: the cluster CA (signs node certificates at join); ``agent_ssl``: the TLS
         context the API calls agents with (its client certificate, the CA)."""
         self.audit = audit_log  # every write and every refusal, as JSON lines (api/audit.py)
+        self.members = MembersHandlers(store, authority)  # /control/members: the etcd cluster's members
         # Secrets are sealed between the API and etcd (store/sealing.py); without a key file, a key
         # that lives only in this process (fine for one throwaway API, wrong for several)
         self.sealing = SealingStore(store, keyring or Keyring.ephemeral())
@@ -181,6 +183,7 @@ class ApiServer:
         r.add_get("/namespaces/{namespace}/containers/{name}/attach", self.streams.attach, allow_head=False)
         r.add_get("/namespaces/{namespace}/containers/{name}/portforward", self.streams.portforward, allow_head=False)
         r.add_post("/join", self.joins.join)
+        self.members.add_routes(r)
         r.add_put("/nodes/{name}/heartbeat", self._heartbeat)
         r.add_get("/nodes/{name}/heartbeats", self._heartbeat_channel, allow_head=False)
         r.add_get("/cluster", self._cluster, allow_head=False)

@@ -44,6 +44,7 @@ COMMANDS: dict[str, str] = {
     "port-forward": "corral.cli.portforward:port_forward",
     "cp": "corral.cli.cp:cp",
     "etcd": "corral.cli.etcd:etcd",
+    "control": "corral.cli.control:control",
 }
 
 

@@ -233,6 +233,14 @@ async def _serve_all(control: ControlConfig, agent: AgentConfig, *, embedded_dir
               help="[control] How many scheduled snapshots to keep (the oldest go first).")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="Log lines as text, or as JSON objects (time, level, logger, message, the API's requestId).")
+@click.option("--cluster-init", is_flag=True,
+              help="[control] Start the first member of a new embedded etcd cluster (what a control instance without "
+                   "--etcd or --join does).")
+@click.option("--join", "join_url", default="", metavar="URL",
+              help="[control] Make this instance's embedded etcd a member of the cluster of the control instance at URL "
+                   "(https://HOST:6443; with --join-token K10…). Ignored once this data dir holds a member.")
+@click.option("--leave", is_flag=True,
+              help="[control] On a clean stop, remove this instance's etcd member from the cluster.")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: bool, listen: str, data_dir: Path, etcd: tuple[str, ...], join_token: str,
           policy: str, max_body: int, event_ttl: int, servers: tuple[str, ...], token: str, node_name: str, containerd_socket: str,
@@ -246,7 +254,8 @@ def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: boo
           tls_cert: Path | None = None, tls_key: Path | None = None, plain_http: bool = False,
           etcd_cafile: Path | None = None, etcd_certfile: Path | None = None, etcd_keyfile: Path | None = None,
           upstream_dns: tuple[str, ...] = (), etcd_snapshot_interval: str = "0", etcd_snapshot_retain: int = 5,
-          log_format: str = "text", usage_sample_seconds: float = 10.0, **hygiene: Any) -> None:
+          log_format: str = "text", usage_sample_seconds: float = 10.0, cluster_init: bool = False,
+          join_url: str = "", leave: bool = False, **hygiene: Any) -> None:
     """Run corral's roles in this process until Ctrl-C or SIGTERM."""
     from corral.aiokit.logfmt import configure
 
@@ -325,6 +334,11 @@ def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: boo
                                  key=tls_key)
         control.plain_http = plain_http
         control.etcd_tls = etcd_tls
+        if (cluster_init or join_url) and etcd:
+            raise click.UsageError("--cluster-init and --join are for the embedded etcd; not with --etcd")
+        if cluster_init and join_url:
+            raise click.UsageError("--cluster-init starts a new cluster, --join joins one: give one of them")
+        control.join_url, control.leave = join_url, leave
         control.cluster = ClusterConfig(cluster_cidr=cluster_cidr, node_cidr_size=node_cidr_size,
                                         service_cidr=service_cidr, cluster_domain=cluster_domain,
                                         backend=network_backend, vxlan_vni=vxlan_vni,  # type: ignore[arg-type]

@@ -147,7 +147,8 @@ def _write_files(tls_dir: Path, authority: pki.Authority, host: str, opts: TlsOp
     return cert_file, key_file
 
 
-def embedded_etcd_tls(data_dir: Path, opts: TlsOptions) -> tuple[EtcdServerTls, TlsOptions]:
+def embedded_etcd_tls(data_dir: Path, opts: TlsOptions, *, ips: tuple[str, ...] = ("127.0.0.1",)
+                      ) -> tuple[EtcdServerTls, TlsOptions]:
     """Certificates for an embedded etcd, and the options that make the cluster CA the one that
     signed them (blocking: run it in a thread)."""
     tls_dir = data_dir / "tls"
@@ -164,7 +165,9 @@ def embedded_etcd_tls(data_dir: Path, opts: TlsOptions) -> tuple[EtcdServerTls, 
                           key_file=etcd_dir / "server.key", client_cert_file=etcd_dir / "client.crt",
                           client_key_file=etcd_dir / "client.key")
     pki.write_private(files.ca_file, authority.cert_pem, mode=0o644)
-    cert, key = authority.issue_pair(cn="corral:etcd", server=True, dns=("localhost",), ips=("127.0.0.1",))
+    # serverAuth for clients and peers, clientAuth for its own peer connections (roles/etcdcluster.py)
+    cert, key = authority.issue_pair(cn="corral:etcd", server=True, client=True, dns=("localhost",),
+                                     ips=tuple(dict.fromkeys(("127.0.0.1", *ips))))
     pki.write_private(files.key_file, key)
     pki.write_private(files.cert_file, cert)
     cert, key = authority.issue_pair(cn="corral:etcd-client", client=True)

@@ -33,8 +33,16 @@ from corral.api.auth import Identity
 from corral.api.server import ApiServer
 from corral.model.cluster import CLUSTER_CONFIG_KEY, ClusterConfig, differences, validate_cluster_config
 from corral.model.errors import AlreadyExists, Invalid
-from corral.roles.clustertls import ControlTls, TlsOptions, embedded_etcd_tls, ensure_control_tls
+from corral.roles.clustertls import ControlTls, TlsOptions, ensure_control_tls
 from corral.roles.controllers import LeaderConfig
+from corral.roles.etcdcluster import (
+    MEMBER_WRITE_TIMEOUT,
+    EmbeddedMember,
+    advertise_host,
+    follow_members,
+    leave,
+    start_embedded,
+)
 from corral.roles.leader import campaign, leader_args, supervise_leader
 from corral.roles.metrics import LeaderMetrics
 from corral.store import snapshots
@@ -72,6 +80,8 @@ class ControlConfig:
     tls: TlsOptions = field(default_factory=TlsOptions)
     etcd_tls: EtcdTls | None = None  # --etcd-cafile/--etcd-certfile/--etcd-keyfile (an external etcd)
     plain_http: bool = False  # testing only (the TLS cost benchmark): plain HTTP, allowed on loopback only
+    join_url: str = ""  # --join: the embedded etcd joins the cluster of this control instance (roles/etcdcluster.py)
+    leave: bool = False  # --leave: a clean stop removes this instance's etcd member
 
 
 @dataclass
@@ -154,16 +164,18 @@ async def run_control(cfg: ControlConfig, *, stop: asyncio.Event,
     data_dir = cfg.data_dir.resolve()
     await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
     etcd: EmbeddedEtcd | None = None
+    member: EmbeddedMember | None = None
     endpoints = list(cfg.etcd)
     etcd_tls, tls_opts = cfg.etcd_tls, cfg.tls
-    if not endpoints:  # an embedded etcd: TLS with client-certificate auth, certificates from the cluster CA
-        server_tls, tls_opts = await asyncio.to_thread(embedded_etcd_tls, data_dir, cfg.tls)
-        etcd = EmbeddedEtcd(data_dir=data_dir / "etcd", log_path=data_dir / "etcd.log", tls=server_tls)
-        await etcd.start()
-        endpoints, etcd_tls = [etcd.endpoint], etcd.client_tls()
-        log.info("embedded etcd at %s (pid %s)", etcd.endpoint, etcd.pid)
+    if not endpoints:  # an embedded etcd member: TLS with client-certificate auth, certificates from the cluster CA
+        member = await start_embedded(data_dir, host=advertise_host(cfg.host), tls_opts=cfg.tls,
+                                      join_url=cfg.join_url, join_token=cfg.join_token)
+        etcd, endpoints, tls_opts = member.etcd, member.endpoints, member.tls_opts
+        etcd_tls = etcd.client_tls()
+        log.info("embedded etcd member %s at %s (pid %s); members' endpoints %s", etcd.name, etcd.endpoint, etcd.pid,
+                 ",".join(endpoints))
     await asyncio.to_thread((data_dir / "etcd.endpoints").write_text, json.dumps(endpoints) + "\n")  # for `corral etcd`
-    store = EtcdStore(endpoints, tls=etcd_tls)
+    store = EtcdStore(endpoints, tls=etcd_tls, write_timeout=MEMBER_WRITE_TIMEOUT if member is not None else None)
     keyring = await asyncio.to_thread(Keyring.from_file, cfg.encryption_key_file or data_dir / "encryption.key")
     audit_log = AuditLog(cfg.audit_log, max_bytes=cfg.audit_log_max_bytes) if cfg.audit_log else None
     runner: web.AppRunner | None = None
@@ -213,6 +225,8 @@ async def run_control(cfg: ControlConfig, *, stop: asyncio.Event,
             if etcd is not None:  # restarted on the same ports when it dies: clients reconnect
                 keeper = Supervisor("the embedded etcd", etcd, stop=stop, backoff=Backoff(initial=0.1, maximum=5.0, reset_after=10.0))
                 tasks.append(tg.create_task(keeper.run(), name="etcd-supervisor"))
+            if member is not None:  # the store follows the etcd cluster's members as they join and leave
+                tasks.append(tg.create_task(follow_members(store, member.etcd, data_dir), name="etcd-members"))
             if cfg.snapshot_interval > 0:
                 tasks.append(tg.create_task(snapshots.run_scheduled(
                     store, data_dir / "snapshots", interval=cfg.snapshot_interval, retain=cfg.snapshot_retain),
@@ -238,6 +252,12 @@ async def run_control(cfg: ControlConfig, *, stop: asyncio.Event,
                 await runner.cleanup()
         if api is not None:
             await api.logs.close()
+        if cfg.leave and member is not None:
+            try:
+                await leave(store, member, data_dir)
+            except Exception:
+                log.exception("could not leave the etcd cluster; remove this member with `corral control members "
+                              "remove %s`", member.etcd.name)
         await store.close()
         if etcd is not None:
             t0 = time.monotonic()

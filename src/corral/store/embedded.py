@@ -13,7 +13,10 @@ it died reuses the same ports, so clients that know the endpoint reconnect; ``wa
 With ``tls`` (what ``corral serve`` gives it: certificates from the cluster CA) it serves clients
 over HTTPS only and requires a client certificate signed by that CA (``--client-cert-auth``), so
 another local user cannot read or write the cluster's records through its port; ``client_tls()``
-is what the control plane connects with. Its peer port stays plaintext on loopback (one member).
+is what the control plane connects with. Its peer port then speaks TLS too, with the same
+certificate (serverAuth and clientAuth) and ``--peer-client-cert-auth``: only members holding a
+certificate of the cluster CA join the raft (roles/etcdcluster.py makes several instances' etcds
+one cluster: ``name``, ``initial_cluster`` and ``cluster_state`` come from there).
 """
 
 from __future__ import annotations
@@ -67,6 +70,9 @@ class EmbeddedEtcd:
     peer_port: int = 0
     log_path: Path | None = None
     tls: EtcdServerTls | None = None
+    name: str = "corral"  # this member's name in the etcd cluster
+    initial_cluster: str = ""  # --initial-cluster (default: this member alone)
+    cluster_state: str = "new"  # --initial-cluster-state: "existing" when joining a cluster
     _child: ChildProcess | None = field(default=None, repr=False)
 
     @property
@@ -83,7 +89,13 @@ class EmbeddedEtcd:
         if self.tls is None:
             return []
         return ["--cert-file", str(self.tls.cert_file), "--key-file", str(self.tls.key_file),
-                "--client-cert-auth", "--trusted-ca-file", str(self.tls.ca_file)]
+                "--client-cert-auth", "--trusted-ca-file", str(self.tls.ca_file),
+                "--peer-cert-file", str(self.tls.cert_file), "--peer-key-file", str(self.tls.key_file),
+                "--peer-client-cert-auth", "--peer-trusted-ca-file", str(self.tls.ca_file)]
+
+    @property
+    def peer_url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.peer_port}"
 
     @property
     def pid(self) -> int | None:
@@ -101,19 +113,19 @@ class EmbeddedEtcd:
         self.client_port = self.client_port or free_port(self.host)
         self.peer_port = self.peer_port or free_port(self.host)
         client = self.endpoint
-        peer = f"http://{self.host}:{self.peer_port}"
+        peer = self.peer_url
         log_path = self.log_path or self.data_dir.parent / f"{self.data_dir.name}.log"
         self._child = ChildProcess(
             [
                 binary,
-                "--name", "corral",
+                "--name", self.name,
                 "--data-dir", str(self.data_dir),
                 "--listen-client-urls", client,
                 "--advertise-client-urls", client,
                 "--listen-peer-urls", peer,
                 "--initial-advertise-peer-urls", peer,
-                "--initial-cluster", f"corral={peer}",
-                "--initial-cluster-state", "new",
+                "--initial-cluster", self.initial_cluster or f"{self.name}={peer}",
+                "--initial-cluster-state", self.cluster_state,
                 "--auto-compaction-mode", "periodic",
                 "--auto-compaction-retention", "1h",
                 "--quota-backend-bytes", str(8 * 1024**3),

@@ -17,7 +17,10 @@ gRPC errors become corral errors here (see ``etcd_errors``). Watches live in ``e
 
 TLS: ``https://`` endpoints need ``EtcdTls`` (the CA that signed etcd's serving certificate and,
 for an etcd with ``--client-cert-auth``, a client certificate and key); the channel is then a
-gRPC secure channel with those credentials. ``http://`` endpoints stay plaintext.
+gRPC secure channel with those credentials. ``http://`` endpoints stay plaintext. With several
+TLS endpoints (one target ``ipv4:a,b,c``) gRPC has no single host name to check, so the name checked
+is ``localhost``, which every embedded etcd member's certificate carries (roles/etcdcluster.py);
+trust still comes from the CA alone.
 """
 
 from __future__ import annotations
@@ -122,9 +125,14 @@ def to_kv(kv: Any) -> KeyValue:
 class EtcdStore:
     """The etcd backend of ``Store``. Cheap per call: one channel, prebuilt stubs, one round trip."""
 
-    def __init__(self, endpoints: Sequence[str], *, timeout: float = 10.0, tls: EtcdTls | None = None) -> None:
+    def __init__(self, endpoints: Sequence[str], *, timeout: float = 10.0, tls: EtcdTls | None = None,
+                 write_timeout: float | None = None) -> None:
+        """``write_timeout``: the deadline of writes (default ``timeout``). An etcd member that lost
+        its raft leader holds a write until etcd's own request timeout (7 s); a shorter deadline
+        fails it sooner, so the API's group-commit slots free up once a new leader is elected."""
         self.endpoints = list(endpoints)
         self.timeout = timeout
+        self.write_timeout = write_timeout or timeout
         self.tls = tls
         self._target = grpc_target(self.endpoints, tls=tls is not None)
         self._channel: Any = None
@@ -132,6 +140,7 @@ class EtcdStore:
         self._lease: Any = None
         self._watch: Any = None
         self._closed = False
+        self._closing: set[asyncio.Task[None]] = set()  # channels left by retarget, closing
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -139,7 +148,10 @@ class EtcdStore:
         if self._closed:
             raise RuntimeError("EtcdStore is closed")
         if self.tls is not None:  # the files are a few KiB: read on the loop, once per channel
-            self._channel = rpc.secure_channel(self._target, self.tls.credentials(), options=_CHANNEL_OPTIONS)
+            options: tuple[tuple[str, int | str], ...] = _CHANNEL_OPTIONS
+            if self._target.startswith("ipv4:"):
+                options += (("grpc.ssl_target_name_override", "localhost"),)
+            self._channel = rpc.secure_channel(self._target, self.tls.credentials(), options=options)
         else:
             self._channel = rpc.insecure_channel(self._target, options=_CHANNEL_OPTIONS)
         self._kv = rpc.KVStub(self._channel)
@@ -174,7 +186,7 @@ class EtcdStore:
         return self._kv
 
     async def _txn(self, request: Any, what: str) -> Any:
-        return await self._call(self._kv_stub().Txn(request, timeout=self.timeout), what)
+        return await self._call(self._kv_stub().Txn(request, timeout=self.write_timeout), what)
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -233,7 +245,7 @@ class EtcdStore:
     async def put(self, key: str, value: bytes, *, lease: int = 0, linger: float = 0.0) -> int:
         del linger  # one call, one round trip: nothing to wait for
         request = rpc.PutRequest(key=key.encode(), value=value, lease=lease)
-        resp = await self._call(self._kv_stub().Put(request, timeout=self.timeout), f"put {key}")
+        resp = await self._call(self._kv_stub().Put(request, timeout=self.write_timeout), f"put {key}")
         rev: int = resp.header.revision
         return rev
 
@@ -241,7 +253,7 @@ class EtcdStore:
         k = key.encode()
         if not expected_revision:
             resp = await self._call(
-                self._kv_stub().DeleteRange(rpc.DeleteRangeRequest(key=k), timeout=self.timeout), f"delete {key}"
+                self._kv_stub().DeleteRange(rpc.DeleteRangeRequest(key=k), timeout=self.write_timeout), f"delete {key}"
             )
             if not resp.deleted:
                 raise NotFound(f"{key} not found")
@@ -368,6 +380,22 @@ class EtcdStore:
             self._kv_stub().Compact(rpc.CompactionRequest(revision=revision, physical=physical), timeout=self.timeout),
             f"compact at {revision}",
         )
+
+    def retarget(self, endpoints: Sequence[str], *, grace: float = 5.0) -> bool:
+        """Talk to ``endpoints`` from now on (an etcd cluster's members changed); False when they are
+        the ones in use. New calls go on a new channel; the old one is closed ``grace`` seconds later
+        (its watches then reconnect on the new one, from the revision they had reached)."""
+        target = grpc_target(endpoints, tls=self.tls is not None)
+        if target == self._target:
+            return False
+        old = self._channel
+        self.endpoints, self._target = list(endpoints), target
+        self._channel = self._kv = self._lease = self._watch = None
+        if old is not None:
+            task = asyncio.get_running_loop().create_task(old.close(grace), name="etcd-old-channel-close")
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+        return True
 
     async def close(self) -> None:
         self._closed = True
