@@ -29,7 +29,7 @@ from corral.runtime.archive import import_archive
 from corral.runtime.client import Client
 from corral.runtime.imagebuild import build_busybox_image
 from corral.store.embedded import free_port
-from tests.fixtures.cluster import private_network
+from tests.fixtures.cluster import TEST_CLUSTER_CIDR, private_network
 
 COUNT = int(os.environ.get("BENCH_CONTAINERS", "30"))
 IDLE = float(os.environ.get("BENCH_IDLE_SECONDS", "60"))
@@ -44,7 +44,7 @@ async def main() -> None:
         with open(base / "control.log", "wb") as log:
             control = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "corral.cli.main", "serve", "--role=control", "--data-dir", str(base / "control"),
-                "--listen", f"127.0.0.1:{port}", stdout=log, stderr=log, env=env)
+                "--listen", f"127.0.0.1:{port}", "--cluster-cidr", TEST_CLUSTER_CIDR, stdout=log, stderr=log, env=env)
         worker = None
         try:
             await wait_file(base / "control" / "join.token")
@@ -87,7 +87,7 @@ async def main() -> None:
                 if proc is not None and proc.returncode is None:
                     proc.send_signal(signal.SIGTERM)
                     await proc.wait()
-            await remove_subnet_masquerade(subnet=subnet, bridge=bridge)
+            await remove_subnet_masquerade(bridge=bridge)
             ip = await asyncio.create_subprocess_exec("ip", "link", "del", bridge, stderr=asyncio.subprocess.DEVNULL)
             await ip.wait()
     print(f"agent with {COUNT} running containers: RSS {rss:.1f} MiB (peak {peak:.1f} MiB), "

@@ -35,7 +35,7 @@ from corral.runtime.archive import import_archive
 from corral.runtime.client import Client
 from corral.runtime.imagebuild import build_busybox_image
 from corral.store.embedded import free_port
-from tests.fixtures.cluster import private_network
+from tests.fixtures.cluster import TEST_CLUSTER_CIDR, private_network
 
 IMAGE = "corral.test/busybox:1"
 
@@ -95,7 +95,7 @@ async def main() -> None:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "corral.cli.main", "serve", "--all", "--data-dir", str(data),
                 "--listen", f"127.0.0.1:{port}", "--node-name", "bench", "--bridge", bridge,
-                "--pod-cidr", subnet,
+                "--pod-cidr", subnet, "--cluster-cidr", TEST_CLUSTER_CIDR,
                 "--containerd-socket", str(data / "no-such.sock"),
                 stdout=asyncio.subprocess.DEVNULL, stderr=log, env={**os.environ, "XDG_CONFIG_HOME": tmp},
             )
@@ -108,7 +108,7 @@ async def main() -> None:
             if proc.returncode is None:
                 proc.send_signal(signal.SIGTERM)
             await proc.wait()
-            await remove_subnet_masquerade(subnet=subnet, bridge=bridge)
+            await remove_subnet_masquerade(bridge=bridge)
             ip = await asyncio.create_subprocess_exec("ip", "link", "del", bridge,
                                                       stderr=asyncio.subprocess.DEVNULL)
             await ip.wait()

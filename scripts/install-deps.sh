@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what a fresh Debian 12 machine lacks for corral: the real parts (etcd, containerd, runc,
-# CNI plugins, nftables), what the tests use (a registry, busybox-static, skopeo), and Python's venv.
+# CNI plugins, nftables), what the tests use (a registry, busybox-static, skopeo, chromium for the
+# dashboard's browser tests), and Python's venv.
 # Idempotent: packages already present are left alone. Needs root.
 set -euo pipefail
 
@@ -9,6 +10,7 @@ PACKAGES=(
   containerd runc
   containernetworking-plugins iproute2 nftables iptables
   docker-registry busybox-static skopeo openssl
+  chromium fonts-dejavu-core
   python3-venv
 )
 

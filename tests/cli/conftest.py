@@ -18,12 +18,14 @@ from corral.cli.apply import apply
 from corral.cli.create import create
 from corral.cli.delete import delete
 from corral.cli.describe import describe
+from corral.cli.events import events
 from corral.cli.get import get
+from corral.cli.label import annotate, label
 from corral.cli.run import run
 from tests.fixtures.control import RunningControl
 
 # The same commands main.py registers; built here so these tests do not depend on `serve`'s imports.
-COMMANDS = click.Group("corral", commands=[apply, get, describe, delete, run, create])
+COMMANDS = click.Group("corral", commands=[apply, get, describe, delete, run, create, label, annotate, events])
 
 Corral = Callable[..., Coroutine[Any, Any, Result]]
 

@@ -26,7 +26,7 @@ from corral.model.resources import (
 from corral.runtime.client import Client
 from corral.runtime.containers import list_containers
 from corral.store.embedded import free_port
-from tests.fixtures.cluster import Cluster, eventually
+from tests.fixtures.cluster import TEST_CLUSTER_CIDR, Cluster, eventually
 
 
 def running(c: Container) -> bool:
@@ -74,7 +74,7 @@ async def test_a_posted_container_runs_with_an_ip_that_answers_on_its_port_and_h
     uid = obj.metadata.uid
     # the node masquerades its subnet with one rule, not a chain per container
     check = await asyncio.create_subprocess_exec(
-        "iptables", "-w", "-t", "nat", "-C", "POSTROUTING", "-s", worker.pod_cidr, "!", "-d", worker.pod_cidr,
+        "iptables", "-w", "-t", "nat", "-C", "POSTROUTING", "-s", worker.pod_cidr, "!", "-d", TEST_CLUSTER_CIDR,
         "-m", "comment", "--comment", f"corral {worker.bridge}", "-j", "MASQUERADE")
     assert await check.wait() == 0
     # while it runs, its traces are where the checks below look for them

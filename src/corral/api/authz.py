@@ -1,7 +1,9 @@
 """Who may do what through the API: admins everything; a node only what its agent needs.
 
-A node token reads and lists the containers bound to its node (``fieldSelector=spec.node=<its
-node>``), nodes, volumes and namespaces; creates and updates its own Node and its status, Events, and
+A node token reads the containers bound to its node and lists (and watches) containers, nodes,
+volumes, namespaces and network policies — every container, as a node's policy enforcer needs the
+labels and addresses of peers anywhere in the cluster (Kubernetes' nodes may list every pod too);
+creates and updates its own Node and its status, Events, and
 the status of the containers bound to it; updates a container bound to it only without changing its
 spec (its agent removes its finalizer that way); deletes nothing. Heartbeats are checked in
 ``server._may_beat``. A refusal names who asked and what they may not do.
@@ -15,6 +17,10 @@ from corral.model.kinds import KindInfo
 from corral.model.lifecycle import spec_bytes
 from corral.model.resources import Object
 
+#: what an agent reads and lists: its containers and their peers (network policy), nodes (routes),
+#: volumes, namespaces and policies, services and endpoints (the service proxy and DNS)
+NODE_READABLE = frozenset({"Container", "Node", "Volume", "Namespace", "NetworkPolicy", "Service", "Endpoints"})
+
 
 def _deny(identity: Identity, what: str) -> CorralError:
     return Forbidden(f"{identity.name} may not {what}")
@@ -23,7 +29,7 @@ def _deny(identity: Identity, what: str) -> CorralError:
 def authorize_read(identity: Identity, info: KindInfo, *, namespace: str, name: str) -> None:
     if identity.role == "admin":
         return
-    if identity.role == "node" and info.kind in ("Container", "Node", "Volume", "Namespace"):
+    if identity.role == "node" and info.kind in NODE_READABLE:
         return
     raise _deny(identity, f"read {info.plural}")
 
@@ -36,12 +42,11 @@ def authorize_node_object(identity: Identity, obj: Object) -> None:
 def authorize_list(identity: Identity, info: KindInfo, field_selector: str) -> None:
     if identity.role == "admin":
         return
-    if identity.role == "node":
-        if info.kind == "Container" and field_selector.replace(" ", "") == f"spec.node={identity.node}":
-            return
-        if info.kind in ("Node", "Volume", "Namespace"):
-            return
-    raise _deny(identity, f"list {info.plural}" + (" except with fieldSelector=spec.node=<its node>" if info.kind == "Container" else ""))
+    if identity.role == "node" and info.kind in NODE_READABLE:
+        # every container: network policy needs its peers' labels and addresses; Services and
+        # Endpoints: the service proxy and DNS
+        return
+    raise _deny(identity, f"list {info.plural}")
 
 
 def authorize_write(identity: Identity, info: KindInfo, obj: Object, *, verb: str) -> None:

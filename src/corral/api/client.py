@@ -194,7 +194,8 @@ class ApiClient:
         return result
 
     async def request(self, method: str, path: str, *, body: Any = None,
-                      params: dict[str, str] | None = None, timeout: float | None = None) -> bytes:
+                      params: dict[str, str] | None = None, timeout: float | None = None,
+                      content_type: str = "application/json") -> bytes:
         """One call; the raw response body. Moves to the next server when this one is unreachable."""
         data = msgspec.json.encode(body) if body is not None else None
         last: Exception | None = None
@@ -203,7 +204,7 @@ class ApiClient:
             try:
                 async with self.session().request(
                     method, url, data=data, params=params,
-                    headers={"Content-Type": "application/json"} if data is not None else None,
+                    headers={"Content-Type": content_type} if data is not None else None,
                     timeout=aiohttp.ClientTimeout(total=timeout or self.timeout),
                 ) as resp:
                     payload = await resp.read()
@@ -244,6 +245,15 @@ class ApiClient:
         info = BY_KIND[obj.kind]
         ns = namespace or obj.metadata.namespace or "default"
         return self._decode(await self.request("POST", self._base(info, ns), body=obj), type(obj))
+
+    async def patch(self, tp: type[ObjT], name: str, patch: Any, *, namespace: str = "default",
+                    json_patch: bool = False, status: bool = False) -> ObjT:
+        """PATCH the object (or its ``/status``): a merge patch (a dict laid over the object), or with
+        ``json_patch`` a list of RFC 6902 operations. The server retries a lost race itself."""
+        info = BY_KIND[tp.KIND]
+        path = self._item(info, namespace, name) + ("/status" if status else "")
+        kind = "application/json-patch+json" if json_patch else "application/merge-patch+json"
+        return self._decode(await self.request("PATCH", path, body=patch, content_type=kind), tp)
 
     async def get(self, tp: type[ObjT], name: str, *, namespace: str = "default") -> ObjT:
         info = BY_KIND[tp.KIND]

@@ -8,6 +8,7 @@ import msgspec
 from aiohttp import web
 
 from corral.model.errors import BadRequest, CorralError, TooLarge
+from corral.model.resources import with_phase
 
 JSON_TYPE = "application/json"
 MAX_BODY: web.AppKey[int] = web.AppKey("max_body", int)
@@ -45,7 +46,10 @@ def read_object_body(data: Any) -> dict[str, Any]:
 
 
 def json_response(obj: Any, *, status: int = 200) -> web.Response:
-    return web.Response(body=_encoder.encode(obj), status=status, content_type=JSON_TYPE)
+    body = _encoder.encode(obj)
+    if isinstance(kind := getattr(obj, "kind", None), str):
+        body = with_phase(kind, body)  # an object of a kind: its status.phase is always spelled out
+    return web.Response(body=body, status=status, content_type=JSON_TYPE)
 
 
 def raw_response(body: bytes, *, status: int = 200) -> web.Response:

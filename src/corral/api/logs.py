@@ -59,29 +59,42 @@ class LogsProxy:
             raise Forbidden(f"{identity.name} may not read the agent token")
         return web.json_response({"token": await self.token()})
 
-    async def logs(self, request: web.Request) -> web.StreamResponse:
-        identity = request[IDENTITY]
-        if identity.role != "admin":
-            raise Forbidden(f"{identity.name} may not read container logs")
-        namespace, name = request.match_info["namespace"], request.match_info["name"]
+    def agent_session(self) -> aiohttp.ClientSession:
+        """The one session the API uses to reach agents (logs, exec, attach, port-forward)."""
+        if self._http is None or self._http.closed:
+            self._http = aiohttp.ClientSession()
+        return self._http
+
+    async def agent_headers(self) -> dict[str, str]:
+        """How the API proves itself to an agent."""
+        return {"Authorization": f"Bearer {await self.token()}"}
+
+    async def locate(self, namespace: str, name: str, *, what: str = "logs") -> tuple[Container, str]:
+        """The container and the endpoint of its node's agent; errors say which is missing."""
         kv = await self.store.get(BY_KIND["Container"].key(namespace, name))
         if kv is None:
             raise NotFound(f'container "{name}" in namespace "{namespace}" not found')
         container = typed.decode(kv, Container)
         if not container.spec.node:
-            raise BadRequest(f'container "{name}" is not scheduled to a node yet, so it has no logs')
+            raise BadRequest(f'container "{name}" is not scheduled to a node yet, so it has no {what}')
         node_kv = await self.store.get(BY_KIND["Node"].key("", container.spec.node))
         endpoint = typed.decode(node_kv, Node).status.agent_endpoint if node_kv is not None else ""
         if not endpoint:
             raise Unavailable(f'node "{container.spec.node}" has no agent endpoint; is its agent running?')
+        return container, endpoint
+
+    async def logs(self, request: web.Request) -> web.StreamResponse:
+        identity = request[IDENTITY]
+        if identity.role != "admin":
+            raise Forbidden(f"{identity.name} may not read container logs")
+        namespace, name = request.match_info["namespace"], request.match_info["name"]
+        container, endpoint = await self.locate(namespace, name)
         params = {k: v for k, v in request.query.items() if k in ("tail", "follow", "timestamps")}
         params["uid"] = container.metadata.uid
-        if self._http is None or self._http.closed:
-            self._http = aiohttp.ClientSession()
         try:
-            upstream = await self._http.get(
+            upstream = await self.agent_session().get(
                 f"{endpoint}/logs/{namespace}/{name}", params=params,
-                headers={"Authorization": f"Bearer {await self.token()}"},
+                headers=await self.agent_headers(),
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
             )
         except aiohttp.ClientError as e:

@@ -41,6 +41,23 @@ def _responses(ok: str, schema: dict[str, Any] | None, *codes: int) -> dict[str,
     return out
 
 
+def _path_params(path: str) -> list[dict[str, Any]]:
+    """The path parameters a templated path declares (OpenAPI requires each to be listed)."""
+    names = [part[1:-1] for part in path.split("/") if part.startswith("{") and part.endswith("}")]
+    return [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}} for n in names]
+
+
+_DRY_RUN = {"name": "dryRun", "in": "query", "schema": {"type": "string", "enum": ["All"]},
+            "description": "All: validate, authorize and check the write as for real, store nothing"}
+_PATCH_BODY = {"required": True, "content": {
+    "application/merge-patch+json": {"schema": {"type": "object"}},
+    "application/json-patch+json": {"schema": {"type": "array", "items": {
+        "type": "object", "required": ["op", "path"],
+        "properties": {"op": {"type": "string", "enum": ["add", "remove", "replace", "move", "copy", "test"]},
+                       "path": {"type": "string"}, "from": {"type": "string"}, "value": {}}}}},
+}}
+
+
 def _paths_for(info: KindInfo) -> dict[str, Any]:
     ref = {"$ref": f"#/components/schemas/{info.kind}"}
     listing = {"type": "object", "properties": {"kind": {"type": "string"}, "metadata": {"type": "object"},
@@ -61,26 +78,59 @@ def _paths_for(info: KindInfo) -> dict[str, Any]:
         base: {
             "get": {"summary": f"List or watch {info.plural}", "parameters": params,
                     "responses": _responses("200", listing, 400, 401, 403, 410)},
-            "post": {"summary": f"Create a {info.kind}", "requestBody": body,
+            "post": {"summary": f"Create a {info.kind}", "requestBody": body, "parameters": [_DRY_RUN],
                      "responses": _responses("201", ref, 400, 401, 403, 404, 409, 413, 422)},
         },
         item: {
             "get": {"summary": f"Read a {info.kind}", "responses": _responses("200", ref, 401, 403, 404)},
             "put": {"summary": f"Replace a {info.kind} (spec and metadata; status is kept)", "requestBody": body,
-                    "responses": _responses("200", ref, 400, 401, 403, 404, 409, 413, 422)},
+                    "parameters": [_DRY_RUN], "responses": _responses("200", ref, 400, 401, 403, 404, 409, 413, 422)},
+            "patch": {"summary": f"Change part of a {info.kind}: a JSON merge patch or a JSON patch (RFC 7386, 6902)",
+                      "requestBody": _PATCH_BODY, "parameters": [_DRY_RUN],
+                      "responses": _responses("200", ref, 400, 401, 403, 404, 409, 413, 415, 422)},
             "delete": {"summary": f"Delete a {info.kind} (graceful while finalizers remain)",
-                       "responses": _responses("200", ref, 401, 403, 404, 409)},
+                       "parameters": [_DRY_RUN, {"name": "gracePeriodSeconds", "in": "query", "schema": {"type": "integer"}},
+                                      {"name": "propagationPolicy", "in": "query",
+                                       "schema": {"type": "string", "enum": ["Background", "Foreground", "Orphan"]}}],
+                       "responses": _responses("200", ref, 400, 401, 403, 404, 409)},
         },
     }
     if info.status_subresource:
         paths[f"{item}/status"] = {
-            "put": {"summary": f"Replace a {info.kind}'s status", "requestBody": body,
-                    "responses": _responses("200", ref, 400, 401, 403, 404, 409, 422)}
+            "put": {"summary": f"Replace a {info.kind}'s status", "requestBody": body, "parameters": [_DRY_RUN],
+                    "responses": _responses("200", ref, 400, 401, 403, 404, 409, 422)},
+            "patch": {"summary": f"Change part of a {info.kind}'s status (merge patch or JSON patch)",
+                      "requestBody": _PATCH_BODY, "parameters": [_DRY_RUN],
+                      "responses": _responses("200", ref, 400, 401, 403, 404, 409, 415, 422)},
         }
     if info.namespaced:
         paths[f"/{info.plural}"] = {"get": {"summary": f"List or watch {info.plural} in all namespaces",
                                             "parameters": params, "responses": _responses("200", listing, 400, 401, 403, 410)}}
     return paths
+
+
+def _stream_paths() -> dict[str, Any]:
+    """exec, attach, port-forward: WebSockets speaking the channel protocol of ``api/streamproto.py``."""
+
+    def flags(*names: str) -> list[dict[str, Any]]:
+        return [{"name": n, "in": "query", "schema": {"type": "string"}} for n in names]
+
+    base = "/namespaces/{namespace}/containers/{name}"
+    proto = " (WebSocket, subprotocol v5.channel.k8s.io; see docs/exec.md)"
+    return {
+        f"{base}/exec": {"get": {"summary": "Run a command in the container" + proto,
+                                 "parameters": [{"name": "command", "in": "query", "required": True,
+                                                 "schema": {"type": "array", "items": {"type": "string"}}},
+                                                *flags("stdin", "stdout", "stderr", "tty", "width", "height")],
+                                 "responses": _responses("101", None, 400, 401, 403, 404, 503)}},
+        f"{base}/attach": {"get": {"summary": "Follow the main process's output until it exits" + proto,
+                                   "parameters": flags("stdout", "stderr"),
+                                   "responses": _responses("101", None, 400, 401, 403, 404, 503)}},
+        f"{base}/portforward": {"get": {"summary": "A TCP connection to a port inside the container" + proto,
+                                        "parameters": [{"name": "ports", "in": "query", "required": True,
+                                                        "schema": {"type": "integer"}}],
+                                        "responses": _responses("101", None, 400, 401, 403, 404, 503)}},
+    }
 
 
 def document() -> dict[str, Any]:
@@ -95,6 +145,7 @@ def document() -> dict[str, Any]:
                                {"name": "tail", "in": "query", "schema": {"type": "integer"}}],
                 "responses": {"200": {"description": "log lines", "content": {"text/plain": {}}}}}
     }
+    paths.update(_stream_paths())
     paths["/nodes/{name}/heartbeat"] = {"put": {"summary": "A node's heartbeat (agents): one small write; says whether the node is Ready",
                                                 "responses": _responses("200", None, 401, 403)}}
     paths["/nodes/{name}/heartbeats"] = {"get": {
@@ -103,8 +154,13 @@ def document() -> dict[str, Any]:
         "responses": _responses("101", None, 401, 403)}}
     paths["/join"] = {"post": {"summary": "Exchange a join token for a node token",
                                "responses": _responses("201", None, 400, 401, 403, 422)}}
+    paths["/cluster"] = {"get": {"summary": "The cluster's network settings (CIDRs, DNS domain, backend)",
+                                 "responses": _responses("200", {"type": "object"}, 401, 404)}}
     for p in ("/healthz", "/readyz", "/metrics", "/openapi.json"):
         paths[p] = {"get": {"responses": {"200": {"description": "OK"}}}}
+    for path, item in paths.items():  # every templated path declares its parameters
+        if "{" in path:
+            item["parameters"] = _path_params(path)
     return {
         "openapi": "3.1.0",
         "info": {"title": "corral", "version": __version__},

@@ -21,6 +21,7 @@ import msgspec
 from aiohttp import web
 
 from corral.api import codec, selectors
+from corral.api.allocation import ServiceAllocator
 from corral.api.auth import IDENTITY
 from corral.api.authz import (
     authorize_delete,
@@ -31,6 +32,7 @@ from corral.api.authz import (
     authorize_update,
     authorize_write,
 )
+from corral.api.patching import JSON_PATCH, MERGE_PATCH, PATCH_TYPES, apply_patch, full_document
 from corral.api.watchcache import CacheEvent, WatchCache, splice_rv
 from corral.model import validation
 from corral.model.errors import (
@@ -42,6 +44,7 @@ from corral.model.errors import (
     Gone,
     Invalid,
     NotFound,
+    UnsupportedMediaType,
 )
 from corral.model.kinds import BY_KIND, KindInfo
 from corral.model.lifecycle import ORPHAN_FINALIZER, OWNER_KINDS, carry_over, prepare_delete, spec_bytes, stamp_new
@@ -72,6 +75,16 @@ def _render(ev: CacheEvent, predicate: selectors.Predicate | None) -> bytes | No
         gone = ev.old.json if ev.new is None else ev.new.json
         return b'{"type":"DELETED","object":%s}\n' % gone
     return None
+
+
+def _dry_run(request: web.Request) -> bool:
+    """``?dryRun=All``: validate, authorize and check as for real, write nothing (Kubernetes' word)."""
+    value = request.query.get("dryRun")
+    if value is None:
+        return False
+    if value != "All":
+        raise BadRequest(f"dryRun must be All (the only dry run there is), not {value!r}")
+    return True
 
 
 def _parse_int(value: str, name: str) -> int:
@@ -106,10 +119,11 @@ def _decode_continue(token: str) -> tuple[str, int]:
 
 class ResourceHandlers:
     def __init__(self, *, store: Store, info: KindInfo, cache: WatchCache, namespaces: WatchCache,
-                 leases: BucketLeases | None = None,
+                 leases: BucketLeases | None = None, allocator: ServiceAllocator | None = None,
                  admit: Callable[[Object], Awaitable[None]] | None = None) -> None:
         self.store = store
         self.admit = admit  # fills server-set fields of a new or updated object (priority: api/priority.py)
+        self.allocator = allocator  # Services: cluster IPs and node ports (api/allocation.py)
         self.leases = leases  # Events: the shared lease that makes them expire (see store/leases.py)
         self.info = info
         self.cache = cache
@@ -222,10 +236,17 @@ class ResourceHandlers:
         await self._check_namespace(namespace)
         meta = obj.metadata
         stamp_new(obj, keep_status=not self.info.status_subresource or self.info.kind == "Node")
+        if _dry_run(request):  # checked, not stored (nor are a Service's address and ports taken)
+            return codec.json_response(obj, status=201)
+        finish = await self.allocator.before_create(obj) if self.allocator is not None else None
         try:
             revision = await self._create(self.info.key(namespace, meta.name), typed.encode(obj))
-        except Conflict:
-            raise AlreadyExists(f"{self._what(namespace, meta.name)} already exists") from None
+        except BaseException as e:
+            if finish is not None:
+                await finish(False)
+            if isinstance(e, Conflict):
+                raise AlreadyExists(f"{self._what(namespace, meta.name)} already exists") from None
+            raise
         meta.resource_version = str(revision)
         return codec.json_response(obj, status=201)
 
@@ -360,6 +381,10 @@ class ResourceHandlers:
     async def update(self, request: web.Request) -> web.Response:
         namespace, name = self._ns(request), request.match_info["name"]
         new = self._decode_body(await codec.read_body(request), namespace, name=name)
+        return await self._update_to(request, namespace, name, new)
+
+    async def _update_to(self, request: web.Request, namespace: str, name: str, new: Object) -> web.Response:
+        """Write ``new`` over the stored object as a PUT does (authorization, what may change, CAS)."""
         if self.admit is not None:
             await self.admit(new)
         rv = new.metadata.resource_version
@@ -371,7 +396,43 @@ class ResourceHandlers:
             carry_over(new, current, status_subresource=self.info.status_subresource)
             return new
 
-        return await self._write_over(namespace, name, rv=rv, change=change)
+        return await self._write_over(namespace, name, rv=rv, change=change, dry_run=_dry_run(request),
+                                      allocate=True)
+
+    async def patch(self, request: web.Request) -> web.Response:
+        """PATCH of the object (api/patching.py): the patched document goes the PUT's way, pinned to
+        the revision it was made from; a lost race is patched again on the newest version."""
+        return await self._patch(request, status=False)
+
+    async def patch_status(self, request: web.Request) -> web.Response:
+        return await self._patch(request, status=True)
+
+    async def _patch(self, request: web.Request, *, status: bool) -> web.Response:
+        namespace, name = self._ns(request), request.match_info["name"]
+        content_type = request.headers.get("Content-Type", "")
+        if content_type.split(";")[0].strip().lower() not in PATCH_TYPES:
+            raise UnsupportedMediaType(f"PATCH needs Content-Type {MERGE_PATCH} or {JSON_PATCH}")
+        patch = codec.parse_json(await codec.read_body(request))
+        for attempt in range(UNCONDITIONAL_ATTEMPTS):
+            current, revision = await self._current(namespace, name, rv="", attempt=attempt)
+            doc = full_document(current)
+            doc.setdefault("metadata", {})["resourceVersion"] = str(revision)
+            patched = apply_patch(content_type, doc, patch)
+            if not isinstance(patched, dict):
+                raise Invalid("the patched document is not an object", details=[FieldError("patch", "must leave an object")])
+            pinned = str((patched.get("metadata") or {}).get("resourceVersion") or "") == str(revision)
+            try:
+                if status:
+                    return await self._status_to(request, namespace, name,
+                                                 validation.convert(patched.get("status") or {},
+                                                                    type(self.info.type().status), path="status"),
+                                                 rv=str(revision) if pinned else str((patched.get("metadata") or {}).get("resourceVersion") or ""))
+                new = self._decode_body(codec.encode(patched), namespace, name=name)
+                return await self._update_to(request, namespace, name, new)
+            except Conflict:
+                if not pinned or attempt == UNCONDITIONAL_ATTEMPTS - 1:
+                    raise  # the client named a resourceVersion (or a test op failed): theirs to retry
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def update_status(self, request: web.Request) -> web.Response:
         namespace, name = self._ns(request), request.match_info["name"]
@@ -389,28 +450,44 @@ class ResourceHandlers:
             codec.read_object_body(codec.parse_json(raw))
             raise BadRequest("the request body is not a JSON object of this kind") from None
 
+        return await self._status_to(request, namespace, name, status, rv=rv)
+
+    async def _status_to(self, request: web.Request, namespace: str, name: str, status: Any, *, rv: str) -> web.Response:
         def change(current: Object) -> Object:
             authorize_status(request[IDENTITY], self.info, current)
             current.status = status  # current is a copy (see _current)
             return current
 
-        return await self._write_over(namespace, name, rv=rv, change=change)
+        return await self._write_over(namespace, name, rv=rv, change=change, dry_run=_dry_run(request))
 
     async def _write_over(self, namespace: str, name: str, *, rv: str,
-                          change: Callable[[Object], Object]) -> web.Response:
+                          change: Callable[[Object], Object], dry_run: bool = False,
+                          allocate: bool = False) -> web.Response:
         """Write ``change(stored object)`` with a CAS on the stored revision. With ``rv`` (the
         client's resourceVersion) once, and a stale one is a Conflict; without, a lost race is
         retried on the newest version (``UNCONDITIONAL_ATTEMPTS`` in all)."""
         for attempt in range(1 if rv else UNCONDITIONAL_ATTEMPTS):
             current, revision = await self._current(namespace, name, rv=rv, attempt=attempt)
-            obj = change(current)
+            obj = change(current)  # update's change leaves ``current`` as stored (status's sets its status)
             obj.metadata.resource_version = rv
             expected = self._expected_revision(obj, revision)
+            if dry_run:  # everything a write checks, nothing written
+                obj.metadata.resource_version = str(revision)
+                return codec.json_response(obj)
+            finish = None
+            if allocate and self.allocator is not None and not obj.metadata.deletion_timestamp:
+                finish = await self.allocator.before_update(obj, current)
             try:
-                return await self._write(obj, expected)
-            except Conflict:
-                if rv or attempt == UNCONDITIONAL_ATTEMPTS - 1:
-                    raise
+                response = await self._write(obj, expected)
+            except BaseException as e:
+                if finish is not None:
+                    await finish(False)
+                if isinstance(e, Conflict) and not (rv or attempt == UNCONDITIONAL_ATTEMPTS - 1):
+                    continue
+                raise
+            if finish is not None:
+                await finish(True)
+            return response
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _write(self, obj: Object, expected: int) -> web.Response:
@@ -449,6 +526,8 @@ class ResourceHandlers:
             authorize_delete(request[IDENTITY], self.info, current)
             # Orphan: the garbage collector strips this owner from its dependents, then this finalizer.
             # Foreground is served as Background: the owner goes first, the collector removes the rest.
+            if _dry_run(request):
+                return codec.json_response(current)
             if policy == "Orphan" and self.info.kind in OWNER_KINDS and ORPHAN_FINALIZER not in current.metadata.finalizers:
                 current.metadata.finalizers.append(ORPHAN_FINALIZER)
             try:
@@ -462,6 +541,8 @@ class ResourceHandlers:
         meta = obj.metadata
         if prepare_delete(obj, grace=_parse_int(grace, "gracePeriodSeconds") if grace is not None else None):
             await self.store.delete(key, expected_revision=revision)
+            if self.allocator is not None:
+                await self.allocator.after_delete(obj)
             meta.resource_version = str(revision)
             return codec.json_response(obj)
         meta.resource_version = ""

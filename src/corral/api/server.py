@@ -18,13 +18,16 @@ from collections.abc import Awaitable, Callable
 import msgspec
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from corral.api import codec
+from corral.aiokit.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from corral.api import codec, ui
+from corral.api.allocation import ServiceAllocator
 from corral.api.auth import IDENTITY, Identity, Tokens
 from corral.api.logs import LogsProxy
 from corral.api.metrics import Metrics
 from corral.api.openapi import document
 from corral.api.priority import PriorityAdmission
 from corral.api.resources import ResourceHandlers
+from corral.api.streams import StreamProxy
 from corral.api.watchcache import WatchCache
 from corral.model import names
 from corral.model.cluster import CLUSTER_CONFIG_KEY
@@ -74,12 +77,22 @@ class ApiServer:
         # Events created or updated through the API expire event_ttl seconds later (0: never)
         self.event_leases = BucketLeases(store, ttl=event_ttl) if event_ttl > 0 else None
         self.tokens = Tokens(store)
+        self.service_allocator = ServiceAllocator(store)
         self.metrics = Metrics()
         self.caches = {info.kind: WatchCache(store, info) for info in KINDS}
         self._channels: set[web.WebSocketResponse] = set()  # open heartbeat channels (closed at shutdown)
         self.logs = LogsProxy(store)
+        self.streams = StreamProxy(self.logs)  # exec/attach/port-forward reach agents the way logs do
         self.metrics.gauge("corral_api_watch_cache_revision", "The newest revision the container watch cache has seen.",
                            lambda: float(self.caches["Container"].revision))
+        self.metrics.gauge("corral_api_heartbeat_channels", "Open heartbeat channels (one per connected node).",
+                           lambda: float(len(self._channels)))
+        if isinstance(self.store, BatchingStore):
+            batching = self.store
+            self.metrics.counter("corral_etcd_group_commit_batches", "etcd transactions written by group commit.",
+                                 lambda: float(batching.batches))
+            self.metrics.counter("corral_etcd_group_commit_writes", "Writes carried by those transactions "
+                                 "(writes / batches = the mean batch size).", lambda: float(batching.writes))
 
     async def run_caches(self) -> None:
         """Keep every kind's watch cache filled; runs until cancelled."""
@@ -112,20 +125,26 @@ class ApiServer:
             h = ResourceHandlers(store=self.store, info=info, cache=self.caches[info.kind],
                                  namespaces=self.caches["Namespace"],
                                  leases=self.event_leases if info.kind == "Event" else None,
+                                 allocator=self.service_allocator if info.kind == "Service" else None,
                                  admit=priority if info.kind in PRIORITY_KINDS else None)
             base = f"/namespaces/{{namespace}}/{info.plural}" if info.namespaced else f"/{info.plural}"
             r.add_get(base, h.list, allow_head=False)
             r.add_post(base, h.create)
             r.add_get(base + "/{name}", h.get, allow_head=False)
             r.add_put(base + "/{name}", h.update)
+            r.add_patch(base + "/{name}", h.patch)
             r.add_delete(base + "/{name}", h.delete)
             if info.status_subresource:
                 r.add_put(base + "/{name}/status", h.update_status)
+                r.add_patch(base + "/{name}/status", h.patch_status)
             if info.namespaced:
                 r.add_get(f"/{info.plural}", h.list, allow_head=False)
         del ns_info
         r.add_get("/namespaces/{namespace}/containers/{name}/logs", self.logs.logs, allow_head=False)
         r.add_get("/join/agent-token", self.logs.agent_token, allow_head=False)
+        r.add_get("/namespaces/{namespace}/containers/{name}/exec", self.streams.exec, allow_head=False)
+        r.add_get("/namespaces/{namespace}/containers/{name}/attach", self.streams.attach, allow_head=False)
+        r.add_get("/namespaces/{namespace}/containers/{name}/portforward", self.streams.portforward, allow_head=False)
         r.add_post("/join", self._join)
         r.add_put("/nodes/{name}/heartbeat", self._heartbeat)
         r.add_get("/nodes/{name}/heartbeats", self._heartbeat_channel, allow_head=False)
@@ -139,6 +158,7 @@ class ApiServer:
             return codec.raw_response(openapi)
 
         r.add_get("/openapi.json", serve_openapi, allow_head=False)
+        ui.add_routes(r)
         return app
 
     @web.middleware
@@ -146,8 +166,10 @@ class ApiServer:
         start = time.perf_counter()
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else "unmatched"
+        kind = "watch" if request.query.get("watch", "") not in ("", "0", "false") else "request"
+        self.metrics.begin(kind)
         try:
-            if request.path not in PUBLIC:
+            if request.path not in PUBLIC and not ui.is_public(request.path):
                 request[IDENTITY] = await self.tokens.authenticate(request.headers.get("Authorization"))
             response = await handler(request)
         except CorralError as e:
@@ -159,6 +181,8 @@ class ApiServer:
         except Exception as e:  # a bug: say so, keep serving
             log.exception("%s %s failed", request.method, request.path)
             response = codec.error_response(CorralError(f"internal error: {type(e).__name__}: {e}"))
+        finally:
+            self.metrics.end(kind)
         self.metrics.observe(request.method, route, response.status, time.perf_counter() - start)
         return response
 
@@ -185,7 +209,7 @@ class ApiServer:
         return web.Response(text="ok\n")
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        return web.Response(text=self.metrics.render(), content_type="text/plain", charset="utf-8")
+        return web.Response(body=self.metrics.render(), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
     async def _heartbeat(self, request: web.Request) -> web.Response:
         """A node's beat as one request (``PUT /nodes/{name}/heartbeat``); see ``_beat``."""

@@ -7,6 +7,12 @@ added) at the current resourceVersion — so status, finalizers, owners and fiel
 (a container's ``spec.node`` when the file leaves it out) are kept. A lost race (409 Conflict) is
 retried once from a fresh read. Namespaces in the file are applied before the objects in them.
 Every document is tried; the exit code is 1 when any failed.
+
+``--dry-run=server`` sends the same writes with ``?dryRun=All``: the server validates, authorizes
+and checks them, and stores nothing. ``--wait`` then follows what was applied until it is ready —
+a Deployment rolled out (``corral rollout status``'s rule), a Container Running (or Succeeded) —
+and exits 1 if one fails (a rollout past its progress deadline, a container Failed) or the
+``--timeout`` passes. ``corral diff -f FILE`` (``cli/diff.py``) shows what apply would change.
 """
 
 from __future__ import annotations
@@ -71,7 +77,7 @@ def load_documents(text: str, source: str) -> list[Document]:
     return namespaces_first
 
 
-def _path(info: KindInfo, namespace: str, name: str = "") -> str:
+def object_path(info: KindInfo, namespace: str, name: str = "") -> str:
     base = f"/namespaces/{namespace}/{info.plural}" if info.namespaced else f"/{info.plural}"
     return f"{base}/{name}" if name else base
 
@@ -111,22 +117,28 @@ def unchanged(current: dict[str, Any], new: dict[str, Any], info: KindInfo) -> b
     )
 
 
-async def apply_one(client: ApiClient, doc: Document, *, namespace: str) -> str:
+def doc_namespace(doc: Document, namespace: str) -> str:
+    """The namespace a document goes to ("" for cluster-scoped kinds)."""
+    return str(doc.body.get("metadata", {}).get("namespace") or namespace) if doc.info.namespaced else ""
+
+
+async def apply_one(client: ApiClient, doc: Document, *, namespace: str, dry_run: bool = False) -> str:
     """Create or update one document; the verb that says what happened."""
     info = doc.info
-    ns = str(doc.body.get("metadata", {}).get("namespace") or namespace) if info.namespaced else ""
+    ns = doc_namespace(doc, namespace)
+    params = {"dryRun": "All"} if dry_run else None
     try:
-        await client.request("POST", _path(info, ns), body=doc.body)
+        await client.request("POST", object_path(info, ns), body=doc.body, params=params)
         return "created"
     except AlreadyExists:
         pass
     for attempt in range(2):
-        current = msgspec.json.decode(await client.request("GET", _path(info, ns, doc.name)))
+        current = msgspec.json.decode(await client.request("GET", object_path(info, ns, doc.name)))
         new = desired_update(current, doc.body, info)
         if unchanged(current, new, info):
             return "unchanged"
         try:
-            await client.request("PUT", _path(info, ns, doc.name), body=new)
+            await client.request("PUT", object_path(info, ns, doc.name), body=new, params=params)
             return "configured"
         except Conflict:
             if attempt:
@@ -149,26 +161,46 @@ def _read(file: str, stdin: TextIO) -> tuple[str, str]:
               help="A YAML or JSON file of one or more objects (--- between YAML documents); - reads stdin.")
 @click.option("-n", "--namespace", default="default", show_default=True,
               help="The namespace for objects whose metadata names none.")
+@click.option("--dry-run", "dry_run", type=click.Choice(["none", "server"]), default="none", show_default=True,
+              help="server: the server checks every write as for real and stores nothing.")
+@click.option("--wait", is_flag=True, help="Wait until what was applied is ready (deployments rolled out, "
+                                           "containers Running); exit 1 if one fails.")
+@click.option("--timeout", type=float, default=300, show_default=True, metavar="SECONDS",
+              help="With --wait: give up (exit 1) after this long.")
 @connection_options
 @api_command
-async def apply(client: ApiClient, *, files: tuple[str, ...], namespace: str) -> int:
+async def apply(client: ApiClient, *, files: tuple[str, ...], namespace: str, dry_run: str, wait: bool,
+                timeout: float) -> int:
     """Create the objects in FILE, or update the ones that exist to match it."""
-    docs: list[Document] = []
-    for file in files:
-        text, source = _read(file, sys.stdin)
-        docs += load_documents(text, source)
-    if not docs:
-        raise CorralError(f"no objects found in {', '.join(files)}")
+    docs = read_documents(files)
     failed = 0
+    applied: list[Document] = []
+    suffix = " (server dry run)" if dry_run == "server" else ""
     for doc in docs:
         what = output.ref(doc.info, doc.name or "?")
         try:
-            verb = await apply_one(client, doc, namespace=namespace)
+            verb = await apply_one(client, doc, namespace=namespace, dry_run=dry_run == "server")
         except Unavailable:
             raise  # the API cannot be reached: the other documents would fail the same way
         except CorralError as e:
             output.print_error(e, what=what)
             failed += 1
             continue
-        click.echo(f"{what} {verb}")
+        applied.append(doc)
+        click.echo(f"{what} {verb}{suffix}")
+    if wait and dry_run == "none" and not failed:
+        from corral.cli.waiting import wait_ready
+
+        return await wait_ready(client, [(d.info, doc_namespace(d, namespace), d.name) for d in applied],
+                                timeout=timeout)
     return 1 if failed else 0
+
+
+def read_documents(files: tuple[str, ...]) -> list[Document]:
+    docs: list[Document] = []
+    for file in files:
+        text, source = _read(file, sys.stdin)
+        docs += load_documents(text, source)
+    if not docs:
+        raise CorralError(f"no objects found in {', '.join(files)}")
+    return docs

@@ -11,6 +11,7 @@ import msgspec
 
 from corral.api.client import ApiClient
 from corral.cli import output
+from corral.cli.completion import complete_kind, complete_name
 from corral.cli.connection import api_command, connection_options
 from corral.model.errors import CorralError, NotFound
 
@@ -18,8 +19,8 @@ POLICIES = {"background": "Background", "foreground": "Foreground", "orphan": "O
 
 
 @click.command()
-@click.argument("kind")
-@click.argument("names", nargs=-1, required=True)
+@click.argument("kind", shell_complete=complete_kind)
+@click.argument("names", nargs=-1, required=True, shell_complete=complete_name)
 @click.option("-n", "--namespace", default="default", show_default=True, help="The namespace of the objects.")
 @click.option("--cascade", type=click.Choice(list(POLICIES)), default="background", show_default=True,
               help="What happens to objects this one owns; sent as propagationPolicy (the server does not act on it yet).")

@@ -14,6 +14,7 @@ import msgspec
 
 from corral.api.client import ApiClient
 from corral.cli import output, tables
+from corral.cli.completion import complete_kind, complete_name
 from corral.cli.connection import api_command, connection_options
 from corral.model.kinds import KindInfo
 from corral.model.resources import Event, Object
@@ -105,8 +106,8 @@ def _event_time(e: Event) -> str:
 
 
 @click.command()
-@click.argument("kind")
-@click.argument("name")
+@click.argument("kind", shell_complete=complete_kind)
+@click.argument("name", shell_complete=complete_name)
 @click.option("-n", "--namespace", default="default", show_default=True, help="The namespace to look in.")
 @connection_options
 @api_command

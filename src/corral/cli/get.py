@@ -16,11 +16,12 @@ from typing import Any
 import click
 
 from corral.api.client import ApiClient
-from corral.cli import output, tables
+from corral.cli import jsonpath, output, tables
+from corral.cli.completion import complete_kind, complete_name
 from corral.cli.connection import api_command, connection_options
-from corral.model.errors import Gone, Unavailable
+from corral.model.errors import CorralError, Gone, Unavailable
 from corral.model.kinds import KindInfo
-from corral.model.resources import Container, Object
+from corral.model.resources import Container, Endpoints, Object
 
 RETRY_SECONDS = 1.0
 FORMATS = ("table", "wide", "json", "yaml", "name")
@@ -30,11 +31,21 @@ def _list_document(info: KindInfo, items: list[Object], rv: str) -> dict[str, An
             "items": [output.to_data(o) for o in items]}
 
 async def _context(client: ApiClient, info: KindInfo) -> tables.Context:
+    if info.kind == "Service":  # the ENDPOINTS column: ready addresses per Service
+        endpoints, _ = await client.list(Endpoints, namespace=None)
+        ready = {(e.metadata.namespace, e.metadata.name): len(e.spec.addresses) for e in endpoints}
+        return tables.Context(endpoints_per_service=ready)
     if info.kind != "Node":
         return tables.Context()
     containers, _ = await client.list(Container, namespace=None)
     per_node = Counter(c.status.node or c.spec.node for c in containers if c.status.node or c.spec.node)
     return tables.Context(containers_per_node=per_node)
+
+def _check_format(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if value in FORMATS or value.startswith("jsonpath="):
+        return value
+    raise click.BadParameter(f"{value!r}: use one of {', '.join(FORMATS)} or jsonpath=TEMPLATE")
+
 
 class Printer:
     """Prints objects in one output format; a table keeps its column widths from the first batch."""
@@ -79,12 +90,13 @@ async def follow(client: ApiClient, printer: Printer, *, namespace: str | None, 
             await asyncio.sleep(RETRY_SECONDS)  # the stream was cut: resume from the last revision seen
 
 @click.command()
-@click.argument("kind")
-@click.argument("name", required=False)
+@click.argument("kind", shell_complete=complete_kind)
+@click.argument("name", required=False, shell_complete=complete_name)
 @click.option("-n", "--namespace", default="default", show_default=True, help="The namespace to look in.")
 @click.option("-A", "--all-namespaces", is_flag=True, help="List objects of every namespace.")
-@click.option("-o", "--output", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
-              help="table, wide (more columns), json, yaml, or name (kind/name lines).")
+@click.option("-o", "--output", "fmt", default="table", show_default=True, callback=_check_format,
+              help="table, wide (more columns), json, yaml, name (kind/name lines), or jsonpath=TEMPLATE "
+                   "(e.g. jsonpath={.status.phase}, jsonpath={.items[*].metadata.name}).")
 @click.option("-l", "--selector", default="", metavar="SELECTOR", help="Label selector, e.g. app=web,tier!=db.")
 @click.option("--field-selector", default="", metavar="SELECTOR", help="Field selector, e.g. spec.node=n1.")
 @click.option("-w", "--watch", is_flag=True, help="After printing, keep printing changes until Ctrl-C.")
@@ -94,6 +106,8 @@ async def get(client: ApiClient, *, kind: str, name: str | None, namespace: str,
               selector: str, field_selector: str, watch: bool) -> int:
     """Show objects of a KIND (containers, nodes, deployments, namespaces, volumes, events, ...)."""
     info = output.kind_info(kind)
+    if watch and fmt.startswith("jsonpath="):
+        raise CorralError("-o jsonpath cannot be combined with -w; use -o json or yaml to follow changes")
     ns: str | None = None if all_namespaces or not info.namespaced else namespace
     printer = Printer(info, fmt, all_namespaces=all_namespaces, ctx=await _context(client, info))
     if name is not None:
@@ -102,7 +116,10 @@ async def get(client: ApiClient, *, kind: str, name: str | None, namespace: str,
         field_selector = ",".join(s for s in (field_selector, f"metadata.name={name}") if s)
     else:
         items, rv = await client.list(info.type, namespace=ns, label_selector=selector, field_selector=field_selector)
-    if fmt in ("json", "yaml"):
+    if fmt.startswith("jsonpath="):
+        data = output.to_data(items[0]) if name is not None else _list_document(info, items, rv)
+        click.echo(jsonpath.render(fmt[len("jsonpath="):], data))
+    elif fmt in ("json", "yaml"):
         data = output.to_data(items[0]) if name is not None else _list_document(info, items, rv)
         click.echo(output.dump(data, fmt))
     elif fmt == "name":

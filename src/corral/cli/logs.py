@@ -11,6 +11,7 @@ import sys
 import click
 
 from corral.api.client import ApiClient
+from corral.cli.completion import complete_container
 from corral.cli.connection import api_command, connection_options
 from corral.model.errors import NotFound
 from corral.model.resources import Container
@@ -27,7 +28,7 @@ async def job_container(client: ApiClient, job: str, namespace: str) -> str:
 
 
 @click.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_container)
 @click.option("-n", "--namespace", default="default", show_default=True, help="The container's namespace.")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines as they come.")
 @click.option("--tail", type=int, default=None, help="Only the last N lines.")

@@ -16,6 +16,9 @@ from corral import __version__
 COMMANDS: dict[str, str] = {
     "serve": "corral.cli.serve:serve",
     "apply": "corral.cli.apply:apply",
+    "diff": "corral.cli.diff:diff",
+    "completion": "corral.cli.completion:completion",
+    "events": "corral.cli.events:events",
     "get": "corral.cli.get:get",
     "describe": "corral.cli.describe:describe",
     "delete": "corral.cli.delete:delete",
@@ -25,11 +28,18 @@ COMMANDS: dict[str, str] = {
     "image": "corral.cli.image:image",
     "rollout": "corral.cli.rollout:rollout",
     "scale": "corral.cli.scale:scale",
+    "label": "corral.cli.label:label",
+    "annotate": "corral.cli.label:annotate",
+    "expose": "corral.cli.expose:expose",
     "cordon": "corral.cli.nodes:cordon",
     "uncordon": "corral.cli.nodes:uncordon",
     "drain": "corral.cli.nodes:drain",
     "why-not": "corral.cli.whynot:why_not",
     "sim": "corral.cli.sim:sim",
+    "exec": "corral.cli.execs:exec_",
+    "attach": "corral.cli.execs:attach",
+    "port-forward": "corral.cli.portforward:port_forward",
+    "cp": "corral.cli.cp:cp",
 }
 
 

@@ -2,7 +2,8 @@
 
 The name may be ``web`` or ``deployment/web``. ``--current-replicas`` makes the change
 conditional, as kubectl's precondition does: nothing is written unless the deployment wants that
-many now. The write is a read-modify-write retried on a conflict; the controller does the rest.
+many now. The write is one JSON patch (a ``test`` of the current count when asked, then a
+``replace``): no read-modify-write, no conflict to retry; the controller does the rest.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import click
 
 from corral.api.client import ApiClient
 from corral.cli.connection import api_command, connection_options
-from corral.cli.rollout import deployment_name, modify
+from corral.cli.rollout import deployment_name
 from corral.model.errors import Conflict
 from corral.model.resources import Deployment
 
@@ -28,15 +29,17 @@ async def scale(client: ApiClient, *, name: str, replicas: int, current_replicas
     """Set the number of replicas of a deployment."""
     name = deployment_name(name)
 
-    def change(d: Deployment) -> str | None:
-        if current_replicas is not None and d.spec.replicas != current_replicas:
-            raise Conflict(f'deployment "{name}" wants {d.spec.replicas} replicas, not {current_replicas}; '
-                           "nothing changed")
-        if d.spec.replicas == replicas:
-            return f"deployment.corral/{name} already has {replicas} replicas"
-        d.spec.replicas = replicas
-        return None
-
-    _, skipped = await modify(client, name, namespace, change)
-    click.echo(skipped or f"deployment.corral/{name} scaled to {replicas}")
+    ops: list[dict[str, object]] = []
+    if current_replicas is not None:
+        ops.append({"op": "test", "path": "/spec/replicas", "value": current_replicas})
+    ops.append({"op": "replace", "path": "/spec/replicas", "value": replicas})
+    try:
+        await client.patch(Deployment, name, ops, namespace=namespace, json_patch=True)
+    except Conflict:
+        if current_replicas is None:
+            raise
+        now = await client.get(Deployment, name, namespace=namespace)
+        raise Conflict(f'deployment "{name}" wants {now.spec.replicas} replicas, not {current_replicas}; '
+                       "nothing changed") from None
+    click.echo(f"deployment.corral/{name} scaled to {replicas}")
     return 0

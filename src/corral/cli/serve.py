@@ -158,12 +158,15 @@ async def _serve_all(control: ControlConfig, agent: AgentConfig, *, embedded_dir
 @click.option("--containerd-socket", default="/run/containerd/containerd.sock", show_default=True,
               help="[worker] containerd's socket; with --all, an embedded containerd starts if none answers there.")
 @click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="[worker] A node label (repeatable).")
-@click.option("--pod-cidr", default="10.88.0.0/24", show_default=True, help="[worker] This node's container subnet.")
+@click.option("--pod-cidr", default="", metavar="CIDR",
+              help="[worker] Override this node's container subnet (default: the control plane assigns a slice "
+                   "of --cluster-cidr); must lie in the cluster CIDR and overlap no other node's.")
 @click.option("--bridge", default="corral0", show_default=True, help="[worker] The Linux bridge containers attach to.")
 @click.option("--nft-table", default="corral", show_default=True,
               help="[worker] The nftables table (family inet) that holds this agent's policy and service rules.")
 @click.option("--node-ip", default="127.0.0.1", show_default=True,
-              help="[worker] The address the API uses to reach this agent (logs).")
+              help="[worker] This node's InternalIP: the API reaches the agent there (logs), and the other "
+                   "nodes send its containers' traffic there (routes, VXLAN). A loopback address: no routes.")
 @click.option("--agent-listen", default="127.0.0.1:0", show_default=True,
               help="[worker] Where the agent serves logs to the API (HOST:PORT; port 0 picks a free one).")
 @click.option("--reserve-cpu", default="100m", show_default=True, help="[worker] CPU kept back from containers.")
@@ -179,13 +182,23 @@ async def _serve_all(control: ControlConfig, agent: AgentConfig, *, embedded_dir
 @click.option("--job-backoff", type=click.FloatRange(min=0.1), default=10.0, show_default=True, metavar="SECONDS",
               help="[control, leader] The first delay before a failed Job's container is replaced; it doubles "
                    "with each failure, up to 6 minutes (Kubernetes' rule).")
+@click.option("--metrics-listen", default="", metavar="HOST:PORT",
+              help="[worker] Serve the agent's Prometheus metrics at http://HOST:PORT/metrics; [leader] the "
+                   "scheduler's and controllers'. (The API's are at its own /metrics.) Empty: not served.")
+@click.option("--leader-metrics-listen", default="", metavar="HOST:PORT",
+              help="[control] Where the leader child process serves the scheduler's and controllers' metrics "
+                   "(with --inline-leader they are on the API's /metrics). Empty: not served.")
+@click.option("--upstream-dns", "upstream_dns", multiple=True, metavar="ADDR[:PORT]",
+              help="[worker] Where the agent's DNS server forwards names outside the cluster (repeatable; "
+                   "default: the nameservers in /etc/resolv.conf).")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: bool, listen: str, data_dir: Path, etcd: tuple[str, ...], join_token: str,
           policy: str, max_body: int, event_ttl: int, servers: tuple[str, ...], token: str, node_name: str, containerd_socket: str,
           labels: tuple[str, ...], pod_cidr: str, bridge: str, nft_table: str, node_ip: str, agent_listen: str, reserve_cpu: str,
           reserve_memory: str, insecure: tuple[str, ...], verbose: bool, node_grace: float,
           fence_after: float | None, cluster_cidr: str, node_cidr_size: int, service_cidr: str,
-          cluster_domain: str, network_backend: str, vxlan_vni: int, vxlan_port: int, job_backoff: float) -> None:
+          cluster_domain: str, network_backend: str, vxlan_vni: int, vxlan_port: int, metrics_listen: str,
+          leader_metrics_listen: str, upstream_dns: tuple[str, ...] = (), job_backoff: float = 10.0) -> None:
     """Run corral's roles in this process until Ctrl-C or SIGTERM."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -201,7 +214,8 @@ def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: boo
                         join_token=join_token, containerd_socket=containerd_socket, labels=_labels(labels),
                         reserve_cpu=reserve_cpu, reserve_memory=reserve_memory, pod_cidr=pod_cidr, bridge=bridge, nft_table=nft_table,
                         node_ip=node_ip, listen_host=agent_host, listen_port=agent_port,
-                        insecure_registries=list(insecure))
+                        insecure_registries=list(insecure), metrics_listen=metrics_listen)
+    agent.upstream_dns = list(upstream_dns)
     agent.fence_after = fence_after if fence_after is not None else max(node_grace - 1.0, node_grace / 2)
     embedded = data_dir / "containerd"
     with contextlib.suppress(KeyboardInterrupt):
@@ -223,7 +237,7 @@ def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: boo
                 raise click.UsageError("--role=leader needs --etcd URL (the control instances' etcd)")
             leader = LeaderRoleConfig(etcd=list(etcd), leader_ttl=leader_ttl,
                                       leader=LeaderConfig(policy=policy, node_grace=node_grace, event_ttl=float(event_ttl),
-                                                          job_backoff=job_backoff))
+                                                          metrics_listen=metrics_listen, job_backoff=job_backoff))
             asyncio.run(_serve_leader(leader))
             _exit_at_once()
         from corral.model.cluster import ClusterConfig
@@ -236,6 +250,7 @@ def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: boo
         control.job_backoff = job_backoff
         control.leader_ttl = leader_ttl
         control.leader_process = not inline_leader
+        control.leader_metrics_listen = leader_metrics_listen
         control.cluster = ClusterConfig(cluster_cidr=cluster_cidr, node_cidr_size=node_cidr_size,
                                         service_cidr=service_cidr, cluster_domain=cluster_domain,
                                         backend=network_backend, vxlan_vni=vxlan_vni,  # type: ignore[arg-type]

@@ -26,6 +26,7 @@ from corral.model.resources import (
     Node,
     Object,
     PriorityClass,
+    Service,
     Volume,
 )
 
@@ -39,6 +40,7 @@ class Context:
 
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
     containers_per_node: Mapping[str, int] = field(default_factory=dict)
+    endpoints_per_service: Mapping[tuple[str, str], int] = field(default_factory=dict)  # (ns, name) -> ready
 
 
 def parse_time(ts: str) -> datetime | None:
@@ -124,7 +126,12 @@ def _volume(v: Any, ctx: Context) -> list[str]:
 
 
 def _network_policy(p: Any, ctx: Context) -> list[str]:
-    return [p.metadata.name, labels_text(p.spec.selector.match_labels), age(p.metadata.creation_timestamp, ctx.now)]
+    sel = p.spec.pod_selector
+    terms = [f"{e.key} {e.operator} ({','.join(e.values)})" if e.values else f"{e.key} {e.operator}"
+             for e in sel.match_expressions]
+    selector = ",".join(filter(None, [labels_text(sel.match_labels) if sel.match_labels else "", *terms])) or "<all>"
+    return [p.metadata.name, selector, ",".join(p.spec.policy_types) or "Ingress",
+            age(p.metadata.creation_timestamp, ctx.now)]
 
 
 def _event(e: Any, ctx: Context) -> list[str]:
@@ -168,6 +175,20 @@ def _daemonset(d: Any, ctx: Context) -> list[str]:
 def _priority_class(p: Any, ctx: Context) -> list[str]:
     return [p.metadata.name, str(p.spec.value), str(p.spec.global_default).lower(), p.spec.preemption_policy,
             age(p.metadata.creation_timestamp, ctx.now)]
+def service_ports(s: Service) -> str:
+    """``80/TCP``, ``80:30080/TCP`` (with a node port), comma-separated."""
+    out = []
+    for p in s.spec.ports:
+        node = f":{p.node_port}" if p.node_port else ""
+        out.append(f"{p.port}{node}/{p.protocol}")
+    return ",".join(out) or NONE
+
+
+def _service(s: Any, ctx: Context) -> list[str]:
+    kind = "Headless" if s.spec.cluster_ip == "None" else s.spec.type
+    ready = ctx.endpoints_per_service.get((s.metadata.namespace, s.metadata.name), 0)
+    return [s.metadata.name, kind, _or_none(s.spec.cluster_ip), service_ports(s), str(ready),
+            age(s.metadata.creation_timestamp, ctx.now)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,12 +203,14 @@ _TABLES: dict[type, _Table] = {
     Container: _Table(("NAME", "STATUS", "NODE", "IP", "RESTARTS", "AGE"), _container,
                       ("IMAGE",), lambda c: [c.spec.image]),
     Node: _Table(("NAME", "STATUS", "CPU", "MEMORY", "CONTAINERS", "AGE"), _node,
-                 ("INTERNAL-IP",), lambda n: [next((a.address for a in n.status.addresses if a.type == "InternalIP"), NONE)]),
+                 ("INTERNAL-IP", "PODCIDR"),
+                 lambda n: [next((a.address for a in n.status.addresses if a.type == "InternalIP"), NONE),
+                            _or_none(n.spec.pod_cidr)]),
     Deployment: _Table(("NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"), _deployment,
                        ("IMAGE", "SELECTOR"), lambda d: [d.spec.template.spec.image, labels_text(d.spec.selector.match_labels)]),
     Namespace: _Table(("NAME", "STATUS", "AGE"), _namespace),
     Volume: _Table(("NAME", "STATUS", "SIZE", "NODE", "AGE"), _volume),
-    NetworkPolicy: _Table(("NAME", "POD-SELECTOR", "AGE"), _network_policy),
+    NetworkPolicy: _Table(("NAME", "POD-SELECTOR", "POLICY-TYPES", "AGE"), _network_policy),
     Event: _Table(("LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"), _event),
     Job: _Table(("NAME", "COMPLETIONS", "STATUS", "DURATION", "AGE"), _job,
                 ("IMAGE",), lambda j: [j.spec.template.spec.image]),
@@ -195,6 +218,8 @@ _TABLES: dict[type, _Table] = {
     DaemonSet: _Table(("NAME", "DESIRED", "CURRENT", "READY", "UP-TO-DATE", "NODE SELECTOR", "AGE"), _daemonset,
                       ("IMAGE",), lambda d: [d.spec.template.spec.image]),
     PriorityClass: _Table(("NAME", "VALUE", "GLOBAL-DEFAULT", "PREEMPTION", "AGE"), _priority_class),
+    Service: _Table(("NAME", "TYPE", "CLUSTER-IP", "PORT(S)", "ENDPOINTS", "AGE"), _service,
+                    ("SELECTOR", "AFFINITY"), lambda s: [labels_text(s.spec.selector), s.spec.session_affinity]),
 }
 
 

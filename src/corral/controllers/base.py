@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
+from corral.aiokit.metrics import Histogram
 from corral.aiokit.queueing import WorkQueue
 from corral.model.errors import Conflict, CorralError
 from corral.model.kinds import BY_KIND
@@ -94,6 +96,10 @@ class Controller:
         self.informers = informers
         self.objects = objects
         self.queue: WorkQueue[str] = WorkQueue(base_delay=0.2, max_delay=30.0)
+        # figures for /metrics (roles/metrics.py reads them at scrape time)
+        self.reconciles = 0
+        self.errors = 0
+        self.durations = Histogram()
 
     def enqueue(self, key: str) -> None:
         self.queue.add(key)
@@ -104,6 +110,8 @@ class Controller:
     async def _worker(self) -> None:
         while True:
             key = await self.queue.get()
+            started = time.perf_counter()
+            self.reconciles += 1
             try:
                 again = await self.reconcile(key)
                 self.queue.forget(key)
@@ -112,12 +120,15 @@ class Controller:
             except Conflict:
                 self.queue.retry(key, delay=0.05)
             except CorralError as e:
+                self.errors += 1
                 delay = self.queue.retry(key)
                 log.info("%s %s: %s (retry in %.1fs)", self.name, key, e, delay)
             except Exception:
+                self.errors += 1
                 delay = self.queue.retry(key)
                 log.exception("%s %s failed (retry in %.1fs)", self.name, key, delay)
             finally:
+                self.durations.observe(time.perf_counter() - started)
                 self.queue.done(key)
 
     async def run(self, synced: asyncio.Event) -> None:

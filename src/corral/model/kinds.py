@@ -9,6 +9,7 @@ from corral.model.resources import (
     CronJob,
     DaemonSet,
     Deployment,
+    Endpoints,
     Event,
     Job,
     Namespace,
@@ -16,6 +17,7 @@ from corral.model.resources import (
     Node,
     Object,
     PriorityClass,
+    Service,
     Volume,
 )
 
@@ -59,6 +61,8 @@ KINDS: tuple[KindInfo, ...] = (
     KindInfo("DaemonSet", "daemonsets", DaemonSet, namespaced=True, short_names=("ds",)),
     KindInfo("PriorityClass", "priorityclasses", PriorityClass, namespaced=False, short_names=("pc",),
              status_subresource=False),
+    KindInfo("Service", "services", Service, namespaced=True, short_names=("svc",), status_subresource=False),
+    KindInfo("Endpoints", "endpoints", Endpoints, namespaced=True, short_names=("ep",), status_subresource=False),
 )
 
 BY_KIND: dict[str, KindInfo] = {k.kind: k for k in KINDS}

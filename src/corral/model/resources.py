@@ -19,6 +19,11 @@ class _Base(msgspec.Struct, rename="camel", omit_defaults=True, forbid_unknown_f
     pass
 
 
+class _Object(msgspec.Struct, rename="camel", omit_defaults=False, forbid_unknown_fields=True):
+    """The top level of every kind: ``apiVersion``, ``kind``, ``metadata``, ``spec`` and ``status``
+    are always in its JSON (default or not), as the contract promises."""
+
+
 class OwnerReference(_Base):
     kind: str
     name: str
@@ -229,7 +234,7 @@ class ContainerStatus(_Base):
     nominated_node: str = ""  # where this container preempted others and waits to be placed
 
 
-class Container(_Base, kw_only=True):
+class Container(_Object, kw_only=True):
     KIND: ClassVar[str] = "Container"
     api_version: str = API_VERSION
     kind: str = "Container"
@@ -249,7 +254,7 @@ class NamespaceStatus(_Base):
     phase: Literal["Active", "Terminating"] = "Active"
 
 
-class Namespace(_Base, kw_only=True):
+class Namespace(_Object, kw_only=True):
     KIND: ClassVar[str] = "Namespace"
     api_version: str = API_VERSION
     kind: str = "Namespace"
@@ -303,7 +308,7 @@ class NodeStatus(_Base):
     node_info: NodeInfo = msgspec.field(default_factory=NodeInfo)
 
 
-class Node(_Base, kw_only=True):
+class Node(_Object, kw_only=True):
     KIND: ClassVar[str] = "Node"
     api_version: str = API_VERSION
     kind: str = "Node"
@@ -315,8 +320,15 @@ class Node(_Base, kw_only=True):
 # --- Deployment ------------------------------------------------------------------------------
 
 
+class LabelSelectorRequirement(_Base):
+    key: str
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: list[str] = []
+
+
 class LabelSelector(_Base):
     match_labels: dict[str, str] = {}
+    match_expressions: list[LabelSelectorRequirement] = []
 
 
 class TemplateMeta(_Base):
@@ -361,7 +373,7 @@ class DeploymentStatus(_Base):
     conditions: list[Condition] = []
 
 
-class Deployment(_Base, kw_only=True):
+class Deployment(_Object, kw_only=True):
     KIND: ClassVar[str] = "Deployment"
     api_version: str = API_VERSION
     kind: str = "Deployment"
@@ -384,7 +396,7 @@ class VolumeStatus(_Base):
     path: str = ""
 
 
-class Volume(_Base, kw_only=True):
+class Volume(_Object, kw_only=True):
     KIND: ClassVar[str] = "Volume"
     api_version: str = API_VERSION
     kind: str = "Volume"
@@ -396,33 +408,47 @@ class Volume(_Base, kw_only=True):
 # --- NetworkPolicy ---------------------------------------------------------------------------
 
 
-class PolicyPeer(_Base):
-    selector: LabelSelector | None = None
-    cidr: str = ""
+class IPBlock(_Base):
+    cidr: str
+    except_: list[str] = msgspec.field(default_factory=list, name="except")
 
 
-class PolicyPort(_Base):
-    port: int
-    protocol: Literal["tcp", "udp"] = "tcp"
+class NetworkPolicyPeer(_Base):
+    """Who is on the other end: containers (podSelector and/or namespaceSelector, ANDed) or an ipBlock."""
+
+    pod_selector: LabelSelector | None = None
+    namespace_selector: LabelSelector | None = None
+    ip_block: IPBlock | None = None
 
 
-class PolicyRule(_Base):
-    peers: list[PolicyPeer] = []
-    ports: list[PolicyPort] = []
+class NetworkPolicyPort(_Base):
+    port: int | str | None = None  # a number or the name of a container port; none: every port
+    end_port: int | None = None
+    protocol: Literal["TCP", "UDP"] = "TCP"
+
+
+class NetworkPolicyIngressRule(_Base):
+    from_: list[NetworkPolicyPeer] = msgspec.field(default_factory=list, name="from")
+    ports: list[NetworkPolicyPort] = []
+
+
+class NetworkPolicyEgressRule(_Base):
+    to: list[NetworkPolicyPeer] = []
+    ports: list[NetworkPolicyPort] = []
 
 
 class NetworkPolicySpec(_Base):
-    selector: LabelSelector = msgspec.field(default_factory=LabelSelector)
-    ingress: list[PolicyRule] = []
-    egress: list[PolicyRule] = []
+    pod_selector: LabelSelector = msgspec.field(default_factory=LabelSelector)
     policy_types: list[Literal["Ingress", "Egress"]] = []
+    ingress: list[NetworkPolicyIngressRule] = []
+    egress: list[NetworkPolicyEgressRule] = []
 
 
 class NetworkPolicyStatus(_Base):
     pass
 
 
-class NetworkPolicy(_Base, kw_only=True):
+class NetworkPolicy(_Object, kw_only=True):
     KIND: ClassVar[str] = "NetworkPolicy"
     api_version: str = API_VERSION
     kind: str = "NetworkPolicy"
@@ -461,7 +487,7 @@ class EventStatus(_Base):
     pass
 
 
-class Event(_Base, kw_only=True):
+class Event(_Object, kw_only=True):
     KIND: ClassVar[str] = "Event"
     api_version: str = API_VERSION
     kind: str = "Event"
@@ -491,7 +517,7 @@ class JobStatus(_Base):
     conditions: list[Condition] = []
 
 
-class Job(_Base, kw_only=True):
+class Job(_Object, kw_only=True):
     KIND: ClassVar[str] = "Job"
     api_version: str = API_VERSION
     kind: str = "Job"
@@ -522,7 +548,7 @@ class CronJobStatus(_Base):
     last_successful_time: str = ""
 
 
-class CronJob(_Base, kw_only=True):
+class CronJob(_Object, kw_only=True):
     KIND: ClassVar[str] = "CronJob"
     api_version: str = API_VERSION
     kind: str = "CronJob"
@@ -559,7 +585,7 @@ class DaemonSetStatus(_Base):
     number_misscheduled: int = 0
 
 
-class DaemonSet(_Base, kw_only=True):
+class DaemonSet(_Object, kw_only=True):
     KIND: ClassVar[str] = "DaemonSet"
     api_version: str = API_VERSION
     kind: str = "DaemonSet"
@@ -582,7 +608,7 @@ class PriorityClassStatus(_Base):
     pass
 
 
-class PriorityClass(_Base, kw_only=True):
+class PriorityClass(_Object, kw_only=True):
     KIND: ClassVar[str] = "PriorityClass"
     api_version: str = API_VERSION
     kind: str = "PriorityClass"
@@ -591,6 +617,96 @@ class PriorityClass(_Base, kw_only=True):
     status: PriorityClassStatus = msgspec.field(default_factory=PriorityClassStatus)
 
 
-Object = (Container | Namespace | Node | Deployment | Volume | NetworkPolicy | Event | Job | CronJob | DaemonSet
-          | PriorityClass)
+# --- Service and Endpoints -------------------------------------------------------------------
+
+HEADLESS = "None"  # ``spec.clusterIP: None``: no virtual IP; DNS answers with the endpoints' addresses
+
+
+class ServicePort(_Base):
+    port: int
+    name: str = ""
+    target_port: int | str = 0  # a number, or the name of a container port; 0: the same as ``port``
+    protocol: Literal["TCP", "UDP"] = "TCP"
+    node_port: int = 0  # type NodePort: allocated from 30000-32767 when left 0
+
+
+class ServiceSpec(_Base):
+    selector: dict[str, str] = {}
+    ports: list[ServicePort] = []
+    type: Literal["ClusterIP", "NodePort"] = "ClusterIP"
+    cluster_ip: str = msgspec.field(default="", name="clusterIP")  # allocated when empty; "None": headless
+    session_affinity: Literal["None", "ClientIP"] = "None"
+
+
+class ServiceStatus(_Base):
+    pass
+
+
+class Service(_Object, kw_only=True):
+    KIND: ClassVar[str] = "Service"
+    api_version: str = API_VERSION
+    kind: str = "Service"
+    metadata: ObjectMeta = msgspec.field(default_factory=ObjectMeta)
+    spec: ServiceSpec = msgspec.field(default_factory=ServiceSpec)
+    status: ServiceStatus = msgspec.field(default_factory=ServiceStatus)
+
+
+class EndpointPort(_Base):
+    port: int  # the container's port this service port reaches (``targetPort`` resolved for it)
+    name: str = ""  # the service port's name
+    protocol: Literal["TCP", "UDP"] = "TCP"
+
+
+class EndpointAddress(_Base):
+    ip: str
+    node: str = ""
+    container: str = ""
+    uid: str = ""
+    ports: list[EndpointPort] = []
+
+
+class EndpointsSpec(_Base):
+    addresses: list[EndpointAddress] = []
+    not_ready_addresses: list[EndpointAddress] = []
+
+
+class EndpointsStatus(_Base):
+    pass
+
+
+class Endpoints(_Object, kw_only=True):
+    KIND: ClassVar[str] = "Endpoints"
+    api_version: str = API_VERSION
+    kind: str = "Endpoints"
+    metadata: ObjectMeta = msgspec.field(default_factory=ObjectMeta)
+    spec: EndpointsSpec = msgspec.field(default_factory=EndpointsSpec)
+    status: EndpointsStatus = msgspec.field(default_factory=EndpointsStatus)
+
+
+Object = (Container | Namespace | Node | Deployment | Volume | NetworkPolicy | Event | Service | Endpoints | Job
+          | CronJob | DaemonSet | PriorityClass)
 JSON = dict[str, Any]
+
+
+# --- the wire form ---------------------------------------------------------------------------
+
+#: kinds whose ``status.phase`` is always in their JSON (msgspec leaves a default value out)
+DEFAULT_PHASES: dict[str, bytes] = {"Container": b"Pending", "Namespace": b"Active", "Volume": b"Pending"}
+_STATUS = b'"status":{'
+
+
+def with_phase(kind: str, data: bytes) -> bytes:
+    """``data`` (an object's JSON) with ``status.phase`` spelled out when it was left out as the
+    default, so a client reading ``.status.phase`` always finds it. ``status`` is the object's last
+    field, and a key can only appear unescaped in JSON as a key, so the last ``"status":{`` is it."""
+    phase = DEFAULT_PHASES.get(kind)
+    if phase is None:
+        return data
+    i = data.rfind(_STATUS)
+    if i < 0:
+        return data
+    j = i + len(_STATUS)
+    if data.startswith(b'"phase"', j):
+        return data
+    sep = b"" if data[j:j + 1] == b"}" else b","
+    return b'%s"phase":"%s"%s%s' % (data[:j], phase, sep, data[j:])

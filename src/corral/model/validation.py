@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import msgspec
 import msgspec.inspect as mi
 
-from corral.model import names, quantities
+from corral.model import names, networkpolicy, quantities
 from corral.model.cron import schedule_problem
 from corral.model.errors import FieldError, Invalid
 from corral.model.kinds import KindInfo
@@ -30,12 +30,15 @@ from corral.model.resources import (
     Deployment,
     Job,
     JobSpec,
+    NetworkPolicy,
     Node,
     Object,
     ObjectMeta,
     PriorityClass,
     Probe,
+    Service,
 )
+from corral.model.services import validate_service
 
 T = TypeVar("T")
 
@@ -303,6 +306,8 @@ def validate_deployment(obj: Deployment, errors: list[FieldError]) -> None:
         errors.append(FieldError("spec.replicas", "must not be negative"))
     validate_labels(spec.selector.match_labels, "spec.selector.matchLabels", errors)
     validate_labels(spec.template.metadata.labels, "spec.template.metadata.labels", errors)
+    if spec.selector.match_expressions:
+        errors.append(FieldError("spec.selector.matchExpressions", "is not supported for deployments; use matchLabels"))
     if not spec.selector.match_labels:
         errors.append(FieldError("spec.selector.matchLabels", "must not be empty (e.g. {app: web})"))
     else:
@@ -365,6 +370,8 @@ def validate_daemonset(obj: DaemonSet, errors: list[FieldError]) -> None:
     spec = obj.spec
     validate_labels(spec.selector.match_labels, "spec.selector.matchLabels", errors)
     validate_labels(spec.template.metadata.labels, "spec.template.metadata.labels", errors)
+    if spec.selector.match_expressions:
+        errors.append(FieldError("spec.selector.matchExpressions", "is not supported for daemon sets; use matchLabels"))
     if not spec.selector.match_labels:
         errors.append(FieldError("spec.selector.matchLabels", "must not be empty (e.g. {app: logs})"))
     elif not names.selector_from_labels(spec.selector.match_labels).matches(spec.template.metadata.labels):
@@ -407,6 +414,10 @@ def validate(obj: Object, info: KindInfo) -> None:
         validate_daemonset(obj, errors)
     elif isinstance(obj, PriorityClass):
         validate_priority_class(obj, errors)
+    elif isinstance(obj, NetworkPolicy):
+        networkpolicy.validate_network_policy(obj, errors)
+    elif isinstance(obj, Service):
+        validate_service(obj, errors)
     if errors:
         raise Invalid(_summary(errors), details=errors)
 
@@ -417,5 +428,7 @@ def decode(data: Any, info: KindInfo) -> Object:
         data.setdefault("apiVersion", API_VERSION)
         data.setdefault("kind", info.kind)
     obj = convert(data, info.type)
+    if isinstance(obj, NetworkPolicy):
+        networkpolicy.apply_defaults(obj)
     validate(obj, info)
     return obj

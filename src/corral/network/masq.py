@@ -1,8 +1,11 @@
 """Masquerading what leaves the container subnet: one rule per node, and the bridge plugin's leftovers.
 
 The agent keeps one ``POSTROUTING`` rule per node (``ensure_subnet_masquerade``: ``-s SUBNET ! -d
-SUBNET -j MASQUERADE``, commented with the bridge) and runs the bridge plugin with ``ipMasq`` off:
-the plugin's per-container chains cost each ADD and DEL several iptables-nft calls (~40 ms).
+CLUSTER_CIDR -j MASQUERADE``, commented with the bridge) and runs the bridge plugin with ``ipMasq`` off:
+the plugin's per-container chains cost each ADD and DEL several iptables-nft calls (~40 ms). Only
+what leaves the cluster CIDR is masqueraded: a container reaching a container on another node keeps
+its own source address. The rule's comment (``corral <bridge>``) is what marks it as this agent's:
+ensuring it removes any other rule with that comment (a podCIDR or cluster CIDR that changed).
 
 For containers attached with ``ipMasq`` on, this module also tears down the plugin's per-container
 masquerade chain when its namespace is already gone.
@@ -29,17 +32,22 @@ from typing import Any
 from corral.model.errors import CorralError
 
 
-def _subnet_rule(subnet: str, bridge: str) -> list[str]:
-    return ["-s", subnet, "!", "-d", subnet, "-m", "comment", "--comment", f"corral {bridge}", "-j", "MASQUERADE"]
+def _subnet_rule(subnet: str, bridge: str, cluster_cidr: str = "") -> list[str]:
+    return ["-s", subnet, "!", "-d", cluster_cidr or subnet, "-m", "comment", "--comment", f"corral {bridge}",
+            "-j", "MASQUERADE"]
 
 
-async def ensure_subnet_masquerade(*, subnet: str, bridge: str) -> None:
-    """One POSTROUTING rule masquerading what leaves the node's container subnet (idempotent).
+async def ensure_subnet_masquerade(*, subnet: str, bridge: str, cluster_cidr: str = "") -> None:
+    """One POSTROUTING rule masquerading what goes from the node's container subnet to outside the
+    cluster CIDR (outside the subnet when no cluster CIDR is given); idempotent.
 
     It replaces the bridge plugin's per-container chains (``ipMasq``), which cost each container's ADD
     and DEL several iptables calls: containers reach beyond their node all the same.
     """
-    rule = _subnet_rule(subnet, bridge)
+    rule = _subnet_rule(subnet, bridge, cluster_cidr)
+    for words in await _our_rules(bridge):
+        if words != ["-A", "POSTROUTING", *rule]:
+            await _iptables("-t", "nat", "-D", *words[1:])
     rc, _ = await _iptables("-t", "nat", "-C", "POSTROUTING", *rule)
     if rc == 0:
         return
@@ -48,13 +56,19 @@ async def ensure_subnet_masquerade(*, subnet: str, bridge: str) -> None:
         raise CorralError(f"could not add the masquerade rule for {subnet}: {out.strip()}")
 
 
-async def remove_subnet_masquerade(*, subnet: str, bridge: str) -> None:
-    """Remove the subnet's masquerade rule (every copy of it); nothing happens if there is none."""
-    rule = _subnet_rule(subnet, bridge)
-    for _ in range(16):
-        rc, _ = await _iptables("-t", "nat", "-D", "POSTROUTING", *rule)
-        if rc != 0:
-            return
+async def _our_rules(bridge: str) -> list[list[str]]:
+    """The POSTROUTING rules commented ``corral <bridge>``, as ``iptables -S`` words."""
+    rc, listing = await _iptables("-t", "nat", "-S", "POSTROUTING")
+    if rc != 0:
+        return []
+    rules = [shlex.split(line) for line in listing.splitlines()]
+    return [w for w in rules if w[:2] == ["-A", "POSTROUTING"] and f"corral {bridge}" in w]
+
+
+async def remove_subnet_masquerade(*, bridge: str, subnet: str = "") -> None:
+    """Remove the agent's masquerade rules (those commented with its bridge); nothing happens if there are none."""
+    for words in await _our_rules(bridge):
+        await _iptables("-t", "nat", "-D", *words[1:])
 
 
 def chain_name(network_name: str, container_id: str) -> str:

@@ -126,6 +126,29 @@ class NftTable:
             self.applies += 1
             return True
 
+    async def update_sets(self, part: NftPart, changes: dict[str, tuple[list[str], list[str]]]) -> bool:
+        """Make ``part`` the table's by changing, in the kernel, only set elements: ``changes`` maps a
+        set to (elements to delete, elements to add), all in one ``nft -f`` transaction. For a part
+        that differs from the loaded one in those elements alone (the caller knows; e.g.
+        ``RenderedPolicy.skeleton``): a container coming or going then costs its few elements, not a
+        reload of the whole table. False, and nothing done, when the table is not loaded as it
+        stands: then ``set_part`` + ``apply``."""
+        async with self._lock:
+            if self._dirty or self._applied is None or part.name not in self._parts:
+                return False
+            lines = []
+            for name, (delete, add) in sorted(changes.items()):
+                if delete:
+                    lines.append(f"delete element {self.family} {self.table} {name} {{ {', '.join(delete)} }}")
+                if add:
+                    lines.append(f"add element {self.family} {self.table} {name} {{ {', '.join(add)} }}")
+            if lines:
+                await run_nft("\n".join(lines) + "\n")
+                self.applies += 1
+            self._parts[part.name] = part
+            self._applied = self.render()
+            return True
+
     async def remove(self) -> None:
         """Delete the table from the kernel (nothing happens if it is not there)."""
         async with self._lock:

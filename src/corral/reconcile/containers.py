@@ -103,6 +103,7 @@ async def ensure_container(
     insecure_registries: list[str],
     run_dir: Path,
     image_cache: ImageCache | None = None,
+    dns: tuple[str, str] = ("", ""),
 ) -> Prepared:
     cid = naming.containerd_id(obj)
     existing = await ctrs.list_containers(client, {naming.LABEL_UID: obj.metadata.uid})
@@ -117,7 +118,7 @@ async def ensure_container(
     if current is not None:
         return Prepared(current, image, created=False)
     cpu_limit, cpu_request, memory = _limits(obj)
-    files = await asyncio.to_thread(_write_etc_files, run_dir, obj)
+    files = await asyncio.to_thread(_write_etc_files, run_dir, obj, dns)
     spec = build_spec(
         container_id=cid,
         image_config=image.config,
@@ -141,8 +142,15 @@ async def ensure_container(
     return Prepared(info, image, created=True)
 
 
-def _write_etc_files(run_dir: Path, obj: Container) -> list[BindMount]:
-    """/etc/hosts, /etc/hostname and /etc/resolv.conf for the container (blocking)."""
+def cluster_resolv_conf(nameserver: str, namespace: str, domain: str) -> str:
+    """A container's resolv.conf: the node's DNS server, its namespace's search path first, ndots:5."""
+    return (f"nameserver {nameserver}\nsearch {namespace}.svc.{domain} svc.{domain} {domain}\n"
+            "options ndots:5\n")
+
+
+def _write_etc_files(run_dir: Path, obj: Container, dns: tuple[str, str] = ("", "")) -> list[BindMount]:
+    """/etc/hosts, /etc/hostname and /etc/resolv.conf for the container (blocking). With ``dns``
+    (the node's DNS server and the cluster domain), resolv.conf names that server; else the host's."""
     run_dir.mkdir(parents=True, exist_ok=True)
     hosts = run_dir / "hosts"
     hosts.write_text(f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n127.0.1.1\t{obj.metadata.name}\n")
@@ -154,7 +162,9 @@ def _write_etc_files(run_dir: Path, obj: Container) -> list[BindMount]:
     except OSError:
         text = ""
     lines = [ln for ln in text.splitlines() if not ln.strip().startswith("nameserver 127.")]
-    resolv.write_text("\n".join(lines) + "\n")
+    server, domain = dns
+    resolv.write_text(cluster_resolv_conf(server, obj.metadata.namespace, domain) if server
+                      else "\n".join(lines) + "\n")
     return [
         BindMount(str(hosts), "/etc/hosts"),
         BindMount(str(hostname), "/etc/hostname"),

@@ -47,11 +47,13 @@ class ReconcilerConfig:
     data_dir: Path
     node_name: str
     containerd_socket: str
-    pod_cidr: str = "10.88.0.0/24"
+    pod_cidr: str = "10.88.0.0/24"  # until use_network says the node's own
     bridge: str = "corral0"
     insecure_registries: list[str] = field(default_factory=list)
     log_max_bytes: int = 10 * 1024 * 1024
     log_max_files: int = 3
+    dns_server: str = ""  # the node's DNS server: containers' resolv.conf names it (else the host's)
+    cluster_domain: str = "cluster.local"
 
 
 @dataclass
@@ -92,9 +94,17 @@ class NodeReconciler:
         await asyncio.to_thread(self.cfg.data_dir.mkdir, parents=True, exist_ok=True)
         await self.client.connect()
         self.runtime_version = await self.client.version()
-        # one masquerade rule for the whole container subnet, not a chain per container
-        await masq.ensure_subnet_masquerade(subnet=self.cfg.pod_cidr, bridge=self.cfg.bridge)
         self._shipper = await asyncio.to_thread(logs.install_shipper, self.cfg.data_dir / "bin")
+
+    async def use_network(self, *, pod_cidr: str, mtu: int, cluster_cidr: str) -> None:
+        """Attach containers to ``pod_cidr`` (the node's slice, known once the Node has it) with links
+        of ``mtu``; masquerade what leaves for outside ``cluster_cidr``. Call before the first sync."""
+        self.cfg.pod_cidr = pod_cidr
+        self.network = Network(NetworkConfig(data_dir=self.cfg.data_dir, bridge=self.cfg.bridge, subnet=pod_cidr,
+                                             mtu=mtu, netns_prefix=naming.netns_prefix(self.cfg.data_dir),
+                                             ip_masq=False))
+        # one masquerade rule for the whole container subnet, not a chain per container
+        await masq.ensure_subnet_masquerade(subnet=pod_cidr, bridge=self.cfg.bridge, cluster_cidr=cluster_cidr)
 
     async def close(self) -> None:
         await self.prober.aclose()
@@ -135,7 +145,7 @@ class NodeReconciler:
                 prepared = await ensure_container(
                     self.client, obj, node=self.cfg.node_name, netns_path=str(self.network.netns_path(uid)),
                     mounts=mounts, insecure_registries=self.cfg.insecure_registries, run_dir=self._run_dir(uid),
-                    image_cache=self._images,
+                    image_cache=self._images, dns=(self.cfg.dns_server, self.cfg.cluster_domain),
                 )
             except ImagePullFailed as e:
                 attachment = await attaching

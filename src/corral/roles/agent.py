@@ -25,8 +25,10 @@ from pathlib import Path
 
 import msgspec
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from corral import __version__
+from corral.aiokit.metrics import Histogram, serve_metrics
 from corral.aiokit.queueing import WorkQueue
 from corral.api.client import ApiClient, HeartbeatChannel, Reflector
 from corral.model import errors
@@ -48,11 +50,19 @@ from corral.model.resources import (
     ObjectReference,
     Volume,
 )
+from corral.network.bridge import ensure_bridge
+from corral.network.dns import ClusterDNS
 from corral.network.nftables import NftTable
+from corral.network.overlay import uplink
 from corral.reconcile.events import EventType
 from corral.reconcile.pipeline import NodeReconciler, ReconcilerConfig
-from corral.roles import agentlogs
+from corral.roles import agentlogs, agentstreams, podcidr
 from corral.roles.fencing import Fence, kill_node_tasks
+from corral.roles.metrics import agent_collector
+from corral.roles.peers import PeerRoutes, is_loopback, link_mtu
+from corral.roles.policies import PolicyEnforcer
+from corral.roles.services import ServiceProxy, start_dns, upstreams_of
+from corral.runtime.tasks import Task
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +104,7 @@ class AgentConfig:
     reserve_cpu: str = "100m"
     reserve_memory: str = "256Mi"
     max_containers: int = 110
-    pod_cidr: str = "10.88.0.0/24"
+    pod_cidr: str = ""  # an explicit override; empty: the control plane assigns one (roles/podcidr.py)
     bridge: str = "corral0"
     nft_table: str = "corral"  # the agent's nftables table (inet family): policy and service rules
     node_ip: str = "127.0.0.1"
@@ -105,6 +115,10 @@ class AgentConfig:
     workers: int = 8
     insecure_registries: list[str] = field(default_factory=list)
     fence_after: float = 4.0  # no heartbeat for this long: kill every task (roles/fencing.py)
+    metrics_listen: str = ""  # serve the agent's Prometheus metrics here (HOST:PORT; empty: not at all)
+    metrics_sample_seconds: float = 10.0  # how often the containers' CPU and memory are read from containerd
+    upstream_dns: list[str] = field(default_factory=list)  # ADDR[:PORT]; empty: the host's resolv.conf
+    dns_port: int = 53  # the DNS server's port on the bridge's gateway address
 
 
 def host_capacity() -> tuple[int, int]:
@@ -168,6 +182,15 @@ class Agent:
         self._agent_token = ""
         # every nftables rule this agent keeps (network policy, service proxy) lives in this one table
         self.nft = NftTable(cfg.nft_table)
+        # figures for /metrics (roles/metrics.py)
+        self.sync_counts: dict[str, int] = {"ok": 0, "retry": 0, "error": 0}
+        self.sync_durations = Histogram()
+        self.container_usage: dict[tuple[str, str], tuple[float, float]] = {}  # (ns, name) -> (cpu s, memory B)
+        self.peers: PeerRoutes | None = None  # routes to other nodes' containers, once the podCIDR is known
+        self.policies = PolicyEnforcer(api, self.nft, node=cfg.node_name, bridge=cfg.bridge)
+        # Services → the `svc` part of that table, and the answers of the node's DNS server (roles/services.py)
+        self.services = ServiceProxy(api, self.nft, containers=lambda: self.reflector.objects)
+        self.dns: ClusterDNS | None = None  # started once the node's subnet is known (settle_network)
 
     # --- event sink (for the reconcile steps) -----------------------------------------------
 
@@ -216,7 +239,11 @@ class Agent:
                 try:
                     current = await self.api.get(Node, self.cfg.node_name)
                     current.metadata.labels = {**current.metadata.labels, **labels}
-                    current.spec.pod_cidr = self.cfg.pod_cidr
+                    if self.cfg.pod_cidr and current.spec.pod_cidr not in ("", self.cfg.pod_cidr):
+                        raise errors.Invalid(f"node {self.cfg.node_name} already has podCIDR "
+                                             f"{current.spec.pod_cidr}; --pod-cidr {self.cfg.pod_cidr} differs "
+                                             "(delete the Node to change it)")
+                    current.spec.pod_cidr = current.spec.pod_cidr or self.cfg.pod_cidr  # the agent never changes it
                     await self.api.update(current)
                     await self.heartbeat()
                     break
@@ -307,16 +334,22 @@ class Agent:
     async def _worker(self) -> None:
         while True:
             key = await self.queue.get()
+            started = time.perf_counter()
+            result = "ok"
             try:
                 await self._sync(key)
                 self.queue.forget(key)
             except errors.CorralError as e:
+                result = "retry"
                 delay = self.queue.retry(key, delay=getattr(e, "retry_after", None))
                 log.info("reconcile %s/%s: %s (retry in %.1fs)", *key, e, delay)
             except Exception:
+                result = "error"
                 delay = self.queue.retry(key)
                 log.exception("reconcile %s/%s failed (retry in %.1fs)", *key, delay)
             finally:
+                self.sync_counts[result] += 1
+                self.sync_durations.observe(time.perf_counter() - started)
                 self.queue.done(key)
 
     async def _sync(self, key: Key) -> None:
@@ -356,6 +389,9 @@ class Agent:
         body = await self.api.request("GET", "/join/agent-token")
         self._agent_token = msgspec.json.decode(body)["token"]
         app = agentlogs.build_app(token=lambda: self._agent_token, log_path=self.reconciler.log_path)
+        agentstreams.add_routes(app, token=lambda: self._agent_token, targets=agentstreams.StreamTargets(
+            client=self.reconciler.client, netns_path=self.reconciler.network.netns_path,
+            log_path=self.reconciler.log_path))
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         site = web.TCPSite(runner, self.cfg.listen_host, self.cfg.listen_port)
@@ -367,17 +403,67 @@ class Agent:
         self.endpoint = f"http://{self.cfg.node_ip}:{port}"
         return runner
 
+    async def _sample_usage(self) -> None:
+        """Read every running container's CPU and memory from containerd now and then (a scrape
+        answers from the last sample: it cannot wait on containerd)."""
+        while True:
+            usage: dict[tuple[str, str], tuple[float, float]] = {}
+            for (namespace, name), obj in list(self.reflector.objects.items()):
+                if obj.status.phase != "Running" or not obj.status.container_id:
+                    continue
+                with contextlib.suppress(errors.CorralError):
+                    m = await Task(self.reconciler.client, obj.status.container_id).metrics()
+                    usage[(namespace, name)] = (m.cpu_usage_ns / 1e9, float(m.memory_usage_bytes))
+            self.container_usage = usage
+            await asyncio.sleep(self.cfg.metrics_sample_seconds)
+
+    async def _serve_metrics(self) -> web.AppRunner | None:
+        if not self.cfg.metrics_listen:
+            return None
+        registry = CollectorRegistry()
+        registry.register(agent_collector(self))
+        host, _, port = self.cfg.metrics_listen.rpartition(":")
+        runner, bound = await serve_metrics(registry, host or "127.0.0.1", int(port))
+        log.info("agent metrics on http://%s:%s/metrics", host or "127.0.0.1", bound)
+        return runner
+    async def settle_network(self) -> PeerRoutes:
+        """The node's subnet (its Node's podCIDR, assigned by the control plane or the checked
+        override), the containers' MTU, and the routes to other nodes that go with them."""
+        cluster = await self.api.cluster_config()
+        if self.cfg.pod_cidr:
+            await podcidr.check_override_with_api(self.api, self.cfg.pod_cidr, node=self.cfg.node_name,
+                                                  cluster=cluster)
+        await self.register()
+        pod_cidr = await podcidr.wait_for_pod_cidr(self.api, self.cfg.node_name)
+        uplink_mtu = 1500 if is_loopback(self.cfg.node_ip) else (await asyncio.to_thread(uplink, self.cfg.node_ip))[1]
+        mtu = link_mtu(cluster, node_ip=self.cfg.node_ip, uplink_mtu=uplink_mtu)
+        await self.reconciler.use_network(pod_cidr=pod_cidr, mtu=mtu, cluster_cidr=cluster.cluster_cidr)
+        log.info("node %s: containers in %s (MTU %d), backend %s", self.cfg.node_name, pod_cidr, mtu, cluster.backend)
+        # the node's DNS server listens on the bridge's gateway address before any container needs it
+        gateway = await ensure_bridge(self.cfg.bridge, subnet=pod_cidr)
+        self.reconciler.cfg.dns_server, self.reconciler.cfg.cluster_domain = gateway, cluster.cluster_domain
+        self.dns = await start_dns(self.services, domain=cluster.cluster_domain, host=gateway, port=self.cfg.dns_port,
+                                   upstreams=upstreams_of(self.cfg.upstream_dns))
+        return PeerRoutes(self.api, node=self.cfg.node_name, node_ip=self.cfg.node_ip, pod_cidr=pod_cidr,
+                          bridge=self.cfg.bridge, cluster=cluster, resync=self.cfg.resync_seconds)
+
     async def run(self) -> None:
         runner = await self._serve_logs()
+        metrics = await self._serve_metrics()
         try:
-            await self.register()
+            self.peers = await self.settle_network()
             await self._run_tasks()
         finally:
             await runner.cleanup()
+            if metrics is not None:
+                await metrics.cleanup()
+            if self.dns is not None:
+                await self.dns.close()
 
     async def _run_tasks(self) -> None:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self.reflector.run(), name="agent-reflector")
+            tg.create_task(self.services.run(), name="agent-service-proxy")
             tg.create_task(self._heartbeats(), name="agent-heartbeat")
             tg.create_task(self.fence.watch(), name="agent-fence")
             tg.create_task(self._ship_events(), name="agent-events")
@@ -385,6 +471,11 @@ class Agent:
             tg.create_task(self._resync(), name="agent-resync")
             tg.create_task(self.volume_reflector.run(), name="agent-volume-reflector")
             tg.create_task(self._volume_sweeps(), name="agent-volume-sweeps")
+            if self.cfg.metrics_listen:
+                tg.create_task(self._sample_usage(), name="agent-usage-samples")
+            if self.peers is not None:
+                tg.create_task(self.peers.run(), name="agent-peer-routes")
+            tg.create_task(self.policies.run(), name="agent-network-policy")
             for i in range(self.cfg.workers):
                 tg.create_task(self._worker(), name=f"agent-worker-{i}")
 
@@ -415,8 +506,10 @@ async def join(cfg: AgentConfig) -> str:
 async def run_agent(cfg: AgentConfig, *, stop: asyncio.Event) -> None:
     token = await join(cfg)
     async with ApiClient(cfg.servers, token) as api:
+        # the subnet comes from the Node once registered (Agent.settle_network → reconciler.use_network),
+        # and so does the DNS server's address (the bridge's gateway in that subnet)
         rcfg = ReconcilerConfig(data_dir=cfg.data_dir, node_name=cfg.node_name, containerd_socket=cfg.containerd_socket,
-                                pod_cidr=cfg.pod_cidr, bridge=cfg.bridge, insecure_registries=cfg.insecure_registries)
+                                bridge=cfg.bridge, insecure_registries=cfg.insecure_registries)
         reconciler = NodeReconciler(rcfg)
         agent = Agent(cfg, api, reconciler)
         reconciler.events = agent

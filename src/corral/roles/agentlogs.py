@@ -23,13 +23,20 @@ def _line(rec: logs.LogLine, timestamps: bool) -> bytes:
     return ((rec.time + " " if timestamps else "") + text).encode()
 
 
+def refuse_unless_api(request: web.Request, token: str, *, what: str = "read logs") -> web.Response | None:
+    """A 401 answer unless the request carries the cluster's agent token (only the API has it)."""
+    if token and hmac.compare_digest(request.headers.get("Authorization", ""), f"Bearer {token}"):
+        return None
+    return web.json_response({"error": {"code": 401, "reason": "Unauthorized",
+                                        "message": f"only the API may {what} through an agent", "details": []}},
+                             status=401)
+
+
 def build_app(*, token: Callable[[], str], log_path: LogPathFor) -> web.Application:
     async def serve_logs(request: web.Request) -> web.StreamResponse:
-        expected = f"Bearer {token()}"
-        if not token() or not hmac.compare_digest(request.headers.get("Authorization", ""), expected):
-            return web.json_response({"error": {"code": 401, "reason": "Unauthorized",
-                                                "message": "only the API may read logs from an agent", "details": []}},
-                                     status=401)
+        denied = refuse_unless_api(request, token())
+        if denied is not None:
+            return denied
         uid = request.query.get("uid", "")
         path = log_path(uid)
         if path is None:

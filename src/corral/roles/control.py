@@ -28,6 +28,7 @@ from corral.model.cluster import CLUSTER_CONFIG_KEY, ClusterConfig, differences,
 from corral.model.errors import AlreadyExists
 from corral.roles.controllers import LeaderConfig
 from corral.roles.leader import campaign, leader_args, supervise_leader
+from corral.roles.metrics import LeaderMetrics
 from corral.store.embedded import EmbeddedEtcd
 from corral.store.etcd import EtcdStore
 
@@ -49,6 +50,7 @@ class ControlConfig:
     job_backoff: float = 10.0  # the first of a Job's retry delays, seconds
     event_ttl: float = 3600.0  # seconds an Event lives (API- and scheduler-written; 0: forever)
     leader_process: bool = False  # run the scheduler and controllers in a child process (serve does)
+    leader_metrics_listen: str = ""  # where that child serves its /metrics (HOST:PORT; empty: nowhere)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)  # asked for; etcd's record wins
 
 
@@ -128,12 +130,14 @@ async def run_control(cfg: ControlConfig, *, stop: asyncio.Event,
             log.info("API serving on %s (admin token in %s)", url, data_dir / "admin.token")
             plane = ControlPlane(url=url, admin_token=admin_token, join_token=join_token, store=store, api=api)
             leader_cfg = LeaderConfig(policy=cfg.policy, node_grace=cfg.node_grace, event_ttl=cfg.event_ttl,
-                                      job_backoff=cfg.job_backoff)
+                                      metrics_listen=cfg.leader_metrics_listen, job_backoff=cfg.job_backoff)
             if cfg.leader_process:  # the scheduler and controllers in a child process: a core of their own
                 leading = supervise_leader(leader_args(endpoints, leader_cfg, ttl=cfg.leader_ttl), stop=stop)
-            else:
+            else:  # in this process: the leader's figures join the API's /metrics
+                metrics = LeaderMetrics()
+                api.metrics.registry.register(metrics.collector)
                 leading = campaign(store, leader_cfg, identity=f"{socket.gethostname()}:{cfg.port}:{os.getpid()}",
-                                   ttl=cfg.leader_ttl)
+                                   ttl=cfg.leader_ttl, metrics=metrics)
             leader = tg.create_task(leading, name="leader")
             tasks = [caches]
             if started is not None:

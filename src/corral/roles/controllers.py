@@ -14,12 +14,15 @@ from corral.controllers.base import Controller, Informers
 from corral.controllers.cronjobs import CronJobController
 from corral.controllers.daemonsets import DaemonSetController
 from corral.controllers.deployments import DeploymentController
+from corral.controllers.endpoints import EndpointsController
 from corral.controllers.gc import GarbageCollector
 from corral.controllers.jobs import JobController
 from corral.controllers.namespaces import NamespaceController
 from corral.controllers.nodes import NodeLifecycle
+from corral.controllers.podcidrs import NodeIpam
 from corral.model.kinds import BY_KIND
 from corral.model.resources import Container, Node
+from corral.roles.metrics import LeaderMetrics
 from corral.scheduler.loop import Scheduler
 from corral.store.base import Store
 from corral.store.leases import BucketLeases
@@ -32,6 +35,7 @@ class LeaderConfig:
     node_grace: float = 5.0
     event_ttl: float = 3600.0  # the scheduler's Events expire after this many seconds (0: never)
     job_backoff: float = 10.0  # seconds: the first of a Job's retry delays (doubling, capped at 6 min)
+    metrics_listen: str = ""  # a leader process serves its /metrics here (HOST:PORT; empty: not at all)
 
 
 def build_controllers(informers: Informers, objects: Objects, cfg: LeaderConfig) -> list[Controller]:
@@ -44,6 +48,8 @@ def build_controllers(informers: Informers, objects: Objects, cfg: LeaderConfig)
     controllers.append(JobController(informers, objects, backoff_base=cfg.job_backoff))
     controllers.append(DaemonSetController(informers, objects))
     controllers.append(CronJobController(informers, objects))
+    controllers.append(NodeIpam(informers, objects))
+    controllers.append(EndpointsController(informers, objects))
     return controllers
 
 
@@ -66,7 +72,7 @@ def feed_scheduler(scheduler: Scheduler, informers: Informers) -> None:
     informers.of(Container).handlers.append(on_container)
 
 
-async def run_leader(store: Store, cfg: LeaderConfig) -> None:
+async def run_leader(store: Store, cfg: LeaderConfig, metrics: LeaderMetrics | None = None) -> None:
     informers = Informers(store)
     leases = BucketLeases(store, ttl=cfg.event_ttl) if cfg.event_ttl > 0 else None
     objects = Objects(store, event_leases=leases)  # controllers' Events expire like the API's
@@ -74,8 +80,14 @@ async def run_leader(store: Store, cfg: LeaderConfig) -> None:
     synced = asyncio.Event()
     scheduler = Scheduler(store, policy=cfg.policy, event_ttl=cfg.event_ttl)
     feed_scheduler(scheduler, informers)
-    async with asyncio.TaskGroup() as tg:
-        tg.create_task(informers.run(synced), name="controller-informers")
-        tg.create_task(scheduler.run(feeds_synced=synced), name="scheduler")
-        for c in controllers:
-            tg.create_task(c.run(synced), name=f"controller-{c.name}")
+    if metrics is not None:
+        metrics.attach(scheduler, controllers)
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(informers.run(synced), name="controller-informers")
+            tg.create_task(scheduler.run(feeds_synced=synced), name="scheduler")
+            for c in controllers:
+                tg.create_task(c.run(synced), name=f"controller-{c.name}")
+    finally:
+        if metrics is not None:
+            metrics.detach()

@@ -18,7 +18,11 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from aiohttp import web
+
+from corral.aiokit.metrics import serve_metrics
 from corral.roles.controllers import LeaderConfig, run_leader
+from corral.roles.metrics import LeaderMetrics
 from corral.store.election import Election
 from corral.store.etcd import EtcdStore
 
@@ -32,17 +36,24 @@ class LeaderRoleConfig:
     leader_ttl: int = 5
 
 
-async def campaign(store: EtcdStore, cfg: LeaderConfig, *, identity: str, ttl: int) -> None:
-    """Campaign forever; while elected, run the scheduler and controllers."""
+async def campaign(store: EtcdStore, cfg: LeaderConfig, *, identity: str, ttl: int,
+                   metrics: LeaderMetrics | None = None) -> None:
+    """Campaign forever; while elected, run the scheduler and controllers (reported to ``metrics``)."""
     election = Election(store, "control", identity=identity, ttl=ttl)
-    await election.run(lambda: run_leader(store, cfg))
+    await election.run(lambda: run_leader(store, cfg, metrics))
 
 
 async def run_leader_role(cfg: LeaderRoleConfig, *, stop: asyncio.Event) -> None:
     store = EtcdStore(cfg.etcd)
+    metrics = LeaderMetrics()
+    runner: web.AppRunner | None = None
     try:
+        if cfg.leader.metrics_listen:
+            host, _, port = cfg.leader.metrics_listen.rpartition(":")
+            runner, bound = await serve_metrics(metrics.registry, host or "127.0.0.1", int(port))
+            log.info("leader metrics on http://%s:%s/metrics", host or "127.0.0.1", bound)
         work = asyncio.create_task(campaign(store, cfg.leader, identity=f"{socket.gethostname()}:leader:{os.getpid()}",
-                                            ttl=cfg.leader_ttl), name="leader-campaign")
+                                            ttl=cfg.leader_ttl, metrics=metrics), name="leader-campaign")
         stopper = asyncio.create_task(stop.wait())
         await asyncio.wait({work, stopper}, return_when=asyncio.FIRST_COMPLETED)
         for t in (work, stopper):
@@ -50,6 +61,8 @@ async def run_leader_role(cfg: LeaderRoleConfig, *, stop: asyncio.Event) -> None
         with contextlib.suppress(asyncio.CancelledError):
             await work
     finally:
+        if runner is not None:
+            await runner.cleanup()
         await store.close()
 
 
@@ -59,6 +72,8 @@ def leader_args(etcd: Sequence[str], cfg: LeaderConfig, *, ttl: int) -> list[str
             "--job-backoff", str(cfg.job_backoff)]
     for endpoint in etcd:
         args += ["--etcd", endpoint]
+    if cfg.metrics_listen:
+        args += ["--metrics-listen", cfg.metrics_listen]
     return args
 
 

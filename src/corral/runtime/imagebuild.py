@@ -31,7 +31,7 @@ APPLETS = (
     "sh", "sleep", "httpd", "wget", "echo", "cat", "ls", "env", "true", "false", "kill", "mkdir",
     "touch", "id", "hostname", "ip", "dd", "head", "tail", "ps", "seq", "yes", "nc", "grep", "sed",
     "wc", "rm", "cp", "mv", "ln", "chmod", "date", "uname", "printf", "test", "stat", "df", "mount",
-    "nslookup", "ping", "top", "free",
+    "nslookup", "ping", "top", "free", "tar", "md5sum", "stty",
 )  # fmt: skip
 PASSWD = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
 GROUP = "root:x:0:\nnobody:x:65534:\n"

@@ -13,7 +13,7 @@ from typing import TypeVar
 import msgspec
 
 from corral.model.kinds import KindInfo
-from corral.model.resources import Object
+from corral.model.resources import Object, with_phase
 from corral.store.base import KeyValue, WatchEvent
 
 ObjT = TypeVar("ObjT", bound=Object)
@@ -26,10 +26,10 @@ def encode(obj: Object) -> bytes:
     """The stored form: the object without its resourceVersion."""
     rv = obj.metadata.resource_version
     if not rv:
-        return _encoder.encode(obj)
+        return with_phase(obj.kind, _encoder.encode(obj))
     obj.metadata.resource_version = ""
     try:
-        return _encoder.encode(obj)
+        return with_phase(obj.kind, _encoder.encode(obj))
     finally:
         obj.metadata.resource_version = rv
 

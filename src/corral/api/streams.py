@@ -1,0 +1,101 @@
+"""exec, attach and port-forward through the API: a WebSocket proxied to the container's agent.
+
+``GET /namespaces/{ns}/containers/{name}/exec?command=…&stdin=&stdout=&stderr=&tty=&width=&height=``,
+``…/attach`` and ``…/portforward?ports=PORT`` are checked here (who may, which container, which
+node's agent), then the API opens the same WebSocket to that agent (``/exec/{ns}/{name}?uid=…``,
+with the agent token, over the one agent session ``LogsProxy`` keeps — so however the API→agent
+channel is secured, these routes go the same way) and only then accepts the client's upgrade.
+From there it copies frames both ways unchanged (``api.streamproto``) until either side closes,
+then closes the other: the API keeps no state per session beyond the two sockets, and a client
+that goes away ends the process on the node.
+
+A request that is not a WebSocket upgrade gets the same checks, so a client whose upgrade was
+refused can ask again plainly and read the error's sentence; if the checks pass it is told to upgrade.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import aiohttp
+from aiohttp import WSMsgType, web
+
+from corral.api import streamproto as sp
+from corral.api.auth import IDENTITY, Identity
+from corral.api.logs import LogsProxy
+from corral.model.errors import BadRequest, Forbidden, Unavailable
+
+STREAM_ROLES = frozenset({"admin", "edit"})  # who may run processes in containers
+_PASSED = {
+    "exec": ("command", "stdin", "stdout", "stderr", "tty", "width", "height"),
+    "attach": ("stdin", "stdout", "stderr", "tty"),
+    "portforward": ("ports",),
+}
+
+
+def authorize_stream(identity: Identity, verb: str, *, namespace: str, name: str) -> None:
+    """The one check for exec, attach and port-forward: running things inside a container."""
+    if str(identity.role) not in STREAM_ROLES:
+        raise Forbidden(f"{identity.name} may not {verb} container {namespace}/{name}")
+
+
+async def _copy(source: aiohttp.ClientWebSocketResponse | web.WebSocketResponse,
+                sink: aiohttp.ClientWebSocketResponse | web.WebSocketResponse) -> None:
+    async for msg in source:
+        if msg.type == WSMsgType.BINARY:
+            await sink.send_bytes(msg.data)
+        elif msg.type == WSMsgType.TEXT:
+            await sink.send_str(msg.data)
+
+
+class StreamProxy:
+    def __init__(self, agents: LogsProxy) -> None:
+        self.agents = agents
+
+    async def exec(self, request: web.Request) -> web.StreamResponse:
+        if not request.query.getall("command", []):
+            raise BadRequest("command: exec needs a command (?command=ARG, one per argument)")
+        return await self._proxy(request, "exec")
+
+    async def attach(self, request: web.Request) -> web.StreamResponse:
+        return await self._proxy(request, "attach")
+
+    async def portforward(self, request: web.Request) -> web.StreamResponse:
+        ports = request.query.get("ports", "")
+        if not ports.isdigit() or not 0 < int(ports) < 65536:
+            raise BadRequest(f"ports: {ports!r} is not one port number (1-65535); open one connection per port")
+        return await self._proxy(request, "portforward")
+
+    async def _proxy(self, request: web.Request, verb: str) -> web.StreamResponse:
+        namespace, name = request.match_info["namespace"], request.match_info["name"]
+        authorize_stream(request[IDENTITY], verb, namespace=namespace, name=name)
+        container, endpoint = await self.agents.locate(namespace, name, what=f"{verb} target")
+        client = web.WebSocketResponse(protocols=(sp.SUBPROTOCOL,), max_msg_size=sp.MAX_FRAME * 4)
+        if not client.can_prepare(request).ok:
+            raise BadRequest(f"{verb} is a WebSocket ({sp.SUBPROTOCOL}): send an upgrade request")
+        params = [(k, v) for k, v in request.query.items() if k in _PASSED[verb]]
+        params.append(("uid", container.metadata.uid))
+        try:
+            agent = await self.agents.agent_session().ws_connect(
+                f"{endpoint}/{verb}/{namespace}/{name}", params=params, headers=await self.agents.agent_headers(),
+                protocols=(sp.SUBPROTOCOL,), max_msg_size=sp.MAX_FRAME * 4, autoping=True,
+                timeout=aiohttp.ClientWSTimeout(ws_close=5),
+            )
+        except (aiohttp.ClientError, OSError) as e:
+            raise Unavailable(f'cannot reach the agent of node "{container.spec.node}" at {endpoint}: {e}') from e
+        try:
+            await client.prepare(request)
+            tasks = [asyncio.ensure_future(_copy(client, agent)), asyncio.ensure_future(_copy(agent, client))]
+            try:
+                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            with contextlib.suppress(Exception):
+                await agent.close()
+            with contextlib.suppress(Exception):
+                await client.close()
+        return client

@@ -1,0 +1,131 @@
+"""The agent's routes to other nodes' containers, kept from the watched Nodes (network/overlay.py does the kernel).
+
+``PeerRoutes`` watches every Node through a ``Reflector``. The peers are the *other* nodes that are
+Ready, have a podCIDR and a non-loopback InternalIP (and, for VXLAN, have published their VTEP MAC in
+the annotation ``corral.io/vxlan-mac``). On start, on every change and every ``resync`` seconds it
+computes the plan for them and applies it level-based (``Overlay.apply`` in a thread): whatever of
+ours the kernel holds and the plan does not is removed. A node deleted or no longer Ready loses its
+route on every other node; an agent restarted finds the kernel as it left it and changes nothing.
+
+The backend, VNI and port come from the cluster settings (``GET /cluster``), so nodes cannot
+disagree. With VXLAN the agent first makes its device and writes its MAC on its own Node.
+
+A node whose own InternalIP is a loopback address (every node of a single-host cluster, where all
+agents share one network namespace) routes nothing: there is no other host to reach.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+from collections.abc import Iterable
+
+import msgspec
+
+from corral.api.client import ApiClient, Reflector
+from corral.model import errors
+from corral.model.cluster import ClusterConfig
+from corral.model.resources import Node
+from corral.network.overlay import Overlay, Peer, Plan, device_for, plan
+
+log = logging.getLogger(__name__)
+
+VXLAN_MAC_ANNOTATION = "corral.io/vxlan-mac"
+
+
+def is_loopback(ip: str) -> bool:
+    try:
+        return ipaddress.ip_address(ip).is_loopback
+    except ValueError:
+        return True
+
+
+def internal_ip(node: Node) -> str:
+    return next((a.address for a in node.status.addresses if a.type == "InternalIP"), "")
+
+
+def peers_of(nodes: Iterable[Node], *, me: str) -> list[Peer]:
+    """The nodes whose containers this node routes to (pure)."""
+    out = []
+    for n in nodes:
+        ip = internal_ip(n)
+        ready = any(c.type == "Ready" and c.status == "True" for c in n.status.conditions)
+        if n.metadata.name == me or not ready or not n.spec.pod_cidr or not ip or is_loopback(ip):
+            continue
+        out.append(Peer(n.metadata.name, n.spec.pod_cidr, ip, n.metadata.annotations.get(VXLAN_MAC_ANNOTATION, "")))
+    return sorted(out)
+
+
+def link_mtu(cluster: ClusterConfig, *, node_ip: str, uplink_mtu: int) -> int:
+    """The MTU of the containers' links: the uplink's, less the VXLAN header with that backend."""
+    if is_loopback(node_ip):
+        return 1500
+    return uplink_mtu - 50 if cluster.backend == "vxlan" else uplink_mtu
+
+
+class PeerRoutes:
+    def __init__(self, api: ApiClient, *, node: str, node_ip: str, pod_cidr: str, bridge: str,
+                 cluster: ClusterConfig, resync: float = 30.0) -> None:
+        self.api = api
+        self.node = node
+        self.cluster = cluster
+        self.resync = resync
+        self.overlay = Overlay(backend=cluster.backend, device=device_for(bridge), vni=cluster.vxlan_vni,
+                               port=cluster.vxlan_port, node_ip=node_ip, pod_cidr=pod_cidr)
+        self.enabled = not is_loopback(node_ip)
+        self.reflector: Reflector[Node] = Reflector(api, Node, namespace=None, on_event=self._on_node)
+        self._changed = asyncio.Event()
+        self.applied: Plan | None = None
+
+    def _on_node(self, _type: str, _obj: Node) -> None:
+        self._changed.set()
+
+    async def run(self) -> None:
+        if not self.enabled:
+            log.info("node IP is a loopback address: no routes to other nodes (single-host cluster)")
+            return
+        mac = await asyncio.to_thread(self.overlay.ensure_device)
+        if mac:
+            await self._publish_mac(mac)
+        log.info("backend %s: keeping routes to the other nodes' containers", self.cluster.backend)
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self.reflector.run(), name="agent-node-reflector")
+            await self.reflector.synced.wait()
+            while True:
+                self._changed.clear()
+                await self._apply()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), self.resync)
+
+    async def _apply(self) -> None:
+        wanted = plan(self.cluster.backend, peers_of(self.reflector.objects.values(), me=self.node))
+        try:
+            changes = await asyncio.to_thread(self.overlay.apply, wanted)
+        except (errors.CorralError, OSError) as e:
+            log.warning("routes to other nodes: %s", e)
+            return
+        self.applied = wanted
+        for what in changes.added:
+            log.info("added %s", what)
+        for what in changes.removed:
+            log.info("removed %s", what)
+        for what in changes.failed:
+            log.warning("could not apply %s%s", what, " (host-gw needs every node on one L2 segment; the "
+                        "vxlan backend does not)" if self.cluster.backend == "host-gw" else "")
+
+    async def _publish_mac(self, mac: str) -> None:
+        """Write this node's VTEP MAC on its Node (the other nodes' FDB and neighbour entries use it)."""
+        for attempt in range(50):
+            try:
+                node = await self.api.get(Node, self.node)
+                if node.metadata.annotations.get(VXLAN_MAC_ANNOTATION) == mac:
+                    return
+                meta = msgspec.structs.replace(node.metadata,
+                                               annotations={**node.metadata.annotations, VXLAN_MAC_ANNOTATION: mac})
+                await self.api.update(msgspec.structs.replace(node, metadata=meta))
+                log.info("VXLAN device %s has MAC %s", self.overlay.device, mac)
+                return
+            except errors.Conflict:
+                await asyncio.sleep(0.05 * (attempt + 1))
