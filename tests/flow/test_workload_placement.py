@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from corral.api.client import ApiClient
+from corral.api.client import ApiClient, Reflector
 from corral.controllers.daemonsets import DAEMON_NODE_LABEL
 from corral.controllers.rollout import TEMPLATE_HASH_LABEL
 from corral.model.errors import Invalid
@@ -39,12 +39,17 @@ from corral.model.resources import (
     LabelSelector,
     Namespace,
     Node,
+    NodeAffinity,
+    NodeSelectorRequirement,
+    NodeSelectorTerm,
     ObjectMeta,
+    PreferredSchedulingTerm,
     PriorityClass,
     PriorityClassSpec,
     ResourceList,
     ResourceRequirements,
     TemplateMeta,
+    TopologySpreadConstraint,
 )
 from corral.roles.control import ControlConfig, ControlPlane, run_control
 from corral.roles.sim import SimConfig, Simulator
@@ -173,17 +178,35 @@ async def test_a_daemonset_runs_one_container_per_node_and_follows_nodes_joining
     await eventually(lambda: one_running_per_node(nodes), timeout=30, what="the daemon of the node that left is gone")
     await eventually(lambda: counted(3), timeout=20, what="the daemon set counts 3 again")
 
-    # a template change rolls through every node
-    ds = await admin.get(DaemonSet, "logs", namespace=ns)
-    ds.spec.template.spec.env = [EnvVar(name="VERSION", value="2")]
-    await admin.update(ds)
+    # a template change rolls through every node, never more than maxUnavailable (1) node without a daemon
+    worst = 0
+    watcher: Reflector[Container] = Reflector(admin, Container, namespace=ns, label_selector="app=logs")
 
-    async def rolled() -> None:
-        live = await one_running_per_node(nodes)
-        assert all(c.spec.env == [EnvVar(name="VERSION", value="2")] for c in live)
-        assert len({c.metadata.labels[TEMPLATE_HASH_LABEL] for c in live}) == 1
+    def look(_type: str, _obj: Container) -> None:
+        nonlocal worst
+        serving = {c.spec.node for c in watcher.objects.values()
+                   if c.status.phase == "Running" and not c.metadata.deletion_timestamp}
+        worst = max(worst, len(nodes - serving))
 
-    await eventually(rolled, timeout=60, what="every daemon replaced by the new template")
+    task = asyncio.create_task(watcher.run())
+    try:
+        await asyncio.wait_for(watcher.synced.wait(), 10)
+        watcher.on_event = look
+        ds = await admin.get(DaemonSet, "logs", namespace=ns)
+        ds.spec.template.spec.env = [EnvVar(name="VERSION", value="2")]
+        await admin.update(ds)
+
+        async def rolled() -> None:
+            live = await one_running_per_node(nodes)
+            assert all(c.spec.env == [EnvVar(name="VERSION", value="2")] for c in live)
+            assert len({c.metadata.labels[TEMPLATE_HASH_LABEL] for c in live}) == 1
+
+        await eventually(rolled, timeout=60, what="every daemon replaced by the new template")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert worst == 1, f"{worst} nodes were without a running daemon at once (maxUnavailable 1)"
     await admin.delete(DaemonSet, "logs", namespace=ns)
 
     async def cascaded() -> None:
@@ -277,3 +300,39 @@ async def test_a_high_priority_container_preempts_exactly_one_lower_priority_con
         assert any(e.spec.reason == "Preempting" and e.spec.involved_object.name == "vip" for e in events)
         for name in left:
             await admin.delete(Container, name, namespace=ns)
+
+
+async def test_topology_spread_overrides_a_preference_for_one_zone(
+        plane: ControlPlane, admin: ApiClient, three: None) -> None:
+    ns = "spread"
+    await admin.create(Namespace(metadata=ObjectMeta(name=ns)))
+    zones = {n.metadata.labels["topology.corral.io/zone"]: n.metadata.name
+             for n in (await admin.list(Node, namespace=None, label_selector=f"sim-group={GROUP}"))[0]}
+    for i in range(2):  # two already in zone a
+        await admin.create(Container(metadata=ObjectMeta(name=f"pinned-{i}", namespace=ns, labels={"app": "api"}),
+                                     spec=ContainerSpec(image=IMAGE, command=["sleep", "3600"], node=zones["a"])))
+    prefer_a = Affinity(node_affinity=NodeAffinity(preferred=[PreferredSchedulingTerm(
+        weight=100, preference=NodeSelectorTerm(match_expressions=[NodeSelectorRequirement(
+            key="topology.corral.io/zone", operator="In", values=["a"])]))]))
+    d = Deployment(metadata=ObjectMeta(name="api", namespace=ns), spec=DeploymentSpec(
+        replicas=4, selector=LabelSelector(match_labels={"app": "api"}),
+        template=ContainerTemplate(metadata=TemplateMeta(labels={"app": "api"}), spec=ContainerSpec(
+            image=IMAGE, command=["sleep", "3600"], node_selector={"sim-group": GROUP}, affinity=prefer_a,
+            topology_spread_constraints=[TopologySpreadConstraint(
+                max_skew=1, topology_key="topology.corral.io/zone",
+                label_selector=LabelSelector(match_labels={"app": "api"}))]))))
+    await admin.create(d)
+    zone_of = {node: zone for zone, node in zones.items()}
+
+    async def spread() -> None:
+        live = [c for c in await daemons(admin, ns, "api") if c.status.phase == "Running"]
+        assert len(live) == 6
+        per_zone: dict[str, int] = {}
+        for c in live:
+            per_zone[zone_of[c.spec.node]] = per_zone.get(zone_of[c.spec.node], 0) + 1
+        assert per_zone == {"a": 2, "b": 2, "c": 2}, per_zone
+
+    await eventually(spread, timeout=30, what="the four replicas in zones b and c, two each")
+    await admin.delete(Deployment, "api", namespace=ns)
+    for i in range(2):
+        await admin.delete(Container, f"pinned-{i}", namespace=ns)
