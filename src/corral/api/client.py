@@ -38,6 +38,11 @@ _BY_CODE: dict[int, type[errors.CorralError]] = {
 }
 
 
+_BY_REASON: dict[str, type[errors.CorralError]] = {
+    "AlreadyExists": errors.AlreadyExists, "StoreUnavailable": errors.StoreUnavailable,
+}
+
+
 def error_from_body(status: int, body: bytes) -> errors.CorralError:
     try:
         err = msgspec.json.decode(body)["error"]
@@ -46,7 +51,7 @@ def error_from_body(status: int, body: bytes) -> errors.CorralError:
         reason = str(err.get("reason", ""))
     except Exception:
         message, details, reason = body.decode(errors="replace").strip() or f"HTTP {status}", [], ""
-    cls = errors.AlreadyExists if reason == "AlreadyExists" else _BY_CODE.get(status, errors.CorralError)
+    cls = _BY_REASON.get(reason) or _BY_CODE.get(status, errors.CorralError)
     return cls(message, details=details)
 
 

@@ -36,3 +36,20 @@ def parse_pairs(items: Iterable[str], *, hint: str) -> dict[str, str]:
 
 def parse_env(items: Iterable[str]) -> list[EnvVar]:
     return [EnvVar(name=k, value=v) for k, v in parse_pairs(items, hint="-e/--env").items()]
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str, *, hint: str) -> float:
+    """``90s``, ``30m``, ``6h``, ``1d`` (or plain seconds) as seconds; ``0`` is zero."""
+    value = text.strip().lower()
+    unit = _UNITS.get(value[-1:], 0)
+    number = value[:-1] if unit else value
+    try:
+        seconds = float(number) * (unit or 1)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} must be a duration like 90s, 30m, 6h or 1d", param_hint=hint) from None
+    if seconds < 0:
+        raise click.BadParameter(f"{text!r} must not be negative", param_hint=hint)
+    return seconds

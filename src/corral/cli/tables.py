@@ -26,6 +26,7 @@ from corral.model.resources import (
     Node,
     Object,
     PriorityClass,
+    Secret,
     Service,
     Volume,
 )
@@ -141,6 +142,25 @@ def _event(e: Any, ctx: Context) -> list[str]:
     return [age(seen, ctx.now), s.type, s.reason, obj, s.message]
 
 
+def _secret(s: Any, ctx: Context) -> list[str]:  # names and keys only, never values
+    return [s.metadata.name, s.type or "Opaque", ",".join(sorted(s.data)) or NONE, str(len(s.data)),
+            age(s.metadata.creation_timestamp, ctx.now)]
+
+
+def service_ports(s: Service) -> str:
+    """``80/TCP``, ``80:30080/TCP`` (with a node port), comma-separated."""
+    out = []
+    for p in s.spec.ports:
+        node = f":{p.node_port}" if p.node_port else ""
+        out.append(f"{p.port}{node}/{p.protocol}")
+    return ",".join(out) or NONE
+
+
+def _service(s: Any, ctx: Context) -> list[str]:
+    kind = "Headless" if s.spec.cluster_ip == "None" else s.spec.type
+    ready = ctx.endpoints_per_service.get((s.metadata.namespace, s.metadata.name), 0)
+    return [s.metadata.name, kind, _or_none(s.spec.cluster_ip), service_ports(s), str(ready),
+            age(s.metadata.creation_timestamp, ctx.now)]
 def _duration(start: str, end: str, now: datetime) -> str:
     """How long a Job ran: from start to end (or now, while it runs)."""
     if not start:
@@ -175,20 +195,6 @@ def _daemonset(d: Any, ctx: Context) -> list[str]:
 def _priority_class(p: Any, ctx: Context) -> list[str]:
     return [p.metadata.name, str(p.spec.value), str(p.spec.global_default).lower(), p.spec.preemption_policy,
             age(p.metadata.creation_timestamp, ctx.now)]
-def service_ports(s: Service) -> str:
-    """``80/TCP``, ``80:30080/TCP`` (with a node port), comma-separated."""
-    out = []
-    for p in s.spec.ports:
-        node = f":{p.node_port}" if p.node_port else ""
-        out.append(f"{p.port}{node}/{p.protocol}")
-    return ",".join(out) or NONE
-
-
-def _service(s: Any, ctx: Context) -> list[str]:
-    kind = "Headless" if s.spec.cluster_ip == "None" else s.spec.type
-    ready = ctx.endpoints_per_service.get((s.metadata.namespace, s.metadata.name), 0)
-    return [s.metadata.name, kind, _or_none(s.spec.cluster_ip), service_ports(s), str(ready),
-            age(s.metadata.creation_timestamp, ctx.now)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,15 +217,16 @@ _TABLES: dict[type, _Table] = {
     Namespace: _Table(("NAME", "STATUS", "AGE"), _namespace),
     Volume: _Table(("NAME", "STATUS", "SIZE", "NODE", "AGE"), _volume),
     NetworkPolicy: _Table(("NAME", "POD-SELECTOR", "POLICY-TYPES", "AGE"), _network_policy),
+    Secret: _Table(("NAME", "TYPE", "KEYS", "DATA", "AGE"), _secret),
     Event: _Table(("LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"), _event),
+    Service: _Table(("NAME", "TYPE", "CLUSTER-IP", "PORT(S)", "ENDPOINTS", "AGE"), _service,
+                    ("SELECTOR", "AFFINITY"), lambda s: [labels_text(s.spec.selector), s.spec.session_affinity]),
     Job: _Table(("NAME", "COMPLETIONS", "STATUS", "DURATION", "AGE"), _job,
                 ("IMAGE",), lambda j: [j.spec.template.spec.image]),
     CronJob: _Table(("NAME", "SCHEDULE", "TIMEZONE", "SUSPEND", "ACTIVE", "LAST SCHEDULE", "AGE"), _cronjob),
     DaemonSet: _Table(("NAME", "DESIRED", "CURRENT", "READY", "UP-TO-DATE", "NODE SELECTOR", "AGE"), _daemonset,
                       ("IMAGE",), lambda d: [d.spec.template.spec.image]),
     PriorityClass: _Table(("NAME", "VALUE", "GLOBAL-DEFAULT", "PREEMPTION", "AGE"), _priority_class),
-    Service: _Table(("NAME", "TYPE", "CLUSTER-IP", "PORT(S)", "ENDPOINTS", "AGE"), _service,
-                    ("SELECTOR", "AFFINITY"), lambda s: [labels_text(s.spec.selector), s.spec.session_affinity]),
 }
 
 

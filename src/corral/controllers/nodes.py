@@ -21,6 +21,11 @@ the time a replacement can start, the lost node has stopped its copy, even if it
 behind a partition. When it comes back it heartbeats Ready again, and its sweep removes whatever is
 no longer bound to it.
 
+The controller judges silence only while it can see: a probe reads the store every half second, and
+while the store is unavailable no node is judged (agents cannot store their beats then, and nothing
+could be written anyway); when it is back, every node's clock starts afresh, so a store outage
+never makes the controller release the containers of nodes that were beating all along.
+
 A Node that never heartbeated (no ``lastHeartbeat``: made by hand, not by an agent) is left alone.
 Containers bound to a node that does not exist are released after the same grace and margin,
 counted from when the controller first saw them so.
@@ -43,7 +48,7 @@ from dataclasses import dataclass
 import msgspec
 
 from corral.controllers.base import Controller, Informers
-from corral.model.errors import NotFound
+from corral.model.errors import CorralError, NotFound
 from corral.model.kinds import BY_KIND
 from corral.model.lifecycle import AGENT_FINALIZER, HEARTBEAT_PREFIX, now_rfc3339
 from corral.model.placement import tolerates
@@ -68,6 +73,8 @@ NODE_STATUS_UNKNOWN = "NodeStatusUnknown"
 NODE_LOST = "NodeLost"
 RELEASED = "Released"
 RELEASE_MARGIN = 3.0
+STORE_PROBE_KEY = "/corral/_health"
+STORE_PROBE_SECONDS = 0.5
 EVENT_NAMESPACE = "default"  # nodes are cluster-scoped; their events live here
 
 
@@ -122,6 +129,7 @@ class NodeLifecycle(Controller):
         self._status_beat: dict[str, str] = {}  # node -> the status.lastHeartbeat last seen
         self._by_node: dict[str, set[str]] = {}  # node name -> store keys of the containers bound to it
         self._lost: set[str] = set()
+        self.store_down_at: float | None = None  # when the store probe first failed (None: it answers)
         self.nodes.handlers.append(self._on_node)
         self.containers.handlers.append(self._on_container)
         # agents beat with one small key each (HEARTBEAT_PREFIX); a renewal counts like a status beat
@@ -143,9 +151,30 @@ class NodeLifecycle(Controller):
     async def run(self, synced: asyncio.Event) -> None:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self.beats.run(), name="informer-heartbeats")
+            tg.create_task(self._probe_store(), name="node-lifecycle-store-probe")
             await synced.wait()
             await self.beats.synced.wait()
             tg.create_task(super().run(synced), name=f"{self.name}-workers")
+
+    async def _probe_store(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self.objects.store.get(STORE_PROBE_KEY), STORE_PROBE_SECONDS * 2)
+                answers = True
+            except (CorralError, TimeoutError):
+                answers = False
+            if not answers and self.store_down_at is None:
+                self.store_down_at = self.clock()
+                log.warning("the store does not answer: no node is judged until it does")
+            elif answers and self.store_down_at is not None:
+                now = self.clock()
+                log.warning("the store answers again after %.1fs: every node's clock starts afresh",
+                            now - self.store_down_at)
+                self.store_down_at = None
+                for name, seen in list(self._seen.items()):
+                    self._seen[name] = _Seen(seen.heartbeat, now)
+                    self.enqueue(name)
+            await asyncio.sleep(STORE_PROBE_SECONDS)
 
     # --- handlers: keys in ------------------------------------------------------------------
 
@@ -178,6 +207,8 @@ class NodeLifecycle(Controller):
     async def reconcile(self, key: str) -> float | None:
         name = key
         now = self.clock()
+        if self.store_down_at is not None:
+            return STORE_PROBE_SECONDS  # blind while the store is down: judge nobody
         node = self.nodes.get(BY_KIND["Node"].key("", name))
         if node is not None and not node.status.last_heartbeat:
             return None  # not run by an agent: nothing to judge it by

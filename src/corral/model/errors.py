@@ -108,6 +108,13 @@ class Unavailable(CorralError):
     reason = "ServiceUnavailable"
 
 
+class StoreUnavailable(Unavailable):
+    """The API server answers but its store (etcd) does not: nothing can be written, and so nothing
+    (a node's containers included) can be released. Agents tell this from an unreachable API."""
+
+    reason = "StoreUnavailable"
+
+
 class Timeout(Unavailable):
     code = 504
     reason = "Timeout"

@@ -113,9 +113,20 @@ class TopologySpreadConstraint(_Base):
 # --- Container -------------------------------------------------------------------------------
 
 
+class SecretKeySelector(_Base):
+    name: str
+    key: str
+    optional: bool = False
+
+
+class EnvVarSource(_Base):
+    secret_key_ref: SecretKeySelector | None = None
+
+
 class EnvVar(_Base):
     name: str
     value: str = ""
+    value_from: EnvVarSource | None = None
 
 
 class ResourceList(_Base):
@@ -150,11 +161,25 @@ class HostPathSource(_Base):
     type: Literal["", "Directory", "DirectoryOrCreate", "File"] = ""
 
 
+class KeyToPath(_Base):
+    key: str
+    path: str
+    mode: int | None = None
+
+
+class SecretVolumeSource(_Base):
+    secret_name: str
+    items: list[KeyToPath] = []
+    default_mode: int = 0o400
+    optional: bool = False
+
+
 class VolumeSource(_Base):
     name: str
     empty_dir: EmptyDirSource | None = None
     volume: str = ""
     host_path: HostPathSource | None = None
+    secret: SecretVolumeSource | None = None
 
 
 class Toleration(_Base):
@@ -188,6 +213,32 @@ class Probe(_Base):
     failure_threshold: int = 3
 
 
+class LocalObjectReference(_Base):
+    name: str
+
+
+class Capabilities(_Base):
+    add: list[str] = []
+    drop: list[str] = []
+
+
+class SeccompProfile(_Base):
+    type: Literal["RuntimeDefault", "Unconfined"] = "RuntimeDefault"
+
+
+class SecurityContext(_Base):
+    """How the container's process is confined (see runtime/security.py for how each field is applied)."""
+
+    privileged: bool = False
+    capabilities: Capabilities | None = None
+    read_only_root_filesystem: bool = False
+    run_as_user: int | None = None
+    run_as_group: int | None = None
+    run_as_non_root: bool = False
+    allow_privilege_escalation: bool = False
+    seccomp_profile: SeccompProfile | None = None
+
+
 class ContainerSpec(_Base):
     image: str = ""
     command: list[str] = []
@@ -211,6 +262,8 @@ class ContainerSpec(_Base):
     priority_class_name: str = ""
     priority: int | None = None  # resolved from priorityClassName at admission
     preemption_policy: Literal["", "PreemptLowerPriority", "Never"] = ""  # likewise
+    image_pull_secrets: list[LocalObjectReference] = []
+    security_context: SecurityContext | None = None
 
 
 Phase = Literal["Pending", "Scheduled", "Creating", "Running", "Succeeded", "Failed", "Unknown"]
@@ -496,6 +549,98 @@ class Event(_Object, kw_only=True):
     status: EventStatus = msgspec.field(default_factory=EventStatus)
 
 
+# --- Secret ----------------------------------------------------------------------------------
+
+
+class SecretSpec(_Base):
+    pass
+
+
+class SecretStatus(_Base):
+    pass
+
+
+class Secret(_Object, kw_only=True):
+    """Kubernetes-shaped: ``data`` (key -> base64), ``stringData`` (write-only, merged into ``data``
+    on write), ``type``. Encrypted at rest (store/sealing.py); see model/secrets.py."""
+
+    KIND: ClassVar[str] = "Secret"
+    api_version: str = API_VERSION
+    kind: str = "Secret"
+    metadata: ObjectMeta = msgspec.field(default_factory=ObjectMeta)
+    type: str = "Opaque"
+    data: dict[str, str] = {}
+    string_data: dict[str, str] = {}
+    spec: SecretSpec = msgspec.field(default_factory=SecretSpec)
+    status: SecretStatus = msgspec.field(default_factory=SecretStatus)
+
+
+# --- Service and Endpoints -------------------------------------------------------------------
+
+HEADLESS = "None"  # ``spec.clusterIP: None``: no virtual IP; DNS answers with the endpoints' addresses
+
+
+class ServicePort(_Base):
+    port: int
+    name: str = ""
+    target_port: int | str = 0  # a number, or the name of a container port; 0: the same as ``port``
+    protocol: Literal["TCP", "UDP"] = "TCP"
+    node_port: int = 0  # type NodePort: allocated from 30000-32767 when left 0
+
+
+class ServiceSpec(_Base):
+    selector: dict[str, str] = {}
+    ports: list[ServicePort] = []
+    type: Literal["ClusterIP", "NodePort"] = "ClusterIP"
+    cluster_ip: str = msgspec.field(default="", name="clusterIP")  # allocated when empty; "None": headless
+    session_affinity: Literal["None", "ClientIP"] = "None"
+
+
+class ServiceStatus(_Base):
+    pass
+
+
+class Service(_Object, kw_only=True):
+    KIND: ClassVar[str] = "Service"
+    api_version: str = API_VERSION
+    kind: str = "Service"
+    metadata: ObjectMeta = msgspec.field(default_factory=ObjectMeta)
+    spec: ServiceSpec = msgspec.field(default_factory=ServiceSpec)
+    status: ServiceStatus = msgspec.field(default_factory=ServiceStatus)
+
+
+class EndpointPort(_Base):
+    port: int  # the container's port this service port reaches (``targetPort`` resolved for it)
+    name: str = ""  # the service port's name
+    protocol: Literal["TCP", "UDP"] = "TCP"
+
+
+class EndpointAddress(_Base):
+    ip: str
+    node: str = ""
+    container: str = ""
+    uid: str = ""
+    ports: list[EndpointPort] = []
+
+
+class EndpointsSpec(_Base):
+    addresses: list[EndpointAddress] = []
+    not_ready_addresses: list[EndpointAddress] = []
+
+
+class EndpointsStatus(_Base):
+    pass
+
+
+class Endpoints(_Object, kw_only=True):
+    KIND: ClassVar[str] = "Endpoints"
+    api_version: str = API_VERSION
+    kind: str = "Endpoints"
+    metadata: ObjectMeta = msgspec.field(default_factory=ObjectMeta)
+    spec: EndpointsSpec = msgspec.field(default_factory=EndpointsSpec)
+    status: EndpointsStatus = msgspec.field(default_factory=EndpointsStatus)
+
+
 # --- Job, CronJob ----------------------------------------------------------------------------
 
 
@@ -617,74 +762,8 @@ class PriorityClass(_Object, kw_only=True):
     status: PriorityClassStatus = msgspec.field(default_factory=PriorityClassStatus)
 
 
-# --- Service and Endpoints -------------------------------------------------------------------
-
-HEADLESS = "None"  # ``spec.clusterIP: None``: no virtual IP; DNS answers with the endpoints' addresses
-
-
-class ServicePort(_Base):
-    port: int
-    name: str = ""
-    target_port: int | str = 0  # a number, or the name of a container port; 0: the same as ``port``
-    protocol: Literal["TCP", "UDP"] = "TCP"
-    node_port: int = 0  # type NodePort: allocated from 30000-32767 when left 0
-
-
-class ServiceSpec(_Base):
-    selector: dict[str, str] = {}
-    ports: list[ServicePort] = []
-    type: Literal["ClusterIP", "NodePort"] = "ClusterIP"
-    cluster_ip: str = msgspec.field(default="", name="clusterIP")  # allocated when empty; "None": headless
-    session_affinity: Literal["None", "ClientIP"] = "None"
-
-
-class ServiceStatus(_Base):
-    pass
-
-
-class Service(_Object, kw_only=True):
-    KIND: ClassVar[str] = "Service"
-    api_version: str = API_VERSION
-    kind: str = "Service"
-    metadata: ObjectMeta = msgspec.field(default_factory=ObjectMeta)
-    spec: ServiceSpec = msgspec.field(default_factory=ServiceSpec)
-    status: ServiceStatus = msgspec.field(default_factory=ServiceStatus)
-
-
-class EndpointPort(_Base):
-    port: int  # the container's port this service port reaches (``targetPort`` resolved for it)
-    name: str = ""  # the service port's name
-    protocol: Literal["TCP", "UDP"] = "TCP"
-
-
-class EndpointAddress(_Base):
-    ip: str
-    node: str = ""
-    container: str = ""
-    uid: str = ""
-    ports: list[EndpointPort] = []
-
-
-class EndpointsSpec(_Base):
-    addresses: list[EndpointAddress] = []
-    not_ready_addresses: list[EndpointAddress] = []
-
-
-class EndpointsStatus(_Base):
-    pass
-
-
-class Endpoints(_Object, kw_only=True):
-    KIND: ClassVar[str] = "Endpoints"
-    api_version: str = API_VERSION
-    kind: str = "Endpoints"
-    metadata: ObjectMeta = msgspec.field(default_factory=ObjectMeta)
-    spec: EndpointsSpec = msgspec.field(default_factory=EndpointsSpec)
-    status: EndpointsStatus = msgspec.field(default_factory=EndpointsStatus)
-
-
-Object = (Container | Namespace | Node | Deployment | Volume | NetworkPolicy | Event | Service | Endpoints | Job
-          | CronJob | DaemonSet | PriorityClass)
+Object = (Container | Namespace | Node | Deployment | Volume | NetworkPolicy | Event | Service | Endpoints | Secret
+          | Job | CronJob | DaemonSet | PriorityClass)
 JSON = dict[str, Any]
 
 

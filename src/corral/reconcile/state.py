@@ -12,17 +12,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-from corral.model.errors import Conflict, NotFound
+from corral.model.errors import AlreadyExists, Conflict, NotFound, Unavailable
 from corral.model.lifecycle import now_rfc3339, rfc3339
 from corral.model.resources import Condition, Container, ContainerStatus
+from corral.runtime import containers as ctrs
 from corral.runtime import tasks
 from corral.runtime.client import Client
 from corral.runtime.unpack import SNAPSHOTTER
+
+log = logging.getLogger(__name__)
 
 BACKOFF_BASE = 1.0
 BACKOFF_MAX = 60.0
@@ -59,10 +63,43 @@ def _conditions(status: ContainerStatus, ready: bool) -> list[Condition]:
 
 
 async def start_task(client: Client, cid: str, *, log_uri: str) -> None:
-    # the snapshot key is the containerd id (reconcile/containers.py): no need to read the record
-    task = await tasks.create_task(client, cid, log_uri=log_uri, snapshot_key=cid, snapshotter=SNAPSHOTTER)
+    """Create and start the task. A task that "already exists" though the agent found none to adopt
+    was half made when containerd died (registered, never reported or started, its shim perhaps
+    gone): it is removed and made afresh; if containerd still holds it, the whole containerd
+    container goes and the next pass (reconcile/containers.py) makes it again."""
+    try:
+        task = await _create_task(client, cid, log_uri=log_uri)
+    except AlreadyExists:
+        log.warning("task %s already exists but was not found running: half made when containerd died; "
+                    "removing it", cid)
+        await _remove_half_made_task(client, cid)
+        try:
+            task = await _create_task(client, cid, log_uri=log_uri)
+        except AlreadyExists:
+            log.warning("task %s is still there after its removal: removing container %s to make it again", cid, cid)
+            await ctrs.delete_container(client, cid, kill_timeout=5.0)
+            raise Unavailable(f"the half-made task {cid} was removed with its container; it is made again") from None
     exit_handle = await task.start()
     await exit_handle.cancel()  # exits are watched through containerd's event stream, not per task
+
+
+async def _create_task(client: Client, cid: str, *, log_uri: str) -> tasks.Task:
+    # the snapshot key is the containerd id (reconcile/containers.py): no need to read the record
+    return await tasks.create_task(client, cid, log_uri=log_uri, snapshot_key=cid, snapshotter=SNAPSHOTTER)
+
+
+async def _remove_half_made_task(client: Client, cid: str) -> None:
+    task = tasks.Task(client, cid)
+    with contextlib.suppress(NotFound, Conflict):
+        await task.kill(signal.SIGKILL, all=True)
+    for _ in range(50):  # a killed process takes a moment to be reaped before the task can go
+        try:
+            await task.delete()
+            return
+        except NotFound:
+            return
+        except Conflict:
+            await asyncio.sleep(0.1)
 
 
 async def ensure_state(

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 import msgspec
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -30,7 +31,8 @@ from prometheus_client import CollectorRegistry
 from corral import __version__
 from corral.aiokit.metrics import Histogram, serve_metrics
 from corral.aiokit.queueing import WorkQueue
-from corral.api.client import ApiClient, HeartbeatChannel, Reflector
+from corral.api.client import ApiClient, HeartbeatChannel, Reflector, error_from_body
+from corral.controllers.nodes import EVENT_NAMESPACE
 from corral.model import errors
 from corral.model.lifecycle import AGENT_FINALIZER, now_rfc3339
 from corral.model.quantities import format_cpu, format_memory, parse_cpu, parse_memory
@@ -57,6 +59,7 @@ from corral.network.overlay import uplink
 from corral.reconcile.events import EventType
 from corral.reconcile.pipeline import NodeReconciler, ReconcilerConfig
 from corral.roles import agentlogs, agentstreams, podcidr
+from corral.roles.agentsecrets import ApiSecrets, follow_secret_volumes
 from corral.roles.fencing import Fence, kill_node_tasks
 from corral.roles.metrics import agent_collector
 from corral.roles.peers import PeerRoutes, is_loopback, link_mtu
@@ -115,6 +118,7 @@ class AgentConfig:
     workers: int = 8
     insecure_registries: list[str] = field(default_factory=list)
     fence_after: float = 4.0  # no heartbeat for this long: kill every task (roles/fencing.py)
+    pids_limit: int = 4096  # the most processes one container may have (0: no limit)
     metrics_listen: str = ""  # serve the agent's Prometheus metrics here (HOST:PORT; empty: not at all)
     metrics_sample_seconds: float = 10.0  # how often the containers' CPU and memory are read from containerd
     upstream_dns: list[str] = field(default_factory=list)  # ADDR[:PORT]; empty: the host's resolv.conf
@@ -212,6 +216,18 @@ class Agent:
         with contextlib.suppress(asyncio.QueueFull):
             self._events.put_nowait(ev)
 
+    def _enqueue_node_event(self, reason: str, message: str) -> None:
+        now = now_rfc3339()
+        ev = Event(
+            metadata=ObjectMeta(name=f"{self.cfg.node_name}.{uuid.uuid4().hex[:10]}", namespace=EVENT_NAMESPACE),
+            spec=EventSpec(involved_object=ObjectReference(kind="Node", name=self.cfg.node_name),
+                           reason=reason, message=message, type="Warning",
+                           source=EventSource(component="agent", node=self.cfg.node_name),
+                           first_timestamp=now, last_timestamp=now),
+        )
+        with contextlib.suppress(asyncio.QueueFull):
+            self._events.put_nowait(ev)
+
     async def _ship_events(self) -> None:
         while True:
             ev = await self._events.get()
@@ -264,15 +280,42 @@ class Agent:
 
     async def _heartbeats(self) -> None:
         interval = min(self.cfg.heartbeat_seconds, self.cfg.fence_after / 2)  # a missed beat must not fence
+        sent = time.monotonic()
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(max(0.0, sent + interval - time.monotonic()))  # on a schedule, however long a beat took
+            sent = time.monotonic()
             try:
                 await asyncio.wait_for(self.heartbeat(), timeout=max(interval, 1.0))
+            except errors.StoreUnavailable as e:
+                answered_by = self.api.server
+                if await self._others_say_store_down(answered_by):
+                    self.fence.store_unavailable(sent)  # nobody can release our containers: no fence
+                else:
+                    log.warning("heartbeat failed: %s (and not every API server says so)", e)
+                continue
             except (errors.CorralError, TimeoutError) as e:
                 log.warning("heartbeat failed: %s", str(e) or "timed out")
                 continue
+            if (away := self.fence.store_back()) is not None:
+                self._enqueue_node_event("StoreUnavailable", f"the API's store was unavailable for {away:.0f}s; "
+                                         "this node kept its containers running (nothing could release them)")
             if self.fence.fenced:
                 await self._lift_fence()
+
+    async def _others_say_store_down(self, answered_by: str) -> bool:
+        """Whether every other API server the agent knows answers a beat too, saying its store is unavailable."""
+
+        async def says_store_down(server: str) -> bool:
+            try:
+                async with self.api.session().put(f"{server}/nodes/{self.cfg.node_name}/heartbeat",
+                                                  timeout=aiohttp.ClientTimeout(total=2.0)) as resp:
+                    body = await resp.read()
+            except (aiohttp.ClientError, TimeoutError):
+                return False
+            return resp.status == 503 and isinstance(error_from_body(resp.status, body), errors.StoreUnavailable)
+
+        others = [s.rstrip("/") for s in self.api.servers if s.rstrip("/") != answered_by]
+        return all(await asyncio.gather(*(says_store_down(s) for s in others)))
 
     # --- fencing (roles/fencing.py): cut off from the API, stop everything; back, resync first ---
 
@@ -473,6 +516,8 @@ class Agent:
             tg.create_task(self._resync(), name="agent-resync")
             tg.create_task(self.volume_reflector.run(), name="agent-volume-reflector")
             tg.create_task(self._volume_sweeps(), name="agent-volume-sweeps")
+            tg.create_task(follow_secret_volumes(self.reconciler, lambda: self.reflector.objects.values()),
+                           name="agent-secret-volumes")
             if self.cfg.metrics_listen:
                 tg.create_task(self._sample_usage(), name="agent-usage-samples")
             if self.peers is not None:
@@ -511,8 +556,10 @@ async def run_agent(cfg: AgentConfig, *, stop: asyncio.Event) -> None:
         # the subnet comes from the Node once registered (Agent.settle_network → reconciler.use_network),
         # and so does the DNS server's address (the bridge's gateway in that subnet)
         rcfg = ReconcilerConfig(data_dir=cfg.data_dir, node_name=cfg.node_name, containerd_socket=cfg.containerd_socket,
-                                bridge=cfg.bridge, insecure_registries=cfg.insecure_registries)
+                                bridge=cfg.bridge, insecure_registries=cfg.insecure_registries,
+                                pids_limit=cfg.pids_limit)
         reconciler = NodeReconciler(rcfg)
+        reconciler.secrets = ApiSecrets(api)  # Secrets: env, secret volumes, image pull credentials
         agent = Agent(cfg, api, reconciler)
         reconciler.events = agent
         reconciler.on_change = agent.queue.add  # probes: a flipped probe result requeues its key

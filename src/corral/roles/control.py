@@ -1,7 +1,7 @@
 """The control role: the API server (and, where elected, the scheduler and controllers) on etcd.
 
 ``run_control`` owns the lifetime of everything the control plane needs: an embedded etcd when no
-endpoints are given, the store, the API's watch caches, the HTTP listener, the admin and join
+endpoints are given (restarted by a ``Supervisor`` whenever it dies), the store, the API's watch caches, the HTTP listener, the admin and join
 tokens in the data dir, and the client config the CLI reads. It returns when ``stop`` is set,
 after closing the listener (in-flight requests get a grace period), the caches and the store.
 """
@@ -22,6 +22,9 @@ from pathlib import Path
 import msgspec
 from aiohttp import web
 
+from corral.aiokit.backoff import Backoff
+from corral.aiokit.processes import Supervisor
+from corral.api.audit import AuditLog
 from corral.api.auth import Identity
 from corral.api.server import ApiServer
 from corral.model.cluster import CLUSTER_CONFIG_KEY, ClusterConfig, differences, validate_cluster_config
@@ -29,8 +32,10 @@ from corral.model.errors import AlreadyExists
 from corral.roles.controllers import LeaderConfig
 from corral.roles.leader import campaign, leader_args, supervise_leader
 from corral.roles.metrics import LeaderMetrics
+from corral.store import snapshots
 from corral.store.embedded import EmbeddedEtcd
 from corral.store.etcd import EtcdStore
+from corral.store.sealing import Keyring
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +57,11 @@ class ControlConfig:
     leader_process: bool = False  # run the scheduler and controllers in a child process (serve does)
     leader_metrics_listen: str = ""  # where that child serves its /metrics (HOST:PORT; empty: nowhere)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)  # asked for; etcd's record wins
+    snapshot_interval: float = 0.0  # seconds between scheduled etcd snapshots into <data-dir>/snapshots (0: none)
+    snapshot_retain: int = 5
+    encryption_key_file: Path | None = None  # the keys sealing Secrets at rest (default <data-dir>/encryption.key)
+    audit_log: Path | None = None  # JSON lines of every write and refusal (api/audit.py); None: no audit log
+    audit_log_max_bytes: int = 100 * 1024 * 1024
 
 
 @dataclass
@@ -104,8 +114,11 @@ async def run_control(cfg: ControlConfig, *, stop: asyncio.Event,
         await etcd.start()
         endpoints = [etcd.endpoint]
         log.info("embedded etcd at %s (pid %s)", etcd.endpoint, etcd.pid)
+    await asyncio.to_thread((data_dir / "etcd.endpoints").write_text, json.dumps(endpoints) + "\n")  # for `corral etcd`
     store = EtcdStore(endpoints)
-    api = ApiServer(store, max_body=cfg.max_body, event_ttl=cfg.event_ttl)
+    keyring = await asyncio.to_thread(Keyring.from_file, cfg.encryption_key_file or data_dir / "encryption.key")
+    audit_log = AuditLog(cfg.audit_log, max_bytes=cfg.audit_log_max_bytes) if cfg.audit_log else None
+    api = ApiServer(store, max_body=cfg.max_body, event_ttl=cfg.event_ttl, keyring=keyring, audit_log=audit_log)
     runner: web.AppRunner | None = None
     try:
         await api.ensure_default_namespace()
@@ -140,6 +153,13 @@ async def run_control(cfg: ControlConfig, *, stop: asyncio.Event,
                                    ttl=cfg.leader_ttl, metrics=metrics)
             leader = tg.create_task(leading, name="leader")
             tasks = [caches]
+            if etcd is not None:  # restarted on the same ports when it dies: clients reconnect
+                keeper = Supervisor("the embedded etcd", etcd, stop=stop, backoff=Backoff(initial=0.1, maximum=5.0, reset_after=10.0))
+                tasks.append(tg.create_task(keeper.run(), name="etcd-supervisor"))
+            if cfg.snapshot_interval > 0:
+                tasks.append(tg.create_task(snapshots.run_scheduled(
+                    store, data_dir / "snapshots", interval=cfg.snapshot_interval, retain=cfg.snapshot_retain),
+                    name="etcd-snapshots"))
             if started is not None:
                 tasks.append(tg.create_task(started(plane), name="control-started"))
             await stop.wait()

@@ -34,8 +34,8 @@ class LeaderConfig:
     policy: str = "spread"
     node_grace: float = 5.0
     event_ttl: float = 3600.0  # the scheduler's Events expire after this many seconds (0: never)
-    job_backoff: float = 10.0  # seconds: the first of a Job's retry delays (doubling, capped at 6 min)
     metrics_listen: str = ""  # a leader process serves its /metrics here (HOST:PORT; empty: not at all)
+    job_backoff: float = 10.0  # seconds: the first of a Job's retry delays (doubling, capped at 6 min)
 
 
 def build_controllers(informers: Informers, objects: Objects, cfg: LeaderConfig) -> list[Controller]:
@@ -45,11 +45,11 @@ def build_controllers(informers: Informers, objects: Objects, cfg: LeaderConfig)
     controllers.append(DeploymentController(informers, objects))
     controllers.append(GarbageCollector(informers, objects))
     controllers.append(NamespaceController(informers, objects))
+    controllers.append(NodeIpam(informers, objects))
+    controllers.append(EndpointsController(informers, objects))
     controllers.append(JobController(informers, objects, backoff_base=cfg.job_backoff))
     controllers.append(DaemonSetController(informers, objects))
     controllers.append(CronJobController(informers, objects))
-    controllers.append(NodeIpam(informers, objects))
-    controllers.append(EndpointsController(informers, objects))
     return controllers
 
 

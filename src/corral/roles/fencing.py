@@ -14,6 +14,13 @@ we were away and is remembered as ``released`` so a stale copy in the agent's wa
 watch may still be catching up) can never start it again; the sweep removes their remains; then
 the fence lifts and every key is reconciled — what is still ours starts again.
 
+Fencing exists to prevent two copies, so it is only for a node the control plane might be replacing.
+When every API server the agent knows answers but says its store is unavailable (``StoreUnavailable``
+on the heartbeat), nobody can release this node's containers — releasing is a write — so the agent
+keeps them running: ``store_unavailable`` counts such a beat as contact and says so once in the log,
+and ``store_back`` (the next beat that gets through) tells how long it lasted, for an Event. A node
+cut off from the API servers (or from any one of them) still fences as before.
+
 The timing is the decision in ``due``; the effects (kill, list, sweep) are callables the agent
 passes in, so the logic is tested without a cluster and the agent keeps its own handles.
 """
@@ -70,6 +77,7 @@ class Fence:
         self.fenced = False
         self.fenced_at: float | None = None
         self.released: set[str] = set()  # uids released by the control plane while we were fenced
+        self.store_down_since: float | None = None  # every API server said its store is unavailable
         self._lock = asyncio.Lock()
 
     # --- the decision -----------------------------------------------------------------------
@@ -86,6 +94,24 @@ class Fence:
     def contact(self, sent_at: float) -> None:
         """A heartbeat sent at ``sent_at`` (monotonic) succeeded."""
         self.last_contact = max(self.last_contact, sent_at)
+
+    def store_unavailable(self, sent_at: float) -> None:
+        """Every API server answered a beat sent at ``sent_at`` with "store unavailable": nothing
+        can release this node's containers, so this counts as contact (no fence)."""
+        if self.store_down_since is None:
+            self.store_down_since = sent_at
+            log.warning("every API server answers but says its store is unavailable: nothing can release this "
+                        "node's containers, so they keep running (no fence)")
+        self.contact(sent_at)
+
+    def store_back(self) -> float | None:
+        """A beat got through: how long the store was unavailable (None if it was not)."""
+        since, self.store_down_since = self.store_down_since, None
+        if since is None:
+            return None
+        away = self.clock() - since
+        log.warning("the API's store is back after %.1fs; this node's containers kept running", away)
+        return away
 
     # --- the effects ------------------------------------------------------------------------
 

@@ -3,7 +3,8 @@
 A control instance runs its API in one process and, by default, starts this role as a child
 process (``corral serve --role=leader``) so the API and the scheduler/controllers each get a core
 instead of sharing one Python interpreter. The child campaigns like any control instance; the
-parent restarts it if it dies and stops it (SIGTERM, then SIGKILL) when it stops itself.
+parent restarts it if it dies (``aiokit.processes.Supervisor``, with back-off) and stops it
+(SIGTERM, then SIGKILL) when it stops itself; the child gets SIGTERM if the parent dies first.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import socket
 import sys
 from collections.abc import Sequence
@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from corral.aiokit.backoff import Backoff
 from corral.aiokit.metrics import serve_metrics
+from corral.aiokit.processes import ChildProcess, Supervisor
 from corral.roles.controllers import LeaderConfig, run_leader
 from corral.roles.metrics import LeaderMetrics
 from corral.store.election import Election
@@ -79,24 +81,10 @@ def leader_args(etcd: Sequence[str], cfg: LeaderConfig, *, ttl: int) -> list[str
 
 async def supervise_leader(args: list[str], *, stop: asyncio.Event) -> None:
     """Keep a leader child process running until ``stop``; then SIGTERM it (SIGKILL after 10 s)."""
-    while not stop.is_set():
-        proc = await asyncio.create_subprocess_exec(*args, stdin=asyncio.subprocess.DEVNULL)
-        log.info("leader process started (pid %s)", proc.pid)
-        waiter = asyncio.create_task(proc.wait())
-        stopper = asyncio.create_task(stop.wait())
-        try:
-            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopper.cancel()
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGTERM)
-                try:
-                    await asyncio.wait_for(asyncio.shield(waiter), 10)
-                except (TimeoutError, asyncio.CancelledError):
-                    with contextlib.suppress(ProcessLookupError):
-                        proc.kill()
-                    await proc.wait()
-        if not stop.is_set():
-            log.warning("the leader process exited with %s; restarting it", proc.returncode)
-            await asyncio.sleep(1.0)
+    child = ChildProcess(args, name="leader", new_session=False)  # Ctrl-C in a terminal reaches it too
+    await child.start()
+    log.info("leader process started (pid %s)", child.pid)
+    try:
+        await Supervisor("the leader process", child, stop=stop, backoff=Backoff(initial=1.0)).run()
+    finally:
+        await child.stop(grace=10.0)

@@ -11,6 +11,11 @@ Unix socket paths are limited to 107 bytes; when ``base_dir`` is too deep the so
 private directory under ``/tmp`` instead (removed on ``stop``). ``start`` waits until the socket
 answers Version; ``stop`` sends SIGTERM and SIGKILLs after a grace; ``kill`` is SIGKILL (crash tests);
 ``start`` again reuses the same directories, so images and snapshots survive a restart.
+
+It runs as an ``aiokit.processes.ChildProcess``: SIGTERM when its parent dies (even by SIGKILL;
+shims, and so containers, outlive containerd by design), its pid in ``<base_dir>/containerd.pid``,
+and a leftover containerd on the same config ended by ``start`` before a new one runs. ``wait``
+lets a ``Supervisor`` restart it.
 """
 
 from __future__ import annotations
@@ -19,10 +24,10 @@ import asyncio
 import contextlib
 import os
 import shutil
-import signal
 import tempfile
 from pathlib import Path
 
+from corral.aiokit.processes import ChildProcess
 from corral.model.errors import Unavailable
 from corral.runtime.client import Client
 from corral.runtime.errors import INSTALL_HINT
@@ -79,7 +84,7 @@ class EmbeddedContainerd:
     def __init__(self, base_dir: Path, *, log_path: Path | None = None) -> None:
         self.base_dir = base_dir
         self.log_path = log_path or base_dir / "containerd.log"
-        self._proc: asyncio.subprocess.Process | None = None
+        self._child: ChildProcess | None = None
         self._short_dir: str | None = None
         socket = str(base_dir / "c.sock")
         if len(socket) > _MAX_SOCKET_PATH:
@@ -93,11 +98,11 @@ class EmbeddedContainerd:
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
+        return self._child.pid if self._child is not None else None
 
     @property
     def running(self) -> bool:
-        return self._proc is not None and self._proc.returncode is None
+        return self._child is not None and self._child.running
 
     async def start(self, *, timeout: float = 30.0) -> None:
         binary = shutil.which("containerd")
@@ -109,22 +114,18 @@ class EmbeddedContainerd:
             return
         config = self.base_dir / "config.toml"
         await asyncio.to_thread(self._prepare_dirs, config)
-        log = await asyncio.to_thread(open, self.log_path, "ab")  # handed to the child, closed below
-        try:
-            self._proc = await asyncio.create_subprocess_exec(
-                binary, "--config", str(config),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
-            )  # fmt: skip
-        finally:
-            log.close()
+        self._child = ChildProcess([binary, "--config", str(config)], name="containerd", log_path=self.log_path,
+                                   pid_file=self.base_dir / "containerd.pid", marker=str(config))
+        await self._child.start()
         try:
             await self._wait_ready(timeout)
         except BaseException:
             await self.kill()
             raise
+
+    async def wait(self) -> int | None:
+        """Its exit code once it exits (None at once when it is not running): for a Supervisor."""
+        return await self._child.wait() if self._child is not None else None
 
     def _prepare_dirs(self, config: Path) -> None:
         for sub in ("root", "state", "opt"):
@@ -146,9 +147,9 @@ class EmbeddedContainerd:
         client = Client(self._socket, timeout=2.0)
         try:
             while True:
-                if self._proc is not None and self._proc.returncode is not None:
+                if self._child is not None and self._child.returncode is not None:
                     raise Unavailable(
-                        f"containerd exited with code {self._proc.returncode} at start; see {self.log_path}"
+                        f"containerd exited with code {self._child.returncode} at start; see {self.log_path}"
                     )
                 with contextlib.suppress(Unavailable):
                     await client.version()
@@ -164,23 +165,12 @@ class EmbeddedContainerd:
 
         Shims (and so running containers) outlive containerd by design; stop them first.
         """
-        proc, self._proc = self._proc, None
-        if proc is not None and proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), grace)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
+        if self._child is not None:
+            await self._child.stop(grace=grace)
         if cleanup and self._short_dir is not None:
             shutil.rmtree(self._short_dir, ignore_errors=True)
 
     async def kill(self) -> None:
         """SIGKILL the daemon (tests of crash recovery); ``start`` brings it back on the same dirs."""
-        proc, self._proc = self._proc, None
-        if proc is not None and proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
+        if self._child is not None:
+            await self._child.kill()

@@ -3,6 +3,12 @@
 ``corral serve`` uses it when no ``--etcd`` is given, and the tests use it as their etcd. Two
 instances on one machine never collide: each picks its own free ports and its own data directory.
 The child is asked to stop with SIGTERM and killed if it does not within a few seconds.
+
+It runs as an ``aiokit.processes.ChildProcess``: it gets SIGTERM when its parent dies (even by
+SIGKILL), its pid is kept in ``<data_dir>.pid``, and ``start`` first ends a leftover etcd of an
+earlier run on the same data dir (one that would hold the data dir's lock). ``start`` again after
+it died reuses the same ports, so clients that know the endpoint reconnect; ``wait`` lets a
+``Supervisor`` restart it.
 """
 
 from __future__ import annotations
@@ -11,13 +17,13 @@ import asyncio
 import contextlib
 import os
 import shutil
-import signal
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
 
+from corral.aiokit.processes import ChildProcess
 from corral.model.errors import Unavailable
 
 INSTALL_HINT = "install it with `scripts/install-deps.sh` (Debian packages etcd-server etcd-client)"
@@ -41,7 +47,7 @@ class EmbeddedEtcd:
     client_port: int = 0
     peer_port: int = 0
     log_path: Path | None = None
-    _proc: asyncio.subprocess.Process | None = field(default=None, repr=False)
+    _child: ChildProcess | None = field(default=None, repr=False)
 
     @property
     def endpoint(self) -> str:
@@ -49,7 +55,11 @@ class EmbeddedEtcd:
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
+        return self._child.pid if self._child else None
+
+    @property
+    def pid_file(self) -> Path:
+        return self.data_dir.parent / f"{self.data_dir.name}.pid"
 
     async def start(self, *, timeout: float = 20.0) -> None:
         binary = await asyncio.to_thread(_find_etcd)
@@ -61,9 +71,8 @@ class EmbeddedEtcd:
         client = f"http://{self.host}:{self.client_port}"
         peer = f"http://{self.host}:{self.peer_port}"
         log_path = self.log_path or self.data_dir.parent / f"{self.data_dir.name}.log"
-        log = await asyncio.to_thread(open, log_path, "ab")  # handed to the child, closed below
-        try:
-            self._proc = await asyncio.create_subprocess_exec(
+        self._child = ChildProcess(
+            [
                 binary,
                 "--name", "corral",
                 "--data-dir", str(self.data_dir),
@@ -78,21 +87,26 @@ class EmbeddedEtcd:
                 "--quota-backend-bytes", str(8 * 1024**3),
                 "--logger", "zap",
                 "--log-outputs", "stderr",
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
-            )
-        finally:
-            log.close()
-        await self._wait_healthy(timeout)
+            ],
+            name="etcd", log_path=log_path, pid_file=self.pid_file, marker=str(self.data_dir),
+        )  # fmt: skip
+        await self._child.start()
+        try:
+            await self._wait_healthy(timeout)
+        except BaseException:
+            await self._child.kill()
+            raise
+
+    async def wait(self) -> int | None:
+        """Its exit code once it exits (None at once when it is not running): for a Supervisor."""
+        return await self._child.wait() if self._child is not None else None
 
     async def _wait_healthy(self, timeout: float) -> None:
         deadline = asyncio.get_running_loop().time() + timeout
         async with aiohttp.ClientSession() as http:
             while True:
-                if self._proc is not None and self._proc.returncode is not None:
-                    raise Unavailable(f"etcd exited with code {self._proc.returncode}; see its log")
+                if self._child is not None and self._child.returncode is not None:
+                    raise Unavailable(f"etcd exited with code {self._child.returncode}; see its log")
                 with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
                     async with http.get(f"{self.endpoint}/health", timeout=aiohttp.ClientTimeout(1)) as r:
                         if r.status == 200 and (await r.json(content_type=None)).get("health") == "true":
@@ -102,21 +116,10 @@ class EmbeddedEtcd:
                 await asyncio.sleep(0.05)
 
     async def stop(self, *, grace: float = 5.0) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None or proc.returncode is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), grace)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
+        if self._child is not None:
+            await self._child.stop(grace=grace)
 
     async def kill(self) -> None:
         """SIGKILL the child (tests of crash recovery)."""
-        if self._proc is not None and self._proc.returncode is None:
-            self._proc.kill()
-            await self._proc.wait()
-        self._proc = None
+        if self._child is not None:
+            await self._child.kill()

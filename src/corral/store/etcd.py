@@ -117,6 +117,12 @@ class EtcdStore:
     def closed(self) -> bool:
         return self._closed
 
+    def channel(self) -> Any:
+        """The gRPC channel (for other etcd services, e.g. Maintenance in store/snapshots.py)."""
+        if self._channel is None:
+            self._connect()
+        return self._channel
+
     def watch_stub(self) -> Any:
         """The Watch service stub (for ``EtcdWatch``)."""
         if self._watch is None:
