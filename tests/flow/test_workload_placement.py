@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 
 import pytest
@@ -84,15 +84,15 @@ async def plane(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Contr
 
 
 @contextlib.asynccontextmanager
-async def hollow(plane: ControlPlane, prefix: str, count: int, zones: str, group: str = GROUP
-                 ) -> AsyncIterator[Simulator]:
+async def hollow(plane: ControlPlane, prefix: str, count: int, zones: str, group: str = GROUP,
+                 stop_delay: float = 0.0) -> AsyncIterator[Simulator]:
     """``count`` hollow nodes ``<prefix>-N``; node i gets zone ``zones[i]`` through its own simulator."""
     sims: list[tuple[Simulator, asyncio.Task[None]]] = []
     try:
         for i in range(count):
             cfg = SimConfig(servers=[plane.url], token=plane.join_token, nodes=1, name_prefix=f"{prefix}{i}",
                             start_delay=0.01, labels={"sim-group": group, "topology.corral.io/zone": zones[i]},
-                            cpu="4", memory="8Gi", seed=i)
+                            cpu="4", memory="8Gi", seed=i, stop_delay=stop_delay)
             sim = Simulator(cfg)
             task = asyncio.create_task(sim.run(), name=f"hollow-{prefix}{i}")
             sims.append((sim, task))
@@ -336,3 +336,50 @@ async def test_topology_spread_overrides_a_preference_for_one_zone(
     await admin.delete(Deployment, "api", namespace=ns)
     for i in range(2):
         await admin.delete(Container, f"pinned-{i}", namespace=ns)
+
+
+async def test_the_room_a_preemption_makes_is_held_for_the_preemptor(plane: ControlPlane, admin: ApiClient) -> None:
+    ns = "hold"
+    await admin.create(Namespace(metadata=ObjectMeta(name=ns)))
+    for name, value in (("hold-batch", 10), ("hold-critical", 1000)):
+        await admin.create(PriorityClass(metadata=ObjectMeta(name=name), spec=PriorityClassSpec(value=value)))
+
+    def ctr(name: str, cpu: str, klass: str) -> Container:
+        return Container(metadata=ObjectMeta(name=name, namespace=ns), spec=ContainerSpec(
+            image=IMAGE, command=["sleep", "3600"], node_selector={"sim-group": "hold"},
+            priority_class_name=klass, resources=ResourceRequirements(requests=ResourceList(cpu=cpu))))
+
+    async def phase(name: str) -> str:
+        return (await admin.get(Container, name, namespace=ns)).status.phase
+
+    async with hollow(plane, "hold", 1, "a", group="hold", stop_delay=3.0):  # victims take 3 s to stop
+        for name in ("low-1", "low-2"):
+            await admin.create(ctr(name, "1500m", "hold-batch"))
+
+        async def lows_run() -> None:
+            assert [await phase("low-1"), await phase("low-2")] == ["Running", "Running"]
+
+        await eventually(lows_run, timeout=30, what="the low-priority containers run")
+        await admin.create(ctr("vip", "2", "hold-critical"))
+
+        async def preempting() -> None:
+            items, _ = await admin.list(Container, namespace=ns)
+            assert any(c.metadata.deletion_timestamp for c in items), "no victim yet"
+
+        await eventually(preempting, timeout=30, what="a victim is being deleted")
+        # 1 cpu is free right now (4 - 2 x 1.5), but it is held for vip: a lower-priority newcomer waits
+        await admin.create(ctr("thief", "1", "hold-batch"))
+        await eventually(lambda: _is(phase("vip"), "Running"), timeout=60, what="vip runs")
+        thief = await admin.get(Container, "thief", namespace=ns)
+        assert thief.status.phase == "Pending" and not thief.spec.node, thief.status
+        items, _ = await admin.list(Container, namespace=ns)
+        assert sorted(c.metadata.name for c in items if not c.metadata.deletion_timestamp) == \
+            sorted(["vip", "thief", *({"low-1", "low-2"} - {e.spec.involved_object.name for e in
+                                                              (await admin.list(Event, namespace=ns))[0]
+                                                              if e.spec.reason == "Preempted"})])
+        for c in items:
+            await admin.delete(Container, c.metadata.name, namespace=ns)
+
+
+async def _is(value: Awaitable[str], want: str) -> None:
+    assert await value == want
