@@ -22,7 +22,7 @@ import pytest_asyncio
 from corral.api.client import ApiClient, Reflector
 from corral.controllers.daemonsets import DAEMON_NODE_LABEL
 from corral.controllers.rollout import TEMPLATE_HASH_LABEL
-from corral.model.errors import Invalid
+from corral.model.errors import Conflict, Invalid
 from corral.model.resources import (
     Affinity,
     Container,
@@ -177,6 +177,51 @@ async def test_a_daemonset_runs_one_container_per_node_and_follows_nodes_joining
         await eventually(lambda: one_running_per_node(joined), timeout=30, what="a daemon on the node that joined")
     await eventually(lambda: one_running_per_node(nodes), timeout=30, what="the daemon of the node that left is gone")
     await eventually(lambda: counted(3), timeout=20, what="the daemon set counts 3 again")
+
+    # a node that stops matching the selector loses its daemon, and gets it back when it matches again
+    first = sorted(nodes)[0]
+
+    async def relabel(group: str) -> None:
+        for _ in range(5):
+            n = await admin.get(Node, first)
+            n.metadata.labels["sim-group"] = group
+            try:
+                await admin.update(n)
+                return
+            except Conflict:
+                continue
+
+    await relabel("elsewhere")
+    try:
+        await eventually(lambda: one_running_per_node(nodes - {first}), timeout=30,
+                         what="no daemon on the node that stopped matching")
+    finally:
+        await relabel(GROUP)
+    await eventually(lambda: one_running_per_node(nodes), timeout=30, what="the daemon is back on the node")
+
+    # daemons tolerate a cordon: a daemon replaced on a cordoned node is placed there all the same
+    async def cordon(flag: bool) -> None:
+        for _ in range(5):
+            n = await admin.get(Node, first)
+            n.spec.unschedulable = flag
+            try:
+                await admin.update(n)
+                return
+            except Conflict:
+                continue
+
+    await cordon(True)
+    try:
+        (old,) = [c for c in await daemons(admin, ns, "logs") if c.spec.node == first]
+        await admin.delete(Container, old.metadata.name, namespace=ns)
+
+        async def replaced() -> None:
+            live = await one_running_per_node(nodes)
+            assert old.metadata.name not in {c.metadata.name for c in live}
+
+        await eventually(replaced, timeout=30, what="a new daemon on the cordoned node")
+    finally:
+        await cordon(False)
 
     # a template change rolls through every node, never more than maxUnavailable (1) node without a daemon
     worst = 0
