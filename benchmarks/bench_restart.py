@@ -35,6 +35,7 @@ import aiohttp
 from harness import wait_file, wait_node
 
 from corral.api.client import ApiClient
+from corral.cli.connection import client_from_config
 from corral.model.resources import Container, ContainerSpec, ObjectMeta
 from corral.runtime.archive import import_archive
 from corral.runtime.client import Client
@@ -75,8 +76,7 @@ class Serve:
             )
 
     def api(self) -> ApiClient:
-        server = json.loads((self.data / "config.json").read_text())["server"]
-        return ApiClient(server, (self.data / "admin.token").read_text().strip())
+        return client_from_config(self.data / "config.json")  # its server, admin token and CA
 
     @property
     def socket(self) -> str:
@@ -117,7 +117,8 @@ async def api_back(serve: Serve) -> None:
     async with serve.api() as api, aiohttp.ClientSession() as http:
         while True:
             try:
-                async with http.get(f"{api.server}/readyz", timeout=aiohttp.ClientTimeout(total=1)) as r:
+                async with http.get(f"{api.server}/readyz", timeout=aiohttp.ClientTimeout(total=1),
+                                    ssl=api.ssl_option) as r:
                     if r.status == 200:
                         await api.list(Container, label_selector="bench=restart")
                         return

@@ -82,7 +82,7 @@ async def make(serve: ServeAll, new: list[str], *, existing: tuple[str, ...] = (
 
 async def api_answers(serve: ServeAll) -> None:
     async with serve.client() as api, aiohttp.ClientSession() as http:
-        async with http.get(f"{api.server}/readyz") as r:
+        async with http.get(f"{api.server}/readyz", ssl=api.ssl_option) as r:
             assert r.status == 200, await r.text()
         await api.list(Container)
 
