@@ -12,7 +12,7 @@ import pytest
 import pytest_asyncio
 
 from corral.controllers.base import Informers
-from corral.controllers.cronjobs import SCHEDULED_AT, CronJobController, job_name, plan
+from corral.controllers.cronjobs import SCHEDULED_AT, CronJobController, build_job, job_name, plan
 from corral.controllers.jobs import rfc3339
 from corral.model.errors import Invalid
 from corral.model.kinds import BY_KIND
@@ -225,3 +225,26 @@ async def test_the_controller_creates_a_job_at_each_time_and_forbid_waits_for_th
         assert names == [job_name("tick", at(5)), job_name("tick", at(10)), job_name("tick", at(60))], names
 
     await eventually(caught_up, timeout=10, what="one catch-up run after the outage")
+
+
+async def test_finished_jobs_beyond_the_history_limits_are_deleted_oldest_first(
+        running: tuple[CronJobController, Objects, Clock, EtcdStore]) -> None:
+    controller, objects, clock, store = running
+    cj = cronjob(history=1)
+    cj.metadata = ObjectMeta(name="tick", namespace="default")
+    cj.spec.failed_jobs_history_limit = 1
+    clock.now = at(1)
+    made = await objects.create(cj)
+    outcomes = {"tick-a": "Complete", "tick-b": "Complete", "tick-c": "Failed", "tick-d": "Failed",
+                "tick-e": "Complete"}
+    for name, outcome in outcomes.items():
+        job = await objects.create(build_job(made, name=name, scheduled=None))
+        job.status.conditions = [Condition(type=outcome, status="True")]
+        await objects.update_status(job)
+    controller.enqueue(BY_KIND["CronJob"].key("default", "tick"))
+
+    async def pruned() -> None:
+        names = [j.metadata.name for j in await jobs(objects, store)]
+        assert names == ["tick-d", "tick-e"], names
+
+    await eventually(pruned, timeout=10, what="one finished job of each outcome kept, the newest")

@@ -14,16 +14,16 @@ import asyncio
 import contextlib
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
 
-from corral.api.client import ApiClient
+from corral.api.client import ApiClient, Reflector
 from corral.controllers.daemonsets import DAEMON_NODE_LABEL
 from corral.controllers.rollout import TEMPLATE_HASH_LABEL
-from corral.model.errors import Invalid
+from corral.model.errors import Conflict, Invalid
 from corral.model.resources import (
     Affinity,
     Container,
@@ -40,12 +40,17 @@ from corral.model.resources import (
     LabelSelector,
     Namespace,
     Node,
+    NodeAffinity,
+    NodeSelectorRequirement,
+    NodeSelectorTerm,
     ObjectMeta,
+    PreferredSchedulingTerm,
     PriorityClass,
     PriorityClassSpec,
     ResourceList,
     ResourceRequirements,
     TemplateMeta,
+    TopologySpreadConstraint,
 )
 from corral.roles.control import ControlConfig, ControlPlane, run_control
 from corral.roles.sim import SimConfig, Simulator
@@ -81,15 +86,15 @@ async def plane(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Contr
 
 
 @contextlib.asynccontextmanager
-async def hollow(plane: ControlPlane, prefix: str, count: int, zones: str, group: str = GROUP
-                 ) -> AsyncIterator[Simulator]:
+async def hollow(plane: ControlPlane, prefix: str, count: int, zones: str, group: str = GROUP,
+                 stop_delay: float = 0.0) -> AsyncIterator[Simulator]:
     """``count`` hollow nodes ``<prefix>-N``; node i gets zone ``zones[i]`` through its own simulator."""
     sims: list[tuple[Simulator, asyncio.Task[None]]] = []
     try:
         for i in range(count):
             cfg = SimConfig(servers=[plane.url], token=plane.join_token, nodes=1, name_prefix=f"{prefix}{i}",
                             start_delay=0.01, labels={"sim-group": group, "topology.corral.io/zone": zones[i]},
-                            cpu="4", memory="8Gi", seed=i)
+                            cpu="4", memory="8Gi", seed=i, stop_delay=stop_delay)
             sim = Simulator(cfg)
             task = asyncio.create_task(sim.run(), name=f"hollow-{prefix}{i}")
             sims.append((sim, task))
@@ -175,17 +180,80 @@ async def test_a_daemonset_runs_one_container_per_node_and_follows_nodes_joining
     await eventually(lambda: one_running_per_node(nodes), timeout=30, what="the daemon of the node that left is gone")
     await eventually(lambda: counted(3), timeout=20, what="the daemon set counts 3 again")
 
-    # a template change rolls through every node
-    ds = await admin.get(DaemonSet, "logs", namespace=ns)
-    ds.spec.template.spec.env = [EnvVar(name="VERSION", value="2")]
-    await admin.update(ds)
+    # a node that stops matching the selector loses its daemon, and gets it back when it matches again
+    first = sorted(nodes)[0]
 
-    async def rolled() -> None:
-        live = await one_running_per_node(nodes)
-        assert all(c.spec.env == [EnvVar(name="VERSION", value="2")] for c in live)
-        assert len({c.metadata.labels[TEMPLATE_HASH_LABEL] for c in live}) == 1
+    async def relabel(group: str) -> None:
+        for _ in range(5):
+            n = await admin.get(Node, first)
+            n.metadata.labels["sim-group"] = group
+            try:
+                await admin.update(n)
+                return
+            except Conflict:
+                continue
 
-    await eventually(rolled, timeout=60, what="every daemon replaced by the new template")
+    await relabel("elsewhere")
+    try:
+        await eventually(lambda: one_running_per_node(nodes - {first}), timeout=30,
+                         what="no daemon on the node that stopped matching")
+    finally:
+        await relabel(GROUP)
+    await eventually(lambda: one_running_per_node(nodes), timeout=30, what="the daemon is back on the node")
+
+    # daemons tolerate a cordon: a daemon replaced on a cordoned node is placed there all the same
+    async def cordon(flag: bool) -> None:
+        for _ in range(5):
+            n = await admin.get(Node, first)
+            n.spec.unschedulable = flag
+            try:
+                await admin.update(n)
+                return
+            except Conflict:
+                continue
+
+    await cordon(True)
+    try:
+        (old,) = [c for c in await daemons(admin, ns, "logs") if c.spec.node == first]
+        await admin.delete(Container, old.metadata.name, namespace=ns)
+
+        async def replaced() -> None:
+            live = await one_running_per_node(nodes)
+            assert old.metadata.name not in {c.metadata.name for c in live}
+
+        await eventually(replaced, timeout=30, what="a new daemon on the cordoned node")
+    finally:
+        await cordon(False)
+
+    # a template change rolls through every node, never more than maxUnavailable (1) node without a daemon
+    worst = 0
+    watcher: Reflector[Container] = Reflector(admin, Container, namespace=ns, label_selector="app=logs")
+
+    def look(_type: str, _obj: Container) -> None:
+        nonlocal worst
+        serving = {c.spec.node for c in watcher.objects.values()
+                   if c.status.phase == "Running" and not c.metadata.deletion_timestamp}
+        worst = max(worst, len(nodes - serving))
+
+    task = asyncio.create_task(watcher.run())
+    try:
+        await asyncio.wait_for(watcher.synced.wait(), 10)
+        watcher.on_event = look
+        ds = await admin.get(DaemonSet, "logs", namespace=ns)
+        ds.spec.template.spec.env = [EnvVar(name="VERSION", value="2")]
+        await admin.update(ds)
+
+        async def rolled() -> None:
+            live = await one_running_per_node(nodes)
+            assert all(c.spec.env == [EnvVar(name="VERSION", value="2")] for c in live)
+            assert len({c.metadata.labels[TEMPLATE_HASH_LABEL] for c in live}) == 1
+
+        await eventually(rolled, timeout=60, what="every daemon replaced by the new template")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert worst == 1, f"{worst} nodes were without a running daemon at once (maxUnavailable 1)"
     await admin.delete(DaemonSet, "logs", namespace=ns)
 
     async def cascaded() -> None:
@@ -279,3 +347,86 @@ async def test_a_high_priority_container_preempts_exactly_one_lower_priority_con
         assert any(e.spec.reason == "Preempting" and e.spec.involved_object.name == "vip" for e in events)
         for name in left:
             await admin.delete(Container, name, namespace=ns)
+
+
+async def test_topology_spread_overrides_a_preference_for_one_zone(
+        plane: ControlPlane, admin: ApiClient, three: None) -> None:
+    ns = "spread"
+    await admin.create(Namespace(metadata=ObjectMeta(name=ns)))
+    zones = {n.metadata.labels["topology.corral.io/zone"]: n.metadata.name
+             for n in (await admin.list(Node, namespace=None, label_selector=f"sim-group={GROUP}"))[0]}
+    for i in range(2):  # two already in zone a
+        await admin.create(Container(metadata=ObjectMeta(name=f"pinned-{i}", namespace=ns, labels={"app": "api"}),
+                                     spec=ContainerSpec(image=IMAGE, command=["sleep", "3600"], node=zones["a"])))
+    prefer_a = Affinity(node_affinity=NodeAffinity(preferred=[PreferredSchedulingTerm(
+        weight=100, preference=NodeSelectorTerm(match_expressions=[NodeSelectorRequirement(
+            key="topology.corral.io/zone", operator="In", values=["a"])]))]))
+    d = Deployment(metadata=ObjectMeta(name="api", namespace=ns), spec=DeploymentSpec(
+        replicas=4, selector=LabelSelector(match_labels={"app": "api"}),
+        template=ContainerTemplate(metadata=TemplateMeta(labels={"app": "api"}), spec=ContainerSpec(
+            image=IMAGE, command=["sleep", "3600"], node_selector={"sim-group": GROUP}, affinity=prefer_a,
+            topology_spread_constraints=[TopologySpreadConstraint(
+                max_skew=1, topology_key="topology.corral.io/zone",
+                label_selector=LabelSelector(match_labels={"app": "api"}))]))))
+    await admin.create(d)
+    zone_of = {node: zone for zone, node in zones.items()}
+
+    async def spread() -> None:
+        live = [c for c in await daemons(admin, ns, "api") if c.status.phase == "Running"]
+        assert len(live) == 6
+        per_zone: dict[str, int] = {}
+        for c in live:
+            per_zone[zone_of[c.spec.node]] = per_zone.get(zone_of[c.spec.node], 0) + 1
+        assert per_zone == {"a": 2, "b": 2, "c": 2}, per_zone
+
+    await eventually(spread, timeout=30, what="the four replicas in zones b and c, two each")
+    await admin.delete(Deployment, "api", namespace=ns)
+    for i in range(2):
+        await admin.delete(Container, f"pinned-{i}", namespace=ns)
+
+
+async def test_the_room_a_preemption_makes_is_held_for_the_preemptor(plane: ControlPlane, admin: ApiClient) -> None:
+    ns = "hold"
+    await admin.create(Namespace(metadata=ObjectMeta(name=ns)))
+    for name, value in (("hold-batch", 10), ("hold-critical", 1000)):
+        await admin.create(PriorityClass(metadata=ObjectMeta(name=name), spec=PriorityClassSpec(value=value)))
+
+    def ctr(name: str, cpu: str, klass: str) -> Container:
+        return Container(metadata=ObjectMeta(name=name, namespace=ns), spec=ContainerSpec(
+            image=IMAGE, command=["sleep", "3600"], node_selector={"sim-group": "hold"},
+            priority_class_name=klass, resources=ResourceRequirements(requests=ResourceList(cpu=cpu))))
+
+    async def phase(name: str) -> str:
+        return (await admin.get(Container, name, namespace=ns)).status.phase
+
+    async with hollow(plane, "hold", 1, "a", group="hold", stop_delay=3.0):  # victims take 3 s to stop
+        for name in ("low-1", "low-2"):
+            await admin.create(ctr(name, "1500m", "hold-batch"))
+
+        async def lows_run() -> None:
+            assert [await phase("low-1"), await phase("low-2")] == ["Running", "Running"]
+
+        await eventually(lows_run, timeout=30, what="the low-priority containers run")
+        await admin.create(ctr("vip", "2", "hold-critical"))
+
+        async def preempting() -> None:
+            items, _ = await admin.list(Container, namespace=ns)
+            assert any(c.metadata.deletion_timestamp for c in items), "no victim yet"
+
+        await eventually(preempting, timeout=30, what="a victim is being deleted")
+        # 1 cpu is free right now (4 - 2 x 1.5), but it is held for vip: a lower-priority newcomer waits
+        await admin.create(ctr("thief", "1", "hold-batch"))
+        await eventually(lambda: _is(phase("vip"), "Running"), timeout=60, what="vip runs")
+        thief = await admin.get(Container, "thief", namespace=ns)
+        assert thief.status.phase == "Pending" and not thief.spec.node, thief.status
+        items, _ = await admin.list(Container, namespace=ns)
+        assert sorted(c.metadata.name for c in items if not c.metadata.deletion_timestamp) == \
+            sorted(["vip", "thief", *({"low-1", "low-2"} - {e.spec.involved_object.name for e in
+                                                              (await admin.list(Event, namespace=ns))[0]
+                                                              if e.spec.reason == "Preempted"})])
+        for c in items:
+            await admin.delete(Container, c.metadata.name, namespace=ns)
+
+
+async def _is(value: Awaitable[str], want: str) -> None:
+    assert await value == want

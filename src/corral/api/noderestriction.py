@@ -4,7 +4,8 @@ A node (its certificate, CN ``node:<name>``, or a node token) may:
 
 - **create its own Node** with any labels except the reserved ones: ``node-restriction.corral.io/…``
   (labels an admin sets to steer workloads, which a node must not claim) and ``corral.io/…`` other
-  than the ones the agent sets itself (``corral.io/hostname``, ``/os``, ``/arch``); with the taints,
+  than the ones the agent sets itself (``corral.io/hostname``, ``/os``, ``/arch``, and its place:
+  ``topology.corral.io/zone`` and ``/region``, as kubelet may set Kubernetes' topology labels); with the taints,
   ``unschedulable`` and ``podCIDR`` it registers with;
 - **update its own Node** only in labels under ``node.corral.io/`` and ``topology.corral.io/`` (and
   the agent's own three) and annotations under ``node.corral.io/`` (the agent publishes its VXLAN MAC
@@ -35,7 +36,10 @@ from corral.model.resources import Container, Event, Node, NodeStatus, Object
 NODE_LABEL_PREFIX = "node.corral.io/"
 TOPOLOGY_PREFIX = "topology.corral.io/"  # where the node is (zone, region): the node knows, as kubelet does
 AGENT_LABELS = frozenset({"corral.io/hostname", "corral.io/os", "corral.io/arch",
-                          "corral.io/simulated"})  # the last: corral sim's hollow nodes
+                          "corral.io/simulated",  # corral sim's hollow nodes
+                          # where the node is (serve --label): kubelet may set topology.kubernetes.io/
+                          # zone and region too; affinity and spreading read them (docs/workloads.md)
+                          "topology.corral.io/zone", "topology.corral.io/region"})
 MAX_EVENT_MESSAGE = 1024
 EVENT_RATE = 20.0
 EVENT_BURST = 100.0

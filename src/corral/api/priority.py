@@ -10,7 +10,9 @@ without passing the API again):
   ``preemptionPolicy`` to its policy; a name that does not exist is refused (422 naming the field);
 - no name: the class with ``globalDefault: true`` (if one exists) is applied and named; else the
   priority stays unset (0 to the scheduler);
-- a ``priority`` without a class name is refused: it is the server's to set.
+- a ``priority`` without a class name is refused: it is the server's to set;
+- on an update, a class that no longer exists leaves an already resolved ``priority`` as it is
+  (the agent's finalizer removal and other writers must not fail because a class was deleted).
 
 Classes are read from the API's PriorityClass watch cache (cluster-scoped, few); a name the cache
 does not have yet (a class created a moment ago) is read from etcd before it is refused.
@@ -51,7 +53,7 @@ class PriorityAdmission:
         self.classes = classes
         self.read = read
 
-    async def __call__(self, obj: Object) -> None:
+    async def __call__(self, obj: Object, creating: bool) -> None:
         specs = list(container_specs(obj))
         if not specs:
             return
@@ -70,6 +72,8 @@ class PriorityAdmission:
                     continue
                 name = spec.priority_class_name = default.metadata.name
             pc = classes.get(name) or await self.read(name)
+            if pc is None and not creating and spec.priority is not None:
+                continue  # resolved when it was created; its class has been deleted since
             if pc is None:
                 known = ", ".join(sorted(classes)) or "none yet"
                 errors.append(FieldError(f"{path}.priorityClassName",

@@ -125,7 +125,7 @@ def _decode_continue(token: str) -> tuple[str, int]:
 class ResourceHandlers:
     def __init__(self, *, store: Store, info: KindInfo, cache: WatchCache, namespaces: WatchCache,
                  leases: BucketLeases | None = None, allocator: ServiceAllocator | None = None,
-                 admit: Callable[[Object], Awaitable[None]] | None = None,
+                 admit: Callable[[Object, bool], Awaitable[None]] | None = None,
                  containers: WatchCache | None = None,
                  restrict: Callable[[Identity, Object], None] | None = None) -> None:
         self.containers = containers  # Secrets: which ones a node may read (api/secretaccess.py)
@@ -254,7 +254,7 @@ class ResourceHandlers:
         namespace = self._ns(request)
         obj = self._decode_body(await codec.read_body(request), namespace)
         if self.admit is not None:
-            await self.admit(obj)
+            await self.admit(obj, True)
         authorize_write(request[IDENTITY], self.info, obj, verb="create")
         if self.restrict is not None:
             self.restrict(request[IDENTITY], obj)
@@ -424,7 +424,7 @@ class ResourceHandlers:
         """Write ``new`` over the stored object as a PUT does (admission, authorization, what may
         change, CAS)."""
         if self.admit is not None:
-            await self.admit(new)
+            await self.admit(new, False)
         rv = new.metadata.resource_version
         await self._admit(request, new, namespace)
 

@@ -47,7 +47,7 @@ async def create_namespace(client: ApiClient, *, name: str) -> int:
 @connection_options
 @api_command
 async def create_job(client: ApiClient, *, name: str, source: str, namespace: str) -> int:
-    """Create the Job NAME from a CronJob's template, at once (``--from=cronjob/NAME``)."""
+    """Create the Job NAME from the job template of a CronJob, now: --from=cronjob/NAME."""
     kind, _, cronjob = source.partition("/")
     if kind.lower() not in ("cronjob", "cronjobs", "cj") or not cronjob:
         raise click.UsageError("--from takes cronjob/NAME")

@@ -62,6 +62,9 @@ def _node_term(term: NodeSelectorTerm, path: str, errors: list[FieldError]) -> N
 
 
 def _selector(sel: LabelSelector, path: str, errors: list[FieldError]) -> None:
+    if sel.match_expressions:
+        errors.append(FieldError(f"{path}.matchExpressions", "is not supported in affinity and spread terms; "
+                                 "use matchLabels"))
     if not sel.match_labels:
         errors.append(FieldError(f"{path}.matchLabels", "must not be empty (e.g. {app: web})"))
     for key, value in sel.match_labels.items():

@@ -408,6 +408,8 @@ def validate_daemonset(obj: DaemonSet, errors: list[FieldError]) -> None:
     spec = obj.spec
     validate_labels(spec.selector.match_labels, "spec.selector.matchLabels", errors)
     validate_labels(spec.template.metadata.labels, "spec.template.metadata.labels", errors)
+    if spec.selector.match_expressions:
+        errors.append(FieldError("spec.selector.matchExpressions", "is not supported for daemon sets; use matchLabels"))
     if not spec.selector.match_labels:
         errors.append(FieldError("spec.selector.matchLabels", "must not be empty (e.g. {app: logs})"))
     elif not names.selector_from_labels(spec.selector.match_labels).matches(spec.template.metadata.labels):

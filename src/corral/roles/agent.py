@@ -293,7 +293,9 @@ class Agent:
         return status
 
     async def register(self) -> None:
-        labels = node_labels(self.cfg, hostname=socket.gethostname())
+        # the node's name, as kubelet's kubernetes.io/hostname is: one topology domain per node, even
+        # where several agents share a host (tests, hosts as network namespaces)
+        labels = node_labels(self.cfg, hostname=self.cfg.node_name)
         node = Node(metadata=ObjectMeta(name=self.cfg.node_name, labels=labels),
                     spec=NodeSpec(pod_cidr=self.cfg.pod_cidr), status=self.node_status())
         try:

@@ -181,9 +181,14 @@ class Topology(Protocol):
         """The placed containers of ``namespace`` that ``selector`` selects, with their node."""
         ...
 
-    def anti_affinity_holders(self, namespace: str, labels: Labels) -> Iterable[tuple[ContainerRequest, str]]:
-        """Placed containers (with their node) with required anti-affinity terms that may select a
-        container of ``namespace`` with ``labels`` (a superset: ``prepare`` checks each term)."""
+    def anti_affinity_terms(self, namespace: str, labels: Labels
+                            ) -> Iterable[tuple[Labels, str, set[str], set[str]]]:
+        """Placed containers' required anti-affinity terms that select a container of ``namespace``
+        with ``labels``: (selector, topology key, keys of holders it selects, keys of other holders)."""
+        ...
+
+    def node_of(self, key: str) -> NodeView | None:
+        """The node where container ``key`` counts."""
         ...
 
 
@@ -200,25 +205,26 @@ def _domain_counts(topo: Topology, c: ContainerRequest, term: LabelTerm) -> dict
 
 
 def _forbidden_by_others(topo: Topology, c: ContainerRequest) -> list[tuple[str, frozenset[str]]]:
-    out: dict[str, set[str]] = {}
+    """Domains where a placed container's required anti-affinity term selects ``c``, per topology key.
+
+    A term that is also one of ``c``'s own required anti-affinity terms needs no look at the holders
+    it selects themselves: ``c``'s own term already excludes their domains (replicas of one app with
+    anti-affinity to their app: the usual case, and then this costs one set lookup per term).
+    """
     if not c.labels:
         return []
-    # a holder whose term is one of c's own required anti-affinity terms, and whom that term
-    # selects, is already in c's own excluded domains: skip it (replicas of one app, typically)
     own = {(t.selector, t.key) for t in c.placement.anti_affinity} if c.placement is not None else set()
-    for holder, node in topo.anti_affinity_holders(c.namespace, c.labels):
-        if holder.key == c.key or holder.namespace != c.namespace or holder.placement is None:
-            continue
-        if own and all((t.selector, t.key) in own and selects(t.selector, holder.labels)
-                       for t in holder.placement.anti_affinity):
-            continue
-        n = topo.node(node)
-        if n is None:
-            continue
-        for term in holder.placement.anti_affinity:
-            value = n.labels.get(term.key)
-            if value is not None and selects(term.selector, c.labels):
-                out.setdefault(term.key, set()).add(value)
+    out: dict[str, set[str]] = {}
+    for selector, key, selected, others in topo.anti_affinity_terms(c.namespace, c.labels):
+        holders = [others] if (selector, key) in own else [selected, others]
+        for keys in holders:
+            for holder in keys:
+                if holder == c.key:
+                    continue
+                n = topo.node_of(holder)
+                value = n.labels.get(key) if n is not None else None
+                if value is not None:
+                    out.setdefault(key, set()).add(value)
     return [(k, frozenset(v)) for k, v in out.items()]
 
 

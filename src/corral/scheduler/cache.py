@@ -28,6 +28,7 @@ from corral.model.resources import Container, Node
 from corral.scheduler.framework import ContainerRequest, NodeView
 
 _FINISHED = frozenset({"Succeeded", "Failed"})
+AntiTerm = tuple[str, tuple[tuple[str, str], ...], str]  # (namespace, selector, topology key)
 
 
 @dataclass(slots=True)
@@ -52,7 +53,11 @@ class SchedulerCache:
         # for affinity and spreading (scheduler/affinity.py): placed containers by (namespace, label,
         # value), and those with required anti-affinity terms; both stay empty without labels or terms
         self._by_label: dict[tuple[str, str, str], set[str]] = {}
-        self._anti_holders: dict[tuple[str, str, str], set[str]] = {}  # by the first pair of each term
+        # required anti-affinity terms of placed containers, by term (namespace, selector, topology key):
+        # the holders the term selects themselves (replicas of one app, usually) and the others; and
+        # the terms by the first pair of their selector, to find those that may select a newcomer
+        self._anti_terms: dict[AntiTerm, tuple[set[str], set[str]]] = {}
+        self._anti_by_pair: dict[tuple[str, str, str], set[AntiTerm]] = {}
 
     # --- reading -------------------------------------------------------------------------------
 
@@ -82,19 +87,26 @@ class SchedulerCache:
             if p is not None and all(pair in p.request.labels for pair in selector):
                 yield p.request, p.node
 
-    def anti_affinity_holders(self, namespace: str, labels: tuple[tuple[str, str], ...]
-                              ) -> Iterator[tuple[ContainerRequest, str]]:
-        """Placed containers with a required anti-affinity term that may select a container with
-        ``labels`` in ``namespace`` (each is indexed by one pair of each term's selector)."""
-        if not self._anti_holders:
+    def anti_affinity_terms(self, namespace: str, labels: tuple[tuple[str, str], ...]
+                            ) -> Iterator[tuple[tuple[tuple[str, str], ...], str, set[str], set[str]]]:
+        """The required anti-affinity terms of placed containers that select a container of
+        ``namespace`` with ``labels``: (selector, topology key, holders it selects, other holders)."""
+        if not self._anti_by_pair:
             return
-        seen: set[str] = set()
+        seen: set[AntiTerm] = set()
         for k, v in labels:
-            for key in self._anti_holders.get((namespace, k, v), ()):
-                if key not in seen:
-                    seen.add(key)
-                    p = self._placed[key]
-                    yield p.request, p.node
+            for term in self._anti_by_pair.get((namespace, k, v), ()):
+                if term not in seen:
+                    seen.add(term)
+                    _, selector, key = term
+                    if all(pair in labels for pair in selector):
+                        selected, others = self._anti_terms[term]
+                        yield selector, key, selected, others
+
+    def node_of(self, key: str) -> NodeView | None:
+        """The node where the container ``key`` counts, if it exists."""
+        p = self._placed.get(key)
+        return self.node(p.node) if p is not None else None
 
     def placements(self) -> Iterator[tuple[ContainerRequest, str, bool]]:
         """Every counted container: (request, node, terminating) — for preemption, which is rare."""
@@ -191,9 +203,12 @@ class SchedulerCache:
         for k, v in request.labels:
             self._by_label.setdefault((request.namespace, k, v), set()).add(key)
         if request.placement is not None:
-            for term in request.placement.anti_affinity:
-                k, v = term.selector[0]
-                self._anti_holders.setdefault((request.namespace, k, v), set()).add(key)
+            for t in request.placement.anti_affinity:
+                term = (request.namespace, t.selector, t.key)
+                holders = self._anti_terms.setdefault(term, (set(), set()))
+                holders[0 if all(pair in request.labels for pair in t.selector) else 1].add(key)
+                k, v = t.selector[0]
+                self._anti_by_pair.setdefault((request.namespace, k, v), set()).add(term)
 
     def _release(self, key: str, p: _Placement, *, notify: bool) -> None:
         del self._placed[key]
@@ -206,14 +221,21 @@ class SchedulerCache:
                 if not keys:
                     del self._by_label[index]
         if request.placement is not None:
-            for term in request.placement.anti_affinity:
-                k, v = term.selector[0]
-                index = (request.namespace, k, v)
-                holders = self._anti_holders.get(index)
-                if holders is not None:
-                    holders.discard(key)
-                    if not holders:
-                        del self._anti_holders[index]
+            for t in request.placement.anti_affinity:
+                term = (request.namespace, t.selector, t.key)
+                holders = self._anti_terms.get(term)
+                if holders is None:
+                    continue
+                holders[0].discard(key)
+                holders[1].discard(key)
+                if not holders[0] and not holders[1]:
+                    del self._anti_terms[term]
+                    index = (request.namespace, *t.selector[0])
+                    terms = self._anti_by_pair.get(index)
+                    if terms is not None:
+                        terms.discard(term)
+                        if not terms:
+                            del self._anti_by_pair[index]
         view = self._nodes.get(p.node)
         if view is not None:
             view.remove(p.request)

@@ -203,6 +203,7 @@ class Scheduler:
         self._enqueue(key)
 
     def _drop(self, key: str) -> None:
+        self.preemptor.nominated.discard(key)
         self._pending.pop(key, None)
         self._parked.pop(key, None)
         self._attempts.pop(key, None)
@@ -225,6 +226,8 @@ class Scheduler:
         return self._decide(key, c)[1]
 
     def _decide(self, key: str, c: Container) -> tuple[ContainerRequest, Decision]:
+        if key in self.preemptor.nominated:  # its reservation on the nominated node: not against itself
+            self.preemptor.release(key)
         request = prepare(ContainerRequest.of(key, c), self.cache)
         decision = self.selector.select(request, self.cache.nodes())
         self.stats.decisions += 1
@@ -410,6 +413,10 @@ class Scheduler:
         delay = min(self.backoff * 2 ** (attempts - 1), self.max_backoff)
         self._parked[key] = self._clock() + delay
 
+    def _priority(self, key: str) -> int:
+        c = self._pending.get(key)
+        return (c.spec.priority or 0) if c is not None else 0
+
     def _unpark(self) -> float | None:
         """Queue the parked containers that are due; seconds until the next check, None: no need."""
         now = self._clock()
@@ -420,6 +427,8 @@ class Scheduler:
         if not self._capacity_dirty:
             return wait
         due = [k for k, t in self._parked.items() if t <= now]
+        if self.preemptor.nominated:  # higher priorities first, so freed room goes where it was made for
+            due.sort(key=lambda k: -self._priority(k))
         for key in due:
             del self._parked[key]
             self._enqueue(key)

@@ -16,8 +16,11 @@ that no node takes and whose ``preemptionPolicy`` is not ``Never``:
 Containers already being deleted on a node are not counted as victims (their resources are freed
 soon): if ``c`` would fit once they are gone, the answer is "wait", not "evict more".
 
-``Preemptor`` carries the plan out for the scheduling loop (see its docstring); the preemptor is
-bound by the loop once the victims are gone and capacity shows up in the cache.
+``Preemptor`` carries the plan out for the scheduling loop (see its docstring). The preemptor is
+counted on its nominated node at once (an assumed placement, as kube-scheduler treats nominated
+pods), so the room its victims free is not taken by another container; the loop drops that hold
+when it decides the preemptor again (on its own, once the victims are gone), and retries parked
+containers highest priority first.
 """
 
 from __future__ import annotations
@@ -117,6 +120,13 @@ class Preemptor:
         self.objects = Objects(store)
         self.emit = emit
         self.preempted = 0  # victims evicted, for stats
+        self.nominated: set[str] = set()  # preemptors holding room on their nominated node (assumed there)
+
+    def release(self, key: str) -> None:
+        """Stop holding room for ``key`` (it is being decided again, or is gone)."""
+        self.nominated.discard(key)
+        if self.cache.is_assumed(key):
+            self.cache.forget(key)
 
     @staticmethod
     def wants(c: Container) -> bool:
@@ -133,7 +143,13 @@ class Preemptor:
             if other.key != key:
                 placed.setdefault(node, []).append(Candidate(other, terminating))
         found = plan_preemption(self.policy, request, nodes, placed, reasons)
-        if found is None or not found.victims:
+        if found is None:
+            return None
+        # hold the room: counted on the nominated node (as an assumed placement) until the loop decides
+        # the preemptor again, so that nothing of lower priority takes what its victims free
+        self.cache.assume(request, found.node)
+        self.nominated.add(key)
+        if not found.victims:
             return found
         now = now_rfc3339()
         meta = c.metadata
