@@ -170,7 +170,7 @@ def document() -> dict[str, Any]:
                                             "responses": _responses("200", None, 401, 403)}}
     paths["/nodes/{name}/stats"] = {"get": {
         "summary": "CPU and memory of the node's running containers, from its agent's last sample (corral top)",
-        "responses": _responses("200", {"type": "object"}, 401, 403, 503)}}
+        "responses": _responses("200", {"type": "object"}, 401, 403, 404, 503)}}
     paths["/cluster"] = {"get": {"summary": "The cluster's network settings (CIDRs, DNS domain, backend)",
                                  "responses": _responses("200", {"type": "object"}, 401, 404)}}
     for p in ("/healthz", "/readyz", "/metrics", "/openapi.json"):
