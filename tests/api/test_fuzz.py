@@ -24,17 +24,24 @@ async def test_the_fuzzer_finds_no_server_error_and_every_answer_matches_the_doc
     schemathesis = Path(sys.executable).parent / "schemathesis"
     assert schemathesis.exists(), "schemathesis is missing: run scripts/setup.sh (it is a dev dependency)"
     report = tmp_path / "junit.xml"
-    proc = await asyncio.create_subprocess_exec(
-        str(schemathesis), "run", f"{control_plane.url}/openapi.json",
-        "-H", f"Authorization: Bearer {control_plane.admin_token}", "--tls-verify", str(control_plane.ca_file),
-        "--checks", "not_a_server_error,response_schema_conformance", "--phases", "coverage,fuzzing",
-        "--max-examples", "3", "--max-time", "45", "--request-timeout", "10", "--seed", "7", "--workers", "2",
-        "--exclude-path-regex", STREAMING, "--report", "junit", "--report-junit-path", str(report),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        env={**os.environ, "SCHEMATHESIS_TELEMETRY": "false", "NO_COLOR": "1",
-             "SCHEMATHESIS_HOOKS": "tests.api.fuzz_hooks", "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path])},
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(), 240)
-    text = out.decode(errors="replace")
-    assert proc.returncode == 0, text[-6000:]
+
+    async def fuzz() -> tuple[int, str]:
+        proc = await asyncio.create_subprocess_exec(
+            str(schemathesis), "run", f"{control_plane.url}/openapi.json",
+            "-H", f"Authorization: Bearer {control_plane.admin_token}", "--tls-verify", str(control_plane.ca_file),
+            "--checks", "not_a_server_error,response_schema_conformance", "--phases", "coverage,fuzzing",
+            "--max-examples", "3", "--max-time", "45", "--request-timeout", "20", "--seed", "7", "--workers", "2",
+            "--exclude-path-regex", STREAMING, "--report", "junit", "--report-junit-path", str(report),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            env={**os.environ, "SCHEMATHESIS_TELEMETRY": "false", "NO_COLOR": "1",
+                 "SCHEMATHESIS_HOOKS": "tests.api.fuzz_hooks", "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path])},
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), 240)
+        return proc.returncode or 0, out.decode(errors="replace")
+
+    code, text = await fuzz()
+    if code != 0 and "Failures:" not in text:  # no check failed, but a request did not complete (a loaded
+        code, text = await fuzz()  # machine): once more; a server that died would fail this one as well
+    failures = text[text.find("FAILURES"):text.find("WARNINGS")] if "FAILURES" in text else ""
+    assert code == 0, (failures or text)[-6000:]
     assert " passed" in text and "generated" in text, text[-2000:]
