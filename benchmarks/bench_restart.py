@@ -43,7 +43,7 @@ from corral.runtime.embedded import EmbeddedContainerd
 from corral.runtime.imagebuild import build_busybox_image
 from corral.runtime.tasks import Task
 from corral.store.embedded import free_port
-from tests.fixtures.cluster import Worker, private_network, scrub
+from tests.fixtures.cluster import TEST_CLUSTER_CIDR, Worker, private_network, scrub
 
 IMAGE = "corral.test/busybox:1"
 N = int(os.environ.get("BENCH_RESTART_N", "100"))
@@ -68,7 +68,7 @@ class Serve:
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "corral.cli.main", "serve", "--all", "--data-dir", str(self.data),
                 "--listen", f"127.0.0.1:{self.port}", "--node-name", "bench", "--bridge", self.bridge,
-                "--nft-table", self.bridge, "--pod-cidr", self.subnet,
+                "--nft-table", self.bridge, "--pod-cidr", self.subnet, "--cluster-cidr", TEST_CLUSTER_CIDR,
                 "--containerd-socket", str(self.data / "no-such.sock"),
                 stdout=asyncio.subprocess.DEVNULL, stderr=log,
                 env={**os.environ, "XDG_CONFIG_HOME": str(self.data / "xdg")},

@@ -27,7 +27,7 @@ from corral.runtime.containers import list_containers
 from corral.runtime.embedded import EmbeddedContainerd
 from corral.runtime.tasks import Task
 from corral.store.embedded import free_port
-from tests.fixtures.cluster import Worker, private_network, scrub
+from tests.fixtures.cluster import TEST_CLUSTER_CIDR, Worker, private_network, scrub
 from tests.fixtures.registry import Registry
 from tests.fixtures.serving import NODE, ServeAll
 
@@ -79,7 +79,7 @@ async def test_the_installed_unit_serves_keeps_containers_across_a_stop_and_unin
     port = free_port()
     bridge, subnet = private_network("cri")
     flags = ["--data-dir", str(data), "--listen", f"127.0.0.1:{port}", "--node-name", NODE, "--bridge", bridge,
-             "--nft-table", bridge, "--pod-cidr", subnet, "--containerd-socket", str(data / "no-such.sock"),
+             "--nft-table", bridge, "--pod-cidr", subnet, "--cluster-cidr", TEST_CLUSTER_CIDR, "--containerd-socket", str(data / "no-such.sock"),
              "--insecure-registry", registry.host, "--join-token", TOKEN]
     install = await sh(str(SCRIPTS / "install.sh"), "--root", str(root), "--role", "all",
                        "--exec", f"{sys.executable} -m corral.cli.main", *flags)
@@ -131,7 +131,7 @@ async def test_the_installed_unit_serves_keeps_containers_across_a_stop_and_unin
         await serve.stop()
         assert alive(pid)
 
-        run = await sh(str(root / "usr/local/bin/corral-uninstall.sh"), "--root", str(root), timeout=180)
+        run = await sh(str(root / "usr/local/bin/corral-uninstall.sh"), "--root", str(root), "--keep-host-routes", timeout=180)
         assert run.returncode == 0, run.stderr
         assert not alive(pid), run.stdout
         assert not data.exists()
