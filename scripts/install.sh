@@ -9,7 +9,7 @@
 #       etcd, containerd and leader children) but not the containers' shims, so containers keep
 #       running across a service restart, as with k3s. Delegate=yes: corral manages cgroups below
 #       its own. Restart=on-failure with a short back-off.
-#   /etc/corral/corral.env (mode 0600): the tokens (CORRAL_JOIN_TOKEN, CORRAL_TOKEN) taken out of the
+#   /etc/corral/corral.env (mode 0600): the tokens (CORRAL_JOIN_TOKEN, CORRAL_NODE_TOKEN) taken out of the
 #       serve flags, so they never show on a command line or in the unit; `corral serve` reads them
 #       from the environment.
 #   /etc/corral/install.env: what scripts/uninstall.sh needs to remove exactly what corral made
@@ -108,7 +108,7 @@ umask 077
 {
   echo "# corral's secrets, read by $unit (EnvironmentFile=); mode 0600"
   [[ -n "$join_token" ]] && echo "CORRAL_JOIN_TOKEN=$(env_quote "$join_token")"
-  [[ -n "$node_token" ]] && echo "CORRAL_TOKEN=$(env_quote "$node_token")"
+  [[ -n "$node_token" ]] && echo "CORRAL_NODE_TOKEN=$(env_quote "$node_token")"
   true
 } > "$env_file"
 chmod 0600 "$env_file"

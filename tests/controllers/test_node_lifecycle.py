@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from corral.cli.nodes import max_unavailable, plan_evictions
-from corral.controllers.nodes import container_lost_message, node_lost_message, release_countdown
+from corral.controllers.daemonsets import build_container
+from corral.controllers.nodes import container_lost_message, node_lost_message, release_countdown, stays_on_lost_node
 from corral.model.resources import (
     Container,
+    ContainerSpec,
     ContainerStatus,
+    ContainerTemplate,
+    DaemonSet,
+    DaemonSetSpec,
     Deployment,
     DeploymentSpec,
     DeploymentStrategy,
+    LabelSelector,
     ObjectMeta,
     OwnerReference,
     RollingUpdate,
@@ -117,3 +123,11 @@ def test_drain_refuses_unmanaged_containers_unless_forced() -> None:
     lone = _container("lone", "n1")
     assert plan_evictions([lone], [], [lone], force=False).refused == [lone]
     assert plan_evictions([lone], [], [lone], force=True).evict == [lone]
+
+
+def test_a_daemon_stays_bound_to_a_lost_node_and_an_ordinary_container_is_released() -> None:
+    ds = DaemonSet(metadata=ObjectMeta(name="logs", namespace="default", uid="u"), spec=DaemonSetSpec(
+        selector=LabelSelector(match_labels={"app": "logs"}),
+        template=ContainerTemplate(spec=ContainerSpec(image="i"))))
+    assert stays_on_lost_node(build_container(ds, "node-1", "h"))
+    assert not stays_on_lost_node(Container(metadata=ObjectMeta(name="web"), spec=ContainerSpec(image="i")))

@@ -79,7 +79,8 @@ async def test_the_installed_unit_serves_keeps_containers_across_a_stop_and_unin
     port = free_port()
     bridge, subnet = private_network("cri")
     flags = ["--data-dir", str(data), "--listen", f"127.0.0.1:{port}", "--node-name", NODE, "--bridge", bridge,
-             "--nft-table", bridge, "--pod-cidr", subnet, "--cluster-cidr", TEST_CLUSTER_CIDR, "--containerd-socket", str(data / "no-such.sock"),
+             "--nft-table", bridge, "--pod-cidr", subnet, "--cluster-cidr", TEST_CLUSTER_CIDR,
+             "--containerd-socket", str(data / "no-such.sock"),
              "--insecure-registry", registry.host, "--join-token", TOKEN]
     install = await sh(str(SCRIPTS / "install.sh"), "--root", str(root), "--role", "all",
                        "--exec", f"{sys.executable} -m corral.cli.main", *flags)

@@ -15,7 +15,8 @@ async def test_an_empty_dir_is_created_for_the_container_and_removed_with_it(tmp
     paths = await volumes.ensure_volumes("uid-1", "default", [VolumeSource("scratch", EmptyDir())])
     scratch = paths["scratch"]
     assert scratch == tmp_path / "volumes/emptydir/uid-1/scratch" and scratch.is_dir()
-    assert scratch.stat().st_mode & 0o777 == 0o777
+    assert scratch.stat().st_mode & 0o777 == 0o700
+    assert scratch.parent.stat().st_mode & 0o777 == 0o700 and (tmp_path / "volumes").stat().st_mode & 0o777 == 0o700
     (scratch / "f").write_text("x")
     assert await volumes.ensure_volumes("uid-1", "default", [VolumeSource("scratch", EmptyDir())]) == paths
     assert (scratch / "f").read_text() == "x"  # ensure twice keeps the data

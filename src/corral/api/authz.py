@@ -11,7 +11,9 @@ spec (its agent removes its finalizer that way); deletes nothing. Heartbeats are
 
 from __future__ import annotations
 
+from corral.api import roles
 from corral.api.auth import Identity
+from corral.api.roles import USER_ROLES
 from corral.model.errors import CorralError, Forbidden
 from corral.model.kinds import KindInfo
 from corral.model.lifecycle import spec_bytes
@@ -29,7 +31,11 @@ def _deny(identity: Identity, what: str) -> CorralError:
 def authorize_read(identity: Identity, info: KindInfo, *, namespace: str, name: str) -> None:
     if identity.role == "admin":
         return
+    if identity.role in USER_ROLES:  # edit/view tokens: api/roles.py
+        return roles.check(identity, "get", info, namespace)
     if identity.role == "node" and info.kind in NODE_READABLE:
+        return
+    if identity.role == "node" and info.kind == "Secret":  # only those its containers use: api/secretaccess.py
         return
     raise _deny(identity, f"read {info.plural}")
 
@@ -39,9 +45,12 @@ def authorize_node_object(identity: Identity, obj: Object) -> None:
         raise _deny(identity, f"read containers bound to other nodes ({obj.metadata.namespace}/{obj.metadata.name})")
 
 
-def authorize_list(identity: Identity, info: KindInfo, field_selector: str) -> None:
+def authorize_list(identity: Identity, info: KindInfo, field_selector: str, *, namespace: str = "",
+                   watch: bool = False) -> None:
     if identity.role == "admin":
         return
+    if identity.role in USER_ROLES:
+        return roles.check(identity, "watch" if watch else "list", info, namespace)
     if identity.role == "node" and info.kind in NODE_READABLE:
         # every container: network policy needs its peers' labels and addresses; Services and
         # Endpoints: the service proxy and DNS
@@ -52,6 +61,8 @@ def authorize_list(identity: Identity, info: KindInfo, field_selector: str) -> N
 def authorize_write(identity: Identity, info: KindInfo, obj: Object, *, verb: str) -> None:
     if identity.role == "admin":
         return
+    if identity.role in USER_ROLES:
+        return roles.check(identity, "create", info, obj.metadata.namespace)
     if identity.role == "node":
         if info.kind == "Node" and obj.metadata.name == identity.node:
             return
@@ -63,6 +74,8 @@ def authorize_write(identity: Identity, info: KindInfo, obj: Object, *, verb: st
 def authorize_update(identity: Identity, info: KindInfo, current: Object, new: Object) -> None:
     if identity.role == "admin":
         return
+    if identity.role in USER_ROLES:
+        return roles.check(identity, "update", info, current.metadata.namespace)
     if identity.role == "node":
         if info.kind == "Node" and current.metadata.name == identity.node:
             return
@@ -75,6 +88,8 @@ def authorize_update(identity: Identity, info: KindInfo, current: Object, new: O
 def authorize_status(identity: Identity, info: KindInfo, current: Object) -> None:
     if identity.role == "admin":
         return
+    if identity.role in USER_ROLES:
+        return roles.check(identity, "status", info, current.metadata.namespace)
     if identity.role == "node":
         if info.kind == "Node" and current.metadata.name == identity.node:
             return
@@ -86,4 +101,6 @@ def authorize_status(identity: Identity, info: KindInfo, current: Object) -> Non
 def authorize_delete(identity: Identity, info: KindInfo, current: Object) -> None:
     if identity.role == "admin":
         return
+    if identity.role in USER_ROLES:
+        return roles.check(identity, "delete", info, current.metadata.namespace)
     raise _deny(identity, f"delete {info.plural}")

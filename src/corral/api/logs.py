@@ -14,7 +14,9 @@ import secrets
 import aiohttp
 from aiohttp import web
 
+from corral.api import roles
 from corral.api.auth import IDENTITY
+from corral.api.roles import USER_ROLES
 from corral.model.errors import AlreadyExists, BadRequest, Forbidden, NotFound, Unavailable
 from corral.model.kinds import BY_KIND
 from corral.model.resources import Container, Node
@@ -85,9 +87,11 @@ class LogsProxy:
 
     async def logs(self, request: web.Request) -> web.StreamResponse:
         identity = request[IDENTITY]
-        if identity.role != "admin":
-            raise Forbidden(f"{identity.name} may not read container logs")
         namespace, name = request.match_info["namespace"], request.match_info["name"]
+        if identity.role in USER_ROLES:  # edit/view read logs in their namespaces (api/roles.py)
+            roles.check(identity, "get", BY_KIND["Container"], namespace)
+        elif identity.role != "admin":
+            raise Forbidden(f"{identity.name} may not read container logs")
         container, endpoint = await self.locate(namespace, name)
         params = {k: v for k, v in request.query.items() if k in ("tail", "follow", "timestamps")}
         params["uid"] = container.metadata.uid

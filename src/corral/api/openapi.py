@@ -154,6 +154,15 @@ def document() -> dict[str, Any]:
         "responses": _responses("101", None, 401, 403)}}
     paths["/join"] = {"post": {"summary": "Exchange a join token for a node token",
                                "responses": _responses("201", None, 400, 401, 403, 422)}}
+    paths["/tokens"] = {  # api/tokens.py (admin only)
+        "post": {"summary": "Make a token: {role: admin|edit|view|join, namespaces, ttlSeconds, description}; "
+                            "answers it once", "responses": _responses("201", None, 400, 401, 403, 422)},
+        "get": {"summary": "The tokens: id, role, namespaces, expiry, description (never a secret)",
+                "responses": _responses("200", None, 401, 403)}}
+    paths["/tokens/{id}"] = {"delete": {"summary": "Revoke a token (every API instance within 1 s)",
+                                        "responses": _responses("200", None, 401, 403, 404)}}
+    paths["/encryption/rotate"] = {"post": {"summary": "Rotate the key sealing Secrets at rest; re-seal every Secret",
+                                            "responses": _responses("200", None, 401, 403)}}
     paths["/cluster"] = {"get": {"summary": "The cluster's network settings (CIDRs, DNS domain, backend)",
                                  "responses": _responses("200", {"type": "object"}, 401, 404)}}
     for p in ("/healthz", "/readyz", "/metrics", "/openapi.json"):

@@ -14,13 +14,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
 from aiohttp import web
 
 from corral.api import codec, selectors
+from corral.api.admission import admit
 from corral.api.allocation import ServiceAllocator
 from corral.api.auth import IDENTITY
 from corral.api.authz import (
@@ -33,6 +34,8 @@ from corral.api.authz import (
     authorize_write,
 )
 from corral.api.patching import JSON_PATCH, MERGE_PATCH, PATCH_TYPES, apply_patch, full_document
+from corral.api.roles import redact_secret
+from corral.api.secretaccess import node_may_read_secret
 from corral.api.watchcache import CacheEvent, WatchCache, splice_rv
 from corral.model import validation
 from corral.model.errors import (
@@ -120,9 +123,13 @@ def _decode_continue(token: str) -> tuple[str, int]:
 
 class ResourceHandlers:
     def __init__(self, *, store: Store, info: KindInfo, cache: WatchCache, namespaces: WatchCache,
-                 leases: BucketLeases | None = None, allocator: ServiceAllocator | None = None) -> None:
+                 leases: BucketLeases | None = None, allocator: ServiceAllocator | None = None,
+                 admit: Callable[[Object], Awaitable[None]] | None = None,
+                 containers: WatchCache | None = None) -> None:
+        self.containers = containers  # Secrets: which ones a node may read (api/secretaccess.py)
         self.store = store
         self.allocator = allocator  # Services: cluster IPs and node ports (api/allocation.py)
+        self.admit = admit  # fills server-set fields of a new or updated object (priority: api/priority.py)
         self.leases = leases  # Events: the shared lease that makes them expire (see store/leases.py)
         self.info = info
         self.cache = cache
@@ -156,6 +163,20 @@ class ResourceHandlers:
                 obj = entry.obj
                 return msgspec.structs.replace(obj, metadata=msgspec.structs.replace(obj.metadata)), entry.revision
         return await self._read(namespace, name)
+
+    async def _namespace(self, namespace: str) -> Namespace | None:
+        """The namespace object (the cache first, then etcd); None if there is none."""
+        key = BY_KIND["Namespace"].key("", namespace)
+        entry = self.namespaces.objects.get(key)
+        if entry is not None:
+            return entry.obj  # type: ignore[return-value]
+        kv = await self.store.get(key)
+        return typed.decode(kv, Namespace) if kv is not None else None
+
+    async def _admit(self, request: web.Request, obj: Object, namespace: str) -> None:
+        """The namespace's security level for workloads (api/admission.py)."""
+        if self.info.kind in ("Container", "Deployment", "Namespace"):
+            admit(request[IDENTITY], obj, await self._namespace(namespace) if self.info.namespaced else None)
 
     async def _check_namespace(self, namespace: str) -> None:
         """The namespace exists and is not being deleted (the cache first; etcd when the cache does not
@@ -229,8 +250,11 @@ class ResourceHandlers:
     async def create(self, request: web.Request) -> web.Response:
         namespace = self._ns(request)
         obj = self._decode_body(await codec.read_body(request), namespace)
+        if self.admit is not None:
+            await self.admit(obj)
         authorize_write(request[IDENTITY], self.info, obj, verb="create")
         await self._check_namespace(namespace)
+        await self._admit(request, obj, namespace)
         meta = obj.metadata
         stamp_new(obj, keep_status=not self.info.status_subresource or self.info.kind == "Node")
         if _dry_run(request):  # checked, not stored (nor are a Service's address and ports taken)
@@ -262,7 +286,11 @@ class ResourceHandlers:
         if kv is None:
             raise NotFound(f"{self._what(namespace, name)} not found")
         if request[IDENTITY].role == "node":
+            if self.info.kind == "Secret" and self.containers is not None:
+                node_may_read_secret(self.containers, node=request[IDENTITY].node, namespace=namespace, name=name)
             authorize_node_object(request[IDENTITY], typed.decode(kv, self.info.type))
+        if self.info.kind == "Secret" and request[IDENTITY].role == "view":
+            return codec.raw_response(splice_rv(redact_secret(kv.value), kv.mod_revision))
         return codec.raw_response(splice_rv(kv.value, kv.mod_revision))
 
     def _predicate(self, request: web.Request) -> selectors.Predicate | None:
@@ -280,7 +308,8 @@ class ResourceHandlers:
     async def list(self, request: web.Request) -> web.StreamResponse:
         q = request.query
         predicate = self._predicate(request)
-        authorize_list(request[IDENTITY], self.info, q.get("fieldSelector", ""))
+        authorize_list(request[IDENTITY], self.info, q.get("fieldSelector", ""), namespace=self._ns(request),
+                       watch=q.get("watch", "") not in ("", "0", "false"))
         if q.get("watch", "") not in ("", "0", "false"):
             return await self.watch(request, predicate)
         limit = min(_parse_int(q["limit"], "limit"), MAX_LIMIT) if q.get("limit") else 0
@@ -293,6 +322,8 @@ class ResourceHandlers:
             revision = self.cache.revision
             node = _single_node(q.get("fieldSelector", ""))
             items = [e.json for e in self.cache.matching(predicate, node=node)]
+            if self.info.kind == "Secret" and request[IDENTITY].role == "view":
+                items = [redact_secret(i) for i in items]
         else:
             try:
                 page = await self.store.list(self.info.prefix(namespace), limit=limit, start_after=start_after, revision=revision)
@@ -302,7 +333,8 @@ class ResourceHandlers:
             for kv in page.items:
                 if predicate is not None and not predicate(typed.decode(kv, self.info.type)):
                     continue
-                items.append(splice_rv(kv.value, kv.mod_revision))
+                value = redact_secret(kv.value) if self.info.kind == "Secret" and request[IDENTITY].role == "view" else kv.value
+                items.append(splice_rv(value, kv.mod_revision))
             if more and page.items:
                 start_after = page.items[-1].key
         meta: dict[str, str] = {"resourceVersion": str(revision)}
@@ -384,8 +416,12 @@ class ResourceHandlers:
         return await self._update_to(request, namespace, name, new)
 
     async def _update_to(self, request: web.Request, namespace: str, name: str, new: Object) -> web.Response:
-        """Write ``new`` over the stored object as a PUT does (authorization, what may change, CAS)."""
+        """Write ``new`` over the stored object as a PUT does (admission, authorization, what may
+        change, CAS)."""
+        if self.admit is not None:
+            await self.admit(new)
         rv = new.metadata.resource_version
+        await self._admit(request, new, namespace)
 
         def change(current: Object) -> Object:
             authorize_update(request[IDENTITY], self.info, current, new)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 
@@ -19,14 +20,17 @@ import msgspec
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from corral.aiokit.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from corral.api import codec, ui
+from corral.api import audit, codec, ui
 from corral.api.allocation import ServiceAllocator
+from corral.api.audit import AuditLog
 from corral.api.auth import IDENTITY, Identity, Tokens
 from corral.api.logs import LogsProxy
 from corral.api.metrics import Metrics
 from corral.api.openapi import document
+from corral.api.priority import PriorityAdmission
 from corral.api.resources import ResourceHandlers
 from corral.api.streams import StreamProxy
+from corral.api.tokens import TokenRoutes
 from corral.api.watchcache import WatchCache
 from corral.model import names
 from corral.model.cluster import CLUSTER_CONFIG_KEY
@@ -45,11 +49,12 @@ from corral.model.errors import (
 )
 from corral.model.kinds import BY_KIND, KINDS
 from corral.model.lifecycle import HEARTBEAT_PREFIX, now_rfc3339
-from corral.model.resources import Namespace, ObjectMeta
+from corral.model.resources import Namespace, ObjectMeta, PriorityClass
 from corral.store import typed
 from corral.store.base import Store
 from corral.store.batching import BatchingStore
 from corral.store.leases import BucketLeases
+from corral.store.sealing import Keyring, SealingStore
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +67,29 @@ BEAT_LINGER = 0.05  # seconds a heartbeat may wait to share its etcd txn with ot
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+class _NameOnly(msgspec.Struct):
+    name: str = ""
+
+
+class _Named(msgspec.Struct):
+    metadata: _NameOnly = msgspec.field(default_factory=_NameOnly)
+
+
 class JoinRequest(msgspec.Struct, forbid_unknown_fields=True):
     node: str
 
 
+PRIORITY_KINDS = frozenset({"Container", "Deployment", "Job", "CronJob", "DaemonSet"})
+
+
 class ApiServer:
     def __init__(self, store: Store, *, max_body: int = DEFAULT_MAX_BODY, event_ttl: float = DEFAULT_EVENT_TTL,
-                 group_commit: bool = True) -> None:
+                 group_commit: bool = True, keyring: Keyring | None = None, audit_log: AuditLog | None = None) -> None:
+        self.audit = audit_log  # every write and every refusal, as JSON lines (api/audit.py)
+        # Secrets are sealed between the API and etcd (store/sealing.py); without a key file, a key
+        # that lives only in this process (fine for one throwaway API, wrong for several)
+        self.sealing = SealingStore(store, keyring or Keyring.ephemeral())
+        store = self.sealing
         # concurrent requests' creates and updates share etcd transactions (store/batching.py)
         self.store: Store = BatchingStore(store) if group_commit else store
         store = self.store
@@ -98,6 +119,7 @@ class ApiServer:
         async with asyncio.TaskGroup() as tg:
             for kind, cache in self.caches.items():
                 tg.create_task(cache.run(), name=f"watch-cache-{kind}")
+            tg.create_task(self.tokens.index.run(), name="token-index")
 
     async def ensure_default_namespace(self) -> None:
         ns = Namespace(metadata=ObjectMeta(name="default", uid="default", creation_timestamp=now_rfc3339(), generation=1))
@@ -110,13 +132,24 @@ class ApiServer:
         app = web.Application(client_max_size=self.max_body, middlewares=[self._middleware])
         app[codec.MAX_BODY] = self.max_body
         app.on_shutdown.append(self._on_shutdown)
+        app.on_cleanup.append(self._close_audit)
         r = app.router
         ns_info = BY_KIND["Namespace"]
+        classes = self.caches["PriorityClass"].objects
+
+        async def read_class(name: str) -> PriorityClass | None:
+            kv = await self.store.get(BY_KIND["PriorityClass"].key("", name))
+            return typed.decode(kv, PriorityClass) if kv is not None else None
+
+        priority = PriorityAdmission(lambda: [e.obj for e in classes.values() if isinstance(e.obj, PriorityClass)],
+                                     read_class)
         for info in KINDS:
             h = ResourceHandlers(store=self.store, info=info, cache=self.caches[info.kind],
                                  namespaces=self.caches["Namespace"],
                                  leases=self.event_leases if info.kind == "Event" else None,
-                                 allocator=self.service_allocator if info.kind == "Service" else None)
+                                 allocator=self.service_allocator if info.kind == "Service" else None,
+                                 admit=priority if info.kind in PRIORITY_KINDS else None,
+                                 containers=self.caches["Container"])
             base = f"/namespaces/{{namespace}}/{info.plural}" if info.namespaced else f"/{info.plural}"
             r.add_get(base, h.list, allow_head=False)
             r.add_post(base, h.create)
@@ -139,6 +172,8 @@ class ApiServer:
         r.add_put("/nodes/{name}/heartbeat", self._heartbeat)
         r.add_get("/nodes/{name}/heartbeats", self._heartbeat_channel, allow_head=False)
         r.add_get("/cluster", self._cluster, allow_head=False)
+        r.add_post("/encryption/rotate", self._rotate_key)
+        TokenRoutes(self.tokens).add(r)
         r.add_get("/healthz", self._healthz, allow_head=False)
         r.add_get("/readyz", self._readyz, allow_head=False)
         r.add_get("/metrics", self._metrics, allow_head=False)
@@ -156,6 +191,7 @@ class ApiServer:
         start = time.perf_counter()
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else "unmatched"
+        request_id = secrets.token_hex(8)
         kind = "watch" if request.query.get("watch", "") not in ("", "0", "false") else "request"
         self.metrics.begin(kind)
         try:
@@ -168,13 +204,32 @@ class ApiServer:
             response = codec.error_response(_from_http(e, request))
         except (ConnectionResetError, asyncio.CancelledError):
             raise
-        except Exception as e:  # a bug: say so, keep serving
-            log.exception("%s %s failed", request.method, request.path)
-            response = codec.error_response(CorralError(f"internal error: {type(e).__name__}: {e}"))
+        except Exception:  # a bug: the log has the traceback, the client only the request id
+            log.exception("%s %s failed (request id %s)", request.method, request.path, request_id)
+            response = codec.error_response(CorralError(
+                f"internal error (request id {request_id}); the API server's log has the details"))
         finally:
             self.metrics.end(kind)
+        if not response.prepared:
+            response.headers["X-Request-Id"] = request_id
         self.metrics.observe(request.method, route, response.status, time.perf_counter() - start)
+        if self.audit is not None and audit.should_audit(request.method, request.path, response.status):
+            self._audit(request, response, request_id)
         return response
+
+    def _audit(self, request: web.Request, response: web.StreamResponse, request_id: str) -> None:
+        assert self.audit is not None
+        plural, namespace, name = audit.target_of(request.path)
+        if not name and response.status == 201 and isinstance(response, web.Response) and response.body:
+            with contextlib.suppress(msgspec.DecodeError, TypeError):  # a create: its name is in the answer
+                name = msgspec.json.decode(response.body, type=_Named).metadata.name  # type: ignore[arg-type]
+        identity = request.get(IDENTITY)
+        self.audit.record({
+            "time": now_rfc3339(), "requestId": request_id,
+            "identity": identity.name if identity is not None else "anonymous",
+            "verb": request.method, "kind": plural, "namespace": namespace, "name": name,
+            "code": response.status, "sourceIP": request.remote or "", "path": request.path,
+        })
 
     # --- small routes -----------------------------------------------------------------------
 
@@ -184,6 +239,14 @@ class ApiServer:
         if kv is None:
             raise NotFound("the cluster settings are not recorded yet (no control instance has started)")
         return codec.raw_response(kv.value)
+
+    async def _rotate_key(self, request: web.Request) -> web.Response:
+        """Rotate the key that seals Secrets at rest and re-seal every one (admin only)."""
+        identity = request[IDENTITY]
+        if identity.role != "admin":
+            raise Forbidden(f"{identity.name} may not rotate the encryption key")
+        key_id, moved = await self.sealing.rotate()
+        return codec.json_response({"keyId": key_id, "resealed": moved})
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.Response(text="ok\n")
@@ -235,6 +298,10 @@ class ApiServer:
                 await ws.send_bytes(answer)
             except ConnectionError:  # the node went away mid-beat (its next beat reconnects)
                 break
+
+    async def _close_audit(self, _app: web.Application) -> None:
+        if self.audit is not None:
+            await asyncio.to_thread(self.audit.close)  # the last lines are written before the process goes
 
     async def _on_shutdown(self, _app: web.Application) -> None:
         """Before the server waits for its handlers: end every watch stream and heartbeat channel,

@@ -21,10 +21,12 @@ import contextlib
 import aiohttp
 from aiohttp import WSMsgType, web
 
+from corral.api import roles
 from corral.api import streamproto as sp
 from corral.api.auth import IDENTITY, Identity
 from corral.api.logs import LogsProxy
 from corral.model.errors import BadRequest, Forbidden, Unavailable
+from corral.model.kinds import BY_KIND
 
 STREAM_ROLES = frozenset({"admin", "edit"})  # who may run processes in containers
 _PASSED = {
@@ -38,6 +40,8 @@ def authorize_stream(identity: Identity, verb: str, *, namespace: str, name: str
     """The one check for exec, attach and port-forward: running things inside a container."""
     if str(identity.role) not in STREAM_ROLES:
         raise Forbidden(f"{identity.name} may not {verb} container {namespace}/{name}")
+    if identity.role == "edit":  # only in its namespaces (api/roles.py)
+        roles.check(identity, "create", BY_KIND["Container"], namespace)
 
 
 async def _copy(source: aiohttp.ClientWebSocketResponse | web.WebSocketResponse,

@@ -1,7 +1,7 @@
 """Where the user commands find the API, and how they run one call against it.
 
 The server URL and token come from, in order: ``--server``/``--token``, the environment
-(``CORRAL_SERVER``/``CORRAL_TOKEN``), the user config that ``corral serve`` writes
+(``CORRAL_SERVER``/``CORRAL_TOKEN``, or ``CORRAL_TOKEN_FILE`` naming a file that holds the token), the user config that ``corral serve`` writes
 (``$XDG_CONFIG_HOME/corral/config.json``, by default ``~/.config/corral/config.json``), and the
 system config ``/var/lib/corral/config.json``. A config file is ``{"server": URL, "tokenFile": PATH}``
 (or ``"token"`` inline). A config file's token is only used with that file's own server, so a token
@@ -76,11 +76,21 @@ def _read_config(path: Path) -> tuple[str, str] | None:
     return str(data["server"]), str(token)
 
 
+def _token_file(path: str | None) -> str:
+    """The token kept in ``$CORRAL_TOKEN_FILE`` (so a token need never be typed on a command line)."""
+    if not path:
+        return ""
+    try:
+        return Path(path).read_text().strip()
+    except OSError as e:
+        raise NotConfigured(f"cannot read CORRAL_TOKEN_FILE {path}: {e.strerror or e}") from None
+
+
 def resolve(server: str | None, token: str | None, *, env: Mapping[str, str],
             config_paths: Sequence[Path] | None = None) -> Connection:
     """The server and token to use, by the precedence in the module docstring."""
     server = server or env.get("CORRAL_SERVER") or None
-    token = token or env.get("CORRAL_TOKEN") or None
+    token = token or env.get("CORRAL_TOKEN") or _token_file(env.get("CORRAL_TOKEN_FILE")) or None
     if server and token:
         return Connection(server, token, "flags or environment")
     paths = list(config_paths) if config_paths is not None else [user_config_path(env), SYSTEM_CONFIG]
@@ -102,7 +112,8 @@ def resolve(server: str | None, token: str | None, *, env: Mapping[str, str],
 def connection_options(f: F) -> F:
     """``--server`` and ``--token`` for a user command."""
     f = click.option("--token", metavar="TOKEN", default=None,
-                     help="Bearer token (default: $CORRAL_TOKEN, else the token file named by the config).")(f)
+                     help="Bearer token (default: $CORRAL_TOKEN, else the file $CORRAL_TOKEN_FILE, else the token "
+                          "file named by the config; prefer those: a command line is visible to other users).")(f)
     f = click.option("--server", metavar="URL", default=None,
                      help="The API's URL (default: $CORRAL_SERVER, else ~/.config/corral/config.json, "
                           "else /var/lib/corral/config.json).")(f)

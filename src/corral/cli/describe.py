@@ -17,7 +17,7 @@ from corral.cli import output, tables
 from corral.cli.completion import complete_kind, complete_name
 from corral.cli.connection import api_command, connection_options
 from corral.model.kinds import KindInfo
-from corral.model.resources import Event, Object
+from corral.model.resources import Event, Object, Secret
 
 PAD = 20
 
@@ -86,6 +86,9 @@ def describe_lines(obj: Object, info: KindInfo, events: list[Event], ctx: tables
         lines.append(_line("Deleting Since", meta.deletion_timestamp))
     status = status_fields(obj)
     conditions = status.pop("conditions", [])
+    if isinstance(obj, Secret):  # the keys and their sizes, never a value (corral get --show-secrets prints them)
+        lines += [_line("Type", obj.type or "Opaque"),
+                  *_block("Data", {k: f"{len(v) * 3 // 4 - v.count('=')} bytes" for k, v in sorted(obj.data.items())})]
     lines += _block("Spec", prune(output.to_data(obj).get("spec")))
     lines += _block("Status", status)
     lines += _conditions(conditions, ctx)

@@ -21,7 +21,7 @@ from corral.cli.completion import complete_kind, complete_name
 from corral.cli.connection import api_command, connection_options
 from corral.model.errors import CorralError, Gone, Unavailable
 from corral.model.kinds import KindInfo
-from corral.model.resources import Container, Endpoints, Object
+from corral.model.resources import Container, Endpoints, Object, Secret
 
 RETRY_SECONDS = 1.0
 FORMATS = ("table", "wide", "json", "yaml", "name")
@@ -29,6 +29,13 @@ FORMATS = ("table", "wide", "json", "yaml", "name")
 def _list_document(info: KindInfo, items: list[Object], rv: str) -> dict[str, Any]:
     return {"apiVersion": "corral/v1", "kind": info.list_kind, "metadata": {"resourceVersion": rv},
             "items": [output.to_data(o) for o in items]}
+
+def hide_secret_values(obj: Object) -> Object:
+    """A Secret with every value replaced by a note of its size (``--show-secrets`` prints them)."""
+    if isinstance(obj, Secret):
+        obj.data = {k: f"<hidden: {len(v) * 3 // 4 - v.count('=')} bytes; --show-secrets prints it>"
+                    for k, v in obj.data.items()}
+    return obj
 
 async def _context(client: ApiClient, info: KindInfo) -> tables.Context:
     if info.kind == "Service":  # the ENDPOINTS column: ready addresses per Service
@@ -55,6 +62,7 @@ class Printer:
         self.info, self.fmt, self.ctx, self.echo = info, fmt, ctx, echo
         self.all_namespaces = all_namespaces and info.namespaced
         self.widths: list[int] = []
+        self.show_secrets = False
 
     def _row(self, obj: Object) -> list[str]:
         return tables.row(obj, self.info, self.ctx, wide=self.fmt == "wide", all_namespaces=self.all_namespaces)
@@ -82,7 +90,7 @@ async def follow(client: ApiClient, printer: Printer, *, namespace: str | None, 
             async for ev in client.watch(printer.info.type, namespace=namespace, resource_version=rv,
                                          label_selector=label_selector, field_selector=field_selector):
                 rv = ev.object.metadata.resource_version or rv
-                printer.change(ev.object)
+                printer.change(hide_secret_values(ev.object) if not printer.show_secrets else ev.object)
         except Gone:
             _, rv = await client.list(printer.info.type, namespace=namespace, label_selector=label_selector,
                                       field_selector=field_selector)
@@ -100,22 +108,26 @@ async def follow(client: ApiClient, printer: Printer, *, namespace: str | None, 
 @click.option("-l", "--selector", default="", metavar="SELECTOR", help="Label selector, e.g. app=web,tier!=db.")
 @click.option("--field-selector", default="", metavar="SELECTOR", help="Field selector, e.g. spec.node=n1.")
 @click.option("-w", "--watch", is_flag=True, help="After printing, keep printing changes until Ctrl-C.")
+@click.option("--show-secrets", is_flag=True, help="With -o json/yaml, print Secrets' values (hidden otherwise).")
 @connection_options
 @api_command
 async def get(client: ApiClient, *, kind: str, name: str | None, namespace: str, all_namespaces: bool, fmt: str,
-              selector: str, field_selector: str, watch: bool) -> int:
+              selector: str, field_selector: str, watch: bool, show_secrets: bool) -> int:
     """Show objects of a KIND (containers, nodes, deployments, namespaces, volumes, events, ...)."""
     info = output.kind_info(kind)
     if watch and fmt.startswith("jsonpath="):
         raise CorralError("-o jsonpath cannot be combined with -w; use -o json or yaml to follow changes")
     ns: str | None = None if all_namespaces or not info.namespaced else namespace
     printer = Printer(info, fmt, all_namespaces=all_namespaces, ctx=await _context(client, info))
+    printer.show_secrets = show_secrets
     if name is not None:
         obj = await client.get(info.type, name, namespace=ns or "default")
         items, rv = [obj], obj.metadata.resource_version
         field_selector = ",".join(s for s in (field_selector, f"metadata.name={name}") if s)
     else:
         items, rv = await client.list(info.type, namespace=ns, label_selector=selector, field_selector=field_selector)
+    if not show_secrets:
+        items = [hide_secret_values(o) for o in items]
     if fmt.startswith("jsonpath="):
         data = output.to_data(items[0]) if name is not None else _list_document(info, items, rv)
         click.echo(jsonpath.render(fmt[len("jsonpath="):], data))

@@ -1,4 +1,8 @@
-"""``corral logs NAME``: a container's output, through the API (which asks the node's agent)."""
+"""``corral logs NAME``: a container's output, through the API (which asks the node's agent).
+
+``corral logs job/NAME`` reads the Job's most recent container (the newest one created with its
+``corral.io/job-name`` label), as ``kubectl logs job/NAME`` picks one of the job's pods.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,18 @@ import click
 from corral.api.client import ApiClient
 from corral.cli.completion import complete_container
 from corral.cli.connection import api_command, connection_options
+from corral.model.errors import NotFound
+from corral.model.resources import Container
+
+JOB_NAME_LABEL = "corral.io/job-name"  # as controllers/jobs.py labels a Job's containers
+
+
+async def job_container(client: ApiClient, job: str, namespace: str) -> str:
+    """The name of the most recently created container of Job ``job``."""
+    items, _ = await client.list(Container, namespace=namespace, label_selector=f"{JOB_NAME_LABEL}={job}")
+    if not items:
+        raise NotFound(f'job "{job}" has no containers in namespace "{namespace}" (yet)')
+    return max(items, key=lambda c: (c.metadata.creation_timestamp, c.metadata.name)).metadata.name
 
 
 @click.command()
@@ -21,7 +37,14 @@ from corral.cli.connection import api_command, connection_options
 @api_command
 async def logs(client: ApiClient, *, name: str, namespace: str, follow: bool, tail: int | None,
                timestamps: bool) -> int:
-    """Print the log of container NAME (stdout and stderr, in order)."""
+    """Print the log of container NAME (stdout and stderr, in order); job/NAME: the Job's newest container."""
+    kind, _, rest = name.partition("/")
+    if rest and kind in ("job", "jobs"):
+        name = await job_container(client, rest, namespace)
+    elif rest and kind in ("container", "containers", "c", "ctr"):
+        name = rest
+    elif rest:
+        raise click.UsageError(f"logs reads NAME, container/NAME or job/NAME, not {kind}/")
     params: dict[str, str] = {}
     if follow:
         params["follow"] = "1"

@@ -36,6 +36,8 @@ COMMANDS: dict[str, str] = {
     "drain": "corral.cli.nodes:drain",
     "why-not": "corral.cli.whynot:why_not",
     "sim": "corral.cli.sim:sim",
+    "secrets": "corral.cli.secrets:secrets",
+    "token": "corral.cli.token:token",
     "exec": "corral.cli.execs:exec_",
     "attach": "corral.cli.execs:attach",
     "port-forward": "corral.cli.portforward:port_forward",

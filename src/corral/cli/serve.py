@@ -129,9 +129,9 @@ async def _serve_all(control: ControlConfig, agent: AgentConfig, *, embedded_dir
               help="Where corral keeps its state: embedded etcd data, tokens, the agent's files.")
 @click.option("--etcd", "etcd", multiple=True, metavar="URL",
               help="[control] An etcd endpoint (repeatable). Without it, an embedded etcd child runs under the data dir.")
-@click.option("--join-token", default="", envvar="CORRAL_JOIN_TOKEN", show_envvar=True,
+@click.option("--join-token", default="", envvar="CORRAL_JOIN_TOKEN",
               help="[control] the join token workers must present (default: generated, in <data-dir>/join.token); "
-                   "[worker] the token to join with.")
+                   "[worker] the token to join with. Also $CORRAL_JOIN_TOKEN (better: not on a command line).")
 @click.option("--policy", type=click.Choice(["spread", "binpack"]), default="spread", show_default=True,
               help="[control] Scheduling policy: spread (least allocated) or binpack (most allocated).")
 @click.option("--max-body", default=3 * 1024 * 1024, show_default=True, help="[control] Largest request body, in bytes.")
@@ -152,9 +152,18 @@ async def _serve_all(control: ControlConfig, agent: AgentConfig, *, embedded_dir
               help="[control] The VXLAN network identifier.")
 @click.option("--vxlan-port", default=8472, show_default=True, type=click.IntRange(1, 65_535),
               help="[control] The VXLAN UDP port.")
+@click.option("--encryption-key-file", type=click.Path(path_type=Path), default=None,
+              help="[control] The keys that encrypt Secrets in etcd (AES-GCM; default <data-dir>/encryption.key, "
+                   "made mode 0600 at first start). Every control instance needs the same file.")
+@click.option("--audit-log", type=click.Path(path_type=Path), default=None,
+              help="[control] Write every API write and every refused request here, one JSON line each.")
+@click.option("--audit-log-max-size", default=100, show_default=True, type=click.IntRange(min=1), metavar="MIB",
+              help="[control] Rotate the audit log when it passes this many MiB (5 old files kept).")
+@click.option("--pids-limit", default=4096, show_default=True, type=click.IntRange(min=0),
+              help="[worker] The most processes one container may have (0: no limit).")
 @click.option("--server", "servers", multiple=True, metavar="URL", help="[worker] An API server URL (repeatable).")
-@click.option("--token", default="", envvar="CORRAL_TOKEN", show_envvar=True,
-              help="[worker] A node token (instead of --join-token).")
+@click.option("--token", default="", envvar="CORRAL_NODE_TOKEN",
+              help="[worker] A node token (instead of --join-token). Also $CORRAL_NODE_TOKEN.")
 @click.option("--node-name", default=socket.gethostname(), show_default=True, help="[worker] This node's name.")
 @click.option("--containerd-socket", default="/run/containerd/containerd.sock", show_default=True,
               help="[worker] containerd's socket; with --all, an embedded containerd starts if none answers there.")
@@ -189,6 +198,9 @@ async def _serve_all(control: ControlConfig, agent: AgentConfig, *, embedded_dir
 @click.option("--upstream-dns", "upstream_dns", multiple=True, metavar="ADDR[:PORT]",
               help="[worker] Where the agent's DNS server forwards names outside the cluster (repeatable; "
                    "default: the nameservers in /etc/resolv.conf).")
+@click.option("--job-backoff", type=click.FloatRange(min=0.1), default=10.0, show_default=True, metavar="SECONDS",
+              help="[control, leader] The first delay before a failed Job's container is replaced; it doubles "
+                   "with each failure, up to 6 minutes (Kubernetes' rule).")
 @click.option("--etcd-snapshot-interval", default="12h", show_default=True, metavar="DURATION",
               help="[control] Take an etcd snapshot this often into <data-dir>/snapshots (e.g. 6h, 30m; 0: never).")
 @click.option("--etcd-snapshot-retain", default=5, show_default=True, type=click.IntRange(min=1),
@@ -199,9 +211,10 @@ def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: boo
           labels: tuple[str, ...], pod_cidr: str, bridge: str, nft_table: str, node_ip: str, agent_listen: str, reserve_cpu: str,
           reserve_memory: str, insecure: tuple[str, ...], verbose: bool, node_grace: float,
           fence_after: float | None, cluster_cidr: str, node_cidr_size: int, service_cidr: str,
-          cluster_domain: str, network_backend: str, vxlan_vni: int, vxlan_port: int, metrics_listen: str,
-          leader_metrics_listen: str, upstream_dns: tuple[str, ...] = (),
-          etcd_snapshot_interval: str = "0", etcd_snapshot_retain: int = 5) -> None:
+          cluster_domain: str, network_backend: str, vxlan_vni: int, vxlan_port: int,
+          encryption_key_file: Path | None, pids_limit: int, audit_log: Path | None,
+          audit_log_max_size: int, metrics_listen: str, leader_metrics_listen: str, job_backoff: float,
+          upstream_dns: tuple[str, ...] = (), etcd_snapshot_interval: str = "0", etcd_snapshot_retain: int = 5) -> None:
     """Run corral's roles in this process until Ctrl-C or SIGTERM."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -219,6 +232,7 @@ def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: boo
                         node_ip=node_ip, listen_host=agent_host, listen_port=agent_port,
                         insecure_registries=list(insecure), metrics_listen=metrics_listen)
     agent.upstream_dns = list(upstream_dns)
+    agent.pids_limit = pids_limit
     agent.fence_after = fence_after if fence_after is not None else max(node_grace - 1.0, node_grace / 2)
     embedded = data_dir / "containerd"
     with contextlib.suppress(KeyboardInterrupt):
@@ -240,7 +254,7 @@ def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: boo
                 raise click.UsageError("--role=leader needs --etcd URL (the control instances' etcd)")
             leader = LeaderRoleConfig(etcd=list(etcd), leader_ttl=leader_ttl,
                                       leader=LeaderConfig(policy=policy, node_grace=node_grace, event_ttl=float(event_ttl),
-                                                          metrics_listen=metrics_listen))
+                                                          metrics_listen=metrics_listen, job_backoff=job_backoff))
             asyncio.run(_serve_leader(leader))
             _exit_at_once()
         from corral.model.cluster import ClusterConfig
@@ -250,7 +264,11 @@ def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: boo
         control = ControlConfig(data_dir=data_dir, host=host, port=port, etcd=list(etcd), max_body=max_body,
                                 policy=policy, join_token=join_token, event_ttl=float(event_ttl))
         control.node_grace = node_grace
+        control.job_backoff = job_backoff
         control.leader_ttl = leader_ttl
+        control.encryption_key_file = encryption_key_file
+        control.audit_log = audit_log
+        control.audit_log_max_bytes = audit_log_max_size * 1024 * 1024
         control.leader_process = not inline_leader
         control.leader_metrics_listen = leader_metrics_listen
         from corral.cli.params import parse_duration

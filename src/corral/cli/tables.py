@@ -16,12 +16,17 @@ from typing import Any
 from corral.model.kinds import KindInfo
 from corral.model.resources import (
     Container,
+    CronJob,
+    DaemonSet,
     Deployment,
     Event,
+    Job,
     Namespace,
     NetworkPolicy,
     Node,
     Object,
+    PriorityClass,
+    Secret,
     Service,
     Volume,
 )
@@ -137,6 +142,11 @@ def _event(e: Any, ctx: Context) -> list[str]:
     return [age(seen, ctx.now), s.type, s.reason, obj, s.message]
 
 
+def _secret(s: Any, ctx: Context) -> list[str]:  # names and keys only, never values
+    return [s.metadata.name, s.type or "Opaque", ",".join(sorted(s.data)) or NONE, str(len(s.data)),
+            age(s.metadata.creation_timestamp, ctx.now)]
+
+
 def service_ports(s: Service) -> str:
     """``80/TCP``, ``80:30080/TCP`` (with a node port), comma-separated."""
     out = []
@@ -151,6 +161,40 @@ def _service(s: Any, ctx: Context) -> list[str]:
     ready = ctx.endpoints_per_service.get((s.metadata.namespace, s.metadata.name), 0)
     return [s.metadata.name, kind, _or_none(s.spec.cluster_ip), service_ports(s), str(ready),
             age(s.metadata.creation_timestamp, ctx.now)]
+def _duration(start: str, end: str, now: datetime) -> str:
+    """How long a Job ran: from start to end (or now, while it runs)."""
+    if not start:
+        return NONE
+    end_time = parse_time(end) or now
+    start_time = parse_time(start)
+    return age(start, end_time) if start_time is not None else NONE
+
+
+def _job(j: Any, ctx: Context) -> list[str]:
+    done = next((c for c in j.status.conditions if c.status == "True" and c.type in ("Complete", "Failed")), None)
+    status = (done.type if done.type == "Complete" else f"Failed ({done.reason})") if done else "Running"
+    return [j.metadata.name, f"{j.status.succeeded}/{j.spec.completions}", status,
+            _duration(j.status.start_time, j.status.completion_time or (done.last_transition_time if done else ""),
+                      ctx.now), age(j.metadata.creation_timestamp, ctx.now)]
+
+
+def _cronjob(cj: Any, ctx: Context) -> list[str]:
+    s = cj.spec
+    return [cj.metadata.name, s.schedule, s.time_zone or NONE, str(s.suspend).lower(), str(len(cj.status.active)),
+            age(cj.status.last_schedule_time, ctx.now) if cj.status.last_schedule_time else NONE,
+            age(cj.metadata.creation_timestamp, ctx.now)]
+
+
+def _daemonset(d: Any, ctx: Context) -> list[str]:
+    st = d.status
+    return [d.metadata.name, str(st.desired_number_scheduled), str(st.current_number_scheduled), str(st.number_ready),
+            str(st.updated_number_scheduled), labels_text(d.spec.template.spec.node_selector),
+            age(d.metadata.creation_timestamp, ctx.now)]
+
+
+def _priority_class(p: Any, ctx: Context) -> list[str]:
+    return [p.metadata.name, str(p.spec.value), str(p.spec.global_default).lower(), p.spec.preemption_policy,
+            age(p.metadata.creation_timestamp, ctx.now)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,9 +217,16 @@ _TABLES: dict[type, _Table] = {
     Namespace: _Table(("NAME", "STATUS", "AGE"), _namespace),
     Volume: _Table(("NAME", "STATUS", "SIZE", "NODE", "AGE"), _volume),
     NetworkPolicy: _Table(("NAME", "POD-SELECTOR", "POLICY-TYPES", "AGE"), _network_policy),
+    Secret: _Table(("NAME", "TYPE", "KEYS", "DATA", "AGE"), _secret),
     Event: _Table(("LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"), _event),
     Service: _Table(("NAME", "TYPE", "CLUSTER-IP", "PORT(S)", "ENDPOINTS", "AGE"), _service,
                     ("SELECTOR", "AFFINITY"), lambda s: [labels_text(s.spec.selector), s.spec.session_affinity]),
+    Job: _Table(("NAME", "COMPLETIONS", "STATUS", "DURATION", "AGE"), _job,
+                ("IMAGE",), lambda j: [j.spec.template.spec.image]),
+    CronJob: _Table(("NAME", "SCHEDULE", "TIMEZONE", "SUSPEND", "ACTIVE", "LAST SCHEDULE", "AGE"), _cronjob),
+    DaemonSet: _Table(("NAME", "DESIRED", "CURRENT", "READY", "UP-TO-DATE", "NODE SELECTOR", "AGE"), _daemonset,
+                      ("IMAGE",), lambda d: [d.spec.template.spec.image]),
+    PriorityClass: _Table(("NAME", "VALUE", "GLOBAL-DEFAULT", "PREEMPTION", "AGE"), _priority_class),
 }
 
 

@@ -13,6 +13,7 @@ from corral.api.client import ApiClient
 from corral.cli.connection import api_command, connection_options
 from corral.model.kinds import BY_KIND
 from corral.model.resources import Container, Node
+from corral.scheduler.affinity import prepare
 from corral.scheduler.algorithm import Selector
 from corral.scheduler.cache import SchedulerCache
 from corral.scheduler.framework import ContainerRequest
@@ -41,7 +42,8 @@ async def why_not(client: ApiClient, *, name: str, node: str | None, namespace: 
         other = info.key(c.metadata.namespace, c.metadata.name)
         if other != key:
             cache.set_container(other, c)
-    verdicts = Selector(build_policy(policy)).explain(ContainerRequest.of(key, target), cache.nodes())
+    request = prepare(ContainerRequest.of(key, target), cache)  # counts for affinity and spreading
+    verdicts = Selector(build_policy(policy)).explain(request, cache.nodes())
     if node is not None:
         if node not in verdicts:
             click.echo(f"error: node {node!r} not found (nodes: {', '.join(sorted(verdicts)) or 'none'})", err=True)

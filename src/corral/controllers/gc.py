@@ -2,7 +2,7 @@
 
 An object names its owners in ``metadata.ownerReferences`` (kind, name, uid). The collector keeps
 two indexes, fed by the shared informers of the kinds it is given: every *owner* object by uid
-(``OWNER_KINDS``: Deployment today; any kind can be added), and every *dependent* by the uids of
+(``OWNER_KINDS``: Deployment, Job, CronJob, DaemonSet; any kind can be added), and every *dependent* by the uids of
 the owners it names. Keys of the queue are ``<Kind>|<store key>``.
 
 - A dependent is checked when it appears or its ownerReferences change, and whenever an owner it
@@ -33,14 +33,14 @@ from corral.controllers.base import Controller, Informers, Shared
 from corral.model.errors import NotFound
 from corral.model.kinds import BY_KIND
 from corral.model.lifecycle import ORPHAN_FINALIZER
-from corral.model.resources import Container, Deployment, Object
+from corral.model.resources import Container, CronJob, DaemonSet, Deployment, Job, Object
 from corral.store import typed
 from corral.store.objects import Objects
 
 log = logging.getLogger(__name__)
 
-DEFAULT_OWNERS: tuple[type[Object], ...] = (Deployment,)
-DEFAULT_DEPENDENTS: tuple[type[Object], ...] = (Container,)
+DEFAULT_OWNERS: tuple[type[Object], ...] = (Deployment, Job, CronJob, DaemonSet)
+DEFAULT_DEPENDENTS: tuple[type[Object], ...] = (Container, Job)
 
 
 def _key(obj: Object) -> str:

@@ -12,7 +12,8 @@ probe timestamps. A node is silent for ``now - seen``:
   ``Unknown`` with "node node-2 lost; released in 3s". The countdown is refreshed every second.
 - ``silent >= node_grace + release_margin``: its containers are released: the agent's finalizer is
   removed on the node's behalf and they are deleted, with an Event each; whatever owns them (a
-  Deployment) replaces them elsewhere.
+  Deployment) replaces them elsewhere. Containers that tolerate ``node.corral.io/unreachable``
+  (NoExecute) — every DaemonSet's — stay, Unknown, as long as the Node object does.
 
 Releasing is safe because the agent fences itself: with no successful heartbeat for its
 ``fence_after`` (less than ``node_grace``) it kills every task it runs (roles/fencing.py). So by
@@ -50,6 +51,7 @@ from corral.controllers.base import Controller, Informers
 from corral.model.errors import CorralError, NotFound
 from corral.model.kinds import BY_KIND
 from corral.model.lifecycle import AGENT_FINALIZER, HEARTBEAT_PREFIX, now_rfc3339
+from corral.model.placement import tolerates
 from corral.model.resources import (
     Condition,
     Container,
@@ -59,6 +61,7 @@ from corral.model.resources import (
     Node,
     ObjectMeta,
     ObjectReference,
+    Taint,
 )
 from corral.store.informer import Informer
 from corral.store.objects import Objects
@@ -95,6 +98,15 @@ def node_lost_message(name: str, silent: float, *, grace: float, release_in: flo
 
 def container_lost_message(node: str, release_in: float) -> str:
     return f"node {node} lost; released in {max(math.ceil(release_in), 0)}s"
+
+
+UNREACHABLE = Taint(key="node.corral.io/unreachable", effect="NoExecute")
+
+
+def stays_on_lost_node(c: Container) -> bool:
+    """Whether ``c`` tolerates its node being unreachable (NoExecute), as DaemonSets' containers do:
+    it is marked Unknown but not released while the Node object exists."""
+    return tolerates(c.spec.tolerations, UNREACHABLE)
 
 
 def _copy(obj: Container) -> Container:
@@ -221,6 +233,8 @@ class NodeLifecycle(Controller):
                 await self._mark_unknown(c, name, release_in)
             return (release_in - math.floor(release_in) or 1.0) + 0.01  # when the countdown's second turns
         for c in bound:
+            if node is not None and stays_on_lost_node(c):
+                continue  # a daemon: it tolerates its node being unreachable (and goes with the node)
             await self._release(c, name)
         return None
 

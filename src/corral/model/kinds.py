@@ -6,13 +6,18 @@ from dataclasses import dataclass
 
 from corral.model.resources import (
     Container,
+    CronJob,
+    DaemonSet,
     Deployment,
     Endpoints,
     Event,
+    Job,
     Namespace,
     NetworkPolicy,
     Node,
     Object,
+    PriorityClass,
+    Secret,
     Service,
     Volume,
 )
@@ -51,9 +56,15 @@ KINDS: tuple[KindInfo, ...] = (
     KindInfo("Volume", "volumes", Volume, namespaced=True, short_names=("vol",)),
     KindInfo("NetworkPolicy", "networkpolicies", NetworkPolicy, namespaced=True, short_names=("netpol",),
              status_subresource=False),
+    KindInfo("Secret", "secrets", Secret, namespaced=True, status_subresource=False),
     KindInfo("Event", "events", Event, namespaced=True, short_names=("ev",), status_subresource=False),
     KindInfo("Service", "services", Service, namespaced=True, short_names=("svc",), status_subresource=False),
     KindInfo("Endpoints", "endpoints", Endpoints, namespaced=True, short_names=("ep",), status_subresource=False),
+    KindInfo("Job", "jobs", Job, namespaced=True),
+    KindInfo("CronJob", "cronjobs", CronJob, namespaced=True, short_names=("cj",)),
+    KindInfo("DaemonSet", "daemonsets", DaemonSet, namespaced=True, short_names=("ds",)),
+    KindInfo("PriorityClass", "priorityclasses", PriorityClass, namespaced=False, short_names=("pc",),
+             status_subresource=False),
 )
 
 BY_KIND: dict[str, KindInfo] = {k.kind: k for k in KINDS}

@@ -56,12 +56,77 @@ class Condition(_Base):
     last_update_time: str = ""  # when the condition was last confirmed (a Deployment's progress)
 
 
+# --- placement: node affinity, container (anti-)affinity, topology spread ------------------------
+
+
+class NodeSelectorRequirement(_Base):
+    key: str
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"]
+    values: list[str] = []
+
+
+class NodeSelectorTerm(_Base):
+    """All expressions must hold (AND); ``matchFields`` knows ``metadata.name`` (the node's name)."""
+
+    match_expressions: list[NodeSelectorRequirement] = []
+    match_fields: list[NodeSelectorRequirement] = []
+
+
+class PreferredSchedulingTerm(_Base):
+    weight: int
+    preference: NodeSelectorTerm
+
+
+class NodeAffinity(_Base):
+    required: list[NodeSelectorTerm] = []  # any one term must hold (OR)
+    preferred: list[PreferredSchedulingTerm] = []
+
+
+class ContainerAffinityTerm(_Base):
+    label_selector: LabelSelector
+    topology_key: str
+
+
+class WeightedContainerAffinityTerm(_Base):
+    weight: int
+    term: ContainerAffinityTerm
+
+
+class ContainerAffinity(_Base):
+    required: list[ContainerAffinityTerm] = []
+    preferred: list[WeightedContainerAffinityTerm] = []
+
+
+class Affinity(_Base):
+    node_affinity: NodeAffinity | None = None
+    container_affinity: ContainerAffinity | None = None
+    container_anti_affinity: ContainerAffinity | None = None
+
+
+class TopologySpreadConstraint(_Base):
+    max_skew: int
+    topology_key: str
+    label_selector: LabelSelector
+    when_unsatisfiable: Literal["DoNotSchedule", "ScheduleAnyway"] = "DoNotSchedule"
+
+
 # --- Container -------------------------------------------------------------------------------
+
+
+class SecretKeySelector(_Base):
+    name: str
+    key: str
+    optional: bool = False
+
+
+class EnvVarSource(_Base):
+    secret_key_ref: SecretKeySelector | None = None
 
 
 class EnvVar(_Base):
     name: str
     value: str = ""
+    value_from: EnvVarSource | None = None
 
 
 class ResourceList(_Base):
@@ -96,11 +161,25 @@ class HostPathSource(_Base):
     type: Literal["", "Directory", "DirectoryOrCreate", "File"] = ""
 
 
+class KeyToPath(_Base):
+    key: str
+    path: str
+    mode: int | None = None
+
+
+class SecretVolumeSource(_Base):
+    secret_name: str
+    items: list[KeyToPath] = []
+    default_mode: int = 0o400
+    optional: bool = False
+
+
 class VolumeSource(_Base):
     name: str
     empty_dir: EmptyDirSource | None = None
     volume: str = ""
     host_path: HostPathSource | None = None
+    secret: SecretVolumeSource | None = None
 
 
 class Toleration(_Base):
@@ -134,6 +213,32 @@ class Probe(_Base):
     failure_threshold: int = 3
 
 
+class LocalObjectReference(_Base):
+    name: str
+
+
+class Capabilities(_Base):
+    add: list[str] = []
+    drop: list[str] = []
+
+
+class SeccompProfile(_Base):
+    type: Literal["RuntimeDefault", "Unconfined"] = "RuntimeDefault"
+
+
+class SecurityContext(_Base):
+    """How the container's process is confined (see runtime/security.py for how each field is applied)."""
+
+    privileged: bool = False
+    capabilities: Capabilities | None = None
+    read_only_root_filesystem: bool = False
+    run_as_user: int | None = None
+    run_as_group: int | None = None
+    run_as_non_root: bool = False
+    allow_privilege_escalation: bool = False
+    seccomp_profile: SeccompProfile | None = None
+
+
 class ContainerSpec(_Base):
     image: str = ""
     command: list[str] = []
@@ -152,6 +257,13 @@ class ContainerSpec(_Base):
     termination_grace_period_seconds: int = 10
     liveness_probe: Probe | None = None
     readiness_probe: Probe | None = None
+    affinity: Affinity | None = None
+    topology_spread_constraints: list[TopologySpreadConstraint] = []
+    priority_class_name: str = ""
+    priority: int | None = None  # resolved from priorityClassName at admission
+    preemption_policy: Literal["", "PreemptLowerPriority", "Never"] = ""  # likewise
+    image_pull_secrets: list[LocalObjectReference] = []
+    security_context: SecurityContext | None = None
 
 
 Phase = Literal["Pending", "Scheduled", "Creating", "Running", "Succeeded", "Failed", "Unknown"]
@@ -172,6 +284,7 @@ class ContainerStatus(_Base):
     message: str = ""
     observed_generation: int = 0
     conditions: list[Condition] = []
+    nominated_node: str = ""  # where this container preempted others and waits to be placed
 
 
 class Container(_Object, kw_only=True):
@@ -436,6 +549,32 @@ class Event(_Object, kw_only=True):
     status: EventStatus = msgspec.field(default_factory=EventStatus)
 
 
+# --- Secret ----------------------------------------------------------------------------------
+
+
+class SecretSpec(_Base):
+    pass
+
+
+class SecretStatus(_Base):
+    pass
+
+
+class Secret(_Object, kw_only=True):
+    """Kubernetes-shaped: ``data`` (key -> base64), ``stringData`` (write-only, merged into ``data``
+    on write), ``type``. Encrypted at rest (store/sealing.py); see model/secrets.py."""
+
+    KIND: ClassVar[str] = "Secret"
+    api_version: str = API_VERSION
+    kind: str = "Secret"
+    metadata: ObjectMeta = msgspec.field(default_factory=ObjectMeta)
+    type: str = "Opaque"
+    data: dict[str, str] = {}
+    string_data: dict[str, str] = {}
+    spec: SecretSpec = msgspec.field(default_factory=SecretSpec)
+    status: SecretStatus = msgspec.field(default_factory=SecretStatus)
+
+
 # --- Service and Endpoints -------------------------------------------------------------------
 
 HEADLESS = "None"  # ``spec.clusterIP: None``: no virtual IP; DNS answers with the endpoints' addresses
@@ -502,7 +641,129 @@ class Endpoints(_Object, kw_only=True):
     status: EndpointsStatus = msgspec.field(default_factory=EndpointsStatus)
 
 
-Object = Container | Namespace | Node | Deployment | Volume | NetworkPolicy | Event | Service | Endpoints
+# --- Job, CronJob ----------------------------------------------------------------------------
+
+
+class JobSpec(_Base):
+    template: ContainerTemplate = msgspec.field(default_factory=ContainerTemplate)
+    completions: int = 1
+    parallelism: int = 1
+    backoff_limit: int = 6
+    active_deadline_seconds: int | None = None
+    ttl_seconds_after_finished: int | None = None
+
+
+class JobStatus(_Base):
+    active: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    start_time: str = ""
+    completion_time: str = ""
+    conditions: list[Condition] = []
+
+
+class Job(_Object, kw_only=True):
+    KIND: ClassVar[str] = "Job"
+    api_version: str = API_VERSION
+    kind: str = "Job"
+    metadata: ObjectMeta = msgspec.field(default_factory=ObjectMeta)
+    spec: JobSpec = msgspec.field(default_factory=JobSpec)
+    status: JobStatus = msgspec.field(default_factory=JobStatus)
+
+
+class JobTemplate(_Base):
+    metadata: TemplateMeta = msgspec.field(default_factory=TemplateMeta)
+    spec: JobSpec = msgspec.field(default_factory=JobSpec)
+
+
+class CronJobSpec(_Base):
+    schedule: str = ""
+    job_template: JobTemplate = msgspec.field(default_factory=JobTemplate)
+    time_zone: str = ""
+    concurrency_policy: Literal["Allow", "Forbid", "Replace"] = "Allow"
+    starting_deadline_seconds: int | None = None
+    successful_jobs_history_limit: int = 3
+    failed_jobs_history_limit: int = 1
+    suspend: bool = False
+
+
+class CronJobStatus(_Base):
+    active: list[ObjectReference] = []
+    last_schedule_time: str = ""
+    last_successful_time: str = ""
+
+
+class CronJob(_Object, kw_only=True):
+    KIND: ClassVar[str] = "CronJob"
+    api_version: str = API_VERSION
+    kind: str = "CronJob"
+    metadata: ObjectMeta = msgspec.field(default_factory=ObjectMeta)
+    spec: CronJobSpec = msgspec.field(default_factory=CronJobSpec)
+    status: CronJobStatus = msgspec.field(default_factory=CronJobStatus)
+
+
+# --- DaemonSet -------------------------------------------------------------------------------
+
+
+class DaemonSetRollingUpdate(_Base):
+    max_unavailable: int | str = 1
+
+
+class DaemonSetUpdateStrategy(_Base):
+    type: Literal["RollingUpdate", "OnDelete"] = "RollingUpdate"
+    rolling_update: DaemonSetRollingUpdate = msgspec.field(default_factory=DaemonSetRollingUpdate)
+
+
+class DaemonSetSpec(_Base):
+    selector: LabelSelector = msgspec.field(default_factory=LabelSelector)
+    template: ContainerTemplate = msgspec.field(default_factory=ContainerTemplate)
+    update_strategy: DaemonSetUpdateStrategy = msgspec.field(default_factory=DaemonSetUpdateStrategy)
+
+
+class DaemonSetStatus(_Base):
+    observed_generation: int = 0
+    desired_number_scheduled: int = 0
+    current_number_scheduled: int = 0
+    number_ready: int = 0
+    updated_number_scheduled: int = 0
+    number_unavailable: int = 0
+    number_misscheduled: int = 0
+
+
+class DaemonSet(_Object, kw_only=True):
+    KIND: ClassVar[str] = "DaemonSet"
+    api_version: str = API_VERSION
+    kind: str = "DaemonSet"
+    metadata: ObjectMeta = msgspec.field(default_factory=ObjectMeta)
+    spec: DaemonSetSpec = msgspec.field(default_factory=DaemonSetSpec)
+    status: DaemonSetStatus = msgspec.field(default_factory=DaemonSetStatus)
+
+
+# --- PriorityClass ---------------------------------------------------------------------------
+
+
+class PriorityClassSpec(_Base):
+    value: int = 0
+    global_default: bool = False
+    preemption_policy: Literal["PreemptLowerPriority", "Never"] = "PreemptLowerPriority"
+    description: str = ""
+
+
+class PriorityClassStatus(_Base):
+    pass
+
+
+class PriorityClass(_Object, kw_only=True):
+    KIND: ClassVar[str] = "PriorityClass"
+    api_version: str = API_VERSION
+    kind: str = "PriorityClass"
+    metadata: ObjectMeta = msgspec.field(default_factory=ObjectMeta)
+    spec: PriorityClassSpec = msgspec.field(default_factory=PriorityClassSpec)
+    status: PriorityClassStatus = msgspec.field(default_factory=PriorityClassStatus)
+
+
+Object = (Container | Namespace | Node | Deployment | Volume | NetworkPolicy | Event | Service | Endpoints | Secret
+          | Job | CronJob | DaemonSet | PriorityClass)
 JSON = dict[str, Any]
 
 

@@ -17,18 +17,27 @@ from typing import Any, TypeVar
 import msgspec
 import msgspec.inspect as mi
 
-from corral.model import names, networkpolicy, quantities
+from corral.model import names, networkpolicy, quantities, secrets
+from corral.model.cron import schedule_problem
 from corral.model.errors import FieldError, Invalid
 from corral.model.kinds import KindInfo
+from corral.model.placement import placement_problems
 from corral.model.resources import (
     API_VERSION,
     ContainerSpec,
+    CronJob,
+    DaemonSet,
     Deployment,
+    Job,
+    JobSpec,
     NetworkPolicy,
     Node,
     Object,
     ObjectMeta,
+    PriorityClass,
     Probe,
+    Secret,
+    SecretVolumeSource,
     Service,
 )
 from corral.model.services import validate_service
@@ -203,6 +212,11 @@ def _check_probe(probe: Probe | None, path: str, errors: list[FieldError]) -> No
     for handler, name in ((probe.http_get, "httpGet"), (probe.tcp_socket, "tcpSocket")):
         if handler is not None and not 1 <= handler.port <= 65535:
             errors.append(FieldError(f"{path}.{name}.port", "must be a port number between 1 and 65535"))
+    if probe.http_get is not None:
+        p = probe.http_get.path
+        if not p.startswith("/") or p.startswith("//") or any(ord(c) < 0x21 or ord(c) == 0x7F for c in p) or len(p) > 2048:
+            errors.append(FieldError(f"{path}.httpGet.path", "must be an absolute URL path such as /healthz "
+                                     "(no spaces, control characters or '//' prefix)"))
     if probe.exec is not None and not probe.exec.command:
         errors.append(FieldError(f"{path}.exec.command", "must not be empty"))
 
@@ -215,6 +229,19 @@ def validate_container_spec(spec: ContainerSpec, path: str, errors: list[FieldEr
     for i, e in enumerate(spec.env):
         if problem := names.env_name_problem(e.name):
             errors.append(FieldError(f"{path}.env[{i}].name", problem))
+        ref = e.value_from.secret_key_ref if e.value_from is not None else None
+        if e.value_from is not None and ref is None:
+            errors.append(FieldError(f"{path}.env[{i}].valueFrom", "must have secretKeyRef"))
+        if ref is not None:
+            if e.value:
+                errors.append(FieldError(f"{path}.env[{i}].value", "must be empty when valueFrom is set"))
+            if problem := names.name_problem(ref.name):
+                errors.append(FieldError(f"{path}.env[{i}].valueFrom.secretKeyRef.name", problem))
+            if problem := secrets.key_problem(ref.key):
+                errors.append(FieldError(f"{path}.env[{i}].valueFrom.secretKeyRef.key", problem))
+    for i, pull in enumerate(spec.image_pull_secrets):
+        if problem := names.name_problem(pull.name):
+            errors.append(FieldError(f"{path}.imagePullSecrets[{i}].name", problem))
     if spec.working_dir and not spec.working_dir.startswith("/"):
         errors.append(FieldError(f"{path}.workingDir", "must be an absolute path"))
     res = spec.resources
@@ -253,9 +280,11 @@ def validate_container_spec(spec: ContainerSpec, path: str, errors: list[FieldEr
         if v.name in volume_names:
             errors.append(FieldError(f"{vpath}.name", f"volume {v.name!r} is defined twice"))
         volume_names.add(v.name)
-        sources = [s for s in (v.empty_dir, v.volume or None, v.host_path) if s is not None]
+        sources = [s for s in (v.empty_dir, v.volume or None, v.host_path, v.secret) if s is not None]
         if len(sources) != 1:
-            errors.append(FieldError(vpath, "must have exactly one of emptyDir, volume or hostPath"))
+            errors.append(FieldError(vpath, "must have exactly one of emptyDir, volume, hostPath or secret"))
+        if v.secret is not None:
+            _check_secret_volume(v.secret, f"{vpath}.secret", errors)
         if v.volume and (problem := names.name_problem(v.volume)):
             errors.append(FieldError(f"{vpath}.volume", problem))
         if v.host_path is not None and not v.host_path.path.startswith("/"):
@@ -282,6 +311,22 @@ def validate_container_spec(spec: ContainerSpec, path: str, errors: list[FieldEr
         errors.append(FieldError(f"{path}.terminationGracePeriodSeconds", "must not be negative"))
     _check_probe(spec.liveness_probe, f"{path}.livenessProbe", errors)
     _check_probe(spec.readiness_probe, f"{path}.readinessProbe", errors)
+    placement_problems(spec, path, errors)
+
+
+def _check_secret_volume(src: SecretVolumeSource, path: str, errors: list[FieldError]) -> None:
+    if problem := names.name_problem(src.secret_name):
+        errors.append(FieldError(f"{path}.secretName", problem))
+    if not 0 <= src.default_mode <= 0o777:
+        errors.append(FieldError(f"{path}.defaultMode", "must be a file mode between 0 and 0777 (e.g. 256 for 0400)"))
+    for i, item in enumerate(src.items):
+        if problem := secrets.key_problem(item.key):
+            errors.append(FieldError(f"{path}.items[{i}].key", problem))
+        parts = item.path.split("/")
+        if not item.path or item.path.startswith("/") or any(p in ("", ".", "..") for p in parts):
+            errors.append(FieldError(f"{path}.items[{i}].path", "must be a relative path without '..' or empty parts"))
+        if item.mode is not None and not 0 <= item.mode <= 0o777:
+            errors.append(FieldError(f"{path}.items[{i}].mode", "must be a file mode between 0 and 0777"))
 
 
 def _check_percent_or_int(value: int | str, path: str, errors: list[FieldError]) -> None:
@@ -324,6 +369,63 @@ def validate_node(obj: Node, errors: list[FieldError]) -> None:
             errors.append(FieldError(f"spec.taints[{i}].key", problem))
 
 
+def validate_job_spec(spec: JobSpec, path: str, errors: list[FieldError]) -> None:
+    validate_labels(spec.template.metadata.labels, f"{path}.template.metadata.labels", errors)
+    validate_container_spec(spec.template.spec, f"{path}.template.spec", errors)
+    if spec.template.spec.restart_policy == "Always":
+        errors.append(FieldError(f"{path}.template.spec.restartPolicy",
+                                 "a job's containers must end: set Never or OnFailure"))
+    if spec.template.spec.node:
+        errors.append(FieldError(f"{path}.template.spec.node", "a job's containers cannot be pinned; use nodeSelector"))
+    for field, value, minimum in (("completions", spec.completions, 1), ("parallelism", spec.parallelism, 0),
+                                  ("backoffLimit", spec.backoff_limit, 0)):
+        if value < minimum:
+            errors.append(FieldError(f"{path}.{field}", f"must be at least {minimum}"))
+    if spec.active_deadline_seconds is not None and spec.active_deadline_seconds < 1:
+        errors.append(FieldError(f"{path}.activeDeadlineSeconds", "must be at least 1"))
+    if spec.ttl_seconds_after_finished is not None and spec.ttl_seconds_after_finished < 0:
+        errors.append(FieldError(f"{path}.ttlSecondsAfterFinished", "must not be negative"))
+
+
+def validate_cronjob(obj: CronJob, errors: list[FieldError]) -> None:
+    spec = obj.spec
+    if problem := schedule_problem(spec.schedule, spec.time_zone):
+        field = "spec.timeZone" if problem.startswith("time zone") else "spec.schedule"
+        errors.append(FieldError(field, problem))
+    if len(obj.metadata.name) > 52:
+        errors.append(FieldError("metadata.name", "must be at most 52 characters (its jobs add 11)"))
+    validate_job_spec(spec.job_template.spec, "spec.jobTemplate.spec", errors)
+    if spec.starting_deadline_seconds is not None and spec.starting_deadline_seconds < 1:
+        errors.append(FieldError("spec.startingDeadlineSeconds", "must be at least 1"))
+    for field, value in (("successfulJobsHistoryLimit", spec.successful_jobs_history_limit),
+                         ("failedJobsHistoryLimit", spec.failed_jobs_history_limit)):
+        if value < 0:
+            errors.append(FieldError(f"spec.{field}", "must not be negative"))
+
+
+def validate_daemonset(obj: DaemonSet, errors: list[FieldError]) -> None:
+    spec = obj.spec
+    validate_labels(spec.selector.match_labels, "spec.selector.matchLabels", errors)
+    validate_labels(spec.template.metadata.labels, "spec.template.metadata.labels", errors)
+    if not spec.selector.match_labels:
+        errors.append(FieldError("spec.selector.matchLabels", "must not be empty (e.g. {app: logs})"))
+    elif not names.selector_from_labels(spec.selector.match_labels).matches(spec.template.metadata.labels):
+        errors.append(FieldError("spec.template.metadata.labels", "must match spec.selector.matchLabels"))
+    validate_container_spec(spec.template.spec, "spec.template.spec", errors)
+    if spec.template.spec.node:
+        errors.append(FieldError("spec.template.spec.node", "a daemon set places one container on every node; "
+                                 "use nodeSelector to choose nodes"))
+    _check_percent_or_int(spec.update_strategy.rolling_update.max_unavailable,
+                          "spec.updateStrategy.rollingUpdate.maxUnavailable", errors)
+    if spec.update_strategy.rolling_update.max_unavailable in (0, "0%"):
+        errors.append(FieldError("spec.updateStrategy.rollingUpdate.maxUnavailable", "must not be zero"))
+
+
+def validate_priority_class(obj: PriorityClass, errors: list[FieldError]) -> None:
+    if not -(2**31) <= obj.spec.value <= 10**9:
+        errors.append(FieldError("spec.value", "must be between -2147483648 and 1000000000 (higher is reserved)"))
+
+
 def validate(obj: Object, info: KindInfo) -> None:
     """The meaning pass for a whole object; raises Invalid naming every bad field."""
     errors: list[FieldError] = []
@@ -343,6 +445,18 @@ def validate(obj: Object, info: KindInfo) -> None:
         networkpolicy.validate_network_policy(obj, errors)
     elif isinstance(obj, Service):
         validate_service(obj, errors)
+    elif isinstance(obj, Job):
+        validate_job_spec(obj.spec, "spec", errors)
+    elif isinstance(obj, CronJob):
+        validate_cronjob(obj, errors)
+    elif isinstance(obj, DaemonSet):
+        validate_daemonset(obj, errors)
+    elif isinstance(obj, PriorityClass):
+        validate_priority_class(obj, errors)
+    elif isinstance(obj, Secret):
+        secrets.validate_secret(obj, errors)
+        if not errors:
+            secrets.merge_string_data(obj)  # stringData is write-only: stored and served only as data
     if errors:
         raise Invalid(_summary(errors), details=errors)
 

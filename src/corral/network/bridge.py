@@ -34,7 +34,7 @@ async def ensure_bridge(name: str, *, subnet: str, gateway: str = "") -> str:
     if code != 0 and "exists" not in out:
         raise CorralError(f"could not create bridge {name}: {out.strip()}")
     code, out = await _ip("addr", "add", f"{gw}/{net.prefixlen}", "dev", name)
-    if code != 0 and "exists" not in out:
+    if code != 0 and "exists" not in out and "already assigned" not in out:  # (the kernel's two ways to say it)
         raise CorralError(f"could not put {gw} on bridge {name}: {out.strip()}")
     code, out = await _ip("link", "set", name, "up")
     if code != 0:

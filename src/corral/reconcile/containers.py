@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,13 +19,17 @@ from corral.model.errors import CorralError, NotFound
 from corral.model.quantities import parse_cpu, parse_memory
 from corral.model.resources import Container
 from corral.reconcile import naming
+from corral.reconcile.secretrefs import SecretSource, pull_credentials, resolve_env
 from corral.reconcile.state import stop
 from corral.runtime import containers as ctrs
 from corral.runtime import images, pull
 from corral.runtime._pb.containerd.services.images.v1 import images_pb2
+from corral.runtime.auth import Credentials
 from corral.runtime.client import Client
 from corral.runtime.containers import ContainerInfo
+from corral.runtime.distribution import RegistryUnauthorized
 from corral.runtime.reference import parse_reference
+from corral.runtime.security import Confinement
 from corral.runtime.spec import BindMount, build_spec
 from corral.runtime.unpack import SNAPSHOTTER
 
@@ -70,7 +75,9 @@ class ImageCache:
 
 
 async def ensure_image(client: Client, ref: str, *, insecure_registries: list[str],
-                       cache: ImageCache | None = None) -> images.Image:
+                       cache: ImageCache | None = None,
+                       credentials: Callable[[], Awaitable[Credentials | None]] | None = None) -> images.Image:
+    """The image, pulled if missing (with the container's ``imagePullSecrets``, read only then)."""
     name = parse_reference(ref).name
     try:
         if cache is not None:
@@ -79,8 +86,13 @@ async def ensure_image(client: Client, ref: str, *, insecure_registries: list[st
     except NotFound:
         if cache is not None:
             cache.forget(name)
+    creds = await credentials() if credentials is not None else None
     try:
-        return await pull.pull(client, ref, insecure_registries=insecure_registries)
+        return await pull.pull(client, ref, insecure_registries=insecure_registries, credentials=creds)
+    except RegistryUnauthorized as e:
+        hint = ("; give the container imagePullSecrets (a corral.io/dockerconfigjson Secret)" if creds is None
+                else " (with the credentials of its imagePullSecrets)")
+        raise ImagePullFailed(f"pulling {ref}: unauthorized: {e.message.split(';')[0]}{hint}") from e
     except CorralError as e:
         raise ImagePullFailed(f"pulling {ref}: {e.message}") from e
 
@@ -104,6 +116,8 @@ async def ensure_container(
     run_dir: Path,
     image_cache: ImageCache | None = None,
     dns: tuple[str, str] = ("", ""),
+    secrets: SecretSource | None = None,
+    pids_limit: int = 0,
 ) -> Prepared:
     cid = naming.containerd_id(obj)
     existing = await ctrs.list_containers(client, {naming.LABEL_UID: obj.metadata.uid})
@@ -114,9 +128,11 @@ async def ensure_container(
         else:  # an older generation: replaced, its task stopped gracefully first (SIGTERM, grace, SIGKILL)
             await stop(client, info.id, grace=float(obj.spec.termination_grace_period_seconds))
             await ctrs.delete_container(client, info.id)
-    image = await ensure_image(client, obj.spec.image, insecure_registries=insecure_registries, cache=image_cache)
+    image = await ensure_image(client, obj.spec.image, insecure_registries=insecure_registries, cache=image_cache,
+                               credentials=lambda: pull_credentials(obj, secrets))
     if current is not None:
         return Prepared(current, image, created=False)
+    env = await resolve_env(obj, secrets)  # Secrets' values, fixed at creation (like Kubernetes)
     cpu_limit, cpu_request, memory = _limits(obj)
     files = await asyncio.to_thread(_write_etc_files, run_dir, obj, dns)
     spec = build_spec(
@@ -124,7 +140,7 @@ async def ensure_container(
         image_config=image.config,
         command=obj.spec.command,
         args=obj.spec.args,
-        env=[(e.name, e.value) for e in obj.spec.env],
+        env=env,
         working_dir=obj.spec.working_dir,
         user=obj.spec.user,
         hostname=obj.metadata.name,
@@ -134,12 +150,33 @@ async def ensure_container(
         netns_path=netns_path,
         mounts=[*files, *mounts],
         cgroups_path=f"/corral/{cid}",
+        pids_limit=pids_limit or None,
+        confinement=confinement_of(obj),
     )
     labels = naming.labels(obj, node=node)
     await ctrs.create_container(client, id=cid, image=image, spec=spec, labels=labels)
     info = ContainerInfo(id=cid, labels=labels, image=image.name, runtime=ctrs.RUNTIME, snapshotter=SNAPSHOTTER,
                          snapshot_key=cid, spec=spec)
     return Prepared(info, image, created=True)
+
+
+def confinement_of(obj: Container) -> Confinement:
+    """The container's securityContext as the runtime applies it (runtime/security.py)."""
+    sc = obj.spec.security_context
+    if sc is None:
+        return Confinement()
+    caps = sc.capabilities
+    return Confinement(
+        privileged=sc.privileged,
+        add_capabilities=tuple(caps.add) if caps else (),
+        drop_capabilities=tuple(caps.drop) if caps else (),
+        read_only_root=sc.read_only_root_filesystem,
+        run_as_user=sc.run_as_user,
+        run_as_group=sc.run_as_group,
+        run_as_non_root=sc.run_as_non_root,
+        allow_privilege_escalation=sc.allow_privilege_escalation,
+        seccomp=sc.seccomp_profile.type if sc.seccomp_profile else "RuntimeDefault",
+    )
 
 
 def cluster_resolv_conf(nameserver: str, namespace: str, domain: str) -> str:
@@ -165,8 +202,9 @@ def _write_etc_files(run_dir: Path, obj: Container, dns: tuple[str, str] = ("", 
     server, domain = dns
     resolv.write_text(cluster_resolv_conf(server, obj.metadata.namespace, domain) if server
                       else "\n".join(lines) + "\n")
+    hardened = ("nosuid", "nodev", "noexec")  # and read-only: a container cannot rewrite its own names
     return [
-        BindMount(str(hosts), "/etc/hosts"),
-        BindMount(str(hostname), "/etc/hostname"),
-        BindMount(str(resolv), "/etc/resolv.conf", readonly=True),
+        BindMount(str(hosts), "/etc/hosts", readonly=True, options=hardened),
+        BindMount(str(hostname), "/etc/hostname", readonly=True, options=hardened),
+        BindMount(str(resolv), "/etc/resolv.conf", readonly=True, options=hardened),
     ]

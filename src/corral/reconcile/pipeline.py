@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import shutil
 import signal
 import time
@@ -21,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from corral.model.errors import Conflict, CorralError, NotFound
+from corral.model.errors import Conflict, CorralError, FieldError, Invalid, NotFound
 from corral.model.resources import Container, ContainerStatus
 from corral.network import masq
 from corral.network.attachments import Network
@@ -30,12 +31,15 @@ from corral.reconcile import naming
 from corral.reconcile.containers import ImageCache, ImagePullFailed, ensure_container
 from corral.reconcile.events import EventSink
 from corral.reconcile.probes import Prober
+from corral.reconcile.secretrefs import RETRY_SECONDS, SecretMissing, SecretSource, ensure_secret_volumes
 from corral.reconcile.state import ensure_state, stop
 from corral.reconcile.storage import VolumeStep
 from corral.runtime import containers as ctrs
 from corral.runtime import events as rt_events
 from corral.runtime import logs, tasks
 from corral.runtime.client import Client
+from corral.runtime.spec import BindMount
+from corral.storage.secretfiles import SecretFiles
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +58,7 @@ class ReconcilerConfig:
     log_max_files: int = 3
     dns_server: str = ""  # the node's DNS server: containers' resolv.conf names it (else the host's)
     cluster_domain: str = "cluster.local"
+    pids_limit: int = 4096  # the most processes one container may have (0: no limit)
 
 
 @dataclass
@@ -89,6 +94,9 @@ class NodeReconciler:
         self.on_change: Callable[[Key], None] = lambda key: None
         self.prober = Prober(self.client, on_change=lambda key: self.on_change(key))
         self._liveness_kills: dict[str, str] = {}  # containerd id -> why its task was killed
+        # Secrets: read through the API by the agent (set by it); secret volumes on tmpfs
+        self.secrets: SecretSource | None = None
+        self.secret_files = SecretFiles(cfg.data_dir)
 
     async def start(self) -> None:
         await asyncio.to_thread(self.cfg.data_dir.mkdir, parents=True, exist_ok=True)
@@ -125,7 +133,7 @@ class NodeReconciler:
     # --- one container ----------------------------------------------------------------------
 
     async def sync(self, obj: Container) -> SyncResult:
-        uid = obj.metadata.uid
+        uid = _checked_uid(obj)
         key = (obj.metadata.namespace, obj.metadata.name)
         # 1. network — the namespace path is known up front, so CNI's ADD (the slow part: veth, bridge,
         # iptables) runs while the storage and containerd steps prepare; the task starts (step 4) only
@@ -135,8 +143,9 @@ class NodeReconciler:
         t0 = time.perf_counter()
         attaching = asyncio.create_task(self.network.ensure(uid, ports), name=f"attach {uid}")
         try:
-            # 2. storage
-            mounts = await self.volumes.ensure(obj)
+            # 2. storage (secret volumes first: a missing Secret stops here, with a clear status)
+            secret_mounts = await self._secret_volumes(obj)
+            mounts = await self.volumes.ensure(obj, prepared=secret_mounts)
             t_vol = time.perf_counter()
             # 3. containers
             cid = naming.containerd_id(obj)
@@ -146,7 +155,16 @@ class NodeReconciler:
                     self.client, obj, node=self.cfg.node_name, netns_path=str(self.network.netns_path(uid)),
                     mounts=mounts, insecure_registries=self.cfg.insecure_registries, run_dir=self._run_dir(uid),
                     image_cache=self._images, dns=(self.cfg.dns_server, self.cfg.cluster_domain),
+                    secrets=self.secrets, pids_limit=self.cfg.pids_limit,
                 )
+            except SecretMissing as e:  # waits for the Secret; names it and the key, never a value
+                attachment = await attaching
+                if obj.status.reason != e.reason or obj.status.message != e.message:
+                    self.events.record(obj, type="Warning", reason=e.reason, message=e.message)
+                status = ContainerStatus(phase="Pending", node=obj.spec.node, ip=attachment.ip, reason=e.reason,
+                                         message=e.message, observed_generation=obj.metadata.generation,
+                                         restart_count=obj.status.restart_count)
+                return SyncResult(status, requeue_after=RETRY_SECONDS)
             except ImagePullFailed as e:
                 attachment = await attaching
                 self.events.record(obj, type="Warning", reason="ImagePullFailed", message=e.message)
@@ -201,6 +219,28 @@ class NodeReconciler:
         await self._probe(obj, cid, outcome.status)
         return SyncResult(outcome.status, outcome.requeue_after)
 
+    # --- secret volumes (reconcile/secretrefs.py) ----------------------------------------------
+
+    async def _secret_volumes(self, obj: Container) -> dict[str, BindMount]:
+        sc = obj.spec.security_context
+        owner = (sc.run_as_user or 0, sc.run_as_group or 0) if sc is not None else (0, 0)
+        mounts, _ = await ensure_secret_volumes(obj, self.secrets, self.secret_files, owner=owner)
+        return mounts
+
+    async def refresh_secret_volumes(self, obj: Container) -> bool:
+        """Rewrite a running container's secret files from the Secrets as they are now; whether any changed.
+        A Secret that went away leaves the files as they were (the container keeps what it had)."""
+        if not any(v.secret is not None for v in obj.spec.volumes) or obj.metadata.uid not in self._uids:
+            return False
+        sc = obj.spec.security_context
+        owner = (sc.run_as_user or 0, sc.run_as_group or 0) if sc is not None else (0, 0)
+        try:
+            _, changed = await ensure_secret_volumes(obj, self.secrets, self.secret_files, owner=owner)
+        except SecretMissing as e:
+            log.info("%s/%s: keeping its secret files: %s", obj.metadata.namespace, obj.metadata.name, e.message)
+            return False
+        return changed
+
     # --- probes (reconcile/probes.py) ---------------------------------------------------------
 
     async def _kill_if_not_live(self, obj: Container, cid: str) -> None:
@@ -232,7 +272,7 @@ class NodeReconciler:
             await self.prober.stop(cid)
 
     async def teardown(self, obj: Container) -> None:
-        uid = obj.metadata.uid
+        uid = _checked_uid(obj)
         grace = obj.metadata.deletion_grace_period_seconds
         if grace is None:
             grace = obj.spec.termination_grace_period_seconds
@@ -253,6 +293,7 @@ class NodeReconciler:
     async def _remove_rest(self, uid: str) -> None:
         await self.network.remove(uid)
         await self.volumes.remove_container(uid)
+        await self.secret_files.remove(uid)
         await asyncio.to_thread(shutil.rmtree, self._run_dir(uid), True)
         await asyncio.to_thread(shutil.rmtree, self._log_file(uid).parent, True)
 
@@ -271,6 +312,7 @@ class NodeReconciler:
         leftovers.update(await self.network.list_netns())
         leftovers.update((await self.network.ipam_holders()).values())
         leftovers.update(await self.volumes.list_container_dirs())
+        leftovers.update(await self.secret_files.list_uids())
         leftovers.update(await asyncio.to_thread(_subdirs, self.cfg.data_dir / "containers"))
         keep = wanted() if callable(wanted) else wanted
         for info in found:
@@ -329,6 +371,18 @@ class NodeReconciler:
                 found = await self._key_for(cid)
                 if found is not None:
                     on_exit(found)
+
+
+_SAFE_UID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+
+
+def _checked_uid(obj: Container) -> str:
+    """The container's uid, which names directories on this node: never ``..``, a ``/`` or empty."""
+    uid = obj.metadata.uid
+    if not _SAFE_UID.match(uid) or ".." in uid:
+        raise Invalid(f"metadata.uid {uid!r} cannot name a directory on the node",
+                      details=[FieldError("metadata.uid", "letters, digits, '-', '_' and '.' only")])
+    return uid
 
 
 def _subdirs(path: Path) -> list[str]:

@@ -59,6 +59,7 @@ from corral.network.overlay import uplink
 from corral.reconcile.events import EventType
 from corral.reconcile.pipeline import NodeReconciler, ReconcilerConfig
 from corral.roles import agentlogs, agentstreams, podcidr
+from corral.roles.agentsecrets import ApiSecrets, follow_secret_volumes
 from corral.roles.fencing import Fence, kill_node_tasks
 from corral.roles.metrics import agent_collector
 from corral.roles.peers import PeerRoutes, is_loopback, link_mtu
@@ -117,6 +118,7 @@ class AgentConfig:
     workers: int = 8
     insecure_registries: list[str] = field(default_factory=list)
     fence_after: float = 4.0  # no heartbeat for this long: kill every task (roles/fencing.py)
+    pids_limit: int = 4096  # the most processes one container may have (0: no limit)
     metrics_listen: str = ""  # serve the agent's Prometheus metrics here (HOST:PORT; empty: not at all)
     metrics_sample_seconds: float = 10.0  # how often the containers' CPU and memory are read from containerd
     upstream_dns: list[str] = field(default_factory=list)  # ADDR[:PORT]; empty: the host's resolv.conf
@@ -512,6 +514,8 @@ class Agent:
             tg.create_task(self._resync(), name="agent-resync")
             tg.create_task(self.volume_reflector.run(), name="agent-volume-reflector")
             tg.create_task(self._volume_sweeps(), name="agent-volume-sweeps")
+            tg.create_task(follow_secret_volumes(self.reconciler, lambda: self.reflector.objects.values()),
+                           name="agent-secret-volumes")
             if self.cfg.metrics_listen:
                 tg.create_task(self._sample_usage(), name="agent-usage-samples")
             if self.peers is not None:
@@ -550,8 +554,10 @@ async def run_agent(cfg: AgentConfig, *, stop: asyncio.Event) -> None:
         # the subnet comes from the Node once registered (Agent.settle_network → reconciler.use_network),
         # and so does the DNS server's address (the bridge's gateway in that subnet)
         rcfg = ReconcilerConfig(data_dir=cfg.data_dir, node_name=cfg.node_name, containerd_socket=cfg.containerd_socket,
-                                bridge=cfg.bridge, insecure_registries=cfg.insecure_registries)
+                                bridge=cfg.bridge, insecure_registries=cfg.insecure_registries,
+                                pids_limit=cfg.pids_limit)
         reconciler = NodeReconciler(rcfg)
+        reconciler.secrets = ApiSecrets(api)  # Secrets: env, secret volumes, image pull credentials
         agent = Agent(cfg, api, reconciler)
         reconciler.events = agent
         reconciler.on_change = agent.queue.add  # probes: a flipped probe result requeues its key

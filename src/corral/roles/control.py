@@ -24,6 +24,7 @@ from aiohttp import web
 
 from corral.aiokit.backoff import Backoff
 from corral.aiokit.processes import Supervisor
+from corral.api.audit import AuditLog
 from corral.api.auth import Identity
 from corral.api.server import ApiServer
 from corral.model.cluster import CLUSTER_CONFIG_KEY, ClusterConfig, differences, validate_cluster_config
@@ -34,6 +35,7 @@ from corral.roles.metrics import LeaderMetrics
 from corral.store import snapshots
 from corral.store.embedded import EmbeddedEtcd
 from corral.store.etcd import EtcdStore
+from corral.store.sealing import Keyring
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +52,16 @@ class ControlConfig:
     write_user_config: bool = True
     leader_ttl: int = 5
     node_grace: float = 5.0
+    job_backoff: float = 10.0  # the first of a Job's retry delays, seconds
     event_ttl: float = 3600.0  # seconds an Event lives (API- and scheduler-written; 0: forever)
     leader_process: bool = False  # run the scheduler and controllers in a child process (serve does)
     leader_metrics_listen: str = ""  # where that child serves its /metrics (HOST:PORT; empty: nowhere)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)  # asked for; etcd's record wins
     snapshot_interval: float = 0.0  # seconds between scheduled etcd snapshots into <data-dir>/snapshots (0: none)
     snapshot_retain: int = 5
+    encryption_key_file: Path | None = None  # the keys sealing Secrets at rest (default <data-dir>/encryption.key)
+    audit_log: Path | None = None  # JSON lines of every write and refusal (api/audit.py); None: no audit log
+    audit_log_max_bytes: int = 100 * 1024 * 1024
 
 
 @dataclass
@@ -110,7 +116,9 @@ async def run_control(cfg: ControlConfig, *, stop: asyncio.Event,
         log.info("embedded etcd at %s (pid %s)", etcd.endpoint, etcd.pid)
     await asyncio.to_thread((data_dir / "etcd.endpoints").write_text, json.dumps(endpoints) + "\n")  # for `corral etcd`
     store = EtcdStore(endpoints)
-    api = ApiServer(store, max_body=cfg.max_body, event_ttl=cfg.event_ttl)
+    keyring = await asyncio.to_thread(Keyring.from_file, cfg.encryption_key_file or data_dir / "encryption.key")
+    audit_log = AuditLog(cfg.audit_log, max_bytes=cfg.audit_log_max_bytes) if cfg.audit_log else None
+    api = ApiServer(store, max_body=cfg.max_body, event_ttl=cfg.event_ttl, keyring=keyring, audit_log=audit_log)
     runner: web.AppRunner | None = None
     try:
         await api.ensure_default_namespace()
@@ -135,7 +143,7 @@ async def run_control(cfg: ControlConfig, *, stop: asyncio.Event,
             log.info("API serving on %s (admin token in %s)", url, data_dir / "admin.token")
             plane = ControlPlane(url=url, admin_token=admin_token, join_token=join_token, store=store, api=api)
             leader_cfg = LeaderConfig(policy=cfg.policy, node_grace=cfg.node_grace, event_ttl=cfg.event_ttl,
-                                      metrics_listen=cfg.leader_metrics_listen)
+                                      metrics_listen=cfg.leader_metrics_listen, job_backoff=cfg.job_backoff)
             if cfg.leader_process:  # the scheduler and controllers in a child process: a core of their own
                 leading = supervise_leader(leader_args(endpoints, leader_cfg, ttl=cfg.leader_ttl), stop=stop)
             else:  # in this process: the leader's figures join the API's /metrics

@@ -11,9 +11,12 @@ import asyncio
 from dataclasses import dataclass
 
 from corral.controllers.base import Controller, Informers
+from corral.controllers.cronjobs import CronJobController
+from corral.controllers.daemonsets import DaemonSetController
 from corral.controllers.deployments import DeploymentController
 from corral.controllers.endpoints import EndpointsController
 from corral.controllers.gc import GarbageCollector
+from corral.controllers.jobs import JobController
 from corral.controllers.namespaces import NamespaceController
 from corral.controllers.nodes import NodeLifecycle
 from corral.controllers.podcidrs import NodeIpam
@@ -32,6 +35,7 @@ class LeaderConfig:
     node_grace: float = 5.0
     event_ttl: float = 3600.0  # the scheduler's Events expire after this many seconds (0: never)
     metrics_listen: str = ""  # a leader process serves its /metrics here (HOST:PORT; empty: not at all)
+    job_backoff: float = 10.0  # seconds: the first of a Job's retry delays (doubling, capped at 6 min)
 
 
 def build_controllers(informers: Informers, objects: Objects, cfg: LeaderConfig) -> list[Controller]:
@@ -43,6 +47,9 @@ def build_controllers(informers: Informers, objects: Objects, cfg: LeaderConfig)
     controllers.append(NamespaceController(informers, objects))
     controllers.append(NodeIpam(informers, objects))
     controllers.append(EndpointsController(informers, objects))
+    controllers.append(JobController(informers, objects, backoff_base=cfg.job_backoff))
+    controllers.append(DaemonSetController(informers, objects))
+    controllers.append(CronJobController(informers, objects))
     return controllers
 
 

@@ -70,7 +70,8 @@ async def run_leader_role(cfg: LeaderRoleConfig, *, stop: asyncio.Event) -> None
 
 def leader_args(etcd: Sequence[str], cfg: LeaderConfig, *, ttl: int) -> list[str]:
     args = [sys.executable, "-m", "corral.cli.main", "serve", "--role=leader", "--policy", cfg.policy,
-            "--node-grace", str(cfg.node_grace), "--event-ttl", str(int(cfg.event_ttl)), "--leader-ttl", str(ttl)]
+            "--node-grace", str(cfg.node_grace), "--event-ttl", str(int(cfg.event_ttl)), "--leader-ttl", str(ttl),
+            "--job-backoff", str(cfg.job_backoff)]
     for endpoint in etcd:
         args += ["--etcd", endpoint]
     if cfg.metrics_listen:

@@ -6,7 +6,9 @@ knows nothing of corral's resource types; the agent translates a Container into 
 
 The defaults are containerd's own (``oci/spec.go``, ``oci/mounts.go``, ``WithDefaultUnixDevices``
 in containerd 1.6): the same capability set, masked and read-only paths, ``RLIMIT_NOFILE`` 1024,
-device cgroup deny-all plus the standard character devices, ``noNewPrivileges``.
+device cgroup deny-all plus the standard character devices, ``noNewPrivileges``; then
+``runtime/security.py`` confines the process (hardened capabilities, RuntimeDefault seccomp, the
+container's securityContext): ``confinement`` defaults to the hardened defaults.
 
 Argument rules follow Kubernetes: ``command`` replaces the image's Entrypoint (and drops its Cmd),
 ``args`` replace the image's Cmd; with neither, the image's Entrypoint + Cmd run. CPU shares use
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from corral.model.errors import FieldError, Invalid
+from corral.runtime.security import Confinement, confine
 
 OCI_VERSION = "1.0.2-dev"
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -136,6 +139,7 @@ def build_spec(
     cgroups_path: str | None = None,
     passwd: str | None = None,
     group: str | None = None,
+    confinement: Confinement | None = None,
 ) -> dict[str, Any]:
     """Return the OCI runtime spec (as a JSON-ready dict) for one container.
 
@@ -157,7 +161,7 @@ def build_spec(
         if kind == "network" and netns_path:
             ns["path"] = netns_path
         linux_namespaces.append(ns)
-    return {
+    spec = {
         "ociVersion": OCI_VERSION,
         "process": {
             "terminal": False,
@@ -189,6 +193,7 @@ def build_spec(
             "readonlyPaths": list(READONLY_PATHS),
         },
     }
+    return confine(spec, confinement or Confinement())
 
 
 def process_args(image: ImageConfig, *, command: Sequence[str], args: Sequence[str]) -> list[str]:

@@ -21,7 +21,7 @@ parked containers then. Heartbeats alone do not call it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from corral.model.resources import Container, Node
@@ -35,6 +35,7 @@ class _Placement:
     request: ContainerRequest
     node: str
     assumed: bool
+    terminating: bool = False  # deletionTimestamp set: still counted until it is gone (preemption waits)
 
 
 def _shape(n: NodeView) -> tuple[object, ...]:
@@ -48,6 +49,10 @@ class SchedulerCache:
         self._placed: dict[str, _Placement] = {}
         self._listed: list[NodeView] | None = None
         self._on_change = on_change or (lambda: None)
+        # for affinity and spreading (scheduler/affinity.py): placed containers by (namespace, label,
+        # value), and those with required anti-affinity terms; both stay empty without labels or terms
+        self._by_label: dict[tuple[str, str, str], set[str]] = {}
+        self._anti_holders: dict[tuple[str, str, str], set[str]] = {}  # by the first pair of each term
 
     # --- reading -------------------------------------------------------------------------------
 
@@ -65,6 +70,36 @@ class SchedulerCache:
         """(node, assumed) where ``key`` counts, or None."""
         p = self._placed.get(key)
         return (p.node, p.assumed) if p else None
+
+    def selected(self, namespace: str, selector: tuple[tuple[str, str], ...]) -> Iterator[tuple[ContainerRequest, str]]:
+        """Placed containers of ``namespace`` that have every label pair of ``selector``, with their node."""
+        sets = [self._by_label.get((namespace, k, v)) for k, v in selector]
+        if not sets or any(s is None for s in sets):
+            return
+        smallest = min((s for s in sets if s is not None), key=len)
+        for key in list(smallest):
+            p = self._placed.get(key)
+            if p is not None and all(pair in p.request.labels for pair in selector):
+                yield p.request, p.node
+
+    def anti_affinity_holders(self, namespace: str, labels: tuple[tuple[str, str], ...]
+                              ) -> Iterator[tuple[ContainerRequest, str]]:
+        """Placed containers with a required anti-affinity term that may select a container with
+        ``labels`` in ``namespace`` (each is indexed by one pair of each term's selector)."""
+        if not self._anti_holders:
+            return
+        seen: set[str] = set()
+        for k, v in labels:
+            for key in self._anti_holders.get((namespace, k, v), ()):
+                if key not in seen:
+                    seen.add(key)
+                    p = self._placed[key]
+                    yield p.request, p.node
+
+    def placements(self) -> Iterator[tuple[ContainerRequest, str, bool]]:
+        """Every counted container: (request, node, terminating) — for preemption, which is rare."""
+        for p in self._placed.values():
+            yield p.request, p.node, p.terminating
 
     def is_assumed(self, key: str) -> bool:
         p = self._placed.get(key)
@@ -111,12 +146,15 @@ class SchedulerCache:
         prev = self._placed.get(key)
         if node and c.status.phase not in _FINISHED:
             request = ContainerRequest.of(key, c)
+            terminating = bool(c.metadata.deletion_timestamp)
             if prev is not None:
                 if prev.node == node and prev.request == request:
                     prev.assumed = False  # the watch shows what we assumed: confirmed
+                    prev.terminating = terminating
                     return
                 self._release(key, prev, notify=False)
             self._place(key, request, node, assumed=False)
+            self._placed[key].terminating = terminating
             return
         if prev is None:
             return
@@ -150,9 +188,32 @@ class SchedulerCache:
     def _place(self, key: str, request: ContainerRequest, node: str, *, assumed: bool) -> None:
         self._placed[key] = _Placement(request, node, assumed)
         self._view(node).add(request)
+        for k, v in request.labels:
+            self._by_label.setdefault((request.namespace, k, v), set()).add(key)
+        if request.placement is not None:
+            for term in request.placement.anti_affinity:
+                k, v = term.selector[0]
+                self._anti_holders.setdefault((request.namespace, k, v), set()).add(key)
 
     def _release(self, key: str, p: _Placement, *, notify: bool) -> None:
         del self._placed[key]
+        request = p.request
+        for k, v in request.labels:
+            index = (request.namespace, k, v)
+            keys = self._by_label.get(index)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._by_label[index]
+        if request.placement is not None:
+            for term in request.placement.anti_affinity:
+                k, v = term.selector[0]
+                index = (request.namespace, k, v)
+                holders = self._anti_holders.get(index)
+                if holders is not None:
+                    holders.discard(key)
+                    if not holders:
+                        del self._anti_holders[index]
         view = self._nodes.get(p.node)
         if view is not None:
             view.remove(p.request)

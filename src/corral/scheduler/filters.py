@@ -53,7 +53,7 @@ class NodeReady:
 
 
 class NodeSchedulable:
-    """The node is not cordoned (``spec.unschedulable``)."""
+    """The node is not cordoned (``spec.unschedulable``), or the container tolerates that (daemons)."""
 
     name = "NodeSchedulable"
     passes_plain_nodes = True
@@ -63,7 +63,7 @@ class NodeSchedulable:
         return True
 
     def filter(self, c: ContainerRequest, n: NodeView) -> str | None:
-        return self.reason if n.unschedulable else None
+        return self.reason if n.unschedulable and not c.tolerates_cordon else None
 
 
 class TaintToleration:

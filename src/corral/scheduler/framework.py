@@ -22,10 +22,13 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from corral.model.quantities import QuantityError, parse_cpu, parse_memory
 from corral.model.resources import Container, Node
+
+if TYPE_CHECKING:
+    from corral.scheduler.affinity import Placement
 
 # --- reasons a filter rejects a node (the words users read in a Pending message) ---------------
 NOT_READY = "not ready"
@@ -37,6 +40,16 @@ HOST_PORT = "host port conflict"
 TAINT = "had untolerated taint"
 TOO_MANY = "too many containers"
 NODE_NAME = "didn't match the requested node"
+NODE_AFFINITY = "didn't match node affinity"
+CONTAINER_AFFINITY = "didn't match container affinity"
+CONTAINER_ANTI_AFFINITY = "didn't satisfy container anti-affinity"
+EXISTING_ANTI_AFFINITY = "anti-affinity of a container there"
+TOPOLOGY_SPREAD = "didn't match topology spread constraints"
+TOPOLOGY_KEY_MISSING = "lacks the topology key label"
+
+#: The toleration that lets a container onto a cordoned node (DaemonSets add it, as Kubernetes'
+#: daemons tolerate ``node.kubernetes.io/unschedulable``).
+UNSCHEDULABLE_TAINT_KEY = "node.corral.io/unschedulable"
 
 #: What a container without requests counts as *for scoring only* (kube-scheduler's non-zero
 #: defaults), so that many request-less containers still spread. Filters and the sums that
@@ -105,6 +118,11 @@ class ContainerRequest:
     owner: str = ""  # uid of the controlling owner, for spreading replicas
     score_cpu: int = DEFAULT_SCORE_CPU  # cpu, or the scoring default when 0
     score_memory: int = DEFAULT_SCORE_MEMORY  # memory, or the scoring default when 0
+    namespace: str = ""
+    labels: tuple[tuple[str, str], ...] = ()  # sorted; what other containers' terms select
+    placement: Placement | None = None  # affinity and spread terms; None for most containers
+    priority: int = 0
+    tolerates_cordon: bool = False
 
     @classmethod
     def of(cls, key: str, c: Container) -> ContainerRequest:
@@ -112,6 +130,11 @@ class ContainerRequest:
         requests = spec.resources.requests
         cpu, memory = cpu_millis(requests.cpu), memory_bytes(requests.memory)
         owner = next((o.uid for o in c.metadata.owner_references if o.controller), "")
+        placement = None
+        if spec.affinity is not None or spec.topology_spread_constraints:
+            from corral.scheduler.affinity import Placement  # here: affinity imports this module
+
+            placement = Placement.of(spec)
         return cls(
             key=key,
             cpu=cpu,
@@ -123,6 +146,11 @@ class ContainerRequest:
             owner=owner,
             score_cpu=cpu or DEFAULT_SCORE_CPU,
             score_memory=memory or DEFAULT_SCORE_MEMORY,
+            namespace=c.metadata.namespace,
+            labels=tuple(sorted(c.metadata.labels.items())),
+            placement=placement,
+            priority=spec.priority or 0,
+            tolerates_cordon=any(t.key == UNSCHEDULABLE_TAINT_KEY for t in spec.tolerations),
         )
 
 

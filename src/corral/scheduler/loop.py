@@ -57,10 +57,12 @@ from corral.model.resources import (
     ObjectMeta,
     ObjectReference,
 )
+from corral.scheduler.affinity import prepare
 from corral.scheduler.algorithm import MIN_FEASIBLE_TO_FIND, Decision, Selector
 from corral.scheduler.cache import SchedulerCache
 from corral.scheduler.framework import ContainerRequest
 from corral.scheduler.policy import build_policy
+from corral.scheduler.preemption import Preemptor
 from corral.store.base import KeyValue, Put, Store
 from corral.store.informer import Informer
 from corral.store.leases import BucketLeases
@@ -165,6 +167,7 @@ class Scheduler:
         self._events_queued = asyncio.Event()
         self._event_writer_running = False
         self._drop_logged_at = -DROP_LOG_SECONDS
+        self.preemptor = Preemptor(store, self.cache, self.selector.policy, emit=self._emit)
 
     # --- feed handlers -------------------------------------------------------------------------
 
@@ -222,7 +225,7 @@ class Scheduler:
         return self._decide(key, c)[1]
 
     def _decide(self, key: str, c: Container) -> tuple[ContainerRequest, Decision]:
-        request = ContainerRequest.of(key, c)
+        request = prepare(ContainerRequest.of(key, c), self.cache)
         decision = self.selector.select(request, self.cache.nodes())
         self.stats.decisions += 1
         if decision.node is not None:
@@ -232,7 +235,7 @@ class Scheduler:
     def explain(self, c: Container) -> dict[str, str | None]:
         """Why-not, per node: the reason each node rejects ``c``, or None where it would fit."""
         key = CONTAINERS.key(c.metadata.namespace, c.metadata.name)
-        return self.selector.explain(ContainerRequest.of(key, c), self.cache.nodes())
+        return self.selector.explain(prepare(ContainerRequest.of(key, c), self.cache), self.cache.nodes())
 
     def _take_batch(self) -> tuple[list[_Bind], list[tuple[str, Container, str]]]:
         binds: list[_Bind] = []
@@ -265,6 +268,9 @@ class Scheduler:
                 await self._bind(binds)
             if unfit:
                 await self._mark_unschedulable(unfit)
+                for key, c, _message in unfit:  # rare: only containers with a priority class
+                    if Preemptor.wants(c):
+                        await self.preemptor.preempt(key, c, prepare(ContainerRequest.of(key, c), self.cache))
         except CorralError as e:  # the store is unreachable: undo, retry later
             log.warning("scheduler: committing a batch failed (%s); retrying it with backoff", e)
             for b in binds:
@@ -289,6 +295,7 @@ class Scheduler:
                     node=b.node,
                     reason="",
                     message="",
+                    nominated_node="",
                     conditions=_with_condition(c.status.conditions, cond),
                 ),
             )

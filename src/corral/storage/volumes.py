@@ -13,8 +13,11 @@ Three kinds, each a small dataclass the agent builds from the model's volume spe
 How it stays safe: creation is ``mkdir`` (atomic, and a no-op the second time). Removal first
 renames the directory into ``<data_dir>/volumes/.trash/`` — one atomic step after which the volume
 is gone for every reader — and then deletes the tree; a crash mid-delete leaves only trash, which
-the next removal sweeps. Directories are made mode 0777 (like Kubernetes' emptyDir) so a container
-running as any user can write to its volume. Every file-system call runs in a worker thread.
+the next removal sweeps. Every directory is mode 0700: the parents (``volumes/``, ``emptydir/<uid>``,
+``named/<namespace>``) are root's alone, and a volume's own directory belongs to the user and group the
+container runs as (``owner``: its ``securityContext.runAsUser/runAsGroup``, root by default), so no
+other local user, and no other container's user, can enter it. Every file-system call runs in a
+worker thread.
 
 Names become path components, so they are checked: DNS-1123 labels for volume names and namespaces,
 and a container uid of letters, digits and dashes — never ``..`` or a ``/``.
@@ -83,11 +86,11 @@ class Volumes:
         return self.named_root / namespace / name
 
     async def ensure_volumes(
-        self, container_uid: str, namespace: str, volumes: Sequence[VolumeSource]
+        self, container_uid: str, namespace: str, volumes: Sequence[VolumeSource], *, owner: tuple[int, int] = (0, 0)
     ) -> dict[str, Path]:
         """Make every volume of a container ready to mount; return volume name → host path."""
         _check_volumes(container_uid, namespace, volumes)
-        return await asyncio.to_thread(self._ensure, container_uid, namespace, tuple(volumes))
+        return await asyncio.to_thread(self._ensure, container_uid, namespace, tuple(volumes), owner)
 
     async def remove_container_volumes(self, container_uid: str) -> None:
         """Remove the container's emptyDir volumes (named and host paths are left alone). Idempotent."""
@@ -114,14 +117,15 @@ class Volumes:
 
     # --- in the worker thread ----------------------------------------------------------------------
 
-    def _ensure(self, uid: str, namespace: str, volumes: tuple[VolumeSource, ...]) -> dict[str, Path]:
+    def _ensure(self, uid: str, namespace: str, volumes: tuple[VolumeSource, ...],
+                owner: tuple[int, int]) -> dict[str, Path]:
         paths: dict[str, Path] = {}
         for i, v in enumerate(volumes):
             src = v.source
             if isinstance(src, EmptyDir):
-                paths[v.name] = _mkdir(self.emptydir_path(uid, v.name))
+                paths[v.name] = _mkdir(self.root, self.emptydir_path(uid, v.name), owner)
             elif isinstance(src, NamedVolume):
-                paths[v.name] = _mkdir(self.named_path(namespace, src.volume))
+                paths[v.name] = _mkdir(self.root, self.named_path(namespace, src.volume), owner)
             else:
                 paths[v.name] = _host_path(src, field=f"spec.volumes[{i}].hostPath")
         return paths
@@ -134,15 +138,24 @@ class Volumes:
             shutil.rmtree(self.trash / leftover, ignore_errors=True)
 
 
-def _mkdir(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _mkdir(root: Path, path: Path, owner: tuple[int, int]) -> Path:
+    """``path`` (under ``root``) and its parents from ``root`` on, all 0700; ``path`` owned by ``owner``."""
+    parts = path.relative_to(root).parts
+    for depth in range(len(parts)):  # root, then each parent of path below it
+        parent = root.joinpath(*parts[:depth])
+        try:
+            parent.mkdir(mode=0o700, parents=depth == 0)
+            parent.chmod(0o700)  # whatever the umask
+        except FileExistsError:
+            pass
     try:
-        path.mkdir()
+        path.mkdir(mode=0o700)
     except FileExistsError:
         if not path.is_dir():
             raise Invalid(f"volume path {path} exists and is not a directory") from None
         return path
-    path.chmod(0o777)
+    os.chown(path, *owner)
+    path.chmod(0o700)
     return path
 
 
