@@ -100,6 +100,8 @@ async def test_a_killed_embedded_etcd_is_restarted_and_the_api_answers_again_wit
     await asyncio.sleep(8)  # past --fence-after and the node grace: nothing was fenced or released
     assert await all_running(solo, names) == before
     assert "restarting it" in solo.tail(100_000)
+    async with solo.client() as api, api.session().get(f"{api.server}/metrics") as r:
+        assert 'corral_child_restarts_total{child="etcd"} 1.0' in await r.text()  # logged and counted
 
 
 async def test_a_store_outage_longer_than_the_fence_keeps_every_container_running_and_is_reported(
