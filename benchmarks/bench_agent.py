@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.fixtures
 
-from harness import cpu_seconds, rss_mib, wait_file, wait_node
+from harness import cpu_seconds, rss_mib, trust, wait_file, wait_node
 
 from corral.api.client import ApiClient
 from corral.model.resources import Container, ContainerSpec, ObjectMeta
@@ -51,7 +51,7 @@ async def main() -> None:
             join = (base / "control" / "join.token").read_text().strip()
             with open(base / "worker.log", "wb") as log:
                 worker = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "corral.cli.main", "serve", "--role=worker", "--server", f"http://127.0.0.1:{port}",
+                    sys.executable, "-m", "corral.cli.main", "serve", "--role=worker", "--server", f"https://127.0.0.1:{port}",
                     "--join-token", join, "--node-name", "footprint", "--data-dir", str(base / "worker"),
                     "--containerd-socket", str(base / "none.sock"), "--bridge", bridge,
                     "--pod-cidr", subnet,
@@ -62,7 +62,7 @@ async def main() -> None:
             async with Client(str(sock)) as ctr:
                 await import_archive(ctr, archive)
             token = (base / "control" / "admin.token").read_text().strip()
-            async with ApiClient(f"http://127.0.0.1:{port}", token) as api:
+            async with ApiClient(f"https://127.0.0.1:{port}", token, ssl_context=trust(base / "control")) as api:
                 await wait_node(api, "footprint")
                 await asyncio.gather(*(api.create(Container(
                     metadata=ObjectMeta(name=f"idle-{i}", labels={"bench": "agent"}),

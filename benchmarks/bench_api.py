@@ -8,7 +8,9 @@ then drives it from this process (the load generator is a separate process from 
 - watch fan-out: 100 watchers on one namespace; a writer creates N containers; events/s delivered
   (sum over watchers) from the first create to the last event received.
 
-Prints figures and writes JSON to benchmarks/results/bench_api.json. Traffic stays on 127.0.0.1.
+Prints figures and writes JSON to benchmarks/results/bench_api.json. Traffic stays on 127.0.0.1,
+over HTTPS (the API serves nothing else) trusting the CA the control plane made; ``TLS`` is the
+client context every session uses (bench_tls.py sets it to False to measure plain HTTP).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import asyncio
 import json
 import os
 import signal
+import ssl
 import statistics
 import sys
 import tempfile
@@ -24,9 +27,15 @@ import time
 from pathlib import Path
 
 import aiohttp
-from harness import wait_ready
+from harness import trust, wait_ready
 
 from corral.store.embedded import free_port
+
+TLS: ssl.SSLContext | bool = False  # set once the control plane has written its CA
+
+
+def connector(limit: int = 100) -> aiohttp.TCPConnector:
+    return aiohttp.TCPConnector(limit=limit, ssl=TLS)
 
 
 def body(name: str) -> bytes:
@@ -40,7 +49,7 @@ async def create_ns(s: aiohttp.ClientSession, url: str, ns: str) -> None:
 
 
 async def throughput(url: str, headers: dict[str, str], *, clients: int, total: int) -> float:
-    async with aiohttp.ClientSession(headers=headers, connector=aiohttp.TCPConnector(limit=clients)) as s:
+    async with aiohttp.ClientSession(headers=headers, connector=connector(clients)) as s:
         await create_ns(s, url, "tput")
         counter = iter(range(total))
 
@@ -57,7 +66,7 @@ async def throughput(url: str, headers: dict[str, str], *, clients: int, total: 
 
 async def latency(url: str, headers: dict[str, str], *, n: int) -> tuple[float, float]:
     samples = []
-    async with aiohttp.ClientSession(headers=headers) as s:
+    async with aiohttp.ClientSession(headers=headers, connector=connector()) as s:
         await create_ns(s, url, "lat")
         for i in range(n):
             t = time.perf_counter()
@@ -71,7 +80,7 @@ async def latency(url: str, headers: dict[str, str], *, n: int) -> tuple[float, 
 
 
 async def fanout(url: str, headers: dict[str, str], *, watchers: int, events: int) -> float:
-    async with aiohttp.ClientSession(headers=headers, connector=aiohttp.TCPConnector(limit=watchers + 8)) as s:
+    async with aiohttp.ClientSession(headers=headers, connector=connector(watchers + 8)) as s:
         await create_ns(s, url, "fan")
         async with s.get(f"{url}/namespaces/fan/containers") as r:
             rv = (await r.json())["metadata"]["resourceVersion"]
@@ -112,17 +121,19 @@ async def fanout(url: str, headers: dict[str, str], *, watchers: int, events: in
 
 
 async def main() -> None:
+    global TLS
     total = int(os.environ.get("BENCH_CREATES", "10000"))
     with tempfile.TemporaryDirectory(prefix="corral-bench-") as tmp:
         port = free_port()
-        url = f"http://127.0.0.1:{port}"
+        url = f"https://127.0.0.1:{port}"
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "corral.cli.main", "serve", "--role=control", "--data-dir", tmp,
             "--listen", f"127.0.0.1:{port}", stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
             env={**os.environ, "XDG_CONFIG_HOME": tmp},
         )
         try:
-            await wait_ready(url)
+            await wait_ready(url, data_dir=Path(tmp))
+            TLS = trust(Path(tmp))
             headers = {"Authorization": f"Bearer {(Path(tmp) / 'admin.token').read_text().strip()}"}
             p50, p99 = await latency(url, headers, n=500)
             rate = await throughput(url, headers, clients=64, total=total)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.fixtures
 
-from harness import wait_file, wait_node
+from harness import trust, wait_file, wait_node
 
 from corral.api.client import ApiClient
 from corral.model.resources import Container, ContainerSpec, ObjectMeta
@@ -132,7 +132,7 @@ async def run(data: Path, port: int) -> tuple[list[float], float]:
     async with Client(str(data / "containerd" / "c.sock")) as ctr:
         await import_archive(ctr, archive)
     token = (data / "admin.token").read_text().strip()
-    async with ApiClient(f"http://127.0.0.1:{port}", token) as api:
+    async with ApiClient(f"https://127.0.0.1:{port}", token, ssl_context=trust(data)) as api:
         await wait_node(api, "bench")
         await measure(api, ["warmup"])
         await clear(api)

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from harness import cpu_seconds, pct, rss_mib, wait_ready
+from harness import cpu_seconds, pct, rss_mib, trust, wait_ready
 
 from corral.api.client import ApiClient
 from corral.controllers.nodes import EVENT_NAMESPACE
@@ -247,7 +247,7 @@ async def list_all(api: ApiClient) -> dict[str, float]:
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     base = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
+    url = f"https://127.0.0.1:{port}"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "XDG_CONFIG_HOME": str(base / "xdg")}
     control = Child("control", ["serve", "--role=control", "--data-dir", str(base / "control"),
                                 "--listen", f"127.0.0.1:{port}"], env=env, log=base / "control.log")
@@ -259,7 +259,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     follower: asyncio.Task[None] | None = None
     try:
         await control.start()
-        await wait_ready(url)
+        await wait_ready(url, data_dir=base / "control")
         admin_token = (base / "control" / "admin.token").read_text().strip()
         join_token = (base / "control" / "join.token").read_text().strip()
         for _ in range(50):  # the leader child starts right after the API
@@ -297,7 +297,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                           "control_cpu_percent": round((c1 - c0) * 100 / dt, 1)}
         print("idle:", result["idle"], flush=True)
 
-        async with ApiClient(url, admin_token, timeout=60) as api:
+        async with ApiClient(url, admin_token, timeout=60, ssl_context=trust(base / "control")) as api:
             await api.create(Namespace(metadata=ObjectMeta(name=NS)))
             # 2. burst
             who = {"api": [control.pid], "leader": control_pids[1:], "etcd": etcd_pids, "sim": [sim.pid],
@@ -324,7 +324,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                                   "sim": round(rss_mib(sim.pid, "VmHWM"), 1)}
         print("peak RSS MiB:", result["peak_rss_mib"], flush=True)
         if args.restart:  # 5. the control plane restarts under the full load
-            async with ApiClient(url, admin_token, timeout=60) as api:
+            async with ApiClient(url, admin_token, timeout=60, ssl_context=trust(base / "control")) as api:
                 result["restart"] = await restart(control, url, api, args.nodes, total, args.concurrency,
                                                   args.timeout, stats)
             print("restart:", result["restart"], flush=True)

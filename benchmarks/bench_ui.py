@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bench_scale import NS, Child, SimStats, burst
-from harness import pct, wait_ready
+from harness import pct, trust, wait_ready
 from playwright.async_api import async_playwright
 
 from corral.api.client import ApiClient
@@ -96,7 +96,7 @@ async def measure(url: str, token: str, api: ApiClient, trials: int) -> dict[str
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     base = Path(tempfile.mkdtemp(prefix="bench-ui-"))
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
+    url = f"https://127.0.0.1:{port}"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "XDG_CONFIG_HOME": str(base / "xdg")}
     control = Child("control", ["serve", "--role=control", "--data-dir", str(base / "control"),
                                 "--listen", f"127.0.0.1:{port}"], env=env, log=base / "control.log")
@@ -105,7 +105,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     sim: Child | None = None
     try:
         await control.start()
-        await wait_ready(url)
+        await wait_ready(url, data_dir=base / "control")
         admin = (base / "control" / "admin.token").read_text().strip()
         join = (base / "control" / "join.token").read_text().strip()
         sim = Child("sim", ["sim", "--server", url, "--token", join, "--nodes", str(args.nodes), "--start-delay",
@@ -116,7 +116,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         stats = SimStats(sim.proc)
         follower = asyncio.create_task(stats.follow())
         await asyncio.wait_for(stats.ready.wait(), 600)
-        async with ApiClient(url, admin, timeout=60) as api:
+        async with ApiClient(url, admin, timeout=60, ssl_context=trust(base / "control")) as api:
             await api.create(Namespace(metadata=ObjectMeta(name=NS)))
             result["burst"] = await burst(api, total, 64, 600)
             print("burst:", result["burst"], flush=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import ssl
 import time
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import aiohttp
 from corral.api.client import ApiClient
 from corral.model.errors import CorralError
 from corral.model.resources import Node
+from corral.tls.contexts import client_context
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -50,13 +52,20 @@ async def wait_file(path: Path, timeout: float = 60) -> None:
         await asyncio.sleep(0.1)
 
 
-async def wait_ready(url: str, timeout: float = 60) -> None:
-    """Until the API at ``url`` answers ``/readyz`` with 200."""
+def trust(data_dir: Path) -> ssl.SSLContext:
+    """A client TLS context trusting the cluster CA that ``corral serve --data-dir data_dir`` made."""
+    return client_context((data_dir / "tls" / "ca.crt").read_bytes())
+
+
+async def wait_ready(url: str, timeout: float = 60, *, data_dir: Path | None = None) -> None:
+    """Until the API at ``url`` answers ``/readyz`` with 200 (over HTTPS trusting the CA in
+    ``data_dir``, once it is written)."""
     deadline = time.monotonic() + timeout
     async with aiohttp.ClientSession() as s:
         while time.monotonic() < deadline:
             with contextlib.suppress(aiohttp.ClientError, OSError):
-                async with s.get(url + "/readyz") as r:
+                tls: ssl.SSLContext | bool = trust(data_dir) if data_dir is not None and url.startswith("https") else False
+                async with s.get(url + "/readyz", ssl=tls) as r:
                     if r.status == 200:
                         return
             await asyncio.sleep(0.2)

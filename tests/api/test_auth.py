@@ -84,7 +84,7 @@ async def test_a_node_beats_for_itself_by_request_or_channel_and_each_beat_is_st
     status, body = await call(api, "PUT", f"/nodes/{n2}/heartbeat", token=token)
     assert status == 403
 
-    async with ApiClient(api.url, token) as client:
+    async with ApiClient(api.url, token, ssl_context=api.ssl) as client:
         channel = HeartbeatChannel(client, n1)
         first = await channel.beat()
         second = await channel.beat()
@@ -102,8 +102,8 @@ async def test_a_node_beats_for_itself_by_request_or_channel_and_each_beat_is_st
 async def test_a_node_that_hangs_up_mid_beat_is_not_a_server_error(api: Api, caplog: pytest.LogCaptureFixture) -> None:
     node = unique("n")
     token = await node_token(api, node)
-    host, port = api.url.removeprefix("http://").split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
+    host, port = api.url.removeprefix("https://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port), ssl=api.ssl)
     try:
         writer.write(
             f"GET /nodes/{node}/heartbeats HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -127,8 +127,8 @@ async def test_a_node_that_hangs_up_mid_beat_is_not_a_server_error(api: Api, cap
 async def test_a_beat_reaches_the_next_server_when_the_first_is_unreachable(api: Api) -> None:
     node = unique("n")
     token = await node_token(api, node)
-    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    async with ApiClient([dead, api.url], token) as client:
+    dead = f"https://127.0.0.1:{free_port()}"  # nothing listens there
+    async with ApiClient([dead, api.url], token, ssl_context=api.ssl) as client:
         answer = await HeartbeatChannel(client, node).beat(timeout=5)
     assert answer["renewTime"] and client.server == api.url
 
@@ -136,7 +136,7 @@ async def test_a_beat_reaches_the_next_server_when_the_first_is_unreachable(api:
 async def test_a_channel_that_died_since_the_last_beat_is_opened_again_within_the_beat(api: Api) -> None:
     node = unique("n")
     token = await node_token(api, node)
-    async with ApiClient(api.url, token) as client:
+    async with ApiClient(api.url, token, ssl_context=api.ssl) as client:
         channel = HeartbeatChannel(client, node)
         await channel.beat()
         dead = channel._ws

@@ -15,6 +15,8 @@ from aiohttp import web
 from corral.api.audit import AuditLog
 from corral.api.server import ApiServer
 from corral.store.embedded import free_port
+from corral.tls.contexts import server_context
+from corral.tls.pki import ca_hash
 from tests.api.conftest import Api
 from tests.api.test_contract import call, container, unique
 
@@ -91,6 +93,15 @@ async def test_host_path_from_an_edit_token_is_refused_naming_the_field_and_the_
         "metadata": {"labels": {"app": "d"}}, "spec": {"image": "busybox", "securityContext": {"privileged": True}}}}}
     status, body = await call(api, "POST", f"/namespaces/{ns}/deployments", deploy, token=edit)
     assert status == 403 and body["error"]["details"][0]["field"] == "spec.template.spec.securityContext.privileged"
+    # and every other kind that runs containers
+    cron = {"metadata": {"name": "cj"}, "spec": {"schedule": "*/5 * * * *", "jobTemplate": {"spec": {"template": {
+        "spec": {"image": "busybox", "restartPolicy": "Never", "ports": [{"containerPort": 80, "hostPort": 80}]}}}}}}
+    status, body = await call(api, "POST", f"/namespaces/{ns}/cronjobs", cron, token=edit)
+    assert status == 403 and body["error"]["details"][0]["field"] == "spec.jobTemplate.spec.template.spec.ports[0].hostPort"
+    ds = {"metadata": {"name": "ds"}, "spec": {"selector": {"matchLabels": {"app": "ds"}}, "template": {
+        "metadata": {"labels": {"app": "ds"}}, "spec": {"image": "busybox", **spec}}}}
+    status, body = await call(api, "POST", f"/namespaces/{ns}/daemonsets", ds, token=edit)
+    assert status == 403 and body["error"]["details"][0]["field"] == "spec.template.spec.volumes[0].hostPath"
     # an admin still may
     status, _ = await call(api, "POST", C.format(ns=ns), container("hp", **spec))
     assert status == 201
@@ -118,12 +129,14 @@ async def test_the_restricted_level_wants_non_root_and_no_capabilities_and_privi
 @contextlib.asynccontextmanager
 async def second_instance(api: Api, audit: AuditLog | None = None) -> AsyncIterator[str]:
     """Another API server on the same etcd; its URL."""
-    server = ApiServer(api.store, audit_log=audit, keyring=api.server.sealing.keyring)
+    server = ApiServer(api.store, audit_log=audit, keyring=api.server.sealing.keyring, authority=api.authority)
     caches = asyncio.create_task(server.run_caches())
     runner = web.AppRunner(server.app(), access_log=None, shutdown_timeout=1.0)
     await runner.setup()
     port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    tls = server_context(api.tls_dir / "server.crt", api.tls_dir / "server.key", ca_pem=api.authority.cert_pem,
+                         client_certs="optional")  # the same certificate as the first instance
+    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=tls).start()
     try:
         await server.tokens.index.ready.wait()
         yield api.url.rsplit(":", 1)[0] + f":{port}"
@@ -136,7 +149,7 @@ async def second_instance(api: Api, audit: AuditLog | None = None) -> AsyncItera
 
 async def test_a_revoked_token_stops_working_within_a_second_on_every_instance(api: Api) -> None:
     view, token_id = await make_token(api, "view")
-    async with second_instance(api) as other, aiohttp.ClientSession() as http:
+    async with second_instance(api) as other, aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=api.ssl)) as http:
         urls = [api.url, other]
 
         async def status_on(url: str) -> int:
@@ -168,7 +181,8 @@ async def test_the_audit_log_has_the_allowed_and_the_denied_writes(api: Api, tmp
     log = AuditLog(tmp_path / "audit.log", max_bytes=4096, backups=2)
     ns = await namespace(api)
     edit, token_id = await make_token(api, "edit", ns)
-    async with second_instance(api, log) as other, aiohttp.ClientSession() as http:
+    async with second_instance(api, log) as other, aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=api.ssl)) as http:
         async def post(path: str, body: object, token: str) -> int:
             async with http.post(other + path, json=body, headers={"Authorization": f"Bearer {token}"}) as r:
                 assert r.headers.get("X-Request-Id")
@@ -189,3 +203,17 @@ async def test_the_audit_log_has_the_allowed_and_the_denied_writes(api: Api, tmp
     assert denied and denied[0]["namespace"] == "default" and denied[0]["identity"] == f"edit:{token_id}"
     assert any(e["code"] == 401 and e["identity"] == "anonymous" for e in lines)
     assert (tmp_path / "audit.log.1").exists() and (tmp_path / "audit.log").stat().st_mode & 0o777 == 0o600
+
+
+async def test_a_join_token_is_k10_shaped_pins_this_ca_joins_and_expires(api: Api) -> None:
+    status, body = await call(api, "POST", "/tokens", {"role": "join", "ttlSeconds": 1, "description": "worker"})
+    assert status == 201
+    token = body["token"]
+    assert token.startswith(f"K10{ca_hash(api.authority.cert_pem)}::")
+    status, joined = await call(api, "POST", "/join", {"node": unique("n")}, token=token)
+    assert status == 201, joined
+    status, _ = await call(api, "GET", "/namespaces", token=token)  # a join token does nothing else
+    assert status == 403
+    await asyncio.sleep(1.2)
+    status, body = await call(api, "POST", "/join", {"node": unique("n")}, token=token)
+    assert status == 401 and "expired" in body["error"]["message"]

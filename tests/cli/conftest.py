@@ -32,7 +32,7 @@ Corral = Callable[..., Coroutine[Any, Any, Result]]
 
 @pytest.fixture
 def corral(control_plane: RunningControl) -> Corral:
-    env = {"CORRAL_SERVER": control_plane.url, "CORRAL_TOKEN": control_plane.admin_token}
+    env = {"CORRAL_SERVER": control_plane.url, "CORRAL_TOKEN": control_plane.admin_token, "CORRAL_CA": str(control_plane.ca_file)}
 
     async def invoke(*args: str, stdin: str | None = None) -> Result:
         runner = CliRunner()

@@ -33,9 +33,10 @@ async def test_the_bash_script_completes_commands_kinds_and_the_names_of_contain
         control_plane: RunningControl) -> None:
     corral = shutil.which("corral") or os.path.join(os.path.dirname(sys.executable), "corral")
     env = {**os.environ, "CORRAL_SERVER": control_plane.url, "CORRAL_TOKEN": control_plane.admin_token,
+           "CORRAL_CA": str(control_plane.ca_file),
            "PATH": f"{os.path.dirname(corral)}:{os.environ.get('PATH', '')}"}
     name = f"compl-{uuid.uuid4().hex[:6]}"
-    async with ApiClient(control_plane.url, control_plane.admin_token) as api:
+    async with ApiClient(control_plane.url, control_plane.admin_token, ssl_context=control_plane.ssl) as api:
         await api.create(Container(metadata=ObjectMeta(name=name), spec=ContainerSpec(image="busybox")))
         try:
             assert "describe" in await asyncio.to_thread(complete, ["corral", "desc"], env)

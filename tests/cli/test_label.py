@@ -42,7 +42,7 @@ async def test_label_sets_and_removes_labels_and_asks_for_overwrite_before_chang
 
 
 async def test_events_lists_the_events_about_an_object_oldest_first(corral: Corral, control_plane: RunningControl) -> None:
-    async with ApiClient(control_plane.url, control_plane.admin_token) as api:
+    async with ApiClient(control_plane.url, control_plane.admin_token, ssl_context=control_plane.ssl) as api:
         for i, (reason, when) in enumerate([("Second", "2026-01-02T00:00:00Z"), ("First", "2026-01-01T00:00:00Z")]):
             await api.create(Event(metadata=ObjectMeta(name=f"evented.{i}{uuid.uuid4().hex[:6]}", namespace="default"),
                                    spec=EventSpec(involved_object=ObjectReference(kind="Container", name="evented",

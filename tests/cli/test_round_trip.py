@@ -147,7 +147,7 @@ async def test_get_watch_prints_the_table_then_a_row_for_each_change(control_pla
             three.set()
 
     only_w1 = "metadata.name=watched"
-    async with ApiClient(control_plane.url, control_plane.admin_token) as client:
+    async with ApiClient(control_plane.url, control_plane.admin_token, ssl_context=control_plane.ssl) as client:
         await client.create(Container(metadata=ObjectMeta(name="watched", namespace="default"),
                                       spec=ContainerSpec(image="127.0.0.1:5000/busybox:1")))
         items, rv = await client.list(Container, namespace="default", field_selector=only_w1)

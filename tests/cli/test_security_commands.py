@@ -16,11 +16,13 @@ from tests.fixtures.control import RunningControl
 
 async def run(control_plane: RunningControl, command: object, *args: str, token_value: str | None = None,
               token_file: Path | None = None) -> Result:
-    env = {"CORRAL_SERVER": control_plane.url, "CORRAL_TOKEN": token_value or ""}
+    ca = str(control_plane.ca_file)
+    env = {"CORRAL_SERVER": control_plane.url, "CORRAL_TOKEN": token_value or "", "CORRAL_CA": ca}
     if token_value is None:
         env["CORRAL_TOKEN"] = control_plane.admin_token
     if token_file is not None:
-        env = {"CORRAL_SERVER": control_plane.url, "CORRAL_TOKEN_FILE": str(token_file), "CORRAL_TOKEN": ""}
+        env = {"CORRAL_SERVER": control_plane.url, "CORRAL_TOKEN_FILE": str(token_file), "CORRAL_TOKEN": "",
+               "CORRAL_CA": ca}
     return await asyncio.to_thread(CliRunner().invoke, command, list(args), env=env)  # type: ignore[arg-type]
 
 

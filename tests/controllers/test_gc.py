@@ -61,7 +61,7 @@ async def absent(read: Awaitable[object]) -> None:
 
 @pytest_asyncio.fixture
 async def client(control_plane: RunningControl) -> AsyncIterator[ApiClient]:
-    async with ApiClient(control_plane.url, control_plane.admin_token) as c:
+    async with ApiClient(control_plane.url, control_plane.admin_token, ssl_context=control_plane.ssl) as c:
         yield c
 
 
@@ -262,7 +262,7 @@ async def test_events_that_controllers_create_through_objects_get_the_shared_lea
 
 
 async def corral_delete(control_plane: RunningControl, *args: str) -> Result:
-    env = {"CORRAL_SERVER": control_plane.url, "CORRAL_TOKEN": control_plane.admin_token}
+    env = {"CORRAL_SERVER": control_plane.url, "CORRAL_TOKEN": control_plane.admin_token, "CORRAL_CA": str(control_plane.ca_file)}
     return await asyncio.to_thread(CliRunner().invoke, delete, list(args), env=env)
 
 

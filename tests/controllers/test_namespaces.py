@@ -40,7 +40,7 @@ async def absent(read: Awaitable[object]) -> None:
 
 @pytest_asyncio.fixture
 async def client(control_plane: RunningControl) -> AsyncIterator[ApiClient]:
-    async with ApiClient(control_plane.url, control_plane.admin_token) as c:
+    async with ApiClient(control_plane.url, control_plane.admin_token, ssl_context=control_plane.ssl) as c:
         yield c
 
 

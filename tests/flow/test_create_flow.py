@@ -125,6 +125,7 @@ async def test_a_container_that_fits_nowhere_stays_pending_with_the_reason(clust
     why = await asyncio.to_thread(
         CliRunner().invoke, cli,
         ["why-not", "huge", "--server", cluster.plane.url, "--token", cluster.plane.admin_token],
+        env={"CORRAL_CA": str(cluster.plane.ca_file)},
     )
     assert why.exit_code == 0, why.output
     assert "node-1" in why.output and "insufficient memory" in why.output

@@ -7,6 +7,7 @@ Uses the flow tests' shared one-worker cluster, in a namespace of its own, and r
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 
 from corral.controllers.daemonsets import DAEMON_NODE_LABEL
@@ -40,7 +41,8 @@ def daemonset(cluster: Cluster, name: str, *, memory: str = "") -> DaemonSet:
 async def why_not(cluster: Cluster, name: str) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "corral.cli.main", "why-not", name, "-n", NS, "--server", cluster.plane.url,
-        "--token", cluster.plane.admin_token, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        "--token", cluster.plane.admin_token, env={**os.environ, "CORRAL_CA": str(cluster.plane.ca_file)},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     out, _ = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode is not None
     return proc.returncode, out.decode()

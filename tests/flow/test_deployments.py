@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -88,7 +89,7 @@ async def change(api: ApiClient, name: str, edit: Callable[[Deployment], None]) 
 async def corral_cli(cluster: Cluster, *args: str, timeout: float = 90) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "corral.cli.main", *args, "--server", cluster.plane.url,
-        "--token", cluster.plane.admin_token,
+        "--token", cluster.plane.admin_token, env={**os.environ, "CORRAL_CA": str(cluster.plane.ca_file)},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )
     try:

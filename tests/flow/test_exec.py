@@ -46,7 +46,8 @@ async def box(cluster: Cluster) -> Container:
 
 
 def cli_env(cluster: Cluster) -> dict[str, str]:
-    return {**os.environ, "CORRAL_SERVER": cluster.plane.url, "CORRAL_TOKEN": cluster.plane.admin_token}
+    return {**os.environ, "CORRAL_SERVER": cluster.plane.url, "CORRAL_TOKEN": cluster.plane.admin_token,
+            "CORRAL_CA": str(cluster.plane.ca_file)}
 
 
 async def corral(cluster: Cluster, *args: str, stdin: bytes | None = None) -> tuple[int, bytes, bytes]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
 import sys
 from collections.abc import AsyncIterator
 
@@ -67,7 +68,8 @@ async def finished(api: ApiClient, name: str, *, timeout: float = 120) -> Job:
 async def corral_cli(cluster: Cluster, *args: str, timeout: float = 60) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "corral.cli.main", *args, "--server", cluster.plane.url,
-        "--token", cluster.plane.admin_token, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        "--token", cluster.plane.admin_token, env={**os.environ, "CORRAL_CA": str(cluster.plane.ca_file)},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), timeout)
     finally:

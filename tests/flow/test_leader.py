@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import ssl
 import sys
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from corral.model.resources import Container, ContainerSpec, ObjectMeta
 from corral.store.election import PREFIX
 from corral.store.embedded import EmbeddedEtcd, free_port
 from corral.store.etcd import EtcdStore
+from corral.tls.contexts import client_context
 from tests.fixtures.cluster import eventually
 
 
@@ -29,8 +31,12 @@ async def start_control(base: Path, etcd: str, port: int) -> asyncio.subprocess.
         )
 
 
-async def ready(port: int) -> None:
-    async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}/readyz") as r:
+def trusting(ca_file: Path) -> ssl.SSLContext:
+    return client_context(ca_file.read_bytes())
+
+
+async def ready(port: int, ca_file: Path) -> None:
+    async with aiohttp.ClientSession() as s, s.get(f"https://127.0.0.1:{port}/readyz", ssl=trusting(ca_file)) as r:
         assert r.status == 200
 
 
@@ -44,9 +50,11 @@ async def test_killing_the_leader_hands_scheduling_to_the_other_instance_within_
     procs: list[asyncio.subprocess.Process] = []
     try:
         procs.append(await start_control(tmp_path / "a", etcd.endpoint, ports[0]))
-        await eventually(lambda: ready(ports[0]), timeout=30, what="instance a serves")
+        await eventually(lambda: ready(ports[0], tmp_path / "a" / "tls" / "ca.crt"), timeout=30, what="instance a serves")
         procs.append(await start_control(tmp_path / "b", etcd.endpoint, ports[1]))
-        await eventually(lambda: ready(ports[1]), timeout=30, what="instance b serves")
+        await eventually(lambda: ready(ports[1], tmp_path / "b" / "tls" / "ca.crt"), timeout=30, what="instance b serves")
+        ca_file = tmp_path / "a" / "tls" / "ca.crt"
+        assert ca_file.read_bytes() == (tmp_path / "b" / "tls" / "ca.crt").read_bytes()  # one CA, through etcd
 
         async def leader_pid() -> int:
             kv = await store.get(PREFIX + "control")
@@ -70,7 +78,7 @@ async def test_killing_the_leader_hands_scheduling_to_the_other_instance_within_
         assert took <= 3 + 2  # the lease TTL, and a little for the watch and the campaign
 
         # both serve the API (active-active), and the new leader's scheduler works
-        async with ApiClient([f"http://127.0.0.1:{p}" for p in ports], token) as api:
+        async with ApiClient([f"https://127.0.0.1:{p}" for p in ports], token, ssl_context=trusting(ca_file)) as api:
             await api.create(Container(metadata=ObjectMeta(name="after-failover"),
                                        spec=ContainerSpec(image="busybox")))
 
@@ -80,7 +88,8 @@ async def test_killing_the_leader_hands_scheduling_to_the_other_instance_within_
                 assert c.status.message == "0/0 nodes available" or c.status.message.startswith("0/0")
 
             await eventually(judged, timeout=15, what="the new leader's scheduler judges a new container")
-        async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{survivor_port}/healthz") as r:
+        async with aiohttp.ClientSession() as s, s.get(f"https://127.0.0.1:{survivor_port}/healthz",
+                                                       ssl=trusting(ca_file)) as r:
             assert r.status == 200
     finally:
         for p in procs:

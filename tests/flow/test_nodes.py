@@ -52,7 +52,7 @@ class Proxy:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"https://127.0.0.1:{self.port}"  # TLS passes through the relay
 
     async def heal(self) -> None:
         self.server = await asyncio.start_server(self._relay, "127.0.0.1", self.port, reuse_address=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -98,7 +99,8 @@ def svc_cluster(svc_cluster_and_link: tuple[Cluster, Proxy]) -> Cluster:
 async def corral(cluster: Cluster, *args: str) -> str:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "corral.cli.main", *args, "--server", cluster.plane.url,
-        "--token", cluster.plane.admin_token, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        "--token", cluster.plane.admin_token, env={**os.environ, "CORRAL_CA": str(cluster.plane.ca_file)},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     out, _ = await proc.communicate()
     assert proc.returncode == 0, out.decode()
     return out.decode()

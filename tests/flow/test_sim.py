@@ -29,6 +29,7 @@ from corral.model.resources import (
 from corral.roles.control import ControlConfig, ControlPlane, run_control
 from corral.roles.sim import SIMULATED_LABEL, SimConfig, Simulator
 from corral.store.embedded import EmbeddedEtcd, free_port
+from corral.tls.contexts import client_context
 from tests.fixtures.cluster import eventually
 
 NODES = 50
@@ -87,7 +88,7 @@ async def sim(plane: ControlPlane) -> AsyncIterator[Simulator]:
 
 @pytest_asyncio.fixture(scope="module")
 async def admin(plane: ControlPlane) -> AsyncIterator[ApiClient]:
-    async with ApiClient(plane.url, plane.admin_token) as client:
+    async with ApiClient(plane.url, plane.admin_token, ssl_context=client_context(plane.ca_pem)) as client:
         yield client
 
 
@@ -181,7 +182,7 @@ async def test_paging_returns_every_object_exactly_once_while_statuses_change(
 
 
 async def test_injected_crashes_fail_containers_that_never_restart(plane: ControlPlane, admin: ApiClient) -> None:
-    cfg = SimConfig(servers=[plane.url], token=plane.admin_token, nodes=2, name_prefix="crashy",
+    cfg = SimConfig(servers=[plane.url], token=plane.admin_token, ca_pem=plane.ca_pem, nodes=2, name_prefix="crashy",
                     labels={"sim-group": "crashy"}, start_delay=0.01, crash_after=0.2, fail_rate=1.0, seed=2)
     async with running_sim(plane, cfg):
         await admin.create(Namespace(metadata=ObjectMeta(name="sim-crash")))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -50,6 +51,7 @@ from corral.roles.control import ControlConfig, ControlPlane, run_control
 from corral.roles.sim import SimConfig, Simulator
 from corral.scheduler.framework import CONTAINER_ANTI_AFFINITY
 from corral.store.embedded import EmbeddedEtcd, free_port
+from corral.tls.contexts import client_context
 from tests.fixtures.cluster import eventually
 
 IMAGE = "127.0.0.1:5000/busybox:1"
@@ -104,7 +106,7 @@ async def hollow(plane: ControlPlane, prefix: str, count: int, zones: str, group
 
 @pytest_asyncio.fixture(scope="module")
 async def admin(plane: ControlPlane) -> AsyncIterator[ApiClient]:
-    async with ApiClient(plane.url, plane.admin_token) as client:
+    async with ApiClient(plane.url, plane.admin_token, ssl_context=client_context(plane.ca_pem)) as client:
         yield client
 
 
@@ -195,7 +197,7 @@ async def test_a_daemonset_runs_one_container_per_node_and_follows_nodes_joining
 async def corral_cli(plane: ControlPlane, *args: str, timeout: float = 60) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "corral.cli.main", *args, "--server", plane.url, "--token", plane.admin_token,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        env={**os.environ, "CORRAL_CA": str(plane.ca_file)}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), timeout)
     finally:

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from aiohttp import web
 from click.testing import CliRunner
 
 from corral.cli.main import cli
 from corral.model.errors import NotFound
 from corral.model.resources import Node
+from corral.store.embedded import free_port
 from tests.fixtures.cluster import eventually
 from tests.fixtures.hosts import Hosts, start_hosts
 from tests.fixtures.registry import Registry
@@ -67,6 +71,27 @@ async def test_a_container_reaches_containers_on_two_other_hosts_and_keeps_its_a
         assert peers == [ip, ip]
 
 
+async def test_a_container_reaching_outside_the_cluster_cidr_is_masqueraded_to_its_node(hosts: Hosts) -> None:
+    """Outside = this test process, on the LAN bridge's address: it sees host-2's LAN address, not the container's."""
+    seen: list[str] = []
+
+    async def peer(request: web.Request) -> web.Response:
+        seen.append(request.remote or "")
+        return web.Response(text=f"peer={request.remote}\n")
+
+    app = web.Application()
+    app.router.add_get("/peer", peer)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, f"{hosts.lan_a}.1", port).start()
+    try:
+        _, out = await fetch_from(hosts, "outbound-2", node="host-2", urls=[f"http://{hosts.lan_a}.1:{port}/peer"])
+    finally:
+        await runner.cleanup()
+    assert peers_seen(out) == [hosts[1].ip] and seen == [hosts[1].ip], (out, seen)
+
+
 async def test_get_nodes_wide_shows_each_node_podcidr(hosts: Hosts) -> None:
     cidrs = await pod_cidrs(hosts)
     result = await _cli(hosts, "get", "nodes", "-o", "wide")
@@ -78,7 +103,8 @@ async def test_get_nodes_wide_shows_each_node_podcidr(hosts: Hosts) -> None:
 
 async def _cli(hosts: Hosts, *args: str) -> str:
     res = await asyncio.to_thread(CliRunner().invoke, cli,
-                                  [*args, "--server", hosts.plane.url, "--token", hosts.plane.admin_token])
+                                  [*args, "--server", hosts.plane.url, "--token", hosts.plane.admin_token],
+                                  env={"CORRAL_CA": str(hosts.plane.ca_file)})
     assert res.exit_code == 0, res.output
     return res.output
 
@@ -99,6 +125,22 @@ async def test_a_restarted_agent_leaves_the_routes_as_they_were(hosts: Hosts) ->
         assert await h.routes() == before[h.name]
     restarted = h1.worker.log.read_text().split("node host-1 is back")[-1]
     assert "added route" not in restarted and "removed route" not in restarted, restarted[-3000:]
+
+
+async def test_a_pod_cidr_override_outside_the_cluster_cidr_or_on_another_node_is_refused(
+        hosts: Hosts, tmp_path: Path) -> None:
+    taken = (await hosts.api.get(Node, "host-2")).spec.pod_cidr
+    for cidr, words in (("10.99.0.0/24", "--pod-cidr 10.99.0.0/24 lies outside the cluster CIDR 10.42.0.0/16"),
+                        (taken, f"overlaps node host-2's podCIDR {taken}")):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "corral.cli.main", "serve", "--role=worker", "--server", hosts.plane.url,
+            "--join-token", hosts.plane.join_token, "--node-name", "intruder", "--data-dir", str(tmp_path),
+            "--containerd-socket", hosts[0].worker.containerd.socket, "--bridge", "crlintruder", "--pod-cidr", cidr,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        out = (await asyncio.wait_for(proc.communicate(), 60))[0].decode()
+        assert proc.returncode != 0 and words in out, out[-3000:]
+    with pytest.raises(NotFound):
+        await hosts.api.get(Node, "intruder")
 
 
 async def test_a_deleted_node_loses_its_route_on_the_others_and_frees_its_slice(hosts: Hosts) -> None:

@@ -10,8 +10,9 @@ import pytest
 import pytest_asyncio
 
 from corral.model.resources import Node
+from corral.roles.peers import VXLAN_MAC_ANNOTATION
 from tests.fixtures.cluster import eventually
-from tests.fixtures.hosts import LAN_B, Hosts, start_hosts
+from tests.fixtures.hosts import Hosts, start_hosts
 from tests.fixtures.registry import Registry
 from tests.multihost.conftest import fetch_from, peers_seen, server, wait_running
 
@@ -34,13 +35,13 @@ async def overlay_state(hosts: Hosts) -> dict[str, tuple[list[str], list[str], l
 
 
 async def test_the_hosts_are_on_two_lans(hosts: Hosts) -> None:
-    assert hosts[1].ip.startswith(LAN_B) and not hosts[0].ip.startswith(LAN_B) and not hosts[2].ip.startswith(LAN_B)
+    assert [h.ip.rsplit('.', 1)[0] for h in hosts.hosts] == [hosts.lan_a, hosts.lan_b, hosts.lan_a]
 
 
 async def test_every_host_has_a_vxlan_device_with_fdb_neighbour_and_route_per_other_node(hosts: Hosts) -> None:
     async def published() -> tuple[dict[str, Node], dict[str, str]]:
         nodes = {h.name: await hosts.api.get(Node, h.name) for h in hosts.hosts}
-        macs = {name: n.metadata.annotations.get("corral.io/vxlan-mac", "") for name, n in nodes.items()}
+        macs = {name: n.metadata.annotations.get(VXLAN_MAC_ANNOTATION, "") for name, n in nodes.items()}
         assert all(macs.values()) and len(set(macs.values())) == 3, macs
         return nodes, macs
 
@@ -108,7 +109,7 @@ async def test_a_restarted_agent_leaves_routes_fdb_and_neighbours_as_they_were(h
 async def test_a_deleted_node_leaves_no_route_fdb_or_neighbour_on_the_others(hosts: Hosts) -> None:
     h2 = hosts[1]
     node = await hosts.api.get(Node, h2.name)
-    cidr, mac = node.spec.pod_cidr, node.metadata.annotations["corral.io/vxlan-mac"]
+    cidr, mac = node.spec.pod_cidr, node.metadata.annotations[VXLAN_MAC_ANNOTATION]
     await h2.worker.stop()
     await hosts.api.delete(Node, h2.name)
 

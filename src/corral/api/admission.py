@@ -11,7 +11,7 @@ A namespace's label ``security.corral.io/level`` chooses the level of the worklo
   ``capabilities.drop`` contains ``ALL`` and only ``NET_BIND_SERVICE`` is added,
   ``allowPrivilegeEscalation`` is not true, volumes only ``emptyDir``, ``volume`` and ``secret``.
 
-Checked for Containers and for Deployments' templates on create and update (``admit``) by an
+Checked for Containers and for the templates of Deployments, Jobs, CronJobs and DaemonSets on create and update (``admit``) by an
 ``edit`` token — the one non-admin role that writes workloads (an admin's workload is trusted:
 hostPath keeps working for admins in any namespace; view and join tokens write nothing). A violation is a 403 whose details name every failing field and whose message names
 the level and the namespace. Who may write in the namespace at all is ``authz``'s business.
@@ -23,7 +23,7 @@ from typing import Literal
 
 from corral.api.auth import Identity
 from corral.model.errors import FieldError, Forbidden, Invalid
-from corral.model.resources import ContainerSpec, Deployment, Namespace, Object
+from corral.model.resources import Container, ContainerSpec, CronJob, DaemonSet, Deployment, Job, Namespace, Object
 from corral.runtime.security import capability_name
 
 LEVEL_LABEL = "security.corral.io/level"
@@ -95,6 +95,17 @@ def _unique(errors: list[FieldError]) -> list[FieldError]:
     return list(dict.fromkeys(errors))  # FieldError is a frozen dataclass: hashable, order kept
 
 
+def workload_spec(obj: Object) -> tuple[ContainerSpec, str] | None:
+    """The container spec a workload object runs (and its path), for every kind that runs one."""
+    if isinstance(obj, Container):
+        return obj.spec, "spec"
+    if isinstance(obj, Deployment | Job | DaemonSet):
+        return obj.spec.template.spec, "spec.template.spec"
+    if isinstance(obj, CronJob):
+        return obj.spec.job_template.spec.template.spec, "spec.jobTemplate.spec.template.spec"
+    return None
+
+
 def admit(identity: Identity, obj: Object, namespace: Namespace | None) -> None:
     """Raise Forbidden (403, every failing field named) if ``obj`` breaks its namespace's level;
     Invalid (422) for a Namespace whose level label is not a level."""
@@ -102,13 +113,10 @@ def admit(identity: Identity, obj: Object, namespace: Namespace | None) -> None:
         raise Invalid(f"{problems[0].field}: {problems[0].message}", details=problems)
     if identity.role != "edit":  # admins are trusted; nodes never change a spec; view and join never write
         return
-    if obj.kind == "Container":
-        spec, path = obj.spec, "spec"
-    elif isinstance(obj, Deployment):
-        spec, path = obj.spec.template.spec, "spec.template.spec"
-    else:
+    found = workload_spec(obj)
+    if found is None:
         return
-    assert isinstance(spec, ContainerSpec)
+    spec, path = found
     level = level_of(namespace)
     if level == "privileged":
         return

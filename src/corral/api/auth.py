@@ -7,7 +7,9 @@ usable token. Three roles:
 - ``admin`` — everything. The control role writes one to ``<data-dir>/admin.token`` (mode 0600) on
   first start; the CLI reads it from there.
 - ``join`` — may only exchange itself for a node token (``POST /join``); ``<data-dir>/join.token``.
-- ``node`` — an agent, acting only as its node (see ``authorize`` in the routes).
+- ``node`` — an agent, acting only as its node (see ``authorize`` in the routes). A real agent
+  proves it with its client certificate (CN ``node:<name>``, signed by the cluster CA, checked in
+  the TLS handshake: ``identity_from_certificate``); node bearer tokens remain for ``corral sim``.
 
 Users' tokens (``edit``, ``view``, more ``admin``s, and ``join`` tokens with a TTL) are made, listed
 and revoked through ``/tokens`` (``api/tokens.py``): their record adds namespaces, an expiry and a
@@ -34,6 +36,7 @@ from aiohttp import web
 from corral.api.tokenindex import TokenIndex
 from corral.model.errors import AlreadyExists, Unauthorized
 from corral.store.base import Store
+from corral.tls.pki import NODE_PREFIX
 
 Role = Literal["admin", "node", "join", "edit", "view"]
 PREFIX = "/corral/_tokens/"
@@ -95,6 +98,15 @@ def _digest(token: str) -> str:
 def token_id(token: str) -> str:
     """The id a token is listed and revoked by: the start of its digest (never enough to use it)."""
     return _digest(token)[:TOKEN_ID_CHARS]
+
+
+def identity_from_certificate(common_name: str) -> Identity:
+    """Who a verified client certificate makes you: only node certificates name an identity."""
+    node = common_name.removeprefix(NODE_PREFIX)
+    if not common_name.startswith(NODE_PREFIX) or not node:
+        raise Unauthorized(f"the client certificate {common_name!r} is not a node's (CN node:<name>); "
+                           "send 'Authorization: Bearer <token>'")
+    return Identity("node", node)
 
 
 class Tokens:

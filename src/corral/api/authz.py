@@ -1,23 +1,26 @@
 """Who may do what through the API: admins everything; a node only what its agent needs.
 
-A node token reads the containers bound to its node and lists (and watches) containers, nodes,
-volumes, namespaces and network policies — every container, as a node's policy enforcer needs the
-labels and addresses of peers anywhere in the cluster (Kubernetes' nodes may list every pod too);
-creates and updates its own Node and its status, Events, and
-the status of the containers bound to it; updates a container bound to it only without changing its
-spec (its agent removes its finalizer that way); deletes nothing. Heartbeats are checked in
-``server._may_beat``. A refusal names who asked and what they may not do.
+A node (its certificate, or a node token) reads the containers bound to its node and lists (and
+watches) containers, nodes, volumes, namespaces and network policies — every container, as a
+node's policy enforcer needs the labels and addresses of peers anywhere in the cluster
+(Kubernetes' nodes may list every pod too); creates and updates its own Node and its status,
+Events, and the status of the containers bound to it; updates a container bound to it only without
+changing its spec (its agent removes its finalizer that way); deletes nothing. Within those,
+NodeRestriction (api/noderestriction.py) says which fields: not its taints, ``unschedulable`` or
+podCIDR, labels only under ``node.corral.io/``, ``agentEndpoint`` only on its InternalIP, Events
+only about what is bound to it. Heartbeats are checked in ``server._may_beat``. A refusal names who
+asked and what they may not do.
 """
 
 from __future__ import annotations
 
-from corral.api import roles
+from corral.api import noderestriction, roles
 from corral.api.auth import Identity
 from corral.api.roles import USER_ROLES
 from corral.model.errors import CorralError, Forbidden
 from corral.model.kinds import KindInfo
 from corral.model.lifecycle import spec_bytes
-from corral.model.resources import Object
+from corral.model.resources import Container, Node, Object
 
 #: what an agent reads and lists: its containers and their peers (network policy), nodes (routes),
 #: volumes, namespaces and policies, services and endpoints (the service proxy and DNS)
@@ -64,10 +67,11 @@ def authorize_write(identity: Identity, info: KindInfo, obj: Object, *, verb: st
     if identity.role in USER_ROLES:
         return roles.check(identity, "create", info, obj.metadata.namespace)
     if identity.role == "node":
-        if info.kind == "Node" and obj.metadata.name == identity.node:
+        if isinstance(obj, Node) and obj.metadata.name == identity.node:
+            noderestriction.check_node_create(identity, obj)
             return
         if info.kind == "Event":
-            return
+            return  # which Events: noderestriction.EventAdmission
     raise _deny(identity, f"{verb} {info.plural}")
 
 
@@ -77,21 +81,27 @@ def authorize_update(identity: Identity, info: KindInfo, current: Object, new: O
     if identity.role in USER_ROLES:
         return roles.check(identity, "update", info, current.metadata.namespace)
     if identity.role == "node":
-        if info.kind == "Node" and current.metadata.name == identity.node:
+        if isinstance(current, Node) and isinstance(new, Node) and current.metadata.name == identity.node:
+            noderestriction.check_node_update(identity, current, new)
             return
         # an agent removes its finalizer from a container bound to it, and changes nothing else
-        if info.kind == "Container" and current.spec.node == identity.node and spec_bytes(current) == spec_bytes(new):  # type: ignore[union-attr]
+        if (isinstance(current, Container) and isinstance(new, Container) and current.spec.node == identity.node
+                and spec_bytes(current) == spec_bytes(new)):
+            noderestriction.check_container_update(identity, current, new)
             return
     raise _deny(identity, f"update {info.plural}")
 
 
-def authorize_status(identity: Identity, info: KindInfo, current: Object) -> None:
+def authorize_status(identity: Identity, info: KindInfo, current: Object, status: object = None) -> None:
+    """``status``: the status to be written (a node's own Node status is checked field by field)."""
     if identity.role == "admin":
         return
     if identity.role in USER_ROLES:
         return roles.check(identity, "status", info, current.metadata.namespace)
     if identity.role == "node":
-        if info.kind == "Node" and current.metadata.name == identity.node:
+        if isinstance(current, Node) and current.metadata.name == identity.node:
+            if status is not None:
+                noderestriction.check_node_status(identity, current, status)  # type: ignore[arg-type]
             return
         if info.kind == "Container" and current.spec.node == identity.node:  # type: ignore[union-attr]
             return

@@ -5,6 +5,11 @@ Structs, errors turned back into corral's error tree (a 409 from the server is a
 with the server's message and field details), and ``watch`` as an async iterator of typed events.
 It accepts several server URLs and moves to the next when one cannot be reached.
 
+TLS: the client is given an ``ssl.SSLContext`` that trusts the cluster CA (and, for an agent,
+presents its node certificate; then no token is needed). A server whose certificate the CA did not
+sign is never moved past silently: the call fails at once with ``UntrustedServer``, naming the
+server and where the CA came from (``trust_source``, e.g. the CLI's config file).
+
 ``Reflector`` is the client side of an informer: list, then watch from the list's resourceVersion;
 on a dropped stream resume from the last revision seen, on 410 relist and replay the difference, so
 its handlers always see a consistent picture of the server's state.
@@ -15,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -53,6 +59,19 @@ def error_from_body(status: int, body: bytes) -> errors.CorralError:
         message, details, reason = body.decode(errors="replace").strip() or f"HTTP {status}", [], ""
     cls = _BY_REASON.get(reason) or _BY_CODE.get(status, errors.CorralError)
     return cls(message, details=details)
+
+
+class UntrustedServer(errors.Unavailable):
+    """The server's certificate is not signed by the CA this client trusts."""
+
+    reason = "UntrustedServer"
+
+
+def untrusted(server: str, trust_source: str, e: aiohttp.ClientConnectorCertificateError) -> UntrustedServer:
+    return UntrustedServer(
+        f"the server at {server} presented a certificate that is not signed by the cluster CA "
+        f"{'from ' + trust_source if trust_source else 'this client trusts'} ({e.certificate_error}); "
+        "is that the right server, and the right CA for it?")
 
 
 class _ChannelClosed(Exception):
@@ -116,8 +135,11 @@ class HeartbeatChannel:
         for _ in range(len(self.client.servers)):
             url = f"{self.client.server}/nodes/{self.node}/heartbeats"
             try:
-                self._ws = await self.client.session().ws_connect(url, autoping=True, max_msg_size=1024)
+                self._ws = await self.client.session().ws_connect(url, autoping=True, max_msg_size=1024,
+                                                                  ssl=self.client.ssl_option)
                 return self._ws
+            except aiohttp.ClientConnectorCertificateError as e:
+                raise untrusted(self.client.server, self.client.trust_source, e) from None
             except aiohttp.WSServerHandshakeError as e:
                 if e.status == 404:
                     self._plain = True
@@ -149,9 +171,13 @@ class _RawEvent(msgspec.Struct):
 
 
 class ApiClient:
-    def __init__(self, servers: str | Sequence[str], token: str, *, timeout: float = 30.0,
-                 connector: aiohttp.BaseConnector | None = None) -> None:
-        """``connector``: a connection pool shared with other clients (kept open by ``close``)."""
+    def __init__(self, servers: str | Sequence[str], token: str = "", *, timeout: float = 30.0,
+                 connector: aiohttp.BaseConnector | None = None, ssl_context: ssl.SSLContext | None = None,
+                 trust_source: str = "") -> None:
+        """``connector``: a connection pool shared with other clients (kept open by ``close``);
+        ``ssl_context``: whom to trust (the cluster CA) and which client certificate to present
+        (default: the system's CAs); ``trust_source``: where that CA came from, for error messages;
+        ``token``: the bearer token ("" when the client certificate is the credential)."""
         self.servers = [servers] if isinstance(servers, str) else list(servers)
         if not self.servers:
             raise ValueError("at least one server URL is needed")
@@ -161,6 +187,13 @@ class ApiClient:
         self._session: aiohttp.ClientSession | None = None
         self._connector = connector
         self._decoders: dict[type, msgspec.json.Decoder[Any]] = {}
+        self.ssl_context = ssl_context
+        self.trust_source = trust_source
+
+    @property
+    def ssl_option(self) -> ssl.SSLContext | bool:
+        """What to pass as ``ssl=`` per request (a shared connector has no context of its own)."""
+        return self.ssl_context if self.ssl_context is not None else True
 
     @property
     def server(self) -> str:
@@ -174,7 +207,7 @@ class ApiClient:
         """The HTTP session (opened on first use), with the token set; for channels beyond requests."""
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                headers={"Authorization": f"Bearer {self.token}"},
+                headers={"Authorization": f"Bearer {self.token}"} if self.token else None,
                 connector=self._connector or aiohttp.TCPConnector(limit=64),
                 connector_owner=self._connector is None,
                 json_serialize=lambda o: msgspec.json.encode(o).decode(),
@@ -210,26 +243,31 @@ class ApiClient:
                 async with self.session().request(
                     method, url, data=data, params=params,
                     headers={"Content-Type": content_type} if data is not None else None,
-                    timeout=aiohttp.ClientTimeout(total=timeout or self.timeout),
+                    timeout=aiohttp.ClientTimeout(total=timeout or self.timeout), ssl=self.ssl_option,
                 ) as resp:
                     payload = await resp.read()
                     if resp.status >= 400:
                         raise error_from_body(resp.status, payload)
                     return payload
+            except aiohttp.ClientConnectorCertificateError as e:
+                raise untrusted(self.server, self.trust_source, e) from None
             except (aiohttp.ClientConnectionError, TimeoutError) as e:
                 last = e
                 self.next_server()
-        raise errors.Unavailable(f"cannot reach the corral API at {', '.join(self.servers)}: {last}")
+        hint = " (corral's API speaks HTTPS only: use https://)" if any(u.startswith("http://") for u in self.servers) else ""
+        raise errors.Unavailable(f"cannot reach the corral API at {', '.join(self.servers)}: {last}{hint}")
 
     async def stream(self, path: str, *, params: dict[str, str] | None = None) -> AsyncIterator[bytes]:
         """A GET whose body is read as it arrives (logs with follow)."""
         try:
-            async with self.session().get(self.server + path, params=params,
-                                        timeout=aiohttp.ClientTimeout(total=None, sock_connect=10)) as resp:
+            async with self.session().get(self.server + path, params=params, ssl=self.ssl_option,
+                                          timeout=aiohttp.ClientTimeout(total=None, sock_connect=10)) as resp:
                 if resp.status >= 400:
                     raise error_from_body(resp.status, await resp.read())
                 async for chunk in resp.content.iter_any():
                     yield chunk
+        except aiohttp.ClientConnectorCertificateError as e:
+            raise untrusted(self.server, self.trust_source, e) from None
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as e:
             raise errors.Unavailable(f"the stream from {self.server}{path} was cut: {e}") from e
 
@@ -311,8 +349,8 @@ class ApiClient:
         params = {"watch": "1", "resourceVersion": resource_version, "labelSelector": label_selector,
                   "fieldSelector": field_selector}
         try:
-            async with self.session().get(self.server + path, params=params,
-                                        timeout=aiohttp.ClientTimeout(total=None, sock_read=30)) as resp:
+            async with self.session().get(self.server + path, params=params, ssl=self.ssl_option,
+                                          timeout=aiohttp.ClientTimeout(total=None, sock_read=30)) as resp:
                 if resp.status >= 400:
                     raise error_from_body(resp.status, await resp.read())
                 event_decoder = msgspec.json.Decoder(_RawEvent)

@@ -23,7 +23,7 @@ from aiohttp import web
 from corral.api import codec, selectors
 from corral.api.admission import admit
 from corral.api.allocation import ServiceAllocator
-from corral.api.auth import IDENTITY
+from corral.api.auth import IDENTITY, Identity
 from corral.api.authz import (
     authorize_delete,
     authorize_list,
@@ -125,8 +125,10 @@ class ResourceHandlers:
     def __init__(self, *, store: Store, info: KindInfo, cache: WatchCache, namespaces: WatchCache,
                  leases: BucketLeases | None = None, allocator: ServiceAllocator | None = None,
                  admit: Callable[[Object], Awaitable[None]] | None = None,
-                 containers: WatchCache | None = None) -> None:
+                 containers: WatchCache | None = None,
+                 restrict: Callable[[Identity, Object], None] | None = None) -> None:
         self.containers = containers  # Secrets: which ones a node may read (api/secretaccess.py)
+        self.restrict = restrict  # a further check of a create by who asks (NodeRestriction's Events)
         self.store = store
         self.allocator = allocator  # Services: cluster IPs and node ports (api/allocation.py)
         self.admit = admit  # fills server-set fields of a new or updated object (priority: api/priority.py)
@@ -175,7 +177,7 @@ class ResourceHandlers:
 
     async def _admit(self, request: web.Request, obj: Object, namespace: str) -> None:
         """The namespace's security level for workloads (api/admission.py)."""
-        if self.info.kind in ("Container", "Deployment", "Namespace"):
+        if self.info.kind in ("Container", "Deployment", "Job", "CronJob", "DaemonSet", "Namespace"):
             admit(request[IDENTITY], obj, await self._namespace(namespace) if self.info.namespaced else None)
 
     async def _check_namespace(self, namespace: str) -> None:
@@ -253,6 +255,8 @@ class ResourceHandlers:
         if self.admit is not None:
             await self.admit(obj)
         authorize_write(request[IDENTITY], self.info, obj, verb="create")
+        if self.restrict is not None:
+            self.restrict(request[IDENTITY], obj)
         await self._check_namespace(namespace)
         await self._admit(request, obj, namespace)
         meta = obj.metadata
@@ -488,7 +492,7 @@ class ResourceHandlers:
 
     async def _status_to(self, request: web.Request, namespace: str, name: str, status: Any, *, rv: str) -> web.Response:
         def change(current: Object) -> Object:
-            authorize_status(request[IDENTITY], self.info, current)
+            authorize_status(request[IDENTITY], self.info, current, status)
             current.status = status  # current is a copy (see _current)
             return current
 

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 
@@ -21,26 +22,26 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from corral.aiokit.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from corral.api import audit, codec, ui
+from corral.api.agents import AgentConnections
 from corral.api.allocation import ServiceAllocator
 from corral.api.audit import AuditLog
-from corral.api.auth import IDENTITY, Identity, Tokens
+from corral.api.auth import IDENTITY, Identity, Tokens, identity_from_certificate
+from corral.api.join import JoinHandlers
 from corral.api.logs import LogsProxy
 from corral.api.metrics import Metrics
+from corral.api.noderestriction import EventAdmission
 from corral.api.openapi import document
 from corral.api.priority import PriorityAdmission
 from corral.api.resources import ResourceHandlers
 from corral.api.streams import StreamProxy
 from corral.api.tokens import TokenRoutes
 from corral.api.watchcache import WatchCache
-from corral.model import names
 from corral.model.cluster import CLUSTER_CONFIG_KEY
 from corral.model.errors import (
     AlreadyExists,
     BadRequest,
     CorralError,
-    FieldError,
     Forbidden,
-    Invalid,
     MethodNotAllowed,
     NotFound,
     StoreUnavailable,
@@ -55,10 +56,12 @@ from corral.store.base import Store
 from corral.store.batching import BatchingStore
 from corral.store.leases import BucketLeases
 from corral.store.sealing import Keyring, SealingStore
+from corral.tls.contexts import peer_common_name
+from corral.tls.pki import Authority
 
 log = logging.getLogger(__name__)
 
-PUBLIC = frozenset({"/healthz", "/readyz"})
+PUBLIC = frozenset({"/healthz", "/readyz", "/cacerts"})
 DEFAULT_MAX_BODY = 3 * 1024 * 1024
 DEFAULT_EVENT_TTL = 3600.0
 BEAT_STORE_TIMEOUT = 1.5  # seconds a beat waits for etcd before answering StoreUnavailable (agents fence by it)
@@ -75,16 +78,15 @@ class _Named(msgspec.Struct):
     metadata: _NameOnly = msgspec.field(default_factory=_NameOnly)
 
 
-class JoinRequest(msgspec.Struct, forbid_unknown_fields=True):
-    node: str
-
-
 PRIORITY_KINDS = frozenset({"Container", "Deployment", "Job", "CronJob", "DaemonSet"})
 
 
 class ApiServer:
     def __init__(self, store: Store, *, max_body: int = DEFAULT_MAX_BODY, event_ttl: float = DEFAULT_EVENT_TTL,
-                 group_commit: bool = True, keyring: Keyring | None = None, audit_log: AuditLog | None = None) -> None:
+                 group_commit: bool = True, keyring: Keyring | None = None, audit_log: AuditLog | None = None,
+                 authority: Authority | None = None, agent_ssl: ssl.SSLContext | None = None) -> None:
+        """``authority``: the cluster CA (signs node certificates at join); ``agent_ssl``: the TLS
+        context the API calls agents with (its client certificate, the CA)."""
         self.audit = audit_log  # every write and every refusal, as JSON lines (api/audit.py)
         # Secrets are sealed between the API and etcd (store/sealing.py); without a key file, a key
         # that lives only in this process (fine for one throwaway API, wrong for several)
@@ -101,8 +103,11 @@ class ApiServer:
         self.metrics = Metrics()
         self.caches = {info.kind: WatchCache(store, info) for info in KINDS}
         self._channels: set[web.WebSocketResponse] = set()  # open heartbeat channels (closed at shutdown)
-        self.logs = LogsProxy(store)
+        self.agents = AgentConnections(store, agent_ssl)  # every API → agent call goes through it
+        self.logs = LogsProxy(store, self.agents)
         self.streams = StreamProxy(self.logs)  # exec/attach/port-forward reach agents the way logs do
+        self.joins = JoinHandlers(tokens=self.tokens, store=store, authority=authority)
+        self.events = EventAdmission(self._bound_to)  # NodeRestriction: which Events a node may write
         self.metrics.gauge("corral_api_watch_cache_revision", "The newest revision the container watch cache has seen.",
                            lambda: float(self.caches["Container"].revision))
         self.metrics.gauge("corral_api_heartbeat_channels", "Open heartbeat channels (one per connected node).",
@@ -113,6 +118,11 @@ class ApiServer:
                                  lambda: float(batching.batches))
             self.metrics.counter("corral_etcd_group_commit_writes", "Writes carried by those transactions "
                                  "(writes / batches = the mean batch size).", lambda: float(batching.writes))
+
+    def _bound_to(self, namespace: str, name: str) -> str | None:
+        """The node a container is bound to now (None: no such container)."""
+        entry = self.caches["Container"].objects.get(BY_KIND["Container"].key(namespace, name))
+        return entry.obj.spec.node if entry is not None else None  # type: ignore[union-attr]
 
     async def run_caches(self) -> None:
         """Keep every kind's watch cache filled; runs until cancelled."""
@@ -149,7 +159,8 @@ class ApiServer:
                                  leases=self.event_leases if info.kind == "Event" else None,
                                  allocator=self.service_allocator if info.kind == "Service" else None,
                                  admit=priority if info.kind in PRIORITY_KINDS else None,
-                                 containers=self.caches["Container"])
+                                 containers=self.caches["Container"],
+                                 restrict=self.events.admit if info.kind == "Event" else None)
             base = f"/namespaces/{{namespace}}/{info.plural}" if info.namespaced else f"/{info.plural}"
             r.add_get(base, h.list, allow_head=False)
             r.add_post(base, h.create)
@@ -164,16 +175,16 @@ class ApiServer:
                 r.add_get(f"/{info.plural}", h.list, allow_head=False)
         del ns_info
         r.add_get("/namespaces/{namespace}/containers/{name}/logs", self.logs.logs, allow_head=False)
-        r.add_get("/join/agent-token", self.logs.agent_token, allow_head=False)
+        r.add_get("/cacerts", self.joins.cacerts, allow_head=False)
         r.add_get("/namespaces/{namespace}/containers/{name}/exec", self.streams.exec, allow_head=False)
         r.add_get("/namespaces/{namespace}/containers/{name}/attach", self.streams.attach, allow_head=False)
         r.add_get("/namespaces/{namespace}/containers/{name}/portforward", self.streams.portforward, allow_head=False)
-        r.add_post("/join", self._join)
+        r.add_post("/join", self.joins.join)
         r.add_put("/nodes/{name}/heartbeat", self._heartbeat)
         r.add_get("/nodes/{name}/heartbeats", self._heartbeat_channel, allow_head=False)
         r.add_get("/cluster", self._cluster, allow_head=False)
         r.add_post("/encryption/rotate", self._rotate_key)
-        TokenRoutes(self.tokens).add(r)
+        TokenRoutes(self.tokens, ca_pem=self.joins.authority.cert_pem if self.joins.authority is not None else None).add(r)
         r.add_get("/healthz", self._healthz, allow_head=False)
         r.add_get("/readyz", self._readyz, allow_head=False)
         r.add_get("/metrics", self._metrics, allow_head=False)
@@ -196,7 +207,7 @@ class ApiServer:
         self.metrics.begin(kind)
         try:
             if request.path not in PUBLIC and not ui.is_public(request.path):
-                request[IDENTITY] = await self.tokens.authenticate(request.headers.get("Authorization"))
+                request[IDENTITY] = await self._authenticate(request)
             response = await handler(request)
         except CorralError as e:
             response = codec.error_response(e)
@@ -230,6 +241,15 @@ class ApiServer:
             "verb": request.method, "kind": plural, "namespace": namespace, "name": name,
             "code": response.status, "sourceIP": request.remote or "", "path": request.path,
         })
+
+    async def _authenticate(self, request: web.Request) -> Identity:
+        """A bearer token when one is sent, else the client certificate the handshake verified."""
+        header = request.headers.get("Authorization")
+        if not header:
+            cn = peer_common_name(request.transport)
+            if cn:
+                return identity_from_certificate(cn)
+        return await self.tokens.authenticate(header)
 
     # --- small routes -----------------------------------------------------------------------
 
@@ -329,20 +349,6 @@ class ApiServer:
         conditions = entry.obj.status.conditions if entry is not None else []  # type: ignore[union-attr]
         ready = any(c.type == "Ready" and c.status == "True" for c in conditions)
         return codec.encode({"renewTime": now, "ready": ready})
-
-    async def _join(self, request: web.Request) -> web.Response:
-        identity = request[IDENTITY]
-        if identity.role not in ("join", "admin"):
-            raise Forbidden(f"{identity.name} may not join nodes; use the join token")
-        data = codec.read_object_body(await codec.read_json(request))
-        try:
-            body = msgspec.convert(data, JoinRequest)
-        except msgspec.ValidationError as e:
-            raise Invalid(str(e), details=[FieldError("node", "is required: the name of the joining node")]) from e
-        if problem := names.name_problem(body.node):
-            raise Invalid(f"node: {problem}", details=[FieldError("node", problem)])
-        token = await self.tokens.issue(Identity("node", body.node))
-        return codec.json_response({"node": body.node, "token": token}, status=201)
 
 
 def _may_beat(identity: Identity, name: str) -> None:

@@ -3,8 +3,8 @@
 ``GET /namespaces/{ns}/containers/{name}/exec?command=…&stdin=&stdout=&stderr=&tty=&width=&height=``,
 ``…/attach`` and ``…/portforward?ports=PORT`` are checked here (who may, which container, which
 node's agent), then the API opens the same WebSocket to that agent (``/exec/{ns}/{name}?uid=…``,
-with the agent token, over the one agent session ``LogsProxy`` keeps — so however the API→agent
-channel is secured, these routes go the same way) and only then accepts the client's upgrade.
+over the one agent session ``LogsProxy`` keeps: mutual TLS with the API's client certificate, the
+agent's certificate checked for its node's name — api/agents.py) and only then accepts the client's upgrade.
 From there it copies frames both ways unchanged (``api.streamproto``) until either side closes,
 then closes the other: the API keeps no state per session beyond the two sockets, and a client
 that goes away ends the process on the node.
@@ -74,7 +74,7 @@ class StreamProxy:
     async def _proxy(self, request: web.Request, verb: str) -> web.StreamResponse:
         namespace, name = request.match_info["namespace"], request.match_info["name"]
         authorize_stream(request[IDENTITY], verb, namespace=namespace, name=name)
-        container, endpoint = await self.agents.locate(namespace, name, what=f"{verb} target")
+        container, target = await self.agents.locate(namespace, name, what=f"{verb} target")
         client = web.WebSocketResponse(protocols=(sp.SUBPROTOCOL,), max_msg_size=sp.MAX_FRAME * 4)
         if not client.can_prepare(request).ok:
             raise BadRequest(f"{verb} is a WebSocket ({sp.SUBPROTOCOL}): send an upgrade request")
@@ -82,12 +82,12 @@ class StreamProxy:
         params.append(("uid", container.metadata.uid))
         try:
             agent = await self.agents.agent_session().ws_connect(
-                f"{endpoint}/{verb}/{namespace}/{name}", params=params, headers=await self.agents.agent_headers(),
+                f"{target.url}/{verb}/{namespace}/{name}", params=params,
                 protocols=(sp.SUBPROTOCOL,), max_msg_size=sp.MAX_FRAME * 4, autoping=True,
-                timeout=aiohttp.ClientWSTimeout(ws_close=5),
+                timeout=aiohttp.ClientWSTimeout(ws_close=5), **target.options,
             )
         except (aiohttp.ClientError, OSError) as e:
-            raise Unavailable(f'cannot reach the agent of node "{container.spec.node}" at {endpoint}: {e}') from e
+            raise Unavailable(f'cannot reach the agent of node "{container.spec.node}" at {target.url}: {e}') from e
         try:
             await client.prepare(request)
             tasks = [asyncio.ensure_future(_copy(client, agent)), asyncio.ensure_future(_copy(agent, client))]

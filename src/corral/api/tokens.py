@@ -6,7 +6,8 @@ SHA-256 (``api/auth.py``), so it can never be shown again. A token's id is the f
 that digest: ``GET /tokens`` lists id, role, node, namespaces, expiry, description and creation time —
 never a secret — and ``DELETE /tokens/{id}`` deletes the record, which every API instance's watched
 index drops at once (``api/tokenindex.py``). ``join`` tokens are tokens like the others: with a TTL,
-listed and revocable. Only admins may call these routes.
+listed and revocable; with a cluster CA the answer is in k3s' ``K10<CA hash>::<secret>`` form, whose
+secret part alone authenticates (``auth.secret_part``). Only admins may call these routes.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from corral.api import codec
 from corral.api.auth import IDENTITY, PREFIX, TOKEN_ID_CHARS, Identity, Role, TokenRecord, Tokens, token_id
 from corral.model import names
 from corral.model.errors import FieldError, Forbidden, Invalid, NotFound
+from corral.tls.tokens import format_token
 
 MAX_TTL_SECONDS = 10 * 365 * 86400
 CREATABLE: tuple[Role, ...] = ("admin", "edit", "view", "join")
@@ -67,8 +69,9 @@ def _check(body: TokenRequest) -> list[FieldError]:
 
 
 class TokenRoutes:
-    def __init__(self, tokens: Tokens) -> None:
+    def __init__(self, tokens: Tokens, *, ca_pem: bytes | None = None) -> None:
         self.tokens = tokens
+        self.ca_pem = ca_pem  # with a cluster CA, a join token is given as K10<CA hash>::<secret> (tls/tokens.py)
 
     def add(self, router: web.UrlDispatcher) -> None:
         router.add_post("/tokens", self.create)
@@ -87,6 +90,8 @@ class TokenRoutes:
         expires = time.time() + body.ttl_seconds if body.ttl_seconds else 0.0
         identity = Identity(body.role, namespaces=tuple(body.namespaces), expires=expires)  # type: ignore[arg-type]
         token = await self.tokens.issue(identity, description=body.description)
+        if body.role == "join" and self.ca_pem is not None:  # what a worker needs: it pins the CA first
+            token = format_token(self.ca_pem, token)
         info = TokenInfo(id=token_id(token), role=body.role, namespaces=body.namespaces, expires=expires,
                          description=body.description, created=time.time(), token=token)
         return codec.json_response(info, status=201)

@@ -28,14 +28,13 @@ def complete_kind(ctx: click.Context, param: click.Parameter, incomplete: str) -
 
 
 async def _names(kind: str, namespace: str, server: str | None, token: str | None) -> list[str]:
-    from corral.api.client import ApiClient
-    from corral.cli.connection import resolve
+    from corral.cli.connection import client_for, resolve
 
     info = lookup(kind)
     if info is None:
         return []
     conn = resolve(server, token, env=os.environ)
-    async with ApiClient(conn.server, conn.token, timeout=3) as client:
+    async with client_for(conn, timeout=3) as client:
         items, _ = await client.list(info.type, namespace=namespace if info.namespaced else None)
     return [o.metadata.name for o in items]
 

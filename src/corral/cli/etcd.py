@@ -11,12 +11,26 @@ import asyncio
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from corral.model.errors import CorralError
 
 DATA_DIR = Path("/var/lib/corral")
+
+if TYPE_CHECKING:
+    from corral.store.etcd import EtcdTls
+
+
+def _client_tls(data_dir: Path) -> EtcdTls | None:
+    """The client certificate ``serve`` made for its embedded etcd (which takes TLS clients only)."""
+    from corral.store.etcd import EtcdTls
+
+    tls_dir = data_dir / "tls" / "etcd"
+    if not (tls_dir / "client.crt").exists():
+        return None
+    return EtcdTls(ca_file=tls_dir / "ca.crt", cert_file=tls_dir / "client.crt", key_file=tls_dir / "client.key")
 
 
 def _endpoints(data_dir: Path, given: tuple[str, ...]) -> list[str]:
@@ -57,7 +71,7 @@ def save(file: Path | None, data_dir: Path, etcd_urls: tuple[str, ...]) -> None:
     path = file or data_dir / "snapshots" / snapshots.snapshot_name()
 
     async def go() -> int:
-        store = EtcdStore(_endpoints(data_dir, etcd_urls)[:1])
+        store = EtcdStore(_endpoints(data_dir, etcd_urls)[:1], tls=_client_tls(data_dir))
         try:
             return await snapshots.save(store, path)
         finally:

@@ -129,9 +129,29 @@ async def _serve_all(control: ControlConfig, agent: AgentConfig, *, embedded_dir
               help="Where corral keeps its state: embedded etcd data, tokens, the agent's files.")
 @click.option("--etcd", "etcd", multiple=True, metavar="URL",
               help="[control] An etcd endpoint (repeatable). Without it, an embedded etcd child runs under the data dir.")
+@click.option("--etcd-cafile", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              help="[control, leader] The CA of an https --etcd (PEM).")
+@click.option("--etcd-certfile", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              help="[control, leader] A client certificate for --etcd (PEM; with --etcd-keyfile).")
+@click.option("--etcd-keyfile", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              help="[control, leader] The key of --etcd-certfile (PEM).")
 @click.option("--join-token", default="", envvar="CORRAL_JOIN_TOKEN",
-              help="[control] the join token workers must present (default: generated, in <data-dir>/join.token); "
-                   "[worker] the token to join with. Also $CORRAL_JOIN_TOKEN (better: not on a command line).")
+              help="[control] the join secret workers must present (default: generated); <data-dir>/join.token "
+                   "then holds the token to give workers, K10<sha256 of the CA PEM>::<secret>. "
+                   "[worker] that K10 token: it pins the cluster CA before anything else is trusted. "
+                   "Also $CORRAL_JOIN_TOKEN (better: not on a command line).")
+@click.option("--tls-san", "tls_sans", multiple=True, metavar="NAME|IP",
+              help="[control] Another name or IP of the API for its serving certificate (repeatable).")
+@click.option("--tls-ca-cert", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              help="[control] Your own cluster CA certificate (PEM; with --tls-ca-key) instead of a generated one.")
+@click.option("--tls-ca-key", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              help="[control] The key of --tls-ca-cert (PEM, EC).")
+@click.option("--tls-cert", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              help="[control] Your own API serving certificate (PEM; with --tls-key), signed by the cluster CA.")
+@click.option("--tls-key", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              help="[control] The key of --tls-cert (PEM).")
+@click.option("--insecure-plain-http-loopback", "plain_http", is_flag=True, hidden=True,
+              help="Testing only: serve plain HTTP on a loopback --listen (to measure what TLS costs).")
 @click.option("--policy", type=click.Choice(["spread", "binpack"]), default="spread", show_default=True,
               help="[control] Scheduling policy: spread (least allocated) or binpack (most allocated).")
 @click.option("--max-body", default=3 * 1024 * 1024, show_default=True, help="[control] Largest request body, in bytes.")
@@ -162,8 +182,7 @@ async def _serve_all(control: ControlConfig, agent: AgentConfig, *, embedded_dir
 @click.option("--pids-limit", default=4096, show_default=True, type=click.IntRange(min=0),
               help="[worker] The most processes one container may have (0: no limit).")
 @click.option("--server", "servers", multiple=True, metavar="URL", help="[worker] An API server URL (repeatable).")
-@click.option("--token", default="", envvar="CORRAL_NODE_TOKEN",
-              help="[worker] A node token (instead of --join-token). Also $CORRAL_NODE_TOKEN.")
+@click.option("--token", default="", hidden=True, help="[worker] Refused: nodes authenticate with certificates.")
 @click.option("--node-name", default=socket.gethostname(), show_default=True, help="[worker] This node's name.")
 @click.option("--containerd-socket", default="/run/containerd/containerd.sock", show_default=True,
               help="[worker] containerd's socket; with --all, an embedded containerd starts if none answers there.")
@@ -176,7 +195,8 @@ async def _serve_all(control: ControlConfig, agent: AgentConfig, *, embedded_dir
               help="[worker] The nftables table (family inet) that holds this agent's policy and service rules.")
 @click.option("--node-ip", default="127.0.0.1", show_default=True,
               help="[worker] This node's InternalIP: the API reaches the agent there (logs), and the other "
-                   "nodes send its containers' traffic there (routes, VXLAN). A loopback address: no routes.")
+                   "nodes send its containers' traffic there (routes, VXLAN); it is in the node's certificate. "
+                   "A loopback address: no routes.")
 @click.option("--agent-listen", default="127.0.0.1:0", show_default=True,
               help="[worker] Where the agent serves logs to the API (HOST:PORT; port 0 picks a free one).")
 @click.option("--reserve-cpu", default="100m", show_default=True, help="[worker] CPU kept back from containers.")
@@ -214,6 +234,9 @@ def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: boo
           cluster_domain: str, network_backend: str, vxlan_vni: int, vxlan_port: int,
           encryption_key_file: Path | None, pids_limit: int, audit_log: Path | None,
           audit_log_max_size: int, metrics_listen: str, leader_metrics_listen: str, job_backoff: float,
+          tls_sans: tuple[str, ...] = (), tls_ca_cert: Path | None = None, tls_ca_key: Path | None = None,
+          tls_cert: Path | None = None, tls_key: Path | None = None, plain_http: bool = False,
+          etcd_cafile: Path | None = None, etcd_certfile: Path | None = None, etcd_keyfile: Path | None = None,
           upstream_dns: tuple[str, ...] = (), etcd_snapshot_interval: str = "0", etcd_snapshot_retain: int = 5) -> None:
     """Run corral's roles in this process until Ctrl-C or SIGTERM."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
@@ -239,11 +262,21 @@ def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: boo
         if role == "worker":
             if not servers:
                 raise click.UsageError("--role=worker needs --server URL (and --join-token or --token)")
-            if not (token or join_token):
-                raise click.UsageError("--role=worker needs --join-token (or a node --token) to join the cluster")
+            if token:
+                raise click.UsageError("--token is no longer accepted by a worker: nodes authenticate with their own "
+                                       "certificate; join with --join-token K10… (from <data-dir>/join.token)")
+            if not join_token and not (data_dir / "agent" / "tls" / "node.crt").exists():
+                raise click.UsageError("--role=worker needs --join-token K10… (from <data-dir>/join.token on a "
+                                       "control host) to join the cluster")
             asyncio.run(_serve_worker(agent, embedded_dir=embedded))
             return
         from corral.aiokit.heap import tune_for_large_heaps
+        from corral.store.etcd import EtcdTls
+
+        if (etcd_certfile is None) != (etcd_keyfile is None):
+            raise click.UsageError("--etcd-certfile and --etcd-keyfile go together")
+        etcd_tls = (EtcdTls(etcd_cafile, etcd_certfile, etcd_keyfile)
+                    if etcd_cafile or etcd_certfile else None)
 
         tune_for_large_heaps()  # control and leader hold every object in caches
         if role == "leader":
@@ -252,7 +285,7 @@ def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: boo
 
             if not etcd:
                 raise click.UsageError("--role=leader needs --etcd URL (the control instances' etcd)")
-            leader = LeaderRoleConfig(etcd=list(etcd), leader_ttl=leader_ttl,
+            leader = LeaderRoleConfig(etcd=list(etcd), leader_ttl=leader_ttl, etcd_tls=etcd_tls,
                                       leader=LeaderConfig(policy=policy, node_grace=node_grace, event_ttl=float(event_ttl),
                                                           metrics_listen=metrics_listen, job_backoff=job_backoff))
             asyncio.run(_serve_leader(leader))
@@ -272,9 +305,14 @@ def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: boo
         control.leader_process = not inline_leader
         control.leader_metrics_listen = leader_metrics_listen
         from corral.cli.params import parse_duration
+        from corral.roles.clustertls import TlsOptions
 
         control.snapshot_interval = parse_duration(etcd_snapshot_interval, hint="--etcd-snapshot-interval")
         control.snapshot_retain = etcd_snapshot_retain
+        control.tls = TlsOptions(sans=list(tls_sans), ca_cert=tls_ca_cert, ca_key=tls_ca_key, cert=tls_cert,
+                                 key=tls_key)
+        control.plain_http = plain_http
+        control.etcd_tls = etcd_tls
         control.cluster = ClusterConfig(cluster_cidr=cluster_cidr, node_cidr_size=node_cidr_size,
                                         service_cidr=service_cidr, cluster_domain=cluster_domain,
                                         backend=network_backend, vxlan_vni=vxlan_vni,  # type: ignore[arg-type]

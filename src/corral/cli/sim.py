@@ -73,7 +73,7 @@ def sim(server: str | None, token: str | None, nodes: int, name_prefix: str, sta
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     conn = resolve(server, token, env=os.environ)
-    cfg = SimConfig(servers=[conn.server], token=conn.token, nodes=nodes, name_prefix=name_prefix,
+    cfg = SimConfig(servers=[conn.server], token=conn.token, ca_pem=conn.ca_pem, nodes=nodes, name_prefix=name_prefix,
                     start_delay=_duration(start_delay), stop_delay=_duration(stop_delay),
                     heartbeat_seconds=_duration(heartbeat), cpu=cpu, memory=memory, max_containers=max_containers,
                     labels=_labels(labels), fail_rate=fail_rate, crash_after=_duration(crash_after),

@@ -19,7 +19,8 @@ says so (``PodCIDRInvalid``/``PodCIDRConflict``) and nothing is recorded for it.
 **Released when the Node goes:** a record whose owner (name and uid) is no longer a Node is
 deleted, both on the Node's DELETED event and in the first pass after a leader starts (records of
 nodes deleted while no leader ran). A full cluster CIDR is a Warning Event on the Node,
-``0 free /24s in 10.42.0.0/16``, and the node is looked at again every ``FULL_RETRY`` seconds.
+``0 free /24s in 10.42.0.0/16`` (once, not per retry); the nodes waiting for a slice are looked at
+again whenever one is released — no timer, so a thousand waiting nodes cost nothing meanwhile.
 
 The free-slice search walks the cluster CIDR's slices in order against the records in memory
 (loaded once when the controller starts, kept in step with its own writes): with a /16 of /24s that
@@ -49,7 +50,6 @@ log = logging.getLogger(__name__)
 ALLOCATION_PREFIX = "/corral/_podcidrs/"
 COMPONENT = "node-ipam"
 EVENT_NAMESPACE = "default"  # nodes are cluster-scoped; their events live here
-FULL_RETRY = 10.0
 MAX_BLOCKS_PER_NODE = 256  # an override wider than this many slices is refused
 
 Net = ipaddress.IPv4Network
@@ -98,6 +98,7 @@ class NodeIpam(Controller):
         self.config: ClusterConfig | None = None
         self.records: dict[Net, Allocation] = {}  # slice -> owner, as etcd holds them
         self._warned: dict[str, str] = {}  # node -> the last warning given (given once)
+        self._waiting: set[str] = set()  # nodes that found the cluster CIDR full
 
     def _on_node(self, _type: str, old: Node | None, new: Node | None) -> None:
         obj = new or old
@@ -122,8 +123,9 @@ class NodeIpam(Controller):
         node = self.nodes.get(BY_KIND["Node"].key("", key))
         owned = {b for b, a in self.records.items() if a.node == key}
         if node is None:
-            await self._release(owned)
+            self._waiting.discard(key)
             self._warned.pop(key, None)
+            await self._release(owned)
             return None
         mine = Allocation(node=key, uid=node.metadata.uid)
         stale = {b for b in owned if self.records[b] != mine}
@@ -136,13 +138,15 @@ class NodeIpam(Controller):
         else:
             got = await self._take_free(mine, cluster, size)
             if got is None:
+                self._waiting.add(key)  # looked at again when a slice is released
                 await self._warn(node, "PodCIDRUnavailable", full_message(cluster, size))
-                return FULL_RETRY
+                return None
             block = got
         fresh = msgspec.structs.replace(node, spec=msgspec.structs.replace(node.spec, pod_cidr=str(block)))
         await self.objects.update(fresh)  # Conflict: retried at once, and the record above is found
+        self._waiting.discard(key)
+        self._warned.pop(key, None)
         log.info("node %s: podCIDR %s", key, block)
-        await self._event(node, "Normal", "PodCIDRAssigned", f"podCIDR {block} from {cluster}")
         return None
 
     async def _keep(self, node: Node, mine: Allocation, owned: set[Net], cluster: Net, size: int) -> float | None:
@@ -201,6 +205,9 @@ class NodeIpam(Controller):
                 await self.objects.store.delete(allocation_key(block))
             owner = self.records.pop(block, None)
             log.info("released podCIDR %s (node %s)", block, owner.node if owner else "?")
+        if blocks:
+            for name in sorted(self._waiting):  # a slice is free: the nodes waiting for one try again
+                self.enqueue(name)
 
     async def _warn(self, node: Node, reason: str, message: str) -> None:
         name = node.metadata.name

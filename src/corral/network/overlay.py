@@ -131,6 +131,12 @@ class Overlay:
 
     def ensure_device(self) -> str:
         """Make the VXLAN device (or keep the one there, if it fits); its MAC. For host-gw, remove it."""
+        try:
+            return self._ensure_device()
+        except NetlinkError as e:
+            raise CorralError(f"VXLAN device {self.device}: {e}") from e
+
+    def _ensure_device(self) -> str:
         with IPRoute() as ipr:
             found = ipr.link_lookup(ifname=self.device)
             if self.backend != "vxlan":
@@ -166,17 +172,16 @@ class Overlay:
         return bool(data.get_attr("IFLA_VXLAN_ID") == self.vni and data.get_attr("IFLA_VXLAN_PORT") == self.port
                     and data.get_attr("IFLA_VXLAN_LOCAL") == self.node_ip and link.get_attr("IFLA_MTU") == mtu)
 
-    def remove(self) -> None:
-        """Remove every route of ours and the VXLAN device (a node leaving the cluster; tests)."""
-        self.apply(Plan())
-        with IPRoute() as ipr:
-            for index in ipr.link_lookup(ifname=self.device):
-                ipr.link("del", index=index)
-
     # --- routes, FDB, neighbours ----------------------------------------------------------------
 
     def apply(self, wanted: Plan) -> Changes:
         """Make the kernel hold ``wanted`` and nothing else of ours."""
+        try:
+            return self._apply(wanted)
+        except NetlinkError as e:  # reading the kernel's state failed; a failed change is in Changes.failed
+            raise CorralError(f"routes to other nodes: {e}") from e
+
+    def _apply(self, wanted: Plan) -> Changes:
         changes = Changes()
         with IPRoute() as ipr:
             found = ipr.link_lookup(ifname=self.device)
@@ -185,7 +190,7 @@ class Overlay:
             have_fdb = self._fdb(ipr, index) if index else set()
             have_neigh = self._neighbours(ipr, index) if index else set()
             for route in sorted(have_routes.keys() - wanted.routes):  # the way first, then what it needs
-                self._try(changes, f"route {route}",
+                self._try(changes, f"route {route.dst} via {route.gateway}",
                           partial(ipr.route, "del", **have_routes[route]), removing=True)
             for ip, mac in sorted(have_neigh - wanted.neighbours):
                 self._try(changes, f"neighbour {ip} {mac}",

@@ -1,7 +1,9 @@
 """The worker role: join, register the Node, heartbeat, and reconcile the containers bound to it.
 
-``run_agent`` talks only to the API (never to etcd): it joins with the join token once (the node
-token is kept in ``<data-dir>/node.token``), creates or refreshes its Node, and keeps a heartbeat.
+``run_agent`` talks only to the API (never to etcd), over TLS that trusts only the cluster CA: it
+joins with the ``K10…`` join token once and from then on authenticates with its node certificate
+(roles/nodetls.py, kept in ``<data-dir>/tls/``), creates or refreshes its Node, and keeps a
+heartbeat. Its own listener (logs, for the API only) serves TLS with the same certificate.
 A ``Reflector`` watches the containers with ``spec.node=<this node>``; every change, every
 containerd task exit and a periodic resync put the container's key on a dedup work queue, and a
 few workers run the ``NodeReconciler`` for each key — network, storage, containers, state — then
@@ -32,6 +34,7 @@ from corral import __version__
 from corral.aiokit.metrics import Histogram, serve_metrics
 from corral.aiokit.queueing import WorkQueue
 from corral.api.client import ApiClient, HeartbeatChannel, Reflector, error_from_body
+from corral.api.noderestriction import may_change_label
 from corral.controllers.nodes import EVENT_NAMESPACE
 from corral.model import errors
 from corral.model.lifecycle import AGENT_FINALIZER, now_rfc3339
@@ -62,6 +65,7 @@ from corral.roles import agentlogs, agentstreams, podcidr
 from corral.roles.agentsecrets import ApiSecrets, follow_secret_volumes
 from corral.roles.fencing import Fence, kill_node_tasks
 from corral.roles.metrics import agent_collector
+from corral.roles.nodetls import NodeCredentials, node_credentials
 from corral.roles.peers import PeerRoutes, is_loopback, link_mtu
 from corral.roles.policies import PolicyEnforcer
 from corral.roles.services import ServiceProxy, start_dns, upstreams_of
@@ -165,8 +169,10 @@ def build_node_status(cfg: AgentConfig, *, capacity: tuple[int, int], hostname: 
 
 
 class Agent:
-    def __init__(self, cfg: AgentConfig, api: ApiClient, reconciler: NodeReconciler) -> None:
+    def __init__(self, cfg: AgentConfig, api: ApiClient, reconciler: NodeReconciler,
+                 credentials: NodeCredentials | None = None) -> None:
         self.cfg = cfg
+        self.credentials = credentials
         self.api = api
         self.reconciler = reconciler
         self.queue: WorkQueue[Key] = WorkQueue(base_delay=0.5, max_delay=60.0)
@@ -183,7 +189,6 @@ class Agent:
         self.fence = Fence(fence_after=cfg.fence_after,
                            kill_all=lambda: kill_node_tasks(reconciler.client, cfg.node_name))
         self.endpoint = ""
-        self._agent_token = ""
         # every nftables rule this agent keeps (network policy, service proxy) lives in this one table
         self.nft = NftTable(cfg.nft_table)
         # figures for /metrics (roles/metrics.py)
@@ -254,13 +259,18 @@ class Agent:
             for attempt in range(20):  # the node controller may be writing the lost node's status meanwhile
                 try:
                     current = await self.api.get(Node, self.cfg.node_name)
-                    current.metadata.labels = {**current.metadata.labels, **labels}
                     if self.cfg.pod_cidr and current.spec.pod_cidr not in ("", self.cfg.pod_cidr):
                         raise errors.Invalid(f"node {self.cfg.node_name} already has podCIDR "
                                              f"{current.spec.pod_cidr}; --pod-cidr {self.cfg.pod_cidr} differs "
                                              "(delete the Node to change it)")
-                    current.spec.pod_cidr = current.spec.pod_cidr or self.cfg.pod_cidr  # the agent never changes it
-                    await self.api.update(current)
+                    if self.cfg.pod_cidr and not current.spec.pod_cidr:  # NodeRestriction: only at creation
+                        log.warning("--pod-cidr %s is taken only when the Node is created; the control plane "
+                                    "assigns node %s its podCIDR", self.cfg.pod_cidr, self.cfg.node_name)
+                    # NodeRestriction: after registering, a node changes only its own labels
+                    changeable = {k: v for k, v in labels.items() if may_change_label(k)}
+                    if {**current.metadata.labels, **changeable} != current.metadata.labels:
+                        current.metadata.labels = {**current.metadata.labels, **changeable}
+                        await self.api.update(current)
                     await self.heartbeat()
                     break
                 except errors.Conflict:
@@ -429,21 +439,23 @@ class Agent:
                 obj = await self.api.get(Container, obj.metadata.name, namespace=obj.metadata.namespace)
 
     async def _serve_logs(self) -> web.AppRunner:
-        body = await self.api.request("GET", "/join/agent-token")
-        self._agent_token = msgspec.json.decode(body)["token"]
-        app = agentlogs.build_app(token=lambda: self._agent_token, log_path=self.reconciler.log_path)
-        agentstreams.add_routes(app, token=lambda: self._agent_token, targets=agentstreams.StreamTargets(
+        if self.credentials is None:
+            raise errors.Unavailable("the agent's listener needs the node certificate")
+        app = agentlogs.build_app(log_path=self.reconciler.log_path)  # only the API's certificate gets in
+        agentstreams.add_routes(app, targets=agentstreams.StreamTargets(
             client=self.reconciler.client, netns_path=self.reconciler.network.netns_path,
             log_path=self.reconciler.log_path))
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
-        site = web.TCPSite(runner, self.cfg.listen_host, self.cfg.listen_port)
+        site = web.TCPSite(runner, self.cfg.listen_host, self.cfg.listen_port,
+                           ssl_context=self.credentials.listener_context())
         await site.start()
         server = site._server
         port = self.cfg.listen_port
         if server is not None and server.sockets:  # type: ignore[attr-defined]
             port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
-        self.endpoint = f"http://{self.cfg.node_ip}:{port}"
+        host = f"[{self.cfg.node_ip}]" if ":" in self.cfg.node_ip else self.cfg.node_ip
+        self.endpoint = f"https://{host}:{port}"
         return runner
 
     async def _sample_usage(self) -> None:
@@ -469,14 +481,12 @@ class Agent:
         runner, bound = await serve_metrics(registry, host or "127.0.0.1", int(port))
         log.info("agent metrics on http://%s:%s/metrics", host or "127.0.0.1", bound)
         return runner
+
     async def settle_network(self) -> PeerRoutes:
         """The node's subnet (its Node's podCIDR, assigned by the control plane or the checked
-        override), the containers' MTU, and the routes to other nodes that go with them."""
+        override), the containers' MTU, and the routes to other nodes that go with them. The Node is
+        registered (and heartbeating) already."""
         cluster = await self.api.cluster_config()
-        if self.cfg.pod_cidr:
-            await podcidr.check_override_with_api(self.api, self.cfg.pod_cidr, node=self.cfg.node_name,
-                                                  cluster=cluster)
-        await self.register()
         pod_cidr = await podcidr.wait_for_pod_cidr(self.api, self.cfg.node_name)
         uplink_mtu = 1500 if is_loopback(self.cfg.node_ip) else (await asyncio.to_thread(uplink, self.cfg.node_ip))[1]
         mtu = link_mtu(cluster, node_ip=self.cfg.node_ip, uplink_mtu=uplink_mtu)
@@ -494,7 +504,10 @@ class Agent:
         runner = await self._serve_logs()
         metrics = await self._serve_metrics()
         try:
-            self.peers = await self.settle_network()
+            if self.cfg.pod_cidr:  # an explicit override: refused with a clear error before the Node has it
+                await podcidr.check_override_with_api(self.api, self.cfg.pod_cidr, node=self.cfg.node_name,
+                                                      cluster=await self.api.cluster_config())
+            await self.register()
             await self._run_tasks()
         finally:
             await runner.cleanup()
@@ -505,11 +518,12 @@ class Agent:
 
     async def _run_tasks(self) -> None:
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(self.reflector.run(), name="agent-reflector")
-            tg.create_task(self.services.run(), name="agent-service-proxy")
-            tg.create_task(self._heartbeats(), name="agent-heartbeat")
+            tg.create_task(self._heartbeats(), name="agent-heartbeat")  # while the podCIDR is awaited too
             tg.create_task(self.fence.watch(), name="agent-fence")
             tg.create_task(self._ship_events(), name="agent-events")
+            self.peers = await self.settle_network()
+            tg.create_task(self.reflector.run(), name="agent-reflector")
+            tg.create_task(self.services.run(), name="agent-service-proxy")
             tg.create_task(self.reconciler.watch_exits(self._on_exit), name="agent-exits")
             tg.create_task(self._resync(), name="agent-resync")
             tg.create_task(self.volume_reflector.run(), name="agent-volume-reflector")
@@ -518,39 +532,20 @@ class Agent:
                            name="agent-secret-volumes")
             if self.cfg.metrics_listen:
                 tg.create_task(self._sample_usage(), name="agent-usage-samples")
-            if self.peers is not None:
-                tg.create_task(self.peers.run(), name="agent-peer-routes")
+            tg.create_task(self.peers.run(), name="agent-peer-routes")
             tg.create_task(self.policies.run(), name="agent-network-policy")
             for i in range(self.cfg.workers):
                 tg.create_task(self._worker(), name=f"agent-worker-{i}")
 
 
-async def join(cfg: AgentConfig) -> str:
-    """The node token: read from the data dir, or obtained once with the join token."""
-    path = cfg.data_dir / "node.token"
-    if cfg.token:
-        return cfg.token
-    if await asyncio.to_thread(path.exists):
-        return (await asyncio.to_thread(path.read_text)).strip()
-    if not cfg.join_token:
-        raise errors.Unauthorized("the worker needs --token or --join-token to join the cluster")
-    async with ApiClient(cfg.servers, cfg.join_token) as client:
-        body = await client.request("POST", "/join", body={"node": cfg.node_name})
-    token: str = msgspec.json.decode(body)["token"]
-
-    def save() -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(token + "\n")
-
-    await asyncio.to_thread(save)
-    return token
-
-
 async def run_agent(cfg: AgentConfig, *, stop: asyncio.Event) -> None:
-    token = await join(cfg)
-    async with ApiClient(cfg.servers, token) as api:
+    if cfg.token:
+        raise errors.Unauthorized("a worker no longer takes a node --token: nodes authenticate with their own "
+                                  "certificate; join with --join-token K10…")
+    creds = await node_credentials(servers=cfg.servers, data_dir=cfg.data_dir, node=cfg.node_name,
+                                   node_ip=cfg.node_ip, join_token=cfg.join_token)
+    async with ApiClient(cfg.servers, ssl_context=creds.api_context(),
+                         trust_source=str(creds.cert_file.parent / "ca.crt")) as api:
         # the subnet comes from the Node once registered (Agent.settle_network → reconciler.use_network),
         # and so does the DNS server's address (the bridge's gateway in that subnet)
         rcfg = ReconcilerConfig(data_dir=cfg.data_dir, node_name=cfg.node_name, containerd_socket=cfg.containerd_socket,
@@ -558,7 +553,7 @@ async def run_agent(cfg: AgentConfig, *, stop: asyncio.Event) -> None:
                                 pids_limit=cfg.pids_limit)
         reconciler = NodeReconciler(rcfg)
         reconciler.secrets = ApiSecrets(api)  # Secrets: env, secret volumes, image pull credentials
-        agent = Agent(cfg, api, reconciler)
+        agent = Agent(cfg, api, reconciler, creds)
         reconciler.events = agent
         reconciler.on_change = agent.queue.add  # probes: a flipped probe result requeues its key
         await reconciler.start()

@@ -1,19 +1,24 @@
-"""The agent's own small HTTP listener: container logs, for the API's proxy only.
+"""The agent's own small HTTPS listener: container logs, for the API's proxy only.
 
 ``GET /logs/{namespace}/{name}?uid=&tail=N&follow=1&timestamps=1`` answers the container's log
-records as text lines (``[time ]text``), from the files the log shipper writes on this node. Only
-the API may call it: the request must carry the cluster's agent token.
+records as text lines (``[time ]text``), from the files the log shipper writes on this node.
+
+Only the API may call it. The listener serves TLS with the node's certificate and requires a
+client certificate signed by the cluster CA (``NodeCredentials.listener_context``); the one
+middleware ``only_the_api`` then admits only the API's (CN ``corral:api``), for every route on the
+app — a node's own certificate, or another node's, is refused.
 """
 
 from __future__ import annotations
 
-import hmac
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
 
 from corral.runtime import logs
+from corral.tls.contexts import peer_common_name
+from corral.tls.pki import API_CLIENT_CN
 
 LogPathFor = Callable[[str], Path | None]
 
@@ -23,20 +28,29 @@ def _line(rec: logs.LogLine, timestamps: bool) -> bytes:
     return ((rec.time + " " if timestamps else "") + text).encode()
 
 
-def refuse_unless_api(request: web.Request, token: str, *, what: str = "read logs") -> web.Response | None:
-    """A 401 answer unless the request carries the cluster's agent token (only the API has it)."""
-    if token and hmac.compare_digest(request.headers.get("Authorization", ""), f"Bearer {token}"):
+def refuse_unless_api(request: web.Request, *, what: str = "call") -> web.Response | None:
+    """A 403 answer unless the verified client certificate is the API's (CN ``corral:api``)."""
+    cn = peer_common_name(request.transport)
+    if cn == API_CLIENT_CN:
         return None
-    return web.json_response({"error": {"code": 401, "reason": "Unauthorized",
-                                        "message": f"only the API may {what} through an agent", "details": []}},
-                             status=401)
+    return web.json_response({"error": {"code": 403, "reason": "Forbidden",
+                                        "message": f"only the API ({API_CLIENT_CN}) may {what} through an agent, not "
+                                                   f"{cn or 'a client without a certificate'}",
+                                        "details": []}}, status=403)
 
 
-def build_app(*, token: Callable[[], str], log_path: LogPathFor) -> web.Application:
+@web.middleware
+async def only_the_api(request: web.Request,
+                       handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    """Every route on the listener (logs, exec, attach, port-forward): the API's certificate only."""
+    denied = refuse_unless_api(request)
+    if denied is not None:
+        return denied
+    return await handler(request)
+
+
+def build_app(*, log_path: LogPathFor) -> web.Application:
     async def serve_logs(request: web.Request) -> web.StreamResponse:
-        denied = refuse_unless_api(request, token())
-        if denied is not None:
-            return denied
         uid = request.query.get("uid", "")
         path = log_path(uid)
         if path is None:
@@ -62,6 +76,6 @@ def build_app(*, token: Callable[[], str], log_path: LogPathFor) -> web.Applicat
             pass
         return response
 
-    app = web.Application()
+    app = web.Application(middlewares=[only_the_api])
     app.router.add_get("/logs/{namespace}/{name}", serve_logs, allow_head=False)
     return app

@@ -1,7 +1,7 @@
 """The agent's exec, attach and port-forward WebSockets (for the API's proxy only).
 
-Routes on the agent's listener, next to ``/logs`` and behind the same check (the cluster's agent
-token, which only the API holds):
+Routes on the agent's listener, next to ``/logs`` and behind the same check (mutual TLS, and the
+client certificate must be the API's: ``agentlogs.refuse_unless_api``):
 
 - ``GET /exec/{namespace}/{name}?uid=&command=…&stdin=&stdout=&stderr=&tty=&width=&height=`` runs the
   command in the container's running task (``runtime.execstream``) and speaks the channel protocol
@@ -130,11 +130,11 @@ async def _run_exec(ws: web.WebSocketResponse, stream: ExecStream) -> None:
     await _status(ws, exit_code=code)
 
 
-def add_routes(app: web.Application, *, token: Callable[[], str], targets: StreamTargets) -> None:
+def add_routes(app: web.Application, *, targets: StreamTargets) -> None:
     """Register ``/exec``, ``/attach`` and ``/portforward`` on the agent's listener."""
 
     async def accept(request: web.Request, what: str) -> web.WebSocketResponse | web.Response:
-        denied = refuse_unless_api(request, token(), what=what)
+        denied = refuse_unless_api(request, what=what)
         if denied is not None:
             return denied
         ws = web.WebSocketResponse(protocols=(sp.SUBPROTOCOL,), max_msg_size=sp.MAX_FRAME * 4)

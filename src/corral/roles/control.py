@@ -1,8 +1,10 @@
 """The control role: the API server (and, where elected, the scheduler and controllers) on etcd.
 
 ``run_control`` owns the lifetime of everything the control plane needs: an embedded etcd when no
-endpoints are given (restarted by a ``Supervisor`` whenever it dies), the store, the API's watch caches, the HTTP listener, the admin and join
-tokens in the data dir, and the client config the CLI reads. It returns when ``stop`` is set,
+endpoints are given (restarted by a ``Supervisor`` whenever it dies), the store, the cluster CA and
+this instance's certificates (roles/clustertls.py), the API's watch caches, the HTTPS listener, the
+admin token and the ``K10<CA hash>::<secret>`` join token in the data dir, and the client config the
+CLI reads (``{"server", "tokenFile", "caFile"}``). It returns when ``stop`` is set,
 after closing the listener (in-flight requests get a grace period), the caches and the store.
 """
 
@@ -10,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 import os
+import secrets
 import socket
 import time
 from collections.abc import Callable, Coroutine
@@ -28,14 +32,17 @@ from corral.api.audit import AuditLog
 from corral.api.auth import Identity
 from corral.api.server import ApiServer
 from corral.model.cluster import CLUSTER_CONFIG_KEY, ClusterConfig, differences, validate_cluster_config
-from corral.model.errors import AlreadyExists
+from corral.model.errors import AlreadyExists, Invalid
+from corral.roles.clustertls import ControlTls, TlsOptions, embedded_etcd_tls, ensure_control_tls
 from corral.roles.controllers import LeaderConfig
 from corral.roles.leader import campaign, leader_args, supervise_leader
 from corral.roles.metrics import LeaderMetrics
 from corral.store import snapshots
 from corral.store.embedded import EmbeddedEtcd
-from corral.store.etcd import EtcdStore
+from corral.store.etcd import EtcdStore, EtcdTls
 from corral.store.sealing import Keyring
+from corral.tls import pki
+from corral.tls.tokens import JoinToken, format_token
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +69,9 @@ class ControlConfig:
     encryption_key_file: Path | None = None  # the keys sealing Secrets at rest (default <data-dir>/encryption.key)
     audit_log: Path | None = None  # JSON lines of every write and refusal (api/audit.py); None: no audit log
     audit_log_max_bytes: int = 100 * 1024 * 1024
+    tls: TlsOptions = field(default_factory=TlsOptions)
+    etcd_tls: EtcdTls | None = None  # --etcd-cafile/--etcd-certfile/--etcd-keyfile (an external etcd)
+    plain_http: bool = False  # testing only (the TLS cost benchmark): plain HTTP, allowed on loopback only
 
 
 @dataclass
@@ -70,9 +80,18 @@ class ControlPlane:
 
     url: str
     admin_token: str
-    join_token: str
+    join_token: str  # K10<CA hash>::<secret>
     store: EtcdStore
     api: ApiServer
+    tls: ControlTls
+
+    @property
+    def ca_pem(self) -> bytes:
+        return self.tls.ca_pem
+
+    @property
+    def ca_file(self) -> Path:
+        return self.tls.ca_file
 
 
 async def ensure_cluster_config(store: EtcdStore, asked: ClusterConfig) -> ClusterConfig:
@@ -90,17 +109,44 @@ async def ensure_cluster_config(store: EtcdStore, asked: ClusterConfig) -> Clust
     return recorded
 
 
+def _url_host(host: str) -> str:
+    """The host to put in the API's URL: a wildcard listen address is reached on loopback."""
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
 def user_config_path() -> Path:
     base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     return Path(base) / "corral" / "config.json"
 
 
-def _write_config(path: Path, server: str, token_file: Path) -> None:
+def _write_config(path: Path, server: str, token_file: Path, ca_file: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"server": server, "tokenFile": str(token_file)}, indent=2) + "\n")
+    tmp.write_text(json.dumps({"server": server, "tokenFile": str(token_file), "caFile": str(ca_file)},
+                              indent=2) + "\n")
     os.chmod(tmp, 0o600)
     tmp.replace(path)
+
+
+def _join_secret(asked: str, path: Path, ca_pem: bytes) -> str:
+    """The join secret: ``--join-token`` (bare, or K10 for this CA), else the one in ``path``
+    (an older file may hold the bare secret), else a new one. ``path`` then holds the K10 form."""
+    if asked:
+        if asked.startswith("K10"):
+            token = JoinToken.parse(asked)
+            if token.ca_hash != pki.ca_hash(ca_pem):
+                raise Invalid("--join-token pins another CA than this cluster's; give the bare secret or this "
+                              "cluster's K10 token")
+            return token.secret
+        return asked
+    if path.exists():
+        text = path.read_text().strip()
+        return JoinToken.parse(text).secret if text.startswith("K10") else text
+    return secrets.token_urlsafe(32)
 
 
 async def run_control(cfg: ControlConfig, *, stop: asyncio.Event,
@@ -109,43 +155,54 @@ async def run_control(cfg: ControlConfig, *, stop: asyncio.Event,
     await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
     etcd: EmbeddedEtcd | None = None
     endpoints = list(cfg.etcd)
-    if not endpoints:
-        etcd = EmbeddedEtcd(data_dir=data_dir / "etcd", log_path=data_dir / "etcd.log")
+    etcd_tls, tls_opts = cfg.etcd_tls, cfg.tls
+    if not endpoints:  # an embedded etcd: TLS with client-certificate auth, certificates from the cluster CA
+        server_tls, tls_opts = await asyncio.to_thread(embedded_etcd_tls, data_dir, cfg.tls)
+        etcd = EmbeddedEtcd(data_dir=data_dir / "etcd", log_path=data_dir / "etcd.log", tls=server_tls)
         await etcd.start()
-        endpoints = [etcd.endpoint]
+        endpoints, etcd_tls = [etcd.endpoint], etcd.client_tls()
         log.info("embedded etcd at %s (pid %s)", etcd.endpoint, etcd.pid)
     await asyncio.to_thread((data_dir / "etcd.endpoints").write_text, json.dumps(endpoints) + "\n")  # for `corral etcd`
-    store = EtcdStore(endpoints)
+    store = EtcdStore(endpoints, tls=etcd_tls)
     keyring = await asyncio.to_thread(Keyring.from_file, cfg.encryption_key_file or data_dir / "encryption.key")
     audit_log = AuditLog(cfg.audit_log, max_bytes=cfg.audit_log_max_bytes) if cfg.audit_log else None
-    api = ApiServer(store, max_body=cfg.max_body, event_ttl=cfg.event_ttl, keyring=keyring, audit_log=audit_log)
     runner: web.AppRunner | None = None
+    api: ApiServer | None = None
     try:
+        tls = await ensure_control_tls(store, data_dir, host=cfg.host, opts=tls_opts)
+        api = ApiServer(store, max_body=cfg.max_body, event_ttl=cfg.event_ttl, authority=tls.authority,
+                        agent_ssl=tls.agent_client, keyring=keyring, audit_log=audit_log)
         await api.ensure_default_namespace()
         cluster = await ensure_cluster_config(store, cfg.cluster)
         log.info("cluster: %s", msgspec.json.encode(cluster).decode())
         admin_token = await api.tokens.ensure_file(data_dir / "admin.token", Identity("admin"))
         join_path = data_dir / "join.token"
-        if cfg.join_token:
-            await asyncio.to_thread(join_path.write_text, cfg.join_token + "\n")
-            await asyncio.to_thread(os.chmod, join_path, 0o600)
-        join_token = await api.tokens.ensure_file(join_path, Identity("join"))
+        join_secret = await asyncio.to_thread(_join_secret, cfg.join_token, join_path, tls.ca_pem)
+        await api.tokens.register(join_secret, Identity("join"))
+        join_token = format_token(tls.ca_pem, join_secret)
+        await asyncio.to_thread(pki.write_private, join_path, (join_token + "\n").encode())
         async with asyncio.TaskGroup() as tg:
             caches = tg.create_task(api.run_caches(), name="api-watch-caches")
             runner = web.AppRunner(api.app(), access_log=None, shutdown_timeout=5.0)
             await runner.setup()
-            site = web.TCPSite(runner, cfg.host, cfg.port, reuse_address=True)
+            if cfg.plain_http and not ipaddress.ip_address(cfg.host).is_loopback:
+                raise Invalid("plain HTTP is for measuring TLS's cost on loopback only; the API serves HTTPS")
+            site = web.TCPSite(runner, cfg.host, cfg.port, reuse_address=True,
+                               ssl_context=None if cfg.plain_http else tls.server)
             await site.start()
-            url = f"http://{cfg.host}:{cfg.port}"
-            await asyncio.to_thread(_write_config, data_dir / "config.json", url, data_dir / "admin.token")
+            url = f"{'http' if cfg.plain_http else 'https'}://{_url_host(cfg.host)}:{cfg.port}"
+            await asyncio.to_thread(_write_config, data_dir / "config.json", url, data_dir / "admin.token", tls.ca_file)
             if cfg.write_user_config:
-                await asyncio.to_thread(_write_config, user_config_path(), url, data_dir / "admin.token")
-            log.info("API serving on %s (admin token in %s)", url, data_dir / "admin.token")
-            plane = ControlPlane(url=url, admin_token=admin_token, join_token=join_token, store=store, api=api)
+                await asyncio.to_thread(_write_config, user_config_path(), url, data_dir / "admin.token", tls.ca_file)
+            log.info("API serving on %s (admin token in %s, cluster CA in %s)", url, data_dir / "admin.token",
+                     tls.ca_file)
+            plane = ControlPlane(url=url, admin_token=admin_token, join_token=join_token, store=store, api=api,
+                                 tls=tls)
             leader_cfg = LeaderConfig(policy=cfg.policy, node_grace=cfg.node_grace, event_ttl=cfg.event_ttl,
                                       metrics_listen=cfg.leader_metrics_listen, job_backoff=cfg.job_backoff)
             if cfg.leader_process:  # the scheduler and controllers in a child process: a core of their own
-                leading = supervise_leader(leader_args(endpoints, leader_cfg, ttl=cfg.leader_ttl), stop=stop)
+                leading = supervise_leader(leader_args(endpoints, leader_cfg, ttl=cfg.leader_ttl, etcd_tls=etcd_tls),
+                                           stop=stop)
             else:  # in this process: the leader's figures join the API's /metrics
                 metrics = LeaderMetrics()
                 api.metrics.registry.register(metrics.collector)
@@ -182,7 +239,8 @@ async def run_control(cfg: ControlConfig, *, stop: asyncio.Event,
         if runner is not None:
             with contextlib.suppress(Exception):
                 await runner.cleanup()
-        await api.logs.close()
+        if api is not None:
+            await api.logs.close()
         await store.close()
         if etcd is not None:
             t0 = time.monotonic()

@@ -26,7 +26,7 @@ from corral.aiokit.processes import ChildProcess, Supervisor
 from corral.roles.controllers import LeaderConfig, run_leader
 from corral.roles.metrics import LeaderMetrics
 from corral.store.election import Election
-from corral.store.etcd import EtcdStore
+from corral.store.etcd import EtcdStore, EtcdTls
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ class LeaderRoleConfig:
     etcd: list[str]
     leader: LeaderConfig = field(default_factory=LeaderConfig)
     leader_ttl: int = 5
+    etcd_tls: EtcdTls | None = None
 
 
 async def campaign(store: EtcdStore, cfg: LeaderConfig, *, identity: str, ttl: int,
@@ -46,7 +47,7 @@ async def campaign(store: EtcdStore, cfg: LeaderConfig, *, identity: str, ttl: i
 
 
 async def run_leader_role(cfg: LeaderRoleConfig, *, stop: asyncio.Event) -> None:
-    store = EtcdStore(cfg.etcd)
+    store = EtcdStore(cfg.etcd, tls=cfg.etcd_tls)
     metrics = LeaderMetrics()
     runner: web.AppRunner | None = None
     try:
@@ -68,7 +69,7 @@ async def run_leader_role(cfg: LeaderRoleConfig, *, stop: asyncio.Event) -> None
         await store.close()
 
 
-def leader_args(etcd: Sequence[str], cfg: LeaderConfig, *, ttl: int) -> list[str]:
+def leader_args(etcd: Sequence[str], cfg: LeaderConfig, *, ttl: int, etcd_tls: EtcdTls | None = None) -> list[str]:
     args = [sys.executable, "-m", "corral.cli.main", "serve", "--role=leader", "--policy", cfg.policy,
             "--node-grace", str(cfg.node_grace), "--event-ttl", str(int(cfg.event_ttl)), "--leader-ttl", str(ttl),
             "--job-backoff", str(cfg.job_backoff)]
@@ -76,7 +77,7 @@ def leader_args(etcd: Sequence[str], cfg: LeaderConfig, *, ttl: int) -> list[str
         args += ["--etcd", endpoint]
     if cfg.metrics_listen:
         args += ["--metrics-listen", cfg.metrics_listen]
-    return args
+    return args + (etcd_tls.args() if etcd_tls is not None else [])
 
 
 async def supervise_leader(args: list[str], *, stop: asyncio.Event) -> None:

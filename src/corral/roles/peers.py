@@ -2,9 +2,10 @@
 
 ``PeerRoutes`` watches every Node through a ``Reflector``. The peers are the *other* nodes that are
 Ready, have a podCIDR and a non-loopback InternalIP (and, for VXLAN, have published their VTEP MAC in
-the annotation ``corral.io/vxlan-mac``). On start, on every change and every ``resync`` seconds it
-computes the plan for them and applies it level-based (``Overlay.apply`` in a thread): whatever of
-ours the kernel holds and the plan does not is removed. A node deleted or no longer Ready loses its
+the annotation ``node.corral.io/vxlan-mac``). On every Node change it computes the plan for them and, if
+the plan differs from the last one applied (most Node writes are heartbeats), applies it level-based
+(``Overlay.apply`` in a thread): whatever of ours the kernel holds and the plan does not is removed.
+On start and every ``resync`` seconds it applies whatever the plan, so drift is repaired. A node deleted or no longer Ready loses its
 route on every other node; an agent restarted finds the kernel as it left it and changes nothing.
 
 The backend, VNI and port come from the cluster settings (``GET /cluster``), so nodes cannot
@@ -17,7 +18,6 @@ agents share one network namespace) routes nothing: there is no other host to re
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
 from collections.abc import Iterable
@@ -32,7 +32,7 @@ from corral.network.overlay import Overlay, Peer, Plan, device_for, plan
 
 log = logging.getLogger(__name__)
 
-VXLAN_MAC_ANNOTATION = "corral.io/vxlan-mac"
+VXLAN_MAC_ANNOTATION = "node.corral.io/vxlan-mac"  # a node may write node.corral.io/ annotations (NodeRestriction)
 
 
 def is_loopback(ip: str) -> bool:
@@ -86,27 +86,41 @@ class PeerRoutes:
         if not self.enabled:
             log.info("node IP is a loopback address: no routes to other nodes (single-host cluster)")
             return
-        mac = await asyncio.to_thread(self.overlay.ensure_device)
+        while True:
+            try:
+                mac = await asyncio.to_thread(self.overlay.ensure_device)
+                break
+            except errors.CorralError as e:  # the agent keeps running its containers; it tries again
+                log.warning("%s; trying again in 5 s", e)
+                await asyncio.sleep(5.0)
         if mac:
             await self._publish_mac(mac)
         log.info("backend %s: keeping routes to the other nodes' containers", self.cluster.backend)
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self.reflector.run(), name="agent-node-reflector")
             await self.reflector.synced.wait()
+            changed = True
             while True:
                 self._changed.clear()
-                await self._apply()
-                with contextlib.suppress(TimeoutError):
+                await self._apply(force=not changed)
+                try:
                     await asyncio.wait_for(self._changed.wait(), self.resync)
+                    changed = True
+                except TimeoutError:
+                    changed = False
 
-    async def _apply(self) -> None:
+    async def _apply(self, *, force: bool) -> None:
+        """Apply the plan for the current Nodes: when it differs from the last one applied, and on
+        every resync (``force``: the kernel is read again, whatever changed it meanwhile)."""
         wanted = plan(self.cluster.backend, peers_of(self.reflector.objects.values(), me=self.node))
+        if wanted == self.applied and not force:
+            return  # a heartbeat's status write: nothing for the routes
         try:
             changes = await asyncio.to_thread(self.overlay.apply, wanted)
         except (errors.CorralError, OSError) as e:
             log.warning("routes to other nodes: %s", e)
             return
-        self.applied = wanted
+        self.applied = wanted  # what failed is tried again at the next resync (not at every heartbeat)
         for what in changes.added:
             log.info("added %s", what)
         for what in changes.removed:
@@ -116,8 +130,11 @@ class PeerRoutes:
                         "vxlan backend does not)" if self.cluster.backend == "host-gw" else "")
 
     async def _publish_mac(self, mac: str) -> None:
-        """Write this node's VTEP MAC on its Node (the other nodes' FDB and neighbour entries use it)."""
-        for attempt in range(50):
+        """Write this node's VTEP MAC on its Node (the other nodes' FDB and neighbour entries use it).
+        Until it is written no other node can reach this one's containers, so it is retried until it
+        is, and said why meanwhile (e.g. the API refusing the write)."""
+        delay = 0.05
+        while True:
             try:
                 node = await self.api.get(Node, self.node)
                 if node.metadata.annotations.get(VXLAN_MAC_ANNOTATION) == mac:
@@ -128,4 +145,8 @@ class PeerRoutes:
                 log.info("VXLAN device %s has MAC %s", self.overlay.device, mac)
                 return
             except errors.Conflict:
-                await asyncio.sleep(0.05 * (attempt + 1))
+                delay = 0.05
+            except errors.CorralError as e:
+                log.warning("could not publish this node's VTEP MAC (%s) on its Node: %s", mac, e)
+                delay = min(max(delay * 2, 1.0), 30.0)
+            await asyncio.sleep(delay)

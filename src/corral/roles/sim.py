@@ -43,6 +43,8 @@ from corral.model.lifecycle import AGENT_FINALIZER, now_rfc3339
 from corral.model.quantities import parse_cpu, parse_memory
 from corral.model.resources import Container, ContainerStatus, Node, NodeSpec, NodeStatus, ObjectMeta
 from corral.roles.agent import AgentConfig, NodeBeats, build_node_status, node_labels
+from corral.tls.contexts import client_context
+from corral.tls.tokens import JoinToken, fetch_pinned_ca
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,7 @@ Key = tuple[str, str, str]  # (node, namespace, name)
 class SimConfig:
     servers: list[str]
     token: str  # a join token (the real path) or the admin token; every node exchanges it for its own
+    ca_pem: bytes | None = None  # the cluster CA to trust (a K10 join token pins and fetches it instead)
     nodes: int = 10
     name_prefix: str = "hollow"
     start_delay: float = 0.05
@@ -124,10 +127,12 @@ class HollowNode:
         return f"10.{100 + self.index // 256 % 100}.{self.index % 256}.{n}"
 
     async def join(self) -> None:
-        async with ApiClient(self.sim.cfg.servers, self.sim.cfg.token, connector=self.sim.connector) as client:
+        async with ApiClient(self.sim.cfg.servers, self.sim.secret, connector=self.sim.connector,
+                             ssl_context=self.sim.ssl_context) as client:
             body = await client.request("POST", "/join", body={"node": self.name})
         token: str = msgspec.json.decode(body)["token"]
-        self.api = ApiClient(self.sim.cfg.servers, token, connector=self.sim.connector)
+        self.api = ApiClient(self.sim.cfg.servers, token, connector=self.sim.connector,
+                             ssl_context=self.sim.ssl_context)
         self.beats = NodeBeats(self.api, self.name, self.node_status)
         self.reflector = Reflector(self.api, Container, namespace=None, field_selector=f"spec.node={self.name}",
                                    on_event=self._on_container)
@@ -246,6 +251,8 @@ class Simulator:
         self.stats = SimStats()
         self.queue: WorkQueue[Key] = WorkQueue(base_delay=0.2, max_delay=10.0)
         self.connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
+        self.secret = cfg.token  # what joins: the token, or the secret of a K10 join token
+        self.ssl_context = client_context(cfg.ca_pem) if cfg.ca_pem else None
         self.nodes = {f"{cfg.name_prefix}-{i:05}": HollowNode(self, f"{cfg.name_prefix}-{i:05}", i)
                       for i in range(cfg.nodes)}
         self.ready = asyncio.Event()
@@ -285,8 +292,16 @@ class Simulator:
             self.stats.lost += 1
             log.warning("%s is lost: no more heartbeats or status", node.name)
 
+    async def _trust(self) -> None:
+        """A K10 join token: pin the cluster CA it names (as a worker does) and join with its secret."""
+        if self.cfg.token.startswith("K10"):
+            token = JoinToken.parse(self.cfg.token)
+            self.ssl_context = client_context(await fetch_pinned_ca(self.cfg.servers, token))
+            self.secret = token.secret
+
     async def run(self) -> None:
         """Bring every node up, then run them until cancelled."""
+        await self._trust()
         gate = asyncio.Semaphore(self.cfg.register_concurrency)
         t0 = time.monotonic()
         try:
@@ -311,7 +326,7 @@ class Simulator:
 
     async def delete_nodes(self, token: str) -> None:
         """Remove the hollow Node objects (needs an admin token), so nothing is scheduled onto them."""
-        async with ApiClient(self.cfg.servers, token, connector=self.connector) as admin:
+        async with ApiClient(self.cfg.servers, token, connector=self.connector, ssl_context=self.ssl_context) as admin:
             for name in self.nodes:
                 with contextlib.suppress(errors.NotFound):
                     await admin.delete(Node, name)

@@ -9,6 +9,11 @@ SIGKILL), its pid is kept in ``<data_dir>.pid``, and ``start`` first ends a left
 earlier run on the same data dir (one that would hold the data dir's lock). ``start`` again after
 it died reuses the same ports, so clients that know the endpoint reconnect; ``wait`` lets a
 ``Supervisor`` restart it.
+
+With ``tls`` (what ``corral serve`` gives it: certificates from the cluster CA) it serves clients
+over HTTPS only and requires a client certificate signed by that CA (``--client-cert-auth``), so
+another local user cannot read or write the cluster's records through its port; ``client_tls()``
+is what the control plane connects with. Its peer port stays plaintext on loopback (one member).
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ import aiohttp
 
 from corral.aiokit.processes import ChildProcess
 from corral.model.errors import Unavailable
+from corral.store.etcd import EtcdTls
+from corral.tls.contexts import client_context
 
 INSTALL_HINT = "install it with `scripts/install-deps.sh` (Debian packages etcd-server etcd-client)"
 
@@ -40,6 +47,18 @@ def _find_etcd() -> str | None:
     return shutil.which("etcd") or ("/usr/bin/etcd" if os.path.exists("/usr/bin/etcd") else None)
 
 
+@dataclass(frozen=True)
+class EtcdServerTls:
+    """The embedded etcd's serving certificate, the CA its clients must chain to, and the client
+    certificate the control plane presents (all PEM files)."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+    client_cert_file: Path
+    client_key_file: Path
+
+
 @dataclass
 class EmbeddedEtcd:
     data_dir: Path
@@ -47,11 +66,24 @@ class EmbeddedEtcd:
     client_port: int = 0
     peer_port: int = 0
     log_path: Path | None = None
+    tls: EtcdServerTls | None = None
     _child: ChildProcess | None = field(default=None, repr=False)
 
     @property
     def endpoint(self) -> str:
-        return f"http://{self.host}:{self.client_port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.client_port}"
+
+    def client_tls(self) -> EtcdTls | None:
+        """How a client connects (None: plaintext)."""
+        if self.tls is None:
+            return None
+        return EtcdTls(self.tls.ca_file, self.tls.client_cert_file, self.tls.client_key_file)
+
+    def _tls_args(self) -> list[str]:
+        if self.tls is None:
+            return []
+        return ["--cert-file", str(self.tls.cert_file), "--key-file", str(self.tls.key_file),
+                "--client-cert-auth", "--trusted-ca-file", str(self.tls.ca_file)]
 
     @property
     def pid(self) -> int | None:
@@ -68,7 +100,7 @@ class EmbeddedEtcd:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.client_port = self.client_port or free_port(self.host)
         self.peer_port = self.peer_port or free_port(self.host)
-        client = f"http://{self.host}:{self.client_port}"
+        client = self.endpoint
         peer = f"http://{self.host}:{self.peer_port}"
         log_path = self.log_path or self.data_dir.parent / f"{self.data_dir.name}.log"
         self._child = ChildProcess(
@@ -87,6 +119,7 @@ class EmbeddedEtcd:
                 "--quota-backend-bytes", str(8 * 1024**3),
                 "--logger", "zap",
                 "--log-outputs", "stderr",
+                *self._tls_args(),
             ],
             name="etcd", log_path=log_path, pid_file=self.pid_file, marker=str(self.data_dir),
         )  # fmt: skip
@@ -103,7 +136,9 @@ class EmbeddedEtcd:
 
     async def _wait_healthy(self, timeout: float) -> None:
         deadline = asyncio.get_running_loop().time() + timeout
-        async with aiohttp.ClientSession() as http:
+        tls = (client_context(self.tls.ca_file.read_bytes(), cert_file=self.tls.client_cert_file,
+                              key_file=self.tls.client_key_file) if self.tls is not None else False)
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls)) as http:
             while True:
                 if self._child is not None and self._child.returncode is not None:
                     raise Unavailable(f"etcd exited with code {self._child.returncode}; see its log")

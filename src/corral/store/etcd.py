@@ -14,6 +14,10 @@ Every write is one round trip:
   which compares lost, and the others are tried again in a smaller txn until one commits.
 
 gRPC errors become corral errors here (see ``etcd_errors``). Watches live in ``etcd_watch``.
+
+TLS: ``https://`` endpoints need ``EtcdTls`` (the CA that signed etcd's serving certificate and,
+for an etcd with ``--client-cert-auth``, a client certificate and key); the channel is then a
+gRPC secure channel with those credentials. ``http://`` endpoints stay plaintext.
 """
 
 from __future__ import annotations
@@ -22,9 +26,12 @@ import asyncio
 import builtins
 import ipaddress
 from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+import grpc  # type: ignore[import-untyped]
 from aetcd import rpc
 
 from corral.model.errors import AlreadyExists, Conflict, NotFound, Unavailable
@@ -58,15 +65,37 @@ _MOD = rpc.Compare.CompareTarget.MOD
 T = TypeVar("T")
 
 
-def grpc_target(endpoints: Sequence[str]) -> str:
+@dataclass(frozen=True)
+class EtcdTls:
+    """Files for a TLS etcd (``--etcd-cafile``, ``--etcd-certfile``, ``--etcd-keyfile``)."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    def args(self) -> list[str]:
+        """The same as ``serve`` flags (for a child process)."""
+        flags = (("--etcd-cafile", self.ca_file), ("--etcd-certfile", self.cert_file), ("--etcd-keyfile", self.key_file))
+        return [a for flag, path in flags if path is not None for a in (flag, str(path))]
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        def read(path: Path | None) -> bytes | None:
+            return path.read_bytes() if path is not None else None
+
+        return grpc.ssl_channel_credentials(root_certificates=read(self.ca_file), private_key=read(self.key_file),
+                                            certificate_chain=read(self.cert_file))
+
+
+def grpc_target(endpoints: Sequence[str], *, tls: bool = False) -> str:
     """A gRPC target for etcd endpoints (``http://127.0.0.1:2379``); several IPs fail over in order."""
     if not endpoints:
         raise ValueError("EtcdStore needs at least one endpoint")
     hosts: list[str] = []
     for endpoint in endpoints:
         parts = urlsplit(endpoint if "//" in endpoint else f"//{endpoint}")
-        if parts.scheme == "https":
-            raise ValueError(f"TLS etcd endpoints are not supported yet: {endpoint}")
+        if parts.scheme == "https" and not tls:
+            raise ValueError(f"the etcd endpoint {endpoint} is https: give --etcd-cafile (and --etcd-certfile, "
+                             "--etcd-keyfile for client-certificate auth)")
         hosts.append(f"{parts.hostname}:{parts.port or 2379}")
     if len(hosts) == 1:
         return hosts[0]
@@ -93,10 +122,11 @@ def to_kv(kv: Any) -> KeyValue:
 class EtcdStore:
     """The etcd backend of ``Store``. Cheap per call: one channel, prebuilt stubs, one round trip."""
 
-    def __init__(self, endpoints: Sequence[str], *, timeout: float = 10.0) -> None:
+    def __init__(self, endpoints: Sequence[str], *, timeout: float = 10.0, tls: EtcdTls | None = None) -> None:
         self.endpoints = list(endpoints)
         self.timeout = timeout
-        self._target = grpc_target(self.endpoints)
+        self.tls = tls
+        self._target = grpc_target(self.endpoints, tls=tls is not None)
         self._channel: Any = None
         self._kv: Any = None
         self._lease: Any = None
@@ -108,7 +138,10 @@ class EtcdStore:
     def _connect(self) -> None:
         if self._closed:
             raise RuntimeError("EtcdStore is closed")
-        self._channel = rpc.insecure_channel(self._target, options=_CHANNEL_OPTIONS)
+        if self.tls is not None:  # the files are a few KiB: read on the loop, once per channel
+            self._channel = rpc.secure_channel(self._target, self.tls.credentials(), options=_CHANNEL_OPTIONS)
+        else:
+            self._channel = rpc.insecure_channel(self._target, options=_CHANNEL_OPTIONS)
         self._kv = rpc.KVStub(self._channel)
         self._lease = rpc.LeaseStub(self._channel)
         self._watch = rpc.WatchStub(self._channel)

@@ -165,6 +165,26 @@ const KINDS = {
 
 // --- a live, paged list ------------------------------------------------------------------------
 
+const when = (o) => o.spec?.lastTimestamp || o.metadata?.creationTimestamp || "";
+
+// Events are kept in key order, not time order: read them a page of 500 at a time (at most
+// NEWEST_SCAN; Events expire, so there are rarely more), then keep the newest PAGE.
+const NEWEST_SCAN = 5000;
+async function newest(path, params) {
+  let items = [], cont = "", rv = "";
+  do {
+    const q = new URLSearchParams({ ...params, limit: "500" });
+    if (cont) q.set("continue", cont);
+    const page = await api(`${path}?${q}`);
+    items = items.concat(page.items);
+    cont = page.metadata?.continue || "";
+    rv = rv || page.metadata.resourceVersion;
+  } while (cont && items.length < NEWEST_SCAN);
+  items.sort((a, b) => when(b).localeCompare(when(a)));
+  // oldest of the page first: rendering prepends, so the newest ends on top
+  return { items: items.slice(0, PAGE).reverse(), total: items.length, metadata: { resourceVersion: rv } };
+}
+
 let stopCurrent = () => {};
 
 function key(o) { return `${o.metadata.namespace || ""}/${o.metadata.name}`; }
@@ -237,7 +257,7 @@ async function listPage(kindName, params) {
     if (cont) q.set("continue", cont);
     let list;
     try {
-      list = await api(`${kind.path(state.ns)}?${q}`);
+      list = kind.newestFirst ? await newest(kind.path(state.ns), query()) : await api(`${kind.path(state.ns)}?${q}`);
     } catch (e) {
       view.replaceChildren(h("h2", {}, kind.title), h("p", { class: "error", role: "alert" },
         e.status === 404 ? `This server has no ${kind.title.toLowerCase()}.` : e.message));
@@ -245,12 +265,13 @@ async function listPage(kindName, params) {
     }
     tbody.replaceChildren();
     state.rows.clear();
-    const items = kind.newestFirst ? [...list.items].reverse() : list.items;
+    const items = list.items;  // newest(): oldest of the page first, so prepending leaves the newest on top
     for (const o of items) render(o);
     state.continueToken = list.metadata?.continue || "";
     next.disabled = !state.continueToken;
     prev.disabled = !cont;
-    count.textContent = `${list.items.length} shown${state.continueToken ? ", more on the next pages" : ""}`;
+    count.textContent = kind.newestFirst ? `the newest ${list.items.length} of ${list.total}`
+      : `${list.items.length} shown${state.continueToken ? ", more on the next pages" : ""}`;
     refreshNodes().catch(() => {});
     if (watching) watching.abort();
     watching = new AbortController();

@@ -1,0 +1,112 @@
+"""A worker's credentials: the cluster CA it pinned and its node certificate.
+
+Kept in ``<agent data dir>/tls/``: ``ca.crt``, ``node.key`` (0600) and ``node.crt`` (CN
+``node:<name>``, SANs ``<name>.nodes.corral`` and the node IP; serverAuth + clientAuth). The one
+certificate authenticates the agent to the API (mutual TLS: no token) and serves its listener.
+
+- First start: the ``K10<hash>::<secret>`` join token pins the CA; the CA is downloaded from
+  ``GET /cacerts`` and must hash to the token's hash (``tls/tokens.py``); the worker makes a key
+  and a CSR and ``POST /join``s it with the secret, over TLS that trusts only the pinned CA.
+- Later starts: the kept certificate is used while more than a third of its validity is left and
+  it still names the node IP; otherwise (while it is valid) it is renewed by the same
+  ``POST /join``, authenticated by the current certificate (a node may always re-join as itself). A renewal that fails while the
+  old certificate is still valid is logged and the old one kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+
+from corral.api.client import ApiClient
+from corral.model.errors import CorralError, Invalid, Unauthorized
+from corral.tls import pki
+from corral.tls.contexts import client_context, server_context
+from corral.tls.tokens import JoinToken, fetch_pinned_ca
+
+log = logging.getLogger(__name__)
+
+RENEW_BELOW = 1 / 3  # renew when less than this fraction of the certificate's validity is left
+
+
+@dataclass(frozen=True)
+class NodeCredentials:
+    ca_pem: bytes
+    cert_file: Path
+    key_file: Path
+
+    def api_context(self) -> ssl.SSLContext:
+        """Calling the API: trust the cluster CA, present the node certificate."""
+        return client_context(self.ca_pem, cert_file=self.cert_file, key_file=self.key_file)
+
+    def listener_context(self) -> ssl.SSLContext:
+        """The agent's listener: serve the node certificate, require a cluster client certificate."""
+        return server_context(self.cert_file, self.key_file, ca_pem=self.ca_pem, client_certs="required")
+
+
+def _read(tls_dir: Path) -> tuple[bytes, bytes] | None:
+    paths = [tls_dir / "ca.crt", tls_dir / "node.crt", tls_dir / "node.key"]
+    if not all(p.exists() for p in paths):
+        return None
+    return paths[0].read_bytes(), paths[1].read_bytes()
+
+
+async def _sign(servers: list[str], ssl_context: ssl.SSLContext, *, token: str, node: str, node_ip: str,
+                trust_source: str) -> tuple[bytes, bytes]:
+    """A new key, and its certificate from ``POST /join`` (key PEM, certificate PEM)."""
+    key = pki.new_key()
+    csr = pki.make_csr(key, pki.NODE_PREFIX + node)
+    async with ApiClient(servers, token, ssl_context=ssl_context, trust_source=trust_source) as client:
+        body = await client.request("POST", "/join", body={"node": node, "csr": csr.decode(), "nodeIP": node_ip})
+    answer = msgspec.json.decode(body)
+    return pki.key_pem(key), str(answer["certificate"]).encode()
+
+
+def _save(tls_dir: Path, *, ca_pem: bytes | None, key: bytes, cert: bytes) -> None:
+    if ca_pem is not None:
+        pki.write_private(tls_dir / "ca.crt", ca_pem, mode=0o644)
+    pki.write_private(tls_dir / "node.key", key)
+    pki.write_private(tls_dir / "node.crt", cert)
+
+
+async def node_credentials(*, servers: list[str], data_dir: Path, node: str, node_ip: str,
+                           join_token: str) -> NodeCredentials:
+    if plain := [s for s in servers if not s.startswith("https://")]:
+        raise Invalid(f"--server {plain[0]}: corral's API speaks HTTPS only; use https://HOST:PORT")
+    tls_dir = data_dir / "tls"
+    creds = NodeCredentials(b"", tls_dir / "node.crt", tls_dir / "node.key")
+    kept = await asyncio.to_thread(_read, tls_dir)
+    if kept is not None:
+        ca_pem, cert_pem = kept
+        creds = NodeCredentials(ca_pem, creds.cert_file, creds.key_file)
+        cert = pki.load_cert(cert_pem)
+        left = pki.remaining_fraction(cert)
+        same = pki.common_name(cert) == pki.NODE_PREFIX + node
+        if same and left > RENEW_BELOW and node_ip in pki.ip_sans(cert):
+            return creds
+        if same and left > 0:  # ageing, or for an old node IP: the node proves itself with it
+            try:
+                key, new = await _sign(servers, creds.api_context(), token="", node=node, node_ip=node_ip,
+                                       trust_source=str(tls_dir / "ca.crt"))
+            except CorralError as e:
+                log.warning("renewing the node certificate failed (%s); the current one is valid %.0f%% longer",
+                            e, left * 100)
+                return creds
+            await asyncio.to_thread(_save, tls_dir, ca_pem=None, key=key, cert=new)
+            log.info("renewed the node certificate (%.0f%% of its validity was left)", left * 100)
+            return creds
+        log.info("the kept node certificate is %s: joining again", "expired" if left <= 0 else "for another name")
+    if not join_token:
+        raise Unauthorized(f"the worker has no node certificate in {tls_dir} and no --join-token to get one")
+    token = JoinToken.parse(join_token)
+    ca_pem = await fetch_pinned_ca(servers, token)
+    key, cert_pem = await _sign(servers, client_context(ca_pem), token=token.secret, node=node, node_ip=node_ip,
+                                trust_source="the CA the join token pins")
+    await asyncio.to_thread(_save, tls_dir, ca_pem=ca_pem, key=key, cert=cert_pem)
+    log.info("joined as node %s; certificate in %s", node, tls_dir)
+    return NodeCredentials(ca_pem, creds.cert_file, creds.key_file)
