@@ -43,6 +43,7 @@ from corral.runtime.embedded import EmbeddedContainerd
 from corral.runtime.imagebuild import build_busybox_image
 from corral.runtime.tasks import Task
 from corral.store.embedded import free_port
+from corral.tls.contexts import client_context
 from tests.fixtures.cluster import TEST_CLUSTER_CIDR, Worker, private_network, scrub
 
 IMAGE = "corral.test/busybox:1"
@@ -75,8 +76,10 @@ class Serve:
             )
 
     def api(self) -> ApiClient:
-        server = json.loads((self.data / "config.json").read_text())["server"]
-        return ApiClient(server, (self.data / "admin.token").read_text().strip())
+        config = json.loads((self.data / "config.json").read_text())
+        ca = config.get("caFile")
+        ssl_context = client_context(Path(ca).read_bytes()) if ca else None
+        return ApiClient(config["server"], (self.data / "admin.token").read_text().strip(), ssl_context=ssl_context)
 
     @property
     def socket(self) -> str:
@@ -114,10 +117,11 @@ async def converged(serve: Serve, names: list[str], before: dict[str, list[str]]
 
 
 async def api_back(serve: Serve) -> None:
-    async with serve.api() as api, aiohttp.ClientSession() as http:
+    async with serve.api() as api:
         while True:
             try:
-                async with http.get(f"{api.server}/readyz", timeout=aiohttp.ClientTimeout(total=1)) as r:
+                async with api.session().get(f"{api.server}/readyz", timeout=aiohttp.ClientTimeout(total=1),
+                                             ssl=api.ssl_option) as r:
                     if r.status == 200:
                         await api.list(Container, label_selector="bench=restart")
                         return

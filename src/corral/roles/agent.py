@@ -316,7 +316,8 @@ class Agent:
         async def says_store_down(server: str) -> bool:
             try:
                 async with self.api.session().put(f"{server}/nodes/{self.cfg.node_name}/heartbeat",
-                                                  timeout=aiohttp.ClientTimeout(total=2.0)) as resp:
+                                                  timeout=aiohttp.ClientTimeout(total=2.0),
+                                                  ssl=self.api.ssl_option) as resp:
                     body = await resp.read()
             except (aiohttp.ClientError, TimeoutError):
                 return False
