@@ -31,6 +31,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from harness import cpu_seconds
+
 from corral.cli.streaming import open_stream, run_session
 from corral.model.resources import Container, ContainerSpec, ObjectMeta
 from corral.store.embedded import free_port
@@ -129,8 +131,17 @@ async def bench_forward(cluster: Cluster, box: Container, mib: int, env: dict[st
     try:
         assert proc.stdout is not None
         await asyncio.wait_for(proc.stdout.readline(), 60)
+        pids = {"cli": proc.pid, "api (this process)": os.getpid()}
+        if cluster.worker.proc is not None:
+            pids["agent"] = cluster.worker.proc.pid
+        before = {k: cpu_seconds(p) for k, p in pids.items()}
+        t0 = time.perf_counter()
         for _ in range(3):
             forwarded.append(await curl_rate(f"http://127.0.0.1:{local}/big", expected))
+        wall = time.perf_counter() - t0
+        cpu = {k: cpu_seconds(p) - before[k] for k, p in pids.items()}
+        print(f"{'CPU per process during the 3 runs':>34}: "
+              + ", ".join(f"{k} {v:.2f} s" for k, v in cpu.items()) + f" (wall {wall:.2f} s)")
     finally:
         proc.kill()
         await proc.wait()
@@ -160,7 +171,8 @@ async def measure(cluster: Cluster, runs: int, mib: int) -> None:
     ))
     box = await cluster.wait_for("box", lambda c: c.status.phase == "Running" and bool(c.status.ip),
                                  timeout=120)
-    env = {**os.environ, "CORRAL_SERVER": cluster.plane.url, "CORRAL_TOKEN": cluster.plane.admin_token}
+    env = {**os.environ, "CORRAL_SERVER": cluster.plane.url, "CORRAL_TOKEN": cluster.plane.admin_token,
+           "CORRAL_CA": str(cluster.plane.ca_file)}
     for _ in range(600):  # httpd starts once the file is written
         try:
             if await fetch(box.status.ip, 8080, "/big") >= mib * 1024 * 1024:

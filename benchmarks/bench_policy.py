@@ -48,10 +48,11 @@ from corral.model.resources import (
     ObjectMeta,
 )
 from corral.network.nftables import NftTable, nft_command, render_table, run_nft
-from corral.network.policy import element_changes, render_policy
+from corral.network.policy import delta_commands, element_changes, render_policy
 from corral.roles.control import ControlConfig, ControlPlane, run_control
 from corral.roles.policies import PolicyEnforcer
 from corral.store.embedded import EmbeddedEtcd, free_port
+from corral.tls.contexts import client_context
 
 NODES = [f"bench-{i}" for i in range(1, 6)]
 NAMESPACES = [f"team-{i}" for i in range(10)]
@@ -133,7 +134,7 @@ async def end_to_end(base: Path, trials: int) -> None:
     control = asyncio.create_task(run_control(cfg, stop=stop, started=started))
     try:
         plane = await asyncio.wait_for(asyncio.shield(ready), 30)
-        async with ApiClient(plane.url, plane.admin_token) as api:
+        async with ApiClient(plane.url, plane.admin_token, ssl_context=client_context(plane.ca_pem)) as api:
             t0 = time.monotonic()
             for ns in make_namespaces():
                 await api.create(ns)
@@ -183,7 +184,7 @@ async def end_to_end(base: Path, trials: int) -> None:
                 _, out = await nft_command("list", "table", "inet", "benchpolicy")
                 assert f"tcp . {8081 + trials - 1}" in out, "the last change is in the kernel"
                 print(f"policy update (API PUT) → rules loaded in the kernel, {trials} trials: {ms(policy_delays)}")
-                print(f"  of which: the PUT {ms(puts)}; render {ms(renders)}; nft load (whole table) {ms(loads)}")
+                print(f"  of which: the PUT {ms(puts)}; render {ms(renders)}; nft update {ms(loads)}")
                 renders, loads = [], []
 
                 label_delays: list[float] = []
@@ -212,8 +213,15 @@ async def end_to_end(base: Path, trials: int) -> None:
 async def scaling() -> None:
     policies = [make_policy(k) for k in range(50)]
     namespaces = make_namespaces()
-    print("\ncontainers  rules  sets  set elements  render ms  whole-table load ms  one container added: "
-          "sets changed, elements deleted+added, set update ms")
+    floor = []
+    for _ in range(10):  # the floor: one nft transaction that changes almost nothing
+        t0 = time.perf_counter()
+        await run_nft("table inet benchfloor {}\n")
+        floor.append(time.perf_counter() - t0)
+    await nft_command("delete", "table", "inet", "benchfloor")
+    print(f"\nfloor: one nft -f run with one empty table: p50 {statistics.median(floor) * 1000:.1f} ms")
+    print("containers  rules  sets  set elements  render ms  whole-table load ms  one container added: "
+          "sets changed, elements deleted+added, nft ms  one policy changed: commands, nft ms")
     for n in (100, 500, 1000, 2000, 5000):
         containers = [make_container(i) for i in range(n)]
         t0 = time.perf_counter()
@@ -238,8 +246,19 @@ async def scaling() -> None:
             updates.append(time.perf_counter() - t0)
             rendered = grown
         sent = sum(len(d) + len(a) for d, a in changed.values())
+        policy_updates = []
+        for trial in range(5):  # one policy's port changes: its rules and its sets, nothing else
+            edited = [make_policy(k, port=9000 + trial if k == 7 else 8080) for k in range(50)]
+            now = render_policy(edited, containers + [make_container(n + e) for e in range(5)], namespaces,
+                                node="bench-1")
+            commands = delta_commands(rendered, now, family="inet", table="benchscale")
+            t0 = time.perf_counter()
+            assert await table.update_part(now.part, commands)
+            policy_updates.append(time.perf_counter() - t0)
+            rendered = now
         print(f"{n:>10}  {rendered.rules:>5}  {rendered.sets:>4}  {rendered.elements:>12}  {render_s * 1000:>9.1f}"
-              f"  {statistics.median(loads) * 1000:>19.1f}  {len(changed):>13}  {sent:>15}  {statistics.median(updates) * 1000:>14.1f}")
+              f"  {statistics.median(loads) * 1000:>19.1f}  {len(changed):>13}  {sent:>15}  "
+              f"{statistics.median(updates) * 1000:>6.1f}  {len(commands):>29}  {statistics.median(policy_updates) * 1000:>6.1f}")
         await table.remove()
 
 

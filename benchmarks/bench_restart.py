@@ -35,6 +35,7 @@ import aiohttp
 from harness import wait_file, wait_node
 
 from corral.api.client import ApiClient
+from corral.cli.connection import client_from_config
 from corral.model.resources import Container, ContainerSpec, ObjectMeta
 from corral.runtime.archive import import_archive
 from corral.runtime.client import Client
@@ -43,7 +44,6 @@ from corral.runtime.embedded import EmbeddedContainerd
 from corral.runtime.imagebuild import build_busybox_image
 from corral.runtime.tasks import Task
 from corral.store.embedded import free_port
-from corral.tls.contexts import client_context
 from tests.fixtures.cluster import TEST_CLUSTER_CIDR, Worker, private_network, scrub
 
 IMAGE = "corral.test/busybox:1"
@@ -76,10 +76,7 @@ class Serve:
             )
 
     def api(self) -> ApiClient:
-        config = json.loads((self.data / "config.json").read_text())
-        ca = config.get("caFile")
-        ssl_context = client_context(Path(ca).read_bytes()) if ca else None
-        return ApiClient(config["server"], (self.data / "admin.token").read_text().strip(), ssl_context=ssl_context)
+        return client_from_config(self.data / "config.json")  # its server, admin token and CA
 
     @property
     def socket(self) -> str:

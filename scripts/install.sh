@@ -81,7 +81,7 @@ case "$role" in
   worker) unit="corral-worker.service"; role_flag="--role=worker"; description="corral: worker (agent)" ;;
 esac
 if [[ "$role" == worker && -z "$join_token$node_token" ]]; then
-  echo "corral: a worker needs --join-token (or a node --token) to join; --server URL too" >&2
+  echo "corral: a worker needs --join-token K10… (from join.token on a control host) to join; --server https://… too" >&2
   exit 2
 fi
 

@@ -10,10 +10,10 @@ from typing import Any
 import msgspec
 import pytest
 
-from corral.api.allocation import ServiceAllocator
 from corral.model.cluster import CLUSTER_CONFIG_KEY, ClusterConfig
 from corral.model.errors import Invalid
 from corral.model.resources import ObjectMeta, Service, ServicePort, ServiceSpec
+from corral.store.allocation import ServiceAllocator
 from corral.store.embedded import EmbeddedEtcd
 from corral.store.etcd import EtcdStore
 from tests.api.conftest import Api

@@ -64,3 +64,30 @@ def test_a_node_is_ready_only_with_a_true_ready_condition_and_shows_cordoning() 
 def test_columns_line_up_three_spaces_apart() -> None:
     text = tables.render(["NAME", "STATUS"], [["a-long-name", "Running"], ["b", "Pending"]])
     assert text.splitlines() == ["NAME          STATUS", "a-long-name   Running", "b             Pending"]
+
+
+def test_a_network_policy_row_shows_its_selector_and_types() -> None:
+    from corral.model.resources import LabelSelector, LabelSelectorRequirement, NetworkPolicy, NetworkPolicySpec
+
+    p = NetworkPolicy(metadata=ObjectMeta(name="db", namespace="ns1", creation_timestamp=_ago(hours=2)),
+                      spec=NetworkPolicySpec(pod_selector=LabelSelector(
+                          match_labels={"app": "db"},
+                          match_expressions=[LabelSelectorRequirement("tier", "In", ["a", "b"])]),
+                          policy_types=["Ingress", "Egress"]))
+    ctx = tables.Context(now=NOW)
+    assert tables.row(p, BY_KIND["NetworkPolicy"], ctx) == ["db", "app=db,tier In (a,b)", "Ingress,Egress", "2h"]
+    assert tables.row(NetworkPolicy(metadata=ObjectMeta(name="all")), BY_KIND["NetworkPolicy"], ctx)[1] == "<all>"
+
+
+def test_a_service_row_shows_its_type_cluster_ip_ports_and_ready_endpoints() -> None:
+    from corral.model.resources import Service, ServicePort, ServiceSpec
+
+    info = BY_KIND["Service"]
+    svc = Service(metadata=ObjectMeta(name="web", namespace="default", creation_timestamp=_ago(minutes=3)),
+                  spec=ServiceSpec(selector={"app": "web"}, type="NodePort", cluster_ip="10.43.0.10",
+                                   ports=[ServicePort(port=80, node_port=30080), ServicePort(port=53, protocol="UDP")]))
+    ctx = tables.Context(now=NOW, endpoints_per_service={("default", "web"): 3})
+    assert tables.columns(info) == ["NAME", "TYPE", "CLUSTER-IP", "PORT(S)", "ENDPOINTS", "AGE"]
+    assert tables.row(svc, info, ctx) == ["web", "NodePort", "10.43.0.10", "80:30080/TCP,53/UDP", "3", "3m"]
+    headless = Service(metadata=ObjectMeta(name="db", namespace="default"), spec=ServiceSpec(cluster_ip="None"))
+    assert tables.row(headless, info, ctx)[1:5] == ["Headless", "None", "<none>", "0"]

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import pty
 import secrets
@@ -19,10 +20,14 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from corral.api.client import ApiClient
+from corral.cli.streaming import open_stream, run_session
+from corral.model import errors
 from corral.model.resources import Container, ContainerSpec, ObjectMeta
 from corral.runtime.client import Client
 from corral.runtime.tasks import Task
 from corral.store.embedded import free_port
+from corral.tls.contexts import client_context
 from tests.fixtures.cluster import Cluster, eventually, start_cluster
 from tests.fixtures.registry import Registry
 
@@ -82,6 +87,21 @@ async def test_exec_with_stdin_feeds_the_command(cluster: Cluster, box: Containe
     assert (code, out.strip()) == (0, b"300000"), err
 
 
+async def test_a_reader_that_stops_early_ends_the_command(cluster: Cluster, box: Container) -> None:
+    proc = await asyncio.create_subprocess_shell(
+        f"{sys.executable} -m corral.cli.main exec box -- yes | head -n 3; echo \"status ${{PIPESTATUS[0]}}\"",
+        executable="/bin/bash", env=cli_env(cluster), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), TIMEOUT)
+    assert out == b"y\ny\ny\nstatus 141\n", err
+    async with Client(cluster.worker.containerd.socket) as client:
+        task = Task(client, box.status.container_id)
+
+        async def only_httpd() -> None:
+            assert len(await task.pids()) == 1
+
+        await eventually(only_httpd, timeout=TIMEOUT, what="`yes` is killed")
+
+
 async def test_a_command_that_cannot_start_says_so(cluster: Cluster, box: Container) -> None:
     code, _, err = await corral(cluster, "exec", "box", "--", "/no/such/binary")
     assert code == 126
@@ -92,6 +112,33 @@ async def test_exec_in_a_missing_container_is_a_clear_error(cluster: Cluster, bo
     code, _, err = await corral(cluster, "exec", "nobody", "--", "true")
     assert code == 1
     assert b'container "nobody" in namespace "default" not found' in err
+
+
+async def test_a_node_may_not_exec(cluster: Cluster, box: Container) -> None:
+    tls = cluster.worker.agent_dir / "tls"  # the node's own client certificate is its identity
+    node = client_context(cluster.plane.ca_pem, cert_file=tls / "node.crt", key_file=tls / "node.key")
+    async with ApiClient(cluster.plane.url, ssl_context=node) as client:
+        with pytest.raises(errors.Forbidden, match="may not exec container default/box"):
+            await open_stream(client, namespace="default", name="box", verb="exec", params=[("command", "true")])
+
+
+async def test_an_edit_token_may_exec_in_its_namespaces_and_a_view_token_never(cluster: Cluster, box: Container) -> None:
+    async def token(role: str, *namespaces: str) -> str:
+        body = await cluster.api.request("POST", "/tokens", body={"role": role, "namespaces": list(namespaces),
+                                                                  "description": f"exec test {role}"})
+        return str(json.loads(body)["token"])
+
+    async def exec_true(secret: str) -> int | None:
+        async with ApiClient(cluster.plane.url, secret, ssl_context=client_context(cluster.plane.ca_pem)) as client:
+            ws = await open_stream(client, namespace="default", name="box", verb="exec",
+                                   params=[("command", "true")])
+            return (await run_session(ws, stdin=None, stdout=lambda _: None, stderr=lambda _: None)).exit_code
+
+    assert await exec_true(await token("edit", "default")) == 0
+    with pytest.raises(errors.Forbidden, match='may not exec containers in namespace "default"'):
+        await exec_true(await token("edit", "elsewhere"))
+    with pytest.raises(errors.Forbidden, match="a view token only reads"):
+        await exec_true(await token("view", "default"))
 
 
 async def test_an_interactive_tty_exec_runs_with_the_clients_window_size(cluster: Cluster, box: Container) -> None:

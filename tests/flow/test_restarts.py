@@ -80,9 +80,9 @@ async def make(serve: ServeAll, new: list[str], *, existing: tuple[str, ...] = (
 
 
 async def api_answers(serve: ServeAll) -> None:
-    async with serve.client() as api, api.session().get(f"{api.server}/readyz", ssl=api.ssl_option) as r:
-        assert r.status == 200, await r.text()
     async with serve.client() as api:
+        async with api.session().get(f"{api.server}/readyz", ssl=api.ssl_option) as r:
+            assert r.status == 200, await r.text()
         await api.list(Container)
 
 

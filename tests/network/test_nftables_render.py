@@ -1,5 +1,7 @@
 """The agent's nftables table is rendered from its parts into one replace-everything transaction."""
 
+import asyncio
+
 from corral.network.nftables import NftPart, NftTable, render_table
 
 
@@ -22,3 +24,13 @@ def test_setting_the_same_part_twice_changes_nothing_and_a_bad_name_is_refused()
         assert "table name" in str(e)
     else:
         raise AssertionError("a table name with spaces was accepted")
+
+
+def test_an_announced_part_holds_every_load_until_it_is_set() -> None:
+    table = NftTable("corral-test")
+    table.await_part("policy")
+    table.set_part(NftPart("svc", "chain svc_x {\n}"))
+    assert asyncio.run(table.apply()) is False, "loaded without the announced part"
+    assert table.applies == 0
+    table.set_part(NftPart("policy", "chain policy_x {\n}"))
+    assert "svc_x" in table.render() and "policy_x" in table.render()

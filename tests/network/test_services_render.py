@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from corral.controllers.endpoints import desired_endpoints
 from corral.model.resources import (
@@ -36,9 +37,13 @@ def eps(name: str, *ips: str, port: int = 8080) -> Endpoints:
 
 def test_each_cluster_ip_port_spreads_over_its_ready_endpoints_with_numgen() -> None:
     text = render_services([svc("web", "10.43.0.10")], {("default", "web"): eps("web", "10.88.0.6", "10.88.0.5")}).text
-    assert "10.43.0.10 . tcp . 80 : goto svc_s_" in text
-    assert "dnat ip to numgen random mod 2 map { 0 : 10.88.0.5 . 8080, 1 : 10.88.0.6 . 8080 }" in text  # stable order
+    assert "10.43.0.10 . tcp . 80 : goto svc_pick_2" in text
+    assert "th dport . numgen random mod 2 map @svc_backends" in text
+    assert "10.43.0.10 . tcp . 80 . 0 : 10.88.0.5 . 8080, 10.43.0.10 . tcp . 80 . 1 : 10.88.0.6 . 8080" in text
     assert "elements = { 10.88.0.5 . 10.88.0.5, 10.88.0.6 . 10.88.0.6 }" in text  # hairpin pairs, masqueraded
+    elsewhere = render_services([svc("web", "10.43.0.10")], {("default", "web"): eps("web", "10.88.0.5")},
+                                node="other-node").text
+    assert "10.88.0.5 . 10.88.0.5" not in elsewhere  # a container reaches itself only through its own node
 
 
 def test_a_service_without_ready_endpoints_is_rejected_not_dnatted() -> None:
@@ -95,3 +100,44 @@ def test_endpoints_split_ready_from_not_ready_and_resolve_named_ports() -> None:
     assert [a.ip for a in spec.addresses] == ["10.88.0.5"]
     assert [a.ip for a in spec.not_ready_addresses] == ["10.88.0.6", "10.88.0.7"]
     assert spec.addresses[0].ports == [EndpointPort(port=8080, name="web")]
+
+
+def test_an_endpoint_change_is_a_delta_of_elements_and_a_new_chain_is_not() -> None:
+    from corral.network.services import rules_delta, service_rules
+
+    old = service_rules([svc("web", "10.43.0.10")], {("default", "web"): eps("web", "10.88.0.5", "10.88.0.6")})
+    moved = service_rules([svc("web", "10.43.0.10")], {("default", "web"): eps("web", "10.88.0.5", "10.88.0.7")})
+    delta = rules_delta(old, moved)
+    assert delta is not None
+    assert delta["svc_backends"] == (["10.43.0.10 . tcp . 80 . 1"], ["10.43.0.10 . tcp . 80 . 1 : 10.88.0.7 . 8080"])
+    assert rules_delta(old, old) == {}
+    three = service_rules([svc("web", "10.43.0.10")],
+                          {("default", "web"): eps("web", "10.88.0.5", "10.88.0.6", "10.88.0.7")})
+    assert rules_delta(old, three) is None  # svc_pick_3 is a new chain
+
+
+async def test_a_delta_loaded_over_the_old_table_gives_the_new_elements(tmp_path: Path) -> None:
+    from corral.network.services import rules_delta, service_rules
+
+    old = service_rules([svc("web", "10.43.0.10"), svc("db", "10.43.0.11")],
+                        {("default", "web"): eps("web", "10.88.0.5", "10.88.0.6")})
+    new = service_rules([svc("web", "10.43.0.10"), svc("db", "10.43.0.11")],
+                        {("default", "web"): eps("web", "10.88.0.5", "10.88.0.9"),
+                         ("default", "db"): eps("db", "10.88.0.8", "10.88.0.2")})
+    changes = rules_delta(old, new)
+    assert changes
+    delta = "".join(f"delete element inet svc_delta_check {name} {{ {', '.join(gone)} }}\n" for name, (gone, _) in
+                    changes.items() if gone)
+    delta += "".join(f"add element inet svc_delta_check {name} {{ {', '.join(added)} }}\n" for name, (_, added) in
+                     changes.items() if added)
+    (tmp_path / "old.nft").write_text(render_table("inet", "svc_delta_check", [old.part()]))
+    (tmp_path / "delta.nft").write_text(delta)
+    proc = await asyncio.create_subprocess_exec(
+        "unshare", "-n", "sh", "-c", f"nft -f {tmp_path}/old.nft && nft -f {tmp_path}/delta.nft && "
+                                     "nft list table inet svc_delta_check",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await proc.communicate()
+    text = out.decode()
+    assert proc.returncode == 0, text + delta
+    assert "10.88.0.9 . 8080" in text and "10.88.0.6 . 8080" not in text
+    assert "10.43.0.11 . tcp . 80 : goto svc_pick_2" in text and "10.43.0.11 . tcp . 80 }" not in text

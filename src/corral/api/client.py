@@ -208,7 +208,7 @@ class ApiClient:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 headers={"Authorization": f"Bearer {self.token}"} if self.token else None,
-                connector=self._connector or aiohttp.TCPConnector(limit=64),
+                connector=self._connector or aiohttp.TCPConnector(limit=64, ssl=self.ssl_option),
                 connector_owner=self._connector is None,
                 json_serialize=lambda o: msgspec.json.encode(o).decode(),
             )

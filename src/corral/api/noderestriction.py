@@ -6,9 +6,9 @@ A node (its certificate, CN ``node:<name>``, or a node token) may:
   (labels an admin sets to steer workloads, which a node must not claim) and ``corral.io/…`` other
   than the ones the agent sets itself (``corral.io/hostname``, ``/os``, ``/arch``); with the taints,
   ``unschedulable`` and ``podCIDR`` it registers with;
-- **update its own Node** only in labels under ``node.corral.io/`` (and the agent's own three) and
-  annotations under ``node.corral.io/`` (the agent publishes its VXLAN MAC there); never its taints,
-  ``unschedulable`` or ``podCIDR``;
+- **update its own Node** only in labels under ``node.corral.io/`` and ``topology.corral.io/`` (and
+  the agent's own three) and annotations under ``node.corral.io/`` (the agent publishes its VXLAN MAC
+  there); never its taints, ``unschedulable`` or ``podCIDR``;
 - **write its own Node's status** and heartbeat, with ``agentEndpoint`` empty or
   ``https://<an InternalIP of that same status>:<port>`` (the API calls that URL: a node must not
   make it call anywhere else);
@@ -33,6 +33,7 @@ from corral.model.lifecycle import AGENT_FINALIZER
 from corral.model.resources import Container, Event, Node, NodeStatus, Object
 
 NODE_LABEL_PREFIX = "node.corral.io/"
+TOPOLOGY_PREFIX = "topology.corral.io/"  # where the node is (zone, region): the node knows, as kubelet does
 AGENT_LABELS = frozenset({"corral.io/hostname", "corral.io/os", "corral.io/arch",
                           "corral.io/simulated"})  # the last: corral sim's hollow nodes
 MAX_EVENT_MESSAGE = 1024
@@ -46,12 +47,12 @@ def _deny(identity: Identity, what: str, field: str) -> Forbidden:
 
 def may_change_label(key: str) -> bool:
     """A label a node may add, change or remove on its own Node after registering."""
-    return key.startswith(NODE_LABEL_PREFIX) or key in AGENT_LABELS
+    return key.startswith((NODE_LABEL_PREFIX, TOPOLOGY_PREFIX)) or key in AGENT_LABELS
 
 
 def _may_register_label(key: str) -> bool:
     """Labels under corral.io's namespaces are reserved, except the node's own ones."""
-    if key in AGENT_LABELS or key.startswith(NODE_LABEL_PREFIX):
+    if may_change_label(key):
         return True
     prefix = key.partition("/")[0] if "/" in key else ""
     return not (prefix == "corral.io" or prefix.endswith(".corral.io"))

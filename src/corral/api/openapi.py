@@ -152,8 +152,13 @@ def document() -> dict[str, Any]:
         "summary": "A node's heartbeat channel (agents): a WebSocket; each text frame the node sends is one beat, "
                    "answered with the same JSON as PUT /nodes/{name}/heartbeat (or the error shape)",
         "responses": _responses("101", None, 401, 403)}}
-    paths["/join"] = {"post": {"summary": "Exchange a join token for a node token",
+    paths["/join"] = {"post": {"summary": "Join a node: {node, csr, nodeIP} with the join token (or the node's own "
+                                          "certificate, to renew) → a node certificate signed by the cluster CA; "
+                                          "without csr, a node token (corral sim)",
                                "responses": _responses("201", None, 400, 401, 403, 422)}}
+    paths["/cacerts"] = {"get": {"summary": "The cluster CA (PEM), without authentication: a joining worker checks "
+                                            "its SHA-256 against the K10 join token",
+                                 "responses": {"200": {"description": "PEM", "content": {"application/x-pem-file": {}}}}}}
     paths["/tokens"] = {  # api/tokens.py (admin only)
         "post": {"summary": "Make a token: {role: admin|edit|view|join, namespaces, ttlSeconds, description}; "
                             "answers it once", "responses": _responses("201", None, 400, 401, 403, 422)},

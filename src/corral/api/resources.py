@@ -22,7 +22,6 @@ from aiohttp import web
 
 from corral.api import codec, selectors
 from corral.api.admission import admit
-from corral.api.allocation import ServiceAllocator
 from corral.api.auth import IDENTITY, Identity
 from corral.api.authz import (
     authorize_delete,
@@ -53,6 +52,7 @@ from corral.model.kinds import BY_KIND, KindInfo
 from corral.model.lifecycle import ORPHAN_FINALIZER, OWNER_KINDS, carry_over, prepare_delete, spec_bytes, stamp_new
 from corral.model.resources import API_VERSION, Namespace, Object
 from corral.store import typed
+from corral.store.allocation import ServiceAllocator
 from corral.store.base import Compacted, Store
 from corral.store.leases import BucketLeases
 
@@ -130,7 +130,7 @@ class ResourceHandlers:
         self.containers = containers  # Secrets: which ones a node may read (api/secretaccess.py)
         self.restrict = restrict  # a further check of a create by who asks (NodeRestriction's Events)
         self.store = store
-        self.allocator = allocator  # Services: cluster IPs and node ports (api/allocation.py)
+        self.allocator = allocator  # Services: cluster IPs and node ports (store/allocation.py)
         self.admit = admit  # fills server-set fields of a new or updated object (priority: api/priority.py)
         self.leases = leases  # Events: the shared lease that makes them expire (see store/leases.py)
         self.info = info

@@ -23,7 +23,6 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from corral.aiokit.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from corral.api import audit, codec, ui
 from corral.api.agents import AgentConnections
-from corral.api.allocation import ServiceAllocator
 from corral.api.audit import AuditLog
 from corral.api.auth import IDENTITY, Identity, Tokens, identity_from_certificate
 from corral.api.join import JoinHandlers
@@ -52,6 +51,7 @@ from corral.model.kinds import BY_KIND, KINDS
 from corral.model.lifecycle import HEARTBEAT_PREFIX, now_rfc3339
 from corral.model.resources import Namespace, ObjectMeta, PriorityClass
 from corral.store import typed
+from corral.store.allocation import ServiceAllocator
 from corral.store.base import Store
 from corral.store.batching import BatchingStore
 from corral.store.leases import BucketLeases
@@ -328,6 +328,7 @@ class ApiServer:
         so a stop takes a moment instead of the whole shutdown timeout, and clients move on at once."""
         for cache in self.caches.values():
             cache.close()
+        await self.streams.close()  # exec/attach/port-forward sessions
         await asyncio.gather(*(ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
                                for ws in list(self._channels)), return_exceptions=True)  # all at once
 

@@ -39,11 +39,11 @@ def close_frame(channel: int) -> bytes:
     return bytes((CLOSE, channel))
 
 
-def split(message: bytes) -> tuple[int, bytes]:
-    """(channel, payload) of one frame; ``ValueError`` for an empty frame."""
+def split(message: bytes) -> tuple[int, memoryview]:
+    """(channel, payload) of one frame — the payload a view, not a copy; ``ValueError`` for an empty frame."""
     if not message:
         raise ValueError("an empty frame has no channel")
-    return message[0], message[1:]
+    return message[0], memoryview(message)[1:]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,11 +69,11 @@ def status_payload(*, exit_code: int | None, reason: str = "", message: str = ""
     return json.dumps(body).encode()
 
 
-def parse_status(payload: bytes) -> ExitReport:
+def parse_status(payload: bytes | memoryview) -> ExitReport:
     try:
-        body = json.loads(payload)
+        body = json.loads(bytes(payload))
     except ValueError:
-        return ExitReport(None, "BadStatus", payload.decode(errors="replace"))
+        return ExitReport(None, "BadStatus", bytes(payload).decode(errors="replace"))
     code = body.get("exitCode")
     return ExitReport(code if isinstance(code, int) else None, str(body.get("reason", "")),
                       str(body.get("message", "")))
@@ -83,10 +83,10 @@ def resize_payload(width: int, height: int) -> bytes:
     return json.dumps({"Width": width, "Height": height}).encode()
 
 
-def parse_resize(payload: bytes) -> tuple[int, int] | None:
+def parse_resize(payload: bytes | memoryview) -> tuple[int, int] | None:
     """(width, height), or None when the payload is not a sensible size."""
     try:
-        body = json.loads(payload)
+        body = json.loads(bytes(payload))
         width, height = int(body["Width"]), int(body["Height"])
     except (ValueError, KeyError, TypeError):
         return None

@@ -19,16 +19,13 @@ import asyncio
 import contextlib
 
 import aiohttp
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
-from corral.api import roles
 from corral.api import streamproto as sp
 from corral.api.auth import IDENTITY, Identity
 from corral.api.logs import LogsProxy
 from corral.model.errors import BadRequest, Forbidden, Unavailable
-from corral.model.kinds import BY_KIND
 
-STREAM_ROLES = frozenset({"admin", "edit"})  # who may run processes in containers
 _PASSED = {
     "exec": ("command", "stdin", "stdout", "stderr", "tty", "width", "height"),
     "attach": ("stdin", "stdout", "stderr", "tty"),
@@ -37,11 +34,17 @@ _PASSED = {
 
 
 def authorize_stream(identity: Identity, verb: str, *, namespace: str, name: str) -> None:
-    """The one check for exec, attach and port-forward: running things inside a container."""
-    if str(identity.role) not in STREAM_ROLES:
-        raise Forbidden(f"{identity.name} may not {verb} container {namespace}/{name}")
-    if identity.role == "edit":  # only in its namespaces (api/roles.py)
-        roles.check(identity, "create", BY_KIND["Container"], namespace)
+    """The one check for exec, attach and port-forward — running things inside a container: an admin
+    anywhere, an ``edit`` token in its namespaces (``api/roles.py``); never a view or node token."""
+    if identity.role == "admin":
+        return
+    if identity.role == "edit":
+        if identity.namespaces and namespace not in identity.namespaces:
+            raise Forbidden(f'{identity.name} may not {verb} containers in namespace "{namespace}": '
+                            f"it may touch only namespace(s) {', '.join(identity.namespaces)}")
+        return
+    why = ": a view token only reads" if identity.role == "view" else ""
+    raise Forbidden(f"{identity.name} may not {verb} container {namespace}/{name}{why}")
 
 
 async def _copy(source: aiohttp.ClientWebSocketResponse | web.WebSocketResponse,
@@ -56,8 +59,16 @@ async def _copy(source: aiohttp.ClientWebSocketResponse | web.WebSocketResponse,
 class StreamProxy:
     def __init__(self, agents: LogsProxy) -> None:
         self.agents = agents
+        self._open: set[web.WebSocketResponse] = set()  # client sockets, closed at shutdown
+
+    async def close(self) -> None:
+        """End every open session (the server is stopping): each agent then ends its process."""
+        await asyncio.gather(*(ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
+                               for ws in list(self._open)), return_exceptions=True)
 
     async def exec(self, request: web.Request) -> web.StreamResponse:
+        namespace, name = request.match_info["namespace"], request.match_info["name"]
+        authorize_stream(request[IDENTITY], "exec", namespace=namespace, name=name)  # before saying anything else
         if not request.query.getall("command", []):
             raise BadRequest("command: exec needs a command (?command=ARG, one per argument)")
         return await self._proxy(request, "exec")
@@ -66,6 +77,8 @@ class StreamProxy:
         return await self._proxy(request, "attach")
 
     async def portforward(self, request: web.Request) -> web.StreamResponse:
+        namespace, name = request.match_info["namespace"], request.match_info["name"]
+        authorize_stream(request[IDENTITY], "portforward", namespace=namespace, name=name)
         ports = request.query.get("ports", "")
         if not ports.isdigit() or not 0 < int(ports) < 65536:
             raise BadRequest(f"ports: {ports!r} is not one port number (1-65535); open one connection per port")
@@ -88,6 +101,7 @@ class StreamProxy:
             )
         except (aiohttp.ClientError, OSError) as e:
             raise Unavailable(f'cannot reach the agent of node "{container.spec.node}" at {target.url}: {e}') from e
+        self._open.add(client)
         try:
             await client.prepare(request)
             tasks = [asyncio.ensure_future(_copy(client, agent)), asyncio.ensure_future(_copy(agent, client))]
@@ -98,6 +112,7 @@ class StreamProxy:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
         finally:
+            self._open.discard(client)
             with contextlib.suppress(Exception):
                 await agent.close()
             with contextlib.suppress(Exception):

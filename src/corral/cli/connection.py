@@ -155,6 +155,15 @@ def client_for(conn: Connection, *, timeout: float = 30.0) -> ApiClient:
     return ApiClient(conn.server, conn.token, timeout=timeout, ssl_context=ssl_context, trust_source=conn.ca_source)
 
 
+def client_from_config(path: Path, *, timeout: float = 30.0) -> ApiClient:
+    """A client for the server a config file names, with its token and CA (``corral serve`` writes
+    one to its data dir)."""
+    found = _read_config(path)
+    if found is None:
+        raise NotConfigured(f"no corral config at {path}")
+    return client_for(Connection(found.server, found.token, str(path), found.ca_pem, found.ca_source), timeout=timeout)
+
+
 def connection_options(f: F) -> F:
     """``--server`` and ``--token`` for a user command."""
     f = click.option("--token", metavar="TOKEN", default=None,

@@ -40,8 +40,8 @@ def raw_terminal(fd: int) -> Iterator[None]:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
-def _write(fd: int) -> Callable[[bytes], None]:
-    def write(data: bytes) -> None:
+def _write(fd: int) -> Callable[[memoryview], None]:
+    def write(data: memoryview) -> None:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
@@ -90,12 +90,16 @@ async def exec_(client: ApiClient, *, name: str, command: tuple[str, ...], names
             task.add_done_callback(resizes.discard)
 
         loop.add_signal_handler(signal.SIGWINCH, resized)
-    with raw_terminal(0) if use_tty and interactive else contextlib.nullcontext():
-        report = await run_session(ws, stdin=stdin_chunks() if interactive else None,
-                                   stdout=_write(1), stderr=_write(2))
-    if use_tty:
-        with contextlib.suppress(Exception):
-            loop.remove_signal_handler(signal.SIGWINCH)
+    try:
+        with raw_terminal(0) if use_tty and interactive else contextlib.nullcontext():
+            report = await run_session(ws, stdin=stdin_chunks() if interactive else None,
+                                       stdout=_write(1), stderr=_write(2))
+    except BrokenPipeError:  # our stdout was closed (`| head`): the session is closed, the command killed
+        return 128 + signal.SIGPIPE
+    finally:
+        if use_tty:
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(signal.SIGWINCH)
     sys.stdout.flush()
     return _exit_code(report)
 

@@ -33,11 +33,16 @@ async def job_container(client: ApiClient, job: str, namespace: str) -> str:
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines as they come.")
 @click.option("--tail", type=int, default=None, help="Only the last N lines.")
 @click.option("--timestamps", is_flag=True, help="Prefix each line with the time it was written.")
+@click.option("-p", "--previous", is_flag=True, help="The run before the latest restart.")
 @connection_options
 @api_command
 async def logs(client: ApiClient, *, name: str, namespace: str, follow: bool, tail: int | None,
-               timestamps: bool) -> int:
-    """Print the log of container NAME (stdout and stderr, in order); job/NAME: the Job's newest container."""
+               timestamps: bool, previous: bool) -> int:
+    """Print the log of container NAME (stdout and stderr, in order); job/NAME: the Job's newest container.
+
+    When no container NAME exists, the log of the most recently deleted one is shown, for as long as
+    its node keeps it (the worker's --keep-logs, 1 h by default).
+    """
     kind, _, rest = name.partition("/")
     if rest and kind in ("job", "jobs"):
         name = await job_container(client, rest, namespace)
@@ -52,6 +57,8 @@ async def logs(client: ApiClient, *, name: str, namespace: str, follow: bool, ta
         params["tail"] = str(max(tail, 0))
     if timestamps:
         params["timestamps"] = "1"
+    if previous:
+        params["previous"] = "1"
     out = sys.stdout.buffer
     async for chunk in client.stream(f"/namespaces/{namespace}/containers/{name}/logs", params=params):
         out.write(chunk)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import sys
 
 import aiohttp
@@ -36,20 +37,26 @@ def parse_ports(spec: str) -> tuple[int, int]:
     return lp, rp
 
 
-async def forward(client: ApiClient, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
-                  namespace: str, name: str, port: int) -> None:
-    """Carry one accepted connection to the container's ``port`` and back."""
+async def forward(client: ApiClient, conn: socket.socket, *, namespace: str, name: str, port: int) -> None:
+    """Carry one accepted connection to the container's ``port`` and back (reads land straight in
+    the next frame after its channel byte; frames' payloads are sent without a copy)."""
+    loop = asyncio.get_running_loop()
     try:
         ws = await open_stream(client, namespace=namespace, name=name, verb="portforward",
                                params=[("ports", str(port))])
     except CorralError as e:
         click.echo(f"error: {e}", err=True)
-        writer.close()
+        conn.close()
         return
 
     async def up() -> None:
-        while data := await reader.read(sp.MAX_FRAME):
-            await ws.send_bytes(sp.frame(sp.DATA, data))
+        while True:
+            buf = bytearray(sp.MAX_FRAME + 1)
+            buf[0] = sp.DATA
+            n = await loop.sock_recv_into(conn, memoryview(buf)[1:])
+            if not n:
+                break
+            await ws.send_bytes(memoryview(buf)[: n + 1])  # type: ignore[arg-type]  # aiohttp takes any buffer
         await ws.send_bytes(sp.close_frame(sp.DATA))
 
     async def down() -> None:
@@ -58,10 +65,9 @@ async def forward(client: ApiClient, reader: asyncio.StreamReader, writer: async
                 continue
             channel, payload = sp.split(msg.data)
             if channel == sp.DATA:
-                writer.write(payload)
-                await writer.drain()
+                await loop.sock_sendall(conn, payload)
             elif channel == sp.ERROR:
-                click.echo(f"error: {payload.decode(errors='replace')}", err=True)
+                click.echo(f"error: {bytes(payload).decode(errors='replace')}", err=True)
 
     sender = asyncio.ensure_future(up())
     try:
@@ -74,9 +80,21 @@ async def forward(client: ApiClient, reader: asyncio.StreamReader, writer: async
             await sender
         with contextlib.suppress(Exception):
             await ws.close()
-        writer.close()
-        with contextlib.suppress(Exception):
-            await writer.wait_closed()
+        conn.close()
+
+
+def listen(address: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((address, port))
+    except OSError as e:
+        listener.close()
+        raise click.ClickException(f"cannot listen on {address}:{port}: {e.strerror or e}") from None
+    listener.listen(128)
+    listener.setblocking(False)
+    return listener
 
 
 @click.command("port-forward")
@@ -92,25 +110,21 @@ async def port_forward(client: ApiClient, *, name: str, ports: str, namespace: s
     Each local connection gets its own stream through the API to the container's node.
     """
     local, remote = parse_ports(ports)
+    loop = asyncio.get_running_loop()
     connections: set[asyncio.Task[None]] = set()
-
-    async def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        connections.add(task)
-        try:
-            await forward(client, reader, writer, namespace=namespace, name=name, port=remote)
-        finally:
-            connections.discard(task)
-
-    server = await asyncio.start_server(accepted, address, local, limit=1 << 20)
-    bound = server.sockets[0].getsockname()[1]
-    click.echo(f"Forwarding from {address}:{bound} -> {remote}")
+    listener = listen(address, local)
+    click.echo(f"Forwarding from {address}:{listener.getsockname()[1]} -> {remote}")
     sys.stdout.flush()
-    async with server:
-        try:
-            await server.serve_forever()
-        finally:
-            for task in list(connections):
-                task.cancel()
-    return 0
+    try:
+        while True:
+            conn, _ = await loop.sock_accept(listener)
+            conn.setblocking(False)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            task = asyncio.create_task(forward(client, conn, namespace=namespace, name=name, port=remote))
+            connections.add(task)
+            task.add_done_callback(connections.discard)
+    finally:
+        listener.close()
+        for task in list(connections):
+            task.cancel()
+        await asyncio.gather(*connections, return_exceptions=True)

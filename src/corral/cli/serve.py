@@ -16,9 +16,11 @@ import signal
 import socket
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
+
+from corral.cli.hygiene import apply_hygiene, hygiene_options
 
 # The roles are imported when one is run, not when the command is defined: a worker process should
 # not carry the API server, the scheduler and the controllers in its memory.
@@ -209,6 +211,7 @@ async def _serve_all(control: ControlConfig, agent: AgentConfig, *, embedded_dir
 @click.option("--fence-after", type=click.FloatRange(min=0.2), default=None, metavar="SECONDS",
               help="[worker] Kill every local container after this long without reaching the API "
                    "(default: --node-grace minus 1 s).")
+@hygiene_options
 @click.option("--metrics-listen", default="", metavar="HOST:PORT",
               help="[worker] Serve the agent's Prometheus metrics at http://HOST:PORT/metrics; [leader] the "
                    "scheduler's and controllers'. (The API's are at its own /metrics.) Empty: not served.")
@@ -237,7 +240,8 @@ def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: boo
           tls_sans: tuple[str, ...] = (), tls_ca_cert: Path | None = None, tls_ca_key: Path | None = None,
           tls_cert: Path | None = None, tls_key: Path | None = None, plain_http: bool = False,
           etcd_cafile: Path | None = None, etcd_certfile: Path | None = None, etcd_keyfile: Path | None = None,
-          upstream_dns: tuple[str, ...] = (), etcd_snapshot_interval: str = "0", etcd_snapshot_retain: int = 5) -> None:
+          upstream_dns: tuple[str, ...] = (), etcd_snapshot_interval: str = "0", etcd_snapshot_retain: int = 5,
+          **hygiene: Any) -> None:
     """Run corral's roles in this process until Ctrl-C or SIGTERM."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -257,6 +261,7 @@ def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: boo
     agent.upstream_dns = list(upstream_dns)
     agent.pids_limit = pids_limit
     agent.fence_after = fence_after if fence_after is not None else max(node_grace - 1.0, node_grace / 2)
+    apply_hygiene(agent, hygiene)
     embedded = data_dir / "containerd"
     with contextlib.suppress(KeyboardInterrupt):
         if role == "worker":

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 import aiohttp
 
 from corral.api import streamproto as sp
-from corral.api.client import ApiClient
+from corral.api.client import ApiClient, untrusted
 from corral.model.errors import Unavailable
 
 Params = Sequence[tuple[str, str]]
@@ -32,8 +32,10 @@ async def open_stream(client: ApiClient, *, namespace: str, name: str, verb: str
     try:
         return await client.session().ws_connect(
             client.server + path, params=list(params), protocols=(sp.SUBPROTOCOL,),
-            max_msg_size=sp.MAX_FRAME * 4, autoping=True,
+            max_msg_size=sp.MAX_FRAME * 4, autoping=True, ssl=client.ssl_option,
         )
+    except aiohttp.ClientConnectorCertificateError as e:
+        raise untrusted(client.server, client.trust_source, e) from None
     except aiohttp.WSServerHandshakeError as e:
         if e.status >= 400:
             await client.request("GET", path, params=dict(params))  # raises the API's own sentence
@@ -73,7 +75,7 @@ def stdin_chunks(fd: int = 0) -> AsyncIterator[bytes]:
 
 
 async def run_session(ws: aiohttp.ClientWebSocketResponse, *, stdin: AsyncIterator[bytes] | None,
-                      stdout: Callable[[bytes], None], stderr: Callable[[bytes], None]) -> sp.ExitReport:
+                      stdout: Callable[[memoryview], None], stderr: Callable[[memoryview], None]) -> sp.ExitReport:
     """Pump one exec/attach socket until its status frame; see the module docstring."""
 
     async def send_stdin() -> None:

@@ -19,7 +19,9 @@ container; the queue holds each key once however many events name it.
   ``notReadyAddresses``.
 
 It writes only when the result differs from the stored Endpoints (``spec`` compared whole), owns
-it by an ownerReference to the Service, and deletes it when the Service is gone.
+it by an ownerReference to the Service, and deletes it when the Service is gone — and then gives
+back the Service's cluster IP and node ports (``store/allocation.py``), whichever path deleted it
+(the API's delete does too; giving back twice is harmless).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from corral.model.resources import (
     Service,
 )
 from corral.model.services import resolve_target_port
+from corral.store.allocation import ServiceAllocator
 from corral.store.objects import Objects
 
 log = logging.getLogger(__name__)
@@ -91,6 +94,8 @@ class EndpointsController(Controller):
         self.endpoints = informers.of(Endpoints)
         self._services_in: dict[str, set[str]] = {}  # namespace -> service keys
         self._containers_in: dict[str, set[str]] = {}  # namespace -> container keys
+        self.allocator = ServiceAllocator(objects.store)
+        self._deleted: dict[str, Service] = {}  # service key -> the Service as it was, until its addresses are free
         self.services.handlers.append(self._on_service)
         self.containers.handlers.append(self._on_container)
         self.endpoints.handlers.append(self._on_endpoints)
@@ -104,6 +109,8 @@ class EndpointsController(Controller):
         keys = self._services_in.setdefault(obj.metadata.namespace, set())
         if new is None:
             keys.discard(key)
+            if old is not None:
+                self._deleted[key] = old
         else:
             keys.add(key)
         self.enqueue(key)
@@ -150,6 +157,10 @@ class EndpointsController(Controller):
         if svc is None or svc.metadata.deletion_timestamp:
             if current is not None:
                 await self.objects.delete(Endpoints, name, namespace=namespace)
+            gone = self._deleted.get(key)
+            if gone is not None and svc is None:
+                await self.allocator.after_delete(gone)
+                self._deleted.pop(key, None)
             return None
         spec = desired_endpoints(svc, self.containers_in(namespace))
         owner = OwnerReference(kind="Service", name=name, uid=svc.metadata.uid, controller=True)

@@ -2,8 +2,8 @@
 
 The object has Kubernetes' shape (``spec.podSelector``, ``spec.policyTypes``, ``spec.ingress[].from[]``,
 ``spec.egress[].to[]``, ``ports[]``), and the same defaults: with no ``policyTypes`` given, a policy is
-an ``Ingress`` policy, and an ``Egress`` one too if it has egress rules (``apply_defaults``, run by the
-API before validation so the stored object says what is enforced).
+an ``Ingress`` policy, and an ``Egress`` one too if it has egress rules (``apply_defaults``, run by
+``validation.validate`` before the checks, so the stored object says what is enforced).
 
 ``validate_network_policy`` names every bad field in one answer: selectors (keys, values, operators),
 peers that are empty or mix an ``ipBlock`` with selectors, CIDRs that do not parse or have host bits

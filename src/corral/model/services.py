@@ -5,7 +5,7 @@ names every bad field at once — ports out of range, duplicate or missing port 
 ``targetPort`` that is neither a port number nor a port name, NodePort fields on a ClusterIP
 Service, a ``clusterIP`` that is not an IPv4 address, an empty selector. Whether ``clusterIP`` lies
 inside the service CIDR, and whether a ``nodePort`` is free, is decided where the cluster's settings
-and the allocations are known: the API's allocator (``api/allocation.py``).
+and the allocations are known: the allocator (``store/allocation.py``).
 
 ``resolve_target_port`` is how a service port maps onto one container: a number is itself, a name
 is the container port with that name (and no port at all when the container has none by that name,

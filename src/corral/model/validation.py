@@ -427,7 +427,8 @@ def validate_priority_class(obj: PriorityClass, errors: list[FieldError]) -> Non
 
 
 def validate(obj: Object, info: KindInfo) -> None:
-    """The meaning pass for a whole object; raises Invalid naming every bad field."""
+    """The meaning pass for a whole object; raises Invalid naming every bad field. Fills the defaults
+    that depend on other fields (a NetworkPolicy's policyTypes): the stored object says what is enforced."""
     errors: list[FieldError] = []
     if obj.api_version != API_VERSION:
         errors.append(FieldError("apiVersion", f"must be {API_VERSION!r}"))
@@ -442,6 +443,7 @@ def validate(obj: Object, info: KindInfo) -> None:
     elif isinstance(obj, Node):
         validate_node(obj, errors)
     elif isinstance(obj, NetworkPolicy):
+        networkpolicy.apply_defaults(obj)  # policyTypes as Kubernetes defaults them, stored as enforced
         networkpolicy.validate_network_policy(obj, errors)
     elif isinstance(obj, Service):
         validate_service(obj, errors)
@@ -467,7 +469,5 @@ def decode(data: Any, info: KindInfo) -> Object:
         data.setdefault("apiVersion", API_VERSION)
         data.setdefault("kind", info.kind)
     obj = convert(data, info.type)
-    if isinstance(obj, NetworkPolicy):
-        networkpolicy.apply_defaults(obj)
     validate(obj, info)
     return obj

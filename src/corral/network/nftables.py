@@ -83,13 +83,22 @@ class NftTable:
         self._lock = asyncio.Lock()
         self._dirty = False
         self._applied: str | None = None
+        self._awaited: set[str] = set()  # parts announced by ``await_part`` and not set yet
         self.applies = 0  # how many nft transactions were loaded (tests and benchmarks read it)
+
+    def await_part(self, name: str) -> None:
+        """Announce that part ``name`` will be set: until it is, ``apply`` loads nothing. A restarted
+        agent then never replaces the table its last run left in the kernel with one that lacks a part
+        still being worked out (the network policy rules while its watches sync: that would open, for
+        a moment, what the policies close)."""
+        self._awaited.add(name)
 
     def set_part(self, part: NftPart) -> bool:
         """Put ``part`` in the table (replacing its earlier version); True if anything changed.
         Nothing reaches the kernel before ``apply``."""
         if not _NAME.match(part.name):
             raise ValueError(f"nftables part name {part.name!r}: use lower-case letters, digits, '-' and '_'")
+        self._awaited.discard(part.name)
         if self._parts.get(part.name) == part:
             return False
         self._parts[part.name] = part
@@ -107,11 +116,12 @@ class NftTable:
 
     async def apply(self) -> bool:
         """Load the table if it changed since the last load; True if a transaction was loaded.
-        Concurrent callers share one load: whoever waits on the lock finds the work done."""
-        if not self._dirty:
+        Concurrent callers share one load: whoever waits on the lock finds the work done. While a part
+        announced by ``await_part`` is missing nothing is loaded (the change stays pending)."""
+        if not self._dirty or self._awaited:
             return False
         async with self._lock:
-            if not self._dirty:
+            if not self._dirty or self._awaited:
                 return False
             self._dirty = False
             script = self.render()
@@ -126,28 +136,34 @@ class NftTable:
             self.applies += 1
             return True
 
-    async def update_sets(self, part: NftPart, changes: dict[str, tuple[list[str], list[str]]]) -> bool:
-        """Make ``part`` the table's by changing, in the kernel, only set elements: ``changes`` maps a
-        set to (elements to delete, elements to add), all in one ``nft -f`` transaction. For a part
-        that differs from the loaded one in those elements alone (the caller knows; e.g.
-        ``RenderedPolicy.skeleton``): a container coming or going then costs its few elements, not a
-        reload of the whole table. False, and nothing done, when the table is not loaded as it
-        stands: then ``set_part`` + ``apply``."""
+    async def update_part(self, part: NftPart, commands: list[str]) -> bool:
+        """Make ``part`` the table's by running ``commands`` (nft commands on this table, e.g. ``add
+        element``, ``flush chain``, ``add rule``) in one ``nft -f`` transaction instead of loading the
+        whole table: the caller vouches that they turn the loaded version of the part into ``part``
+        (``network.policy.delta_commands`` does). The other parts, and the sets the kernel fills
+        itself, are left as they are. False, and nothing done, when the table is not loaded as it
+        stands (a change pending, or never loaded): then ``set_part`` + ``apply``."""
         async with self._lock:
-            if self._dirty or self._applied is None or part.name not in self._parts:
+            if self._dirty or self._awaited or self._applied is None or part.name not in self._parts:
                 return False
-            lines = []
-            for name, (delete, add) in sorted(changes.items()):
-                if delete:
-                    lines.append(f"delete element {self.family} {self.table} {name} {{ {', '.join(delete)} }}")
-                if add:
-                    lines.append(f"add element {self.family} {self.table} {name} {{ {', '.join(add)} }}")
-            if lines:
-                await run_nft("\n".join(lines) + "\n")
+            if commands:
+                await run_nft("\n".join(commands) + "\n")
                 self.applies += 1
             self._parts[part.name] = part
             self._applied = self.render()
             return True
+
+    async def update_sets(self, part: NftPart, changes: dict[str, tuple[list[str], list[str]]]) -> bool:
+        """``update_part`` for a part that differs only in set elements: ``changes`` maps a set to
+        (elements to delete, elements to add)."""
+        at = f"{self.family} {self.table}"
+        commands = []
+        for name, (delete, add) in sorted(changes.items()):
+            if delete:
+                commands.append(f"delete element {at} {name} {{ {', '.join(delete)} }}")
+            if add:
+                commands.append(f"add element {at} {name} {{ {', '.join(add)} }}")
+        return await self.update_part(part, commands)
 
     async def remove(self) -> None:
         """Delete the table from the kernel (nothing happens if it is not there)."""

@@ -48,9 +48,9 @@ def _socket_in(netns: Path) -> socket.socket:
     return result[0]
 
 
-async def dial(netns: Path, port: int, *, host: str = "127.0.0.1",
-               timeout: float = 5.0) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """A connection to ``host:port`` as seen inside the namespace mounted at ``netns``."""
+async def dial(netns: Path, port: int, *, host: str = "127.0.0.1", timeout: float = 5.0) -> socket.socket:
+    """A connected, non-blocking TCP socket to ``host:port`` as seen inside the namespace mounted at
+    ``netns`` (for ``loop.sock_recv_into``/``sock_sendall``: no stream buffer in between)."""
     if not await asyncio.to_thread(netns.exists):
         raise NotFound(f"network namespace {netns} does not exist")
     sock = await asyncio.to_thread(_socket_in, netns)
@@ -58,7 +58,7 @@ async def dial(netns: Path, port: int, *, host: str = "127.0.0.1",
     try:
         await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, (host, port)), timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return await asyncio.open_connection(sock=sock, limit=1 << 20)
+        return sock
     except BaseException:
         sock.close()
         raise

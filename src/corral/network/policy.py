@@ -14,13 +14,20 @@ NetworkPolicies, Containers (labels, IP, node, named ports) and Namespaces (labe
   Kubernetes network plugins: it does not cross the ``forward`` hook.
 
 **Sets, not rules per container.** Every selection is a named set whose elements are addresses:
-``policy_p<i>_sel`` (this node's containers that policy *i* selects), ``policy_p<i>_in<j>_peers`` /
-``policy_p<i>_out<j>_peers`` (the addresses rule *j* admits: the selected containers' IPs and the
-``ipBlock`` ranges minus their ``except``, collapsed into one interval set), ``…_ports`` (protocol .
-port or port range) and ``…_named`` (container IP . protocol . port, for ports given by name, resolved
-per container as Kubernetes does). The rules depend only on the policies' shape, so a container
-coming or going changes set elements and never the rule list; a policy's rules exist even while it
-selects nothing here, so the rule count does not move with containers either.
+``policy_<p>_sel`` (this node's containers that policy *p* selects; *p* is a short hash of the
+policy's namespace and name, ``policy_key``, so one policy's sets keep their names when others come
+and go), ``policy_<p>_in<j>_peers`` / ``policy_<p>_out<j>_peers`` (the addresses rule *j* admits: the
+peer containers' IPs — and, for a rule with ``ipBlock``s, their ranges minus the ``except``s, merged
+into one interval set), ``…_ports`` (protocol . port or port range) and ``…_named`` (container IP .
+protocol . port, for ports given by name, resolved per container as Kubernetes does). The rules
+depend only on the policies' shape, so a container coming or going changes set elements and never
+the rule list; a policy's rules exist even while it selects nothing here, so the rule count does not
+move with containers either.
+
+**Updates.** ``delta_commands(old, new)`` turns one render into the next in the kernel without
+reloading the table: changed chains are flushed and refilled, sets added or deleted, elements added
+or deleted — so a container's arrival costs its few elements, a policy's change its own rules and
+sets, and the table's other parts (the service proxy's) are not touched.
 
 The chains: the base chain ``policy_forward`` (hook ``forward``) sends packets from egress-isolated
 sources to ``policy_egress`` and packets to ingress-isolated destinations to ``policy_ingress``. An
@@ -40,6 +47,7 @@ runs there. It is what Kubernetes' own network plugins require of a node, too.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -67,10 +75,9 @@ _FINISHED = ("Succeeded", "Failed")
 class RenderedPolicy:
     """The part and its size: ``rules`` and ``sets`` depend on policies only, ``elements`` on containers.
 
-    ``skeleton`` is the part without its sets' elements and ``set_elements`` the elements by set: when
-    the skeleton of two renders is the same, the kernel can go from one to the other by changing the
-    elements of the sets that differ (``element_changes``, ``NftTable.update_sets``), not by loading
-    the whole table."""
+    ``skeleton`` is the part without its sets' elements; ``set_elements``, ``set_types`` and
+    ``chains`` are its pieces, from which ``delta_commands`` works out what to change in the kernel
+    to go from one render to the next without loading the whole table."""
 
     part: NftPart
     rules: int
@@ -78,6 +85,8 @@ class RenderedPolicy:
     elements: int
     skeleton: str
     set_elements: dict[str, tuple[str, ...]]
+    set_types: dict[str, str]  # set name -> its declaration's body without elements
+    chains: dict[str, tuple[str, ...]]  # chain name -> its rules (the base chain's hook line not included)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +107,7 @@ class _Writer:
     def __init__(self) -> None:
         self.sets: list[tuple[str, str]] = []  # (declaration without elements, elements)
         self.set_elements: dict[str, tuple[str, ...]] = {}
+        self.set_types: dict[str, str] = {}
         self.rules: dict[str, list[str]] = {"forward": [], "egress": [], "ingress": []}
         self.elements = 0
 
@@ -106,6 +116,7 @@ class _Writer:
         body = f" elements = {{ {', '.join(elements)} }}" if elements else ""
         self.sets.append((f"set {name} {{ type {type_};{flags} }}", f"set {name} {{ type {type_};{flags}{body} }}"))
         self.set_elements[name] = tuple(elements)
+        self.set_types[name] = f"type {type_};{flags}"
         self.elements += len(elements)
         return f"@{name}"
 
@@ -200,6 +211,7 @@ class _Cluster:
             self.by_namespace.setdefault(m.namespace, []).append(m)
         self.namespace_labels = {ns.metadata.name: {**ns.metadata.labels, NAMESPACE_NAME_LABEL: ns.metadata.name}
                                  for ns in namespaces}
+        self._peers: dict[tuple[Selector, tuple[str, ...]], list[_Member]] = {}
         for name in self.by_namespace:  # a container's namespace is always there, listed or not
             self.namespace_labels.setdefault(name, {NAMESPACE_NAME_LABEL: name})
 
@@ -210,7 +222,12 @@ class _Cluster:
         else:
             spaces = [namespace]
         pod_sel = selector_of(peer.pod_selector) if peer.pod_selector is not None else Selector()
-        return [m for n in spaces for m in self.by_namespace.get(n, ()) if pod_sel.matches(m.labels)]
+        key = (pod_sel, tuple(spaces))  # policies often name the same peers: match them once a render
+        found = self._peers.get(key)
+        if found is None:
+            found = self._peers[key] = [m for n in spaces for m in self.by_namespace.get(n, ())
+                                        if pod_sel.matches(m.labels)]
+        return found
 
 
 def _rule_clauses(w: _Writer, prefix: str, *, peers: Sequence[NetworkPolicyPeer], ports: Sequence[NetworkPolicyPort],
@@ -231,7 +248,11 @@ def _rule_clauses(w: _Writer, prefix: str, *, peers: Sequence[NetworkPolicyPeer]
                 found = cluster.peer_members(peer, namespace)
                 peer_members.extend(found)
                 ranges.extend((m.ip, m.ip) for m in found)
-        peer_clause = f"ip {peer_field} {w.set(f'{prefix}_peers', 'ipv4_addr', _format(ranges), interval=True)} "
+        if any(peer.ip_block is not None for peer in peers):
+            ref = w.set(f"{prefix}_peers", "ipv4_addr", _format(ranges), interval=True)
+        else:  # addresses alone: a plain set, which nft updates without reading all its elements first
+            ref = w.set(f"{prefix}_peers", "ipv4_addr", _ips(peer_members))
+        peer_clause = f"ip {peer_field} {ref} "
     if not ports:
         return [peer_clause]
     numbered = []
@@ -268,22 +289,23 @@ def render_policy(policies: Iterable[NetworkPolicy], containers: Iterable[Contai
     isolated_in: list[_Member] = []
     isolated_out: list[_Member] = []
     ordered = sorted(policies, key=lambda p: (p.metadata.namespace, p.metadata.name))
-    for i, pol in enumerate(ordered):
+    for pol in ordered:
         ns = pol.metadata.namespace
+        i = policy_key(ns, pol.metadata.name)
         ingress, egress = effective_types(pol)
         pod_sel = selector_of(pol.spec.pod_selector)
         selected = [m for m in local_by_namespace.get(ns, ()) if pod_sel.matches(m.labels)]
-        sel = w.set(f"policy_p{i}_sel", "ipv4_addr", _ips(selected))
+        sel = w.set(f"policy_{i}_sel", "ipv4_addr", _ips(selected))
         if ingress:
             isolated_in.extend(selected)
             for j, rule in enumerate(pol.spec.ingress):
-                for clause in _rule_clauses(w, f"policy_p{i}_in{j}", peers=rule.from_, ports=rule.ports,
+                for clause in _rule_clauses(w, f"policy_{i}_in{j}", peers=rule.from_, ports=rule.ports,
                                             cluster=cluster, namespace=ns, peer_field="saddr", named_from=selected):
                     w.rules["ingress"].append(f"ip daddr {sel} {clause}accept")
         if egress:
             isolated_out.extend(selected)
             for j, erule in enumerate(pol.spec.egress):
-                for clause in _rule_clauses(w, f"policy_p{i}_out{j}", peers=erule.to, ports=erule.ports,
+                for clause in _rule_clauses(w, f"policy_{i}_out{j}", peers=erule.to, ports=erule.ports,
                                             cluster=cluster, namespace=ns, peer_field="daddr", named_from=None):
                     w.rules["egress"].append(f"ip saddr {sel} {clause}return")
     into = w.set("policy_ingress_isolated", "ipv4_addr", _ips(isolated_in))
@@ -294,7 +316,46 @@ def render_policy(policies: Iterable[NetworkPolicy], containers: Iterable[Contai
     w.rules["egress"].append("drop")
     w.rules["ingress"].append("drop")
     return RenderedPolicy(NftPart(PART, w.text()), rules=w.rule_count, sets=len(w.sets), elements=w.elements,
-                          skeleton=w.text(elements=False), set_elements=w.set_elements)
+                          skeleton=w.text(elements=False), set_elements=w.set_elements, set_types=w.set_types,
+                          chains={f"policy_{c}": tuple(r) for c, r in w.rules.items()})
+
+
+def policy_key(namespace: str, name: str) -> str:
+    """A policy's own short name in set names: stable, so one policy's change leaves the others' sets be."""
+    return hashlib.sha256(f"{namespace}/{name}".encode()).hexdigest()[:10]
+
+
+def delta_commands(old: RenderedPolicy, new: RenderedPolicy, *, family: str, table: str) -> list[str]:
+    """The nft commands that turn the kernel's ``old`` policy part into ``new`` and touch nothing else.
+
+    Chains whose rules changed are flushed and refilled; sets that went are deleted (after the flush:
+    rules refer to them), new sets are added with their elements, and sets in both change by element
+    (delete what left, add what came). A set whose type changed is deleted and added again, with every
+    chain flushed first. One ``nft -f`` transaction of these is atomic, and leaves every other part of
+    the table — and every set the kernel fills itself, such as the service proxy's affinity — alone."""
+    at = f"{family} {table}"
+    retyped = {n for n, t in new.set_types.items() if n in old.set_types and old.set_types[n] != t}
+    gone = [n for n in old.set_types if n not in new.set_types] + sorted(retyped)
+    came = [n for n in new.set_types if n not in old.set_types or n in retyped]
+    changed_chains = [c for c, rules in new.chains.items() if retyped or gone or old.chains.get(c) != rules]
+    lines = [f"flush chain {at} {c}" for c in changed_chains]
+    lines += [f"delete set {at} {n}" for n in gone]
+    for n in came:
+        items = new.set_elements[n]
+        body = f" elements = {{ {', '.join(items)} }}" if items else ""
+        lines.append(f"add set {at} {n} {{ {new.set_types[n]}{body} }}")
+    for n, items in new.set_elements.items():
+        if n in came or old.set_elements.get(n) == items:
+            continue
+        before = old.set_elements.get(n, ())
+        left, joined = set(before) - set(items), set(items) - set(before)
+        if left:
+            lines.append(f"delete element {at} {n} {{ {', '.join(e for e in before if e in left)} }}")
+        if joined:
+            lines.append(f"add element {at} {n} {{ {', '.join(e for e in items if e in joined)} }}")
+    for c in changed_chains:
+        lines += [f"add rule {at} {c} {rule}" for rule in new.chains[c]]
+    return lines
 
 
 # --- the kernel setting it relies on ---------------------------------------------------------

@@ -27,7 +27,7 @@ from corral.model.resources import Container, ContainerStatus
 from corral.network import masq
 from corral.network.attachments import Network
 from corral.network.config import NetworkConfig, PortMapping
-from corral.reconcile import naming
+from corral.reconcile import logkeeping, naming
 from corral.reconcile.containers import ImageCache, ImagePullFailed, ensure_container
 from corral.reconcile.events import EventSink
 from corral.reconcile.probes import Prober
@@ -56,6 +56,7 @@ class ReconcilerConfig:
     insecure_registries: list[str] = field(default_factory=list)
     log_max_bytes: int = 10 * 1024 * 1024
     log_max_files: int = 3
+    keep_logs: float = 0.0  # seconds a deleted container's log is kept (reconcile/logkeeping.py); 0: not
     dns_server: str = ""  # the node's DNS server: containers' resolv.conf names it (else the host's)
     cluster_domain: str = "cluster.local"
     pids_limit: int = 4096  # the most processes one container may have (0: no limit)
@@ -198,7 +199,9 @@ class NodeReconciler:
         probe_ready = None if obj.spec.readiness_probe is None else self.prober.ready(cid)
         t_start = time.perf_counter()
         outcome = await ensure_state(self.client, obj, cid, log_uri=uri, oom_killed=cid in self._oom,
-                                     ip=attachment.ip, probe_ready=probe_ready)
+                                     ip=attachment.ip, probe_ready=probe_ready,
+                                     before_start=lambda: asyncio.to_thread(  # the run before is --previous
+                                         logkeeping.begin_run, self._log_file(uid), self.cfg.log_max_files))
         t_state = time.perf_counter()
         log.debug("sync %s/%s: storage %.0f ms, containers %.0f ms, network done %.0f ms later, state %.0f ms",
                   *key, (t_vol - t0) * 1e3, (t_ctr - t_vol) * 1e3, (t_net - t_ctr) * 1e3, (t_state - t_start) * 1e3)
@@ -286,6 +289,9 @@ class NodeReconciler:
             if result is not None:
                 self.events.record(obj, type="Normal", reason="Killed",
                                    message=f"stopped (exit code {result.code}) and removed {info.id}")
+        if self.cfg.keep_logs > 0:
+            await asyncio.to_thread(logkeeping.keep, self._log_file(uid).parent, self.cfg.data_dir,
+                                    namespace=obj.metadata.namespace, name=obj.metadata.name, uid=uid)
         await self._remove_rest(uid)
         self._uids.pop(uid, None)
         self._adopt_checked.discard(uid)

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -104,9 +105,10 @@ async def _remove_half_made_task(client: Client, cid: str) -> None:
 
 async def ensure_state(
     client: Client, obj: Container, cid: str, *, log_uri: str, oom_killed: bool, ip: str,
-    probe_ready: bool | None = None,
+    probe_ready: bool | None = None, before_start: Callable[[], Awaitable[object]] | None = None,
 ) -> Outcome:
-    """``probe_ready``: the readiness probe's result (``reconcile/probes.py``), None without one."""
+    """``probe_ready``: the readiness probe's result (``reconcile/probes.py``), None without one;
+    ``before_start``: run before each new start of the process (the log's runs: ``logkeeping``)."""
     st = obj.status
     status = ContainerStatus(
         phase=st.phase, node=obj.spec.node, ip=ip, container_id=cid, image_digest=st.image_digest,
@@ -126,6 +128,8 @@ async def ensure_state(
         await task.start()
         info = await task.status()
     if info is None:
+        if before_start is not None:
+            await before_start()
         await start_task(client, cid, log_uri=log_uri)
         status.phase, status.started_at, status.finished_at, status.exit_code = "Running", now_rfc3339(), "", None
         outcome.started = True
@@ -148,6 +152,8 @@ async def ensure_state(
             else:
                 with contextlib.suppress(NotFound):
                     await task.delete()
+                if before_start is not None:
+                    await before_start()
                 await start_task(client, cid, log_uri=log_uri)
                 status.restart_count += 1
                 status.phase, status.started_at = "Running", now_rfc3339()

@@ -23,6 +23,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import aiohttp
@@ -59,9 +60,12 @@ from corral.network.bridge import ensure_bridge
 from corral.network.dns import ClusterDNS
 from corral.network.nftables import NftTable
 from corral.network.overlay import uplink
+from corral.reconcile import logkeeping
 from corral.reconcile.events import EventType
+from corral.reconcile.imagegc import ImageGC, ImageGCConfig
 from corral.reconcile.pipeline import NodeReconciler, ReconcilerConfig
 from corral.roles import agentlogs, agentstreams, podcidr
+from corral.roles.agenthygiene import DiskPressureReporter, removal_message
 from corral.roles.agentsecrets import ApiSecrets, follow_secret_volumes
 from corral.roles.fencing import Fence, kill_node_tasks
 from corral.roles.metrics import agent_collector
@@ -122,6 +126,12 @@ class AgentConfig:
     workers: int = 8
     insecure_registries: list[str] = field(default_factory=list)
     fence_after: float = 4.0  # no heartbeat for this long: kill every task (roles/fencing.py)
+    keep_logs: float = 3600.0  # seconds a deleted container's log is kept (reconcile/logkeeping.py)
+    image_gc_high: int = 85  # percent of the image filesystem (reconcile/imagegc.py)
+    image_gc_low: int = 80
+    image_gc_min_age: float = 120.0  # an image younger than this is never collected
+    image_fs: Path | None = None  # a path on the images' filesystem (default: data_dir)
+    disk_pressure: int = 90  # percent of the image filesystem: the DiskPressure condition and taint
     pids_limit: int = 4096  # the most processes one container may have (0: no limit)
     metrics_listen: str = ""  # serve the agent's Prometheus metrics here (HOST:PORT; empty: not at all)
     metrics_sample_seconds: float = 10.0  # how often the containers' CPU and memory are read from containerd
@@ -191,6 +201,18 @@ class Agent:
         self.endpoint = ""
         # every nftables rule this agent keeps (network policy, service proxy) lives in this one table
         self.nft = NftTable(cfg.nft_table)
+        # node hygiene (roles/agenthygiene.py): image GC, DiskPressure
+        self.disk_pressure = DiskPressureReporter(api, cfg.node_name, threshold=cfg.disk_pressure,
+                                                  status=self.node_status)
+        self.image_gc = ImageGC(
+            reconciler.client,
+            ImageGCConfig(image_fs=cfg.image_fs or cfg.data_dir, high=cfg.image_gc_high, low=cfg.image_gc_low,
+                          pressure=cfg.disk_pressure, min_age=cfg.image_gc_min_age),
+            on_removed=lambda name, size, usage: self.record_node(
+                type="Normal", reason="ImageGCRemoved",
+                message=removal_message(name, size, usage, low=cfg.image_gc_low)),
+            on_pressure=self.disk_pressure.report,
+        )
         # figures for /metrics (roles/metrics.py)
         self.sync_counts: dict[str, int] = {"ok": 0, "retry": 0, "error": 0}
         self.sync_durations = Histogram()
@@ -198,7 +220,7 @@ class Agent:
         self.peers: PeerRoutes | None = None  # routes to other nodes' containers, once the podCIDR is known
         self.policies = PolicyEnforcer(api, self.nft, node=cfg.node_name, bridge=cfg.bridge)
         # Services → the `svc` part of that table, and the answers of the node's DNS server (roles/services.py)
-        self.services = ServiceProxy(api, self.nft, containers=lambda: self.reflector.objects)
+        self.services = ServiceProxy(api, self.nft, containers=lambda: self.reflector.objects, node=cfg.node_name)
         self.dns: ClusterDNS | None = None  # started once the node's subnet is known (settle_network)
 
     # --- event sink (for the reconcile steps) -----------------------------------------------
@@ -209,11 +231,16 @@ class Agent:
     def record_orphan(self, *, namespace: str, name: str, uid: str, reason: str, message: str) -> None:
         self._enqueue_event(namespace, name, uid, "Normal", reason, message)
 
-    def _enqueue_event(self, namespace: str, name: str, uid: str, type_: EventType, reason: str, message: str) -> None:
+    def record_node(self, *, type: EventType, reason: str, message: str) -> None:
+        """An Event about this Node (in the default namespace, as Kubernetes files node events)."""
+        self._enqueue_event("", self.cfg.node_name, "", type, reason, message, kind="Node")
+
+    def _enqueue_event(self, namespace: str, name: str, uid: str, type_: EventType, reason: str, message: str,
+                       *, kind: str = "Container") -> None:
         now = now_rfc3339()
         ev = Event(
             metadata=ObjectMeta(name=f"{name}.{uuid.uuid4().hex[:10]}", namespace=namespace or "default"),
-            spec=EventSpec(involved_object=ObjectReference(kind="Container", namespace=namespace, name=name, uid=uid),
+            spec=EventSpec(involved_object=ObjectReference(kind=kind, namespace=namespace, name=name, uid=uid),
                            reason=reason, message=message, type=type_,
                            source=EventSource(component="agent", node=self.cfg.node_name),
                            first_timestamp=now, last_timestamp=now),
@@ -244,9 +271,12 @@ class Agent:
     # --- the node ---------------------------------------------------------------------------
 
     def node_status(self) -> NodeStatus:
-        return build_node_status(self.cfg, capacity=host_capacity(), hostname=socket.gethostname(),
-                                 endpoint=self.endpoint, runtime="containerd",
-                                 runtime_version=self.reconciler.runtime_version)
+        status = build_node_status(self.cfg, capacity=host_capacity(), hostname=socket.gethostname(),
+                                   endpoint=self.endpoint, runtime="containerd",
+                                   runtime_version=self.reconciler.runtime_version)
+        if self.disk_pressure.condition is not None:
+            status.conditions.append(self.disk_pressure.condition)
+        return status
 
     async def register(self) -> None:
         labels = node_labels(self.cfg, hostname=socket.gethostname())
@@ -271,6 +301,9 @@ class Agent:
                     if {**current.metadata.labels, **changeable} != current.metadata.labels:
                         current.metadata.labels = {**current.metadata.labels, **changeable}
                         await self.api.update(current)
+                    # the full status at once: a restarted agent serves on a new port (agentEndpoint)
+                    await self.api.update_status(Node(metadata=ObjectMeta(name=self.cfg.node_name),
+                                                      status=self.node_status()))
                     await self.heartbeat()
                     break
                 except errors.Conflict:
@@ -442,7 +475,8 @@ class Agent:
     async def _serve_logs(self) -> web.AppRunner:
         if self.credentials is None:
             raise errors.Unavailable("the agent's listener needs the node certificate")
-        app = agentlogs.build_app(log_path=self.reconciler.log_path)  # only the API's certificate gets in
+        app = agentlogs.build_app(log_path=self.reconciler.log_path,  # only the API's certificate gets in
+                                  kept_log=partial(logkeeping.latest_kept, self.cfg.data_dir))
         agentstreams.add_routes(app, targets=agentstreams.StreamTargets(
             client=self.reconciler.client, netns_path=self.reconciler.network.netns_path,
             log_path=self.reconciler.log_path))
@@ -529,6 +563,9 @@ class Agent:
             tg.create_task(self._resync(), name="agent-resync")
             tg.create_task(self.volume_reflector.run(), name="agent-volume-reflector")
             tg.create_task(self._volume_sweeps(), name="agent-volume-sweeps")
+            tg.create_task(self.image_gc.run_forever(), name="agent-image-gc")
+            if self.cfg.keep_logs > 0:
+                tg.create_task(logkeeping.expire_forever(self.cfg.data_dir, self.cfg.keep_logs), name="agent-kept-logs")
             tg.create_task(follow_secret_volumes(self.reconciler, lambda: self.reflector.objects.values()),
                            name="agent-secret-volumes")
             if self.cfg.metrics_listen:
@@ -551,7 +588,7 @@ async def run_agent(cfg: AgentConfig, *, stop: asyncio.Event) -> None:
         # and so does the DNS server's address (the bridge's gateway in that subnet)
         rcfg = ReconcilerConfig(data_dir=cfg.data_dir, node_name=cfg.node_name, containerd_socket=cfg.containerd_socket,
                                 bridge=cfg.bridge, insecure_registries=cfg.insecure_registries,
-                                pids_limit=cfg.pids_limit)
+                                pids_limit=cfg.pids_limit, keep_logs=cfg.keep_logs)
         reconciler = NodeReconciler(rcfg)
         reconciler.secrets = ApiSecrets(api)  # Secrets: env, secret volumes, image pull credentials
         agent = Agent(cfg, api, reconciler, creds)

@@ -1,7 +1,10 @@
 """The agent's own small HTTPS listener: container logs, for the API's proxy only.
 
 ``GET /logs/{namespace}/{name}?uid=&tail=N&follow=1&timestamps=1`` answers the container's log
-records as text lines (``[time ]text``), from the files the log shipper writes on this node.
+records as text lines (``[time ]text``), from the files the log shipper writes on this node;
+``previous=1``: the run before the latest start; ``kept=1`` (no uid): the newest kept log of a deleted
+container of that name (``kept=1&info=1``: only ``{"deletedAt": seconds}``, so the API can pick the
+newest across nodes).
 
 Only the API may call it. The listener serves TLS with the node's certificate and requires a
 client certificate signed by the cluster CA (``NodeCredentials.listener_context``); the one
@@ -11,16 +14,19 @@ app — a node's own certificate, or another node's, is refused.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
 
+from corral.reconcile import logkeeping
 from corral.runtime import logs
 from corral.tls.contexts import peer_common_name
 from corral.tls.pki import API_CLIENT_CN
 
 LogPathFor = Callable[[str], Path | None]
+KeptLogFor = Callable[[str, str], tuple[Path, float] | None]
 
 
 def _line(rec: logs.LogLine, timestamps: bool) -> bytes:
@@ -49,15 +55,35 @@ async def only_the_api(request: web.Request,
     return await handler(request)
 
 
-def build_app(*, log_path: LogPathFor) -> web.Application:
+def _not_found(message: str) -> web.Response:
+    return web.json_response({"error": {"code": 404, "reason": "NotFound", "message": message, "details": []}},
+                             status=404)
+
+
+def build_app(*, log_path: LogPathFor, kept_log: KeptLogFor | None = None) -> web.Application:
+    """``kept_log(namespace, name)``: the newest kept log of a deleted container and when it was deleted
+    (blocking; ``reconcile/logkeeping.latest_kept``)."""
+
     async def serve_logs(request: web.Request) -> web.StreamResponse:
-        uid = request.query.get("uid", "")
-        path = log_path(uid)
-        if path is None:
-            name = request.match_info["name"]
-            return web.json_response({"error": {"code": 404, "reason": "NotFound",
-                                                "message": f'container "{name}" has no logs on this node yet',
-                                                "details": []}}, status=404)
+        namespace, name = request.match_info["namespace"], request.match_info["name"]
+        previous = request.query.get("previous", "") not in ("", "0", "false")
+        if request.query.get("kept", "") not in ("", "0", "false"):  # a deleted container's
+            found = await asyncio.to_thread(kept_log, namespace, name) if kept_log is not None else None
+            if found is None:
+                return _not_found(f'no log of a deleted container "{name}" is kept on this node')
+            if request.query.get("info"):
+                return web.json_response({"deletedAt": found[1]})
+            path: Path | None = found[0]
+        else:
+            path = log_path(request.query.get("uid", ""))
+            if path is None:
+                return _not_found(f'container "{name}" has no logs on this node yet')
+        if previous:
+            assert path is not None
+            path = logkeeping.previous_path(path)
+            if not await asyncio.to_thread(path.exists):
+                return _not_found(f'container "{name}" has no previous run on this node (it has not restarted)')
+        assert path is not None
         tail_text = request.query.get("tail", "")
         tail = int(tail_text) if tail_text.isdigit() else -1
         follow = request.query.get("follow", "") not in ("", "0", "false")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,6 +190,8 @@ def add_routes(app: web.Application, *, targets: StreamTargets) -> None:
         if _flag(request, "stdin"):
             raise BadRequest("attach cannot send stdin: a container's main process is started without stdin; "
                              "use exec -i")
+        if _flag(request, "tty"):
+            raise BadRequest("attach has no terminal: a container's main process is started without one; use exec -t")
         uid = request.query.get("uid", "")
         cid = await running_container(targets.client, uid)
         path = targets.log_path(uid)
@@ -223,16 +226,23 @@ def add_routes(app: web.Application, *, targets: StreamTargets) -> None:
         uid = request.query.get("uid", "")
         await running_container(targets.client, uid)
         try:
-            reader, writer = await nsdial.dial(targets.netns_path(uid), int(port_text))
+            sock = await nsdial.dial(targets.netns_path(uid), int(port_text))
         except (OSError, TimeoutError) as e:
             with contextlib.suppress(ConnectionError, RuntimeError):
                 await ws.send_bytes(sp.frame(sp.ERROR, f"cannot connect to port {port_text} in the container: "
                                                        f"{getattr(e, 'strerror', None) or e}".encode()))
             return
+        loop = asyncio.get_running_loop()
 
         async def upstream() -> None:
-            while data := await reader.read(sp.MAX_FRAME):
-                await ws.send_bytes(sp.frame(sp.DATA, data))
+            """Container → client: each read lands right after the channel byte of its own frame."""
+            while True:
+                buf = bytearray(sp.MAX_FRAME + 1)
+                buf[0] = sp.DATA
+                n = await loop.sock_recv_into(sock, memoryview(buf)[1:])
+                if not n:
+                    return
+                await ws.send_bytes(memoryview(buf)[: n + 1])  # type: ignore[arg-type]  # aiohttp takes any buffer
 
         async def downstream() -> None:
             async for msg in ws:
@@ -240,17 +250,15 @@ def add_routes(app: web.Application, *, targets: StreamTargets) -> None:
                     continue
                 channel, payload = sp.split(msg.data)
                 if channel == sp.DATA:
-                    writer.write(payload)
-                    await writer.drain()
-                elif channel == sp.CLOSE and writer.can_write_eof():
-                    writer.write_eof()
+                    await loop.sock_sendall(sock, payload)
+                elif channel == sp.CLOSE:
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_WR)
 
         try:
             await _race(upstream(), downstream())
         finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+            sock.close()
 
     app.router.add_get("/exec/{namespace}/{name}", handler("exec", exec_body), allow_head=False)
     app.router.add_get("/attach/{namespace}/{name}", handler("attach", attach_body), allow_head=False)

@@ -18,6 +18,7 @@ from corral.controllers.endpoints import EndpointsController
 from corral.controllers.gc import GarbageCollector
 from corral.controllers.jobs import JobController
 from corral.controllers.namespaces import NamespaceController
+from corral.controllers.nodeconditions import NodeConditionTaints
 from corral.controllers.nodes import NodeLifecycle
 from corral.controllers.podcidrs import NodeIpam
 from corral.model.kinds import BY_KIND
@@ -50,6 +51,7 @@ def build_controllers(informers: Informers, objects: Objects, cfg: LeaderConfig)
     controllers.append(JobController(informers, objects, backoff_base=cfg.job_backoff))
     controllers.append(DaemonSetController(informers, objects))
     controllers.append(CronJobController(informers, objects))
+    controllers.append(NodeConditionTaints(informers, objects))  # DiskPressure -> taint
     return controllers
 
 

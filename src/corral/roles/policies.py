@@ -1,21 +1,26 @@
 """The agent's network-policy enforcer: follows policies, namespaces and containers; keeps the nft parts.
 
 Three ``Reflector``s follow the cluster's NetworkPolicies, Namespaces and Containers (all of them,
-not only this node's: a peer may run anywhere). Any change that matters to policy — a policy, a
-namespace's labels, a container's IP, labels, phase, node or named ports — wakes one loop that
-renders the ``policy`` part (``network.policy.render_policy``) and loads it: when only set elements
-changed (a container came, went or was relabelled; the rules are the same) by deleting and adding
-just those elements (``NftTable.update_sets``), otherwise by loading the agent's whole table
-with ``NftTable.apply``. A burst of changes (a deployment scaling up) is folded into one load: the loop
-waits a few milliseconds after the first change, and everything that arrives while nft runs goes
-into the next load. Container status updates that change nothing policy looks at (heartbeats of
-readiness, restart counts) do not wake it.
+not only this node's: a peer may run anywhere). The containers are followed only while at least one
+policy exists: without policies no container matters, and a cluster that uses none keeps every
+agent's container watch to its own node (which the API serves from a per-node index). Any change
+that matters to policy — a policy, a namespace's labels, a container's IP, labels, phase, node or
+named ports — wakes one loop that renders the ``policy`` part (``network.policy.render_policy``) and
+loads just the difference from the last render (``delta_commands``, ``NftTable.update_part``): a
+container that came, went or was relabelled changes a few set elements; a policy's change flushes
+and refills the policy chains and adds or deletes its own sets. Only the first load, or one after a
+failed update, loads the agent's whole table (``NftTable.apply``). A burst of changes (a deployment
+scaling up) is folded into one load: the loop waits a few milliseconds after the first change, and
+everything that arrives while nft runs goes into the next load. Container status updates that change
+nothing policy looks at (readiness, restart counts) do not wake it.
 
 At start the enforcer makes bridged traffic visible to the inet hooks (``ensure_bridge_filtering``),
-puts the ``loopback`` guard part in the table, and loads the table once the three reflectors have
+puts the ``loopback`` guard part in the table, and loads the table once the reflectors have
 synced — not before, so a restarted agent does not open what its previous run closed with a table
-rendered from half the cluster. The same objects always render the same text, so a restarted agent
-loads exactly the table it had. A failed load is retried with backoff; nothing is appended, ever.
+rendered from half the cluster; and it announces its part (``NftTable.await_part``), so no other part
+(the service proxy's) loads the table without the policy rules in the meantime. The same objects
+always render the same text, so a restarted agent loads exactly the table it had. A failed load is
+retried with backoff; nothing is appended, ever.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from corral.model.errors import CorralError
 from corral.model.resources import Container, Namespace, NetworkPolicy
 from corral.network.loopback_guard import render_loopback_guard
 from corral.network.nftables import NftError, NftTable
-from corral.network.policy import RenderedPolicy, element_changes, ensure_bridge_filtering, render_policy
+from corral.network.policy import PART, RenderedPolicy, delta_commands, ensure_bridge_filtering, render_policy
 
 log = logging.getLogger(__name__)
 
@@ -48,21 +53,31 @@ class PolicyEnforcer:
 
     def __init__(self, api: ApiClient, nft: NftTable, *, node: str, bridge: str, coalesce: float = 0.01) -> None:
         self.nft = nft
+        nft.await_part(PART)  # the table is not loaded without the policy rules (see NftTable.await_part)
         self.node = node
         self.bridge = bridge
         self.coalesce = coalesce
-        self.policies: Reflector[NetworkPolicy] = Reflector(api, NetworkPolicy, namespace=None, on_event=self._changed)
+        self.policies: Reflector[NetworkPolicy] = Reflector(api, NetworkPolicy, namespace=None,
+                                                               on_event=self._policy_changed)
         self.namespaces: Reflector[Namespace] = Reflector(api, Namespace, on_event=self._changed)
         self.containers: Reflector[Container] = Reflector(api, Container, namespace=None,
                                                           on_event=self._container_changed)
         self._seen: dict[tuple[str, str], _Fingerprint] = {}
         self._wake = asyncio.Event()
+        self._policies_exist = asyncio.Event()  # the containers are followed only while some policy exists
+        self._no_policies = asyncio.Event()
         self.last: RenderedPolicy | None = None
         self.enforced = asyncio.Event()  # set by the first successful load
         self.last_render_seconds = 0.0  # how long the last render took, and render + load
         self.last_load_seconds = 0.0
 
     def _changed(self, _type: str, _obj: object) -> None:
+        self._wake.set()
+
+    def _policy_changed(self, _type: str, _obj: object) -> None:
+        exist = bool(self.policies.objects)
+        (self._policies_exist if exist else self._no_policies).set()
+        (self._no_policies if exist else self._policies_exist).clear()
         self._wake.set()
 
     def _container_changed(self, type_: str, obj: Container) -> None:
@@ -89,26 +104,56 @@ class PolicyEnforcer:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self.policies.run(), name="policy-reflector-networkpolicies")
             tg.create_task(self.namespaces.run(), name="policy-reflector-namespaces")
-            tg.create_task(self.containers.run(), name="policy-reflector-containers")
+            tg.create_task(self._follow_containers(), name="policy-reflector-containers")
             tg.create_task(self._enforce(), name="policy-enforce")
 
     async def _load(self, rendered: RenderedPolicy) -> None:
-        """Only the changed sets' elements when the rules are the same as loaded; else the whole table."""
+        """Only what changed (``delta_commands``) once the table is loaded; else the whole table."""
         last = self.last
-        if last is not None and last.skeleton == rendered.skeleton:
+        if last is not None:
+            commands = delta_commands(last, rendered, family=self.nft.family, table=self.nft.table)
             try:
-                if await self.nft.update_sets(rendered.part, element_changes(last, rendered)):
+                if await self.nft.update_part(rendered.part, commands):
                     return
             except NftError as e:  # the kernel's table is not what was loaded (someone changed it)
-                log.warning("updating the policy sets failed, loading the whole table: %s", e)
+                log.warning("updating the policy rules failed, loading the whole table: %s", e)
         self.nft.set_part(rendered.part)
         await self.nft.apply()
 
+    async def _follow_containers(self) -> None:
+        """Watch every container while at least one policy exists; with none, no container matters
+        (and a cluster without policies keeps its agents' watches to their own node's containers)."""
+        while True:
+            await self._policies_exist.wait()
+            following = asyncio.create_task(self.containers.run(), name="policy-containers-watch")
+            try:
+                await self._no_policies.wait()
+            finally:
+                following.cancel()
+                await asyncio.gather(following, return_exceptions=True)
+            self.containers.objects.clear()
+            self.containers.synced.clear()
+            self._seen.clear()
+            self._wake.set()
+
+    async def _containers_ready(self) -> None:
+        """Wait until the containers are known, if any policy needs them (a policy may go meanwhile)."""
+        while self.policies.objects and not self.containers.synced.is_set():
+            self._wake.clear()
+            waits = [asyncio.ensure_future(self.containers.synced.wait()), asyncio.ensure_future(self._wake.wait())]
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waits:
+                    w.cancel()
+
     async def _enforce(self) -> None:
-        for reflector in (self.policies, self.namespaces, self.containers):
+        for reflector in (self.policies, self.namespaces):
             await reflector.synced.wait()
+        self._policy_changed("SYNCED", None)
         delay = 0.2
         while True:
+            await self._containers_ready()
             self._wake.clear()
             started = time.monotonic()
             try:

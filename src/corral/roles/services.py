@@ -2,10 +2,12 @@
 
 ``ServiceProxy`` keeps two ``Reflector``s (every Service, every Endpoints of the cluster). Any change
 sets a flag; one task waits until both have synced, then renders the ``svc`` part of the agent's
-nftables table (``network/services.py``) and applies it — the whole table, atomically — and does
-so again after every batch of changes (events that arrive while a load runs fold into the next).
-Nothing is kept but what the API says, so a restarted agent renders the same rules (and the table
-is replaced, never appended to).
+nftables table (``network/services.py``) and loads it, and does so again after every batch of
+changes (events that arrive while a load runs fold into the next). A batch that only moves set and
+map elements (endpoints, addresses) is loaded as those elements' deletes and adds in one
+transaction (``NftTable.update_sets``); anything else replaces the whole table atomically. Nothing
+is kept but what the API says, so a restarted agent renders the same rules (and the table is
+replaced, never appended to).
 
 The same state answers DNS (``network/dns.py``): ``ServiceProxy`` is the DNS server's ``Records``.
 A headless Service's name resolves to its ready endpoints' IPs; a container's name resolves from
@@ -23,7 +25,7 @@ from corral.api.client import ApiClient, Reflector
 from corral.model.resources import HEADLESS, Container, Endpoints, Service
 from corral.network.dns import ClusterDNS, ServiceRecord, SrvPort, host_nameservers, parse_upstream
 from corral.network.nftables import NftTable
-from corral.network.services import render_services
+from corral.network.services import ServiceRules, rules_delta, service_rules
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +34,9 @@ Key = tuple[str, str]
 
 class ServiceProxy:
     def __init__(self, api: ApiClient, nft: NftTable, *,
-                 containers: Callable[[], Mapping[Key, Container]] = dict) -> None:
+                 containers: Callable[[], Mapping[Key, Container]] = dict, node: str = "") -> None:
         self.api = api
+        self.node = node  # hairpin rules only for endpoints on this node
         self.nft = nft
         self.local_containers = containers
         self.services: Reflector[Service] = Reflector(api, Service, namespace=None, on_event=self._changed)
@@ -42,6 +45,8 @@ class ServiceProxy:
         self.rendered = 0  # how many times the part was rendered (tests and benchmarks read it)
         self.applied = asyncio.Event()  # set after the first load of the rules
         self._version = 0
+        self._loaded: ServiceRules | None = None  # what the kernel holds of the part (None: not known)
+        self.deltas = 0  # how many loads were element changes only
 
     def _changed(self, _type: str, _obj: object) -> None:
         self._version += 1
@@ -51,10 +56,19 @@ class ServiceProxy:
         return self._version
 
     async def sync_rules(self) -> None:
-        part = render_services(self.services.objects.values(), self.endpoints.objects)
+        """Render the part and load it: as element changes when only endpoints and addresses moved
+        (``rules_delta``), else the whole table."""
+        rules = service_rules(self.services.objects.values(), self.endpoints.objects, node=self.node)
+        part = rules.part()
         self.rendered += 1
-        self.nft.set_part(part)
-        await self.nft.apply()
+        changes = rules_delta(self._loaded, rules) if self._loaded is not None else None
+        self._loaded = None  # unknown until the load below succeeds
+        if changes is not None and await self.nft.update_sets(part, changes):
+            self.deltas += 1
+        else:
+            self.nft.set_part(part)
+            await self.nft.apply()
+        self._loaded = rules
         self.applied.set()
 
     async def _keep_rules(self) -> None:

@@ -68,7 +68,7 @@ class Fifo:
             except BlockingIOError:
                 await self._ready("add_reader", "remove_reader")
 
-    async def write(self, data: bytes) -> None:
+    async def write(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
         while view:
             try:
@@ -98,7 +98,7 @@ class ExecStream:
         self._waiter = waiter
         self._closed = False
 
-    async def write_stdin(self, data: bytes) -> None:
+    async def write_stdin(self, data: bytes | memoryview) -> None:
         if self.stdin is not None and self.stdin.fd >= 0:
             await self.stdin.write(data)
 

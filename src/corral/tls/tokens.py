@@ -10,6 +10,7 @@ connection open to an impostor.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,9 +45,25 @@ def format_token(ca_pem: bytes, secret: str) -> str:
     return str(JoinToken(ca_hash(ca_pem), secret))
 
 
-async def fetch_pinned_ca(servers: Sequence[str], token: JoinToken, *, timeout: float = 10.0) -> bytes:
+async def fetch_pinned_ca(servers: Sequence[str], token: JoinToken, *, timeout: float = 10.0,
+                          patience: float = 60.0) -> bytes:
     """The cluster CA from ``GET /cacerts`` of the first server that answers, checked against the
-    token's hash before anything else is believed."""
+    token's hash before anything else is believed. Servers that cannot be reached are tried again
+    for ``patience`` seconds (a worker may start before the control plane answers); a CA with the
+    wrong hash is refused at once."""
+    deadline = asyncio.get_running_loop().time() + patience
+    delay = 0.5
+    while True:
+        try:
+            return await _fetch_once(servers, token, timeout=timeout)
+        except Unavailable:
+            if asyncio.get_running_loop().time() + delay > deadline:
+                raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+async def _fetch_once(servers: Sequence[str], token: JoinToken, *, timeout: float) -> bytes:
     last: Exception | None = None
     async with aiohttp.ClientSession() as http:
         for server in servers:
@@ -68,4 +85,4 @@ async def fetch_pinned_ca(servers: Sequence[str], token: JoinToken, *, timeout: 
             except ValueError as e:
                 raise Invalid(f"{url} served a CA that is not a PEM certificate: {e}") from None
             return pem
-    raise Unavailable(f"cannot fetch the cluster CA from {', '.join(servers)}: {last}")
+    raise Unavailable(f"cannot fetch the cluster CA from {', '.join(servers)}: {type(last).__name__}: {last}")

@@ -7,9 +7,10 @@ the record owns the address, so two API servers racing for one cannot both win. 
 records *before* it creates the Service and gives them back if that create fails; a Service's delete
 gives its records back.
 
-A record can outlive its Service when a process died between the two writes, or when a Service went
-with its namespace (the namespace controller deletes objects without the API's delete path). Such a
-record is *stale*: older than ``STALE_AFTER`` seconds and naming a Service that is not there (or has
+The leader's Endpoints controller gives back a deleted Service's records too (``after_delete`` is
+idempotent), so a Service deleted by any path — the API, its namespace going — frees what it held.
+A record can still outlive its Service when a process died between the two writes. Such a record is
+*stale*: older than ``STALE_AFTER`` seconds and naming a Service that is not there (or has
 another uid). A stale record is taken over with a compare-and-swap on its revision when its address
 is wanted, so nothing leaks for good. A free address is found by a few random probes, then, when
 they all hit taken ones, by listing the records: a range with nothing free is a 422 naming the field.
