@@ -8,7 +8,11 @@
 # and /etc/corral.
 #
 #   corral-uninstall.sh [--root DIR] [--data-dir DIR] [--bridge NAME] [--nft-table NAME]
-#                       [--containerd-socket PATH] [--keep-data]
+#                       [--containerd-socket PATH] [--keep-data] [--keep-host-routes]
+#
+# Routes to other nodes' container subnets are corral's by their protocol number (74, see
+# network/overlay.py): those over its VXLAN device go with the device; host-gw routes over the
+# uplink are flushed by protocol, unless --keep-host-routes (a test host with other agents on it).
 #
 # Settings come from <root>/etc/corral/install.env (written by install.sh); flags override them;
 # otherwise serve's defaults (/var/lib/corral, corral0, corral, /run/containerd/containerd.sock).
@@ -16,13 +20,14 @@
 # a system containerd is only touched in namespace `corral`.
 set -uo pipefail
 
-root="" keep_data=0
+root="" keep_data=0 keep_routes=0
 declare -A flag=()
 while (($#)); do
   case "$1" in
     --root) root="$2"; shift 2 ;;
     --data-dir|--bridge|--nft-table|--containerd-socket) flag["$1"]="$2"; shift 2 ;;
     --keep-data) keep_data=1; shift ;;
+    --keep-host-routes) keep_routes=1; shift ;;
     *) echo "usage: $0 [--root DIR] [--data-dir DIR] [--bridge NAME] [--nft-table NAME] [--containerd-socket PATH] [--keep-data]" >&2
        exit 2 ;;
   esac
@@ -127,6 +132,13 @@ for netns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^$prefix"); 
 done
 if ip link show "$bridge" type bridge >/dev/null 2>&1; then
   ip link delete "$bridge" && say "removed bridge $bridge (and the routes on it)"
+fi
+if [[ "$bridge" == corral0 ]]; then vxlan=corral.vxlan; else vxlan="${bridge:0:12}.vx"; fi  # network/overlay.py
+if ip link show "$vxlan" type vxlan >/dev/null 2>&1; then
+  ip link delete "$vxlan" && say "removed VXLAN device $vxlan (and the routes over it)"
+fi
+if ((!keep_routes)) && [[ -n "$(ip route show proto 74 2>/dev/null)" ]]; then
+  ip route flush proto 74 && say "removed corral's routes to other nodes (protocol 74)"
 fi
 nft delete table inet "$nft_table" 2>/dev/null && say "removed nftables table inet $nft_table"
 iptables -w -t nat -S POSTROUTING 2>/dev/null | grep -F -- "--comment \"corral $bridge\"" | while read -r rule; do

@@ -170,6 +170,7 @@ async def inject(serve: ServeAll, fault: str) -> None:
         os.kill(serve.pid_of(fault), signal.SIGKILL)
 
 
+@pytest.mark.timeout(max(300, FAULTS * 30))
 async def test_random_kills_while_work_goes_on_keep_every_invariant(chaotic: ServeAll) -> None:
     rng = random.Random(SEED)
     print(f"\nchaos: {FAULTS} faults, CHAOS_SEED={SEED}")

@@ -13,7 +13,6 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 import pytest_asyncio
 
@@ -81,8 +80,8 @@ async def make(serve: ServeAll, new: list[str], *, existing: tuple[str, ...] = (
 
 
 async def api_answers(serve: ServeAll) -> None:
-    async with serve.client() as api, aiohttp.ClientSession() as http:
-        async with http.get(f"{api.server}/readyz", ssl=api.ssl_option) as r:
+    async with serve.client() as api:
+        async with api.session().get(f"{api.server}/readyz", ssl=api.ssl_option) as r:
             assert r.status == 200, await r.text()
         await api.list(Container)
 
@@ -100,6 +99,8 @@ async def test_a_killed_embedded_etcd_is_restarted_and_the_api_answers_again_wit
     await asyncio.sleep(8)  # past --fence-after and the node grace: nothing was fenced or released
     assert await all_running(solo, names) == before
     assert "restarting it" in solo.tail(100_000)
+    async with solo.client() as api, api.session().get(f"{api.server}/metrics", ssl=api.ssl_option) as r:
+        assert 'corral_child_restarts_total{child="etcd"} 1.0' in await r.text()  # logged and counted
 
 
 async def test_a_store_outage_longer_than_the_fence_keeps_every_container_running_and_is_reported(

@@ -133,7 +133,7 @@ async def test_the_installed_unit_serves_keeps_containers_across_a_stop_and_unin
         await serve.stop()
         assert alive(pid)
 
-        run = await sh(str(root / "usr/local/bin/corral-uninstall.sh"), "--root", str(root), timeout=180)
+        run = await sh(str(root / "usr/local/bin/corral-uninstall.sh"), "--root", str(root), "--keep-host-routes", timeout=180)
         assert run.returncode == 0, run.stderr
         assert not alive(pid), run.stdout
         assert not data.exists()

@@ -40,7 +40,7 @@ from corral.aiokit.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
-RESTARTS: Counter[str] = Counter()  # child name → restarts by a Supervisor in this process
+RESTARTS: Counter[str] = Counter()  # child key → restarts by a Supervisor in this process (corral_child_restarts)
 
 
 def die_with_parent(sig: str = "TERM") -> list[str]:
@@ -220,8 +220,9 @@ class Supervisor:
     ``on_restart`` runs after each successful restart (to tell whoever uses the child)."""
 
     def __init__(self, name: str, child: Supervisable, *, stop: asyncio.Event, backoff: Backoff | None = None,
-                 on_restart: Callable[[], None] | None = None) -> None:
+                 on_restart: Callable[[], None] | None = None, key: str = "") -> None:
         self.name = name
+        self.key = key or name  # what RESTARTS counts it under (a metric's label value)
         self.child = child
         self.stop = stop
         self.backoff = backoff or Backoff()
@@ -255,7 +256,7 @@ class Supervisor:
             self.backoff.ran_for(loop.time() - began)
             delay = self.backoff.next()
             self.restarts += 1
-            RESTARTS[self.name] += 1
+            RESTARTS[self.key] += 1
             log.warning("%s exited (code %s); restarting it in %.1fs (restart %d)", self.name, code, delay, self.restarts)
             if await self._until_stop(delay):
                 return

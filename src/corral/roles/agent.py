@@ -365,7 +365,8 @@ class Agent:
         async def says_store_down(server: str) -> bool:
             try:
                 async with self.api.session().put(f"{server}/nodes/{self.cfg.node_name}/heartbeat",
-                                                  timeout=aiohttp.ClientTimeout(total=2.0)) as resp:
+                                                  timeout=aiohttp.ClientTimeout(total=2.0),
+                                                  ssl=self.api.ssl_option) as resp:
                     body = await resp.read()
             except (aiohttp.ClientError, TimeoutError):
                 return False
@@ -595,7 +596,7 @@ class Agent:
             if self.cfg.pod_cidr:  # an explicit override: refused with a clear error before the Node has it
                 await podcidr.check_override_with_api(self.api, self.cfg.pod_cidr, node=self.cfg.node_name,
                                                       cluster=await self.api.cluster_config())
-            await self.register()
+            await self._register_until_done()
             await self._run_tasks()
         finally:
             await runner.cleanup()
@@ -603,6 +604,19 @@ class Agent:
                 await metrics.cleanup()
             if self.dns is not None:
                 await self.dns.close()
+
+    async def _register_until_done(self) -> None:
+        """Register, retrying while the API or its store is unavailable (a store restart as the agent
+        starts must not end the agent, nor `serve --all` with it)."""
+        delay = 0.2
+        while True:
+            try:
+                await self.register()
+                return
+            except errors.Unavailable as e:
+                log.warning("registering node %s: %s (retry in %.1fs)", self.cfg.node_name, e, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def _run_tasks(self) -> None:
         async with asyncio.TaskGroup() as tg:

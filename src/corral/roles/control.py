@@ -27,7 +27,7 @@ import msgspec
 from aiohttp import web
 
 from corral.aiokit.backoff import Backoff
-from corral.aiokit.processes import Supervisor
+from corral.aiokit.processes import RESTARTS, Supervisor
 from corral.api.audit import AuditLog
 from corral.api.auth import Identity
 from corral.api.server import ApiServer
@@ -222,8 +222,11 @@ async def run_control(cfg: ControlConfig, *, stop: asyncio.Event,
                                    ttl=cfg.leader_ttl, metrics=metrics)
             leader = tg.create_task(leading, name="leader")
             tasks = [caches]
+            api.metrics.collector.counter(
+                "corral_child_restarts", "Restarts of a child process (embedded etcd, containerd, the leader) after it died.",
+                lambda: {(name,): float(n) for name, n in RESTARTS.items()}, labels=("child",))
             if etcd is not None:  # restarted on the same ports when it dies: clients reconnect
-                keeper = Supervisor("the embedded etcd", etcd, stop=stop, backoff=Backoff(initial=0.1, maximum=5.0, reset_after=10.0))
+                keeper = Supervisor("the embedded etcd", etcd, stop=stop, key="etcd", backoff=Backoff(initial=0.1, maximum=5.0, reset_after=10.0))
                 tasks.append(tg.create_task(keeper.run(), name="etcd-supervisor"))
             if member is not None:  # the store follows the etcd cluster's members as they join and leave
                 tasks.append(tg.create_task(follow_members(store, member.etcd, data_dir), name="etcd-members"))

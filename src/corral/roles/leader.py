@@ -86,6 +86,6 @@ async def supervise_leader(args: list[str], *, stop: asyncio.Event) -> None:
     await child.start()
     log.info("leader process started (pid %s)", child.pid)
     try:
-        await Supervisor("the leader process", child, stop=stop, backoff=Backoff(initial=1.0)).run()
+        await Supervisor("the leader process", child, stop=stop, key="leader", backoff=Backoff(initial=1.0)).run()
     finally:
         await child.stop(grace=10.0)

@@ -42,7 +42,7 @@ async def ensure_containerd(socket: str, *, base_dir: Path) -> AsyncIterator[str
     log.info("started an embedded containerd at %s (pid %s)", embedded.socket, embedded.pid)
     stop = asyncio.Event()
     keeper = asyncio.create_task(
-        Supervisor("the embedded containerd", embedded, stop=stop, backoff=Backoff(initial=0.1, maximum=5.0, reset_after=10.0)).run(),
+        Supervisor("the embedded containerd", embedded, stop=stop, key="containerd", backoff=Backoff(initial=0.1, maximum=5.0, reset_after=10.0)).run(),
         name="containerd-supervisor")
     try:
         yield embedded.socket
