@@ -13,29 +13,41 @@ from corral.runtime.images import remove_image
 from tests.fixtures.registry import Registry
 
 
-def run_on_a_terminal(args: list[str]) -> tuple[int, str]:
-    """``args`` with its stdout on a pseudo-terminal (what a user at a shell has); its exit code and output."""
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: exec the CLI
-        os.execv(sys.executable, [sys.executable, *args])
-    chunks = []
-    while True:
-        try:
-            data = os.read(fd, 65536)
-        except OSError:
-            break
-        if not data:
-            break
-        chunks.append(data)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status), b"".join(chunks).decode(errors="replace")
+async def run_on_a_terminal(args: list[str]) -> tuple[int, str]:
+    """``args`` with its stdout on a pseudo-terminal (what a user at a shell has); its exit code and
+    output. (A subprocess, not ``pty.fork``: forking this threaded test process is not safe.)"""
+    master, slave = pty.openpty()
+    try:
+        proc = await asyncio.create_subprocess_exec(sys.executable, *args, stdin=asyncio.subprocess.DEVNULL,
+                                                    stdout=slave, stderr=slave)
+    finally:
+        os.close(slave)
+
+    def read_all() -> bytes:
+        chunks = []
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        return b"".join(chunks)
+
+    try:
+        shown = await asyncio.to_thread(read_all)
+        code = await proc.wait()
+    finally:
+        os.close(master)
+    return code, shown.decode(errors="replace")
 
 
 async def test_pull_draws_progress_on_a_terminal_and_only_says_the_result_otherwise(
         containerd: EmbeddedContainerd, registry: Registry) -> None:
     args = ["-m", "corral.cli.main", "image", "pull", registry.ref, "--containerd-socket", containerd.socket]
     try:
-        code, shown = await asyncio.to_thread(run_on_a_terminal, args)
+        code, shown = await run_on_a_terminal(args)
         assert code == 0, shown
         assert "━" in shown and "pulled " + registry.ref in shown, shown  # rich's bars, then the result
         proc = await asyncio.create_subprocess_exec(sys.executable, *args, stdout=asyncio.subprocess.PIPE,
