@@ -28,7 +28,7 @@ while (($#)); do
     --data-dir|--bridge|--nft-table|--containerd-socket) flag["$1"]="$2"; shift 2 ;;
     --keep-data) keep_data=1; shift ;;
     --keep-host-routes) keep_routes=1; shift ;;
-    *) echo "usage: $0 [--root DIR] [--data-dir DIR] [--bridge NAME] [--nft-table NAME] [--containerd-socket PATH] [--keep-data]" >&2
+    *) echo "usage: $0 [--root DIR] [--data-dir DIR] [--bridge NAME] [--nft-table NAME] [--containerd-socket PATH] [--keep-data] [--keep-host-routes]" >&2
        exit 2 ;;
   esac
 done
