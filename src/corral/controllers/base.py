@@ -21,7 +21,7 @@ from corral.aiokit.metrics import Histogram
 from corral.aiokit.queueing import WorkQueue
 from corral.model.errors import Conflict, CorralError
 from corral.model.kinds import BY_KIND
-from corral.model.resources import Object
+from corral.model.resources import Object, OwnerReference
 from corral.store import typed
 from corral.store.base import KeyValue, Store
 from corral.store.informer import Informer
@@ -58,6 +58,45 @@ class Shared(Generic[ObjT]):
 
     def items(self) -> list[ObjT]:
         return [obj for _, obj in self.informer.items()]
+
+
+def controller_of(obj: Object, owner_kind: str) -> OwnerReference | None:
+    """``obj``'s controlling owner when it is of ``owner_kind`` (None otherwise)."""
+    return next((o for o in obj.metadata.owner_references if o.controller and o.kind == owner_kind), None)
+
+
+class OwnedIndex(Generic[ObjT]):
+    """A named index of one shared informer: its objects by the uid of their controlling owner of
+    ``owner_kind`` (client-go's indexer by owner). The controllers that own what they create —
+    deployments, jobs and daemon sets (containers), cron jobs (jobs) — share this one piece: it is
+    kept from the informer's events, so ``of(owner uid)`` is a dict lookup, never a scan, and every
+    change of a dependent calls ``changed(namespace, owner name)`` so its owner is reconciled."""
+
+    def __init__(self, dependents: Shared[ObjT], owner_kind: str, changed: Callable[[str, str], None]) -> None:
+        self.dependents = dependents
+        self.owner_kind = owner_kind
+        self.changed = changed
+        self._by_owner: dict[str, set[str]] = {}  # owner uid -> the dependents' keys
+        dependents.handlers.append(self._on_event)
+
+    def _on_event(self, _type: str, old: ObjT | None, new: ObjT | None) -> None:
+        obj = new or old
+        if obj is None or (ref := controller_of(obj, self.owner_kind)) is None:
+            return
+        key = BY_KIND[obj.kind].key(obj.metadata.namespace, obj.metadata.name)
+        if new is None:
+            keys = self._by_owner.get(ref.uid)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._by_owner[ref.uid]
+        else:
+            self._by_owner.setdefault(ref.uid, set()).add(key)
+        self.changed(obj.metadata.namespace, ref.name)
+
+    def of(self, owner_uid: str) -> list[ObjT]:
+        """The dependents of the owner with ``owner_uid``, as the informer has them now."""
+        return [obj for key in self._by_owner.get(owner_uid, ()) if (obj := self.dependents.get(key)) is not None]
 
 
 def _decode(kv: KeyValue, tp: type[ObjT]) -> ObjT:

@@ -34,7 +34,7 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 
-from corral.controllers.base import Controller, Informers
+from corral.controllers.base import Controller, Informers, OwnedIndex
 from corral.controllers.jobs import COMPLETE, FAILED, finished_condition, rfc3339
 from corral.model import cron
 from corral.model.errors import AlreadyExists
@@ -60,10 +60,6 @@ JOBS = BY_KIND["Job"]
 SCHEDULED_AT = "corral.io/scheduled-at"
 CRONJOB_NAME_LABEL = "corral.io/cronjob-name"
 TOO_MANY_MISSED = 100
-
-
-def cronjob_ref(job: Job) -> OwnerReference | None:
-    return next((o for o in job.metadata.owner_references if o.controller and o.kind == "CronJob"), None)
 
 
 def job_name(cronjob: str, scheduled: datetime) -> str:
@@ -144,33 +140,17 @@ class CronJobController(Controller):
         self.clock = clock
         self.cronjobs = informers.of(CronJob)
         self.jobs = informers.of(Job)
-        self.owned: dict[str, set[str]] = {}  # cronjob uid -> job keys
+        self.owned = OwnedIndex(self.jobs, "CronJob", lambda ns, name: self.enqueue(CRONJOBS.key(ns, name)))
         self._said: dict[str, tuple[str, str]] = {}  # cronjob key -> the last Event (reason, message)
         self.cronjobs.handlers.append(self._on_cronjob)
-        self.jobs.handlers.append(self._on_job)
 
     def _on_cronjob(self, _type: str, old: CronJob | None, new: CronJob | None) -> None:
         obj = new or old
         if obj is not None:
             self.enqueue(CRONJOBS.key(obj.metadata.namespace, obj.metadata.name))
 
-    def _on_job(self, _type: str, old: Job | None, new: Job | None) -> None:
-        obj = new or old
-        if obj is None or (ref := cronjob_ref(obj)) is None:
-            return
-        key = JOBS.key(obj.metadata.namespace, obj.metadata.name)
-        if new is None:
-            keys = self.owned.get(ref.uid)
-            if keys is not None:
-                keys.discard(key)
-                if not keys:
-                    del self.owned[ref.uid]
-        else:
-            self.owned.setdefault(ref.uid, set()).add(key)
-        self.enqueue(CRONJOBS.key(obj.metadata.namespace, ref.name))
-
     def jobs_of(self, cj: CronJob) -> list[Job]:
-        return [j for key in self.owned.get(cj.metadata.uid, ()) if (j := self.jobs.get(key)) is not None]
+        return self.owned.of(cj.metadata.uid)
 
     async def reconcile(self, key: str) -> float | None:
         cj = self.cronjobs.get(key)

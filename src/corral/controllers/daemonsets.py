@@ -36,7 +36,7 @@ import secrets
 
 import msgspec
 
-from corral.controllers.base import Controller, Informers
+from corral.controllers.base import Controller, Informers, OwnedIndex
 from corral.controllers.rollout import TEMPLATE_HASH_LABEL, scaled_value, template_hash
 from corral.model.errors import AlreadyExists
 from corral.model.kinds import BY_KIND
@@ -72,10 +72,6 @@ DAEMON_TOLERATIONS = (
     Toleration(key="node.corral.io/not-ready", operator="Exists", effect="NoExecute"),
     Toleration(key="node.corral.io/unreachable", operator="Exists", effect="NoExecute"),
 )
-
-
-def daemon_ref(c: Container) -> OwnerReference | None:
-    return next((o for o in c.metadata.owner_references if o.controller and o.kind == "DaemonSet"), None)
 
 
 def eligible(ds: DaemonSet, node: Node) -> bool:
@@ -129,31 +125,16 @@ class DaemonSetController(Controller):
         self.daemonsets = informers.of(DaemonSet)
         self.containers = informers.of(Container)
         self.nodes = informers.of(Node)
-        self.owned: dict[str, set[str]] = {}  # daemon set uid -> container keys
+        self.owned = OwnedIndex(self.containers, "DaemonSet",
+                                lambda ns, name: self.enqueue(DAEMONSETS.key(ns, name)))
         self.expected: dict[str, dict[str, float]] = {}  # daemon set key -> node -> until (loop time)
         self.daemonsets.handlers.append(self._on_daemonset)
-        self.containers.handlers.append(self._on_container)
         self.nodes.handlers.append(self._on_node)
 
     def _on_daemonset(self, _type: str, old: DaemonSet | None, new: DaemonSet | None) -> None:
         obj = new or old
         if obj is not None:
             self.enqueue(DAEMONSETS.key(obj.metadata.namespace, obj.metadata.name))
-
-    def _on_container(self, _type: str, old: Container | None, new: Container | None) -> None:
-        obj = new or old
-        if obj is None or (ref := daemon_ref(obj)) is None:
-            return
-        key = CONTAINERS.key(obj.metadata.namespace, obj.metadata.name)
-        if new is None:
-            keys = self.owned.get(ref.uid)
-            if keys is not None:
-                keys.discard(key)
-                if not keys:
-                    del self.owned[ref.uid]
-        else:
-            self.owned.setdefault(ref.uid, set()).add(key)
-        self.enqueue(DAEMONSETS.key(obj.metadata.namespace, ref.name))
 
     def _on_node(self, type_: str, old: Node | None, new: Node | None) -> None:
         if type_ == "MODIFIED" and _node_shape(old) == _node_shape(new):
@@ -162,12 +143,7 @@ class DaemonSetController(Controller):
             self.enqueue(DAEMONSETS.key(ds.metadata.namespace, ds.metadata.name))
 
     def containers_of(self, ds: DaemonSet) -> list[Container]:
-        out = []
-        for key in self.owned.get(ds.metadata.uid, ()):
-            c = self.containers.get(key)
-            if c is not None:
-                out.append(c)
-        return out
+        return self.owned.of(ds.metadata.uid)
 
     async def reconcile(self, key: str) -> float | None:
         ds = self.daemonsets.get(key)

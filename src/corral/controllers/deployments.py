@@ -38,7 +38,7 @@ from typing import TypeVar
 import msgspec
 
 from corral.controllers import rollout
-from corral.controllers.base import Controller, Informers
+from corral.controllers.base import Controller, Informers, OwnedIndex
 from corral.controllers.rollout import TEMPLATE_HASH_LABEL, Counts, Replica
 from corral.model.errors import AlreadyExists
 from corral.model.kinds import BY_KIND
@@ -68,10 +68,6 @@ T = TypeVar("T")
 def _copy(obj: T, tp: type[T]) -> T:
     """A deep copy: cached objects are shared and never mutated."""
     return msgspec.json.decode(msgspec.json.encode(obj), type=tp)
-
-
-def controller_ref(c: Container) -> OwnerReference | None:
-    return next((o for o in c.metadata.owner_references if o.controller and o.kind == "Deployment"), None)
 
 
 def container_name(deployment: str) -> str:
@@ -150,10 +146,10 @@ class DeploymentController(Controller):
         self.burst = burst
         self.deployments = informers.of(Deployment)
         self.containers = informers.of(Container)
-        self.owned: dict[str, set[str]] = {}  # deployment uid -> container keys
+        self.owned = OwnedIndex(self.containers, "Deployment",
+                                lambda ns, name: self.enqueue(DEPLOYMENTS.key(ns, name)))
         self.assumed: dict[str, Assumed] = {}  # deployment key -> unconfirmed changes
         self.deployments.handlers.append(self._on_deployment)
-        self.containers.handlers.append(self._on_container)
 
     # --- handlers: keys only ------------------------------------------------------------------
 
@@ -162,33 +158,10 @@ class DeploymentController(Controller):
         if obj is not None:
             self.enqueue(DEPLOYMENTS.key(obj.metadata.namespace, obj.metadata.name))
 
-    def _on_container(self, _type: str, old: Container | None, new: Container | None) -> None:
-        obj = new or old
-        if obj is None:
-            return
-        ref = controller_ref(obj)
-        if ref is None:
-            return
-        key = CONTAINERS.key(obj.metadata.namespace, obj.metadata.name)
-        if new is None:
-            keys = self.owned.get(ref.uid)
-            if keys is not None:
-                keys.discard(key)
-                if not keys:
-                    del self.owned[ref.uid]
-        else:
-            self.owned.setdefault(ref.uid, set()).add(key)
-        self.enqueue(DEPLOYMENTS.key(obj.metadata.namespace, ref.name))
-
     # --- the sync -----------------------------------------------------------------------------
 
     def containers_of(self, d: Deployment) -> list[Container]:
-        out = []
-        for key in self.owned.get(d.metadata.uid, ()):
-            c = self.containers.get(key)
-            if c is not None:
-                out.append(c)
-        return out
+        return self.owned.of(d.metadata.uid)
 
     async def reconcile(self, key: str) -> float | None:
         cached = self.deployments.get(key)

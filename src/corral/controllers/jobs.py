@@ -41,7 +41,7 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from corral.controllers.base import Controller, Informers
+from corral.controllers.base import Controller, Informers, OwnedIndex
 from corral.model.errors import AlreadyExists, CorralError
 from corral.model.kinds import BY_KIND
 from corral.model.lifecycle import parse_time
@@ -74,10 +74,6 @@ COMPLETE, FAILED = "Complete", "Failed"
 
 def rfc3339(t: datetime) -> str:
     return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def job_ref(c: Container) -> OwnerReference | None:
-    return next((o for o in c.metadata.owner_references if o.controller and o.kind == "Job"), None)
 
 
 def finished_condition(job: Job) -> Condition | None:
@@ -145,38 +141,17 @@ class JobController(Controller):
         self.clock = clock
         self.jobs = informers.of(Job)
         self.containers = informers.of(Container)
-        self.owned: dict[str, set[str]] = {}  # job uid -> container keys
+        self.owned = OwnedIndex(self.containers, "Job", lambda ns, name: self.enqueue(JOBS.key(ns, name)))
         self.expected: dict[str, dict[str, float]] = {}  # job key -> names created, not yet seen -> until
         self.jobs.handlers.append(self._on_job)
-        self.containers.handlers.append(self._on_container)
 
     def _on_job(self, _type: str, old: Job | None, new: Job | None) -> None:
         obj = new or old
         if obj is not None:
             self.enqueue(JOBS.key(obj.metadata.namespace, obj.metadata.name))
 
-    def _on_container(self, _type: str, old: Container | None, new: Container | None) -> None:
-        obj = new or old
-        if obj is None or (ref := job_ref(obj)) is None:
-            return
-        key = CONTAINERS.key(obj.metadata.namespace, obj.metadata.name)
-        if new is None:
-            keys = self.owned.get(ref.uid)
-            if keys is not None:
-                keys.discard(key)
-                if not keys:
-                    del self.owned[ref.uid]
-        else:
-            self.owned.setdefault(ref.uid, set()).add(key)
-        self.enqueue(JOBS.key(obj.metadata.namespace, ref.name))
-
     def containers_of(self, job: Job) -> list[Container]:
-        out = []
-        for key in self.owned.get(job.metadata.uid, ()):
-            c = self.containers.get(key)
-            if c is not None:
-                out.append(c)
-        return out
+        return self.owned.of(job.metadata.uid)
 
     async def reconcile(self, key: str) -> float | None:
         job = self.jobs.get(key)
