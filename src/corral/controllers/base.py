@@ -21,7 +21,8 @@ from corral.aiokit.metrics import Histogram
 from corral.aiokit.queueing import WorkQueue
 from corral.model.errors import Conflict, CorralError
 from corral.model.kinds import BY_KIND
-from corral.model.resources import Object, OwnerReference
+from corral.model.lifecycle import new_event, reference_to
+from corral.model.resources import Object, ObjectReference, OwnerReference
 from corral.store import typed
 from corral.store.base import KeyValue, Store
 from corral.store.informer import Informer
@@ -142,6 +143,16 @@ class Controller:
 
     def enqueue(self, key: str) -> None:
         self.queue.add(key)
+
+    async def record(self, about: Object | ObjectReference, reason: str, message: str, *, warning: bool = False,
+                     when: str = "") -> None:
+        """An Event from this controller (best effort: a lost Event never undoes the work it reports)."""
+        ref = about if isinstance(about, ObjectReference) else reference_to(about)
+        try:
+            await self.objects.create(new_event(ref, reason=reason, message=message, component=self.name,
+                                                warning=warning, when=when))
+        except CorralError as e:
+            log.debug("%s: could not record event %s about %s/%s: %s", self.name, reason, ref.namespace, ref.name, e)
 
     async def reconcile(self, key: str) -> float | None:
         raise NotImplementedError

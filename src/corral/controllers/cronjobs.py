@@ -42,9 +42,6 @@ from corral.model.kinds import BY_KIND
 from corral.model.lifecycle import parse_time
 from corral.model.resources import (
     CronJob,
-    Event,
-    EventSource,
-    EventSpec,
     Job,
     JobSpec,
     ObjectMeta,
@@ -165,7 +162,7 @@ class CronJobController(Controller):
         for type_, reason, message in step.events:
             if self._said.get(key) != (reason, message):  # once, not at every sync
                 self._said[key] = (reason, message)
-                await self._event(cj, type_, reason, message, now)
+                await self.record(cj, reason, message, warning=type_ == "Warning", when=rfc3339(now))
         status = msgspec.structs.replace(cj.status, active=list(cj.status.active))
         if step.run is not None:
             for j in step.replace:
@@ -176,7 +173,7 @@ class CronJobController(Controller):
                 made = await self.objects.create(build_job(cj, name=name, scheduled=step.run))
                 active.append(made)
                 log.info("cronjob %s: created job %s for %s", key, name, rfc3339(step.run))
-                await self._event(cj, "Normal", "SuccessfulCreate", f"created job {name}", now)
+                await self.record(cj, "SuccessfulCreate", f"created job {name}", when=rfc3339(now))
             except AlreadyExists:
                 pass  # made by an earlier sync
             status.last_schedule_time = rfc3339(step.run)
@@ -204,15 +201,3 @@ class CronJobController(Controller):
             for j in done[: max(len(done) - limit, 0)]:
                 await self.objects.delete(Job, j.metadata.name, namespace=j.metadata.namespace)
 
-    async def _event(self, cj: CronJob, type_: str, reason: str, message: str, now: datetime) -> None:
-        meta = cj.metadata
-        when = rfc3339(now)
-        await self.objects.create(Event(
-            metadata=ObjectMeta(name=f"{meta.name}.{reason.lower()}.{int(now.timestamp() * 1000)}",
-                                namespace=meta.namespace),
-            spec=EventSpec(involved_object=ObjectReference(kind="CronJob", namespace=meta.namespace, name=meta.name,
-                                                           uid=meta.uid),
-                           reason=reason, message=message, type=type_,  # type: ignore[arg-type]
-                           source=EventSource(component="cronjob-controller"), first_timestamp=when,
-                           last_timestamp=when),
-        ))

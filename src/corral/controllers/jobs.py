@@ -34,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -42,19 +41,15 @@ from datetime import UTC, datetime
 import msgspec
 
 from corral.controllers.base import Controller, Informers, OwnedIndex
-from corral.model.errors import AlreadyExists, CorralError
+from corral.model.errors import AlreadyExists
 from corral.model.kinds import BY_KIND
 from corral.model.lifecycle import parse_time
 from corral.model.resources import (
     Condition,
     Container,
     ContainerTemplate,
-    Event,
-    EventSource,
-    EventSpec,
     Job,
     ObjectMeta,
-    ObjectReference,
     OwnerReference,
 )
 from corral.store.objects import Objects
@@ -195,7 +190,7 @@ class JobController(Controller):
             if done is not None:
                 status.conditions = [c for c in status.conditions if c.type != done.type] + [done]
                 log.info("job %s: %s (%s)", key, done.type, done.reason)
-                await self._event(job, done.reason, done.message, "Normal" if done.type == COMPLETE else "Warning")
+                await self.record(job, done.reason, done.message, warning=done.type != COMPLETE, when=rfc3339(self.clock()))
         if done is not None:
             for c in counts.active:  # a finished Job runs nothing
                 await self.objects.delete(Container, c.metadata.name, namespace=c.metadata.namespace)
@@ -213,7 +208,7 @@ class JobController(Controller):
                     made = await self._create(job)
                     expected[made] = loop_now + EXPECT_FOR
                     active += 1
-                    await self._event(job, "SuccessfulCreate", f"created container {made}", "Normal")
+                    await self.record(job, "SuccessfulCreate", f"created container {made}", when=rfc3339(self.clock()))
             elif want < active:  # parallelism lowered: stop the newest extras
                 extra = sorted(counts.active, key=lambda c: c.metadata.creation_timestamp)[want:]
                 for c in extra:
@@ -236,22 +231,6 @@ class JobController(Controller):
         if expected:
             waits.append(UNCONFIRMED_RECHECK)
         return max(min(waits), 0.05) if waits else None
-
-    async def _event(self, job: Job, reason: str, message: str, type_: str) -> None:
-        """An Event on the Job (best effort: never undoes the work it reports)."""
-        meta = job.metadata
-        when = rfc3339(self.clock())
-        event = Event(
-            metadata=ObjectMeta(name=f"{meta.name}.{uuid.uuid4().hex[:10]}", namespace=meta.namespace),
-            spec=EventSpec(involved_object=ObjectReference(kind="Job", namespace=meta.namespace, name=meta.name,
-                                                           uid=meta.uid),
-                           reason=reason, message=message, type="Warning" if type_ == "Warning" else "Normal",
-                           source=EventSource(component="job-controller"), first_timestamp=when, last_timestamp=when),
-        )
-        try:
-            await self.objects.create(event)
-        except CorralError as e:
-            log.debug("job %s/%s: could not record event %s: %s", meta.namespace, meta.name, reason, e)
 
     async def _create(self, job: Job) -> str:
         for _ in range(3):

@@ -41,7 +41,6 @@ import asyncio
 import logging
 import math
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -55,12 +54,7 @@ from corral.model.placement import tolerates
 from corral.model.resources import (
     Condition,
     Container,
-    Event,
-    EventSource,
-    EventSpec,
     Node,
-    ObjectMeta,
-    ObjectReference,
     Taint,
 )
 from corral.store.informer import Informer
@@ -68,14 +62,12 @@ from corral.store.objects import Objects
 
 log = logging.getLogger(__name__)
 
-COMPONENT = "node-lifecycle"
 NODE_STATUS_UNKNOWN = "NodeStatusUnknown"
 NODE_LOST = "NodeLost"
 RELEASED = "Released"
 RELEASE_MARGIN = 3.0
 STORE_PROBE_KEY = "/corral/_health"
 STORE_PROBE_SECONDS = 0.5
-EVENT_NAMESPACE = "default"  # nodes are cluster-scoped; their events live here
 
 
 @dataclass
@@ -255,8 +247,7 @@ class NodeLifecycle(Controller):
         await self.objects.update_status(msgspec.structs.replace(node, status=status))
         if ready is None or ready.status != "Unknown":
             log.warning("node %s is NotReady: %s", node.metadata.name, message)
-            await self._event("Node", "", node.metadata.name, node.metadata.uid, reason="NodeNotReady",
-                              message=message)
+            await self.record(node, "NodeNotReady", message)
 
     async def _mark_unknown(self, c: Container, node: str, release_in: float) -> None:
         message = container_lost_message(node, release_in)
@@ -266,8 +257,7 @@ class NodeLifecycle(Controller):
         status = msgspec.structs.replace(c.status, phase="Unknown", reason=NODE_LOST, message=message, ready=False)
         await self.objects.update_status(msgspec.structs.replace(c, status=status))
         if first:
-            await self._event("Container", c.metadata.namespace, c.metadata.name, c.metadata.uid,
-                              reason=NODE_LOST, message=message, type_="Warning")
+            await self.record(c, NODE_LOST, message, warning=True)
 
     async def _release(self, c: Container, node: str) -> None:
         """Remove the agent's finalizer on the lost node's behalf and delete the container."""
@@ -283,19 +273,5 @@ class NodeLifecycle(Controller):
         message = f"node {node} lost for longer than {self.node_grace + self.release_margin:g}s; " \
                   "released from it and deleted"
         log.warning("container %s/%s: %s", meta.namespace, meta.name, message)
-        await self._event("Container", meta.namespace, meta.name, meta.uid, reason=RELEASED, message=message,
-                          type_="Warning")
+        await self.record(c, RELEASED, message, warning=True)
 
-    async def _event(self, kind: str, namespace: str, name: str, uid: str, *, reason: str, message: str,
-                     type_: str = "Normal") -> None:
-        now = now_rfc3339()
-        ev = Event(
-            metadata=ObjectMeta(name=f"{name}.{uuid.uuid4().hex[:10]}", namespace=namespace or EVENT_NAMESPACE),
-            spec=EventSpec(involved_object=ObjectReference(kind=kind, namespace=namespace, name=name, uid=uid),
-                           reason=reason, message=message, type="Warning" if type_ == "Warning" else "Normal",
-                           source=EventSource(component=COMPONENT), first_timestamp=now, last_timestamp=now),
-        )
-        try:
-            await self.objects.create(ev)
-        except Exception as e:  # an event is best effort: never let it undo the work it reports
-            log.debug("could not record event %s: %s", reason, e)

@@ -32,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
-import uuid
 from collections.abc import Iterator
 
 import msgspec
@@ -41,15 +40,12 @@ from corral.controllers.base import Controller, Informers
 from corral.model.cluster import CLUSTER_CONFIG_KEY, ClusterConfig
 from corral.model.errors import AlreadyExists, NotFound
 from corral.model.kinds import BY_KIND
-from corral.model.lifecycle import now_rfc3339
-from corral.model.resources import Event, EventSource, EventSpec, Node, ObjectMeta, ObjectReference
+from corral.model.resources import Node
 from corral.store.objects import Objects
 
 log = logging.getLogger(__name__)
 
 ALLOCATION_PREFIX = "/corral/_podcidrs/"
-COMPONENT = "node-ipam"
-EVENT_NAMESPACE = "default"  # nodes are cluster-scoped; their events live here
 MAX_BLOCKS_PER_NODE = 256  # an override wider than this many slices is refused
 
 Net = ipaddress.IPv4Network
@@ -215,18 +211,5 @@ class NodeIpam(Controller):
             return
         self._warned[name] = message
         log.warning("node %s: %s", name, message)
-        await self._event(node, "Warning", reason, message)
+        await self.record(node, reason, message, warning=True)
 
-    async def _event(self, node: Node, type_: str, reason: str, message: str) -> None:
-        now = now_rfc3339()
-        ev = Event(
-            metadata=ObjectMeta(name=f"{node.metadata.name}.{uuid.uuid4().hex[:10]}", namespace=EVENT_NAMESPACE),
-            spec=EventSpec(involved_object=ObjectReference(kind="Node", namespace="", name=node.metadata.name,
-                                                           uid=node.metadata.uid),
-                           reason=reason, message=message, type="Warning" if type_ == "Warning" else "Normal",
-                           source=EventSource(component=COMPONENT), first_timestamp=now, last_timestamp=now),
-        )
-        try:
-            await self.objects.create(ev)
-        except Exception as e:  # an event is best effort
-            log.debug("could not record event %s: %s", reason, e)

@@ -23,21 +23,15 @@ from then on it is a Volume like any other (listed, deletable, usage reported).
 from __future__ import annotations
 
 import logging
-import uuid
 
 import msgspec
 
 from corral.controllers.base import Controller, Informers
 from corral.model.errors import AlreadyExists
 from corral.model.kinds import BY_KIND
-from corral.model.lifecycle import now_rfc3339
 from corral.model.resources import (
     Container,
-    Event,
-    EventSource,
-    EventSpec,
     ObjectMeta,
-    ObjectReference,
     Volume,
 )
 from corral.store.objects import Objects
@@ -103,18 +97,8 @@ class VolumeBinder(Controller):
         await self.objects.update_status(msgspec.structs.replace(volume, status=status))  # CAS on resourceVersion
         log.info("volume %s/%s bound to node %s", namespace, name, node)
         why = "its spec.node" if volume.spec.node else "the node of its first container"
-        await self._event(volume, "Bound", f"bound to node {node} ({why}); its data lives there")
+        await self.record(volume, "Bound", f"bound to node {node} ({why}); its data lives there")
         return None
-
-    async def _event(self, volume: Volume, reason: str, message: str) -> None:
-        meta, when = volume.metadata, now_rfc3339()
-        await self.objects.create(Event(
-            metadata=ObjectMeta(name=f"{meta.name}.{reason.lower()}.{uuid.uuid4().hex[:10]}", namespace=meta.namespace),
-            spec=EventSpec(involved_object=ObjectReference(kind="Volume", namespace=meta.namespace, name=meta.name,
-                                                           uid=meta.uid),
-                           reason=reason, message=message, type="Normal", source=EventSource(component="volume-binder"),
-                           first_timestamp=when, last_timestamp=when),
-        ))
 
     async def replace_misplaced(self, volume: Volume) -> None:
         """Delete the owned, not yet started containers placed off the volume's node; their owners remake them.

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from corral.model.resources import Object
+from corral.model.resources import Event, EventSource, EventSpec, Object, ObjectMeta, ObjectReference
 
 AGENT_FINALIZER = "corral.io/agent"
 #: where node heartbeats live: ``<prefix><node name>`` = the time of the last beat. A beat is one small
@@ -95,3 +95,26 @@ def prepare_delete(obj: Object, *, grace: int | None = None) -> bool:
     if grace is not None:
         meta.deletion_grace_period_seconds = grace
     return False
+
+
+NODE_EVENT_NAMESPACE = "default"  # Nodes are cluster-scoped: their Events live in this namespace
+
+
+def reference_to(obj: Object) -> ObjectReference:
+    """What an Event says it is about."""
+    meta = obj.metadata
+    return ObjectReference(kind=obj.kind, namespace=meta.namespace, name=meta.name, uid=meta.uid)
+
+
+def new_event(about: ObjectReference, *, reason: str, message: str, component: str, warning: bool = False,
+              node: str = "", when: str = "") -> Event:
+    """An Event about ``about``, as every writer makes one (the controllers, the scheduler, the agent):
+    named after the object, in its namespace (a Node's in ``NODE_EVENT_NAMESPACE``), first and last seen
+    ``when`` (now by default)."""
+    when = when or now_rfc3339()
+    return Event(
+        metadata=ObjectMeta(name=f"{about.name}.{uuid.uuid4().hex[:10]}", namespace=about.namespace or NODE_EVENT_NAMESPACE,
+                            creation_timestamp=when),
+        spec=EventSpec(involved_object=about, reason=reason, message=message, type="Warning" if warning else "Normal",
+                       source=EventSource(component=component, node=node), first_timestamp=when, last_timestamp=when),
+    )

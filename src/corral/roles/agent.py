@@ -20,7 +20,6 @@ import os
 import platform
 import socket
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -36,16 +35,13 @@ from corral.aiokit.metrics import Histogram, serve_metrics
 from corral.aiokit.queueing import WorkQueue
 from corral.api.client import ApiClient, HeartbeatChannel, Reflector, error_from_body
 from corral.api.noderestriction import may_change_label
-from corral.controllers.nodes import EVENT_NAMESPACE
 from corral.model import errors
-from corral.model.lifecycle import AGENT_FINALIZER, now_rfc3339
+from corral.model.lifecycle import AGENT_FINALIZER, new_event, now_rfc3339
 from corral.model.quantities import format_cpu, format_memory, parse_cpu, parse_memory
 from corral.model.resources import (
     Condition,
     Container,
     Event,
-    EventSource,
-    EventSpec,
     Node,
     NodeAddress,
     NodeInfo,
@@ -251,26 +247,8 @@ class Agent:
 
     def _enqueue_event(self, namespace: str, name: str, uid: str, type_: EventType, reason: str, message: str,
                        *, kind: str = "Container") -> None:
-        now = now_rfc3339()
-        ev = Event(
-            metadata=ObjectMeta(name=f"{name}.{uuid.uuid4().hex[:10]}", namespace=namespace or "default"),
-            spec=EventSpec(involved_object=ObjectReference(kind=kind, namespace=namespace, name=name, uid=uid),
-                           reason=reason, message=message, type=type_,
-                           source=EventSource(component="agent", node=self.cfg.node_name),
-                           first_timestamp=now, last_timestamp=now),
-        )
-        with contextlib.suppress(asyncio.QueueFull):
-            self._events.put_nowait(ev)
-
-    def _enqueue_node_event(self, reason: str, message: str) -> None:
-        now = now_rfc3339()
-        ev = Event(
-            metadata=ObjectMeta(name=f"{self.cfg.node_name}.{uuid.uuid4().hex[:10]}", namespace=EVENT_NAMESPACE),
-            spec=EventSpec(involved_object=ObjectReference(kind="Node", name=self.cfg.node_name),
-                           reason=reason, message=message, type="Warning",
-                           source=EventSource(component="agent", node=self.cfg.node_name),
-                           first_timestamp=now, last_timestamp=now),
-        )
+        ev = new_event(ObjectReference(kind=kind, namespace=namespace, name=name, uid=uid), reason=reason,
+                       message=message, component="agent", warning=type_ == "Warning", node=self.cfg.node_name)
         with contextlib.suppress(asyncio.QueueFull):
             self._events.put_nowait(ev)
 
@@ -354,8 +332,9 @@ class Agent:
                 log.warning("heartbeat failed: %s", str(e) or "timed out")
                 continue
             if (away := self.fence.store_back()) is not None:
-                self._enqueue_node_event("StoreUnavailable", f"the API's store was unavailable for {away:.0f}s; "
-                                         "this node kept its containers running (nothing could release them)")
+                self.record_node(type="Warning", reason="StoreUnavailable",
+                                 message=f"the API's store was unavailable for {away:.0f}s; this node kept its "
+                                         "containers running (nothing could release them)")
             if self.fence.fenced:
                 await self._lift_fence()
 

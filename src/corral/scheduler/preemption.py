@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -36,8 +35,8 @@ import msgspec
 
 from corral.model.errors import Conflict
 from corral.model.kinds import BY_KIND
-from corral.model.lifecycle import now_rfc3339
-from corral.model.resources import Container, Event, EventSource, EventSpec, ObjectMeta, ObjectReference
+from corral.model.lifecycle import new_event, now_rfc3339
+from corral.model.resources import Container, ObjectReference
 from corral.scheduler.cache import SchedulerCache
 from corral.scheduler.framework import (
     HOST_PORT,
@@ -178,11 +177,6 @@ class Preemptor:
 
 
 def _event(namespace: str, name: str, reason: str, type_: str, now: str, message: str) -> Put:
-    event = Event(
-        metadata=ObjectMeta(name=f"{name}.{reason.lower()}.{uuid.uuid4().hex[:10]}", namespace=namespace,
-                            creation_timestamp=now),
-        spec=EventSpec(involved_object=ObjectReference(kind="Container", namespace=namespace, name=name),
-                       reason=reason, message=message, type=type_,  # type: ignore[arg-type]
-                       source=EventSource(component="scheduler"), first_timestamp=now, last_timestamp=now),
-    )
+    event = new_event(ObjectReference(kind="Container", namespace=namespace, name=name), reason=reason,
+                      message=message, component="scheduler", warning=type_ == "Warning", when=now)
     return Put(BY_KIND["Event"].key(namespace, event.metadata.name), encode(event))
