@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from corral.model.errors import Unavailable
+from corral.model.errors import NotFound, Unavailable
 from corral.model.kinds import BY_KIND
 from corral.model.resources import Node
 from corral.store import typed
@@ -76,7 +76,7 @@ class AgentConnections:
             raise Unavailable("this API server has no cluster certificates, so it cannot call agents")
         kv = await self.store.get(BY_KIND["Node"].key("", node_name))
         if kv is None:
-            raise Unavailable(f'node "{node_name}" does not exist (any more)')
+            raise NotFound(f'node "{node_name}" not found')
         node = typed.decode(kv, Node)
         if not node.status.agent_endpoint:
             raise Unavailable(f'node "{node_name}" has no agent endpoint; is its agent running?')

@@ -19,7 +19,7 @@ from corral.api import codec
 from corral.api.agents import AgentConnections
 from corral.api.auth import IDENTITY
 from corral.api.authz import authorize_read
-from corral.model.errors import NotFound, Unavailable
+from corral.model.errors import Unavailable
 from corral.model.kinds import BY_KIND
 
 
@@ -28,8 +28,6 @@ def add_routes(router: web.UrlDispatcher, agents: AgentConnections) -> None:
         name = request.match_info["name"]
         identity = request[IDENTITY]
         authorize_read(identity, BY_KIND["Node"], namespace="", name=name)
-        if await agents.store.get(BY_KIND["Node"].key("", name)) is None:
-            raise NotFound(f'node "{name}" not found')
         target = await agents.target(name)
         try:
             async with agents.session().get(f"{target.url}/stats", timeout=aiohttp.ClientTimeout(total=10),
