@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import msgspec
 import pytest
@@ -26,11 +25,11 @@ from corral.model.resources import (
     ResourceList,
     ResourceRequirements,
 )
-from corral.roles.control import ControlConfig, ControlPlane, run_control
+from corral.roles.control import ControlPlane
 from corral.roles.sim import SIMULATED_LABEL, SimConfig, Simulator
-from corral.store.embedded import EmbeddedEtcd, free_port
 from corral.tls.contexts import client_context
 from tests.fixtures.cluster import eventually
+from tests.fixtures.control import control_on_own_etcd
 
 NODES = 50
 CONTAINERS = 500
@@ -38,24 +37,8 @@ CONTAINERS = 500
 
 @pytest_asyncio.fixture(scope="module")
 async def plane(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ControlPlane]:
-    base: Path = tmp_path_factory.mktemp("sim")
-    etcd = EmbeddedEtcd(data_dir=base / "etcd")
-    await etcd.start()
-    stop = asyncio.Event()
-    ready: asyncio.Future[ControlPlane] = asyncio.get_running_loop().create_future()
-
-    async def started(p: ControlPlane) -> None:
-        ready.set_result(p)
-
-    cfg = ControlConfig(data_dir=base / "control", port=free_port(), etcd=[etcd.endpoint], write_user_config=False)
-    task = asyncio.create_task(run_control(cfg, stop=stop, started=started), name="sim-test-control")
-    try:
-        yield await asyncio.wait_for(asyncio.shield(ready), 30)
-    finally:
-        stop.set()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, 15)
-        await etcd.stop()
+    async with control_on_own_etcd(tmp_path_factory.mktemp("sim")) as p:
+        yield p
 
 
 @contextlib.asynccontextmanager

@@ -15,7 +15,6 @@ import contextlib
 import os
 import sys
 from collections.abc import AsyncIterator, Awaitable
-from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -52,12 +51,12 @@ from corral.model.resources import (
     TemplateMeta,
     TopologySpreadConstraint,
 )
-from corral.roles.control import ControlConfig, ControlPlane, run_control
+from corral.roles.control import ControlPlane
 from corral.roles.sim import SimConfig, Simulator
 from corral.scheduler.framework import CONTAINER_ANTI_AFFINITY
-from corral.store.embedded import EmbeddedEtcd, free_port
 from corral.tls.contexts import client_context
 from tests.fixtures.cluster import eventually
+from tests.fixtures.control import control_on_own_etcd
 
 IMAGE = "127.0.0.1:5000/busybox:1"
 GROUP = "placement"  # the hollow nodes' label sim-group=placement
@@ -65,24 +64,8 @@ GROUP = "placement"  # the hollow nodes' label sim-group=placement
 
 @pytest_asyncio.fixture(scope="module")
 async def plane(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ControlPlane]:
-    base: Path = tmp_path_factory.mktemp("placement")
-    etcd = EmbeddedEtcd(data_dir=base / "etcd")
-    await etcd.start()
-    stop = asyncio.Event()
-    ready: asyncio.Future[ControlPlane] = asyncio.get_running_loop().create_future()
-
-    async def started(p: ControlPlane) -> None:
-        ready.set_result(p)
-
-    cfg = ControlConfig(data_dir=base / "control", port=free_port(), etcd=[etcd.endpoint], write_user_config=False)
-    task = asyncio.create_task(run_control(cfg, stop=stop, started=started), name="placement-test-control")
-    try:
-        yield await asyncio.wait_for(asyncio.shield(ready), 30)
-    finally:
-        stop.set()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, 15)
-        await etcd.stop()
+    async with control_on_own_etcd(tmp_path_factory.mktemp("placement")) as p:
+        yield p
 
 
 @contextlib.asynccontextmanager
