@@ -39,7 +39,6 @@ from corral.api.volumeprotection import check_volume_update, refuse_if_mounted
 from corral.api.watchcache import CacheEvent, WatchCache, splice_rv
 from corral.model import validation
 from corral.model.errors import (
-    AlreadyExists,
     BadRequest,
     Conflict,
     FieldError,
@@ -50,12 +49,13 @@ from corral.model.errors import (
     UnsupportedMediaType,
 )
 from corral.model.kinds import BY_KIND, KindInfo
-from corral.model.lifecycle import ORPHAN_FINALIZER, OWNER_KINDS, carry_over, prepare_delete, spec_bytes, stamp_new
 from corral.model.resources import API_VERSION, Namespace, Object
+from corral.model.strategies import describe, strategy_for
 from corral.store import typed
 from corral.store.allocation import ServiceAllocator
 from corral.store.base import Compacted, Store
 from corral.store.leases import BucketLeases
+from corral.store.registry import Registry, conflict_message
 
 BOOKMARK_SECONDS = 5.0
 COALESCE_SECONDS = 0.01  # a streaming watch waits this long after a write, to send events in batches
@@ -64,6 +64,8 @@ AHEAD_WAIT_SECONDS = 3.0  # a watch from a revision this cache has not reached w
 NAMESPACE_SYNC_SECONDS = 2.0  # a namespace DELETE waits at most this long for the cache to show it
 UNCONDITIONAL_ATTEMPTS = 5  # a write without a resourceVersion is retried on a lost race
 MAX_LIMIT = 10_000
+NAMESPACES, VOLUMES, SECRETS = BY_KIND["Namespace"], BY_KIND["Volume"], BY_KIND["Secret"]
+ADMITTED = frozenset(BY_KIND[k] for k in ("Container", "Deployment", "Job", "CronJob", "DaemonSet", "Namespace"))
 
 
 _UNSEEN = b"?"
@@ -135,6 +137,8 @@ class ResourceHandlers:
         self.admit = admit  # fills server-set fields of a new or updated object (priority: api/priority.py)
         self.leases = leases  # Events: the shared lease that makes them expire (see store/leases.py)
         self.info = info
+        self.strategy = strategy_for(info)  # what a create, update, status write and delete may do
+        self.registry = Registry(store, event_leases=leases)  # every write goes through it
         self.cache = cache
         self.namespaces = namespaces
         self._decoder: msgspec.json.Decoder[Object] = msgspec.json.Decoder(info.type)
@@ -145,8 +149,7 @@ class ResourceHandlers:
         return request.match_info.get("namespace", "") if self.info.namespaced else ""
 
     def _what(self, namespace: str, name: str) -> str:
-        where = f' in namespace "{namespace}"' if namespace else ""
-        return f'{self.info.kind.lower()} "{name}"{where}'
+        return describe(self.info, namespace, name)
 
     async def _read(self, namespace: str, name: str) -> tuple[Object, int]:
         kv = await self.store.get(self.info.key(namespace, name))
@@ -154,22 +157,19 @@ class ResourceHandlers:
             raise NotFound(f"{self._what(namespace, name)} not found")
         return typed.decode(kv, self.info.type), kv.mod_revision
 
-    async def _current(self, namespace: str, name: str, *, rv: str, attempt: int) -> tuple[Object, int]:
-        """The stored object a write goes over, and its revision. On a first attempt, the watch
-        cache's copy when it is the version the write expects (the one ``rv`` names, or, with no
-        ``rv``, the newest the cache has): the CAS in etcd still decides, and a lost one retries from
-        etcd. This spares the agents' status writes an etcd read each (Kubernetes' GuaranteedUpdate
-        starts from the watch cache's object the same way). The copy's metadata is its own."""
-        if attempt == 0:
-            entry = self.cache.objects.get(self.info.key(namespace, name))
-            if entry is not None and (not rv or rv == str(entry.revision)):
-                obj = entry.obj
-                return msgspec.structs.replace(obj, metadata=msgspec.structs.replace(obj.metadata)), entry.revision
-        return await self._read(namespace, name)
+    def _cached(self, key: str, *, rv: str) -> tuple[Object, int] | None:
+        """The watch cache's copy of ``key`` when it is the version a write expects (the one ``rv``
+        names, or, with no ``rv``, the newest the cache has), for the registry's first attempt: the
+        CAS in etcd still decides, and a lost one retries from etcd. This spares the agents' status
+        writes an etcd read each (Kubernetes' GuaranteedUpdate starts from the watch cache the same way)."""
+        entry = self.cache.objects.get(key)
+        if entry is not None and (not rv or rv == str(entry.revision)):
+            return entry.obj, entry.revision
+        return None
 
     async def _namespace(self, namespace: str) -> Namespace | None:
         """The namespace object (the cache first, then etcd); None if there is none."""
-        key = BY_KIND["Namespace"].key("", namespace)
+        key = NAMESPACES.key("", namespace)
         entry = self.namespaces.objects.get(key)
         if entry is not None:
             return entry.obj  # type: ignore[return-value]
@@ -178,7 +178,7 @@ class ResourceHandlers:
 
     async def _admit(self, request: web.Request, obj: Object, namespace: str) -> None:
         """The namespace's security level for workloads (api/admission.py)."""
-        if self.info.kind in ("Container", "Deployment", "Job", "CronJob", "DaemonSet", "Namespace"):
+        if self.info in ADMITTED:
             admit(request[IDENTITY], obj, await self._namespace(namespace) if self.info.namespaced else None)
 
     async def _check_namespace(self, namespace: str) -> None:
@@ -187,7 +187,7 @@ class ResourceHandlers:
         so a create sent here after it is refused."""
         if not self.info.namespaced:
             return
-        key = BY_KIND["Namespace"].key("", namespace)
+        key = NAMESPACES.key("", namespace)
         entry = self.namespaces.objects.get(key)
         ns: Object | None = entry.obj if entry is not None else None
         if ns is None:
@@ -225,28 +225,21 @@ class ResourceHandlers:
         if name:
             meta.name = name
         meta.namespace = ""
-        validation.validate(obj, self.info)
+        self.strategy.validate(obj)
         meta.namespace = namespace
         return obj
 
-    def _expected_revision(self, obj: Object, current: int) -> int:
-        rv = obj.metadata.resource_version
+    def _precondition(self, rv: str) -> int | None:
+        """The revision a client's resourceVersion names (None: none given, write on the newest)."""
         if not rv:
-            return current
+            return None
         try:
-            expected = int(rv)
+            return int(rv)
         except ValueError:
             raise Invalid(
                 f"metadata.resourceVersion: {rv!r} is not a resourceVersion",
                 details=[FieldError("metadata.resourceVersion", "must be the resourceVersion string the server gave you")],
             ) from None
-        if expected != current:
-            raise Conflict(self._conflict_message(obj))
-        return expected
-
-    def _conflict_message(self, obj: Object) -> str:
-        what = self._what(obj.metadata.namespace, obj.metadata.name)
-        return f"{what} has been modified since you read it; get it again and apply your change to the latest version"
 
     # --- create -----------------------------------------------------------------------------
 
@@ -260,27 +253,17 @@ class ResourceHandlers:
             self.restrict(request[IDENTITY], obj)
         await self._check_namespace(namespace)
         await self._admit(request, obj, namespace)
-        meta = obj.metadata
-        stamp_new(obj, keep_status=not self.info.status_subresource or self.info.kind == "Node")
+        self.strategy.prepare_for_create(obj)
         if _dry_run(request):  # checked, not stored (nor are a Service's address and ports taken)
             return codec.json_response(obj, status=201)
         finish = await self.allocator.before_create(obj) if self.allocator is not None else None
         try:
-            revision = await self._create(self.info.key(namespace, meta.name), typed.encode(obj))
-        except BaseException as e:
+            await self.registry.create(obj, prepared=True)  # an Event on the current lease, so it expires
+        except BaseException:
             if finish is not None:
                 await finish(False)
-            if isinstance(e, Conflict):
-                raise AlreadyExists(f"{self._what(namespace, meta.name)} already exists") from None
             raise
-        meta.resource_version = str(revision)
         return codec.json_response(obj, status=201)
-
-    async def _create(self, key: str, value: bytes) -> int:
-        """Create ``key``; with ``leases`` (Events), on the current bucket's lease so it expires."""
-        if self.leases is None:
-            return await self.store.create(key, value)
-        return await self.leases.on_lease(lambda lease: self.store.create(key, value, lease=lease))
 
     # --- get / list / watch -----------------------------------------------------------------
 
@@ -291,10 +274,10 @@ class ResourceHandlers:
         if kv is None:
             raise NotFound(f"{self._what(namespace, name)} not found")
         if request[IDENTITY].role == "node":
-            if self.info.kind == "Secret" and self.containers is not None:
+            if self.info is SECRETS and self.containers is not None:
                 node_may_read_secret(self.containers, node=request[IDENTITY].node, namespace=namespace, name=name)
             authorize_node_object(request[IDENTITY], typed.decode(kv, self.info.type))
-        if self.info.kind == "Secret" and request[IDENTITY].role == "view":
+        if self.info is SECRETS and request[IDENTITY].role == "view":
             return codec.raw_response(splice_rv(redact_secret(kv.value), kv.mod_revision))
         return codec.raw_response(splice_rv(kv.value, kv.mod_revision))
 
@@ -327,7 +310,7 @@ class ResourceHandlers:
             revision = self.cache.revision
             node = _single_node(q.get("fieldSelector", ""))
             items = [e.json for e in self.cache.matching(predicate, node=node)]
-            if self.info.kind == "Secret" and request[IDENTITY].role == "view":
+            if self.info is SECRETS and request[IDENTITY].role == "view":
                 items = [redact_secret(i) for i in items]
         else:
             try:
@@ -338,7 +321,7 @@ class ResourceHandlers:
             for kv in page.items:
                 if predicate is not None and not predicate(typed.decode(kv, self.info.type)):
                     continue
-                value = redact_secret(kv.value) if self.info.kind == "Secret" and request[IDENTITY].role == "view" else kv.value
+                value = redact_secret(kv.value) if self.info is SECRETS and request[IDENTITY].role == "view" else kv.value
                 items.append(splice_rv(value, kv.mod_revision))
             if more and page.items:
                 start_after = page.items[-1].key
@@ -418,30 +401,41 @@ class ResourceHandlers:
     async def update(self, request: web.Request) -> web.Response:
         namespace, name = self._ns(request), request.match_info["name"]
         new = self._decode_body(await codec.read_body(request), namespace, name=name)
-        return await self._update_to(request, namespace, name, new)
+        await self._admit_update(request, new, namespace)
+        return await self._write_over(request, namespace, name, rv=new.metadata.resource_version,
+                                      change=self._update_change(request, new), allocate=True)
 
-    async def _update_to(self, request: web.Request, namespace: str, name: str, new: Object) -> web.Response:
-        """Write ``new`` over the stored object as a PUT does (admission, authorization, what may
-        change, CAS)."""
+    async def _admit_update(self, request: web.Request, new: Object, namespace: str) -> None:
+        """Server-set fields and the namespace's security level, for an update to ``new``."""
         if self.admit is not None:
             await self.admit(new, False)
-        rv = new.metadata.resource_version
         await self._admit(request, new, namespace)
 
+    def _update_change(self, request: web.Request, new: Object) -> Callable[[Object], Object]:
+        """The mutate of a PUT: ``new`` over the stored object as the kind's strategy allows."""
+        identity = request[IDENTITY]
+
         def change(current: Object) -> Object:
-            authorize_update(request[IDENTITY], self.info, current, new)
+            authorize_update(identity, self.info, current, new)
             check_volume_update(current, new)  # a bound Volume stays on its node (api/volumeprotection.py)
-            if current.metadata.deletion_timestamp and spec_bytes(new) != spec_bytes(current):
-                raise Forbidden(f"{self._what(namespace, name)} is being deleted; its spec can no longer change")
-            carry_over(new, current, status_subresource=self.info.status_subresource)
+            self.strategy.prepare_for_update(new, current)  # carry-over, generation; no spec change while deleting
             return new
 
-        return await self._write_over(namespace, name, rv=rv, change=change, dry_run=_dry_run(request),
-                                      allocate=True)
+        return change
+
+    def _status_change(self, request: web.Request, status: Any) -> Callable[[Object], Object]:
+        """The mutate of a status write: the stored object with ``status``."""
+        identity = request[IDENTITY]
+
+        def change(current: Object) -> Object:
+            authorize_status(identity, self.info, current, status)
+            return self.strategy.prepare_for_status(current, status)
+
+        return change
 
     async def patch(self, request: web.Request) -> web.Response:
-        """PATCH of the object (api/patching.py): the patched document goes the PUT's way, pinned to
-        the revision it was made from; a lost race is patched again on the newest version."""
+        """PATCH of the object (api/patching.py): the patched document goes the PUT's way, made from
+        the stored version it is written over; a lost race is patched again on the newest version."""
         return await self._patch(request, status=False)
 
     async def patch_status(self, request: web.Request) -> web.Response:
@@ -453,26 +447,25 @@ class ResourceHandlers:
         if content_type.split(";")[0].strip().lower() not in PATCH_TYPES:
             raise UnsupportedMediaType(f"PATCH needs Content-Type {MERGE_PATCH} or {JSON_PATCH}")
         patch = codec.parse_json(await codec.read_body(request))
-        for attempt in range(UNCONDITIONAL_ATTEMPTS):
-            current, revision = await self._current(namespace, name, rv="", attempt=attempt)
+
+        async def change(current: Object) -> Object:
+            revision = current.metadata.resource_version
             doc = full_document(current)
-            doc.setdefault("metadata", {})["resourceVersion"] = str(revision)
+            doc.setdefault("metadata", {})["resourceVersion"] = revision
             patched = apply_patch(content_type, doc, patch)
             if not isinstance(patched, dict):
                 raise Invalid("the patched document is not an object", details=[FieldError("patch", "must leave an object")])
-            pinned = str((patched.get("metadata") or {}).get("resourceVersion") or "") == str(revision)
-            try:
-                if status:
-                    return await self._status_to(request, namespace, name,
-                                                 validation.convert(patched.get("status") or {},
-                                                                    type(self.info.type().status), path="status"),
-                                                 rv=str(revision) if pinned else str((patched.get("metadata") or {}).get("resourceVersion") or ""))
-                new = self._decode_body(codec.encode(patched), namespace, name=name)
-                return await self._update_to(request, namespace, name, new)
-            except Conflict:
-                if not pinned or attempt == UNCONDITIONAL_ATTEMPTS - 1:
-                    raise  # the client named a resourceVersion (or a test op failed): theirs to retry
-        raise AssertionError("unreachable")  # pragma: no cover
+            rv = str((patched.get("metadata") or {}).get("resourceVersion") or "")
+            if rv and rv != revision and self._precondition(rv) is not None:  # the client named another version
+                raise Conflict(conflict_message(self.info, namespace, name))
+            if status:
+                new_status = validation.convert(patched.get("status") or {}, type(self.info.type().status), path="status")
+                return self._status_change(request, new_status)(current)
+            new = self._decode_body(codec.encode(patched), namespace, name=name)
+            await self._admit_update(request, new, namespace)
+            return self._update_change(request, new)(current)
+
+        return await self._write_over(request, namespace, name, rv="", change=change, allocate=not status)
 
     async def update_status(self, request: web.Request) -> web.Response:
         namespace, name = self._ns(request), request.match_info["name"]
@@ -489,67 +482,25 @@ class ResourceHandlers:
         except msgspec.DecodeError:
             codec.read_object_body(codec.parse_json(raw))
             raise BadRequest("the request body is not a JSON object of this kind") from None
+        return await self._write_over(request, namespace, name, rv=rv, change=self._status_change(request, status))
 
-        return await self._status_to(request, namespace, name, status, rv=rv)
-
-    async def _status_to(self, request: web.Request, namespace: str, name: str, status: Any, *, rv: str) -> web.Response:
-        def change(current: Object) -> Object:
-            authorize_status(request[IDENTITY], self.info, current, status)
-            current.status = status  # current is a copy (see _current)
-            return current
-
-        return await self._write_over(namespace, name, rv=rv, change=change, dry_run=_dry_run(request))
-
-    async def _write_over(self, namespace: str, name: str, *, rv: str,
-                          change: Callable[[Object], Object], dry_run: bool = False,
-                          allocate: bool = False) -> web.Response:
-        """Write ``change(stored object)`` with a CAS on the stored revision. With ``rv`` (the
+    async def _write_over(self, request: web.Request, namespace: str, name: str, *, rv: str,
+                          change: Callable[[Object], Object | Awaitable[Object]], allocate: bool = False) -> web.Response:
+        """Write ``change(stored object)`` through the registry's guaranteed_update: with ``rv`` (the
         client's resourceVersion) once, and a stale one is a Conflict; without, a lost race is
-        retried on the newest version (``UNCONDITIONAL_ATTEMPTS`` in all)."""
-        for attempt in range(1 if rv else UNCONDITIONAL_ATTEMPTS):
-            current, revision = await self._current(namespace, name, rv=rv, attempt=attempt)
-            obj = change(current)  # update's change leaves ``current`` as stored (status's sets its status)
-            obj.metadata.resource_version = rv
-            expected = self._expected_revision(obj, revision)
-            if dry_run:  # everything a write checks, nothing written
-                obj.metadata.resource_version = str(revision)
-                return codec.json_response(obj)
-            finish = None
-            if allocate and self.allocator is not None and not obj.metadata.deletion_timestamp:
-                finish = await self.allocator.before_update(obj, current)
-            try:
-                response = await self._write(obj, expected)
-            except BaseException as e:
-                if finish is not None:
-                    await finish(False)
-                if isinstance(e, Conflict) and not (rv or attempt == UNCONDITIONAL_ATTEMPTS - 1):
-                    continue
-                raise
-            if finish is not None:
-                await finish(True)
-            return response
-        raise AssertionError("unreachable")  # pragma: no cover
+        retried on the newest version."""
+        key = self.info.key(namespace, name)
+        written = await self.registry.guaranteed_update(
+            self.info, key, change, cached=self._cached(key, rv=rv), precondition=self._precondition(rv),
+            before_write=self._allocate if allocate and self.allocator is not None else None,
+            dry_run=_dry_run(request))
+        return codec.json_response(written.obj)
 
-    async def _write(self, obj: Object, expected: int) -> web.Response:
-        key = self.info.key(obj.metadata.namespace, obj.metadata.name)
-        obj.metadata.resource_version = ""
-        if obj.metadata.deletion_timestamp and not obj.metadata.finalizers:
-            try:
-                await self.store.delete(key, expected_revision=expected)
-            except Conflict:
-                raise Conflict(self._conflict_message(obj)) from None
-            return codec.json_response(obj)
-        value = typed.encode(obj)
-        try:
-            if self.leases is None:
-                revision = await self.store.update(key, value, expected_revision=expected)
-            else:  # an Event's update puts it on the current lease (a put without one would make it immortal)
-                revision = await self.leases.on_lease(
-                    lambda lease: self.store.update(key, value, expected_revision=expected, lease=lease))
-        except Conflict:
-            raise Conflict(self._conflict_message(obj)) from None
-        obj.metadata.resource_version = str(revision)
-        return codec.json_response(obj)
+    async def _allocate(self, new: Object, current: Object) -> Callable[[bool], Awaitable[None]] | None:
+        """A Service's addresses and ports for an update (store/allocation.py), and how to finish."""
+        if self.allocator is None or new.metadata.deletion_timestamp:
+            return None
+        return await self.allocator.before_update(new, current)
 
     # --- delete -----------------------------------------------------------------------------
 
@@ -559,37 +510,30 @@ class ResourceHandlers:
         policy = request.query.get("propagationPolicy", "Background")
         if policy not in ("Background", "Foreground", "Orphan"):
             raise BadRequest(f"propagationPolicy must be Background, Foreground or Orphan, not {policy!r}")
-        if self.info.kind == "Namespace" and name == "default":
+        if self.info is NAMESPACES and name == "default":
             raise Forbidden('namespace "default" cannot be deleted')
-        for _ in range(5):
-            current, revision = await self._read(namespace, name)
-            authorize_delete(request[IDENTITY], self.info, current)
-            if self.info.kind == "Volume" and self.containers is not None:  # its data: api/volumeprotection.py
-                refuse_if_mounted(self.containers, namespace, name)
-            # Orphan: the garbage collector strips this owner from its dependents, then this finalizer.
-            # Foreground is served as Background: the owner goes first, the collector removes the rest.
-            if _dry_run(request):
-                return codec.json_response(current)
-            if policy == "Orphan" and self.info.kind in OWNER_KINDS and ORPHAN_FINALIZER not in current.metadata.finalizers:
-                current.metadata.finalizers.append(ORPHAN_FINALIZER)
-            try:
-                return await self._delete_once(current, revision, grace)
-            except Conflict:
-                continue
-        raise Conflict(f"{self._what(namespace, name)} keeps changing; try the delete again")
+        identity, key = request[IDENTITY], self.info.key(namespace, name)
 
-    async def _delete_once(self, obj: Object, revision: int, grace: str | None) -> web.Response:
-        key = self.info.key(obj.metadata.namespace, obj.metadata.name)
-        meta = obj.metadata
-        if prepare_delete(obj, grace=_parse_int(grace, "gracePeriodSeconds") if grace is not None else None):
-            await self.store.delete(key, expected_revision=revision)
+        def check(current: Object) -> None:
+            authorize_delete(identity, self.info, current)
+            if self.info is VOLUMES and self.containers is not None:  # its data: api/volumeprotection.py
+                refuse_if_mounted(self.containers, namespace, name)
+
+        if _dry_run(request):
+            current, _revision = await self.registry.read(self.info, key, self.info.type)
+            check(current)
+            return codec.json_response(current)
+        # Orphan: the garbage collector strips this owner from its dependents, then this finalizer.
+        # Foreground is served as Background: the owner goes first, the collector removes the rest.
+        written = await self.registry.delete(
+            self.info, key, grace=_parse_int(grace, "gracePeriodSeconds") if grace is not None else None,
+            orphan=policy == "Orphan", check=check)
+        obj = written.obj
+        if written.removed:
             if self.allocator is not None:
                 await self.allocator.after_delete(obj)
-            meta.resource_version = str(revision)
+            obj.metadata.resource_version = str(written.revision)
             return codec.json_response(obj)
-        meta.resource_version = ""
-        new_revision = await self.store.update(key, typed.encode(obj), expected_revision=revision)
-        meta.resource_version = str(new_revision)
-        if self.info.kind == "Namespace":  # creates check namespaces in the cache: once this returns,
-            await self.cache.wait_for_revision(new_revision, NAMESPACE_SYNC_SECONDS)  # they see Terminating
+        if self.info is NAMESPACES:  # creates check namespaces in the cache: once this returns,
+            await self.cache.wait_for_revision(written.revision, NAMESPACE_SYNC_SECONDS)  # they see Terminating
         return codec.json_response(obj, status=202)
