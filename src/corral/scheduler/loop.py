@@ -11,8 +11,9 @@ Flow (kube-scheduler's shape, sized for one asyncio program):
    (``Selector``: filters, a sample of feasible nodes scored) and *assumes* every placement at once,
    so the next decision already sees it. Then the batch is committed while the next one is being
    decided (up to ``max_inflight`` commits at a time):
-   - bindings go out as one ``store.batch`` of CAS puts, each on the resourceVersion it was decided
-     on: ``spec.node``, ``status.phase=Scheduled``, ``status.node``, condition ``Scheduled``;
+   - bindings go out through the registry's ``bind`` (``store/registry.py``) as one ``store.batch``
+     of CAS puts, each on the resourceVersion it was decided on, each the Container strategy's
+     binding: ``spec.node``, ``status.phase=Scheduled``, ``status.node``, condition ``Scheduled``;
    - a lost CAS forgets the assumption, re-reads that one key and queues it again if it still
      needs a node;
    - bound containers get a ``Scheduled`` Event, on the shared lease of the moment
@@ -50,6 +51,7 @@ from corral.model.lifecycle import now_rfc3339
 from corral.model.resources import (
     Condition,
     Container,
+    ContainerStatus,
     Event,
     EventSource,
     EventSpec,
@@ -57,6 +59,7 @@ from corral.model.resources import (
     ObjectMeta,
     ObjectReference,
 )
+from corral.model.strategies import SCHEDULED, with_condition
 from corral.scheduler.affinity import prepare
 from corral.scheduler.algorithm import MIN_FEASIBLE_TO_FIND, Decision, Selector
 from corral.scheduler.cache import SchedulerCache
@@ -66,6 +69,7 @@ from corral.scheduler.preemption import Preemptor
 from corral.store.base import KeyValue, Put, Store
 from corral.store.informer import Informer
 from corral.store.leases import BucketLeases
+from corral.store.registry import Binding, Registry
 from corral.store.typed import decode, encode
 
 log = logging.getLogger(__name__)
@@ -75,7 +79,6 @@ NODES = BY_KIND["Node"]
 EVENTS = BY_KIND["Event"]
 COMPONENT = "scheduler"
 UNSCHEDULABLE = "Unschedulable"
-SCHEDULED = "Scheduled"
 MAX_EVENT_BACKLOG = 10_000  # Scheduled Events waiting to be written; more are dropped (and counted)
 EVENT_BATCH = 1024  # Events per store.batch (split into txns by the store)
 DROP_LOG_SECONDS = 10.0  # at most one warning about dropped Events this often
@@ -88,10 +91,6 @@ def _decoder(tp: type[T]) -> Callable[[KeyValue], T]:
 
 def needs_node(c: Container) -> bool:
     return not c.spec.node and not c.metadata.deletion_timestamp and c.status.phase == "Pending"
-
-
-def _with_condition(conditions: list[Condition], cond: Condition) -> list[Condition]:
-    return [c for c in conditions if c.type != cond.type] + [cond]
 
 
 @dataclass(slots=True)
@@ -141,6 +140,7 @@ class Scheduler:
         containers_prefix: str = CONTAINERS.prefix(),
     ) -> None:
         self.store = store
+        self.registry = Registry(store)  # bindings and status writes follow the Container strategy
         self.nodes_prefix, self.containers_prefix = nodes_prefix, containers_prefix
         self.cache = SchedulerCache(on_change=self._capacity_changed)
         self.selector = Selector(
@@ -285,26 +285,8 @@ class Scheduler:
 
     async def _bind(self, binds: list[_Bind]) -> None:
         now = now_rfc3339()
-        puts: list[Put] = []
-        for b in binds:
-            c = b.container
-            cond = Condition(type=SCHEDULED, status="True", reason=SCHEDULED, last_transition_time=now)
-            bound = msgspec.structs.replace(
-                c,
-                spec=msgspec.structs.replace(c.spec, node=b.node),
-                status=msgspec.structs.replace(
-                    c.status,
-                    phase="Scheduled",
-                    node=b.node,
-                    reason="",
-                    message="",
-                    nominated_node="",
-                    conditions=_with_condition(c.status.conditions, cond),
-                ),
-            )
-            puts.append(Put(b.key, encode(bound), expected_revision=int(c.metadata.resource_version)))
         self.stats.batches += 1
-        results = await self.store.batch(puts)
+        results = await self.registry.bind([Binding(b.key, b.container, b.node) for b in binds], now=now)
         lost: list[str] = []
         events: list[Put] = []
         for b, rev in zip(binds, results, strict=True):
@@ -390,7 +372,7 @@ class Scheduler:
 
     async def _mark_unschedulable(self, unfit: list[tuple[str, Container, str]]) -> None:
         now = now_rfc3339()
-        puts: list[Put] = []
+        writes: list[tuple[str, Container, ContainerStatus]] = []
         for key, c, message in unfit:
             self.stats.unschedulable += 1
             if c.status.reason == UNSCHEDULABLE and c.status.message == message:
@@ -399,13 +381,12 @@ class Scheduler:
                              last_transition_time=now)
             status = msgspec.structs.replace(
                 c.status, reason=UNSCHEDULABLE, message=message,
-                conditions=_with_condition(c.status.conditions, cond),
+                conditions=with_condition(c.status.conditions, cond),
             )
-            puts.append(Put(key, encode(msgspec.structs.replace(c, status=status)),
-                            expected_revision=int(c.metadata.resource_version)))
-        if puts:
-            self.stats.status_writes += len(puts)
-            await self.store.batch(puts)  # a lost CAS is fine: the feed brings the newer version
+            writes.append((key, c, status))
+        if writes:
+            self.stats.status_writes += len(writes)
+            await self.registry.write_statuses(writes)  # a lost CAS is fine: the feed brings the newer version
 
     def _park(self, key: str) -> None:
         attempts = self._attempts.get(key, 0) + 1
