@@ -16,7 +16,7 @@ from corral.model.resources import Container, ContainerSpec, Deployment, Deploym
 from corral.store import typed
 from corral.store.etcd import EtcdStore
 from corral.store.objects import Objects
-from corral.store.registry import Binding, Registry, Removal, key_of
+from corral.store.registry import Binding, Registry, Removal, Written, key_of
 
 ObjT = TypeVar("ObjT", bound=Object)
 
@@ -93,7 +93,7 @@ async def test_a_stale_cached_copy_costs_one_read_from_etcd_not_a_lost_write(sto
 async def test_no_change_writes_nothing(store: EtcdStore, namespace: str) -> None:
     registry = Registry(store)
     d = await made(registry, namespace)
-    written = await registry.guaranteed_update(DEPLOYMENTS, key_of(d), lambda current: None)
+    written: Written[Deployment] = await registry.guaranteed_update(DEPLOYMENTS, key_of(d), lambda current: None)
     assert not written.changed
     assert written.revision == int(d.metadata.resource_version)
     kv = await store.get(key_of(d))
@@ -149,7 +149,7 @@ async def test_an_object_that_keeps_changing_is_given_up_after_the_attempts(stor
 async def test_a_removal_answer_deletes_with_a_compare_and_swap(store: EtcdStore, namespace: str) -> None:
     registry = Registry(store)
     d = await made(registry, namespace)
-    written = await registry.guaranteed_update(DEPLOYMENTS, key_of(d), lambda current: Removal(current))
+    written: Written[Deployment] = await registry.guaranteed_update(DEPLOYMENTS, key_of(d), lambda current: Removal(current))
     assert written.removed
     assert await store.get(key_of(d)) is None
     with pytest.raises(NotFound, match="not found"):
