@@ -26,9 +26,10 @@ import msgspec
 import yaml
 
 from corral.api.client import ApiClient
+from corral.api.retrying import retry_on_conflict
 from corral.cli import output
 from corral.cli.connection import api_command, connection_options
-from corral.model.errors import AlreadyExists, Conflict, CorralError, Unavailable
+from corral.model.errors import AlreadyExists, CorralError, Unavailable
 from corral.model.kinds import KindInfo
 
 #: spec fields the system fills in; a file that leaves them empty keeps the current value
@@ -132,18 +133,16 @@ async def apply_one(client: ApiClient, doc: Document, *, namespace: str, dry_run
         return "created"
     except AlreadyExists:
         pass
-    for attempt in range(2):
+
+    async def configure() -> str:
         current = msgspec.json.decode(await client.request("GET", object_path(info, ns, doc.name)))
         new = desired_update(current, doc.body, info)
         if unchanged(current, new, info):
             return "unchanged"
-        try:
-            await client.request("PUT", object_path(info, ns, doc.name), body=new, params=params)
-            return "configured"
-        except Conflict:
-            if attempt:
-                raise
-    raise AssertionError("unreachable")  # pragma: no cover
+        await client.request("PUT", object_path(info, ns, doc.name), body=new, params=params)
+        return "configured"
+
+    return await retry_on_conflict(configure, attempts=2, what=f"{info.kind.lower()} {doc.name!r}")
 
 
 def _read(file: str, stdin: TextIO) -> tuple[str, str]:

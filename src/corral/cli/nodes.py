@@ -27,7 +27,7 @@ import click
 
 from corral.api.client import ApiClient
 from corral.cli.connection import api_command, connection_options
-from corral.model.errors import Conflict, CorralError, NotFound
+from corral.model.errors import CorralError, NotFound
 from corral.model.resources import Container, Deployment, Node, OwnerReference
 
 ROUND_SECONDS = 1.0
@@ -48,17 +48,11 @@ class DrainTimeout(CorralError):
 
 async def set_unschedulable(client: ApiClient, name: str, value: bool) -> bool:
     """Set ``spec.unschedulable``; False when it already had that value."""
-    for _ in range(10):
-        node = await client.get(Node, name)
-        if node.spec.unschedulable == value:
-            return False
-        node.spec.unschedulable = value
-        try:
-            await client.update(node)
-            return True
-        except Conflict:
-            continue
-    raise Conflict(f'node "{name}" keeps changing; try again')
+    node = await client.get(Node, name)
+    if node.spec.unschedulable == value:
+        return False
+    await client.patch(Node, name, {"spec": {"unschedulable": value}})  # the server merges it on the newest version
+    return True
 
 
 @click.command()

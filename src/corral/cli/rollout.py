@@ -22,11 +22,12 @@ from collections.abc import Callable
 import click
 import msgspec
 
+from corral.api import retrying
 from corral.api.client import ApiClient
 from corral.cli import output
 from corral.cli.connection import api_command, connection_options
 from corral.controllers import rollout as revisions
-from corral.model.errors import Conflict, Gone, NotFound, Unavailable
+from corral.model.errors import Gone, NotFound, Unavailable
 from corral.model.lifecycle import now_rfc3339
 from corral.model.resources import Deployment
 
@@ -46,17 +47,20 @@ def deployment_name(text: str) -> str:
 
 async def modify(client: ApiClient, name: str, namespace: str, change: Callable[[Deployment], str | None],
                  *, attempts: int = 5) -> tuple[Deployment, str | None]:
-    """GET, ``change`` (returns a reason not to write, or None), PUT; again on a conflict."""
-    for _ in range(attempts):
-        d = await client.get(Deployment, name, namespace=namespace)
+    """GET, ``change`` (returns a reason not to write, or None), PUT; again on a conflict
+    (``api/retrying.py``)."""
+    skipped: list[str] = []
+
+    def mutate(d: Deployment) -> Deployment | None:
+        skipped.clear()
         skip = change(d)
         if skip is not None:
-            return d, skip
-        try:
-            return await client.update(d), None
-        except Conflict:
-            continue
-    raise Conflict(f'deployment "{name}" keeps changing; try again')
+            skipped.append(skip)
+            return None
+        return d
+
+    d = await retrying.update(client, Deployment, name, mutate, namespace=namespace, attempts=attempts)
+    return d, (skipped[0] if skipped else None)
 
 
 def rollout_state(d: Deployment) -> tuple[bool | None, str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import msgspec
 
@@ -25,6 +26,7 @@ ORPHAN_FINALIZER = "corral.io/orphan"  # the garbage collector removes it once n
 OWNER_KINDS = frozenset({"Deployment", "Job", "CronJob", "DaemonSet"})  # kinds whose objects own others (ownerReferences point at them)
 
 _encoder = msgspec.json.Encoder()
+ObjT = TypeVar("ObjT", bound=Object)
 
 
 def rfc3339(ts: datetime) -> str:
@@ -47,6 +49,15 @@ def parse_time(text: str) -> datetime | None:
 
 def spec_bytes(obj: Object) -> bytes:
     return _encoder.encode(obj.spec)
+
+
+def release_agent_finalizer(obj: ObjT) -> ObjT | None:
+    """``obj`` (the caller's own copy) without the agent's finalizer: its node is done with it.
+    None when it has none (nothing to write)."""
+    if AGENT_FINALIZER not in obj.metadata.finalizers:
+        return None
+    obj.metadata.finalizers = [f for f in obj.metadata.finalizers if f != AGENT_FINALIZER]
+    return obj
 
 
 NODE_EVENT_NAMESPACE = "default"  # Nodes are cluster-scoped: their Events live in this namespace

@@ -33,10 +33,11 @@ from prometheus_client import CollectorRegistry
 from corral import __version__
 from corral.aiokit.metrics import Histogram, serve_metrics
 from corral.aiokit.queueing import WorkQueue
+from corral.api import retrying
 from corral.api.client import ApiClient, HeartbeatChannel, Reflector, error_from_body
 from corral.api.noderestriction import may_change_label
 from corral.model import errors
-from corral.model.lifecycle import AGENT_FINALIZER, new_event, now_rfc3339
+from corral.model.lifecycle import new_event, now_rfc3339, release_agent_finalizer
 from corral.model.quantities import format_cpu, format_memory, parse_cpu, parse_memory
 from corral.model.resources import (
     Condition,
@@ -280,30 +281,26 @@ class Agent:
             await self.api.create(node)
             log.info("registered node %s", self.cfg.node_name)
         except errors.AlreadyExists:
-            for attempt in range(20):  # the node controller may be writing the lost node's status meanwhile
-                try:
-                    current = await self.api.get(Node, self.cfg.node_name)
-                    if self.cfg.pod_cidr and current.spec.pod_cidr not in ("", self.cfg.pod_cidr):
-                        raise errors.Invalid(f"node {self.cfg.node_name} already has podCIDR "
-                                             f"{current.spec.pod_cidr}; --pod-cidr {self.cfg.pod_cidr} differs "
-                                             "(delete the Node to change it)")
-                    if self.cfg.pod_cidr and not current.spec.pod_cidr:  # NodeRestriction: only at creation
-                        log.warning("--pod-cidr %s is taken only when the Node is created; the control plane "
-                                    "assigns node %s its podCIDR", self.cfg.pod_cidr, self.cfg.node_name)
-                    # NodeRestriction: after registering, a node changes only its own labels
-                    changeable = {k: v for k, v in labels.items() if may_change_label(k)}
-                    if {**current.metadata.labels, **changeable} != current.metadata.labels:
-                        current.metadata.labels = {**current.metadata.labels, **changeable}
-                        await self.api.update(current)
-                    # the full status at once: a restarted agent serves on a new port (agentEndpoint)
-                    await self.api.update_status(Node(metadata=ObjectMeta(name=self.cfg.node_name),
-                                                      status=self.node_status()))
-                    await self.heartbeat()
-                    break
-                except errors.Conflict:
-                    if attempt == 19:
-                        raise
-                    await asyncio.sleep(0.05)
+            async def come_back() -> None:  # the node controller may be writing the lost node's status meanwhile
+                current = await self.api.get(Node, self.cfg.node_name)
+                if self.cfg.pod_cidr and current.spec.pod_cidr not in ("", self.cfg.pod_cidr):
+                    raise errors.Invalid(f"node {self.cfg.node_name} already has podCIDR "
+                                         f"{current.spec.pod_cidr}; --pod-cidr {self.cfg.pod_cidr} differs "
+                                         "(delete the Node to change it)")
+                if self.cfg.pod_cidr and not current.spec.pod_cidr:  # NodeRestriction: only at creation
+                    log.warning("--pod-cidr %s is taken only when the Node is created; the control plane "
+                                "assigns node %s its podCIDR", self.cfg.pod_cidr, self.cfg.node_name)
+                # NodeRestriction: after registering, a node changes only its own labels
+                changeable = {k: v for k, v in labels.items() if may_change_label(k)}
+                if {**current.metadata.labels, **changeable} != current.metadata.labels:
+                    current.metadata.labels = {**current.metadata.labels, **changeable}
+                    await self.api.update(current)
+                # the full status at once: a restarted agent serves on a new port (agentEndpoint)
+                await self.api.update_status(Node(metadata=ObjectMeta(name=self.cfg.node_name),
+                                                  status=self.node_status()))
+                await self.heartbeat()
+
+            await retrying.retry_on_conflict(come_back, attempts=20, delay=0.05, what=f"node {self.cfg.node_name}")
             log.info("node %s is back", self.cfg.node_name)
 
     async def heartbeat(self) -> None:
@@ -482,18 +479,9 @@ class Agent:
 
     async def _release(self, obj: Container) -> None:
         """Remove the agent's finalizer: the container is gone from this node."""
-        for _ in range(5):
-            if AGENT_FINALIZER not in obj.metadata.finalizers:
-                return
-            kept = [f for f in obj.metadata.finalizers if f != AGENT_FINALIZER]
-            released = msgspec.structs.replace(obj, metadata=msgspec.structs.replace(obj.metadata, finalizers=kept))
-            try:
-                await self.api.update(released)  # a copy: never change the reflector's objects
-                return
-            except errors.NotFound:
-                return
-            except errors.Conflict:
-                obj = await self.api.get(Container, obj.metadata.name, namespace=obj.metadata.namespace)
+        with contextlib.suppress(errors.NotFound):  # gone already
+            await retrying.update(self.api, Container, obj.metadata.name, release_agent_finalizer,
+                                  namespace=obj.metadata.namespace, start=obj)  # a copy: the reflector's stays
 
     async def _serve_logs(self) -> web.AppRunner:
         if self.credentials is None:

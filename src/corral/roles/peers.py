@@ -22,8 +22,6 @@ import ipaddress
 import logging
 from collections.abc import Iterable
 
-import msgspec
-
 from corral.api.client import ApiClient, Reflector
 from corral.model import errors
 from corral.model.cluster import ClusterConfig
@@ -139,13 +137,10 @@ class PeerRoutes:
                 node = await self.api.get(Node, self.node)
                 if node.metadata.annotations.get(VXLAN_MAC_ANNOTATION) == mac:
                     return
-                meta = msgspec.structs.replace(node.metadata,
-                                               annotations={**node.metadata.annotations, VXLAN_MAC_ANNOTATION: mac})
-                await self.api.update(msgspec.structs.replace(node, metadata=meta))
+                # a merge patch of one annotation: the server lays it over the newest version (no race to lose)
+                await self.api.patch(Node, self.node, {"metadata": {"annotations": {VXLAN_MAC_ANNOTATION: mac}}})
                 log.info("VXLAN device %s has MAC %s", self.overlay.device, mac)
                 return
-            except errors.Conflict:
-                delay = 0.05
             except errors.CorralError as e:
                 log.warning("could not publish this node's VTEP MAC (%s) on its Node: %s", mac, e)
                 delay = min(max(delay * 2, 1.0), 30.0)

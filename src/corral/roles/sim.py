@@ -37,9 +37,10 @@ import aiohttp
 import msgspec
 
 from corral.aiokit.queueing import WorkQueue
+from corral.api import retrying
 from corral.api.client import ApiClient, Reflector
 from corral.model import errors
-from corral.model.lifecycle import AGENT_FINALIZER, now_rfc3339
+from corral.model.lifecycle import AGENT_FINALIZER, now_rfc3339, release_agent_finalizer
 from corral.model.quantities import parse_cpu, parse_memory
 from corral.model.resources import Container, ContainerStatus, Node, NodeSpec, NodeStatus, ObjectMeta
 from corral.roles.agent import AgentConfig, NodeBeats, build_node_status, node_labels
@@ -225,19 +226,12 @@ class HollowNode:
     async def release(self, obj: Container) -> None:
         """Remove the agent's finalizer (as ``Agent._release`` does): the container is gone here."""
         assert self.api is not None
-        for _ in range(5):
-            if AGENT_FINALIZER not in obj.metadata.finalizers:
-                return
-            meta = msgspec.structs.replace(obj.metadata,
-                                           finalizers=[f for f in obj.metadata.finalizers if f != AGENT_FINALIZER])
-            try:
-                await self.api.update(msgspec.structs.replace(obj, metadata=meta))
-                self.sim.stats.released += 1
-                return
-            except errors.NotFound:
-                return
-            except errors.Conflict:
-                obj = await self.api.get(Container, obj.metadata.name, namespace=obj.metadata.namespace)
+        if AGENT_FINALIZER not in obj.metadata.finalizers:
+            return
+        with contextlib.suppress(errors.NotFound):  # gone already
+            await retrying.update(self.api, Container, obj.metadata.name, release_agent_finalizer,
+                                  namespace=obj.metadata.namespace, start=obj)
+            self.sim.stats.released += 1
 
     async def close(self) -> None:
         if self.api is not None:
