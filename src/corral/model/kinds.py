@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NewType
 
 from corral.model.resources import (
     Container,
@@ -22,6 +23,8 @@ from corral.model.resources import (
     Volume,
 )
 
+ObjectKey = NewType("ObjectKey", str)  # an object's etcd key: /corral/<plural>/[<namespace>/]<name>
+
 
 @dataclass(frozen=True, slots=True)
 class KindInfo:
@@ -37,10 +40,10 @@ class KindInfo:
     def list_kind(self) -> str:
         return f"{self.kind}List"
 
-    def key(self, namespace: str, name: str) -> str:
+    def key(self, namespace: str, name: str) -> ObjectKey:
         if self.namespaced:
-            return f"/corral/{self.plural}/{namespace}/{name}"
-        return f"/corral/{self.plural}/{name}"
+            return ObjectKey(f"/corral/{self.plural}/{namespace}/{name}")
+        return ObjectKey(f"/corral/{self.plural}/{name}")
 
     def prefix(self, namespace: str = "") -> str:
         if self.namespaced and namespace:

@@ -18,7 +18,7 @@ from corral.model.resources import Object
 from corral.model.strategies import kind_of
 from corral.store.base import Store
 from corral.store.leases import BucketLeases
-from corral.store.registry import Registry, key_for
+from corral.store.registry import Registry
 
 ObjT = TypeVar("ObjT", bound=Object)
 
@@ -49,7 +49,7 @@ class Objects:
         """Delete (gracefully while finalizers remain); None if it was already gone."""
         info = kind_of(tp)
         try:
-            written = await self.registry.delete(info, key_for(info, namespace, name), grace=grace, attempts=attempts)
+            written = await self.registry.delete(info, info.key(namespace, name), grace=grace, attempts=attempts)
         except NotFound:
             return None
         return written.obj  # type: ignore[return-value]

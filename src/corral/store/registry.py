@@ -30,12 +30,12 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, NewType, TypeAlias, TypeVar
+from typing import Generic, TypeAlias, TypeVar
 
 import msgspec
 
 from corral.model.errors import AlreadyExists, Conflict, NotFound
-from corral.model.kinds import BY_KIND, KindInfo
+from corral.model.kinds import BY_KIND, KindInfo, ObjectKey
 from corral.model.lifecycle import now_rfc3339
 from corral.model.resources import Container, Object
 from corral.model.strategies import CONTAINERS, describe, kind_of, removable, strategy_for
@@ -45,19 +45,14 @@ from corral.store.leases import BucketLeases
 
 ObjT = TypeVar("ObjT", bound=Object)
 
-ObjectKey = NewType("ObjectKey", str)  # /corral/<plural>/[<namespace>/]<name>
 ATTEMPTS = 5  # reads and CAS writes a guaranteed_update makes before it gives up on a busy object
 EVENTS = BY_KIND["Event"]
 
 Undo = Callable[[bool], Awaitable[None]]  # told whether the write it prepared for succeeded
 
 
-def key_for(info: KindInfo, namespace: str, name: str) -> ObjectKey:
-    return ObjectKey(info.key(namespace, name))
-
-
 def key_of(obj: Object) -> ObjectKey:
-    return key_for(kind_of(obj), obj.metadata.namespace, obj.metadata.name)
+    return kind_of(obj).key(obj.metadata.namespace, obj.metadata.name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +107,7 @@ class Registry:
 
     # --- reading ---------------------------------------------------------------------------------
 
-    async def read(self, info: KindInfo, key: str, tp: type[ObjT]) -> tuple[ObjT, int]:
+    async def read(self, info: KindInfo, key: ObjectKey, tp: type[ObjT]) -> tuple[ObjT, int]:
         kv = await self.store.get(key)
         if kv is None:
             namespace, name = _split(info, key)
@@ -140,7 +135,7 @@ class Registry:
     # --- the update loop -------------------------------------------------------------------------
 
     async def guaranteed_update(
-        self, info: KindInfo, key: str, mutate: Callable[[ObjT], Answer[ObjT] | Awaitable[Answer[ObjT]]], *,
+        self, info: KindInfo, key: ObjectKey, mutate: Callable[[ObjT], Answer[ObjT] | Awaitable[Answer[ObjT]]], *,
         tp: type[ObjT] | None = None, cached: tuple[ObjT, int] | None = None, precondition: int | None = None,
         attempts: int = ATTEMPTS, before_write: Callable[[ObjT, ObjT], Awaitable[Undo | None]] | None = None,
         dry_run: bool = False,
@@ -186,7 +181,7 @@ class Registry:
             return written
         raise Conflict(f"{describe(info, namespace, name)} keeps changing; try again")
 
-    async def _write(self, info: KindInfo, key: str, obj: ObjT, expected: int, *, remove: bool) -> Written[ObjT]:
+    async def _write(self, info: KindInfo, key: ObjectKey, obj: ObjT, expected: int, *, remove: bool) -> Written[ObjT]:
         obj.metadata.resource_version = ""
         if remove or removable(obj):
             await self.store.delete(key, expected_revision=expected)
@@ -228,7 +223,7 @@ class Registry:
             info, key_of(obj), lambda current: strategy.prepare_for_status(current, obj.status),
             tp=type(obj), precondition=int(rv) if rv else None)
 
-    async def delete(self, info: KindInfo, key: str, *, grace: int | None = None, orphan: bool = False,
+    async def delete(self, info: KindInfo, key: ObjectKey, *, grace: int | None = None, orphan: bool = False,
                      check: Callable[[Object], None] | None = None, attempts: int = ATTEMPTS) -> Written[Object]:
         """Delete gracefully: marked while finalizers remain, removed when none do. NotFound if absent."""
         strategy = strategy_for(info)
@@ -261,7 +256,7 @@ class Registry:
         return await self.store.batch(puts)
 
 
-def _split(info: KindInfo, key: str) -> tuple[str, str]:
+def _split(info: KindInfo, key: ObjectKey) -> tuple[str, str]:
     """(namespace, name) of ``key``."""
     rest = key[len(info.prefix()):]
     if info.namespaced and "/" in rest:
