@@ -24,6 +24,7 @@ repeat. A dependent that is already being deleted is left to finish.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 from collections.abc import Sequence
@@ -31,7 +32,7 @@ from typing import Any
 
 from corral.controllers.base import Controller, Informers, Shared
 from corral.model.errors import NotFound
-from corral.model.kinds import BY_KIND
+from corral.model.kinds import BY_KIND, ObjectKey
 from corral.model.lifecycle import ORPHAN_FINALIZER
 from corral.model.resources import Container, CronJob, DaemonSet, Deployment, Job, Object
 from corral.store import typed
@@ -43,7 +44,7 @@ DEFAULT_OWNERS: tuple[type[Object], ...] = (Deployment, Job, CronJob, DaemonSet)
 DEFAULT_DEPENDENTS: tuple[type[Object], ...] = (Container, Job)
 
 
-def _key(obj: Object) -> str:
+def _key(obj: Object) -> ObjectKey:
     return BY_KIND[obj.kind].key(obj.metadata.namespace, obj.metadata.name)
 
 
@@ -129,27 +130,30 @@ class GarbageCollector(Controller):
     async def _orphan(self, kind: str, owner: Object) -> None:
         """Take ``owner`` out of its dependents' ownerReferences, then remove its orphan finalizer."""
         uid = owner.metadata.uid
+
+        def strip(dep: Object) -> Object | None:
+            refs = [r for r in dep.metadata.owner_references if r.uid != uid]
+            if len(refs) == len(dep.metadata.owner_references):
+                return None
+            dep.metadata.owner_references = refs
+            return dep
+
         for dep_key in sorted(self.dependents.get(uid, ())):
             dep_kind, _, store_key = dep_key.partition("|")
             info = BY_KIND[dep_kind]
-            kv = await self.objects.store.get(store_key)  # fresh: never write back a cached object
-            if kv is None:
-                continue
-            dep = typed.decode(kv, info.type)
-            refs = [r for r in dep.metadata.owner_references if r.uid != uid]
-            if len(refs) == len(dep.metadata.owner_references):
-                continue
-            dep.metadata.owner_references = refs
-            await self.objects.update(dep)  # Conflict: the worker retries the whole sync at once
-        kv = await self.objects.store.get(_key(owner))
-        if kv is None:
-            return
-        current = typed.decode(kv, type(owner))
-        if current.metadata.uid != uid or ORPHAN_FINALIZER not in current.metadata.finalizers:
-            return
-        current.metadata.finalizers = [f for f in current.metadata.finalizers if f != ORPHAN_FINALIZER]
+            with contextlib.suppress(NotFound):  # fresh from etcd, never a cached object written back
+                await self.objects.registry.guaranteed_update(info, ObjectKey(store_key), strip, tp=info.type)
+
+        def release(current: Object) -> Object | None:
+            if current.metadata.uid != uid or ORPHAN_FINALIZER not in current.metadata.finalizers:
+                return None
+            current.metadata.finalizers = [f for f in current.metadata.finalizers if f != ORPHAN_FINALIZER]
+            return current  # with no finalizer left, this removes it
+
         try:
-            await self.objects.update(current)  # with no finalizer left, this removes it
+            written = await self.objects.registry.guaranteed_update(BY_KIND[kind], _key(owner), release, tp=type(owner))
         except NotFound:
+            return
+        if not written.changed:
             return
         log.info("gc: orphaned the dependents of %s %s/%s", kind.lower(), owner.metadata.namespace, owner.metadata.name)

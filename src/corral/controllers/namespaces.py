@@ -20,7 +20,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import msgspec
+
 from corral.controllers.base import Controller, Informers
+from corral.model.errors import NotFound
 from corral.model.kinds import BY_KIND, KINDS
 from corral.model.lifecycle import NAMESPACE_FINALIZER
 from corral.model.resources import Container, Deployment, Namespace, Object
@@ -89,13 +92,16 @@ class NamespaceController(Controller):
 
     async def _finish(self, name: str) -> None:
         """The namespace is empty: remove its finalizer (which removes it, if it was the last)."""
-        kv = await self.objects.store.get(NAMESPACES.key("", name))
-        if kv is None:
+
+        def release(ns: Namespace) -> Namespace | None:
+            if NAMESPACE_FINALIZER not in ns.metadata.finalizers:
+                return None
+            ns.metadata.finalizers = [f for f in ns.metadata.finalizers if f != NAMESPACE_FINALIZER]
+            ns.status = msgspec.structs.replace(ns.status, phase="Terminating")
+            return ns
+
+        try:
+            await self.objects.guaranteed_update(Namespace, name, release)
+        except NotFound:
             return
-        ns = typed.decode(kv, Namespace)
-        if NAMESPACE_FINALIZER not in ns.metadata.finalizers:
-            return
-        ns.metadata.finalizers = [f for f in ns.metadata.finalizers if f != NAMESPACE_FINALIZER]
-        ns.status.phase = "Terminating"
-        await self.objects.update(ns)
         log.info("namespaces: namespace %s is empty and gone", name)

@@ -5,12 +5,14 @@ without an HTTP hop, because it *is* the API's write path: ``create`` stamps a n
 kind's strategy and fails with ``AlreadyExists``; ``update`` and ``update_status`` are the
 registry's ``guaranteed_update`` pinned to the object's resourceVersion (``Conflict`` when someone
 else wrote first: the controller's worker syncs again from what it now sees) and keep what the
-other writer owns; ``delete`` is graceful while finalizers remain and retries a lost race itself.
+other writer owns; ``delete`` is graceful while finalizers remain and retries a lost race itself, as
+``guaranteed_update`` does for a change decided on the freshly read object.
 With ``event_leases``, Events are put on the current shared lease and expire like the API's.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TypeVar
 
 from corral.model.errors import NotFound
@@ -32,6 +34,14 @@ class Objects:
         info = kind_of(tp)
         obj, _revision = await self.registry.read(info, info.key(namespace, name), tp)
         return obj
+
+    async def guaranteed_update(self, tp: type[ObjT], name: str, mutate: Callable[[ObjT], ObjT | None], *,
+                                namespace: str = "") -> ObjT:
+        """The registry's read → ``mutate`` → CAS loop on the stored object (fresh from etcd, never a
+        cache's), retried on a lost race; ``mutate`` returns None when there is nothing to write.
+        A write that leaves the object marked for deletion with no finalizer removes it."""
+        info = kind_of(tp)
+        return (await self.registry.guaranteed_update(info, info.key(namespace, name), mutate, tp=tp)).obj
 
     async def create(self, obj: ObjT) -> ObjT:
         return await self.registry.create(obj)
