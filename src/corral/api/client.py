@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -342,7 +342,7 @@ class ApiClient:
 
     async def watch(self, tp: type[ObjT], *, namespace: str | None = "default", resource_version: str = "",
                     label_selector: str = "", field_selector: str = "",
-                    on_bookmark: Callable[[str], None] | None = None) -> AsyncIterator[WatchEvent[ObjT]]:
+                    on_bookmark: Callable[[str], None] | None = None) -> AsyncGenerator[WatchEvent[ObjT], None]:
         """One watch stream of typed events. Raises Gone when resource_version is too old."""
         info = BY_KIND[tp.KIND]
         path = self._base(info, namespace or "") if namespace or not info.namespaced else f"/{info.plural}"
