@@ -16,7 +16,7 @@ difference). Namespace and selectors narrow what is followed, as the API's list 
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterable
 from typing import Generic, TypeVar
 
 from corral.api.client import ApiClient
@@ -32,6 +32,12 @@ ObjectKey = tuple[str, str]
 
 def object_key(obj: Object) -> ObjectKey:
     return (obj.metadata.namespace, obj.metadata.name)
+
+
+def listing_of(items: Iterable[ObjT], resource_version: str) -> Listing[ObjectKey, ObjT]:
+    """A list answer of the API as a source's ``Listing`` (for ``Informer.prime``, too)."""
+    return Listing([(object_key(o), o, (o.metadata.uid, o.metadata.resource_version)) for o in items],
+                   _revision(resource_version))
 
 
 def _revision(rv: str) -> int:
@@ -61,8 +67,7 @@ class ApiSource(Generic[ObjT]):
     async def list(self) -> Listing[ObjectKey, ObjT]:
         items, rv = await self.client.list(self.tp, namespace=self.namespace, label_selector=self.label_selector,
                                            field_selector=self.field_selector, any_version=True)
-        return Listing([(object_key(o), o, (o.metadata.uid, o.metadata.resource_version)) for o in items],
-                       _revision(rv))
+        return listing_of(items, rv)
 
     async def watch(self, after: int) -> AsyncGenerator[Delta[ObjectKey, ObjT], None]:
         bookmarked: list[int] = []  # versions the API's bookmarks vouched for since the last delta

@@ -215,8 +215,16 @@ class Informer(Generic[K, T]):
                 failing = True
                 await asyncio.sleep(delay)
 
+    def prime(self, listing: Listing[K, T]) -> None:
+        """Start from a listing the caller has already read (``run`` then watches from its revision,
+        without listing first). Handlers registered by then see its objects as Added."""
+        self._replace(listing)
+        self.synced.set()
+
     async def _relist(self) -> None:
-        listing = await self.source.list()
+        self._replace(await self.source.list())
+
+    def _replace(self, listing: Listing[K, T]) -> None:
         if self.synced.is_set():
             self.relists += 1  # not the first list: the watch lost its place
         seen: set[K] = set()
