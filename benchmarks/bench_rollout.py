@@ -3,7 +3,7 @@
 Starts its own registry (the busybox test image), a private etcd, the control plane and N real
 workers (``tests.fixtures.cluster.start_cluster``), creates a deployment of ``--replicas``
 containers (``sleep``, grace 1 s), waits until all are available, then changes the template and
-follows every container event with a ``Reflector`` until the rollout is complete. Prints the time
+follows every container event with an informer until the rollout is complete. Prints the time
 to the first scale-up, the rollout time, the minimum availability seen (and the floor the
 strategy allows), the most live containers seen (and the ceiling), and how the new containers
 spread over the nodes.
@@ -25,7 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.fixtures
 
-from corral.api.client import ApiClient, Reflector
+from corral.api.client import ApiClient
+from corral.api.listwatch import api_informer
 from corral.controllers.rollout import TEMPLATE_HASH_LABEL, resolve_bounds
 from corral.model.resources import (
     Container,
@@ -96,10 +97,10 @@ async def run(api: ApiClient, image: str, *, replicas: int, workers: int, surge:
     scale_up = time.monotonic() - t0
 
     low, high = 10**9, 0
-    reflector: Reflector[Container] = Reflector(api, Container, namespace="default", label_selector=f"app={name}")
+    reflector = api_informer(api, Container, namespace="default", label_selector=f"app={name}")
     armed = False
 
-    def look(_type: str, _obj: Container) -> None:
+    def look(*_event: object) -> None:
         nonlocal low, high
         if not armed:
             return
@@ -107,12 +108,12 @@ async def run(api: ApiClient, image: str, *, replicas: int, workers: int, surge:
         low = min(low, sum(1 for c in live if c.status.ready and c.status.phase == "Running"))
         high = max(high, len(live))
 
-    reflector.on_event = look
+    reflector.add_handler(look)
     task = asyncio.create_task(reflector.run())
     try:
         await asyncio.wait_for(reflector.synced.wait(), 30)
         armed = True
-        look("", Container())
+        look()
         current = await api.get(Deployment, name)
         current.spec.template.spec.env = [EnvVar(name="VERSION", value="2")]
         t1 = time.monotonic()

@@ -153,8 +153,8 @@ async def test_get_watch_prints_the_table_then_a_row_for_each_change(control_pla
         items, rv = await client.list(Container, namespace="default", field_selector=only_w1)
         printer = Printer(BY_KIND["Container"], "table", all_namespaces=False, ctx=tables.Context(), echo=echo)
         printer.table(items)
-        watching = asyncio.create_task(follow(client, printer, namespace="default", rv=rv, label_selector="",
-                                             field_selector=only_w1))
+        watching = asyncio.create_task(follow(client, printer, namespace="default", items=items, rv=rv,
+                                              label_selector="", field_selector=only_w1))
         try:
             await client.delete(Container, "watched")
             await asyncio.wait_for(three.wait(), 10)

@@ -1,6 +1,6 @@
 """Deployments end to end on a real 2-worker cluster: scaling, rolling updates within bounds, rollback.
 
-The rolling-update test watches every container event (a ``Reflector``) for the whole rollout and
+The rolling-update test watches every container event (an informer) for the whole rollout and
 checks, after each one, that availability never fell below ``replicas - maxUnavailable`` and the
 live total never rose above ``replicas + maxSurge``. The CLI commands run as real subprocesses.
 """
@@ -11,13 +11,14 @@ import asyncio
 import contextlib
 import os
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 
 import pytest
 import pytest_asyncio
 
-from corral.api.client import ApiClient, Reflector
+from corral.api.client import ApiClient
+from corral.api.listwatch import api_informer
 from corral.controllers.rollout import TEMPLATE_HASH_LABEL
 from corral.model.resources import (
     Container,
@@ -157,7 +158,7 @@ class Watched:
     log: list[str] = field(default_factory=list)
     armed: bool = False  # the first list's ADDED events build the picture; counting starts after it
 
-    def look(self, objects: dict[tuple[str, str], Container]) -> None:
+    def look(self, objects: Mapping[tuple[str, str], Container]) -> None:
         if not self.armed:
             return
         live = [c for c in objects.values() if not c.metadata.deletion_timestamp]
@@ -176,8 +177,8 @@ async def test_a_rolling_update_never_drops_below_replicas_minus_max_unavailable
     try:
         await rolled_out(api, "roll")
         watched = Watched()
-        reflector: Reflector[Container] = Reflector(api, Container, namespace="default", label_selector="app=roll")
-        reflector.on_event = lambda _t, _o: watched.look(reflector.objects)
+        reflector = api_informer(api, Container, namespace="default", label_selector="app=roll")
+        reflector.add_handler(lambda *_event: watched.look(reflector.objects))
         task = asyncio.create_task(reflector.run())
         try:
             await asyncio.wait_for(reflector.synced.wait(), 10)

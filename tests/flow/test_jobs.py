@@ -1,7 +1,7 @@
 """Jobs end to end on a real worker: completions within parallelism, back-off to Failed, logs, refusals.
 
 The module runs its own cluster with ``job_backoff`` 0.5 s (``serve --job-backoff``), so a failing
-Job's doubling back-off (0.5, 1, 2 s) fits in a test. A watch (``Reflector``) of the Job's
+Job's doubling back-off (0.5, 1, 2 s) fits in a test. A watch (an informer) of the Job's
 containers checks after every event that no more than ``parallelism`` ran at once.
 """
 
@@ -17,7 +17,8 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from corral.api.client import ApiClient, Reflector
+from corral.api.client import ApiClient
+from corral.api.listwatch import api_informer
 from corral.controllers.jobs import JOB_NAME_LABEL
 from corral.model.errors import Invalid
 from corral.model.lifecycle import parse_time
@@ -83,16 +84,15 @@ async def corral_cli(cluster: Cluster, *args: str, timeout: float = 60) -> tuple
 async def test_a_job_of_five_completions_runs_at_most_two_at_once_and_completes(jobs_cluster: Cluster) -> None:
     api = jobs_cluster.api
     most = 0
-    reflector: Reflector[Container] = Reflector(api, Container, namespace="default",
-                                                label_selector=f"{JOB_NAME_LABEL}=five")
+    reflector = api_informer(api, Container, namespace="default", label_selector=f"{JOB_NAME_LABEL}=five")
 
-    def look(_type: str, _obj: Container) -> None:
+    def look(*_event: object) -> None:
         nonlocal most
         running = [c for c in reflector.objects.values()
                    if c.status.phase not in ("Succeeded", "Failed") and not c.metadata.deletion_timestamp]
         most = max(most, len(running))
 
-    reflector.on_event = look
+    reflector.add_handler(look)
     task = asyncio.create_task(reflector.run())
     try:
         await asyncio.wait_for(reflector.synced.wait(), 10)

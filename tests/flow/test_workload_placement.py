@@ -19,7 +19,8 @@ from collections.abc import AsyncIterator, Awaitable
 import pytest
 import pytest_asyncio
 
-from corral.api.client import ApiClient, Reflector
+from corral.api.client import ApiClient
+from corral.api.listwatch import api_informer
 from corral.controllers.daemonsets import DAEMON_NODE_LABEL
 from corral.controllers.rollout import TEMPLATE_HASH_LABEL
 from corral.model.errors import Conflict, Invalid
@@ -210,9 +211,9 @@ async def test_a_daemonset_runs_one_container_per_node_and_follows_nodes_joining
 
     # a template change rolls through every node, never more than maxUnavailable (1) node without a daemon
     worst = 0
-    watcher: Reflector[Container] = Reflector(admin, Container, namespace=ns, label_selector="app=logs")
+    watcher = api_informer(admin, Container, namespace=ns, label_selector="app=logs")
 
-    def look(_type: str, _obj: Container) -> None:
+    def look(*_event: object) -> None:
         nonlocal worst
         serving = {c.spec.node for c in watcher.objects.values()
                    if c.status.phase == "Running" and not c.metadata.deletion_timestamp}
@@ -221,7 +222,7 @@ async def test_a_daemonset_runs_one_container_per_node_and_follows_nodes_joining
     task = asyncio.create_task(watcher.run())
     try:
         await asyncio.wait_for(watcher.synced.wait(), 10)
-        watcher.on_event = look
+        watcher.add_handler(look)
         ds = await admin.get(DaemonSet, "logs", namespace=ns)
         ds.spec.template.spec.env = [EnvVar(name="VERSION", value="2")]
         await admin.update(ds)

@@ -1,4 +1,5 @@
-"""Informer against a real etcd: list then watch into a cache, handlers, relist after compaction."""
+"""The informer over the store (StoreSource) against a real etcd: list then watch into a cache, handlers,
+relist after compaction, resuming across an etcd restart."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from corral.model.errors import Unavailable
 from corral.store.base import KeyValue, Put
 from corral.store.embedded import EmbeddedEtcd
 from corral.store.etcd import EtcdStore
-from corral.store.informer import Informer
+from corral.store.informer import Change, Informer
+from corral.store.listwatch import store_informer
 
 
 def decode(kv: KeyValue) -> str:
@@ -23,20 +25,23 @@ class Recorder:
     def __init__(self) -> None:
         self.calls: list[tuple[str, ...]] = []
 
-    def informer(self, store: EtcdStore, prefix: str) -> Informer[str]:
-        return Informer(
-            store,
-            prefix,
-            decode,
-            on_add=lambda k, o: self.calls.append(("add", k, o)),
-            on_update=lambda k, old, new: self.calls.append(("update", k, old, new)),
-            on_delete=lambda k, last: self.calls.append(("delete", k, last)),
-            page_size=3,
-        )
+    def informer(self, store: EtcdStore, prefix: str) -> Informer[str, str]:
+        informer = store_informer(store, prefix, decode, page_size=3)
+        informer.add_handler(self.on_event)
+        return informer
+
+    def on_event(self, change: Change, key: str, obj: str, old: str | None) -> None:
+        if change is Change.ADDED:
+            self.calls.append(("add", key, obj))
+        elif change is Change.MODIFIED:
+            assert old is not None
+            self.calls.append(("update", key, old, obj))
+        else:
+            self.calls.append(("delete", key, obj))
 
 
 @contextlib.asynccontextmanager
-async def running(informer: Informer[str]) -> AsyncIterator[None]:
+async def running(informer: Informer[str, str]) -> AsyncIterator[None]:
     task = asyncio.create_task(informer.run())
     try:
         await asyncio.wait_for(informer.synced.wait(), 10)

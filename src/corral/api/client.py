@@ -10,9 +10,8 @@ presents its node certificate; then no token is needed). A server whose certific
 sign is never moved past silently: the call fails at once with ``UntrustedServer``, naming the
 server and where the CA came from (``trust_source``, e.g. the CLI's config file).
 
-``Reflector`` is the client side of an informer: list, then watch from the list's resourceVersion;
-on a dropped stream resume from the last revision seen, on 410 relist and replay the difference, so
-its handlers always see a consistent picture of the server's state.
+Following a kind (list, then watch; resume, relist on 410) is not done here but by the one
+informer (store/informer.py) over ``api.listwatch.ApiSource``.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -323,7 +322,7 @@ class ApiClient:
         """Every matching object (following ``continue`` pages) and the list's resourceVersion.
 
         ``any_version``: the API may answer from its watch cache (``resourceVersion=0``: not older
-        than what it has seen, in one response) instead of reading etcd — what a Reflector wants
+        than what it has seen, in one response) instead of reading etcd — what an informer wants
         before it watches from the list's version, and far cheaper for the API at scale.
         """
         info = BY_KIND[tp.KIND]
@@ -342,7 +341,7 @@ class ApiClient:
 
     async def watch(self, tp: type[ObjT], *, namespace: str | None = "default", resource_version: str = "",
                     label_selector: str = "", field_selector: str = "",
-                    on_bookmark: Callable[[str], None] | None = None) -> AsyncIterator[WatchEvent[ObjT]]:
+                    on_bookmark: Callable[[str], None] | None = None) -> AsyncGenerator[WatchEvent[ObjT], None]:
         """One watch stream of typed events. Raises Gone when resource_version is too old."""
         info = BY_KIND[tp.KIND]
         path = self._base(info, namespace or "") if namespace or not info.namespaced else f"/{info.plural}"
@@ -380,89 +379,3 @@ class _ListOf(msgspec.Struct, Generic[ObjT]):
 
 def _list_type(tp: type[ObjT]) -> Any:
     return _ListOf[tp]  # type: ignore[valid-type]
-
-
-class Reflector(Generic[ObjT]):
-    """Keeps ``objects`` equal to the server's matching objects and tells handlers what changed.
-
-    Lists at any version (from the API's watch cache, like client-go's reflector with
-    ``resourceVersion=0``), then watches from that list's version: a thousand agents relisting after
-    an API restart cost the API a thousand small cache reads, not a thousand reads of all of etcd.
-    """
-
-    def __init__(self, client: ApiClient, tp: type[ObjT], *, namespace: str | None = None,
-                 field_selector: str = "", label_selector: str = "",
-                 on_event: Callable[[str, ObjT], None] | None = None) -> None:
-        self.client = client
-        self.tp = tp
-        self.namespace = namespace
-        self.field_selector = field_selector
-        self.label_selector = label_selector
-        self.on_event = on_event or (lambda _t, _o: None)
-        self.objects: dict[tuple[str, str], ObjT] = {}
-        self.resource_version = ""
-        self.synced = asyncio.Event()
-        self.connected = asyncio.Event()
-
-    @staticmethod
-    def key(obj: Object) -> tuple[str, str]:
-        return (obj.metadata.namespace, obj.metadata.name)
-
-    async def _relist(self) -> None:
-        items, rv = await self.client.list(self.tp, namespace=self.namespace, label_selector=self.label_selector,
-                                           field_selector=self.field_selector, any_version=True)
-        fresh = {self.key(o): o for o in items}
-        for k, old in list(self.objects.items()):
-            if k not in fresh:
-                del self.objects[k]
-                self.on_event("DELETED", old)
-        for k, obj in fresh.items():
-            old_obj = self.objects.get(k)
-            self.objects[k] = obj
-            if old_obj is None:
-                self.on_event("ADDED", obj)
-            elif old_obj.metadata.resource_version != obj.metadata.resource_version:
-                self.on_event("MODIFIED", obj)
-        self.resource_version = rv
-        self.synced.set()
-
-    def _bookmark(self, rv: str) -> None:
-        self._advance(rv)
-
-    def _advance(self, rv: str) -> None:
-        """Move the resume point forward only (a deleted object may carry an older version)."""
-        try:
-            if int(rv) <= int(self.resource_version or 0):
-                return
-        except ValueError:
-            return
-        self.resource_version = rv
-
-    async def run(self) -> None:
-        delay = 0.2
-        need_list = True
-        while True:
-            try:
-                if need_list:
-                    await self._relist()
-                    need_list = False
-                self.connected.set()
-                async for ev in self.client.watch(self.tp, namespace=self.namespace,
-                                                  resource_version=self.resource_version,
-                                                  field_selector=self.field_selector,
-                                                  label_selector=self.label_selector, on_bookmark=self._bookmark):
-                    delay = 0.2
-                    k = self.key(ev.object)
-                    if ev.type == "DELETED":
-                        self.objects.pop(k, None)
-                    else:
-                        self.objects[k] = ev.object
-                    self._advance(ev.object.metadata.resource_version)
-                    self.on_event(ev.type, ev.object)
-            except errors.Gone:
-                need_list = True
-            except (errors.Unavailable, errors.CorralError) as e:
-                self.connected.clear()
-                log.debug("reflector for %s: %s; retrying in %.1fs", self.tp.__name__, e, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)

@@ -48,5 +48,5 @@ async def events(client: ApiClient, *, namespace: str, all_namespaces: bool, tar
     else:
         printer.widths = [max(len(h), 12) for h in ("LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE")]
     if watch:
-        await follow(client, printer, namespace=ns, rv=rv, label_selector="", field_selector=selector)
+        await follow(client, printer, namespace=ns, items=items, rv=rv, label_selector="", field_selector=selector)
     return 0

@@ -8,7 +8,6 @@ revision relists.
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -16,14 +15,15 @@ from typing import Any
 import click
 
 from corral.api.client import ApiClient
+from corral.api.listwatch import NamespacedName, api_informer, listing_of
 from corral.cli import jsonpath, output, tables
 from corral.cli.completion import complete_kind, complete_name
 from corral.cli.connection import api_command, connection_options
-from corral.model.errors import CorralError, Gone, Unavailable
+from corral.model.errors import CorralError
 from corral.model.kinds import KindInfo
 from corral.model.resources import Container, Endpoints, Object, Secret
+from corral.store.informer import Change
 
-RETRY_SECONDS = 1.0
 FORMATS = ("table", "wide", "json", "yaml", "name")
 
 def _list_document(info: KindInfo, items: list[Object], rv: str) -> dict[str, Any]:
@@ -83,19 +83,20 @@ class Printer:
             self.ctx = tables.Context(containers_per_node=self.ctx.containers_per_node)  # a fresh "now"
             self.echo(tables.format_line(self._row(obj), self.widths))
 
-async def follow(client: ApiClient, printer: Printer, *, namespace: str | None, rv: str,
-                  label_selector: str, field_selector: str) -> None:
-    while True:
-        try:
-            async for ev in client.watch(printer.info.type, namespace=namespace, resource_version=rv,
-                                         label_selector=label_selector, field_selector=field_selector):
-                rv = ev.object.metadata.resource_version or rv
-                printer.change(hide_secret_values(ev.object) if not printer.show_secrets else ev.object)
-        except Gone:
-            _, rv = await client.list(printer.info.type, namespace=namespace, label_selector=label_selector,
-                                      field_selector=field_selector)
-        except Unavailable:
-            await asyncio.sleep(RETRY_SECONDS)  # the stream was cut: resume from the last revision seen
+async def follow(client: ApiClient, printer: Printer, *, namespace: str | None, items: Sequence[Object], rv: str,
+                 label_selector: str, field_selector: str) -> None:
+    """Print every change after the listing (``items`` at ``rv``) until cancelled: an informer over the
+    API, so a cut stream resumes from the last version seen, and a version the API no longer keeps
+    relists and prints what changed meanwhile."""
+    informer = api_informer(client, printer.info.type, namespace=namespace, label_selector=label_selector,
+                            field_selector=field_selector)
+    informer.prime(listing_of(items, rv))
+
+    def print_change(_change: Change, _key: NamespacedName, obj: Object, _old: Object | None) -> None:
+        printer.change(hide_secret_values(obj) if not printer.show_secrets else obj)
+
+    informer.add_handler(print_change)
+    await informer.run()
 
 @click.command()
 @click.argument("kind", shell_complete=complete_kind)
@@ -126,6 +127,7 @@ async def get(client: ApiClient, *, kind: str, name: str | None, namespace: str,
         field_selector = ",".join(s for s in (field_selector, f"metadata.name={name}") if s)
     else:
         items, rv = await client.list(info.type, namespace=ns, label_selector=selector, field_selector=field_selector)
+    listed = items
     if not show_secrets:
         items = [hide_secret_values(o) for o in items]
     if fmt.startswith("jsonpath="):
@@ -146,6 +148,7 @@ async def get(client: ApiClient, *, kind: str, name: str | None, namespace: str,
         printer.widths = [max(len(h), 12) for h in tables.columns(info, wide=fmt == "wide",
                                                                   all_namespaces=printer.all_namespaces)]
     if watch:
-        await follow(client, printer, namespace=ns, rv=rv, label_selector=selector, field_selector=field_selector)
+        await follow(client, printer, namespace=ns, items=listed, rv=rv, label_selector=selector,
+                     field_selector=field_selector)
     return 0
 

@@ -1,8 +1,9 @@
 """The controllers' common shape: shared informers feed keys into a dedup queue; workers reconcile keys.
 
-``Informers`` keeps one store informer per kind for every controller of a control instance (one
-etcd watch per kind, however many controllers look at it) and fans its events out to the
-handlers controllers register. A ``Controller`` names the kinds it looks at and maps their events
+``Informers`` keeps one informer (store/informer.py) per kind for every controller and the
+scheduler of a leader (one etcd watch and one decode per change, however many look at it); each
+registers its handlers and the named indexes it reads (store/indexers.py) on it.
+A ``Controller`` names the kinds it looks at and maps their events
 to the keys it owns; ``run`` gives it a ``WorkQueue`` and a few workers that call its
 ``reconcile(key)`` — level-based and idempotent: it reads the informers' caches, never a copy of
 its own, and may return a delay after which the key is looked at again. A ``CorralError`` retries
@@ -12,10 +13,11 @@ the key with backoff; a ``Conflict`` (someone wrote first) retries at once.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from corral.aiokit.metrics import Histogram
 from corral.aiokit.queueing import WorkQueue
@@ -25,40 +27,16 @@ from corral.model.lifecycle import new_event, reference_to
 from corral.model.resources import Object, ObjectReference, OwnerReference
 from corral.store import typed
 from corral.store.base import KeyValue, Store
-from corral.store.informer import Informer
+from corral.store.indexers import BY_CONTROLLER, controller_uid
+from corral.store.informer import Change, Informer
+from corral.store.listwatch import store_informer
 from corral.store.objects import Objects
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 ObjT = TypeVar("ObjT", bound=Object)
-Handler = Callable[[str, Any, Any], None]  # (event type, old, new); old or new may be None
-
-
-class Shared(Generic[ObjT]):
-    """One kind's informer with any number of handlers."""
-
-    def __init__(self, store: Store, tp: type[ObjT]) -> None:
-        info = BY_KIND[tp.KIND]
-        self.handlers: list[Handler] = []
-        self.informer: Informer[ObjT] = Informer(
-            store, info.prefix(), lambda kv: _decode(kv, tp),
-            on_add=lambda _k, o: self._fan("ADDED", None, o),
-            on_update=lambda _k, old, new: self._fan("MODIFIED", old, new),
-            on_delete=lambda _k, o: self._fan("DELETED", o, None),
-        )
-
-    def _fan(self, type_: str, old: ObjT | None, new: ObjT | None) -> None:
-        for handler in self.handlers:
-            try:
-                handler(type_, old, new)
-            except Exception:
-                log.exception("a %s handler failed", type_)
-
-    def get(self, key: str) -> ObjT | None:
-        return self.informer.get(key)
-
-    def items(self) -> list[ObjT]:
-        return [obj for _, obj in self.informer.items()]
 
 
 def controller_of(obj: Object, owner_kind: str) -> OwnerReference | None:
@@ -66,62 +44,52 @@ def controller_of(obj: Object, owner_kind: str) -> OwnerReference | None:
     return next((o for o in obj.metadata.owner_references if o.controller and o.kind == owner_kind), None)
 
 
-class OwnedIndex(Generic[ObjT]):
-    """A named index of one shared informer: its objects by the uid of their controlling owner of
-    ``owner_kind`` (client-go's indexer by owner). The controllers that own what they create —
-    deployments, jobs and daemon sets (containers), cron jobs (jobs) — share this one piece: it is
-    kept from the informer's events, so ``of(owner uid)`` is a dict lookup, never a scan, and every
-    change of a dependent calls ``changed(namespace, owner name)`` so its owner is reconciled."""
+def follow_owned(dependents: Informer[str, ObjT], owner_kind: str, changed: Callable[[str, str], None]) -> None:
+    """Keep ``dependents`` indexed by their controlling owner (``BY_CONTROLLER``: a controller's
+    ``by_index(BY_CONTROLLER, owner uid)`` is a dict lookup, never a scan) and call ``changed(namespace,
+    owner name)`` on every change of a dependent controlled by an ``owner_kind`` — the deployments,
+    jobs and daemon sets controllers (containers) and the cron jobs controller (jobs) share this."""
+    dependents.add_index(BY_CONTROLLER, controller_uid)
 
-    def __init__(self, dependents: Shared[ObjT], owner_kind: str, changed: Callable[[str, str], None]) -> None:
-        self.dependents = dependents
-        self.owner_kind = owner_kind
-        self.changed = changed
-        self._by_owner: dict[str, set[str]] = {}  # owner uid -> the dependents' keys
-        dependents.handlers.append(self._on_event)
+    def on_dependent(_change: Change, _key: str, obj: ObjT, old: ObjT | None) -> None:
+        ref = controller_of(obj, owner_kind)
+        if ref is not None:
+            changed(obj.metadata.namespace, ref.name)
+        if old is not None and (was := controller_of(old, owner_kind)) is not None and was != ref:
+            changed(old.metadata.namespace, was.name)
 
-    def _on_event(self, _type: str, old: ObjT | None, new: ObjT | None) -> None:
-        obj = new or old
-        if obj is None or (ref := controller_of(obj, self.owner_kind)) is None:
-            return
-        key = BY_KIND[obj.kind].key(obj.metadata.namespace, obj.metadata.name)
-        if new is None:
-            keys = self._by_owner.get(ref.uid)
-            if keys is not None:
-                keys.discard(key)
-                if not keys:
-                    del self._by_owner[ref.uid]
-        else:
-            self._by_owner.setdefault(ref.uid, set()).add(key)
-        self.changed(obj.metadata.namespace, ref.name)
-
-    def of(self, owner_uid: str) -> list[ObjT]:
-        """The dependents of the owner with ``owner_uid``, as the informer has them now."""
-        return [obj for key in self._by_owner.get(owner_uid, ()) if (obj := self.dependents.get(key)) is not None]
-
-
-def _decode(kv: KeyValue, tp: type[ObjT]) -> ObjT:
-    return typed.decode(kv, tp)
+    dependents.add_handler(on_dependent)
 
 
 class Informers:
+    """The leader's informers: one per kind (``of``) or raw key prefix (``of_prefix``), over the
+    store, shared by every controller and the scheduler; ``run`` runs them all."""
+
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._shared: dict[str, Shared[Any]] = {}
+        self._informers: dict[str, Informer[str, Any]] = {}
 
-    def of(self, tp: type[ObjT]) -> Shared[ObjT]:
-        kind: str = tp.KIND
-        shared = self._shared.get(kind)
-        if shared is None:
-            shared = self._shared[kind] = Shared(self.store, tp)
-        return shared
+    def of(self, tp: type[ObjT]) -> Informer[str, ObjT]:
+        """The informer of kind ``tp`` (made on first use: ask for it before ``run``)."""
+        prefix = BY_KIND[tp.KIND].prefix()
+        informer = self._informers.get(prefix)
+        if informer is None:
+            informer = self._informers[prefix] = store_informer(self.store, prefix, functools.partial(typed.decode, tp=tp))
+        return informer
+
+    def of_prefix(self, prefix: str, decode: Callable[[KeyValue], T]) -> Informer[str, T]:
+        """The informer of every key under ``prefix`` that is not an object (the agents' heartbeats)."""
+        informer = self._informers.get(prefix)
+        if informer is None:
+            informer = self._informers[prefix] = store_informer(self.store, prefix, decode)
+        return informer
 
     async def run(self, synced: asyncio.Event | None = None) -> None:
         async with asyncio.TaskGroup() as tg:
-            for kind, shared in self._shared.items():
-                tg.create_task(shared.informer.run(), name=f"informer-{kind}")
-            for shared in self._shared.values():
-                await shared.informer.synced.wait()
+            for prefix, informer in self._informers.items():
+                tg.create_task(informer.run(), name=f"informer-{prefix}")
+            for informer in self._informers.values():
+                await informer.synced.wait()
             if synced is not None:
                 synced.set()
 

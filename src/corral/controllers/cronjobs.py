@@ -34,7 +34,7 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 
-from corral.controllers.base import Controller, Informers, OwnedIndex
+from corral.controllers.base import Controller, Informers, follow_owned
 from corral.controllers.jobs import COMPLETE, FAILED, finished_condition, rfc3339
 from corral.model import cron
 from corral.model.errors import AlreadyExists
@@ -48,6 +48,8 @@ from corral.model.resources import (
     ObjectReference,
     OwnerReference,
 )
+from corral.store.indexers import BY_CONTROLLER
+from corral.store.informer import Change
 from corral.store.objects import Objects
 
 log = logging.getLogger(__name__)
@@ -137,17 +139,15 @@ class CronJobController(Controller):
         self.clock = clock
         self.cronjobs = informers.of(CronJob)
         self.jobs = informers.of(Job)
-        self.owned = OwnedIndex(self.jobs, "CronJob", lambda ns, name: self.enqueue(CRONJOBS.key(ns, name)))
+        follow_owned(self.jobs, "CronJob", lambda ns, name: self.enqueue(CRONJOBS.key(ns, name)))
         self._said: dict[str, tuple[str, str]] = {}  # cronjob key -> the last Event (reason, message)
-        self.cronjobs.handlers.append(self._on_cronjob)
+        self.cronjobs.add_handler(self._on_cronjob)
 
-    def _on_cronjob(self, _type: str, old: CronJob | None, new: CronJob | None) -> None:
-        obj = new or old
-        if obj is not None:
-            self.enqueue(CRONJOBS.key(obj.metadata.namespace, obj.metadata.name))
+    def _on_cronjob(self, _change: Change, key: str, _obj: CronJob, _old: CronJob | None) -> None:
+        self.enqueue(key)
 
     def jobs_of(self, cj: CronJob) -> list[Job]:
-        return self.owned.of(cj.metadata.uid)
+        return self.jobs.by_index(BY_CONTROLLER, cj.metadata.uid)
 
     async def reconcile(self, key: str) -> float | None:
         cj = self.cronjobs.get(key)

@@ -36,7 +36,7 @@ import secrets
 
 import msgspec
 
-from corral.controllers.base import Controller, Informers, OwnedIndex
+from corral.controllers.base import Controller, Informers, follow_owned
 from corral.controllers.rollout import TEMPLATE_HASH_LABEL, scaled_value, template_hash
 from corral.model.errors import AlreadyExists
 from corral.model.kinds import BY_KIND
@@ -55,6 +55,8 @@ from corral.model.resources import (
     OwnerReference,
     Toleration,
 )
+from corral.store.indexers import BY_CONTROLLER
+from corral.store.informer import Change
 from corral.store.objects import Objects
 
 log = logging.getLogger(__name__)
@@ -125,25 +127,22 @@ class DaemonSetController(Controller):
         self.daemonsets = informers.of(DaemonSet)
         self.containers = informers.of(Container)
         self.nodes = informers.of(Node)
-        self.owned = OwnedIndex(self.containers, "DaemonSet",
-                                lambda ns, name: self.enqueue(DAEMONSETS.key(ns, name)))
+        follow_owned(self.containers, "DaemonSet", lambda ns, name: self.enqueue(DAEMONSETS.key(ns, name)))
         self.expected: dict[str, dict[str, float]] = {}  # daemon set key -> node -> until (loop time)
-        self.daemonsets.handlers.append(self._on_daemonset)
-        self.nodes.handlers.append(self._on_node)
+        self.daemonsets.add_handler(self._on_daemonset)
+        self.nodes.add_handler(self._on_node)
 
-    def _on_daemonset(self, _type: str, old: DaemonSet | None, new: DaemonSet | None) -> None:
-        obj = new or old
-        if obj is not None:
-            self.enqueue(DAEMONSETS.key(obj.metadata.namespace, obj.metadata.name))
+    def _on_daemonset(self, _change: Change, key: str, _obj: DaemonSet, _old: DaemonSet | None) -> None:
+        self.enqueue(key)
 
-    def _on_node(self, type_: str, old: Node | None, new: Node | None) -> None:
-        if type_ == "MODIFIED" and _node_shape(old) == _node_shape(new):
+    def _on_node(self, change: Change, _key: str, node: Node, old: Node | None) -> None:
+        if change is Change.MODIFIED and _node_shape(old) == _node_shape(node):
             return  # a heartbeat
-        for ds in self.daemonsets.items():
+        for ds in self.daemonsets.values():
             self.enqueue(DAEMONSETS.key(ds.metadata.namespace, ds.metadata.name))
 
     def containers_of(self, ds: DaemonSet) -> list[Container]:
-        return self.owned.of(ds.metadata.uid)
+        return self.containers.by_index(BY_CONTROLLER, ds.metadata.uid)
 
     async def reconcile(self, key: str) -> float | None:
         ds = self.daemonsets.get(key)
@@ -154,7 +153,7 @@ class DaemonSetController(Controller):
             return None  # the garbage collector removes its containers
         ns = ds.metadata.namespace
         hash_ = template_hash(ds.spec.template)
-        nodes = {n.metadata.name: n for n in self.nodes.items()}
+        nodes = {n.metadata.name: n for n in self.nodes.values()}
         wanted = {name for name, n in nodes.items() if eligible(ds, n)}
         by_node: dict[str, list[Container]] = {}
         misplaced: list[Container] = []

@@ -38,7 +38,7 @@ from typing import TypeVar
 import msgspec
 
 from corral.controllers import rollout
-from corral.controllers.base import Controller, Informers, OwnedIndex
+from corral.controllers.base import Controller, Informers, follow_owned
 from corral.controllers.rollout import TEMPLATE_HASH_LABEL, Counts, Replica
 from corral.model.errors import AlreadyExists
 from corral.model.kinds import BY_KIND
@@ -52,6 +52,8 @@ from corral.model.resources import (
     ObjectMeta,
     OwnerReference,
 )
+from corral.store.indexers import BY_CONTROLLER
+from corral.store.informer import Change
 from corral.store.objects import Objects
 
 log = logging.getLogger(__name__)
@@ -146,22 +148,19 @@ class DeploymentController(Controller):
         self.burst = burst
         self.deployments = informers.of(Deployment)
         self.containers = informers.of(Container)
-        self.owned = OwnedIndex(self.containers, "Deployment",
-                                lambda ns, name: self.enqueue(DEPLOYMENTS.key(ns, name)))
+        follow_owned(self.containers, "Deployment", lambda ns, name: self.enqueue(DEPLOYMENTS.key(ns, name)))
         self.assumed: dict[str, Assumed] = {}  # deployment key -> unconfirmed changes
-        self.deployments.handlers.append(self._on_deployment)
+        self.deployments.add_handler(self._on_deployment)
 
     # --- handlers: keys only ------------------------------------------------------------------
 
-    def _on_deployment(self, _type: str, old: Deployment | None, new: Deployment | None) -> None:
-        obj = new or old
-        if obj is not None:
-            self.enqueue(DEPLOYMENTS.key(obj.metadata.namespace, obj.metadata.name))
+    def _on_deployment(self, _change: Change, key: str, _obj: Deployment, _old: Deployment | None) -> None:
+        self.enqueue(key)
 
     # --- the sync -----------------------------------------------------------------------------
 
     def containers_of(self, d: Deployment) -> list[Container]:
-        return self.owned.of(d.metadata.uid)
+        return self.containers.by_index(BY_CONTROLLER, d.metadata.uid)
 
     async def reconcile(self, key: str) -> float | None:
         cached = self.deployments.get(key)

@@ -46,13 +46,14 @@ from corral.model.resources import (
 )
 from corral.model.services import resolve_target_port
 from corral.store.allocation import ServiceAllocator
+from corral.store.indexers import BY_NAMESPACE, namespace_of
+from corral.store.informer import Change
 from corral.store.objects import Objects
 
 log = logging.getLogger(__name__)
 
 SERVICES = BY_KIND["Service"]
 ENDPOINTS = BY_KIND["Endpoints"]
-CONTAINERS = BY_KIND["Container"]
 COALESCE_SECONDS = 0.05
 
 
@@ -92,41 +93,24 @@ class EndpointsController(Controller):
         self.services = informers.of(Service)
         self.containers = informers.of(Container)
         self.endpoints = informers.of(Endpoints)
-        self._services_in: dict[str, set[str]] = {}  # namespace -> service keys
-        self._containers_in: dict[str, set[str]] = {}  # namespace -> container keys
+        self.services.add_index(BY_NAMESPACE, namespace_of)
+        self.containers.add_index(BY_NAMESPACE, namespace_of)
         self.allocator = ServiceAllocator(objects.store)
         self._deleted: dict[str, Service] = {}  # service key -> the Service as it was, until its addresses are free
-        self.services.handlers.append(self._on_service)
-        self.containers.handlers.append(self._on_container)
-        self.endpoints.handlers.append(self._on_endpoints)
+        self.services.add_handler(self._on_service)
+        self.containers.add_handler(self._on_container)
+        self.endpoints.add_handler(self._on_endpoints)
 
     # --- handlers: keys only ------------------------------------------------------------------
 
-    def _on_service(self, _type: str, old: Service | None, new: Service | None) -> None:
-        obj = new or old
-        assert obj is not None
-        key = SERVICES.key(obj.metadata.namespace, obj.metadata.name)
-        keys = self._services_in.setdefault(obj.metadata.namespace, set())
-        if new is None:
-            keys.discard(key)
-            if old is not None:
-                self._deleted[key] = old
-        else:
-            keys.add(key)
+    def _on_service(self, change: Change, key: str, svc: Service, _old: Service | None) -> None:
+        if change is Change.DELETED:
+            self._deleted[key] = svc
         self.enqueue(key)
 
-    def _on_container(self, _type: str, old: Container | None, new: Container | None) -> None:
-        obj = new or old
-        assert obj is not None
-        ns = obj.metadata.namespace
-        key = CONTAINERS.key(ns, obj.metadata.name)
-        keys = self._containers_in.setdefault(ns, set())
-        if new is None:
-            keys.discard(key)
-        else:
-            keys.add(key)
-        labels = [o.metadata.labels for o in (old, new) if o is not None]
-        for skey in self._services_in.get(ns, ()):
+    def _on_container(self, _change: Change, _key: str, c: Container, old: Container | None) -> None:
+        labels = [c.metadata.labels] if old is None else [c.metadata.labels, old.metadata.labels]
+        for skey in self.services.keys_by_index(BY_NAMESPACE, c.metadata.namespace):
             svc = self.services.get(skey)
             if svc is None:
                 continue
@@ -134,20 +118,13 @@ class EndpointsController(Controller):
             if any(selector.matches(lbl) for lbl in labels):
                 self.queue.add_after(skey, COALESCE_SECONDS)
 
-    def _on_endpoints(self, _type: str, old: Endpoints | None, new: Endpoints | None) -> None:
-        obj = new or old
-        assert obj is not None
-        self.enqueue(SERVICES.key(obj.metadata.namespace, obj.metadata.name))  # a hand edit is put right
+    def _on_endpoints(self, _change: Change, _key: str, ep: Endpoints, _old: Endpoints | None) -> None:
+        self.enqueue(SERVICES.key(ep.metadata.namespace, ep.metadata.name))  # a hand edit is put right
 
     # --- reconcile ----------------------------------------------------------------------------
 
     def containers_in(self, namespace: str) -> list[Container]:
-        out = []
-        for key in self._containers_in.get(namespace, ()):
-            c = self.containers.get(key)
-            if c is not None:
-                out.append(c)
-        return out
+        return self.containers.by_index(BY_NAMESPACE, namespace)
 
     async def reconcile(self, key: str) -> float | None:
         _, _, rest = key.partition(SERVICES.prefix())

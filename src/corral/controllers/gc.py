@@ -1,9 +1,10 @@
 """Garbage collection: objects whose owners are all gone are deleted; orphaning owners let go first.
 
-An object names its owners in ``metadata.ownerReferences`` (kind, name, uid). The collector keeps
-two indexes, fed by the shared informers of the kinds it is given: every *owner* object by uid
-(``OWNER_KINDS``: Deployment, Job, CronJob, DaemonSet; any kind can be added), and every *dependent* by the uids of
-the owners it names. Keys of the queue are ``<Kind>|<store key>``.
+An object names its owners in ``metadata.ownerReferences`` (kind, name, uid). The collector reads
+two named indexes of the shared informers of the kinds it is given (store/indexers.py): every
+*owner* object by its uid (``BY_UID``; ``DEFAULT_OWNERS``: Deployment, Job, CronJob, DaemonSet; any
+kind can be added), and every *dependent* by the uids of the owners it names (``BY_OWNER``). Keys
+of the queue are ``<Kind>|<store key>``.
 
 - A dependent is checked when it appears or its ownerReferences change, and whenever an owner it
   names is deleted. If none of its owners of a kind the collector knows exists any more, it is
@@ -30,12 +31,14 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from corral.controllers.base import Controller, Informers, Shared
+from corral.controllers.base import Controller, Informers
 from corral.model.errors import NotFound
 from corral.model.kinds import BY_KIND, ObjectKey
 from corral.model.lifecycle import ORPHAN_FINALIZER
 from corral.model.resources import Container, CronJob, DaemonSet, Deployment, Job, Object
 from corral.store import typed
+from corral.store.indexers import BY_OWNER, BY_UID, owner_uids, uid_of
+from corral.store.informer import Change, Informer
 from corral.store.objects import Objects
 
 log = logging.getLogger(__name__)
@@ -48,10 +51,6 @@ def _key(obj: Object) -> ObjectKey:
     return BY_KIND[obj.kind].key(obj.metadata.namespace, obj.metadata.name)
 
 
-def _owner_uids(obj: Object | None) -> set[str]:
-    return {ref.uid for ref in obj.metadata.owner_references} if obj is not None else set()
-
-
 class GarbageCollector(Controller):
     name = "gc"
 
@@ -59,42 +58,40 @@ class GarbageCollector(Controller):
                  owners: Sequence[type[Object]] = DEFAULT_OWNERS,
                  dependents: Sequence[type[Object]] = DEFAULT_DEPENDENTS) -> None:
         super().__init__(informers, objects)
-        self.owner_kinds: dict[str, Shared[Any]] = {tp.KIND: informers.of(tp) for tp in owners}
-        self.dependent_kinds: dict[str, Shared[Any]] = {tp.KIND: informers.of(tp) for tp in dependents}
-        self.owners: dict[str, str] = {}  # uid -> "Kind|key" of every owner object in the caches
-        self.dependents: dict[str, set[str]] = {}  # owner uid -> "Kind|key" of the objects naming it
-        for kind, shared in self.owner_kinds.items():
-            shared.handlers.append(functools.partial(self._on_owner, kind))
-        for kind, shared in self.dependent_kinds.items():
-            shared.handlers.append(functools.partial(self._on_dependent, kind))
+        self.owner_kinds: dict[str, Informer[str, Any]] = {tp.KIND: informers.of(tp) for tp in owners}
+        self.dependent_kinds: dict[str, Informer[str, Any]] = {tp.KIND: informers.of(tp) for tp in dependents}
+        for kind, informer in self.owner_kinds.items():
+            informer.add_index(BY_UID, uid_of)
+            informer.add_handler(functools.partial(self._on_owner, kind))
+        for kind, informer in self.dependent_kinds.items():
+            informer.add_index(BY_OWNER, owner_uids)
+            informer.add_handler(functools.partial(self._on_dependent, kind))
 
-    # --- indexes (informer callbacks: no I/O) -----------------------------------------------
+    # --- the indexes ---------------------------------------------------------------------------
 
-    def _on_owner(self, kind: str, type_: str, old: Object | None, new: Object | None) -> None:
-        if new is None:
-            assert old is not None
-            if self.owners.get(old.metadata.uid) == f"{kind}|{_key(old)}":
-                del self.owners[old.metadata.uid]
-            for dep in self.dependents.get(old.metadata.uid, ()):
+    def owner_exists(self, kind: str, uid: str) -> bool:
+        """Whether the cache holds an owner of ``kind`` with ``uid``."""
+        return bool(self.owner_kinds[kind].keys_by_index(BY_UID, uid))
+
+    def dependents_of(self, uid: str) -> list[str]:
+        """``Kind|key`` of every cached object that names the owner with ``uid``."""
+        return [f"{kind}|{key}" for kind, informer in self.dependent_kinds.items()
+                for key in informer.keys_by_index(BY_OWNER, uid)]
+
+    # --- handlers: keys only -------------------------------------------------------------------
+
+    def _on_owner(self, kind: str, change: Change, key: str, owner: Object, _old: Object | None) -> None:
+        if change is Change.DELETED:
+            for dep in self.dependents_of(owner.metadata.uid):
                 self.enqueue(dep)  # their owner is gone: are they orphans now?
-            return
-        self.owners[new.metadata.uid] = f"{kind}|{_key(new)}"
-        if new.metadata.deletion_timestamp and ORPHAN_FINALIZER in new.metadata.finalizers:
-            self.enqueue(f"{kind}|{_key(new)}")
+        elif owner.metadata.deletion_timestamp and ORPHAN_FINALIZER in owner.metadata.finalizers:
+            self.enqueue(f"{kind}|{key}")
 
-    def _on_dependent(self, kind: str, type_: str, old: Object | None, new: Object | None) -> None:
-        qkey = f"{kind}|{_key(new if new is not None else old)}"  # type: ignore[arg-type]
-        before, after = _owner_uids(old), _owner_uids(new)
-        for uid in before - after:
-            deps = self.dependents.get(uid)
-            if deps is not None:
-                deps.discard(qkey)
-                if not deps:
-                    del self.dependents[uid]
-        for uid in after - before:
-            self.dependents.setdefault(uid, set()).add(qkey)
-        if after and (old is None or before != after):
-            self.enqueue(qkey)
+    def _on_dependent(self, kind: str, change: Change, key: str, obj: Object, old: Object | None) -> None:
+        if change is Change.DELETED or not obj.metadata.owner_references:
+            return
+        if old is None or owner_uids(old) != owner_uids(obj):
+            self.enqueue(f"{kind}|{key}")
 
     # --- sync --------------------------------------------------------------------------------
 
@@ -116,7 +113,7 @@ class GarbageCollector(Controller):
         if meta.deletion_timestamp or not meta.owner_references:
             return
         for ref in meta.owner_references:
-            if ref.kind not in self.owner_kinds or ref.uid in self.owners:
+            if ref.kind not in self.owner_kinds or self.owner_exists(ref.kind, ref.uid):
                 return  # an owner we cannot judge, or one the cache holds: not garbage
         for ref in meta.owner_references:  # the cache says all gone: ask etcd before acting
             info = BY_KIND[ref.kind]
@@ -138,7 +135,7 @@ class GarbageCollector(Controller):
             dep.metadata.owner_references = refs
             return dep
 
-        for dep_key in sorted(self.dependents.get(uid, ())):
+        for dep_key in sorted(self.dependents_of(uid)):
             dep_kind, _, store_key = dep_key.partition("|")
             info = BY_KIND[dep_kind]
             with contextlib.suppress(NotFound):  # fresh from etcd, never a cached object written back

@@ -40,7 +40,7 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from corral.controllers.base import Controller, Informers, OwnedIndex
+from corral.controllers.base import Controller, Informers, follow_owned
 from corral.model.errors import AlreadyExists
 from corral.model.kinds import BY_KIND
 from corral.model.lifecycle import parse_time
@@ -52,6 +52,8 @@ from corral.model.resources import (
     ObjectMeta,
     OwnerReference,
 )
+from corral.store.indexers import BY_CONTROLLER
+from corral.store.informer import Change
 from corral.store.objects import Objects
 
 log = logging.getLogger(__name__)
@@ -136,17 +138,15 @@ class JobController(Controller):
         self.clock = clock
         self.jobs = informers.of(Job)
         self.containers = informers.of(Container)
-        self.owned = OwnedIndex(self.containers, "Job", lambda ns, name: self.enqueue(JOBS.key(ns, name)))
+        follow_owned(self.containers, "Job", lambda ns, name: self.enqueue(JOBS.key(ns, name)))
         self.expected: dict[str, dict[str, float]] = {}  # job key -> names created, not yet seen -> until
-        self.jobs.handlers.append(self._on_job)
+        self.jobs.add_handler(self._on_job)
 
-    def _on_job(self, _type: str, old: Job | None, new: Job | None) -> None:
-        obj = new or old
-        if obj is not None:
-            self.enqueue(JOBS.key(obj.metadata.namespace, obj.metadata.name))
+    def _on_job(self, _change: Change, key: str, _obj: Job, _old: Job | None) -> None:
+        self.enqueue(key)
 
     def containers_of(self, job: Job) -> list[Container]:
-        return self.owned.of(job.metadata.uid)
+        return self.containers.by_index(BY_CONTROLLER, job.metadata.uid)
 
     async def reconcile(self, key: str) -> float | None:
         job = self.jobs.get(key)

@@ -28,6 +28,7 @@ from corral.model.kinds import BY_KIND, KINDS
 from corral.model.lifecycle import NAMESPACE_FINALIZER
 from corral.model.resources import Container, Deployment, Namespace, Object
 from corral.store import typed
+from corral.store.informer import Change
 from corral.store.objects import Objects
 
 log = logging.getLogger(__name__)
@@ -44,17 +45,17 @@ class NamespaceController(Controller):
     def __init__(self, informers: Informers, objects: Objects) -> None:
         super().__init__(informers, objects)
         self.namespaces = informers.of(Namespace)
-        self.namespaces.handlers.append(self._on_namespace)
+        self.namespaces.add_handler(self._on_namespace)
         for tp in (Container, Deployment):  # kinds already cached: their deletions wake a terminating namespace
-            informers.of(tp).handlers.append(self._on_content)
+            informers.of(tp).add_handler(self._on_content)
 
-    def _on_namespace(self, type_: str, old: Namespace | None, new: Namespace | None) -> None:
-        if new is not None and new.metadata.deletion_timestamp:
-            self.enqueue(new.metadata.name)
+    def _on_namespace(self, change: Change, _key: str, ns: Namespace, _old: Namespace | None) -> None:
+        if change is not Change.DELETED and ns.metadata.deletion_timestamp:
+            self.enqueue(ns.metadata.name)
 
-    def _on_content(self, type_: str, old: Any, new: Any) -> None:
-        if new is None and old is not None:
-            ns = self.namespaces.get(NAMESPACES.key("", old.metadata.namespace))
+    def _on_content(self, change: Change, _key: str, obj: Any, _old: Any) -> None:
+        if change is Change.DELETED:
+            ns = self.namespaces.get(NAMESPACES.key("", obj.metadata.namespace))
             if ns is not None and ns.metadata.deletion_timestamp:
                 self.enqueue(ns.metadata.name)
 

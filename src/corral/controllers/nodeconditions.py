@@ -17,6 +17,7 @@ import msgspec
 from corral.controllers.base import Controller, Informers
 from corral.model.kinds import BY_KIND
 from corral.model.resources import Node, Taint
+from corral.store.informer import Change
 from corral.store.objects import Objects
 
 DISK_PRESSURE = "DiskPressure"
@@ -37,11 +38,11 @@ class NodeConditionTaints(Controller):
     def __init__(self, informers: Informers, objects: Objects) -> None:
         super().__init__(informers, objects)
         self.nodes = informers.of(Node)
-        self.nodes.handlers.append(self._on_node)
+        self.nodes.add_handler(self._on_node)
 
-    def _on_node(self, _type: str, _old: Node | None, new: Node | None) -> None:
-        if new is not None:
-            self.enqueue(new.metadata.name)
+    def _on_node(self, change: Change, _key: str, node: Node, _old: Node | None) -> None:
+        if change is not Change.DELETED:
+            self.enqueue(node.metadata.name)
 
     async def reconcile(self, key: str) -> float | None:
         node = self.nodes.get(NODES.key("", key))

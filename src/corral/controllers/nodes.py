@@ -57,7 +57,9 @@ from corral.model.resources import (
     Node,
     Taint,
 )
-from corral.store.informer import Informer
+from corral.store.base import KeyValue
+from corral.store.indexers import BY_NODE, node_of
+from corral.store.informer import Change, Informer
 from corral.store.objects import Objects
 
 log = logging.getLogger(__name__)
@@ -101,6 +103,10 @@ def stays_on_lost_node(c: Container) -> bool:
     return tolerates(c.spec.tolerations, UNREACHABLE)
 
 
+def _beat_of(kv: KeyValue) -> str:
+    return kv.value.decode()
+
+
 def _copy(obj: Container) -> Container:
     return msgspec.json.decode(msgspec.json.encode(obj), type=Container)
 
@@ -119,21 +125,21 @@ class NodeLifecycle(Controller):
         self.containers = informers.of(Container)
         self._seen: dict[str, _Seen] = {}
         self._status_beat: dict[str, str] = {}  # node -> the status.lastHeartbeat last seen
-        self._by_node: dict[str, set[str]] = {}  # node name -> store keys of the containers bound to it
         self._lost: set[str] = set()
         self.store_down_at: float | None = None  # when the store probe first failed (None: it answers)
-        self.nodes.handlers.append(self._on_node)
-        self.containers.handlers.append(self._on_container)
+        self.containers.add_index(BY_NODE, node_of)
+        self.nodes.add_handler(self._on_node)
+        self.containers.add_handler(self._on_container)
         # agents beat with one small key each (HEARTBEAT_PREFIX); a renewal counts like a status beat
-        self.beats: Informer[str] = Informer(
-            objects.store, HEARTBEAT_PREFIX, lambda kv: kv.value.decode(),
-            on_add=lambda k, v: self._on_beat(k, v), on_update=lambda k, _o, v: self._on_beat(k, v),
-        )
+        self.beats: Informer[str, str] = informers.of_prefix(HEARTBEAT_PREFIX, _beat_of)
+        self.beats.add_handler(self._on_beat)
 
-    def _on_beat(self, key: str, renewed: str) -> None:
+    def _on_beat(self, change: Change, key: str, renewed: str, _old: str | None) -> None:
         """Note the beat. A live node already has its next check queued (when its grace would run
         out), so only a node seen for the first time or one judged lost needs a reconcile now; at
         1,000 nodes that is 500 reconciles a second saved."""
+        if change is Change.DELETED:
+            return
         name = key.removeprefix(HEARTBEAT_PREFIX)
         first = name not in self._seen
         self._seen[name] = _Seen("beat:" + renewed, self.clock())
@@ -142,10 +148,7 @@ class NodeLifecycle(Controller):
 
     async def run(self, synced: asyncio.Event) -> None:
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(self.beats.run(), name="informer-heartbeats")
             tg.create_task(self._probe_store(), name="node-lifecycle-store-probe")
-            await synced.wait()
-            await self.beats.synced.wait()
             tg.create_task(super().run(synced), name=f"{self.name}-workers")
 
     async def _probe_store(self) -> None:
@@ -170,27 +173,20 @@ class NodeLifecycle(Controller):
 
     # --- handlers: keys in ------------------------------------------------------------------
 
-    def _on_node(self, type_: str, old: Node | None, new: Node | None) -> None:
-        name = (new or old).metadata.name  # type: ignore[union-attr]
-        if new is None:
+    def _on_node(self, change: Change, _key: str, node: Node, _old: Node | None) -> None:
+        name = node.metadata.name
+        if change is Change.DELETED:
             self._seen[name] = _Seen("", self.clock())  # gone: its containers' clock starts now
         else:
-            beat = new.status.last_heartbeat  # a change of it is a beat; other status writes are not
+            beat = node.status.last_heartbeat  # a change of it is a beat; other status writes are not
             if self._status_beat.get(name) != beat:
                 self._status_beat[name] = beat
                 self._seen[name] = _Seen(beat, self.clock())
         self.enqueue(name)
 
-    def _on_container(self, type_: str, old: Container | None, new: Container | None) -> None:
+    def _on_container(self, change: Change, _key: str, c: Container, old: Container | None) -> None:
         before = old.spec.node if old is not None else ""
-        after = new.spec.node if new is not None else ""
-        obj = new or old
-        assert obj is not None
-        key = BY_KIND["Container"].key(obj.metadata.namespace, obj.metadata.name)
-        if before and before != after:
-            self._by_node.get(before, set()).discard(key)
-        if after:
-            self._by_node.setdefault(after, set()).add(key)
+        after = c.spec.node if change is not Change.DELETED else ""
         if after and (before != after or after in self._lost):
             self.enqueue(after)
 
@@ -208,7 +204,6 @@ class NodeLifecycle(Controller):
             self._seen.pop(name, None)
             self._status_beat.pop(name, None)
             self._lost.discard(name)
-            self._by_node.pop(name, None)
             return None
         seen = self._seen.setdefault(name, _Seen(node.status.last_heartbeat if node else "", now))
         silent = now - seen.at
@@ -231,8 +226,8 @@ class NodeLifecycle(Controller):
         return None
 
     def _bound(self, name: str) -> list[Container]:
-        return [c for k in sorted(self._by_node.get(name, ())) if (c := self.containers.get(k)) is not None
-                and c.spec.node == name]
+        return [c for k in sorted(self.containers.keys_by_index(BY_NODE, name))
+                if (c := self.containers.get(k)) is not None]
 
     async def _mark_node(self, node: Node, silent: float, release_in: float) -> None:
         message = node_lost_message(node.metadata.name, silent, grace=self.node_grace, release_in=release_in)

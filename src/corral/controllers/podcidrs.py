@@ -41,6 +41,7 @@ from corral.model.cluster import CLUSTER_CONFIG_KEY, ClusterConfig
 from corral.model.errors import AlreadyExists, NotFound
 from corral.model.kinds import BY_KIND
 from corral.model.resources import Node
+from corral.store.informer import Change
 from corral.store.objects import Objects
 
 log = logging.getLogger(__name__)
@@ -90,17 +91,15 @@ class NodeIpam(Controller):
     def __init__(self, informers: Informers, objects: Objects) -> None:
         super().__init__(informers, objects)
         self.nodes = informers.of(Node)
-        self.nodes.handlers.append(self._on_node)
+        self.nodes.add_handler(self._on_node)
         self.config: ClusterConfig | None = None
         self.records: dict[Net, Allocation] = {}  # slice -> owner, as etcd holds them
         self._warned: dict[str, str] = {}  # node -> the last warning given (given once)
         self._waiting: set[str] = set()  # nodes that found the cluster CIDR full
 
-    def _on_node(self, _type: str, old: Node | None, new: Node | None) -> None:
-        obj = new or old
-        assert obj is not None
-        if old is None or new is None or not new.spec.pod_cidr or old.spec.pod_cidr != new.spec.pod_cidr:
-            self.enqueue(obj.metadata.name)  # heartbeats (status only) never get here
+    def _on_node(self, change: Change, _key: str, node: Node, old: Node | None) -> None:
+        if old is None or change is Change.DELETED or not node.spec.pod_cidr or old.spec.pod_cidr != node.spec.pod_cidr:
+            self.enqueue(node.metadata.name)  # heartbeats (status only) never get here
 
     async def _load(self) -> ClusterConfig:
         if self.config is None:

@@ -34,6 +34,7 @@ from corral.model.resources import (
     ObjectMeta,
     Volume,
 )
+from corral.store.informer import Change
 from corral.store.objects import Objects
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,16 @@ def mounted_volumes(c: Container) -> list[str]:
     return [v.volume for v in c.spec.volumes if v.volume]
 
 
+BY_MOUNTED_VOLUME = "by-mounted-volume"
+"""Containers by the store key of every Volume they mount (an index of the containers' informer)."""
+
+
+def volume_keys(c: Container) -> tuple[str, ...]:
+    if not c.spec.volumes:
+        return ()
+    return tuple(dict.fromkeys(VOLUMES.key(c.metadata.namespace, name) for name in mounted_volumes(c)))
+
+
 class VolumeBinder(Controller):
     name = "volumes"
 
@@ -53,25 +64,28 @@ class VolumeBinder(Controller):
         super().__init__(informers, objects)
         self.volumes = informers.of(Volume)
         self.containers = informers.of(Container)
-        self.volumes.handlers.append(self._on_volume)
-        self.containers.handlers.append(self._on_container)
+        self.containers.add_index(BY_MOUNTED_VOLUME, volume_keys)
+        self.volumes.add_handler(self._on_volume)
+        self.containers.add_handler(self._on_container)
 
-    def _on_volume(self, type_: str, old: Volume | None, new: Volume | None) -> None:
+    def _on_volume(self, change: Change, key: str, volume: Volume, old: Volume | None) -> None:
         # new, or its binding changed (not its usage, which the agents rewrite every few seconds)
-        if (new is not None and not new.metadata.deletion_timestamp
-                and (old is None or not new.status.node or old.status.node != new.status.node)):
-            self.enqueue(VOLUMES.key(new.metadata.namespace, new.metadata.name))
+        if (change is not Change.DELETED and not volume.metadata.deletion_timestamp
+                and (old is None or not volume.status.node or old.status.node != volume.status.node)):
+            self.enqueue(key)
 
-    def _on_container(self, type_: str, old: Container | None, new: Container | None) -> None:
-        if new is not None and new.spec.node and not new.metadata.deletion_timestamp:
-            for name in mounted_volumes(new):
-                self.enqueue(VOLUMES.key(new.metadata.namespace, name))
+    def _on_container(self, change: Change, _key: str, c: Container, _old: Container | None) -> None:
+        if change is not Change.DELETED and c.spec.node and not c.metadata.deletion_timestamp:
+            for name in mounted_volumes(c):
+                self.enqueue(VOLUMES.key(c.metadata.namespace, name))
+
+    def mounting(self, namespace: str, name: str) -> list[Container]:
+        """The containers that mount volume ``namespace/name``."""
+        return self.containers.by_index(BY_MOUNTED_VOLUME, VOLUMES.key(namespace, name))
 
     def first_consumer(self, namespace: str, name: str) -> Container | None:
         """The oldest container placed on a node that mounts ``namespace/name``."""
-        placed = [c for c in self.containers.items()
-                  if c.metadata.namespace == namespace and c.spec.node and not c.metadata.deletion_timestamp
-                  and name in mounted_volumes(c)]
+        placed = [c for c in self.mounting(namespace, name) if c.spec.node and not c.metadata.deletion_timestamp]
         return min(placed, key=lambda c: (c.metadata.creation_timestamp, c.metadata.name), default=None)
 
     async def reconcile(self, key: str) -> float | None:
@@ -109,10 +123,9 @@ class VolumeBinder(Controller):
         the volume's node. A container without an owner is the user's to delete.
         """
         ns, name, node = volume.metadata.namespace, volume.metadata.name, volume.status.node
-        for c in self.containers.items():
-            if (c.metadata.namespace == ns and c.spec.node and c.spec.node != node and c.status.phase == "Pending"
-                    and not c.metadata.deletion_timestamp and any(o.controller for o in c.metadata.owner_references)
-                    and name in mounted_volumes(c)):
+        for c in self.mounting(ns, name):
+            if (c.spec.node and c.spec.node != node and c.status.phase == "Pending"
+                    and not c.metadata.deletion_timestamp and any(o.controller for o in c.metadata.owner_references)):
                 log.info("container %s/%s is on %s but volume %s is bound to %s: replacing it",
                          ns, c.metadata.name, c.spec.node, name, node)
                 await self.objects.delete(Container, c.metadata.name, namespace=ns, grace=0)

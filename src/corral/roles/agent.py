@@ -4,7 +4,7 @@
 joins with the ``K10…`` join token once and from then on authenticates with its node certificate
 (roles/nodetls.py, kept in ``<data-dir>/tls/``), creates or refreshes its Node, and keeps a
 heartbeat. Its own listener (logs, for the API only) serves TLS with the same certificate.
-A ``Reflector`` watches the containers with ``spec.node=<this node>``; every change, every
+An informer (store/informer.py, over the API) follows the containers with ``spec.node=<this node>``; every change, every
 containerd task exit and a periodic resync put the container's key on a dedup work queue, and a
 few workers run the ``NodeReconciler`` for each key — network, storage, containers, state — then
 write the observed status back. Failures retry with per-key backoff. Before the first sweep of
@@ -34,7 +34,8 @@ from corral import __version__
 from corral.aiokit.metrics import Histogram, serve_metrics
 from corral.aiokit.queueing import WorkQueue
 from corral.api import retrying
-from corral.api.client import ApiClient, HeartbeatChannel, Reflector, error_from_body
+from corral.api.client import ApiClient, HeartbeatChannel, error_from_body
+from corral.api.listwatch import api_informer
 from corral.api.noderestriction import may_change_label
 from corral.model import errors
 from corral.model.lifecycle import new_event, now_rfc3339, release_agent_finalizer
@@ -72,6 +73,7 @@ from corral.roles.peers import PeerRoutes, is_loopback, link_mtu
 from corral.roles.policies import PolicyEnforcer
 from corral.roles.services import ServiceProxy, start_dns, upstreams_of
 from corral.runtime.tasks import Task
+from corral.store.informer import Change, Informer
 
 log = logging.getLogger(__name__)
 
@@ -193,11 +195,13 @@ class Agent:
         self.api = api
         self.reconciler = reconciler
         self.queue: WorkQueue[Key] = WorkQueue(base_delay=0.5, max_delay=60.0)
-        self.reflector: Reflector[Container] = Reflector(
-            api, Container, namespace=None, field_selector=f"spec.node={cfg.node_name}", on_event=self._on_container
-        )
+        # the containers bound to this node and every Volume, through the API (api/listwatch.py)
+        self.reflector: Informer[Key, Container] = api_informer(api, Container,
+                                                                field_selector=f"spec.node={cfg.node_name}")
+        self.reflector.add_handler(self._on_container)
         # named local volumes: a volume's directory goes when its Volume object does (and nothing here uses it)
-        self.volume_reflector: Reflector[Volume] = Reflector(api, Volume, namespace=None, on_event=self._on_volume)
+        self.volume_reflector: Informer[Key, Volume] = api_informer(api, Volume)
+        self.volume_reflector.add_handler(self._on_volume)
         self._volumes_changed = asyncio.Event()
         self._events: asyncio.Queue[Event] = asyncio.Queue(maxsize=1000)
         self._own_writes: dict[Key, str] = {}
@@ -370,17 +374,16 @@ class Agent:
 
     # --- keys in, work out ------------------------------------------------------------------
 
-    def _on_container(self, _type: str, obj: Container) -> None:
-        key = (obj.metadata.namespace, obj.metadata.name)
-        if self._own_writes.pop(key, None) == obj.metadata.resource_version and _type == "MODIFIED":
+    def _on_container(self, change: Change, key: Key, obj: Container, _old: Container | None) -> None:
+        if self._own_writes.pop(key, None) == obj.metadata.resource_version and change is Change.MODIFIED:
             return  # the echo of our own status write: nothing new to reconcile
-        self.queue.add((obj.metadata.namespace, obj.metadata.name))
+        self.queue.add(key)
 
     def _on_exit(self, key: Key) -> None:
         self.queue.add(key)
 
-    def _on_volume(self, type_: str, obj: Volume) -> None:
-        if type_ == "DELETED":
+    def _on_volume(self, change: Change, _key: Key, obj: Volume, _old: Volume | None) -> None:
+        if change is Change.DELETED:
             self._volumes_changed.set()
         else:  # bound meanwhile: the containers here that wait for it go on at once
             requeue_mounting(self.queue.add, self.reflector.objects.values(), obj)

@@ -22,12 +22,12 @@ from corral.controllers.nodeconditions import NodeConditionTaints
 from corral.controllers.nodes import NodeLifecycle
 from corral.controllers.podcidrs import NodeIpam
 from corral.controllers.volumes import VolumeBinder
-from corral.model.kinds import BY_KIND
 from corral.model.resources import Container, Node, Volume
 from corral.roles.metrics import LeaderMetrics
 from corral.scheduler.loop import Scheduler
 from corral.scheduler.volumes import volume_filter
 from corral.store.base import Store
+from corral.store.informer import Change
 from corral.store.leases import BucketLeases
 from corral.store.objects import Objects
 
@@ -61,30 +61,18 @@ def build_controllers(informers: Informers, objects: Objects, cfg: LeaderConfig)
 def feed_scheduler(scheduler: Scheduler, informers: Informers) -> None:
     """The scheduler follows nodes and containers through the controllers' informers: one etcd
     watch and one decode per change for the whole leader, and one copy of every object in memory."""
-    nodes, containers = BY_KIND["Node"], BY_KIND["Container"]
-
-    def on_node(_type: str, old: Node | None, new: Node | None) -> None:
-        obj = new or old
-        assert obj is not None
-        scheduler.on_node(nodes.key("", obj.metadata.name), new)
-
-    def on_container(_type: str, old: Container | None, new: Container | None) -> None:
-        obj = new or old
-        assert obj is not None
-        scheduler.on_container(containers.key(obj.metadata.namespace, obj.metadata.name), new)
-
-    informers.of(Node).handlers.append(on_node)
-    informers.of(Container).handlers.append(on_container)
+    informers.of(Node).add_handler(scheduler.node_changed)
+    informers.of(Container).add_handler(scheduler.container_changed)
     bindings = volume_filter(scheduler.selector.policy)
     if bindings is not None:  # where each named volume's data is (scheduler/volumes.py)
 
-        def on_volume(_type: str, old: Volume | None, new: Volume | None) -> None:
-            if new is not None:
-                bindings.set_volume(new)
-            elif old is not None:
-                bindings.forget_volume(old.metadata.namespace, old.metadata.name)
+        def on_volume(change: Change, _key: str, volume: Volume, _old: Volume | None) -> None:
+            if change is Change.DELETED:
+                bindings.forget_volume(volume.metadata.namespace, volume.metadata.name)
+            else:
+                bindings.set_volume(volume)
 
-        informers.of(Volume).handlers.append(on_volume)
+        informers.of(Volume).add_handler(on_volume)
 
 
 async def run_leader(store: Store, cfg: LeaderConfig, metrics: LeaderMetrics | None = None) -> None:

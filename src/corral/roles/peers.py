@@ -1,6 +1,6 @@
 """The agent's routes to other nodes' containers, kept from the watched Nodes (network/overlay.py does the kernel).
 
-``PeerRoutes`` watches every Node through a ``Reflector``. The peers are the *other* nodes that are
+``PeerRoutes`` follows every Node through an informer over the API. The peers are the *other* nodes that are
 Ready, have a podCIDR and a non-loopback InternalIP (and, for VXLAN, have published their VTEP MAC in
 the annotation ``node.corral.io/vxlan-mac``). On every Node change it computes the plan for them and, if
 the plan differs from the last one applied (most Node writes are heartbeats), applies it level-based
@@ -22,11 +22,13 @@ import ipaddress
 import logging
 from collections.abc import Iterable
 
-from corral.api.client import ApiClient, Reflector
+from corral.api.client import ApiClient
+from corral.api.listwatch import NamespacedName, api_informer
 from corral.model import errors
 from corral.model.cluster import ClusterConfig
 from corral.model.resources import Node
 from corral.network.overlay import Overlay, Peer, Plan, device_for, plan
+from corral.store.informer import Change, Informer
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +75,12 @@ class PeerRoutes:
         self.overlay = Overlay(backend=cluster.backend, device=device_for(bridge), vni=cluster.vxlan_vni,
                                port=cluster.vxlan_port, node_ip=node_ip, pod_cidr=pod_cidr)
         self.enabled = not is_loopback(node_ip)
-        self.reflector: Reflector[Node] = Reflector(api, Node, namespace=None, on_event=self._on_node)
+        self.reflector: Informer[NamespacedName, Node] = api_informer(api, Node)
+        self.reflector.add_handler(self._on_node)
         self._changed = asyncio.Event()
         self.applied: Plan | None = None
 
-    def _on_node(self, _type: str, _obj: Node) -> None:
+    def _on_node(self, _change: Change, _key: NamespacedName, _obj: Node, _old: Node | None) -> None:
         self._changed.set()
 
     async def run(self) -> None:

@@ -1,6 +1,6 @@
 """The agent's network-policy enforcer: follows policies, namespaces and containers; keeps the nft parts.
 
-Three ``Reflector``s follow the cluster's NetworkPolicies, Namespaces and Containers (all of them,
+Three informers (over the API) follow the cluster's NetworkPolicies, Namespaces and Containers (all of them,
 not only this node's: a peer may run anywhere). The containers are followed only while at least one
 policy exists: without policies no container matters, and a cluster that uses none keeps every
 agent's container watch to its own node (which the API serves from a per-node index). Any change
@@ -15,7 +15,7 @@ everything that arrives while nft runs goes into the next load. Container status
 nothing policy looks at (readiness, restart counts) do not wake it.
 
 At start the enforcer makes bridged traffic visible to the inet hooks (``ensure_bridge_filtering``),
-puts the ``loopback`` guard part in the table, and loads the table once the reflectors have
+puts the ``loopback`` guard part in the table, and loads the table once the informers have
 synced — not before, so a restarted agent does not open what its previous run closed with a table
 rendered from half the cluster; and it announces its part (``NftTable.await_part``), so no other part
 (the service proxy's) loads the table without the policy rules in the meantime. The same objects
@@ -29,12 +29,14 @@ import asyncio
 import logging
 import time
 
-from corral.api.client import ApiClient, Reflector
+from corral.api.client import ApiClient
+from corral.api.listwatch import NamespacedName, api_informer
 from corral.model.errors import CorralError
 from corral.model.resources import Container, Namespace, NetworkPolicy
 from corral.network.loopback_guard import render_loopback_guard
 from corral.network.nftables import NftError, NftTable
 from corral.network.policy import PART, RenderedPolicy, delta_commands, ensure_bridge_filtering, render_policy
+from corral.store.informer import Change, Informer
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +59,12 @@ class PolicyEnforcer:
         self.node = node
         self.bridge = bridge
         self.coalesce = coalesce
-        self.policies: Reflector[NetworkPolicy] = Reflector(api, NetworkPolicy, namespace=None,
-                                                               on_event=self._policy_changed)
-        self.namespaces: Reflector[Namespace] = Reflector(api, Namespace, on_event=self._changed)
-        self.containers: Reflector[Container] = Reflector(api, Container, namespace=None,
-                                                          on_event=self._container_changed)
+        self.api = api
+        self.policies: Informer[NamespacedName, NetworkPolicy] = api_informer(api, NetworkPolicy)
+        self.policies.add_handler(self._policy_changed)
+        self.namespaces: Informer[NamespacedName, Namespace] = api_informer(api, Namespace)
+        self.namespaces.add_handler(self._changed)
+        self.containers: Informer[NamespacedName, Container] = self._container_informer()
         self._seen: dict[tuple[str, str], _Fingerprint] = {}
         self._wake = asyncio.Event()
         self._policies_exist = asyncio.Event()  # the containers are followed only while some policy exists
@@ -71,18 +74,26 @@ class PolicyEnforcer:
         self.last_render_seconds = 0.0  # how long the last render took, and render + load
         self.last_load_seconds = 0.0
 
-    def _changed(self, _type: str, _obj: object) -> None:
+    def _container_informer(self) -> Informer[NamespacedName, Container]:
+        """Every container of the cluster (followed only while some policy exists)."""
+        containers: Informer[NamespacedName, Container] = api_informer(self.api, Container)
+        containers.add_handler(self._container_changed)
+        return containers
+
+    def _changed(self, _change: Change, _key: NamespacedName, _obj: object, _old: object) -> None:
         self._wake.set()
 
-    def _policy_changed(self, _type: str, _obj: object) -> None:
+    def _policy_changed(self, _change: Change, _key: NamespacedName, _obj: object, _old: object) -> None:
+        self._policies_now()
+
+    def _policies_now(self) -> None:
         exist = bool(self.policies.objects)
         (self._policies_exist if exist else self._no_policies).set()
         (self._no_policies if exist else self._policies_exist).clear()
         self._wake.set()
 
-    def _container_changed(self, type_: str, obj: Container) -> None:
-        key = (obj.metadata.namespace, obj.metadata.name)
-        if type_ == "DELETED":
+    def _container_changed(self, change: Change, key: NamespacedName, obj: Container, _old: Container | None) -> None:
+        if change is Change.DELETED:
             self._seen.pop(key, None)
             self._wake.set()
             return
@@ -131,8 +142,7 @@ class PolicyEnforcer:
             finally:
                 following.cancel()
                 await asyncio.gather(following, return_exceptions=True)
-            self.containers.objects.clear()
-            self.containers.synced.clear()
+            self.containers = self._container_informer()  # a fresh, empty one for the next policy
             self._seen.clear()
             self._wake.set()
 
@@ -150,7 +160,7 @@ class PolicyEnforcer:
     async def _enforce(self) -> None:
         for reflector in (self.policies, self.namespaces):
             await reflector.synced.wait()
-        self._policy_changed("SYNCED", None)
+        self._policies_now()
         delay = 0.2
         while True:
             await self._containers_ready()

@@ -1,6 +1,6 @@
 """The agent's service proxy and DNS: Services and Endpoints followed from the API, turned into rules and answers.
 
-``ServiceProxy`` keeps two ``Reflector``s (every Service, every Endpoints of the cluster). Any change
+``ServiceProxy`` keeps two informers over the API (every Service, every Endpoints of the cluster). Any change
 sets a flag; one task waits until both have synced, then renders the ``svc`` part of the agent's
 nftables table (``network/services.py``) and loads it, and does so again after every batch of
 changes (events that arrive while a load runs fold into the next). A batch that only moves set and
@@ -11,8 +11,8 @@ replaced, never appended to).
 
 The same state answers DNS (``network/dns.py``): ``ServiceProxy`` is the DNS server's ``Records``.
 A headless Service's name resolves to its ready endpoints' IPs; a container's name resolves from
-this node's containers (the agent's own reflector) or from any Endpoints that list it. When the API
-is unreachable the reflectors keep their last state, so names keep resolving.
+this node's containers (the agent's own informer) or from any Endpoints that list it. When the API
+is unreachable the informers keep their last state, so names keep resolving.
 """
 
 from __future__ import annotations
@@ -21,11 +21,13 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping
 
-from corral.api.client import ApiClient, Reflector
+from corral.api.client import ApiClient
+from corral.api.listwatch import NamespacedName, api_informer
 from corral.model.resources import HEADLESS, Container, Endpoints, Service
 from corral.network.dns import ClusterDNS, ServiceRecord, SrvPort, host_nameservers, parse_upstream
 from corral.network.nftables import NftTable
 from corral.network.services import ServiceRules, rules_delta, service_rules
+from corral.store.informer import Change, Informer
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +41,10 @@ class ServiceProxy:
         self.node = node  # hairpin rules only for endpoints on this node
         self.nft = nft
         self.local_containers = containers
-        self.services: Reflector[Service] = Reflector(api, Service, namespace=None, on_event=self._changed)
-        self.endpoints: Reflector[Endpoints] = Reflector(api, Endpoints, namespace=None, on_event=self._changed)
+        self.services: Informer[NamespacedName, Service] = api_informer(api, Service)
+        self.services.add_handler(self._changed)
+        self.endpoints: Informer[NamespacedName, Endpoints] = api_informer(api, Endpoints)
+        self.endpoints.add_handler(self._changed)
         self._dirty = asyncio.Event()
         self.rendered = 0  # how many times the part was rendered (tests and benchmarks read it)
         self.applied = asyncio.Event()  # set after the first load of the rules
@@ -48,7 +52,7 @@ class ServiceProxy:
         self._loaded: ServiceRules | None = None  # what the kernel holds of the part (None: not known)
         self.deltas = 0  # how many loads were element changes only
 
-    def _changed(self, _type: str, _obj: object) -> None:
+    def _changed(self, _change: Change, _key: NamespacedName, _obj: object, _old: object) -> None:
         self._version += 1
         self._dirty.set()
 

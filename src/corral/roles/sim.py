@@ -4,7 +4,7 @@
 real agent's code: it joins (``POST /join`` with the given join or admin token → its own node
 token, so the API authorizes it exactly like a worker), registers its Node with the status built
 by ``roles.agent.build_node_status``, heartbeats (jittered) through ``PUT /nodes/{name}/status``,
-and follows the containers bound to it with its own ``Reflector`` (``fieldSelector=spec.node=<name>``:
+and follows the containers bound to it with its own informer over the API (``fieldSelector=spec.node=<name>``:
 one watch stream per node, served by the API's watch cache, never an etcd watch each). Only the
 runtime is simulated, and the node says so: label ``corral.io/simulated: "true"``, runtime
 ``simulated``. A bound container is reported ``Running`` (ip, containerID, startedAt) after
@@ -14,7 +14,7 @@ Scale: 1,000 nodes share one aiohttp connection pool (one ``TCPConnector`` for e
 client; each keeps its own token header). Container work from every node goes through one dedup
 ``WorkQueue`` of ``(node, namespace, name)`` keys served by a bounded pool of workers, so the
 number of in-flight API writes stays bounded however many nodes or containers there are; per node
-there are only two long-lived tasks (its reflector and its heartbeat).
+there are only two long-lived tasks (its informer and its heartbeat).
 
 Fault injection: ``fail_rate`` of started containers crash ``crash_after`` seconds after they
 start (``restartPolicy: Never`` → phase Failed, exit code 1; otherwise a restart is counted);
@@ -38,12 +38,14 @@ import msgspec
 
 from corral.aiokit.queueing import WorkQueue
 from corral.api import retrying
-from corral.api.client import ApiClient, Reflector
+from corral.api.client import ApiClient
+from corral.api.listwatch import NamespacedName, api_informer
 from corral.model import errors
 from corral.model.lifecycle import AGENT_FINALIZER, now_rfc3339, release_agent_finalizer
 from corral.model.quantities import parse_cpu, parse_memory
 from corral.model.resources import Container, ContainerStatus, Node, NodeSpec, NodeStatus, ObjectMeta
 from corral.roles.agent import AgentConfig, NodeBeats, build_node_status, node_labels
+from corral.store.informer import Change, Informer
 from corral.tls.contexts import client_context
 from corral.tls.tokens import JoinToken, fetch_pinned_ca
 
@@ -113,7 +115,7 @@ class HollowNode:
                                      heartbeat_seconds=cfg.heartbeat_seconds)
         self.capacity = (parse_cpu(cfg.cpu), parse_memory(cfg.memory))
         self.api: ApiClient | None = None
-        self.reflector: Reflector[Container] | None = None
+        self.reflector: Informer[NamespacedName, Container] | None = None
         self.started: dict[tuple[str, str], _Started] = {}
         self.lost = False
         self.beats: NodeBeats | None = None
@@ -135,8 +137,8 @@ class HollowNode:
         self.api = ApiClient(self.sim.cfg.servers, token, connector=self.sim.connector,
                              ssl_context=self.sim.ssl_context)
         self.beats = NodeBeats(self.api, self.name, self.node_status)
-        self.reflector = Reflector(self.api, Container, namespace=None, field_selector=f"spec.node={self.name}",
-                                   on_event=self._on_container)
+        self.reflector = api_informer(self.api, Container, field_selector=f"spec.node={self.name}")
+        self.reflector.add_handler(self._on_container)
 
     async def register(self) -> None:
         """Create the Node (or take over an existing one of that name), like ``Agent.register``."""
@@ -170,9 +172,9 @@ class HollowNode:
                 log.debug("%s: heartbeat failed: %s", self.name, e)
             await asyncio.sleep(period * random.uniform(0.8, 1.2))
 
-    def _on_container(self, _type: str, obj: Container) -> None:
+    def _on_container(self, _change: Change, key: NamespacedName, _obj: Container, _old: Container | None) -> None:
         if not self.lost:
-            self.sim.queue.add((self.name, obj.metadata.namespace, obj.metadata.name))
+            self.sim.queue.add((self.name, *key))
 
     async def sync(self, namespace: str, name: str) -> None:
         """The simulated runtime's reconcile of one container: start, crash, or release it."""

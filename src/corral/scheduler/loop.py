@@ -67,8 +67,9 @@ from corral.scheduler.framework import ContainerRequest
 from corral.scheduler.policy import build_policy
 from corral.scheduler.preemption import Preemptor
 from corral.store.base import KeyValue, Put, Store
-from corral.store.informer import Informer
+from corral.store.informer import Change, Informer
 from corral.store.leases import BucketLeases
+from corral.store.listwatch import store_informer
 from corral.store.registry import Binding, Registry
 from corral.store.typed import decode, encode
 
@@ -177,6 +178,14 @@ class Scheduler:
             self.cache.delete_node(key.rsplit("/", 1)[-1])
         else:
             self.cache.set_node(node)
+
+    def node_changed(self, change: Change, key: str, node: Node, _old: Node | None) -> None:
+        """The informers' handler for nodes (the one handler shape, store/informer.py)."""
+        self.on_node(key, None if change is Change.DELETED else node)
+
+    def container_changed(self, change: Change, key: str, c: Container, _old: Container | None) -> None:
+        """The informers' handler for containers."""
+        self.on_container(key, None if change is Change.DELETED else c)
 
     def on_container(self, key: str, c: Container | None) -> None:
         """A container was listed, added or changed (``c``), or deleted (None)."""
@@ -422,20 +431,12 @@ class Scheduler:
 
     # --- running -------------------------------------------------------------------------------
 
-    def informers(self) -> tuple[Informer[Node], Informer[Container]]:
-        """The two feeds, wired to ``on_node``/``on_container`` (``run`` runs them)."""
-        nodes: Informer[Node] = Informer(
-            self.store, self.nodes_prefix, _decoder(Node),
-            on_add=lambda k, o: self.on_node(k, o),
-            on_update=lambda k, _old, o: self.on_node(k, o),
-            on_delete=lambda k, _o: self.on_node(k, None),
-        )
-        containers: Informer[Container] = Informer(
-            self.store, self.containers_prefix, _decoder(Container),
-            on_add=lambda k, o: self.on_container(k, o),
-            on_update=lambda k, _old, o: self.on_container(k, o),
-            on_delete=lambda k, _o: self.on_container(k, None),
-        )
+    def informers(self) -> tuple[Informer[str, Node], Informer[str, Container]]:
+        """The two feeds of its own, wired to ``node_changed``/``container_changed`` (``run`` runs them)."""
+        nodes = store_informer(self.store, self.nodes_prefix, _decoder(Node))
+        nodes.add_handler(self.node_changed)
+        containers = store_informer(self.store, self.containers_prefix, _decoder(Container))
+        containers.add_handler(self.container_changed)
         return nodes, containers
 
     async def run(self, *, feeds_synced: asyncio.Event | None = None) -> None:
