@@ -5,21 +5,23 @@ etcd watch per kind, however many controllers look at it) and fans its events ou
 handlers controllers register. A ``Controller`` names the kinds it looks at and maps their events
 to the keys it owns; ``run`` gives it a ``WorkQueue`` and a few workers that call its
 ``reconcile(key)`` — level-based and idempotent: it reads the informers' caches, never a copy of
-its own, and may return a delay after which the key is looked at again. A ``CorralError`` retries
-the key with backoff; a ``Conflict`` (someone wrote first) retries at once.
+its own, and may return a delay after which the key is looked at again. The loop is the one in
+``aiokit/workers.py``, shared with the agent: a ``TemporaryError`` retries the key after its delay
+(a ``Conflict``, someone wrote first: at once) or backoff, a ``PermanentError`` waits for the key's
+next event, anything else retries with backoff.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from corral.aiokit.metrics import Histogram
 from corral.aiokit.queueing import WorkQueue
-from corral.model.errors import Conflict, CorralError
+from corral.aiokit.workers import Outcome, run_workers
+from corral.model.errors import CorralError
 from corral.model.kinds import BY_KIND
 from corral.model.lifecycle import new_event, reference_to
 from corral.model.resources import Object, ObjectReference, OwnerReference
@@ -157,33 +159,13 @@ class Controller:
     async def reconcile(self, key: str) -> float | None:
         raise NotImplementedError
 
-    async def _worker(self) -> None:
-        while True:
-            key = await self.queue.get()
-            started = time.perf_counter()
-            self.reconciles += 1
-            try:
-                again = await self.reconcile(key)
-                self.queue.forget(key)
-                if again is not None:
-                    self.queue.add_after(key, again)
-            except Conflict:
-                self.queue.retry(key, delay=0.05)
-            except CorralError as e:
-                self.errors += 1
-                delay = self.queue.retry(key)
-                log.info("%s %s: %s (retry in %.1fs)", self.name, key, e, delay)
-            except Exception:
-                self.errors += 1
-                delay = self.queue.retry(key)
-                log.exception("%s %s failed (retry in %.1fs)", self.name, key, delay)
-            finally:
-                self.durations.observe(time.perf_counter() - started)
-                self.queue.done(key)
+    def _observe(self, outcome: Outcome, seconds: float) -> None:
+        self.reconciles += 1
+        if outcome is not Outcome.OK:
+            self.errors += 1
+        self.durations.observe(seconds)
 
     async def run(self, synced: asyncio.Event) -> None:
         """Work keys once the informers have synced; runs until cancelled."""
         await synced.wait()
-        async with asyncio.TaskGroup() as tg:
-            for i in range(self.workers):
-                tg.create_task(self._worker(), name=f"{self.name}-worker-{i}")
+        await run_workers(self.queue, self.reconcile, name=self.name, workers=self.workers, observe=self._observe)

@@ -173,7 +173,7 @@ class NodeReconciler:
                 status = ContainerStatus(phase="Pending", node=obj.spec.node, ip=attachment.ip, reason="ImagePullFailed",
                                          message=e.message, observed_generation=obj.metadata.generation,
                                          restart_count=obj.status.restart_count)
-                return SyncResult(status, requeue_after=10.0)
+                return SyncResult(status, requeue_after=e.delay)
             t_ctr = time.perf_counter()
             attachment = await attaching
             t_net = time.perf_counter()

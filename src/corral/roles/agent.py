@@ -6,8 +6,10 @@ joins with the ``K10…`` join token once and from then on authenticates with it
 heartbeat. Its own listener (logs, for the API only) serves TLS with the same certificate.
 A ``Reflector`` watches the containers with ``spec.node=<this node>``; every change, every
 containerd task exit and a periodic resync put the container's key on a dedup work queue, and a
-few workers run the ``NodeReconciler`` for each key — network, storage, containers, state — then
-write the observed status back. Failures retry with per-key backoff. Before the first sweep of
+few workers (the work loop of ``aiokit/workers.py``, the controllers' too) run the ``NodeReconciler``
+for each key — network, storage, containers, state — then write the observed status back. A
+failure's type says when it is retried (``TemporaryError`` after its delay, ``PermanentError`` when
+the container changes, anything else with per-key backoff). Before the first sweep of
 leftovers the reflector must have synced, so a restarted agent never removes what it should adopt.
 """
 
@@ -33,6 +35,7 @@ from prometheus_client import CollectorRegistry
 from corral import __version__
 from corral.aiokit.metrics import Histogram, serve_metrics
 from corral.aiokit.queueing import WorkQueue
+from corral.aiokit.workers import Outcome, requeue_after_failure, run_workers
 from corral.api.client import ApiClient, HeartbeatChannel, Reflector, error_from_body
 from corral.api.noderestriction import may_change_label
 from corral.model import errors
@@ -201,7 +204,6 @@ class Agent:
         self._events: asyncio.Queue[Event] = asyncio.Queue(maxsize=1000)
         self._own_writes: dict[Key, str] = {}
         self.beats = NodeBeats(api, cfg.node_name, self.node_status)
-        self.api_reachable_at = time.monotonic()
         self.fence = Fence(fence_after=cfg.fence_after,
                            kill_all=lambda: kill_node_tasks(reconciler.client, cfg.node_name))
         self.endpoint = ""
@@ -220,7 +222,7 @@ class Agent:
             on_pressure=self.disk_pressure.report,
         )
         # figures for /metrics (roles/metrics.py)
-        self.sync_counts: dict[str, int] = {"ok": 0, "retry": 0, "error": 0}
+        self.sync_counts: dict[str, int] = {o.value: 0 for o in Outcome}
         self.sync_durations = Histogram()
         self.container_usage: dict[tuple[str, str], tuple[float, float]] = {}  # (ns, name) -> (cpu s, memory B)
         self.usage_rates: dict[tuple[str, str], float] = {}  # (ns, name) -> CPU cores over the last period
@@ -310,7 +312,6 @@ class Agent:
         """One beat (``NodeBeats``); a beat that got through lifts the fence's clock."""
         sent = time.monotonic()
         await self.beats.beat()
-        self.api_reachable_at = time.monotonic()
         self.fence.contact(sent)
 
     async def _heartbeats(self) -> None:
@@ -415,46 +416,29 @@ class Agent:
                 log.warning("sweep of leftovers failed: %s", e)
             await asyncio.sleep(self.cfg.resync_seconds)
 
-    async def _worker(self) -> None:
-        while True:
-            key = await self.queue.get()
-            started = time.perf_counter()
-            result = "ok"
-            try:
-                await self._sync(key)
-                self.queue.forget(key)
-            except errors.CorralError as e:
-                result = "retry"
-                delay = self.queue.retry(key, delay=getattr(e, "retry_after", None))
-                log.info("reconcile %s/%s: %s (retry in %.1fs)", *key, e, delay)
-            except Exception:
-                result = "error"
-                delay = self.queue.retry(key)
-                log.exception("reconcile %s/%s failed (retry in %.1fs)", *key, delay)
-            finally:
-                self.sync_counts[result] += 1
-                self.sync_durations.observe(time.perf_counter() - started)
-                self.queue.done(key)
+    def _observe(self, outcome: Outcome, seconds: float) -> None:
+        self.sync_counts[outcome.value] += 1
+        self.sync_durations.observe(seconds)
 
-    async def _sync(self, key: Key) -> None:
+    async def _sync(self, key: Key) -> float | None:
+        """One pass over a container (the work loop's handler); the delay after which to look again."""
         desired = self.reflector.objects.get(key)
         if desired is None:
-            return  # gone from the API: the sweep removes whatever is left of it
+            return None  # gone from the API: the sweep removes whatever is left of it
         if self.fence.blocks(desired.metadata.uid):
-            return  # fenced (cut off from the API), or released while we were: nothing starts
+            return None  # fenced (cut off from the API), or released while we were: nothing starts
         if desired.metadata.deletion_timestamp:
             self._terminate(key, desired)
-            return
+            return None
         if is_evicted(desired):  # over a volume size limit (roles/agentvolumes.py): stopped for good
             await self.reconciler.teardown(desired)
-            return
+            return None
         result = await self.reconciler.sync(desired)
         if result.status != desired.status:
             # a copy: the reflector's object stays what the API said, so a failed write is retried
             written = await self.api.update_status(msgspec.structs.replace(desired, status=result.status))
             self._own_writes[key] = written.metadata.resource_version
-        if result.requeue_after is not None:
-            self.queue.add_after(key, result.requeue_after)
+        return result.requeue_after
 
     def _terminate(self, key: Key, obj: Container) -> None:
         """Start ``obj``'s graceful termination (SIGTERM, its grace period, SIGKILL; then removal and
@@ -471,12 +455,8 @@ class Agent:
             await self.reconciler.teardown(obj)
             await self._release(obj)
             self.queue.forget(key)
-        except errors.CorralError as e:
-            delay = self.queue.retry(key)
-            log.info("terminate %s/%s: %s (retry in %.1fs)", *key, e, delay)
-        except Exception:
-            delay = self.queue.retry(key)
-            log.exception("terminate %s/%s failed (retry in %.1fs)", *key, delay)
+        except Exception as e:
+            requeue_after_failure(self.queue, key, e, name="agent terminate", describe="/".join(key))
         finally:
             self._terminating.pop(key, None)
 
@@ -622,8 +602,8 @@ class Agent:
             tg.create_task(self._sample_usage(), name="agent-usage-samples")  # /metrics and corral top
             tg.create_task(self.peers.run(), name="agent-peer-routes")
             tg.create_task(self.policies.run(), name="agent-network-policy")
-            for i in range(self.cfg.workers):
-                tg.create_task(self._worker(), name=f"agent-worker-{i}")
+            tg.create_task(run_workers(self.queue, self._sync, name="agent", workers=self.cfg.workers,
+                                       describe="/".join, observe=self._observe), name="agent-workers")
 
 
 async def run_agent(cfg: AgentConfig, *, stop: asyncio.Event) -> None:
