@@ -18,12 +18,12 @@ import logging
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
+from corral.aiokit.eventrecorder import EventRecorder
 from corral.aiokit.metrics import Histogram
 from corral.aiokit.queueing import WorkQueue
 from corral.aiokit.workers import Outcome, run_workers
-from corral.model.errors import CorralError
 from corral.model.kinds import BY_KIND
-from corral.model.lifecycle import new_event, reference_to
+from corral.model.lifecycle import reference_to
 from corral.model.resources import Object, ObjectReference, OwnerReference
 from corral.store import typed
 from corral.store.base import KeyValue, Store
@@ -138,6 +138,8 @@ class Controller:
         self.informers = informers
         self.objects = objects
         self.queue: WorkQueue[str] = WorkQueue(base_delay=0.2, max_delay=30.0)
+        # Events (aggregated, bounded: aiokit/eventrecorder.py), written while ``run`` runs
+        self.events = EventRecorder(component=self.name, create=objects.create, update=objects.update)
         # figures for /metrics (roles/metrics.py reads them at scrape time)
         self.reconciles = 0
         self.errors = 0
@@ -148,13 +150,10 @@ class Controller:
 
     async def record(self, about: Object | ObjectReference, reason: str, message: str, *, warning: bool = False,
                      when: str = "") -> None:
-        """An Event from this controller (best effort: a lost Event never undoes the work it reports)."""
+        """An Event from this controller (best effort: a lost Event never undoes the work it reports;
+        a repeat within the recorder's window adds to the count of the one written)."""
         ref = about if isinstance(about, ObjectReference) else reference_to(about)
-        try:
-            await self.objects.create(new_event(ref, reason=reason, message=message, component=self.name,
-                                                warning=warning, when=when))
-        except CorralError as e:
-            log.debug("%s: could not record event %s about %s/%s: %s", self.name, reason, ref.namespace, ref.name, e)
+        self.events.record(ref, reason=reason, message=message, warning=warning, when=when)
 
     async def reconcile(self, key: str) -> float | None:
         raise NotImplementedError
@@ -168,4 +167,7 @@ class Controller:
     async def run(self, synced: asyncio.Event) -> None:
         """Work keys once the informers have synced; runs until cancelled."""
         await synced.wait()
-        await run_workers(self.queue, self.reconcile, name=self.name, workers=self.workers, observe=self._observe)
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self.events.run(), name=f"{self.name}-events")
+            tg.create_task(run_workers(self.queue, self.reconcile, name=self.name, workers=self.workers,
+                                       observe=self._observe), name=f"{self.name}-workers")

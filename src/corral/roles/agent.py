@@ -33,18 +33,18 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from corral import __version__
+from corral.aiokit.eventrecorder import EventRecorder
 from corral.aiokit.metrics import Histogram, serve_metrics
 from corral.aiokit.queueing import WorkQueue
 from corral.aiokit.workers import Outcome, requeue_after_failure, run_workers
 from corral.api.client import ApiClient, HeartbeatChannel, Reflector, error_from_body
 from corral.api.noderestriction import may_change_label
 from corral.model import errors
-from corral.model.lifecycle import AGENT_FINALIZER, new_event, now_rfc3339
+from corral.model.lifecycle import AGENT_FINALIZER, now_rfc3339
 from corral.model.quantities import format_cpu, format_memory, parse_cpu, parse_memory
 from corral.model.resources import (
     Condition,
     Container,
-    Event,
     Node,
     NodeAddress,
     NodeInfo,
@@ -201,7 +201,8 @@ class Agent:
         # named local volumes: a volume's directory goes when its Volume object does (and nothing here uses it)
         self.volume_reflector: Reflector[Volume] = Reflector(api, Volume, namespace=None, on_event=self._on_volume)
         self._volumes_changed = asyncio.Event()
-        self._events: asyncio.Queue[Event] = asyncio.Queue(maxsize=1000)
+        # Events (aggregated repeats, bounded, drops counted: aiokit/eventrecorder.py)
+        self.events = EventRecorder(component="agent", node=cfg.node_name, create=api.create, update=api.update)
         self._own_writes: dict[Key, str] = {}
         self.beats = NodeBeats(api, cfg.node_name, self.node_status)
         self.fence = Fence(fence_after=cfg.fence_after,
@@ -249,18 +250,8 @@ class Agent:
 
     def _enqueue_event(self, namespace: str, name: str, uid: str, type_: EventType, reason: str, message: str,
                        *, kind: str = "Container") -> None:
-        ev = new_event(ObjectReference(kind=kind, namespace=namespace, name=name, uid=uid), reason=reason,
-                       message=message, component="agent", warning=type_ == "Warning", node=self.cfg.node_name)
-        with contextlib.suppress(asyncio.QueueFull):
-            self._events.put_nowait(ev)
-
-    async def _ship_events(self) -> None:
-        while True:
-            ev = await self._events.get()
-            try:
-                await self.api.create(ev)
-            except errors.CorralError as e:
-                log.debug("could not record event %s: %s", ev.spec.reason, e)
+        self.events.record(ObjectReference(kind=kind, namespace=namespace, name=name, uid=uid), reason=reason,
+                           message=message, warning=type_ == "Warning")
 
     # --- the node ---------------------------------------------------------------------------
 
@@ -582,7 +573,7 @@ class Agent:
             self._tg = tg  # terminations run as tasks of their own in it (_terminate)
             tg.create_task(self._heartbeats(), name="agent-heartbeat")  # while the podCIDR is awaited too
             tg.create_task(self.fence.watch(), name="agent-fence")
-            tg.create_task(self._ship_events(), name="agent-events")
+            tg.create_task(self.events.run(), name="agent-events")
             self.peers = await self.settle_network()
             tg.create_task(self.reflector.run(), name="agent-reflector")
             tg.create_task(self.services.run(), name="agent-service-proxy")

@@ -5,7 +5,8 @@ without an HTTP hop: ``create`` stamps a new object (uid, time, generation, fina
 with ``AlreadyExists``; ``update`` and ``update_status`` are compare-and-swap on the object's
 resourceVersion (``Conflict`` when someone else wrote first) and keep what the other writer owns;
 ``delete`` is graceful while finalizers remain. With ``event_leases``, an Event it creates is put on
-the current shared lease (``leases.py``) and expires like one created through the API.
+the current shared lease (``leases.py``) and expires like one created through the API (an update
+of one — the event recorder's count of repeats — puts it on the lease of the moment too).
 """
 
 from __future__ import annotations
@@ -80,7 +81,12 @@ class Objects:
         if obj.metadata.deletion_timestamp and not obj.metadata.finalizers:
             await self.store.delete(key, expected_revision=expected)
             return obj
-        revision = await self.store.update(key, typed.encode(obj), expected_revision=expected)
+        value = typed.encode(obj)
+        if self.event_leases is not None and info.kind == "Event":  # an update without a lease would make it immortal
+            revision = await self.event_leases.on_lease(
+                lambda lease: self.store.update(key, value, expected_revision=expected, lease=lease))
+        else:
+            revision = await self.store.update(key, value, expected_revision=expected)
         obj.metadata.resource_version = str(revision)
         return obj
 
