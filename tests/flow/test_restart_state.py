@@ -1,4 +1,5 @@
-"""What the agent reports about a container comes from the world, so an agent restart does not change it."""
+"""What the agent reports about a container comes from the world, so an agent restart does not change it;
+and what it reports again and again is one Event with a count."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ import pytest
 import pytest_asyncio
 
 from corral.model.errors import Conflict
-from corral.model.resources import Container, ContainerSpec, ObjectMeta, ResourceList, ResourceRequirements
+from corral.model.resources import Container, ContainerSpec, Event, ObjectMeta, ResourceList, ResourceRequirements
 from corral.reconcile.naming import LABEL_OOM_KILLED, LABEL_UID
 from corral.runtime.client import Client
 from corral.runtime.containers import list_containers
-from tests.fixtures.cluster import Cluster, start_cluster
+from tests.fixtures.cluster import Cluster, eventually, start_cluster
 from tests.fixtures.registry import Registry
 
 # tail keeps its whole newline-free input in memory: it grows past the limit and is OOM-killed
@@ -84,3 +85,17 @@ async def test_a_new_run_after_an_oom_kill_no_longer_says_oomkilled_once_it_runs
     await poke(cluster, "once-hog")
     await cluster.wait_for("once-hog", lambda c: c.status.phase == "Running" and "OOMKilled" not in c.status.message
                            and c.status.restart_count == ran.status.restart_count, timeout=30)
+
+
+async def test_an_agents_repeated_warning_is_one_event_with_a_count(cluster: Cluster) -> None:
+    missing = f"{cluster.registry.host}/no-such-image:1"
+    await cluster.api.create(container("unpullable", missing, ["true"]))
+
+    async def counted() -> None:
+        events, _ = await cluster.api.list(Event, namespace="default", field_selector="reason=ImagePullFailed")
+        mine = [e for e in events if e.spec.involved_object.name == "unpullable"]
+        assert len(mine) == 1 and mine[0].spec.count >= 2, [(e.metadata.name, e.spec.count) for e in mine]
+        assert mine[0].spec.last_timestamp > mine[0].spec.first_timestamp
+        assert mine[0].spec.source.node == cluster.worker.name
+
+    await eventually(counted, timeout=90, what="one ImagePullFailed Event counting the agent's retries")

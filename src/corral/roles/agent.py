@@ -36,6 +36,8 @@ from corral import __version__
 from corral.aiokit.eventrecorder import EventRecorder
 from corral.aiokit.metrics import Histogram, serve_metrics
 from corral.aiokit.queueing import WorkQueue
+from corral.aiokit.retrying import retry_temporary
+from corral.aiokit.running import run_until_stopped
 from corral.aiokit.workers import Outcome, requeue_after_failure, run_workers
 from corral.api.client import ApiClient, HeartbeatChannel, Reflector, error_from_body
 from corral.api.noderestriction import may_change_label
@@ -558,15 +560,7 @@ class Agent:
     async def _register_until_done(self) -> None:
         """Register, retrying while the API or its store is unavailable (a store restart as the agent
         starts must not end the agent, nor `serve --all` with it)."""
-        delay = 0.2
-        while True:
-            try:
-                await self.register()
-                return
-            except errors.Unavailable as e:
-                log.warning("registering node %s: %s (retry in %.1fs)", self.cfg.node_name, e, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        await retry_temporary(self.register, what=f"registering node {self.cfg.node_name}")
 
     async def _run_tasks(self) -> None:
         async with asyncio.TaskGroup() as tg:
@@ -618,14 +612,6 @@ async def run_agent(cfg: AgentConfig, *, stop: asyncio.Event) -> None:
         reconciler.on_change = agent.queue.add  # probes: a flipped probe result requeues its key
         await reconciler.start()
         try:
-            task = asyncio.create_task(agent.run(), name="agent")
-            stopper = asyncio.create_task(stop.wait())
-            done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            for t in (task, stopper):
-                t.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            if task in done and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
+            await run_until_stopped(agent.run(), stop=stop, name="agent")
         finally:
             await reconciler.close()

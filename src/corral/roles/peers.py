@@ -24,6 +24,7 @@ from collections.abc import Iterable
 
 import msgspec
 
+from corral.aiokit.backoff import Backoff
 from corral.api.client import ApiClient, Reflector
 from corral.model import errors
 from corral.model.cluster import ClusterConfig
@@ -133,7 +134,7 @@ class PeerRoutes:
         """Write this node's VTEP MAC on its Node (the other nodes' FDB and neighbour entries use it).
         Until it is written no other node can reach this one's containers, so it is retried until it
         is, and said why meanwhile (e.g. the API refusing the write)."""
-        delay = 0.05
+        backoff = Backoff(initial=1.0, maximum=30.0)
         while True:
             try:
                 node = await self.api.get(Node, self.node)
@@ -145,8 +146,7 @@ class PeerRoutes:
                 log.info("VXLAN device %s has MAC %s", self.overlay.device, mac)
                 return
             except errors.Conflict:
-                delay = 0.05
+                await asyncio.sleep(0.05)  # someone wrote the Node first: read it again
             except errors.CorralError as e:
                 log.warning("could not publish this node's VTEP MAC (%s) on its Node: %s", mac, e)
-                delay = min(max(delay * 2, 1.0), 30.0)
-            await asyncio.sleep(delay)
+                await asyncio.sleep(backoff.next())
