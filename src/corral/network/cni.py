@@ -7,9 +7,9 @@ network configuration as JSON on stdin. ADD prints a result JSON on stdout; a fa
 ``{"code", "msg", "details"}`` and exits non-zero, which becomes a ``CniPluginError`` naming the plugin
 (``CniTryAgainLater``, a ``TemporaryError``, for the spec's code 11 "try again later").
 
-A conflist runs its plugins in order for ADD and CHECK, in reverse for DEL. Each plugin gets its own
+A conflist runs its plugins in order for ADD, in reverse for DEL (CHECK is not used). Each plugin gets its own
 config plus the list's ``name`` and ``cniVersion``, the previous plugin's result as ``prevResult``
-(ADD) or the result cached from ADD (CHECK, DEL), and the runtime arguments it declared in
+(ADD) or the result cached from ADD (DEL), and the runtime arguments it declared in
 ``capabilities`` under ``runtimeConfig`` (e.g. ``portMappings``). DEL tries every plugin even when one
 fails — cleanup should go as far as it can — and then raises the first failure.
 
@@ -209,15 +209,3 @@ async def del_chain(
     if first is not None:
         raise first
 
-
-async def check_chain(
-    conflist: Mapping[str, Any],
-    inv: Invocation,
-    *,
-    prev_result: JSON,
-    plugin_dirs: Sequence[Path] = DEFAULT_PLUGIN_DIRS,
-) -> None:
-    """CHECK every plugin in order against the cached ADD result; raises the first failure."""
-    for plugin in conflist["plugins"]:
-        conf = _plugin_conf(conflist, plugin, inv=inv, prev=prev_result)
-        await exec_plugin(plugin["type"], "CHECK", conf, invocation=inv, plugin_dirs=plugin_dirs)
