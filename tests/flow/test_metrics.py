@@ -56,7 +56,10 @@ async def test_the_agent_reports_its_syncs_fence_and_each_containers_cpu_and_mem
 
         got = await eventually(scraped, timeout=30, what="the agent samples the container's memory")
         assert got["corral_agent_fenced"][0][1] == 0
-        assert {labels["result"] for labels, _ in got["corral_agent_syncs_total"]} == {"ok", "retry", "error"}
+        assert {labels["result"] for labels, _ in got["corral_agent_syncs_total"]} == {"ok", "retry", "permanent",
+                                                                                       "error"}
+        assert any(labels == {"component": "agent", "outcome": "written"} and value >= 1  # Created, Started
+                   for labels, value in got["corral_events_recorded_total"])
         assert got["corral_agent_sync_duration_seconds_count"][0][1] >= 1
     finally:
         await cluster.api.delete(Container, "sampled")

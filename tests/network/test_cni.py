@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from corral.model.errors import NotFound
+from corral.model.errors import NotFound, TemporaryError
 from corral.network import Attachment, CniPluginError
 from corral.network.cni import Invocation, exec_plugin, find_plugin
 from tests.network.conftest import run
@@ -56,3 +56,15 @@ async def test_a_failing_plugin_raises_an_error_naming_the_plugin_and_its_messag
 def test_a_missing_plugin_says_how_to_install_it() -> None:
     with pytest.raises(NotFound, match="containernetworking-plugins"):
         find_plugin("no-such-plugin", [Path("/usr/lib/cni")])
+
+
+async def test_a_plugin_that_says_try_again_later_raises_a_temporary_error(tmp_path: Path) -> None:
+    plugin = tmp_path / "busy"  # a plugin of our own that answers CNI's code 11
+    plugin.write_text('#!/bin/sh\necho \'{"cniVersion": "1.0.0", "code": 11, "msg": "busy"}\'\nexit 1\n')
+    plugin.chmod(0o755)
+    conf = {"cniVersion": "1.0.0", "name": "t", "type": "busy"}
+    with pytest.raises(TemporaryError) as err:
+        await exec_plugin("busy", "ADD", conf, invocation=Invocation("x", "/nonexistent", "eth0"),
+                          plugin_dirs=[tmp_path])
+    assert isinstance(err.value, CniPluginError) and err.value.temporary and err.value.cni_code == 11
+    assert err.value.delay is not None

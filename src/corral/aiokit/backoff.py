@@ -1,6 +1,8 @@
-"""Exponential back-off for restarting something that keeps failing.
+"""Exponential back-off, the one way corral waits before trying again.
 
-``Backoff.next()`` gives the delay before the next attempt: ``initial`` doubled per failure up to
+``exponential(failures, initial=…, maximum=…)`` is the pure formula (the work queue's per-key
+backoff, a container's restart back-off, a Job's). ``Backoff`` keeps the count for a loop that
+retries one thing (reconnects, registration, a supervised child): ``Backoff.next()`` gives the delay before the next attempt: ``initial`` doubled per failure up to
 ``maximum``. A thing that then stays up for ``reset_after`` seconds has recovered: ``succeeded``
 (or ``ran_for``) resets the delay, so a crash once a day restarts at once rather than after the
 cap it reached during some bad hour. Pure; the caller sleeps.
@@ -9,6 +11,12 @@ cap it reached during some bad hour. Pure; the caller sleeps.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+
+def exponential(failures: int, *, initial: float, maximum: float, factor: float = 2.0) -> float:
+    """The delay after ``failures`` failures in a row: ``initial`` for the first retry (0 before
+    it), times ``factor`` per further failure, at most ``maximum``."""
+    return float(min(initial * factor ** min(max(failures, 0), 64), maximum))
 
 
 @dataclass
@@ -21,7 +29,7 @@ class Backoff:
 
     def next(self) -> float:
         """The delay before the next attempt (and count this failure)."""
-        delay = min(self.initial * self.factor**self.failures, self.maximum)
+        delay = exponential(self.failures, initial=self.initial, maximum=self.maximum, factor=self.factor)
         self.failures += 1
         return delay
 

@@ -14,6 +14,8 @@ from collections import OrderedDict
 from collections.abc import Hashable
 from typing import Generic, TypeVar
 
+from corral.aiokit.backoff import exponential
+
 K = TypeVar("K", bound=Hashable)
 
 
@@ -62,7 +64,7 @@ class WorkQueue(Generic[K]):
         """Requeue ``key`` after its backoff (or ``delay``); the delay used."""
         n = self._failures.get(key, 0)
         self._failures[key] = n + 1
-        wait = delay if delay is not None else min(self.base_delay * (2**n), self.max_delay)
+        wait = delay if delay is not None else exponential(n, initial=self.base_delay, maximum=self.max_delay)
         self.add_after(key, wait)
         return wait
 

@@ -4,7 +4,7 @@ A node (its certificate, or a node token) reads the containers bound to its node
 watches) containers, nodes, volumes, namespaces and network policies — every container, as a
 node's policy enforcer needs the labels and addresses of peers anywhere in the cluster
 (Kubernetes' nodes may list every pod too); creates and updates its own Node and its status,
-Events, and the status of the containers bound to it; updates a container bound to it only without
+Events (and the count of repeats of its own), and the status of the containers bound to it; updates a container bound to it only without
 changing its spec (its agent removes its finalizer that way); deletes nothing. Within those,
 NodeRestriction (api/noderestriction.py) says which fields: not its taints, ``unschedulable`` or
 podCIDR, labels only under ``node.corral.io/``, ``agentEndpoint`` only on its InternalIP, Events
@@ -14,13 +14,15 @@ asked and what they may not do.
 
 from __future__ import annotations
 
+import msgspec
+
 from corral.api import noderestriction, roles
 from corral.api.auth import Identity
 from corral.api.roles import USER_ROLES
 from corral.model.errors import CorralError, Forbidden
 from corral.model.kinds import KindInfo
 from corral.model.lifecycle import spec_bytes
-from corral.model.resources import Container, Node, Object, Volume, VolumeStatus
+from corral.model.resources import Container, Event, Node, Object, Volume, VolumeStatus
 
 #: what an agent reads and lists: its containers and their peers (network policy), nodes (routes),
 #: volumes, namespaces and policies, services and endpoints (the service proxy and DNS)
@@ -84,12 +86,23 @@ def authorize_update(identity: Identity, info: KindInfo, current: Object, new: O
         if isinstance(current, Node) and isinstance(new, Node) and current.metadata.name == identity.node:
             noderestriction.check_node_update(identity, current, new)
             return
+        # an agent counts the repeats of its own Event (aiokit/eventrecorder.py): count and lastTimestamp only
+        if isinstance(current, Event) and isinstance(new, Event) and current.spec.source.node == identity.node \
+                and _repeat_of(current, new):
+            return
         # an agent removes its finalizer from a container bound to it, and changes nothing else
         if (isinstance(current, Container) and isinstance(new, Container) and current.spec.node == identity.node
                 and spec_bytes(current) == spec_bytes(new)):
             noderestriction.check_container_update(identity, current, new)
             return
     raise _deny(identity, f"update {info.plural}")
+
+
+def _repeat_of(current: Event, new: Event) -> bool:
+    """Whether ``new`` is ``current`` counted once more: only its count (up) and lastTimestamp differ."""
+    same = msgspec.structs.replace(new.spec, count=current.spec.count, last_timestamp=current.spec.last_timestamp)
+    return (same == current.spec and new.spec.count > current.spec.count
+            and (new.metadata.labels, new.metadata.annotations) == (current.metadata.labels, current.metadata.annotations))
 
 
 def authorize_status(identity: Identity, info: KindInfo, current: Object, status: object = None) -> None:

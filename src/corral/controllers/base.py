@@ -6,8 +6,10 @@ registers its handlers and the named indexes it reads (store/indexers.py) on it.
 A ``Controller`` names the kinds it looks at and maps their events
 to the keys it owns; ``run`` gives it a ``WorkQueue`` and a few workers that call its
 ``reconcile(key)`` — level-based and idempotent: it reads the informers' caches, never a copy of
-its own, and may return a delay after which the key is looked at again. A ``CorralError`` retries
-the key with backoff; a ``Conflict`` (someone wrote first) retries at once.
+its own, and may return a delay after which the key is looked at again. The loop is the one in
+``aiokit/workers.py``, shared with the agent: a ``TemporaryError`` retries the key after its delay
+(a ``Conflict``, someone wrote first: at once) or backoff, a ``PermanentError`` waits for the key's
+next event, anything else retries with backoff.
 """
 
 from __future__ import annotations
@@ -15,15 +17,15 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from corral.aiokit.eventrecorder import EventRecorder
 from corral.aiokit.metrics import Histogram
 from corral.aiokit.queueing import WorkQueue
-from corral.model.errors import Conflict, CorralError
+from corral.aiokit.workers import Outcome, run_workers
 from corral.model.kinds import BY_KIND
-from corral.model.lifecycle import new_event, reference_to
+from corral.model.lifecycle import reference_to
 from corral.model.resources import Object, ObjectReference, OwnerReference
 from corral.store import typed
 from corral.store.base import KeyValue, Store
@@ -104,6 +106,8 @@ class Controller:
         self.informers = informers
         self.objects = objects
         self.queue: WorkQueue[str] = WorkQueue(base_delay=0.2, max_delay=30.0)
+        # Events (aggregated, bounded: aiokit/eventrecorder.py), written while ``run`` runs
+        self.events = EventRecorder(component=self.name, create=objects.create, update=objects.update)
         # figures for /metrics (roles/metrics.py reads them at scrape time)
         self.reconciles = 0
         self.errors = 0
@@ -114,44 +118,24 @@ class Controller:
 
     async def record(self, about: Object | ObjectReference, reason: str, message: str, *, warning: bool = False,
                      when: str = "") -> None:
-        """An Event from this controller (best effort: a lost Event never undoes the work it reports)."""
+        """An Event from this controller (best effort: a lost Event never undoes the work it reports;
+        a repeat within the recorder's window adds to the count of the one written)."""
         ref = about if isinstance(about, ObjectReference) else reference_to(about)
-        try:
-            await self.objects.create(new_event(ref, reason=reason, message=message, component=self.name,
-                                                warning=warning, when=when))
-        except CorralError as e:
-            log.debug("%s: could not record event %s about %s/%s: %s", self.name, reason, ref.namespace, ref.name, e)
+        self.events.record(ref, reason=reason, message=message, warning=warning, when=when)
 
     async def reconcile(self, key: str) -> float | None:
         raise NotImplementedError
 
-    async def _worker(self) -> None:
-        while True:
-            key = await self.queue.get()
-            started = time.perf_counter()
-            self.reconciles += 1
-            try:
-                again = await self.reconcile(key)
-                self.queue.forget(key)
-                if again is not None:
-                    self.queue.add_after(key, again)
-            except Conflict:
-                self.queue.retry(key, delay=0.05)
-            except CorralError as e:
-                self.errors += 1
-                delay = self.queue.retry(key)
-                log.info("%s %s: %s (retry in %.1fs)", self.name, key, e, delay)
-            except Exception:
-                self.errors += 1
-                delay = self.queue.retry(key)
-                log.exception("%s %s failed (retry in %.1fs)", self.name, key, delay)
-            finally:
-                self.durations.observe(time.perf_counter() - started)
-                self.queue.done(key)
+    def _observe(self, outcome: Outcome, seconds: float) -> None:
+        self.reconciles += 1
+        if outcome is not Outcome.OK:
+            self.errors += 1
+        self.durations.observe(seconds)
 
     async def run(self, synced: asyncio.Event) -> None:
         """Work keys once the informers have synced; runs until cancelled."""
         await synced.wait()
         async with asyncio.TaskGroup() as tg:
-            for i in range(self.workers):
-                tg.create_task(self._worker(), name=f"{self.name}-worker-{i}")
+            tg.create_task(self.events.run(), name=f"{self.name}-events")
+            tg.create_task(run_workers(self.queue, self.reconcile, name=self.name, workers=self.workers,
+                                       observe=self._observe), name=f"{self.name}-workers")

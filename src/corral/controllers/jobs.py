@@ -40,6 +40,7 @@ from datetime import UTC, datetime
 
 import msgspec
 
+from corral.aiokit.backoff import exponential
 from corral.controllers.base import Controller, Informers, follow_owned
 from corral.model.errors import AlreadyExists
 from corral.model.kinds import BY_KIND
@@ -95,9 +96,7 @@ def build_container(job: Job) -> Container:
 
 def backoff_delay(failures: int, *, base: float, cap: float) -> float:
     """Seconds to wait before the next creation after ``failures`` failures (0 with none)."""
-    if failures <= 0:
-        return 0.0
-    return float(min(base * 2 ** min(failures - 1, 32), cap))
+    return exponential(failures - 1, initial=base, maximum=cap) if failures > 0 else 0.0
 
 
 @dataclass

@@ -51,7 +51,3 @@ def times_after(schedule: str, time_zone: str, start: datetime) -> Iterator[date
     it = croniter(schedule.strip(), start.astimezone(zone(time_zone)))
     while True:
         yield it.get_next(datetime).astimezone(UTC)
-
-
-def next_after(schedule: str, time_zone: str, start: datetime) -> datetime:
-    return next(times_after(schedule, time_zone, start))

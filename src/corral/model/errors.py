@@ -3,6 +3,13 @@
 Every layer raises these; adapters (``store/`` for etcd, ``runtime/`` for containerd) translate
 their library's errors at the boundary so nothing above them sees a raw ``GRPCError``. The API
 turns each into the contract's error body: ``{"error": {"code", "reason", "message", "details"}}``.
+
+Whether a failure is worth retrying is part of its type, decided where it is raised (kopf's
+``TemporaryError(delay)`` / ``PermanentError``): a ``TemporaryError`` (a part unreachable now, a
+lost compare-and-swap, a CNI plugin's "try again later", a failed pull) is retried after its
+``delay`` — or, without one, after the key's backoff; a ``PermanentError`` (input that cannot work
+as it is) is not retried until the key is added again, i.e. until its object changes. Anything
+else is retried with backoff. The one reader of this is the work loop in ``aiokit/workqueue.py``.
 """
 
 from __future__ import annotations
@@ -41,6 +48,21 @@ class CorralError(Exception):
         }
 
 
+class TemporaryError(CorralError):
+    """Retry: after ``delay`` seconds when it is known (the class's or the raiser's), else after backoff."""
+
+    delay: float | None = None
+
+    def __init__(self, message: str, *, delay: float | None = None, details: Sequence[FieldError] = ()) -> None:
+        super().__init__(message, details=details)
+        if delay is not None:
+            self.delay = delay
+
+
+class PermanentError(CorralError):
+    """Retrying the same input cannot help: the key is looked at again only when it is added again."""
+
+
 class BadRequest(CorralError):
     code = 400
     reason = "BadRequest"
@@ -66,9 +88,10 @@ class MethodNotAllowed(CorralError):
     reason = "MethodNotAllowed"
 
 
-class Conflict(CorralError):
-    """A write lost a compare-and-swap: the object changed since it was read."""
+class Conflict(TemporaryError):
+    """A write lost a compare-and-swap: the object changed since it was read (read again and retry)."""
 
+    delay = 0.05
     code = 409
     reason = "Conflict"
 
@@ -94,14 +117,14 @@ class UnsupportedMediaType(CorralError):
     reason = "UnsupportedMediaType"
 
 
-class Invalid(CorralError):
-    """The input is well-formed but wrong; ``details`` names every bad field."""
+class Invalid(PermanentError):
+    """The input is well-formed but wrong; ``details`` names every bad field (retried only once it changes)."""
 
     code = 422
     reason = "Invalid"
 
 
-class Unavailable(CorralError):
+class Unavailable(TemporaryError):
     """A part corral depends on (etcd, containerd, a registry, a node) cannot be reached now."""
 
     code = 503

@@ -4,11 +4,12 @@ A plugin is an executable found in the plugin directories. It is told what to do
 (``CNI_COMMAND`` = ADD | DEL | CHECK | VERSION, ``CNI_CONTAINERID``, ``CNI_NETNS``, ``CNI_IFNAME``,
 ``CNI_PATH`` where it finds the plugins it delegates to, e.g. bridge → host-local) and reads its
 network configuration as JSON on stdin. ADD prints a result JSON on stdout; a failure prints
-``{"code", "msg", "details"}`` and exits non-zero, which becomes a ``CniPluginError`` naming the plugin.
+``{"code", "msg", "details"}`` and exits non-zero, which becomes a ``CniPluginError`` naming the plugin
+(``CniTryAgainLater``, a ``TemporaryError``, for the spec's code 11 "try again later").
 
-A conflist runs its plugins in order for ADD and CHECK, in reverse for DEL. Each plugin gets its own
+A conflist runs its plugins in order for ADD, in reverse for DEL (CHECK is not used). Each plugin gets its own
 config plus the list's ``name`` and ``cniVersion``, the previous plugin's result as ``prevResult``
-(ADD) or the result cached from ADD (CHECK, DEL), and the runtime arguments it declared in
+(ADD) or the result cached from ADD (DEL), and the runtime arguments it declared in
 ``capabilities`` under ``runtimeConfig`` (e.g. ``portMappings``). DEL tries every plugin even when one
 fails — cleanup should go as far as it can — and then raises the first failure.
 
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from corral.model.errors import CorralError, NotFound, Timeout
+from corral.model.errors import CorralError, NotFound, TemporaryError, Timeout
 
 DEFAULT_PLUGIN_DIRS = (Path("/usr/lib/cni"), Path("/opt/cni/bin"))
 INSTALL_HINT = "install the CNI plugins: apt-get install containernetworking-plugins (or scripts/install-deps.sh)"
@@ -57,8 +58,20 @@ class CniPluginError(CorralError):
 
     @property
     def temporary(self) -> bool:
-        """The plugin asked to be called again later (code 11)."""
-        return self.cni_code == TRY_AGAIN_LATER
+        """The plugin asked to be called again later (code 11): raised as ``CniTryAgainLater``."""
+        return isinstance(self, TemporaryError)
+
+
+class CniTryAgainLater(CniPluginError, TemporaryError):
+    """A plugin's code 11 ("try again later"): a ``TemporaryError``, retried a second later."""
+
+    delay = 1.0
+
+
+def plugin_error(*, plugin: str, command: str, cni_code: int, msg: str, details: str = "") -> CniPluginError:
+    """The error for a plugin's failure, of the class its CNI code says (temporary or not)."""
+    cls = CniTryAgainLater if cni_code == TRY_AGAIN_LATER else CniPluginError
+    return cls(plugin=plugin, command=command, cni_code=cni_code, msg=msg, details=details)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +147,7 @@ def _plugin_error(plugin: str, command: str, out: bytes, err: bytes, returncode:
     try:
         body = json.loads(out)
         if isinstance(body, dict) and "msg" in body:
-            return CniPluginError(
+            return plugin_error(
                 plugin=plugin,
                 command=command,
                 cni_code=int(body.get("code", 999)),
@@ -196,15 +209,3 @@ async def del_chain(
     if first is not None:
         raise first
 
-
-async def check_chain(
-    conflist: Mapping[str, Any],
-    inv: Invocation,
-    *,
-    prev_result: JSON,
-    plugin_dirs: Sequence[Path] = DEFAULT_PLUGIN_DIRS,
-) -> None:
-    """CHECK every plugin in order against the cached ADD result; raises the first failure."""
-    for plugin in conflist["plugins"]:
-        conf = _plugin_conf(conflist, plugin, inv=inv, prev=prev_result)
-        await exec_plugin(plugin["type"], "CHECK", conf, invocation=inv, plugin_dirs=plugin_dirs)

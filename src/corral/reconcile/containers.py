@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from corral.model.errors import CorralError, NotFound
+from corral.model.errors import CorralError, NotFound, TemporaryError
 from corral.model.quantities import parse_cpu, parse_memory
 from corral.model.resources import Container
 from corral.reconcile import naming
@@ -35,12 +35,16 @@ from corral.runtime.unpack import SNAPSHOTTER
 
 log = logging.getLogger(__name__)
 
+PULL_RETRY_SECONDS = 10.0  # a failed pull is tried again this much later
 
-class ImagePullFailed(CorralError):
-    """The image could not be pulled; the message is the registry's (or the network's) words."""
+
+class ImagePullFailed(TemporaryError):
+    """The image could not be pulled; the message is the registry's (or the network's) words. Tried
+    again after ``delay`` (the container waits Pending, its status saying why)."""
 
     code = 502
     reason = "ImagePullFailed"
+    delay = PULL_RETRY_SECONDS
 
 
 @dataclass(frozen=True, slots=True)

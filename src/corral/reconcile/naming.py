@@ -16,6 +16,11 @@ LABEL_NAMESPACE = "corral/namespace"
 LABEL_NAME = "corral/name"
 LABEL_GENERATION = "corral/generation"
 LABEL_NODE = "corral/node"
+# why the task's last run ended, written on the containerd record when it happens and cleared
+# before the next start: the record outlives the agent, so a restarted agent still says it
+LABEL_OOM_KILLED = "corral/oom-killed"  # "true": the kernel's OOM killer ended the last run
+LABEL_KILLED_BY = "corral/killed-by"  # the agent killed the last run, and why ("LivenessProbeFailed: …")
+ENDED_LABELS = (LABEL_OOM_KILLED, LABEL_KILLED_BY)
 
 
 def containerd_id(obj: Container) -> str:

@@ -6,7 +6,9 @@ restarted agent (or containerd) converges on the same answer. ``sync`` makes one
 real and returns its observed status; ``teardown`` stops and removes it (task with its grace
 period, containerd container and snapshot, namespace, IP, emptyDir) in the reverse order; ``sweep``
 removes whatever carries corral's marks but belongs to no desired container (and reports each as an
-Event); ``watch_exits`` turns containerd's exit and OOM events into keys to reconcile.
+Event); ``watch_exits`` turns containerd's exit and OOM events into keys to reconcile. Why a run
+ended (the OOM killer, a liveness kill) is written as a label on the containerd record when it
+happens and read back from there, so a restarted agent still reports it (reconcile/naming.py).
 """
 
 from __future__ import annotations
@@ -88,13 +90,12 @@ class NodeReconciler:
         self._shipper: Path | None = None
         self._keys: dict[str, Key] = {}  # containerd id -> (namespace, name)
         self._uids: dict[str, str] = {}  # uid -> containerd id last synced
-        self._oom: set[str] = set()  # containerd ids whose task was OOM-killed
+        # uids whose adoption this agent has reported (an Adopted Event once per agent run)
         self._adopt_checked: set[str] = set()
         self._images = ImageCache()
         # probes (reconcile/probes.py): a flipped result requeues the key through ``on_change`` (set by the agent)
         self.on_change: Callable[[Key], None] = lambda key: None
         self.prober = Prober(self.client, on_change=lambda key: self.on_change(key))
-        self._liveness_kills: dict[str, str] = {}  # containerd id -> why its task was killed
         # Secrets: read through the API by the agent (set by it); secret volumes on tmpfs
         self.secrets: SecretSource | None = None
         self.secret_files = SecretFiles(cfg.data_dir)
@@ -173,7 +174,7 @@ class NodeReconciler:
                 status = ContainerStatus(phase="Pending", node=obj.spec.node, ip=attachment.ip, reason="ImagePullFailed",
                                          message=e.message, observed_generation=obj.metadata.generation,
                                          restart_count=obj.status.restart_count)
-                return SyncResult(status, requeue_after=10.0)
+                return SyncResult(status, requeue_after=e.delay)
             t_ctr = time.perf_counter()
             attachment = await attaching
             t_net = time.perf_counter()
@@ -196,13 +197,24 @@ class NodeReconciler:
         assert self._shipper is not None
         uri = logs.log_uri(self._shipper, path=self._log_file(uid), max_bytes=self.cfg.log_max_bytes,
                            max_files=self.cfg.log_max_files)
-        await self._kill_if_not_live(obj, cid)  # probes: the restart policy below restarts a killed task
+        # why the last run ended, as the containerd record says (the OOM and liveness labels)
+        ended = {k: v for k, v in prepared.info.labels.items() if k in naming.ENDED_LABELS and v}
+        # probes: the restart policy below restarts a killed task
+        if (killed := await self._kill_if_not_live(obj, cid)) is not None:
+            ended[naming.LABEL_KILLED_BY] = killed
+        cause = ended.get(naming.LABEL_KILLED_BY, "")
         probe_ready = None if obj.spec.readiness_probe is None else self.prober.ready(cid)
+
+        async def before_start() -> None:
+            if ended:  # a new run: what ended the last one is no longer news
+                await ctrs.set_labels(self.client, cid, dict.fromkeys(ended, ""))
+            # the run before is --previous
+            await asyncio.to_thread(logkeeping.begin_run, self._log_file(uid), self.cfg.log_max_files)
+
         t_start = time.perf_counter()
-        outcome = await ensure_state(self.client, obj, cid, log_uri=uri, oom_killed=cid in self._oom,
-                                     ip=attachment.ip, probe_ready=probe_ready,
-                                     before_start=lambda: asyncio.to_thread(  # the run before is --previous
-                                         logkeeping.begin_run, self._log_file(uid), self.cfg.log_max_files))
+        outcome = await ensure_state(self.client, obj, cid, log_uri=uri,
+                                     oom_killed=ended.get(naming.LABEL_OOM_KILLED) == "true",
+                                     ip=attachment.ip, probe_ready=probe_ready, before_start=before_start)
         t_state = time.perf_counter()
         log.debug("sync %s/%s: storage %.0f ms, containers %.0f ms, network done %.0f ms later, state %.0f ms",
                   *key, (t_vol - t0) * 1e3, (t_ctr - t_vol) * 1e3, (t_net - t_ctr) * 1e3, (t_state - t_start) * 1e3)
@@ -210,8 +222,6 @@ class NodeReconciler:
         if outcome.started:
             self.events.record(obj, type="Normal", reason="Started", message=f"started {obj.spec.image}")
         if outcome.restarted:
-            self._oom.discard(cid)
-            cause = self._liveness_kills.pop(cid, "")  # probes
             self.events.record(obj, type="Normal", reason="Restarted",
                                message=f"restart {outcome.status.restart_count} (exit code {outcome.status.exit_code})"
                                        + (f": {cause}" if cause else ""))
@@ -220,7 +230,7 @@ class NodeReconciler:
         if outcome.status.phase in ("Succeeded", "Failed") and obj.status.phase != outcome.status.phase:
             self.events.record(obj, type="Normal" if outcome.status.phase == "Succeeded" else "Warning",
                                reason=outcome.status.reason, message=outcome.status.message)
-        await self._probe(obj, cid, outcome.status)
+        await self._probe(obj, cid, outcome.status, cause="" if outcome.restarted else cause)
         return SyncResult(outcome.status, outcome.requeue_after)
 
     # --- secret volumes (reconcile/secretrefs.py) ----------------------------------------------
@@ -247,27 +257,29 @@ class NodeReconciler:
 
     # --- probes (reconcile/probes.py) ---------------------------------------------------------
 
-    async def _kill_if_not_live(self, obj: Container, cid: str) -> None:
+    async def _kill_if_not_live(self, obj: Container, cid: str) -> str | None:
         """A failing liveness probe: SIGKILL the task and let it exit, so ``ensure_state`` finds it
-        stopped and applies the restart policy (restartCount + 1, with the usual back-off)."""
+        stopped and applies the restart policy (restartCount + 1, with the usual back-off). Why,
+        when it killed: also written on the containerd record, where a restarted agent reads it."""
         failure = self.prober.liveness_failure(cid)
         if failure is None:
-            return
+            return None
         await self.prober.stop(cid)
         task = tasks.Task(self.client, cid)
         with contextlib.suppress(NotFound):
             if (await task.status()).state != "running":
-                return  # it ended by itself meanwhile: an exit, not a liveness kill
-        self._liveness_kills[cid] = f"LivenessProbeFailed: {failure}"
+                return None  # it ended by itself meanwhile: an exit, not a liveness kill
+        cause = f"LivenessProbeFailed: {failure}"
+        await ctrs.set_labels(self.client, cid, {naming.LABEL_KILLED_BY: cause})
         self.events.record(obj, type="Warning", reason="LivenessProbeFailed", message=f"{failure}; killing the task")
         with contextlib.suppress(NotFound, Conflict):
             await task.kill(signal.SIGKILL, all=True)
         with contextlib.suppress(NotFound, TimeoutError):
             await asyncio.wait_for(task.wait(), 10)
+        return cause
 
-    async def _probe(self, obj: Container, cid: str, status: ContainerStatus) -> None:
+    async def _probe(self, obj: Container, cid: str, status: ContainerStatus, *, cause: str) -> None:
         """Probes run while the task runs; the status says why a liveness kill happened until the restart."""
-        cause = self._liveness_kills.get(cid)
         if cause and status.reason:
             status.message = f"{cause}; {status.message}"
         if status.phase == "Running" and status.reason != "CrashLoopBackOff":
@@ -285,8 +297,6 @@ class NodeReconciler:
             result = await stop(self.client, info.id, grace=float(grace))
             await ctrs.delete_container(self.client, info.id)
             self._keys.pop(info.id, None)
-            self._oom.discard(info.id)
-            self._liveness_kills.pop(info.id, None)  # probes
             if result is not None:
                 self.events.record(obj, type="Normal", reason="Killed",
                                    message=f"stopped (exit code {result.code}) and removed {info.id}")
@@ -365,10 +375,19 @@ class NodeReconciler:
                 log.warning("containerd events: %s; resubscribing", e)
                 await asyncio.sleep(1.0)
 
+    async def _mark_oom_killed(self, cid: str) -> None:
+        """Write the OOM kill on the containerd record (before its exit is fed: the sync it starts reads it)."""
+        try:
+            await ctrs.set_labels(self.client, cid, {naming.LABEL_OOM_KILLED: "true"})
+        except NotFound:
+            pass  # not a container of ours any more
+        except CorralError as e:
+            log.warning("could not record the OOM kill of %s: %s", cid, e)
+
     async def _feed_exits(self, stream: rt_events.Subscription, on_exit: Callable[[Key], None]) -> None:
         async for ev in stream:
             if isinstance(ev, rt_events.TaskOOM):
-                self._oom.add(ev.container_id)
+                await self._mark_oom_killed(ev.container_id)
             elif isinstance(ev, rt_events.Resubscribed):
                 for key in set(self._keys.values()):
                     on_exit(key)  # a gap: everything may have changed

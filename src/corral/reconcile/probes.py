@@ -108,13 +108,6 @@ class Prober:
         result = run.results.get("readiness") if run is not None else None
         return bool(result is not None and result.passing)
 
-    def readiness_message(self, cid: str) -> str:
-        run = self._running.get(cid)
-        result = run.results.get("readiness") if run is not None else None
-        if result is None or result.passing is None:
-            return "readiness probe has not passed yet"
-        return "" if result.passing else f"readiness probe failed: {result.last_message}"
-
     def liveness_failure(self, cid: str) -> str | None:
         """The failure message if the liveness probe of this container is failing, else None."""
         run = self._running.get(cid)

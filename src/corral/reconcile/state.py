@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
+from corral.aiokit.backoff import exponential
 from corral.model.errors import AlreadyExists, Conflict, NotFound, Unavailable
 from corral.model.lifecycle import now_rfc3339, rfc3339
 from corral.model.resources import Condition, Container, ContainerStatus
@@ -34,7 +35,7 @@ BACKOFF_MAX = 60.0
 
 
 def restart_backoff(restart_count: int) -> float:
-    return float(min(BACKOFF_BASE * 2 ** min(restart_count, 10), BACKOFF_MAX))
+    return exponential(restart_count, initial=BACKOFF_BASE, maximum=BACKOFF_MAX)
 
 
 @dataclass

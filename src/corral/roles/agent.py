@@ -6,8 +6,10 @@ joins with the ``K10…`` join token once and from then on authenticates with it
 heartbeat. Its own listener (logs, for the API only) serves TLS with the same certificate.
 An informer (store/informer.py, over the API) follows the containers with ``spec.node=<this node>``; every change, every
 containerd task exit and a periodic resync put the container's key on a dedup work queue, and a
-few workers run the ``NodeReconciler`` for each key — network, storage, containers, state — then
-write the observed status back. Failures retry with per-key backoff. Before the first sweep of
+few workers (the work loop of ``aiokit/workers.py``, the controllers' too) run the ``NodeReconciler``
+for each key — network, storage, containers, state — then write the observed status back. A
+failure's type says when it is retried (``TemporaryError`` after its delay, ``PermanentError`` when
+the container changes, anything else with per-key backoff). Before the first sweep of
 leftovers the reflector must have synced, so a restarted agent never removes what it should adopt.
 """
 
@@ -31,19 +33,22 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from corral import __version__
+from corral.aiokit.eventrecorder import EventRecorder
 from corral.aiokit.metrics import Histogram, serve_metrics
 from corral.aiokit.queueing import WorkQueue
+from corral.aiokit.retrying import retry_temporary
+from corral.aiokit.running import run_until_stopped
+from corral.aiokit.workers import Outcome, requeue_after_failure, run_workers
 from corral.api import retrying
 from corral.api.client import ApiClient, HeartbeatChannel, error_from_body
 from corral.api.listwatch import api_informer
 from corral.api.noderestriction import may_change_label
 from corral.model import errors
-from corral.model.lifecycle import new_event, now_rfc3339, release_agent_finalizer
+from corral.model.lifecycle import now_rfc3339, release_agent_finalizer
 from corral.model.quantities import format_cpu, format_memory, parse_cpu, parse_memory
 from corral.model.resources import (
     Condition,
     Container,
-    Event,
     Node,
     NodeAddress,
     NodeInfo,
@@ -203,10 +208,10 @@ class Agent:
         self.volume_reflector: Informer[Key, Volume] = api_informer(api, Volume)
         self.volume_reflector.add_handler(self._on_volume)
         self._volumes_changed = asyncio.Event()
-        self._events: asyncio.Queue[Event] = asyncio.Queue(maxsize=1000)
+        # Events (aggregated repeats, bounded, drops counted: aiokit/eventrecorder.py)
+        self.events = EventRecorder(component="agent", node=cfg.node_name, create=api.create, update=api.update)
         self._own_writes: dict[Key, str] = {}
         self.beats = NodeBeats(api, cfg.node_name, self.node_status)
-        self.api_reachable_at = time.monotonic()
         self.fence = Fence(fence_after=cfg.fence_after,
                            kill_all=lambda: kill_node_tasks(reconciler.client, cfg.node_name))
         self.endpoint = ""
@@ -225,7 +230,7 @@ class Agent:
             on_pressure=self.disk_pressure.report,
         )
         # figures for /metrics (roles/metrics.py)
-        self.sync_counts: dict[str, int] = {"ok": 0, "retry": 0, "error": 0}
+        self.sync_counts: dict[str, int] = {o.value: 0 for o in Outcome}
         self.sync_durations = Histogram()
         self.container_usage: dict[tuple[str, str], tuple[float, float]] = {}  # (ns, name) -> (cpu s, memory B)
         self.usage_rates: dict[tuple[str, str], float] = {}  # (ns, name) -> CPU cores over the last period
@@ -252,18 +257,8 @@ class Agent:
 
     def _enqueue_event(self, namespace: str, name: str, uid: str, type_: EventType, reason: str, message: str,
                        *, kind: str = "Container") -> None:
-        ev = new_event(ObjectReference(kind=kind, namespace=namespace, name=name, uid=uid), reason=reason,
-                       message=message, component="agent", warning=type_ == "Warning", node=self.cfg.node_name)
-        with contextlib.suppress(asyncio.QueueFull):
-            self._events.put_nowait(ev)
-
-    async def _ship_events(self) -> None:
-        while True:
-            ev = await self._events.get()
-            try:
-                await self.api.create(ev)
-            except errors.CorralError as e:
-                log.debug("could not record event %s: %s", ev.spec.reason, e)
+        self.events.record(ObjectReference(kind=kind, namespace=namespace, name=name, uid=uid), reason=reason,
+                           message=message, warning=type_ == "Warning")
 
     # --- the node ---------------------------------------------------------------------------
 
@@ -311,7 +306,6 @@ class Agent:
         """One beat (``NodeBeats``); a beat that got through lifts the fence's clock."""
         sent = time.monotonic()
         await self.beats.beat()
-        self.api_reachable_at = time.monotonic()
         self.fence.contact(sent)
 
     async def _heartbeats(self) -> None:
@@ -415,46 +409,29 @@ class Agent:
                 log.warning("sweep of leftovers failed: %s", e)
             await asyncio.sleep(self.cfg.resync_seconds)
 
-    async def _worker(self) -> None:
-        while True:
-            key = await self.queue.get()
-            started = time.perf_counter()
-            result = "ok"
-            try:
-                await self._sync(key)
-                self.queue.forget(key)
-            except errors.CorralError as e:
-                result = "retry"
-                delay = self.queue.retry(key, delay=getattr(e, "retry_after", None))
-                log.info("reconcile %s/%s: %s (retry in %.1fs)", *key, e, delay)
-            except Exception:
-                result = "error"
-                delay = self.queue.retry(key)
-                log.exception("reconcile %s/%s failed (retry in %.1fs)", *key, delay)
-            finally:
-                self.sync_counts[result] += 1
-                self.sync_durations.observe(time.perf_counter() - started)
-                self.queue.done(key)
+    def _observe(self, outcome: Outcome, seconds: float) -> None:
+        self.sync_counts[outcome.value] += 1
+        self.sync_durations.observe(seconds)
 
-    async def _sync(self, key: Key) -> None:
+    async def _sync(self, key: Key) -> float | None:
+        """One pass over a container (the work loop's handler); the delay after which to look again."""
         desired = self.reflector.objects.get(key)
         if desired is None:
-            return  # gone from the API: the sweep removes whatever is left of it
+            return None  # gone from the API: the sweep removes whatever is left of it
         if self.fence.blocks(desired.metadata.uid):
-            return  # fenced (cut off from the API), or released while we were: nothing starts
+            return None  # fenced (cut off from the API), or released while we were: nothing starts
         if desired.metadata.deletion_timestamp:
             self._terminate(key, desired)
-            return
+            return None
         if is_evicted(desired):  # over a volume size limit (roles/agentvolumes.py): stopped for good
             await self.reconciler.teardown(desired)
-            return
+            return None
         result = await self.reconciler.sync(desired)
         if result.status != desired.status:
             # a copy: the reflector's object stays what the API said, so a failed write is retried
             written = await self.api.update_status(msgspec.structs.replace(desired, status=result.status))
             self._own_writes[key] = written.metadata.resource_version
-        if result.requeue_after is not None:
-            self.queue.add_after(key, result.requeue_after)
+        return result.requeue_after
 
     def _terminate(self, key: Key, obj: Container) -> None:
         """Start ``obj``'s graceful termination (SIGTERM, its grace period, SIGKILL; then removal and
@@ -471,12 +448,8 @@ class Agent:
             await self.reconciler.teardown(obj)
             await self._release(obj)
             self.queue.forget(key)
-        except errors.CorralError as e:
-            delay = self.queue.retry(key)
-            log.info("terminate %s/%s: %s (retry in %.1fs)", *key, e, delay)
-        except Exception:
-            delay = self.queue.retry(key)
-            log.exception("terminate %s/%s failed (retry in %.1fs)", *key, delay)
+        except Exception as e:
+            requeue_after_failure(self.queue, key, e, name="agent terminate", describe="/".join(key))
         finally:
             self._terminating.pop(key, None)
 
@@ -578,22 +551,14 @@ class Agent:
     async def _register_until_done(self) -> None:
         """Register, retrying while the API or its store is unavailable (a store restart as the agent
         starts must not end the agent, nor `serve --all` with it)."""
-        delay = 0.2
-        while True:
-            try:
-                await self.register()
-                return
-            except errors.Unavailable as e:
-                log.warning("registering node %s: %s (retry in %.1fs)", self.cfg.node_name, e, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        await retry_temporary(self.register, what=f"registering node {self.cfg.node_name}")
 
     async def _run_tasks(self) -> None:
         async with asyncio.TaskGroup() as tg:
             self._tg = tg  # terminations run as tasks of their own in it (_terminate)
             tg.create_task(self._heartbeats(), name="agent-heartbeat")  # while the podCIDR is awaited too
             tg.create_task(self.fence.watch(), name="agent-fence")
-            tg.create_task(self._ship_events(), name="agent-events")
+            tg.create_task(self.events.run(), name="agent-events")
             self.peers = await self.settle_network()
             tg.create_task(self.reflector.run(), name="agent-reflector")
             tg.create_task(self.services.run(), name="agent-service-proxy")
@@ -613,8 +578,8 @@ class Agent:
             tg.create_task(self._sample_usage(), name="agent-usage-samples")  # /metrics and corral top
             tg.create_task(self.peers.run(), name="agent-peer-routes")
             tg.create_task(self.policies.run(), name="agent-network-policy")
-            for i in range(self.cfg.workers):
-                tg.create_task(self._worker(), name=f"agent-worker-{i}")
+            tg.create_task(run_workers(self.queue, self._sync, name="agent", workers=self.cfg.workers,
+                                       describe="/".join, observe=self._observe), name="agent-workers")
 
 
 async def run_agent(cfg: AgentConfig, *, stop: asyncio.Event) -> None:
@@ -638,14 +603,6 @@ async def run_agent(cfg: AgentConfig, *, stop: asyncio.Event) -> None:
         reconciler.on_change = agent.queue.add  # probes: a flipped probe result requeues its key
         await reconciler.start()
         try:
-            task = asyncio.create_task(agent.run(), name="agent")
-            stopper = asyncio.create_task(stop.wait())
-            done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            for t in (task, stopper):
-                t.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            if task in done and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
+            await run_until_stopped(agent.run(), stop=stop, name="agent")
         finally:
             await reconciler.close()

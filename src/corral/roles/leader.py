@@ -10,7 +10,6 @@ parent restarts it if it dies (``aiokit.processes.Supervisor``, with back-off) a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -23,6 +22,7 @@ from aiohttp import web
 from corral.aiokit.backoff import Backoff
 from corral.aiokit.metrics import serve_metrics
 from corral.aiokit.processes import ChildProcess, Supervisor
+from corral.aiokit.running import run_until_stopped
 from corral.roles.controllers import LeaderConfig, run_leader
 from corral.roles.metrics import LeaderMetrics
 from corral.store.election import Election
@@ -55,14 +55,8 @@ async def run_leader_role(cfg: LeaderRoleConfig, *, stop: asyncio.Event) -> None
             host, _, port = cfg.leader.metrics_listen.rpartition(":")
             runner, bound = await serve_metrics(metrics.registry, host or "127.0.0.1", int(port))
             log.info("leader metrics on http://%s:%s/metrics", host or "127.0.0.1", bound)
-        work = asyncio.create_task(campaign(store, cfg.leader, identity=f"{socket.gethostname()}:leader:{os.getpid()}",
-                                            ttl=cfg.leader_ttl, metrics=metrics), name="leader-campaign")
-        stopper = asyncio.create_task(stop.wait())
-        await asyncio.wait({work, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        for t in (work, stopper):
-            t.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await work
+        await run_until_stopped(campaign(store, cfg.leader, identity=f"{socket.gethostname()}:leader:{os.getpid()}",
+                                         ttl=cfg.leader_ttl, metrics=metrics), stop=stop, name="leader-campaign")
     finally:
         if runner is not None:
             await runner.cleanup()

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
+from corral.aiokit.eventrecorder import add_metrics as add_event_metrics
 from corral.aiokit.metrics import CallbackCollector, Histogram, LabelValues
 from corral.aiokit.processes import RESTARTS
 
@@ -47,6 +48,7 @@ class LeaderMetrics:
                   lambda: {(k.name,): float(k.errors) for k in self.controllers}, labels=("controller",))
         c.histogram("corral_controller_reconcile_duration_seconds", "How long one reconcile took, per controller.",
                     lambda: {(k.name,): k.durations for k in self.controllers}, labels=("controller",))
+        add_event_metrics(c, lambda: [k.events for k in self.controllers])
 
     def attach(self, scheduler: Scheduler, controllers: Sequence[Controller]) -> None:
         self.scheduler, self.controllers = scheduler, controllers
@@ -84,6 +86,7 @@ def agent_collector(agent: Agent) -> CallbackCollector:
             lambda: {k: v[0] for k, v in agent.container_usage.items()}, labels=("namespace", "name"))
     c.gauge("corral_container_memory_bytes", "A container's memory usage (containerd task metrics).",
             lambda: {k: v[1] for k, v in agent.container_usage.items()}, labels=("namespace", "name"))
+    add_event_metrics(c, lambda: [agent.events])
     return c
 
 

@@ -22,6 +22,7 @@ import ipaddress
 import logging
 from collections.abc import Iterable
 
+from corral.aiokit.backoff import Backoff
 from corral.api.client import ApiClient
 from corral.api.listwatch import NamespacedName, api_informer
 from corral.model import errors
@@ -134,7 +135,7 @@ class PeerRoutes:
         """Write this node's VTEP MAC on its Node (the other nodes' FDB and neighbour entries use it).
         Until it is written no other node can reach this one's containers, so it is retried until it
         is, and said why meanwhile (e.g. the API refusing the write)."""
-        delay = 0.05
+        backoff = Backoff(initial=1.0, maximum=30.0)
         while True:
             try:
                 node = await self.api.get(Node, self.node)
@@ -146,5 +147,4 @@ class PeerRoutes:
                 return
             except errors.CorralError as e:
                 log.warning("could not publish this node's VTEP MAC (%s) on its Node: %s", mac, e)
-                delay = min(max(delay * 2, 1.0), 30.0)
-            await asyncio.sleep(delay)
+                await asyncio.sleep(backoff.next())

@@ -29,6 +29,7 @@ import asyncio
 import logging
 import time
 
+from corral.aiokit.backoff import Backoff
 from corral.api.client import ApiClient
 from corral.api.listwatch import NamespacedName, api_informer
 from corral.model.errors import CorralError
@@ -161,7 +162,7 @@ class PolicyEnforcer:
         for reflector in (self.policies, self.namespaces):
             await reflector.synced.wait()
         self._policies_now()
-        delay = 0.2
+        backoff = Backoff(initial=0.2, maximum=10.0)
         while True:
             await self._containers_ready()
             self._wake.clear()
@@ -171,12 +172,12 @@ class PolicyEnforcer:
                 self.last_render_seconds = time.monotonic() - started
                 await self._load(rendered)
             except CorralError as e:
+                delay = backoff.next()
                 log.warning("could not load the network policy rules: %s (retry in %.1fs)", e, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
                 self._wake.set()
                 continue
-            delay = 0.2
+            backoff.succeeded()
             self.last = rendered
             self.last_load_seconds = time.monotonic() - started
             self.enforced.set()

@@ -37,6 +37,8 @@ import aiohttp
 import msgspec
 
 from corral.aiokit.queueing import WorkQueue
+from corral.aiokit.retrying import retry_temporary
+from corral.aiokit.running import run_until_stopped
 from corral.api import retrying
 from corral.api.client import ApiClient
 from corral.api.listwatch import NamespacedName, api_informer
@@ -255,16 +257,11 @@ class Simulator:
 
     async def _bring_up(self, node: HollowNode, gate: asyncio.Semaphore) -> None:
         async with gate:
-            delay = 0.2
-            while True:
-                try:
-                    await node.join()
-                    await node.register()
-                    return
-                except (errors.Unavailable, errors.Conflict, errors.Timeout) as e:
-                    log.info("%s: bring-up failed (%s); retrying in %.1fs", node.name, e, delay)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 5.0)
+            async def bring_up() -> None:
+                await node.join()
+                await node.register()
+
+            await retry_temporary(bring_up, what=f"{node.name}: bring-up", level=logging.INFO)
 
     async def _worker(self) -> None:
         while True:
@@ -344,19 +341,13 @@ async def run_sim(cfg: SimConfig, *, stop: asyncio.Event, delete_nodes_token: st
     ``report("stats", counters)`` every ``report_every`` seconds.
     """
     sim = Simulator(cfg)
-    task = asyncio.create_task(sim.run(), name="sim")
-    stopper = asyncio.create_task(stop.wait(), name="sim-stop")
     reporter = asyncio.create_task(_report(sim, report, report_every), name="sim-report")
     try:
-        done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        if task in done:
-            task.result()
+        await run_until_stopped(sim.run(), stop=stop, name="sim")
     finally:
-        for t in (task, stopper, reporter):
-            t.cancel()
-        for t in (task, stopper, reporter):
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        reporter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reporter
         try:
             if delete_nodes_token:
                 await sim.delete_nodes(delete_nodes_token)

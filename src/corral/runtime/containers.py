@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, field_mask_pb2
 
 from corral.model.errors import AlreadyExists, Conflict, NotFound
 from corral.runtime._pb.containerd.services.containers.v1 import containers_pb2
@@ -158,6 +158,17 @@ async def _prepare_snapshot(client: Client, *, key: str, parent: str, snapshotte
 async def get_container(client: Client, id: str) -> ContainerInfo:
     """The container's record; ``NotFound`` if there is none."""
     return await Container(client, id).info()
+
+
+async def set_labels(client: Client, id: str, labels: Mapping[str, str]) -> None:
+    """Set these labels of container ``id`` (an empty value removes the label); its others stay.
+
+    The record outlives the agent, so a fact that must survive a restart (why the task ended)
+    is written here, where the next agent reads it back."""
+    record = containers_pb2.Container(id=id, labels=dict(labels))
+    mask = field_mask_pb2.FieldMask(paths=[f"labels.{k}" for k in labels])
+    await client.call(client.containers.Update, containers_pb2.UpdateContainerRequest(container=record,
+                                                                                      update_mask=mask))
 
 
 async def list_containers(

@@ -26,6 +26,7 @@ from typing import TypeVar
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
+from corral.aiokit.backoff import Backoff
 from corral.model.errors import CorralError, Unavailable
 from corral.runtime._pb.containerd.events import task_pb2 as task_events
 from corral.runtime._pb.containerd.services.events.v1 import events_pb2
@@ -172,20 +173,20 @@ class Subscription:
 
     async def _run(self) -> None:
         request = events_pb2.SubscribeRequest(filters=self.filters)
-        attempts, delay = 0, 0.1
+        attempts, backoff = 0, Backoff(initial=0.1, maximum=self.max_backoff)
         while True:
             try:
                 if attempts:
                     await self.client.version()  # Unavailable until containerd answers again
                     self._queue.put_nowait(Resubscribed(attempts))
-                    attempts, delay = 0, 0.1
+                    attempts = 0
+                    backoff.succeeded()
                 async for envelope in self.client.stream(self.client.events.Subscribe, request):
                     self._queue.put_nowait(decode(envelope))
                 attempts += 1  # the server ended the stream (containerd stopping): open a new one
             except Unavailable:
                 attempts += 1
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.max_backoff)
+                await asyncio.sleep(backoff.next())
             except CorralError as e:
                 self._queue.put_nowait(e)
                 return

@@ -28,6 +28,7 @@ from typing import Any
 
 from google.protobuf import timestamp_pb2
 
+from corral.aiokit.backoff import Backoff
 from corral.model.errors import Conflict, NotFound, Timeout, Unavailable
 from corral.runtime._pb.containerd.services.containers.v1 import containers_pb2
 from corral.runtime._pb.containerd.services.snapshots.v1 import snapshots_pb2
@@ -136,7 +137,7 @@ class Task:
         """Block until the process exits. A containerd restart meanwhile is ridden out (retried with
         backoff up to ``reconnect_timeout`` seconds of unreachability; ``None`` = forever)."""
         loop = asyncio.get_running_loop()
-        delay, down_since = 0.05, None
+        backoff, down_since = Backoff(initial=0.05, maximum=2.0), None
         while True:
             try:
                 reply = await self.client.call(
@@ -151,8 +152,7 @@ class Task:
                 down_since = down_since if down_since is not None else now
                 if reconnect_timeout is not None and now - down_since > reconnect_timeout:
                     raise
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                await asyncio.sleep(backoff.next())
 
     async def kill(self, signal: int = signals.SIGTERM, *, all: bool = False) -> None:
         """Send ``signal`` to the process (``all``: to every process in the container)."""

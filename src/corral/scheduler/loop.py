@@ -230,10 +230,6 @@ class Scheduler:
 
     # --- deciding ------------------------------------------------------------------------------
 
-    def schedule_one(self, key: str, c: Container) -> Decision:
-        """Decide a node for ``c`` against the cache; a chosen node is assumed at once."""
-        return self._decide(key, c)[1]
-
     def _decide(self, key: str, c: Container) -> tuple[ContainerRequest, Decision]:
         if key in self.preemptor.nominated:  # its reservation on the nominated node: not against itself
             self.preemptor.release(key)

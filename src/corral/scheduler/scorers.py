@@ -19,12 +19,6 @@ from corral.scheduler.framework import ContainerRequest, NodeView
 MAX_SCORE = 100
 
 
-def _free_fraction(requested: int, allocatable: int) -> int:
-    if allocatable <= 0 or requested > allocatable:
-        return 0
-    return (allocatable - requested) * MAX_SCORE // allocatable
-
-
 def _used_fraction(requested: int, allocatable: int) -> int:
     if allocatable <= 0 or requested > allocatable:
         return 0
@@ -41,7 +35,7 @@ class LeastAllocated:
         return True
 
     def score(self, c: ContainerRequest, n: NodeView) -> int:
-        # _free_fraction inlined: this runs for every sampled node of every decision
+        # the free fraction of each resource, inlined: this runs for every sampled node of every decision
         alloc, used = n.alloc_cpu, n.score_cpu + c.score_cpu
         cpu = (alloc - used) * MAX_SCORE // alloc if alloc > 0 and used <= alloc else 0
         alloc, used = n.alloc_memory, n.score_memory + c.score_memory

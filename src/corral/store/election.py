@@ -30,7 +30,6 @@ class Election:
         self.key = PREFIX + name
         self.identity = identity
         self.ttl = ttl
-        self.is_leader = asyncio.Event()
 
     async def leader(self) -> str:
         kv = await self.store.get(self.key)
@@ -85,13 +84,11 @@ class Election:
         while True:
             lease = await self._acquire()
             log.info("election %s: %s is the leader", self.key, self.identity)
-            self.is_leader.set()
             worker = asyncio.create_task(work(), name=f"leader-{self.key}")
             keeper = asyncio.create_task(self._keep(lease), name=f"lease-{self.key}")
             try:
                 done, _ = await asyncio.wait({worker, keeper}, return_when=asyncio.FIRST_COMPLETED)
             finally:
-                self.is_leader.clear()
                 for t in (worker, keeper):
                     t.cancel()
                 for t in (worker, keeper):

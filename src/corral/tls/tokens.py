@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from corral.aiokit.backoff import Backoff
 from corral.model.errors import Invalid, Unauthorized, Unavailable
 from corral.tls.pki import ca_hash, load_cert
 
@@ -52,15 +53,15 @@ async def fetch_pinned_ca(servers: Sequence[str], token: JoinToken, *, timeout: 
     for ``patience`` seconds (a worker may start before the control plane answers); a CA with the
     wrong hash is refused at once."""
     deadline = asyncio.get_running_loop().time() + patience
-    delay = 0.5
+    backoff = Backoff(initial=0.5, maximum=5.0)
     while True:
         try:
             return await _fetch_once(servers, token, timeout=timeout)
         except Unavailable:
+            delay = backoff.next()
             if asyncio.get_running_loop().time() + delay > deadline:
                 raise
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
 
 
 async def _fetch_once(servers: Sequence[str], token: JoinToken, *, timeout: float) -> bytes:
