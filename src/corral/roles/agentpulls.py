@@ -1,0 +1,131 @@
+"""Pull progress in a container's status (``status.pull``) while its node pulls the image.
+
+The agent wraps one reconcile pass of a container in ``reporting_pulls``. The pass hands
+``report.progress`` to the image pull (runtime.pull calls it with a ``PullProgress`` per blob);
+that callback only updates a tally in memory (``PullTally``). A writer task of the pass writes the
+tally as ``status.pull`` through the API when it changed: the first time at once, then at most once
+every ``interval`` seconds, so a pull of any size costs a handful of status writes and an image
+already present (no progress reported at all) costs none.
+
+Each write is a compare-and-swap on the version the one before returned (the first on the version
+the pass started from), so it never overwrites a change made meanwhile; a conflict ends the
+reporting for that pass (the pass's own status write meets the same conflict and is retried as any
+other). When the pass ends the writer is stopped after the write it may have in flight, and
+``report.written`` is the last version written here: the agent writes the pass's status over that
+version, without ``pull``, which clears it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+
+import msgspec
+
+from corral.api.client import ApiClient
+from corral.model import errors
+from corral.model.resources import MAX_PULL_LAYERS, Container, PullLayer, PullStatus
+from corral.runtime.pull import PullProgress
+
+log = logging.getLogger(__name__)
+
+WRITE_INTERVAL = 0.5  # seconds between two progress writes of one container (at most 2 a second)
+
+
+class PullTally:
+    """The blobs of one pull as reported so far, in the order they were first seen."""
+
+    def __init__(self) -> None:
+        self.image = ""
+        self._layers: dict[str, PullLayer] = {}
+        self.changed = False
+
+    def add(self, event: PullProgress) -> None:
+        self.image = event.ref
+        layer = self._layers.get(event.digest)
+        if layer is None:
+            if len(self._layers) >= MAX_PULL_LAYERS:
+                return
+            layer = self._layers[event.digest] = PullLayer(digest=event.digest)
+        done, size = max(0, event.done), max(0, event.total)
+        if (layer.done, layer.size) != (done, size):
+            layer.done, layer.size = done, size
+            self.changed = True
+
+    def status(self) -> PullStatus:
+        layers = [PullLayer(digest=x.digest, size=x.size, done=x.done) for x in self._layers.values()]
+        return PullStatus(image=self.image, layers=layers, bytes_done=sum(x.done for x in layers),
+                          bytes_total=sum(x.size for x in layers))
+
+
+class PullReport:
+    """One reconcile pass's reporting: ``progress`` for the pull, ``run`` for the writer task."""
+
+    def __init__(self, api: ApiClient, obj: Container, *, interval: float = WRITE_INTERVAL,
+                 on_written: Callable[[Container], None] = lambda _obj: None) -> None:
+        self.api = api
+        self.obj = obj
+        self.interval = interval
+        self.on_written = on_written
+        self.tally = PullTally()
+        self.written: Container | None = None  # the last version this report wrote
+        self.writes = 0
+        self._wake = asyncio.Event()  # progress to write, or the end of the pass
+        self._stopped = asyncio.Event()
+
+    def progress(self, event: PullProgress) -> None:
+        self.tally.add(event)
+        if self.tally.changed:
+            self._wake.set()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self._stopped.is_set():
+                return
+            self.tally.changed = False
+            if not await self._write():
+                return
+            with contextlib.suppress(TimeoutError):  # the rate limit; the end of the pass cuts it short
+                await asyncio.wait_for(self._stopped.wait(), self.interval)
+
+    async def _write(self) -> bool:
+        base = self.written or self.obj
+        status = msgspec.structs.replace(base.status, pull=self.tally.status())
+        try:
+            written = await self.api.update_status(msgspec.structs.replace(base, status=status))
+        except errors.Conflict:
+            log.debug("pull progress of %s/%s: the container changed; no more progress this pass",
+                      self.obj.metadata.namespace, self.obj.metadata.name)
+            return False
+        except errors.CorralError as e:  # progress is a courtesy: the pull goes on without it
+            log.info("pull progress of %s/%s not written: %s", self.obj.metadata.namespace, self.obj.metadata.name, e)
+            return False
+        self.written = written
+        self.writes += 1
+        self.on_written(written)
+        return True
+
+
+@contextlib.asynccontextmanager
+async def reporting_pulls(api: ApiClient, obj: Container, *, interval: float = WRITE_INTERVAL,
+                          on_written: Callable[[Container], None] = lambda _obj: None) -> AsyncIterator[PullReport]:
+    """A ``PullReport`` for one pass over ``obj``, its writer running until the block ends."""
+    report = PullReport(api, obj, interval=interval, on_written=on_written)
+    writer = asyncio.create_task(report.run(), name=f"pull progress {obj.metadata.namespace}/{obj.metadata.name}")
+    try:
+        yield report
+    except BaseException:
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
+        raise
+    report.stop()
+    await writer  # lets a write in flight finish, so ``written`` is the version the server has
