@@ -62,11 +62,11 @@ def test_the_tally_stops_taking_new_blobs_at_the_cap_the_api_accepts() -> None:
     assert len(tally.status().layers) == MAX_PULL_LAYERS
 
 
-async def test_a_pass_without_progress_writes_nothing() -> None:
+async def test_a_pass_without_progress_writes_nothing_and_starts_no_writer() -> None:
     api = RecordingApi()
     async with reporting_pulls(cast(ApiClient, api), _container()) as report:
         await asyncio.sleep(0.05)
-    assert api.writes == [] and report.written is None
+    assert api.writes == [] and report.written is None and report._writer is None  # not even a task
 
 
 async def test_progress_is_written_at_once_then_at_most_once_an_interval_each_over_the_last_version() -> None:

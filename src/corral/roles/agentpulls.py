@@ -2,10 +2,11 @@
 
 The agent wraps one reconcile pass of a container in ``reporting_pulls``. The pass hands
 ``report.progress`` to the image pull (runtime.pull calls it with a ``PullProgress`` per blob);
-that callback only updates a tally in memory (``PullTally``). A writer task of the pass writes the
-tally as ``status.pull`` through the API when it changed: the first time at once, then at most once
-every ``interval`` seconds, so a pull of any size costs a handful of status writes and an image
-already present (no progress reported at all) costs none.
+that callback only updates a tally in memory (``PullTally``). The first progress starts a writer
+task for the pass, which writes the tally as ``status.pull`` through the API when it changed: the
+first time at once, then at most once every ``interval`` seconds, so a pull of any size costs a
+handful of status writes, and a pass whose image is present (no progress at all) costs nothing — no
+write, no task.
 
 Each write is a compare-and-swap on the version the one before returned (the first on the version
 the pass started from), so it never overwrites a change made meanwhile; a conflict ends the
@@ -61,7 +62,8 @@ class PullTally:
 
 
 class PullReport:
-    """One reconcile pass's reporting: ``progress`` for the pull, ``run`` for the writer task."""
+    """One reconcile pass's reporting: ``progress`` for the pull; the writer task starts with the
+    first progress (a pass that pulls nothing starts none)."""
 
     def __init__(self, api: ApiClient, obj: Container, *, interval: float = WRITE_INTERVAL,
                  on_written: Callable[[Container], None] = lambda _obj: None) -> None:
@@ -71,20 +73,35 @@ class PullReport:
         self.on_written = on_written
         self.tally = PullTally()
         self.written: Container | None = None  # the last version this report wrote
-        self.writes = 0
         self._wake = asyncio.Event()  # progress to write, or the end of the pass
         self._stopped = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
 
     def progress(self, event: PullProgress) -> None:
         self.tally.add(event)
-        if self.tally.changed:
-            self._wake.set()
-
-    def stop(self) -> None:
-        self._stopped.set()
+        if not self.tally.changed or self._stopped.is_set():
+            return
+        if self._writer is None:
+            meta = self.obj.metadata
+            self._writer = asyncio.get_running_loop().create_task(
+                self._run(), name=f"pull progress {meta.namespace}/{meta.name}")
         self._wake.set()
 
-    async def run(self) -> None:
+    async def finish(self) -> None:
+        """End the reporting after the write in flight, if any (so ``written`` is what the server has)."""
+        self._stopped.set()
+        self._wake.set()
+        if self._writer is not None:
+            await self._writer
+
+    async def cancel(self) -> None:
+        self._stopped.set()
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+
+    async def _run(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -98,18 +115,21 @@ class PullReport:
 
     async def _write(self) -> bool:
         base = self.written or self.obj
+        meta = self.obj.metadata
         status = msgspec.structs.replace(base.status, pull=self.tally.status())
         try:
             written = await self.api.update_status(msgspec.structs.replace(base, status=status))
         except errors.Conflict:
             log.debug("pull progress of %s/%s: the container changed; no more progress this pass",
-                      self.obj.metadata.namespace, self.obj.metadata.name)
+                      meta.namespace, meta.name)
             return False
         except errors.CorralError as e:  # progress is a courtesy: the pull goes on without it
-            log.info("pull progress of %s/%s not written: %s", self.obj.metadata.namespace, self.obj.metadata.name, e)
+            log.info("pull progress of %s/%s not written: %s", meta.namespace, meta.name, e)
+            return False
+        except Exception:
+            log.exception("pull progress of %s/%s failed", meta.namespace, meta.name)
             return False
         self.written = written
-        self.writes += 1
         self.on_written(written)
         return True
 
@@ -117,15 +137,11 @@ class PullReport:
 @contextlib.asynccontextmanager
 async def reporting_pulls(api: ApiClient, obj: Container, *, interval: float = WRITE_INTERVAL,
                           on_written: Callable[[Container], None] = lambda _obj: None) -> AsyncIterator[PullReport]:
-    """A ``PullReport`` for one pass over ``obj``, its writer running until the block ends."""
+    """A ``PullReport`` for one pass over ``obj``, its writer (if a pull started one) ended with the block."""
     report = PullReport(api, obj, interval=interval, on_written=on_written)
-    writer = asyncio.create_task(report.run(), name=f"pull progress {obj.metadata.namespace}/{obj.metadata.name}")
     try:
         yield report
     except BaseException:
-        writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await writer
+        await report.cancel()
         raise
-    report.stop()
-    await writer  # lets a write in flight finish, so ``written`` is the version the server has
+    await report.finish()
