@@ -83,10 +83,11 @@ async def push_layered(registry: Registry, repository: str, tag: str) -> list[st
     return [_digest(x) for x in layers] + [_digest(config)]
 
 
-async def corral_run(cluster: Cluster, name: str, image: str, *extra: str) -> tuple[int, str]:
+async def corral_run(cluster: Cluster, name: str, image: str, *extra: str,
+                     command: tuple[str, ...] = ("sleep", "3600")) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "corral.cli.main", "run", name, "--image", image, "--wait", "--timeout", "90",
-        "--server", cluster.plane.url, "--token", cluster.plane.admin_token, *extra, "--", "sleep", "3600",
+        "--server", cluster.plane.url, "--token", cluster.plane.admin_token, *extra, "--", *command,
         env={**os.environ, "CORRAL_CA": str(cluster.plane.ca_file)},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
@@ -151,3 +152,14 @@ async def test_run_wait_draws_the_pull_the_agent_reports_and_a_present_image_rep
 
 async def _running(seen: list[Container]) -> None:
     assert any(c.status.phase == "Running" for c in seen)
+
+
+async def test_run_wait_exits_1_at_the_timeout_naming_the_state_it_was_stuck_in(cluster: Cluster) -> None:
+    stuck = f"pf-{uuid.uuid4().hex[:6]}"
+    try:
+        code, out = await corral_run(cluster, stuck, "127.0.0.1:1/none:1", "--timeout", "8")
+        assert code == 1 and f'timed out after 8s waiting for container "{stuck}"' in out, out
+        assert "ImagePullFailed" in out, out
+    finally:
+        with contextlib.suppress(Exception):
+            await cluster.api.delete(Container, stuck, grace_period=0)
