@@ -14,7 +14,7 @@ import pytest
 
 from corral.api.client import ApiClient
 from corral.model import errors
-from corral.model.resources import MAX_PULL_LAYERS, Container, ContainerStatus, ObjectMeta
+from corral.model.resources import MAX_PULL_LAYERS, Container, ContainerStatus, ObjectMeta, PullStatus
 from corral.roles.agentpulls import PullTally, reporting_pulls
 from corral.runtime.pull import PullProgress
 
@@ -104,9 +104,27 @@ async def test_a_conflict_ends_the_reporting_of_that_pass() -> None:
     assert len(api.writes) == 1 and report.written is api.writes[0]
 
 
-async def test_a_failing_pass_stops_the_writer_and_raises_its_own_error() -> None:
+async def test_a_pass_failing_after_progress_clears_it_and_raises_its_own_error() -> None:
     api: Any = RecordingApi()
-    with pytest.raises(RuntimeError, match="pull failed"):
+    with pytest.raises(errors.Unavailable, match="start failed"):
         async with reporting_pulls(cast(ApiClient, api), _container()) as report:
-            report.progress(_event("sha256:a", 1, 2))
-            raise RuntimeError("pull failed")
+            report.progress(_event("sha256:a", 2, 2))
+            await asyncio.sleep(0.05)  # the progress is written
+            raise errors.Unavailable("start failed")
+    assert [w.status.pull is not None for w in api.writes] == [True, False]
+    assert report.written is api.writes[-1] and api.writes[-1].status.phase == "Pending"
+
+
+async def test_a_failing_pass_clears_progress_an_earlier_pass_left() -> None:
+    api: Any = RecordingApi()
+    left = _container()
+    left.status.pull = PullStatus(image="reg/app:1")
+    with pytest.raises(errors.Unavailable):
+        async with reporting_pulls(cast(ApiClient, api), left):
+            raise errors.Unavailable("start failed")
+    assert len(api.writes) == 1 and api.writes[0].status.pull is None
+    api.writes.clear()
+    with pytest.raises(errors.Unavailable):  # nothing to clear: nothing written
+        async with reporting_pulls(cast(ApiClient, api), _container()):
+            raise errors.Unavailable("start failed")
+    assert api.writes == []

@@ -32,6 +32,7 @@ class _Follower:
         self.display = display
         self.last_message = ""
         self.pulling = False
+        self.last_pull = ""
 
     def see(self, obj: Container) -> bool | None:
         """Show what changed in ``obj``; True/False once it is ready/failed, else None."""
@@ -41,6 +42,7 @@ class _Follower:
                 self.display.note(f"pulling {pull.image} on {obj.status.node or obj.spec.node}")
                 self.pulling = True
             self.display.show_status(pull)
+            self.last_pull = f"pulling {pull.image}: {pull.bytes_done} of {pull.bytes_total} bytes"
         elif self.pulling:
             self.display.complete()
             self.pulling = False
@@ -65,13 +67,19 @@ async def follow_until_running(client: ApiClient, name: str, *, namespace: str, 
             done = None
     if done is None:
         click.echo(f'error: timed out after {timeout:g}s waiting for container "{name}" to run '
-                   f"(last: {follower.last_message or 'no status yet'})", err=True)
+                   f"(last: {_last_seen(follower)})", err=True)
         return 1
     if done is False:
         _, message = container_state(await client.get(Container, name, namespace=namespace))
         click.echo(f"error: {message}", err=True)
         return 1
     return 0
+
+
+def _last_seen(follower: _Follower) -> str:
+    if follower.pulling:
+        return follower.last_pull
+    return follower.last_message or "no status yet"
 
 
 async def _follow(client: ApiClient, follower: _Follower, *, name: str, namespace: str) -> bool:

@@ -13,7 +13,8 @@ the pass started from), so it never overwrites a change made meanwhile; a confli
 reporting for that pass (the pass's own status write meets the same conflict and is retried as any
 other). When the pass ends the writer is stopped after the write it may have in flight, and
 ``report.written`` is the last version written here: the agent writes the pass's status over that
-version, without ``pull``, which clears it.
+version, without ``pull``, which clears it. A pass that fails (an error the agent retries) writes no
+status of its own, so the report clears ``status.pull`` itself then: progress never stays behind.
 """
 
 from __future__ import annotations
@@ -96,10 +97,28 @@ class PullReport:
 
     async def cancel(self) -> None:
         self._stopped.set()
+        self._wake.set()
         if self._writer is not None:
             self._writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer
+
+    async def clear(self) -> None:
+        """Remove ``status.pull`` if the status has one (best effort): a pass that failed after
+        progress was written writes no status of its own, and its retries, the image present by
+        then, would never write progress again."""
+        base = self.written or self.obj
+        if base.status.pull is None:
+            return
+        meta = self.obj.metadata
+        try:
+            written = await self.api.update_status(
+                msgspec.structs.replace(base, status=msgspec.structs.replace(base.status, pull=None)))
+        except Exception as e:
+            log.info("pull progress of %s/%s not cleared: %s", meta.namespace, meta.name, e)
+            return
+        self.written = written
+        self.on_written(written)
 
     async def _run(self) -> None:
         while True:
@@ -111,7 +130,8 @@ class PullReport:
             if not await self._write():
                 return
             with contextlib.suppress(TimeoutError):  # the rate limit; the end of the pass cuts it short
-                await asyncio.wait_for(self._stopped.wait(), self.interval)
+                async with asyncio.timeout(self.interval):
+                    await self._stopped.wait()
 
     async def _write(self) -> bool:
         base = self.written or self.obj
@@ -141,6 +161,10 @@ async def reporting_pulls(api: ApiClient, obj: Container, *, interval: float = W
     report = PullReport(api, obj, interval=interval, on_written=on_written)
     try:
         yield report
+    except Exception:  # the pass failed (and is retried): no stale progress is left in the status
+        await report.cancel()
+        await report.clear()
+        raise
     except BaseException:
         await report.cancel()
         raise
