@@ -32,10 +32,11 @@ Corral = Callable[..., Coroutine[Any, Any, Result]]
 
 @pytest.fixture
 def corral(control_plane: RunningControl) -> Corral:
-    env = {"CORRAL_SERVER": control_plane.url, "CORRAL_TOKEN": control_plane.admin_token, "CORRAL_CA": str(control_plane.ca_file)}
+    env: dict[str, str | None] = {"CORRAL_SERVER": control_plane.url, "CORRAL_TOKEN": control_plane.admin_token, "CORRAL_CA": str(control_plane.ca_file)}
 
-    async def invoke(*args: str, stdin: str | None = None) -> Result:
+    async def invoke(*args: str, stdin: str | None = None, extra_env: dict[str, str | None] | None = None) -> Result:
         runner = CliRunner()
-        return await asyncio.to_thread(runner.invoke, COMMANDS, list(args), input=stdin, env=env)
+        return await asyncio.to_thread(runner.invoke, COMMANDS, list(args), input=stdin,
+                                       env={**env, **(extra_env or {})})
 
     return invoke

@@ -17,6 +17,8 @@ from corral.model.resources import (
     NodeSpec,
     NodeStatus,
     ObjectMeta,
+    PullLayer,
+    PullStatus,
 )
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
@@ -101,3 +103,12 @@ def test_a_service_row_shows_its_type_cluster_ip_ports_and_ready_endpoints() -> 
     assert tables.row(svc, info, ctx) == ["web", "NodePort", "10.43.0.10", "80:30080/TCP,53/UDP", "3", "3m"]
     headless = Service(metadata=ObjectMeta(name="db", namespace="default"), spec=ServiceSpec(cluster_ip="None"))
     assert tables.row(headless, info, ctx)[1:5] == ["Headless", "None", "<none>", "0"]
+
+
+def test_a_container_whose_image_is_being_pulled_shows_how_far_the_pull_is() -> None:
+    pull = PullStatus(image="reg/app:1", layers=[PullLayer(digest="sha256:a", size=400, done=100)],
+                      bytes_done=100, bytes_total=400)
+    c = Container(metadata=ObjectMeta(name="web"), status=ContainerStatus(phase="Pending", reason="", pull=pull))
+    assert tables.container_status(c) == "Pulling:25%"
+    c.status.pull = PullStatus(image="reg/app:1")
+    assert tables.container_status(c) == "Pulling"

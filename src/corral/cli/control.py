@@ -12,7 +12,7 @@ import click
 import msgspec
 
 from corral.api.client import ApiClient
-from corral.cli import tables
+from corral.cli import styling, tables
 from corral.cli.connection import api_command, connection_options
 
 
@@ -38,7 +38,9 @@ async def list_members(client: ApiClient) -> int:
     rows = [[m["name"] or "(starting)", ",".join(m["peerURLs"]), ",".join(m["clientURLs"]) or tables.NONE,
              "yes" if m["leader"] else "no", "yes" if m["healthy"] else f"no ({m['error'][:60]})", m["id"]]
             for m in sorted(items, key=lambda m: m["name"])]
-    click.echo(tables.render(["NAME", "PEER URL", "CLIENT URL", "LEADER", "HEALTHY", "ID"], rows))
+    color = styling.color_enabled()
+    styling.echo(styling.render(["NAME", "PEER URL", "CLIENT URL", "LEADER", "HEALTHY", "ID"], rows, color=color),
+                 color=color)
     return 0 if all(m["healthy"] for m in items) else 1
 
 

@@ -13,7 +13,7 @@ import click
 import msgspec
 
 from corral.api.client import ApiClient
-from corral.cli import output, tables
+from corral.cli import output, styling, tables
 from corral.cli.completion import complete_kind, complete_name
 from corral.cli.connection import api_command, connection_options
 from corral.model.kinds import KindInfo
@@ -53,17 +53,19 @@ def status_fields(obj: Object) -> dict[str, Any]:
     return out
 
 
-def _conditions(conditions: list[dict[str, Any]], ctx: tables.Context) -> list[str]:
+def _conditions(conditions: list[dict[str, Any]], ctx: tables.Context, *, color: bool = False) -> list[str]:
     if not conditions:
         return []
     rows = [[c.get("type", ""), c.get("status", ""), c.get("reason", "") or tables.NONE,
              tables.age(c.get("lastTransitionTime", ""), ctx.now), c.get("message", "")] for c in conditions]
-    text = tables.render(["TYPE", "STATUS", "REASON", "AGE", "MESSAGE"], rows)
+    text = styling.render(["TYPE", "STATUS", "REASON", "AGE", "MESSAGE"], rows, color=color)
     return ["Conditions:", *(f"  {line}" for line in text.splitlines())]
 
 
-def describe_lines(obj: Object, info: KindInfo, events: list[Event], ctx: tables.Context) -> list[str]:
-    """The whole description, line by line (pure: the tests call it directly)."""
+def describe_lines(obj: Object, info: KindInfo, events: list[Event], ctx: tables.Context, *,
+                   color: bool = False) -> list[str]:
+    """The whole description, line by line (pure: the tests call it directly); its tables coloured
+    (cli/styling.py) when ``color``."""
     meta = obj.metadata
     created = meta.creation_timestamp
     lines = [_line("Name", meta.name)]
@@ -91,7 +93,7 @@ def describe_lines(obj: Object, info: KindInfo, events: list[Event], ctx: tables
                   *_block("Data", {k: f"{len(v) * 3 // 4 - v.count('=')} bytes" for k, v in sorted(obj.data.items())})]
     lines += _block("Spec", prune(output.to_data(obj).get("spec")))
     lines += _block("Status", status)
-    lines += _conditions(conditions, ctx)
+    lines += _conditions(conditions, ctx, color=color)
     if info.kind == "Event":
         return lines
     if not events:
@@ -100,7 +102,7 @@ def describe_lines(obj: Object, info: KindInfo, events: list[Event], ctx: tables
     ev_info_rows = [[tables.age(e.spec.last_timestamp or e.spec.first_timestamp or e.metadata.creation_timestamp,
                                 ctx.now), e.spec.type, e.spec.reason,
                      e.spec.source.component or tables.NONE, e.spec.message] for e in events]
-    text = tables.render(["LAST SEEN", "TYPE", "REASON", "FROM", "MESSAGE"], ev_info_rows)
+    text = styling.render(["LAST SEEN", "TYPE", "REASON", "FROM", "MESSAGE"], ev_info_rows, color=color)
     return [*lines, "Events:", *(f"  {line}" for line in text.splitlines())]
 
 
@@ -123,5 +125,6 @@ async def describe(client: ApiClient, *, kind: str, name: str, namespace: str) -
         selector = f"involvedObject.name={name},involvedObject.kind={info.kind}"
         events, _ = await client.list(Event, namespace=namespace if info.namespaced else None, field_selector=selector)
         events.sort(key=_event_time)
-    click.echo("\n".join(describe_lines(obj, info, events, tables.Context())))
+    color = styling.color_enabled()
+    styling.echo("\n".join(describe_lines(obj, info, events, tables.Context(), color=color)), color=color)
     return 0

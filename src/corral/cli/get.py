@@ -16,7 +16,7 @@ import click
 
 from corral.api.client import ApiClient
 from corral.api.listwatch import NamespacedName, api_informer, listing_of
-from corral.cli import jsonpath, output, tables
+from corral.cli import jsonpath, output, styling, tables
 from corral.cli.completion import complete_kind, complete_name
 from corral.cli.connection import api_command, connection_options
 from corral.model.errors import CorralError
@@ -55,12 +55,16 @@ def _check_format(ctx: click.Context, param: click.Parameter, value: str) -> str
 
 
 class Printer:
-    """Prints objects in one output format; a table keeps its column widths from the first batch."""
+    """Prints objects in one output format; a table keeps its column widths from the first batch,
+    and is coloured (cli/styling.py) on a terminal."""
 
     def __init__(self, info: KindInfo, fmt: str, *, all_namespaces: bool, ctx: tables.Context,
-                 echo: Callable[[str], None] = click.echo) -> None:
-        self.info, self.fmt, self.ctx, self.echo = info, fmt, ctx, echo
+                 echo: Callable[[str], None] | None = None, color: bool | None = None) -> None:
+        self.info, self.fmt, self.ctx = info, fmt, ctx
+        self.color = styling.color_enabled() if color is None else color
+        self.echo = echo or (lambda text: styling.echo(text, color=self.color))
         self.all_namespaces = all_namespaces and info.namespaced
+        self.header = tables.columns(info, wide=fmt == "wide", all_namespaces=self.all_namespaces)
         self.widths: list[int] = []
         self.show_secrets = False
 
@@ -68,11 +72,11 @@ class Printer:
         return tables.row(obj, self.info, self.ctx, wide=self.fmt == "wide", all_namespaces=self.all_namespaces)
 
     def table(self, objs: Sequence[Object]) -> None:
-        header = tables.columns(self.info, wide=self.fmt == "wide", all_namespaces=self.all_namespaces)
-        rows = [header, *(self._row(o) for o in objs)]
-        self.widths = tables.widths(rows)
+        rows = [self._row(o) for o in objs]
+        self.widths = tables.widths([self.header, *rows])
+        self.echo(styling.line(self.header, self.widths, color=self.color, is_header=True))
         for r in rows:
-            self.echo(tables.format_line(r, self.widths))
+            self.echo(styling.line(r, self.widths, color=self.color, header=self.header))
 
     def change(self, obj: Object) -> None:
         if self.fmt in ("json", "yaml"):
@@ -81,7 +85,7 @@ class Printer:
             self.echo(output.ref(self.info, obj.metadata.name))
         else:
             self.ctx = tables.Context(containers_per_node=self.ctx.containers_per_node)  # a fresh "now"
-            self.echo(tables.format_line(self._row(obj), self.widths))
+            self.echo(styling.line(self._row(obj), self.widths, color=self.color, header=self.header))
 
 async def follow(client: ApiClient, printer: Printer, *, namespace: str | None, items: Sequence[Object], rv: str,
                  label_selector: str, field_selector: str) -> None:
@@ -145,8 +149,7 @@ async def get(client: ApiClient, *, kind: str, name: str | None, namespace: str,
         where = f' in namespace "{ns}"' if ns else ""
         click.echo(f"No {info.plural} found{where}.", err=True)
     else:
-        printer.widths = [max(len(h), 12) for h in tables.columns(info, wide=fmt == "wide",
-                                                                  all_namespaces=printer.all_namespaces)]
+        printer.widths = [max(len(h), 12) for h in printer.header]
     if watch:
         await follow(client, printer, namespace=ns, items=listed, rv=rv, label_selector=selector,
                      field_selector=field_selector)

@@ -1,4 +1,5 @@
-"""``corral run NAME --image IMG``: build a Container from flags and create it."""
+"""``corral run NAME --image IMG``: build a Container from flags and create it; with ``--wait``, follow it
+until it runs, its image pull drawn as a bar per layer (cli/runwait.py)."""
 
 from __future__ import annotations
 
@@ -40,12 +41,18 @@ def build_container(name: str, *, image: str, namespace: str, cpu: str, memory: 
 @click.option("--restart", type=click.Choice(["Always", "OnFailure", "Never"]), default="Always", show_default=True,
               help="When to restart it after it exits.")
 @click.option("--dry-run", is_flag=True, help="Print the Container as YAML instead of creating it.")
+@click.option("--wait", is_flag=True, help="Wait until it runs (exit 1 if it fails or --timeout passes), "
+                                           "drawing its node's image pull as a bar per layer.")
+@click.option("--timeout", type=float, default=300, show_default=True, metavar="SECONDS",
+              help="With --wait: give up (exit 1) after this long.")
+@click.option("--progress", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True,
+              help="With --wait: pull progress bars on a terminal only (auto), always, or never.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @connection_options
 @api_command
 async def run(client: ApiClient, *, name: str, image: str, namespace: str, cpu: str, memory: str,
               ports: tuple[str, ...], env: tuple[str, ...], labels: tuple[str, ...], restart: str,
-              dry_run: bool, command: tuple[str, ...]) -> int:
+              dry_run: bool, wait: bool, timeout: float, progress: str, command: tuple[str, ...]) -> int:
     """Create a container NAME running IMAGE; after `--`, the COMMAND and its arguments replace the image's."""
     ctr = build_container(name, image=image, namespace=namespace, cpu=cpu, memory=memory, ports=ports, env=env,
                           labels=labels, restart=restart, command=command)
@@ -61,4 +68,10 @@ async def run(client: ApiClient, *, name: str, image: str, namespace: str, cpu: 
         output.print_error(e, what=what)
         return 1
     click.echo(f"{what} created")
-    return 0
+    if not wait:
+        return 0
+    from corral.cli.pullprogress import PullDisplay
+    from corral.cli.runwait import follow_until_running
+
+    return await follow_until_running(client, name, namespace=namespace, timeout=timeout,
+                                      display=PullDisplay.for_mode(progress))

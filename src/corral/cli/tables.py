@@ -85,6 +85,9 @@ def labels_text(labels: Mapping[str, str]) -> str:
 def container_status(c: Container) -> str:
     if c.metadata.deletion_timestamp:
         return "Terminating"
+    pull = c.status.pull
+    if pull is not None and c.status.phase != "Running":  # its node pulls the image (status.pull)
+        return f"Pulling:{pull.bytes_done * 100 // pull.bytes_total}%" if pull.bytes_total else "Pulling"
     if c.status.reason and c.status.phase != "Running":
         return c.status.reason
     return c.status.phase

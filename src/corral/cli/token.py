@@ -17,7 +17,7 @@ import click
 import msgspec
 
 from corral.api.client import ApiClient
-from corral.cli import tables
+from corral.cli import styling, tables
 from corral.cli.connection import api_command, connection_options
 
 _DURATION = re.compile(r"^(\d+)([smhd])$")
@@ -81,7 +81,8 @@ async def list_tokens(client: ApiClient) -> int:
         when = _when(expires) + (" (expired)" if expires and expires < now else "")
         role = t["role"] + (f" ({t['node']})" if t.get("node") else "")
         rows.append([t["id"], role, ",".join(t.get("namespaces") or []) or "*", when, t.get("description", "")])
-    click.echo(tables.render(rows[0], rows[1:]))
+    color = styling.color_enabled()
+    styling.echo(styling.render(rows[0], rows[1:], color=color), color=color)
     return 0
 
 

@@ -15,8 +15,8 @@ import click
 import msgspec
 
 from corral.api.client import ApiClient
+from corral.cli import styling
 from corral.cli.connection import api_command, connection_options
-from corral.cli.tables import format_line, widths
 from corral.model.errors import CorralError
 from corral.model.quantities import parse_cpu, parse_memory
 from corral.model.resources import Node
@@ -64,9 +64,8 @@ async def top_nodes(client: ApiClient) -> int:
         alloc_mem = parse_memory(node.status.allocatable.memory or "0")
         rows.append([node.metadata.name, cores(cpu), f"{cpu / alloc_cpu:.0%}" if alloc_cpu else "",
                      mebibytes(mem), f"{mem / alloc_mem:.0%}" if alloc_mem else "", str(len(data["containers"]))])
-    w = widths(rows)
-    for r in rows:
-        click.echo(format_line(r, w))
+    color = styling.color_enabled()
+    styling.echo(styling.render(rows[0], rows[1:], color=color), color=color)
     return 0
 
 
@@ -89,9 +88,8 @@ async def top_containers(client: ApiClient, *, namespace: str, all_namespaces: b
         click.echo("No running containers found." if not [n for n in found.values() if n is None]
                    else "No figures: the nodes' agents could not be reached.", err=True)
         return 0
-    w = widths(rows)
-    for r in rows:
-        click.echo(format_line(r, w))
+    color = styling.color_enabled()
+    styling.echo(styling.render(rows[0], rows[1:], color=color), color=color)
     unreachable = sorted(name for name, data in found.items() if data is None)
     if unreachable:
         click.echo(f"(no figures from {', '.join(unreachable)})", err=True)

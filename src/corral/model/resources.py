@@ -8,7 +8,7 @@ where they are used. The types here are plain data: validation lives in ``valida
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 
@@ -268,6 +268,27 @@ class ContainerSpec(_Base):
 
 Phase = Literal["Pending", "Scheduled", "Creating", "Running", "Succeeded", "Failed", "Unknown"]
 
+MAX_PULL_LAYERS = 256  # more blobs than any real image has: the cap keeps a status write small
+Bytes = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class PullLayer(_Base):
+    """One blob of an image being pulled: ``done`` of its ``size`` bytes."""
+
+    digest: str = ""
+    size: Bytes = 0
+    done: Bytes = 0
+
+
+class PullStatus(_Base):
+    """How far the pull of a container's image is: written by its node's agent while the pull runs
+    (a few times a second at most), removed from the status when the pull ends."""
+
+    image: str = ""
+    layers: Annotated[list[PullLayer], msgspec.Meta(max_length=MAX_PULL_LAYERS)] = []
+    bytes_done: Bytes = 0
+    bytes_total: Bytes = 0
+
 
 class ContainerStatus(_Base):
     phase: Phase = "Pending"
@@ -285,6 +306,7 @@ class ContainerStatus(_Base):
     observed_generation: int = 0
     conditions: list[Condition] = []
     nominated_node: str = ""  # where this container preempted others and waits to be placed
+    pull: PullStatus | None = None  # while its node pulls the image (roles/agentpulls.py)
 
 
 class Container(_Object, kw_only=True):

@@ -80,8 +80,10 @@ class ImageCache:
 
 async def ensure_image(client: Client, ref: str, *, insecure_registries: list[str],
                        cache: ImageCache | None = None,
-                       credentials: Callable[[], Awaitable[Credentials | None]] | None = None) -> images.Image:
-    """The image, pulled if missing (with the container's ``imagePullSecrets``, read only then)."""
+                       credentials: Callable[[], Awaitable[Credentials | None]] | None = None,
+                       progress: pull.ProgressFn | None = None) -> images.Image:
+    """The image, pulled if missing (with the container's ``imagePullSecrets``, read only then);
+    ``progress`` hears how far the pull is (nothing at all when the image is there)."""
     name = parse_reference(ref).name
     try:
         if cache is not None:
@@ -92,7 +94,8 @@ async def ensure_image(client: Client, ref: str, *, insecure_registries: list[st
             cache.forget(name)
     creds = await credentials() if credentials is not None else None
     try:
-        return await pull.pull(client, ref, insecure_registries=insecure_registries, credentials=creds)
+        return await pull.pull(client, ref, insecure_registries=insecure_registries, credentials=creds,
+                               progress=progress)
     except RegistryUnauthorized as e:
         hint = ("; give the container imagePullSecrets (a corral.io/dockerconfigjson Secret)" if creds is None
                 else " (with the credentials of its imagePullSecrets)")
@@ -122,6 +125,7 @@ async def ensure_container(
     dns: tuple[str, str] = ("", ""),
     secrets: SecretSource | None = None,
     pids_limit: int = 0,
+    pull_progress: pull.ProgressFn | None = None,
 ) -> Prepared:
     cid = naming.containerd_id(obj)
     existing = await ctrs.list_containers(client, {naming.LABEL_UID: obj.metadata.uid})
@@ -133,7 +137,7 @@ async def ensure_container(
             await stop(client, info.id, grace=float(obj.spec.termination_grace_period_seconds))
             await ctrs.delete_container(client, info.id)
     image = await ensure_image(client, obj.spec.image, insecure_registries=insecure_registries, cache=image_cache,
-                               credentials=lambda: pull_credentials(obj, secrets))
+                               credentials=lambda: pull_credentials(obj, secrets), progress=pull_progress)
     if current is not None:
         return Prepared(current, image, created=False)
     env = await resolve_env(obj, secrets)  # Secrets' values, fixed at creation (like Kubernetes)

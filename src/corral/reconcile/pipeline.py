@@ -40,6 +40,7 @@ from corral.runtime import containers as ctrs
 from corral.runtime import events as rt_events
 from corral.runtime import logs, tasks
 from corral.runtime.client import Client
+from corral.runtime.pull import ProgressFn
 from corral.runtime.spec import BindMount
 from corral.storage.secretfiles import SecretFiles
 
@@ -134,7 +135,8 @@ class NodeReconciler:
 
     # --- one container ----------------------------------------------------------------------
 
-    async def sync(self, obj: Container) -> SyncResult:
+    async def sync(self, obj: Container, *, pull_progress: ProgressFn | None = None) -> SyncResult:
+        """Make ``obj`` real; ``pull_progress`` hears how far the pull of its image is, if one is needed."""
         uid = _checked_uid(obj)
         key = (obj.metadata.namespace, obj.metadata.name)
         # 1. network — the namespace path is known up front, so CNI's ADD (the slow part: veth, bridge,
@@ -158,7 +160,7 @@ class NodeReconciler:
                     self.client, obj, node=self.cfg.node_name, netns_path=str(self.network.netns_path(uid)),
                     mounts=mounts, insecure_registries=self.cfg.insecure_registries, run_dir=self._run_dir(uid),
                     image_cache=self._images, dns=(self.cfg.dns_server, self.cfg.cluster_domain),
-                    secrets=self.secrets, pids_limit=self.cfg.pids_limit,
+                    secrets=self.secrets, pids_limit=self.cfg.pids_limit, pull_progress=pull_progress,
                 )
             except SecretMissing as e:  # waits for the Secret; names it and the key, never a value
                 attachment = await attaching

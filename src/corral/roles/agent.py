@@ -69,6 +69,7 @@ from corral.reconcile.imagegc import ImageGC, ImageGCConfig
 from corral.reconcile.pipeline import NodeReconciler, ReconcilerConfig
 from corral.roles import agentlogs, agentstreams, podcidr
 from corral.roles.agenthygiene import DiskPressureReporter, removal_message
+from corral.roles.agentpulls import reporting_pulls
 from corral.roles.agentsecrets import ApiSecrets, follow_secret_volumes
 from corral.roles.agentvolumes import UsageWatch, is_evicted, requeue_mounting, volume_placement
 from corral.roles.fencing import Fence, kill_node_tasks
@@ -426,12 +427,17 @@ class Agent:
         if is_evicted(desired):  # over a volume size limit (roles/agentvolumes.py): stopped for good
             await self.reconciler.teardown(desired)
             return None
-        result = await self.reconciler.sync(desired)
-        if result.status != desired.status:
+        # pull progress goes into status.pull while the image is pulled (roles/agentpulls.py)
+        async with reporting_pulls(self.api, desired, on_written=self._own_write) as pulls:
+            result = await self.reconciler.sync(desired, pull_progress=pulls.progress)
+        base = pulls.written or desired  # over the last progress written: clears status.pull
+        if result.status != base.status:
             # a copy: the reflector's object stays what the API said, so a failed write is retried
-            written = await self.api.update_status(msgspec.structs.replace(desired, status=result.status))
-            self._own_writes[key] = written.metadata.resource_version
+            self._own_write(await self.api.update_status(msgspec.structs.replace(base, status=result.status)))
         return result.requeue_after
+
+    def _own_write(self, written: Container) -> None:
+        self._own_writes[(written.metadata.namespace, written.metadata.name)] = written.metadata.resource_version
 
     def _terminate(self, key: Key, obj: Container) -> None:
         """Start ``obj``'s graceful termination (SIGTERM, its grace period, SIGKILL; then removal and
