@@ -10,7 +10,9 @@ file ``corral logs``, ``logs -f``, ``--previous``, kept logs and attach read, as
 container costs the node its shim and two FIFOs; no process of its own.
 
 **Restarts lose nothing.** The world is the state: on start the collector lists the FIFO directory
-and opens what is there (and looks again every ``TICK`` seconds for new and removed ones). While
+and opens what is there; inotify tells it at once when FIFOs are made or removed (so it reads a new
+container's output from its first line, stdout before stderr), and it looks again every ``TICK``
+seconds in case it missed one. While
 it is away — killed, restarting — output waits in the pipes (64 KiB each, and as much again
 between the container and its shim), and a container that fills them blocks until the collector is
 back, typically well under a second. The pipes stay open meanwhile: the shim holds its ends while
@@ -67,10 +69,33 @@ PEEK = 64 * 1024  # the most bytes taken from one FIFO at a time
 SCRATCH_SIZE = 1024 * 1024  # the private pipe a peek lands in: room for any FIFO's whole content
 _SPLICE_F_NONBLOCK = 2
 
+_IN_MOVED_FROM, _IN_MOVED_TO, _IN_CREATE, _IN_DELETE = 0x40, 0x80, 0x100, 0x200
+_IN_NONBLOCK, _IN_CLOEXEC = os.O_NONBLOCK, os.O_CLOEXEC
+
 _libc = ctypes.CDLL(None, use_errno=True)
 _tee = _libc.tee
 _tee.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_size_t, ctypes.c_uint]
 _tee.restype = ctypes.c_ssize_t
+_libc.inotify_init1.argtypes = [ctypes.c_int]
+_libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+
+
+def watch_directory(path: str) -> int:
+    """An inotify descriptor that becomes readable when entries are made, removed or moved in ``path``."""
+    fd = int(_libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC))
+    if fd < 0 or _libc.inotify_add_watch(fd, os.fsencode(path),
+                                         _IN_CREATE | _IN_DELETE | _IN_MOVED_FROM | _IN_MOVED_TO) < 0:
+        err = ctypes.get_errno()
+        if fd >= 0:
+            os.close(fd)
+        raise OSError(err, os.strerror(err))
+    return fd
+
+
+def drain(fd: int) -> None:
+    with contextlib.suppress(BlockingIOError):
+        while os.read(fd, 65536):
+            pass
 
 
 def peek(fd: int, into: int, size: int) -> int:
@@ -130,22 +155,22 @@ class Collector:
 
     # --- the directory -------------------------------------------------------------------------
 
-    def scan(self) -> None:
-        """Open the FIFOs that appeared, drain and close those removed."""
+    def scan(self, *, changed: bool = False) -> None:
+        """Open the FIFOs that appeared, drain and close those removed; ``changed``: the directory did."""
         try:
             mtime = os.stat(self.pipes_dir).st_mtime_ns
         except FileNotFoundError:
             mtime = 0
         now = time.time_ns()
         # a change within the clock's granularity keeps the same mtime: list again until it is old
-        if mtime == self._dir_seen[0] and self._dir_seen[1] - mtime > 2_000_000_000:
+        if not changed and mtime == self._dir_seen[0] and self._dir_seen[1] - mtime > 2_000_000_000:
             return
         self._dir_seen = (mtime, now)
         try:
             names = {n for n in os.listdir(self.pipes_dir) if not n.startswith(".") and n.rpartition(".")[2] in STREAMS}
         except FileNotFoundError:
             names = set()
-        for name in sorted(names - self.streams.keys()):
+        for name in sorted(names - self.streams.keys(), key=lambda n: (n.rpartition(".")[0], n.endswith(".stderr"))):
             self._open(name)
         for name in sorted(self.streams.keys() - names):
             self._close(self.streams[name])
@@ -217,6 +242,14 @@ class Collector:
     def run(self, stop_fd: int) -> None:
         """Collect until ``stop_fd`` becomes readable."""
         self.poller.register(stop_fd, select.EPOLLIN)
+        changes = watch_directory(self.pipes_dir)
+        self.poller.register(changes, select.EPOLLIN)
+        try:
+            self._loop(stop_fd, changes)
+        finally:
+            os.close(changes)
+
+    def _loop(self, stop_fd: int, changes: int) -> None:
         next_tick = 0.0
         while True:
             now = time.monotonic()
@@ -227,6 +260,10 @@ class Collector:
             for fd, mask in self.poller.poll(max(0.0, next_tick - time.monotonic())):
                 if fd == stop_fd:
                     return
+                if fd == changes:
+                    drain(changes)
+                    self.scan(changed=True)
+                    continue
                 stream = self.by_fd.get(fd)
                 if stream is not None:
                     self.service(stream, ended=bool(mask & (select.EPOLLHUP | select.EPOLLERR)))

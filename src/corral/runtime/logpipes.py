@@ -194,9 +194,12 @@ class LogCollector:
         return True
 
     async def stop(self, *, grace: float = 5.0) -> None:
-        """SIGTERM, then SIGKILL after ``grace``: what it has not written stays in the pipes."""
+        """SIGTERM, then SIGKILL after ``grace``: what it has not written stays in the pipes. One not
+        started by this handle is found by its command line (a leftover, e.g. of a killed agent)."""
         pid, proc = self.pid, self._proc
         self.pid, self._proc = None, None
+        if pid is None:
+            pid = await asyncio.to_thread(running_collector, self.data_dir)
         if proc is not None:
             await terminate(proc, grace=grace)
             return
