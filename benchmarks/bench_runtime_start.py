@@ -7,8 +7,9 @@ then measures, for ``sleep 600`` containers:
   process runs), over ``N_SEQ`` containers: p50 / p99 in ms;
 - concurrent: ``N_PAR`` such starts at once: total seconds.
 
-Each is run for corral with null IO, corral with the per-task log shipper (``binary://`` URI, what
-the agent uses), and ``ctr run -d`` (the floor; ctr appears only in this benchmark). Everything is
+Each is run for corral with null IO, corral with FIFO logs (what the agent does: the container's
+stdout/stderr FIFOs made and held, read by the node's one log collector — no process per
+container), and ``ctr run -d`` (the floor; ctr appears only in this benchmark). Everything is
 deleted between rounds and at the end. Prints the figures and writes them to
 benchmarks/results/bench_runtime_start.json.
 
@@ -29,24 +30,24 @@ from pathlib import Path
 
 from harness import pct
 
+from corral.runtime import logpipes
 from corral.runtime.archive import import_archive
 from corral.runtime.client import Client
 from corral.runtime.containers import create_container, delete_container, list_containers
 from corral.runtime.embedded import EmbeddedContainerd
 from corral.runtime.imagebuild import build_busybox_image
 from corral.runtime.images import Image
-from corral.runtime.logs import install_shipper, log_uri
 from corral.runtime.spec import build_spec
-from corral.runtime.tasks import create_task
+from corral.runtime.tasks import Stdio, create_task
 
 NAMESPACE = "corral"
 RESULTS = Path(__file__).parent / "results" / "bench_runtime_start.json"
 
 
-async def corral_start(client: Client, image: Image, cid: str, uri: str) -> None:
+async def corral_start(client: Client, image: Image, cid: str, stdio: Stdio | None = None) -> None:
     spec = build_spec(container_id=cid, image_config=image.config, command=["sleep", "600"])
     await create_container(client, id=cid, image=image, spec=spec, labels={"bench": "1"})
-    task = await create_task(client, cid, log_uri=uri)
+    task = await create_task(client, cid, stdio=stdio)
     exit_ = await task.start()
     await exit_.cancel()  # the benchmark does not wait for the exit
 
@@ -110,11 +111,20 @@ async def main(n_seq: int, n_par: int) -> None:
         async with Client(daemon.socket, NAMESPACE) as client:
             archive = await asyncio.to_thread(build_busybox_image, base / "busybox.tar")
             (image,) = await import_archive(client, archive)
-            shipper = await asyncio.to_thread(install_shipper, base / "bin")
-            logs = base / "logs"
+            collector = logpipes.LogCollector(base / "node")
+            await collector.start()
+            reads = logpipes.ReadEnds()
+
+            async def with_fifo_logs(cid: str) -> None:
+                """What the agent does for a container's output: its log dir and FIFOs, held; then the start."""
+                (base / "node" / "logs" / cid).mkdir(parents=True, exist_ok=True)
+                fifos = logpipes.ensure(base / "node", cid)
+                reads.hold(cid, fifos)
+                await corral_start(client, image, cid, Stdio(str(fifos[0]), str(fifos[1])))
+
             try:
-                # warm up: the first shim, runc and shipper starts pay for page cache
-                await corral_start(client, image, "warm-1", log_uri(shipper, path=logs / "warm.log"))
+                # warm up: the first shim and runc starts pay for page cache
+                await with_fifo_logs("warm-1")
                 await ctr_start(daemon.socket, image, "warm-2")
                 await clean(client)
                 results = {
@@ -127,14 +137,14 @@ async def main(n_seq: int, n_par: int) -> None:
                     ),
                     "corral null IO": await measure(
                         "corral-null-io",
-                        lambda cid: corral_start(client, image, cid, ""),
+                        lambda cid: corral_start(client, image, cid),
                         client,
                         n_seq=n_seq,
                         n_par=n_par,
                     ),
-                    "corral + log shipper": await measure(
-                        "corral-logs",
-                        lambda cid: corral_start(client, image, cid, log_uri(shipper, path=logs / f"{cid}.log")),
+                    "corral + FIFO logs": await measure(
+                        "corral-fifo-logs",
+                        with_fifo_logs,
                         client,
                         n_seq=n_seq,
                         n_par=n_par,
@@ -142,8 +152,10 @@ async def main(n_seq: int, n_par: int) -> None:
                 }
             finally:
                 await clean(client)
+                reads.release_all()
+                await collector.stop()
         floor = results["ctr run -d"]
-        for name in ("corral null IO", "corral + log shipper"):
+        for name in ("corral null IO", "corral + FIFO logs"):
             r = results[name]
             print(
                 f"{name}: p50 {r['p50_ms'] / floor['p50_ms']:.2f}x ctr, "

@@ -11,7 +11,7 @@ from corral.runtime.client import Client
 from corral.runtime.containers import create_container, delete_container
 from corral.runtime.images import Image
 from corral.runtime.spec import build_spec
-from corral.runtime.tasks import Task, create_task
+from corral.runtime.tasks import Stdio, Task, create_task
 
 pytestmark = pytest.mark.containerd
 
@@ -25,7 +25,7 @@ async def test_starting_a_task_over_a_leftover_one_removes_the_leftover_and_runs
         await create_container(ctr_client, id=cid, image=busybox_image, spec=spec)
         leftover = await create_task(ctr_client, cid)  # made, never started: what a crash mid-create leaves
         old_pid = (await leftover.status()).pid
-        await start_task(ctr_client, cid, log_uri="")  # creating it again meets "already exists"
+        await start_task(ctr_client, cid, stdio=Stdio())  # creating it again meets "already exists"
         status = await Task(ctr_client, cid).status()
         assert status.state == "running"
         assert status.pid != old_pid

@@ -7,21 +7,16 @@ import secrets
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 
 from corral.model.errors import AlreadyExists, NotFound
+from corral.runtime import logpipes
 from corral.runtime.client import Client
 from corral.runtime.containers import create_container, delete_container, get_container, list_containers
 from corral.runtime.images import Image
-from corral.runtime.logs import install_shipper, log_uri, read_tail
+from corral.runtime.logs import read_tail
 from corral.runtime.spec import build_spec
-from corral.runtime.tasks import Task, create_task
+from corral.runtime.tasks import Stdio, Task, create_task
 from corral.runtime.unpack import snapshot_exists
-
-
-@pytest_asyncio.fixture(scope="session")
-async def shipper(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return await asyncio.to_thread(install_shipper, tmp_path_factory.mktemp("bin"))
 
 
 def new_id(prefix: str) -> str:
@@ -29,21 +24,31 @@ def new_id(prefix: str) -> str:
 
 
 async def test_echo_runs_and_its_output_lands_in_the_log_file(
-    ctr_client: Client, busybox_image: Image, shipper: Path, tmp_path: Path
+    ctr_client: Client, busybox_image: Image, tmp_path: Path
 ) -> None:
     cid = new_id("echo")
     spec = build_spec(
         container_id=cid, image_config=busybox_image.config, command=["sh", "-c", "echo hello; echo oops >&2"]
     )
-    log = tmp_path / "echo.log"
+    log = tmp_path / "logs" / cid / "container.log"
+    log.parent.mkdir(parents=True)
+    fifos = logpipes.ensure(tmp_path, cid)
+    reads = logpipes.ReadEnds()
+    reads.hold(cid, fifos)
+    collector = logpipes.LogCollector(tmp_path)
+    await collector.start()
     try:
         await create_container(ctr_client, id=cid, image=busybox_image, spec=spec, labels={"corral/uid": cid})
-        task = await create_task(ctr_client, cid, log_uri=log_uri(shipper, path=log))
+        task = await create_task(ctr_client, cid, stdio=Stdio(str(fifos[0]), str(fifos[1])))
         status = await (await task.start()).wait(timeout=20)
         assert status.code == 0
         assert status.exited_at is not None
     finally:
-        await delete_container(ctr_client, cid)  # closes the task's IO: the shipper flushes and exits
+        await delete_container(ctr_client, cid)  # closes the task's IO: the collector writes the rest
+        reads.release_all()
+        await asyncio.to_thread(logpipes.remove, tmp_path, cid)
+        await asyncio.sleep(0.3)  # the collector's next look at the directory drains and closes them
+        await collector.stop()
     lines = await asyncio.to_thread(read_tail, log, 10)
     assert {(line.stream, line.text) for line in lines} == {("stdout", "hello"), ("stderr", "oops")}
 

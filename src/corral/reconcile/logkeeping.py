@@ -11,8 +11,10 @@ A container's log lives in ``<data>/logs/<uid>/container.log`` (and its rotated 
   shows once no container of that name exists. ``expire`` removes those deleted longer ago than
   ``--keep-logs``; the agent runs it periodically (``expire_forever``).
 
-Everything here is plain file moves (renames inside one filesystem: a log shipper still holding a
-file open keeps writing to it wherever it moved) and runs off the event loop.
+Everything here is plain file moves (renames inside one filesystem) and runs off the event loop.
+The node's log collector follows them: it writes to whatever file is at the log's path, begins a
+new one there after ``begin_run``, and finishes a deleted container's last lines in the file where
+``keep`` moved it (``runtime/logrecords.RotatingFile``).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import shutil
 import time
 from pathlib import Path
 
-from corral.runtime.logshipper import rotated_path
+from corral.runtime.logrecords import rotated_path
 
 log = logging.getLogger(__name__)
 KEPT_DIR = "logs-kept"

@@ -38,7 +38,7 @@ from corral.reconcile.state import ensure_state, stop
 from corral.reconcile.storage import VolumeStep
 from corral.runtime import containers as ctrs
 from corral.runtime import events as rt_events
-from corral.runtime import logs, tasks
+from corral.runtime import logpipes, tasks
 from corral.runtime.client import Client
 from corral.runtime.pull import ProgressFn
 from corral.runtime.spec import BindMount
@@ -88,7 +88,6 @@ class NodeReconciler:
         self.volumes = VolumeStep(cfg.data_dir)
         self.events: EventSink = _NullSink()
         self.runtime_version = ""
-        self._shipper: Path | None = None
         self._keys: dict[str, Key] = {}  # containerd id -> (namespace, name)
         self._uids: dict[str, str] = {}  # uid -> containerd id last synced
         # uids whose adoption this agent has reported (an Adopted Event once per agent run)
@@ -100,12 +99,16 @@ class NodeReconciler:
         # Secrets: read through the API by the agent (set by it); secret volumes on tmpfs
         self.secrets: SecretSource | None = None
         self.secret_files = SecretFiles(cfg.data_dir)
+        # every container's stdout and stderr: one collector process for the node (runtime/logpipes.py)
+        self.log_collector = logpipes.LogCollector(cfg.data_dir, max_bytes=cfg.log_max_bytes,
+                                                   max_files=cfg.log_max_files)
+        self._fifo_readers = logpipes.ReadEnds()  # keep what the pipes hold while the collector is away
 
     async def start(self) -> None:
         await asyncio.to_thread(self.cfg.data_dir.mkdir, parents=True, exist_ok=True)
         await self.client.connect()
         self.runtime_version = await self.client.version()
-        self._shipper = await asyncio.to_thread(logs.install_shipper, self.cfg.data_dir / "bin")
+        await self.log_collector.start()  # adopts the one a killed agent left running
 
     async def use_network(self, *, pod_cidr: str, mtu: int, cluster_cidr: str) -> None:
         """Attach containers to ``pod_cidr`` (the node's slice, known once the Node has it) with links
@@ -120,6 +123,8 @@ class NodeReconciler:
     async def close(self) -> None:
         await self.prober.aclose()
         await self.client.close()
+        await self.log_collector.stop_if_idle()  # the node's: it outlives the agent while containers run
+        self._fifo_readers.release_all()
 
     # --- paths -------------------------------------------------------------------------------
 
@@ -129,6 +134,13 @@ class NodeReconciler:
     def log_path(self, uid: str) -> Path | None:
         path = self._log_file(uid)
         return path if uid and path.parent.exists() else None
+
+    def _log_pipes(self, uid: str) -> tuple[Path, Path]:
+        """The container's log directory and its stdout and stderr FIFOs, held open (blocking)."""
+        self._log_file(uid).parent.mkdir(parents=True, exist_ok=True)
+        fifos = logpipes.ensure(self.cfg.data_dir, uid)
+        self._fifo_readers.hold(uid, fifos)  # before the task: the shim's first open waits for a reader
+        return fifos
 
     def _run_dir(self, uid: str) -> Path:
         return self.cfg.data_dir / "containers" / uid
@@ -195,10 +207,7 @@ class NodeReconciler:
             await self.prober.stop(self._uids[uid])
         self._uids[uid] = cid
         # 4. running state
-        await asyncio.to_thread(self._log_file(uid).parent.mkdir, parents=True, exist_ok=True)
-        assert self._shipper is not None
-        uri = logs.log_uri(self._shipper, path=self._log_file(uid), max_bytes=self.cfg.log_max_bytes,
-                           max_files=self.cfg.log_max_files)
+        fifos = await asyncio.to_thread(self._log_pipes, uid)  # read by the node's log collector
         # why the last run ended, as the containerd record says (the OOM and liveness labels)
         ended = {k: v for k, v in prepared.info.labels.items() if k in naming.ENDED_LABELS and v}
         # probes: the restart policy below restarts a killed task
@@ -214,7 +223,7 @@ class NodeReconciler:
             await asyncio.to_thread(logkeeping.begin_run, self._log_file(uid), self.cfg.log_max_files)
 
         t_start = time.perf_counter()
-        outcome = await ensure_state(self.client, obj, cid, log_uri=uri,
+        outcome = await ensure_state(self.client, obj, cid, stdio=tasks.Stdio(str(fifos[0]), str(fifos[1])),
                                      oom_killed=ended.get(naming.LABEL_OOM_KILLED) == "true",
                                      ip=attachment.ip, probe_ready=probe_ready, before_start=before_start)
         t_state = time.perf_counter()
@@ -314,6 +323,8 @@ class NodeReconciler:
         await self.volumes.remove_container(uid)
         await self.secret_files.remove(uid)
         await asyncio.to_thread(shutil.rmtree, self._run_dir(uid), True)
+        self._fifo_readers.release(uid)
+        await asyncio.to_thread(logpipes.remove, self.cfg.data_dir, uid)
         await asyncio.to_thread(shutil.rmtree, self._log_file(uid).parent, True)
 
     # --- leftovers --------------------------------------------------------------------------
@@ -333,6 +344,7 @@ class NodeReconciler:
         leftovers.update(await self.volumes.list_container_dirs())
         leftovers.update(await self.secret_files.list_uids())
         leftovers.update(await asyncio.to_thread(_subdirs, self.cfg.data_dir / "containers"))
+        leftovers.update(await asyncio.to_thread(logpipes.list_uids, self.cfg.data_dir))
         keep = wanted() if callable(wanted) else wanted
         for info in found:
             uid = info.labels.get(naming.LABEL_UID, "")

@@ -64,19 +64,19 @@ def _conditions(status: ContainerStatus, ready: bool) -> list[Condition]:
     return out
 
 
-async def start_task(client: Client, cid: str, *, log_uri: str) -> None:
+async def start_task(client: Client, cid: str, *, stdio: tasks.Stdio) -> None:
     """Create and start the task. A task that "already exists" though the agent found none to adopt
     was half made when containerd died (registered, never reported or started, its shim perhaps
     gone): it is removed and made afresh; if containerd still holds it, the whole containerd
     container goes and the next pass (reconcile/containers.py) makes it again."""
     try:
-        task = await _create_task(client, cid, log_uri=log_uri)
+        task = await _create_task(client, cid, stdio=stdio)
     except AlreadyExists:
         log.warning("task %s already exists but was not found running: half made when containerd died; "
                     "removing it", cid)
         await _remove_half_made_task(client, cid)
         try:
-            task = await _create_task(client, cid, log_uri=log_uri)
+            task = await _create_task(client, cid, stdio=stdio)
         except AlreadyExists:
             log.warning("task %s is still there after its removal: removing container %s to make it again", cid, cid)
             await ctrs.delete_container(client, cid, kill_timeout=5.0)
@@ -85,9 +85,9 @@ async def start_task(client: Client, cid: str, *, log_uri: str) -> None:
     await exit_handle.cancel()  # exits are watched through containerd's event stream, not per task
 
 
-async def _create_task(client: Client, cid: str, *, log_uri: str) -> tasks.Task:
+async def _create_task(client: Client, cid: str, *, stdio: tasks.Stdio) -> tasks.Task:
     # the snapshot key is the containerd id (reconcile/containers.py): no need to read the record
-    return await tasks.create_task(client, cid, log_uri=log_uri, snapshot_key=cid, snapshotter=SNAPSHOTTER)
+    return await tasks.create_task(client, cid, stdio=stdio, snapshot_key=cid, snapshotter=SNAPSHOTTER)
 
 
 async def _remove_half_made_task(client: Client, cid: str) -> None:
@@ -105,7 +105,7 @@ async def _remove_half_made_task(client: Client, cid: str) -> None:
 
 
 async def ensure_state(
-    client: Client, obj: Container, cid: str, *, log_uri: str, oom_killed: bool, ip: str,
+    client: Client, obj: Container, cid: str, *, stdio: tasks.Stdio, oom_killed: bool, ip: str,
     probe_ready: bool | None = None, before_start: Callable[[], Awaitable[object]] | None = None,
 ) -> Outcome:
     """``probe_ready``: the readiness probe's result (``reconcile/probes.py``), None without one;
@@ -131,7 +131,7 @@ async def ensure_state(
     if info is None:
         if before_start is not None:
             await before_start()
-        await start_task(client, cid, log_uri=log_uri)
+        await start_task(client, cid, stdio=stdio)
         status.phase, status.started_at, status.finished_at, status.exit_code = "Running", now_rfc3339(), "", None
         outcome.started = True
     elif info.state in ("running", "paused", "pausing"):
@@ -155,7 +155,7 @@ async def ensure_state(
                     await task.delete()
                 if before_start is not None:
                     await before_start()
-                await start_task(client, cid, log_uri=log_uri)
+                await start_task(client, cid, stdio=stdio)
                 status.restart_count += 1
                 status.phase, status.started_at = "Running", now_rfc3339()
                 outcome.restarted = True

@@ -33,8 +33,10 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from corral import __version__
+from corral.aiokit.backoff import Backoff
 from corral.aiokit.eventrecorder import EventRecorder
 from corral.aiokit.metrics import Histogram, serve_metrics
+from corral.aiokit.processes import Supervisor
 from corral.aiokit.queueing import WorkQueue
 from corral.aiokit.retrying import retry_temporary
 from corral.aiokit.running import run_until_stopped
@@ -565,6 +567,9 @@ class Agent:
             tg.create_task(self._heartbeats(), name="agent-heartbeat")  # while the podCIDR is awaited too
             tg.create_task(self.fence.watch(), name="agent-fence")
             tg.create_task(self.events.run(), name="agent-events")
+            tg.create_task(Supervisor("the log collector", self.reconciler.log_collector, stop=asyncio.Event(),
+                                      key="logcollector", backoff=Backoff(initial=0.05, maximum=5.0, reset_after=10.0),
+                                      ).run(), name="agent-log-collector")
             self.peers = await self.settle_network()
             tg.create_task(self.reflector.run(), name="agent-reflector")
             tg.create_task(self.services.run(), name="agent-service-proxy")

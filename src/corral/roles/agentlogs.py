@@ -1,7 +1,7 @@
 """The agent's own small HTTPS listener: container logs, for the API's proxy only.
 
 ``GET /logs/{namespace}/{name}?uid=&tail=N&follow=1&timestamps=1`` answers the container's log
-records as text lines (``[time ]text``), from the files the log shipper writes on this node;
+records as text lines (``[time ]text``), from the files the node's log collector writes;
 ``previous=1``: the run before the latest start; ``kept=1`` (no uid): the newest kept log of a deleted
 container of that name (``kept=1&info=1``: only ``{"deletedAt": seconds}``, so the API can pick the
 newest across nodes).

@@ -7,7 +7,7 @@ client certificate must be the API's: ``agentlogs.refuse_unless_api``):
   command in the container's running task (``runtime.execstream``) and speaks the channel protocol
   of ``api.streamproto``; the last frame is the status (channel 3) with the exit code.
 - ``GET /attach/{namespace}/{name}?uid=`` streams the main process's stdout and stderr from now
-  on (read from the log the shipper writes, so attaching never disturbs the log) and ends with the
+  on (read from the log the node's collector writes, so attaching never disturbs the log) and ends with the
   main process's exit status. The main process is started without stdin, so ``stdin=1`` is refused.
 - ``GET /portforward/{namespace}/{name}?uid=&ports=PORT`` connects to ``127.0.0.1:PORT`` inside the
   container's network namespace (``network.nsdial``) and pipes the bytes.
@@ -207,7 +207,7 @@ def add_routes(app: web.Application, *, targets: StreamTargets) -> None:
             follower = asyncio.ensure_future(follow())
             try:
                 status = await tasks.Task(targets.client, cid).wait()
-                await asyncio.sleep(0.3)  # the shipper's last lines
+                await asyncio.sleep(0.3)  # the collector's last lines
             finally:
                 follower.cancel()
                 await asyncio.gather(follower, return_exceptions=True)

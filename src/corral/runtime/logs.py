@@ -1,35 +1,27 @@
-"""Container logs: the ``binary://`` URI that routes a task's stdio to the shipper, and the readers.
+"""Container logs: reading the CRI-format files the node's log collector writes.
 
-Writing is the shipper's job (``corral.runtime.logshipper``, one small process per task started by
-containerd's shim, so logs keep flowing while corral is down and a slow reader never blocks the
-container). This module owns the rest:
+Writing is the collector's job (``runtime/logcollector.py``: one process per node reads every
+container's stdout and stderr FIFOs, ``runtime/logpipes.py``, so logs keep flowing while the agent
+restarts and a slow reader never blocks a container). This module reads:
 
-- ``install_shipper(bin_dir)`` writes the shipper as a standalone executable script (its own
-  source with a ``#!<python> -IS`` line) — containerd needs an absolute executable path, and a
-  script without site-packages starts fast and stays small. Rewritten only when it changed.
-- ``log_uri(...)`` builds the task's stdout/stderr URI. The shim turns each query pair into the
-  two arguments ``key value``, so the keys are the flags themselves.
 - ``tail(path, n)`` returns the last ``n`` records, reaching into rotated files when the current one
   has fewer; ``follow(path)`` yields records as they are written and follows the file across
   rotation (it notices a new inode at ``path``, drains the old file, then opens the new one).
 
-Records are the CRI format, parsed into ``LogLine``. File reads run in a worker thread.
+Records are the CRI format (``runtime/logrecords.py``), parsed into ``LogLine``. File reads run in a
+worker thread.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, urlencode
 
-from corral.runtime import logshipper
-from corral.runtime.logshipper import DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES, rotated_path
+from corral.runtime.logrecords import DEFAULT_MAX_FILES, rotated_path
 
-SHIPPER_NAME = "corral-logshipper"
 _BLOCK = 64 * 1024
 
 
@@ -51,38 +43,6 @@ class LogLine:
         if len(parts) == 3 and parts[2] in ("F", "P"):
             return cls(time=parts[0], stream=parts[1], partial=parts[2] == "P", text="")
         return cls(time="", stream="stdout", partial=False, text=raw.rstrip("\n"))
-
-
-def install_shipper(bin_dir: Path, *, python: str | None = None) -> Path:
-    """Write the shipper script into ``bin_dir`` (if missing or changed) and return its path."""
-    source = Path(logshipper.__file__).read_text()
-    content = f"#!{python or sys.executable} -IS\n{source}"
-    bin_dir.mkdir(parents=True, exist_ok=True)
-    target = bin_dir / SHIPPER_NAME
-    try:
-        if target.read_text() == content and os.access(target, os.X_OK):
-            return target
-    except OSError:
-        pass
-    tmp = bin_dir / f".{SHIPPER_NAME}.{os.getpid()}"
-    tmp.write_text(content)
-    tmp.chmod(0o755)
-    tmp.replace(target)
-    return target
-
-
-def log_uri(
-    shipper: Path,
-    *,
-    path: Path,
-    max_bytes: int = DEFAULT_MAX_BYTES,
-    max_files: int = DEFAULT_MAX_FILES,
-) -> str:
-    """``binary:///abs/shipper?--path=...&--max-bytes=N&--max-files=K`` for a task's stdout and stderr."""
-    if not shipper.is_absolute() or not path.is_absolute():
-        raise ValueError("the shipper and the log path must be absolute")
-    query = urlencode({"--path": str(path), "--max-bytes": str(max_bytes), "--max-files": str(max_files)})
-    return f"binary://{quote(str(shipper))}?{query}"
 
 
 def read_tail(path: Path, n: int, *, max_files: int = DEFAULT_MAX_FILES) -> list[LogLine]:
@@ -122,7 +82,7 @@ def _last_lines(fd: int, n: int, *, end: int | None = None) -> list[bytes]:
     if lines and lines[-1] == b"":
         lines.pop()  # the text after the final newline
     elif lines:
-        lines.pop()  # an unfinished last line: the shipper is still writing it
+        lines.pop()  # an unfinished last line: the collector is still writing it
     if pos > 0 and lines:
         lines.pop(0)  # the first piece may be cut
     return lines[-n:] if n else []

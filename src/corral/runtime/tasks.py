@@ -5,7 +5,7 @@ lives in containerd, so a handle made after a restart of corral (or of container
 keeps the container running and containerd reconnects to it) works the same as the first one.
 
 - ``create_task`` mounts the container's rootfs from its snapshot (``Snapshots.Mounts``) and routes
-  stdout/stderr to the given log URI (``runtime/logs.py``: the per-task log shipper).
+  stdout/stderr to the given ``Stdio`` paths (the container's FIFOs, ``runtime/logpipes.py``).
 - ``Task.start`` issues ``Tasks.Wait`` *before* ``Tasks.Start`` and returns an ``Exit`` handle that
   resolves to the ``ExitStatus``. containerd keeps a task's exit status until the task is deleted,
   so an exit is never lost as long as ``delete`` comes after the wait — which is the order here.
@@ -215,17 +215,25 @@ class Task:
             return None
 
 
+@dataclass(frozen=True, slots=True)
+class Stdio:
+    """Where a task's output goes: paths the shim opens (a FIFO, or a file it appends to); "" is nowhere."""
+
+    stdout: str = ""
+    stderr: str = ""
+
+
 async def create_task(
     client: Client,
     container_id: str,
     *,
-    log_uri: str = "",
+    stdio: Stdio | None = None,
     snapshot_key: str | None = None,
     snapshotter: str | None = None,
 ) -> Task:
     """Create the task (the process, not yet started) with the container's snapshot as its rootfs.
 
-    ``log_uri`` (``logs.log_uri``) receives stdout and stderr; empty means discard them. Without
+    ``stdio`` receives stdout and stderr (by default they are discarded). Without
     ``snapshot_key`` the container record is read to find it.
     """
     if snapshot_key is None or snapshotter is None:
@@ -238,7 +246,8 @@ async def create_task(
     await client.call(
         client.tasks.Create,
         tasks_pb2.CreateTaskRequest(
-            container_id=container_id, rootfs=list(mounts.mounts), stdout=log_uri, stderr=log_uri
+            container_id=container_id, rootfs=list(mounts.mounts), stdout=stdio.stdout if stdio else "",
+            stderr=stdio.stderr if stdio else "",
         ),
     )
     return Task(client, container_id)
