@@ -265,16 +265,18 @@ class ResourceHandlers:
         if _dry_run(request):  # checked, not stored (nor are a Service's address and ports taken)
             return codec.json_response(obj, status=201)
         finish = await self.allocator.before_create(obj) if self.allocator is not None else None
+        key, value = self.info.key(namespace, meta.name), typed.encode(obj)
+        self.cache.expect(key, value, obj)  # the watch cache takes obj as it is: no second decode
         try:
-            revision = await self._create(self.info.key(namespace, meta.name), typed.encode(obj))
+            revision = await self._create(key, value)
         except BaseException as e:
+            self.cache.withdraw(key, value)
             if finish is not None:
                 await finish(False)
             if isinstance(e, Conflict):
                 raise AlreadyExists(f"{self._what(namespace, meta.name)} already exists") from None
             raise
-        meta.resource_version = str(revision)
-        return codec.json_response(obj, status=201)
+        return codec.raw_response(splice_rv(value, revision), status=201)  # the stored bytes, not a new encode
 
     async def _create(self, key: str, value: bytes) -> int:
         """Create ``key``; with ``leases`` (Events), on the current bucket's lease so it expires."""
