@@ -257,13 +257,17 @@ class ResourceHandlers:
         if _dry_run(request):  # checked, not stored (nor are a Service's address and ports taken)
             return codec.json_response(obj, status=201)
         finish = await self.allocator.before_create(obj) if self.allocator is not None else None
+        key, value = self.info.key(namespace, obj.metadata.name), typed.encode(obj)
+        self.cache.expect(key, value, obj)  # the watch cache takes obj as it is: no second decode
         try:
-            await self.registry.create(obj, prepared=True)  # an Event on the current lease, so it expires
+            await self.registry.create(obj, prepared=True, value=value)  # an Event on the current lease, so it expires
         except BaseException:
+            self.cache.withdraw(key, value)
             if finish is not None:
                 await finish(False)
             raise
-        return codec.json_response(obj, status=201)
+        # the stored bytes, not a new encode
+        return codec.raw_response(splice_rv(value, int(obj.metadata.resource_version)), status=201)
 
     # --- get / list / watch -----------------------------------------------------------------
 

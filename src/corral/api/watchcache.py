@@ -11,6 +11,13 @@ the store compacts under the cache, it relists and appends the difference to the
 ADDED/MODIFIED/DELETED events, so watchers stay consistent without noticing. A watcher that falls
 more than the window behind is cut off (its stream ends) and resumes like any client would.
 
+Objects this API process creates are not decoded a second time: the create handler hands its
+decoded object to ``expect`` with the exact bytes it stores, and when the watch brings a put of those
+very bytes for that key, the cache takes the handler's object instead of decoding the event (equal
+bytes decode to an equal object; the event still decides *when* and at which revision the object
+enters the cache, so the cache follows etcd's order exactly). A mismatch, or an event that never
+comes (a failed create, a relist), just means a decode as usual; the hand-over table is bounded.
+
 Watchers of one node (``fieldSelector=spec.node=<name>``, every agent and hollow node) are indexed:
 the cache keeps, per node, the log positions of the events whose old or new object is bound there,
 and a "something changed on this node" future. Such a watcher wakes only for its own node's events
@@ -61,6 +68,10 @@ def _with_rv(json: bytes, old: int, new: int) -> bytes:
 # that falls further behind gets 410 Gone and lists again, as with Kubernetes' watch cache.
 DEFAULT_WINDOW = 20_000
 
+# Created objects handed over by this process's create handlers and not yet seen on the watch; past
+# this many (events lost to a relist, failed creates not withdrawn) the table starts over.
+MAX_EXPECTED = 10_000
+
 
 @dataclass(slots=True)
 class Entry:
@@ -96,6 +107,7 @@ class WatchCache:
         self._node_keys: dict[str, set[str]] = {}  # node → keys of the objects bound to it now
         self.closing = False  # the server is shutting down: watchers end their streams
         self._node_waiters: dict[str, set[asyncio.Future[None]]] = {}
+        self._expected: dict[str, tuple[bytes, Object]] = {}  # key → (stored bytes, decoded object)
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -194,6 +206,22 @@ class WatchCache:
         if after is not None:
             self._node_keys.setdefault(after, set()).add(key)
 
+    # --- objects handed over by this process's writes -----------------------------------------
+
+    def expect(self, key: str, value: bytes, obj: Object) -> None:
+        """``obj`` is about to be stored at ``key`` as exactly ``value``: when the watch brings that
+        put, use ``obj`` rather than decoding ``value`` again. The caller gives ``obj`` up: the cache
+        owns it from now on (and sets its resourceVersion)."""
+        if len(self._expected) >= MAX_EXPECTED:
+            self._expected.clear()
+        self._expected[key] = (value, obj)
+
+    def withdraw(self, key: str, value: bytes) -> None:
+        """The write ``expect`` announced did not happen."""
+        held = self._expected.get(key)
+        if held is not None and held[0] is value:
+            del self._expected[key]
+
     # --- filling ------------------------------------------------------------------------------
 
     def _notify(self, nodes: tuple[str, ...] | None = None) -> None:
@@ -242,6 +270,7 @@ class WatchCache:
         return Entry(obj, splice_rv(raw, revision), revision)
 
     async def _relist(self) -> int:
+        self._expected.clear()  # events from before the list are not coming
         page = await self.store.list(self.info.prefix())
         fresh = {kv.key: self._entry(kv.value, kv.mod_revision) for kv in page.items}
         if self.ready.is_set():  # a relist after compaction: tell watchers what changed meanwhile
@@ -292,7 +321,13 @@ class WatchCache:
             gone.obj.metadata.resource_version = str(revision)
             nodes = self._append(CacheEvent("DELETED", key, revision, None, gone))
         else:
-            new = self._entry(value, revision)
+            held = self._expected.pop(key, None) if self._expected else None
+            if held is not None and held[0] == value:  # this process's create: decoded already
+                obj = held[1]
+                obj.metadata.resource_version = str(revision)
+                new = Entry(obj, splice_rv(value, revision), revision)
+            else:
+                new = self._entry(value, revision)
             self.objects[key] = new
             nodes = self._append(CacheEvent("MODIFIED" if old else "ADDED", key, revision, new, old))
         self.revision = max(self.revision, revision)

@@ -116,12 +116,15 @@ class Registry:
 
     # --- create ----------------------------------------------------------------------------------
 
-    async def create(self, obj: ObjT, *, prepared: bool = False) -> ObjT:
-        """Create ``obj`` (stamped by its strategy unless ``prepared``); AlreadyExists if it is there."""
+    async def create(self, obj: ObjT, *, prepared: bool = False, value: bytes | None = None) -> ObjT:
+        """Create ``obj`` (stamped by its strategy unless ``prepared``); AlreadyExists if it is there.
+        ``value``: ``obj`` already encoded (the API hands the watch cache those same bytes)."""
         info = kind_of(obj)
         if not prepared:
             strategy_for(info).prepare_for_create(obj)
-        key, value = key_of(obj), typed.encode(obj)
+        key = key_of(obj)
+        if value is None:
+            value = typed.encode(obj)
         try:
             if self.event_leases is not None and info is EVENTS:  # expires like every Event
                 revision = await self.event_leases.on_lease(lambda lease: self.store.create(key, value, lease=lease))
