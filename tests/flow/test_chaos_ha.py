@@ -14,8 +14,8 @@ scales and rolls, single containers come and go):
   ``corral_leader_is_leader 1``);
 - ``etcd member``: kill -9 one instance's embedded etcd alone (one member of three; its instance's
   supervisor starts it again);
-- ``network cut``: one worker's uplink (its namespace's ``eth0``) down. Its agent must fence (kill
-  every task it runs) within ``--fence-after`` (4 s; measured from containerd), before the control
+- ``network cut``: the uplink (its namespace's ``eth0``) of a worker that runs tasks down. Its agent
+  must fence (kill every task it runs) within ``--fence-after`` (4 s; measured from containerd), before the control
   plane releases its containers (node grace 5 s + 3 s), and its containers must be Running elsewhere
   — the Deployment's replicas replaced, single containers released from it with a ``Released`` Event
   (gone by design). Then the link comes up again; the healed worker must bring none of its fenced
@@ -200,6 +200,17 @@ async def leader_instance(cluster: HaCluster) -> ControlInstance:
     return await eventually(find, timeout=30, what="an instance that leads")
 
 
+async def busiest(cluster: HaCluster, world: World, rng: random.Random) -> Host:
+    """The worker to cut off: one that runs tasks (so its fence has something to kill), the busier first."""
+    async def running_somewhere() -> Host:
+        counts = {host.name: len(await world.tasks(host)) for host in cluster.hosts}
+        assert any(counts.values()), "no task runs yet"
+        top = max(counts.values())
+        return rng.choice([h for h in cluster.hosts if counts[h.name] == top])
+
+    return await eventually(running_somewhere, timeout=60, what="a worker that runs tasks")
+
+
 async def fenced_within(cluster: HaCluster, host: Host, world: World) -> float:
     """Cut ``host`` off; seconds until no task runs on it (from its containerd)."""
     t0 = time.monotonic()
@@ -260,7 +271,7 @@ async def test_random_faults_on_a_highly_available_cluster_keep_every_invariant(
         await asyncio.sleep(rng.uniform(0.0, 1.5))  # somewhere in the middle of the changes
         what = f"after fault {step + 1} ({fault}), seed {SEED}"
         if fault == "network cut":
-            host = rng.choice(ha.hosts)
+            host = await busiest(ha, world, rng)
             fenced = await fenced_within(ha, host, world)
             fences.append(fenced)
             assert fenced <= ha.fence_after + FENCE_SLACK, \
