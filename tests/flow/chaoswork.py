@@ -3,8 +3,10 @@
 Each round creates a single container, deletes an older one once there are more than three, and
 scales (1 to 4 replicas) and maybe rolls the Deployment ``web``. Every write is retried until it is
 acknowledged (the API or its store may be down for a moment); ``Wanted`` records what was
-acknowledged, which is what the invariants hold the cluster to. Shared by tests/flow/test_chaos.py
-(``serve --all``) and tests/flow/test_chaos_ha.py (three control instances, two workers).
+acknowledged, which is what the invariants hold the cluster to. The helpers at the end read what a
+node leaves on the machine (veths, cgroups, mounts) for the "nothing left over" invariant. Shared by
+tests/flow/test_chaos.py (``serve --all``) and tests/flow/test_chaos_ha.py (three control
+instances, two workers).
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import asyncio
 import contextlib
 import random
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 
 from corral.api.client import ApiClient
 from corral.model.errors import AlreadyExists, CorralError, NotFound
@@ -124,3 +127,35 @@ def table(title: str, rows: Counter[str]) -> str:
     lines = [f"{title:<{width}}{'times':>6}"]
     lines += [f"{name:<{width}}{n:>6}" for name, n in sorted(rows.items())]
     return "\n".join(lines)
+
+
+# --- what a node leaves on the machine -------------------------------------------------------------
+
+CGROUPS = Path("/sys/fs/cgroup/pids/corral")  # runc's cgroupsPath is /corral/<containerd id> (runtime/spec.py)
+
+
+async def bridge_veths(bridge: str, *, enter: Sequence[str] = ()) -> int:
+    """How many veths (the containers' host ends) hang on ``bridge`` (in the namespace ``enter`` runs in)."""
+    proc = await asyncio.create_subprocess_exec(*enter, "ip", "-o", "link", "show", "master", bridge, "type", "veth",
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    out, _ = await proc.communicate()
+    return len([line for line in out.decode().splitlines() if line.strip()])
+
+
+def mounts_under(path: Path) -> list[str]:
+    """The mount points below ``path`` (in this mount namespace, which containerd's shims share)."""
+    points = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    return [p for p in points if p.startswith(str(path) + "/")]
+
+
+def stray_mounts(*, state_dir: Path, agent_dir: Path, running: set[str], uids: set[str]) -> list[str]:
+    """Task rootfs mounts under containerd's ``state_dir`` whose task does not run, and mounts under
+    the agent's dir (secret tmpfs, volumes) that name no container the node has."""
+    rootfs = [p for p in mounts_under(state_dir) if p.endswith("/rootfs") and Path(p).parent.name not in running]
+    agent = [p for p in mounts_under(agent_dir) if not any(u in p for u in uids)]
+    return rootfs + agent
+
+
+def stray_cgroups(ours: set[str], running: set[str]) -> set[str]:
+    """The cgroups of containerd ids in ``ours`` whose task does not run."""
+    return ({p.name for p in CGROUPS.iterdir()} & ours) - running if CGROUPS.exists() else set()

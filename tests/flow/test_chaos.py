@@ -6,7 +6,8 @@ Invariants, checked from the world and not from the API alone after every fault:
   deleted ones do not, the Deployment has the replicas it was last given;
 - every container the API has is Running with exactly one running containerd task (by name), and
   no running task belongs to a container the API does not have (nothing duplicated, nothing orphaned);
-- every network namespace and IP lease of the agent belongs to a container the API has.
+- every network namespace, IP lease, veth on the bridge, cgroup and rootfs mount (or mount under the
+  agent's dir) belongs to a container the API has.
 
 The suite runs a short version (``CHAOS_FAULTS``, default 4). The long run is one command:
 ``CHAOS_FAULTS=200 pytest -m chaos tests/flow/test_chaos.py -s`` (``CHAOS_SEED`` repeats a run).
@@ -28,10 +29,12 @@ import pytest_asyncio
 
 from corral.model.resources import Container
 from corral.reconcile.naming import netns_prefix
+from corral.runtime.client import Client
+from corral.runtime.containers import list_containers
 from tests.fixtures.cluster import eventually
 from tests.fixtures.registry import Registry
 from tests.fixtures.serving import ServeAll, running_serve_all
-from tests.flow.chaoswork import Wanted, table, work
+from tests.flow.chaoswork import Wanted, bridge_veths, stray_cgroups, stray_mounts, table, work
 from tests.flow.test_restarts import running_tasks
 
 pytestmark = [pytest.mark.containerd, pytest.mark.chaos]
@@ -46,7 +49,7 @@ async def chaotic(tmp_path_factory: pytest.TempPathFactory, registry: Registry) 
         yield serve
 
 
-async def invariants(serve: ServeAll, wanted: Wanted, tally: Counter[str]) -> None:
+async def invariants(serve: ServeAll, wanted: Wanted, tally: Counter[str], seen: set[str]) -> None:
     """Every invariant holds (each counted in ``tally`` only when all of them did)."""
     checked: Counter[str] = Counter()
     async with serve.client() as api:
@@ -67,7 +70,15 @@ async def invariants(serve: ServeAll, wanted: Wanted, tally: Counter[str]) -> No
     leases = [p for p in (serve.base / "agent" / "ipam").rglob("*") if p.is_file() and p.name[0].isdigit()]
     holders = {p.read_text().split()[0] for p in leases if p.read_text().strip()}
     assert holders <= uids, f"IP leases without an owner: {holders - uids}"
-    checked["no netns or IP lease without an owner"] += 1
+    assert await bridge_veths(serve.bridge) == len(items), "veths on the bridge differ from the containers"
+    async with Client(serve.containerd_socket) as client:
+        seen.update(info.id for info in await list_containers(client))
+    running = {i for ids in tasks.values() for i in ids}
+    stray = stray_mounts(state_dir=serve.base / "containerd" / "state", agent_dir=serve.base / "agent",
+                         running=running, uids=uids)
+    assert not stray, f"mounts without an owner: {stray}"
+    assert not (cgroups := stray_cgroups(seen, running)), f"cgroups without a running task: {sorted(cgroups)}"
+    checked["no netns, IP lease, veth, cgroup or mount without an owner"] += 1
     tally.update(checked)
 
 
@@ -94,6 +105,7 @@ async def test_random_kills_while_work_goes_on_keep_every_invariant(chaotic: Ser
         await api.create(wanted.deployment(chaotic.registry.ref))
     faults: Counter[str] = Counter()
     checked: Counter[str] = Counter()
+    seen: set[str] = set()  # every containerd id met: whose cgroups are ours
     for step in range(FAULTS):
         fault = rng.choice(["etcd", "containerd", "leader", "serve --all"])
         changes = asyncio.create_task(work(chaotic.client, chaotic.registry.ref, wanted, rng, step))
@@ -101,7 +113,7 @@ async def test_random_kills_while_work_goes_on_keep_every_invariant(chaotic: Ser
         await inject(chaotic, fault)
         faults[fault] += 1
         await changes
-        await eventually(lambda: invariants(chaotic, wanted, checked), timeout=180,
+        await eventually(lambda: invariants(chaotic, wanted, checked, seen), timeout=180,
                          what=f"invariants after fault {step + 1} ({fault}), seed {SEED}\n{chaotic.tail()}")
     print(table("fault injected", faults))
     print(table("invariant checked (all held)", checked))

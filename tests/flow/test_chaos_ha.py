@@ -59,7 +59,7 @@ from tests.fixtures.cluster import eventually
 from tests.fixtures.controlplanes import ControlInstance
 from tests.fixtures.hosts import Host
 from tests.fixtures.registry import Registry
-from tests.flow.chaoswork import Wanted, table, work
+from tests.flow.chaoswork import Wanted, bridge_veths, stray_cgroups, stray_mounts, table, work
 
 pytestmark = [pytest.mark.containerd, pytest.mark.chaos, pytest.mark.slow]
 
@@ -68,7 +68,6 @@ FAULTS = int(os.environ.get("CHAOS_HA_FAULTS", str(len(MENU))))
 SEED = int(os.environ.get("CHAOS_SEED", str(random.randrange(1 << 30))))
 FENCE_SLACK = 2.0  # the fence's own check period (0.2 s), the kills, and a loaded machine's scheduling
 RELEASE_MARGIN = 3.0  # controllers/nodes.py: a lost node's containers are released this long after the grace
-CGROUPS = Path("/sys/fs/cgroup/pids/corral")  # runc's cgroupsPath is /corral/<containerd id> (runtime/spec.py)
 LEADS = re.compile(r"^corral_leader_is_leader(\{[^}]*\})? 1(\.0)?$", re.MULTILINE)
 
 
@@ -101,17 +100,6 @@ class World:
                 if state == "running":
                     out.setdefault(info.labels[LABEL_NAME], []).append(info.id)
         return out
-
-    @staticmethod
-    async def veths(host: Host) -> int:
-        """The containers' veths on the host's bridge."""
-        out = await host.run("ip", "-o", "link", "show", "master", "corral0", "type", "veth", check=False)
-        return len([line for line in out.splitlines() if line.strip()])
-
-    @staticmethod
-    def mounts_under(path: Path) -> list[str]:
-        points = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
-        return [p for p in points if p.startswith(str(path) + "/")]
 
 
 async def api_containers(cluster: HaCluster) -> list[Container]:
@@ -159,19 +147,17 @@ async def invariants(cluster: HaCluster, wanted: Wanted, world: World, tally: Co
         leases = [p for p in (host.worker.agent_dir / "ipam").rglob("*") if p.is_file() and p.name[0].isdigit()]
         holders = {p.read_text().split()[0] for p in leases if p.read_text().strip()}
         assert holders <= uids, f"{host.name}: IP leases without an owner: {holders - uids}"
-        veths = await World.veths(host)
+        veths = await bridge_veths("corral0", enter=host.enter())
         assert veths == len(mine), f"{host.name}: {veths} veths on the bridge for {len(mine)} containers"
         running = {i for ids in tasks.values() for i in ids}
-        rootfs = {Path(p).parent.name for p in World.mounts_under(host.worker.containerd.base_dir / "state")
-                  if p.endswith("/rootfs")}
-        assert rootfs <= running, f"{host.name}: rootfs mounts without a running task: {rootfs - running}"
-        stray = [p for p in World.mounts_under(host.worker.agent_dir) if not any(u in p for u in uids)]
-        assert not stray, f"{host.name}: mounts under the agent's dir without an owner: {stray}"
+        stray = stray_mounts(state_dir=host.worker.containerd.base_dir / "state", agent_dir=host.worker.agent_dir,
+                             running=running, uids=uids)
+        assert not stray, f"{host.name}: mounts without an owner: {stray}"
     # the fenced host's tasks are stopped, not deleted (their cgroups stay until its sweep): not judged while cut
     ours = world.ids_seen - (world.ids_on.get(cut.name, set()) if cut is not None else set())
     live = {i for host in cluster.hosts if host is not cut for i in await _running_ids(world, host)}
-    cgroups = {p.name for p in CGROUPS.iterdir()} & ours if CGROUPS.exists() else set()
-    assert cgroups <= live, f"cgroups without a running task: {sorted(cgroups - live)}"
+    cgroups = stray_cgroups(ours, live)
+    assert not cgroups, f"cgroups without a running task: {sorted(cgroups)}"
     checked["one running task per container, on its node, none orphaned"] += 1
     checked["no netns, IP lease, veth, cgroup or mount without an owner"] += 1
     assert all(c.running for c in cluster.controls), "a control instance is not running"
