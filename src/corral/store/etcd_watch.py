@@ -5,7 +5,9 @@ Each watch is its own bidirectional ``Watch`` stream on the store's shared chann
 ``next_revision``: one past the revision of the last event it handed out, advanced also by
 progress notifications (etcd sends them only once a watcher has caught up). A response's events
 are buffered and handed out one by one; the stream is read again only when the buffer is empty,
-so when the stream breaks (etcd restarted, leader lost, connection reset) every event before
+so when the stream breaks (etcd restarted, leader lost, connection reset, or its channel closed by
+``EtcdStore.retarget`` — which grpc.aio reports as a ``CancelledError`` of the call, told apart
+from a cancellation of the watching task by ``Task.cancelling()``) every event before
 ``next_revision`` has been delivered and none after it: the watch opens a new stream from
 ``next_revision`` after a jittered backoff, forever, until it is closed.
 
@@ -132,6 +134,14 @@ class EtcdWatch:
                 self._closed = True
                 raise err from None
             await self._reconnect(err)
+            return
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self._closed or (task is not None and task.cancelling()):
+                raise  # this task is being cancelled, or the watch closed: end
+            # grpc.aio raises CancelledError when the *call* was cancelled under us: its channel was
+            # closed because the store moved to a new one (``retarget``: the etcd members changed)
+            await self._reconnect(Unavailable("the watch's channel was closed"))
             return
         if resp is None or not hasattr(resp, "events"):  # grpc.aio.EOF: the server ended the stream
             await self._reconnect(Unavailable("etcd ended the watch stream"))
