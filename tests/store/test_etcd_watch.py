@@ -112,7 +112,7 @@ async def test_leaving_a_watch_closes_it_in_etcd(
     rev = await private_store.create(prefix + "a", b"1")
 
     async for _ in private_store.watch(prefix, from_revision=rev):
-        assert await watchers(private_etcd) == before + 1
+        assert await watchers_become(private_etcd, before + 1) == before + 1
         break
     gc.collect()
     assert await watchers_become(private_etcd, before) == before
