@@ -196,3 +196,21 @@ async def test_bindings_commit_in_one_batch_and_a_stale_one_loses_alone(private_
         else:
             assert (stored.spec.node, stored.status.phase, kv.mod_revision) == ("n1", "Scheduled", result)
             assert stored.metadata.generation == 1
+
+
+async def test_a_cache_that_lags_behind_the_callers_version_is_read_again_from_etcd(
+        private_store: EtcdStore, namespace: str) -> None:
+    registry = Registry(private_store)
+    old = await made(registry, namespace)
+    newer = await Objects(private_store).update(
+        relabel(await Objects(private_store).get(Deployment, "web", namespace=namespace), newer="1"))
+
+    def mutate(current: Deployment) -> Deployment:
+        if current.metadata.resource_version != newer.metadata.resource_version:
+            raise Conflict("not the version the client patched")  # as a patch naming its resourceVersion does
+        return relabel(current, ours="1")
+
+    written = await registry.guaranteed_update(DEPLOYMENTS, key_of(old), mutate,
+                                               cached=(old, int(old.metadata.resource_version)),
+                                               precondition=int(newer.metadata.resource_version))
+    assert written.obj.metadata.labels == {"newer": "1", "ours": "1"}

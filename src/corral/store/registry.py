@@ -18,7 +18,9 @@ again, up to ``attempts`` times. ``mutate`` (a function or a coroutine function)
 Errors ``mutate`` raises are the caller's and are not retried (a Conflict too: a failed JSON-patch
 test is no lost race). With ``precondition`` — the revision the caller's copy was read at, as a
 client's resourceVersion or a controller's copy from its informer — a different stored revision is
-a Conflict at once: the caller decides again from what it now sees.
+a Conflict at once: the caller decides again from what it now sees. Only a version that came from
+the cache gets a second look (as in Kubernetes): a Conflict from ``mutate`` or the precondition is
+then decided again on etcd's version, since the cache may lag behind what the caller read.
 
 Event writes go on the current shared lease (``leases.py``) so they expire. ``bind`` and
 ``write_statuses`` are the scheduler's batched paths: many CAS writes in one ``store.batch`` (a few
@@ -146,16 +148,23 @@ class Registry:
         decode_as: type[ObjT] = tp if tp is not None else info.type  # type: ignore[assignment]
         namespace, name = _split(info, key)
         for attempt in range(attempts):
-            if attempt == 0 and cached is not None:
+            from_cache = attempt == 0 and cached is not None
+            if from_cache:
+                assert cached is not None
                 current, revision = private_copy(cached[0]), cached[1]
                 current.metadata.resource_version = str(revision)
             else:
                 current, revision = await self.read(info, key, decode_as)
-            answer = mutate(private_copy(current))
-            if inspect.isawaitable(answer):
-                answer = await answer
-            if precondition is not None and precondition != revision:
-                raise Conflict(conflict_message(info, namespace, name))
+            try:
+                answer = mutate(private_copy(current))
+                if inspect.isawaitable(answer):
+                    answer = await answer
+                if precondition is not None and precondition != revision:
+                    raise Conflict(conflict_message(info, namespace, name))
+            except Conflict:
+                if from_cache:  # the cache may lag behind what the caller saw: decide again on etcd's version
+                    continue
+                raise
             if answer is None:
                 return Written(current, revision, changed=False)
             removal = isinstance(answer, Removal)
