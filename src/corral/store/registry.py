@@ -206,16 +206,14 @@ class Registry:
 
     # --- the writes every writer makes -----------------------------------------------------------
 
-    async def update(self, obj: ObjT, *, check: Callable[[ObjT], None] | None = None) -> Written[ObjT]:
+    async def update(self, obj: ObjT) -> Written[ObjT]:
         """Write ``obj``'s metadata and spec over the stored object (the strategy's carry-over), at
         ``obj``'s resourceVersion when it has one (a Conflict if the stored one differs), else on
-        whatever is newest. ``check(current)`` runs before each attempt (authorization)."""
+        whatever is newest."""
         info = kind_of(obj)
         strategy = strategy_for(info)
 
         def change(current: ObjT) -> ObjT:
-            if check is not None:
-                check(current)
             strategy.prepare_for_update(obj, current)
             return obj
 
@@ -234,7 +232,9 @@ class Registry:
 
     async def delete(self, info: KindInfo, key: ObjectKey, *, grace: int | None = None, orphan: bool = False,
                      check: Callable[[Object], None] | None = None, attempts: int = ATTEMPTS) -> Written[Object]:
-        """Delete gracefully: marked while finalizers remain, removed when none do. NotFound if absent."""
+        """Delete gracefully: marked while finalizers remain, removed when none do; ``orphan`` keeps
+        an owner's dependents. ``check(current)`` runs on every version tried (authorization, a
+        Volume still mounted). NotFound if absent."""
         strategy = strategy_for(info)
 
         def mark(obj: Object) -> Object | Removal[Object]:
