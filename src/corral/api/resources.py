@@ -526,7 +526,7 @@ class ResourceHandlers:
         # Orphan: the garbage collector strips this owner from its dependents, then this finalizer.
         # Foreground is served as Background: the owner goes first, the collector removes the rest.
         written = await self.registry.delete(
-            self.info, key, grace=_parse_int(grace, "gracePeriodSeconds") if grace is not None else None,
+            self.info, key, self.info.type, grace=_parse_int(grace, "gracePeriodSeconds") if grace is not None else None,
             orphan=policy == "Orphan", check=check)
         obj = written.obj
         if written.removed:

@@ -230,19 +230,20 @@ class Registry:
             info, key_of(obj), lambda current: strategy.prepare_for_status(current, obj.status),
             tp=type(obj), precondition=int(rv) if rv else None)
 
-    async def delete(self, info: KindInfo, key: ObjectKey, *, grace: int | None = None, orphan: bool = False,
-                     check: Callable[[Object], None] | None = None, attempts: int = ATTEMPTS) -> Written[Object]:
+    async def delete(self, info: KindInfo, key: ObjectKey, tp: type[ObjT], *, grace: int | None = None,
+                     orphan: bool = False, check: Callable[[ObjT], None] | None = None,
+                     attempts: int = ATTEMPTS) -> Written[ObjT]:
         """Delete gracefully: marked while finalizers remain, removed when none do; ``orphan`` keeps
         an owner's dependents. ``check(current)`` runs on every version tried (authorization, a
         Volume still mounted). NotFound if absent."""
         strategy = strategy_for(info)
 
-        def mark(obj: Object) -> Object | Removal[Object]:
+        def mark(obj: ObjT) -> ObjT | Removal[ObjT]:
             if check is not None:
                 check(obj)
             return Removal(obj) if strategy.prepare_for_delete(obj, grace=grace, orphan=orphan) else obj
 
-        return await self.guaranteed_update(info, key, mark, attempts=attempts)
+        return await self.guaranteed_update(info, key, mark, tp=tp, attempts=attempts)
 
     # --- the scheduler's batched writes ----------------------------------------------------------
 
