@@ -32,7 +32,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeAlias, TypeVar
+from typing import Generic, Protocol, TypeAlias, TypeVar
 
 import msgspec
 
@@ -79,13 +79,18 @@ class Written(Generic[ObjT]):
     changed: bool = True
 
 
-@dataclass(frozen=True, slots=True)
-class Binding:
-    """A scheduler's decision: ``container`` (as read, at its resourceVersion) goes to ``node``."""
+class Binding(Protocol):
+    """A scheduler's decision: ``container`` (as read, at its resourceVersion) goes to ``node``
+    (a Protocol: the scheduler hands over its own records, nothing is allocated per binding)."""
 
-    key: str
-    container: Container
-    node: str
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def container(self) -> Container: ...
+
+    @property
+    def node(self) -> str: ...
 
 
 def private_copy(obj: ObjT) -> ObjT:
