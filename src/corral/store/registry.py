@@ -148,8 +148,9 @@ class Registry:
         dry_run: bool = False,
     ) -> Written[ObjT]:
         """Read, ``mutate``, CAS-write; on a lost CAS read again from etcd and repeat (see the module
-        docstring). ``before_write(new, current)`` prepares what lives beside the object (a Service's
-        addresses) and returns how to finish or undo it. ``dry_run``: everything but the write."""
+        docstring). ``before_write(new, current)`` (``current``: the version read, as ``mutate`` left
+        it) prepares what lives beside the object (a Service's addresses) and returns how to finish
+        or undo it. ``dry_run``: everything but the write."""
         decode_as: type[ObjT] = tp if tp is not None else info.type  # type: ignore[assignment]
         namespace, name = _split(info, key)
         for attempt in range(attempts):
@@ -161,7 +162,7 @@ class Registry:
             else:
                 current, revision = await self.read(info, key, decode_as)
             try:
-                answer = mutate(private_copy(current))
+                answer = mutate(current)  # a copy of its own: made from the cache's, or just decoded
                 if inspect.isawaitable(answer):
                     answer = await answer
                 if precondition is not None and precondition != revision:
