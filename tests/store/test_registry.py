@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from dataclasses import dataclass
 from typing import TypeVar
 
 import msgspec
@@ -16,7 +17,7 @@ from corral.model.resources import Container, ContainerSpec, Deployment, Deploym
 from corral.store import typed
 from corral.store.etcd import EtcdStore
 from corral.store.objects import Objects
-from corral.store.registry import Binding, Registry, Removal, Written, key_of
+from corral.store.registry import Registry, Removal, Written, key_of
 
 ObjT = TypeVar("ObjT", bound=Object)
 
@@ -29,6 +30,15 @@ def namespace() -> str:
     """A namespace no other test writes in. The registry's keys are the kinds' own, so these tests
     use a private etcd: controllers other tests leave running on the shared one never touch them."""
     return f"reg-{uuid.uuid4().hex[:10]}"
+
+
+@dataclass
+class Decided:
+    """A binding as the scheduler hands it over (any record with these three fields)."""
+
+    key: str
+    container: Container
+    node: str
 
 
 async def made(registry: Registry, namespace: str, name: str = "web", **labels: str) -> Deployment:
@@ -185,7 +195,7 @@ async def test_bindings_commit_in_one_batch_and_a_stale_one_loses_alone(private_
                                           spec=ContainerSpec(image="busybox"))) for i in range(3)]
     stale = cs[1]
     await Objects(private_store).update(relabel(await Objects(private_store).get(Container, "c1", namespace=namespace), x="1"))
-    results = await registry.bind([Binding(key_of(c), c, "n1") for c in cs])
+    results = await registry.bind([Decided(key_of(c), c, "n1") for c in cs])
     assert results[0] is not None and results[2] is not None and results[1] is None
     for c, result in zip(cs, results, strict=True):
         kv = await private_store.get(key_of(c))
@@ -196,3 +206,21 @@ async def test_bindings_commit_in_one_batch_and_a_stale_one_loses_alone(private_
         else:
             assert (stored.spec.node, stored.status.phase, kv.mod_revision) == ("n1", "Scheduled", result)
             assert stored.metadata.generation == 1
+
+
+async def test_a_cache_that_lags_behind_the_callers_version_is_read_again_from_etcd(
+        private_store: EtcdStore, namespace: str) -> None:
+    registry = Registry(private_store)
+    old = await made(registry, namespace)
+    newer = await Objects(private_store).update(
+        relabel(await Objects(private_store).get(Deployment, "web", namespace=namespace), newer="1"))
+
+    def mutate(current: Deployment) -> Deployment:
+        if current.metadata.resource_version != newer.metadata.resource_version:
+            raise Conflict("not the version the client patched")  # as a patch naming its resourceVersion does
+        return relabel(current, ours="1")
+
+    written = await registry.guaranteed_update(DEPLOYMENTS, key_of(old), mutate,
+                                               cached=(old, int(old.metadata.resource_version)),
+                                               precondition=int(newer.metadata.resource_version))
+    assert written.obj.metadata.labels == {"newer": "1", "ours": "1"}

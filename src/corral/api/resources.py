@@ -1,11 +1,15 @@
 """The resource routes: create, get, list, watch, update, update status, delete — for every kind.
 
-One ``ResourceHandlers`` per kind serves its collection and item paths. Writes are single etcd
-transactions guarded by revisions: create only if absent, update only if unchanged since it was
-read (409 otherwise). ``spec`` and ``status`` have separate writers: a PUT of the object keeps the
-stored status, a PUT of ``/status`` keeps everything else. ``generation`` counts spec changes.
-Deletion is graceful while finalizers remain: ``deletionTimestamp`` is set and the object goes when
-the last finalizer is removed. Lists are read from etcd (consistent, paged with ``limit`` and
+One ``ResourceHandlers`` per kind serves its collection and item paths. Writes go through the
+registry (``store/registry.py``) and follow the kind's strategy (``model/strategies.py``); the
+handlers add what only HTTP has: decoding, authorization, admission, dry runs, a Service's
+addresses. Each write is a single etcd transaction guarded by revisions: create only if absent,
+update only if unchanged since it was read (409 when the client's resourceVersion is stale; without
+one, a lost race is decided again on the newest version, the first read from the watch cache).
+``spec`` and ``status`` have separate writers: a PUT of the object keeps the stored status, a PUT
+of ``/status`` keeps everything else. ``generation`` counts spec changes. Deletion is graceful while
+finalizers remain: ``deletionTimestamp`` is set and the object goes when the last finalizer is
+removed. Lists are read from etcd (consistent, paged with ``limit`` and
 ``continue``); watches are served from the kind's watch cache.
 """
 
@@ -62,7 +66,6 @@ COALESCE_SECONDS = 0.01  # a streaming watch waits this long after a write, to s
 COALESCE_BELOW = 64
 AHEAD_WAIT_SECONDS = 3.0  # a watch from a revision this cache has not reached waits this long, then 410
 NAMESPACE_SYNC_SECONDS = 2.0  # a namespace DELETE waits at most this long for the cache to show it
-UNCONDITIONAL_ATTEMPTS = 5  # a write without a resourceVersion is retried on a lost race
 MAX_LIMIT = 10_000
 NAMESPACES, VOLUMES, SECRETS = BY_KIND["Namespace"], BY_KIND["Volume"], BY_KIND["Secret"]
 ADMITTED = frozenset(BY_KIND[k] for k in ("Container", "Deployment", "Job", "CronJob", "DaemonSet", "Namespace"))
@@ -150,12 +153,6 @@ class ResourceHandlers:
 
     def _what(self, namespace: str, name: str) -> str:
         return describe(self.info, namespace, name)
-
-    async def _read(self, namespace: str, name: str) -> tuple[Object, int]:
-        kv = await self.store.get(self.info.key(namespace, name))
-        if kv is None:
-            raise NotFound(f"{self._what(namespace, name)} not found")
-        return typed.decode(kv, self.info.type), kv.mod_revision
 
     def _cached(self, key: str, *, rv: str) -> tuple[Object, int] | None:
         """The watch cache's copy of ``key`` when it is the version a write expects (the one ``rv``
@@ -530,7 +527,7 @@ class ResourceHandlers:
         # Orphan: the garbage collector strips this owner from its dependents, then this finalizer.
         # Foreground is served as Background: the owner goes first, the collector removes the rest.
         written = await self.registry.delete(
-            self.info, key, grace=_parse_int(grace, "gracePeriodSeconds") if grace is not None else None,
+            self.info, key, self.info.type, grace=_parse_int(grace, "gracePeriodSeconds") if grace is not None else None,
             orphan=policy == "Orphan", check=check)
         obj = written.obj
         if written.removed:

@@ -95,8 +95,8 @@ class NamespaceController(Controller):
         """The namespace is empty: remove its finalizer (which removes it, if it was the last)."""
 
         def release(ns: Namespace) -> Namespace | None:
-            if NAMESPACE_FINALIZER not in ns.metadata.finalizers:
-                return None
+            if not ns.metadata.deletion_timestamp or NAMESPACE_FINALIZER not in ns.metadata.finalizers:
+                return None  # not being deleted (one made again under the same name), or released already
             ns.metadata.finalizers = [f for f in ns.metadata.finalizers if f != NAMESPACE_FINALIZER]
             ns.status = msgspec.structs.replace(ns.status, phase="Terminating")
             return ns

@@ -70,7 +70,7 @@ from corral.store.base import KeyValue, Put, Store
 from corral.store.informer import Change, Informer
 from corral.store.leases import BucketLeases
 from corral.store.listwatch import store_informer
-from corral.store.registry import Binding, Registry
+from corral.store.registry import Registry
 from corral.store.typed import decode, encode
 
 log = logging.getLogger(__name__)
@@ -291,7 +291,7 @@ class Scheduler:
     async def _bind(self, binds: list[_Bind]) -> None:
         now = now_rfc3339()
         self.stats.batches += 1
-        results = await self.registry.bind([Binding(b.key, b.container, b.node) for b in binds], now=now)
+        results = await self.registry.bind(binds, now=now)
         lost: list[str] = []
         events: list[Put] = []
         for b, rev in zip(binds, results, strict=True):

@@ -33,10 +33,11 @@ from dataclasses import dataclass
 
 import msgspec
 
-from corral.model.errors import Conflict
-from corral.model.kinds import BY_KIND
+from corral.model.errors import Conflict, NotFound
+from corral.model.kinds import BY_KIND, ObjectKey
 from corral.model.lifecycle import new_event, now_rfc3339
 from corral.model.resources import Container, ObjectReference
+from corral.model.strategies import CONTAINERS as CONTAINER_STRATEGY
 from corral.scheduler.cache import SchedulerCache
 from corral.scheduler.framework import (
     HOST_PORT,
@@ -49,10 +50,11 @@ from corral.scheduler.framework import (
 )
 from corral.store.base import Put, Store
 from corral.store.objects import Objects
-from corral.store.typed import decode, encode
+from corral.store.typed import encode
 
 log = logging.getLogger(__name__)
 
+CONTAINERS = BY_KIND["Container"]
 REMOVABLE = frozenset({INSUFFICIENT_CPU, INSUFFICIENT_MEMORY, TOO_MANY, HOST_PORT})
 
 
@@ -166,13 +168,13 @@ class Preemptor:
         events.append(_event(meta.namespace, meta.name, "Preempting", "Normal", now,
                              f"evicting {len(found.victims)} container(s) of lower priority on {found.node}: {names}"))
         await self.emit(events)
-        kv = await self.store.get(key)  # newer than ``c``: the loop just wrote why it is Pending
-        if kv is not None:
-            current = decode(kv, Container)
-            status = msgspec.structs.replace(current.status, nominated_node=found.node)
-            with contextlib.suppress(Conflict):
-                await self.store.update(key, encode(msgspec.structs.replace(current, status=status)),
-                                        expected_revision=kv.mod_revision)
+
+        def nominate(current: Container) -> Container:  # newer than ``c``: the loop just wrote why it is Pending
+            return CONTAINER_STRATEGY.prepare_for_status(
+                current, msgspec.structs.replace(current.status, nominated_node=found.node))
+
+        with contextlib.suppress(Conflict, NotFound):  # one try: a container changed meanwhile is decided again
+            await self.objects.registry.guaranteed_update(CONTAINERS, ObjectKey(key), nominate, tp=Container, attempts=1)
         return found
 
 

@@ -59,7 +59,7 @@ class Objects:
         """Delete (gracefully while finalizers remain); None if it was already gone."""
         info = kind_of(tp)
         try:
-            written = await self.registry.delete(info, info.key(namespace, name), grace=grace, attempts=attempts)
+            written = await self.registry.delete(info, info.key(namespace, name), tp, grace=grace, attempts=attempts)
         except NotFound:
             return None
-        return written.obj  # type: ignore[return-value]
+        return written.obj

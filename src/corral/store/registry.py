@@ -18,7 +18,9 @@ again, up to ``attempts`` times. ``mutate`` (a function or a coroutine function)
 Errors ``mutate`` raises are the caller's and are not retried (a Conflict too: a failed JSON-patch
 test is no lost race). With ``precondition`` — the revision the caller's copy was read at, as a
 client's resourceVersion or a controller's copy from its informer — a different stored revision is
-a Conflict at once: the caller decides again from what it now sees.
+a Conflict at once: the caller decides again from what it now sees. Only a version that came from
+the cache gets a second look (as in Kubernetes): a Conflict from ``mutate`` or the precondition is
+then decided again on etcd's version, since the cache may lag behind what the caller read.
 
 Event writes go on the current shared lease (``leases.py``) so they expire. ``bind`` and
 ``write_statuses`` are the scheduler's batched paths: many CAS writes in one ``store.batch`` (a few
@@ -30,7 +32,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeAlias, TypeVar
+from typing import Generic, Protocol, TypeAlias, TypeVar
 
 import msgspec
 
@@ -77,13 +79,18 @@ class Written(Generic[ObjT]):
     changed: bool = True
 
 
-@dataclass(frozen=True, slots=True)
-class Binding:
-    """A scheduler's decision: ``container`` (as read, at its resourceVersion) goes to ``node``."""
+class Binding(Protocol):
+    """A scheduler's decision: ``container`` (as read, at its resourceVersion) goes to ``node``
+    (a Protocol: the scheduler hands over its own records, nothing is allocated per binding)."""
 
-    key: str
-    container: Container
-    node: str
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def container(self) -> Container: ...
+
+    @property
+    def node(self) -> str: ...
 
 
 def private_copy(obj: ObjT) -> ObjT:
@@ -144,21 +151,29 @@ class Registry:
         dry_run: bool = False,
     ) -> Written[ObjT]:
         """Read, ``mutate``, CAS-write; on a lost CAS read again from etcd and repeat (see the module
-        docstring). ``before_write(new, current)`` prepares what lives beside the object (a Service's
-        addresses) and returns how to finish or undo it. ``dry_run``: everything but the write."""
+        docstring). ``before_write(new, current)`` (``current``: the version read, as ``mutate`` left
+        it) prepares what lives beside the object (a Service's addresses) and returns how to finish
+        or undo it. ``dry_run``: everything but the write."""
         decode_as: type[ObjT] = tp if tp is not None else info.type  # type: ignore[assignment]
         namespace, name = _split(info, key)
         for attempt in range(attempts):
-            if attempt == 0 and cached is not None:
+            from_cache = attempt == 0 and cached is not None
+            if from_cache:
+                assert cached is not None
                 current, revision = private_copy(cached[0]), cached[1]
                 current.metadata.resource_version = str(revision)
             else:
                 current, revision = await self.read(info, key, decode_as)
-            answer = mutate(private_copy(current))
-            if inspect.isawaitable(answer):
-                answer = await answer
-            if precondition is not None and precondition != revision:
-                raise Conflict(conflict_message(info, namespace, name))
+            try:
+                answer = mutate(current)  # a copy of its own: made from the cache's, or just decoded
+                if inspect.isawaitable(answer):
+                    answer = await answer
+                if precondition is not None and precondition != revision:
+                    raise Conflict(conflict_message(info, namespace, name))
+            except Conflict:
+                if from_cache:  # the cache may lag behind what the caller saw: decide again on etcd's version
+                    continue
+                raise
             if answer is None:
                 return Written(current, revision, changed=False)
             removal = isinstance(answer, Removal)
@@ -200,16 +215,14 @@ class Registry:
 
     # --- the writes every writer makes -----------------------------------------------------------
 
-    async def update(self, obj: ObjT, *, check: Callable[[ObjT], None] | None = None) -> Written[ObjT]:
+    async def update(self, obj: ObjT) -> Written[ObjT]:
         """Write ``obj``'s metadata and spec over the stored object (the strategy's carry-over), at
         ``obj``'s resourceVersion when it has one (a Conflict if the stored one differs), else on
-        whatever is newest. ``check(current)`` runs before each attempt (authorization)."""
+        whatever is newest."""
         info = kind_of(obj)
         strategy = strategy_for(info)
 
         def change(current: ObjT) -> ObjT:
-            if check is not None:
-                check(current)
             strategy.prepare_for_update(obj, current)
             return obj
 
@@ -226,17 +239,20 @@ class Registry:
             info, key_of(obj), lambda current: strategy.prepare_for_status(current, obj.status),
             tp=type(obj), precondition=int(rv) if rv else None)
 
-    async def delete(self, info: KindInfo, key: ObjectKey, *, grace: int | None = None, orphan: bool = False,
-                     check: Callable[[Object], None] | None = None, attempts: int = ATTEMPTS) -> Written[Object]:
-        """Delete gracefully: marked while finalizers remain, removed when none do. NotFound if absent."""
+    async def delete(self, info: KindInfo, key: ObjectKey, tp: type[ObjT], *, grace: int | None = None,
+                     orphan: bool = False, check: Callable[[ObjT], None] | None = None,
+                     attempts: int = ATTEMPTS) -> Written[ObjT]:
+        """Delete gracefully: marked while finalizers remain, removed when none do; ``orphan`` keeps
+        an owner's dependents. ``check(current)`` runs on every version tried (authorization, a
+        Volume still mounted). NotFound if absent."""
         strategy = strategy_for(info)
 
-        def mark(obj: Object) -> Object | Removal[Object]:
+        def mark(obj: ObjT) -> ObjT | Removal[ObjT]:
             if check is not None:
                 check(obj)
             return Removal(obj) if strategy.prepare_for_delete(obj, grace=grace, orphan=orphan) else obj
 
-        return await self.guaranteed_update(info, key, mark, attempts=attempts)
+        return await self.guaranteed_update(info, key, mark, tp=tp, attempts=attempts)
 
     # --- the scheduler's batched writes ----------------------------------------------------------
 
