@@ -16,7 +16,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from corral.aiokit.metrics import Histogram
@@ -83,6 +83,10 @@ class Informers:
         if informer is None:
             informer = self._informers[prefix] = store_informer(self.store, prefix, decode)
         return informer
+
+    def all(self) -> Mapping[str, Informer[str, Any]]:
+        """Every informer, by the key prefix it follows (for /metrics)."""
+        return self._informers
 
     async def run(self, synced: asyncio.Event | None = None) -> None:
         async with asyncio.TaskGroup() as tg:
