@@ -13,10 +13,9 @@ the key with backoff; a ``Conflict`` (someone wrote first) retries at once.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from corral.aiokit.metrics import Histogram
@@ -74,7 +73,7 @@ class Informers:
         prefix = BY_KIND[tp.KIND].prefix()
         informer = self._informers.get(prefix)
         if informer is None:
-            informer = self._informers[prefix] = store_informer(self.store, prefix, functools.partial(typed.decode, tp=tp))
+            informer = self._informers[prefix] = store_informer(self.store, prefix, lambda kv: typed.decode(kv, tp))
         return informer
 
     def of_prefix(self, prefix: str, decode: Callable[[KeyValue], T]) -> Informer[str, T]:
@@ -84,7 +83,7 @@ class Informers:
             informer = self._informers[prefix] = store_informer(self.store, prefix, decode)
         return informer
 
-    def all(self) -> Mapping[str, Informer[str, Any]]:
+    def all(self) -> dict[str, Informer[str, Any]]:
         """Every informer, by the key prefix it follows (for /metrics)."""
         return self._informers
 
