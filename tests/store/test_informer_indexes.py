@@ -212,3 +212,18 @@ async def test_a_bookmark_only_moves_the_revision_the_informer_resumes_from() ->
         source.fail(Unavailable("cut"))
         await until(lambda: len(source.watched_after) == 2)
         assert source.watched_after[-1] == 40 and len(rec.calls) == 1 and informer.keys() == ["a"]
+
+
+async def test_a_stream_that_keeps_ending_at_once_is_watched_again_with_backoff_not_in_a_tight_loop() -> None:
+    class EndsAtOnce(ScriptedSource):
+        async def watch(self, after: int) -> AsyncGenerator[Delta[str, Container], None]:
+            self.watched_after.append(after)
+            return
+            yield  # an async generator that yields nothing
+
+    source = EndsAtOnce(container("a"))
+    informer: Informer[str, Container] = Informer(source)
+    async with running(informer):
+        await asyncio.sleep(0.5)
+    assert 2 <= len(source.watched_after) <= 8  # 0.05 s, 0.1 s, 0.2 s… apart, not thousands
+    assert source.lists == 1 and informer.keys() == ["a"]

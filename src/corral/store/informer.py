@@ -201,15 +201,19 @@ class Informer(Generic[K, T]):
             try:
                 if must_list:
                     await self._relist()
-                    must_list = False
+                    must_list, backoff = False, BACKOFF_FIRST
                     self.synced.set()
+                delivered = False
                 async with contextlib.aclosing(self.source.watch(self._revision)) as deltas:
                     async for delta in deltas:
                         self._apply(delta)
+                        delivered = True
                         if failing:
                             failing, backoff = False, BACKOFF_FIRST
                             log.info("informer %s: following again", self.source.name)
-                backoff = BACKOFF_FIRST  # the stream ended without an error: watch again
+                if not delivered:  # the stream ended at once (a server shutting down): not in a tight loop
+                    await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
+                    backoff = min(backoff * 2, BACKOFF_MAX)
             except Gone as e:
                 log.info("informer %s: %s; relisting", self.source.name, e.message)
                 must_list = True
