@@ -3,9 +3,7 @@ the watch cache, follow with a named index, and relist when its version fell out
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest_asyncio
@@ -17,6 +15,7 @@ from corral.store.indexers import by_label
 from corral.store.informer import Change, Informer
 from tests.api.conftest import Api
 from tests.api.test_contract import unique
+from tests.store.informers import running, until
 
 APP_INDEX, APP_OF = by_label("app")
 
@@ -37,23 +36,8 @@ def container(name: str, app: str) -> Container:
     return Container(metadata=ObjectMeta(name=name, labels={"app": app}), spec=ContainerSpec(image="busybox"))
 
 
-@contextlib.asynccontextmanager
-async def running(informer: Informer[NamespacedName, Container]) -> AsyncIterator[None]:
-    task = asyncio.create_task(informer.run())
-    try:
-        await asyncio.wait_for(informer.synced.wait(), 10)
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
-async def eventually(check: Callable[[], bool], *, timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 def apps(informer: Informer[NamespacedName, Container], app: str) -> list[str]:
@@ -78,7 +62,7 @@ async def test_an_informer_over_the_api_lists_then_follows_a_namespace_and_keeps
         await client.update(moved)
         await client.delete(Container, "a1", namespace=ns, grace_period=0)
         await client.create(container("c1", "c"), namespace=ns)
-        await eventually(lambda: (Change.ADDED, (ns, "c1")) in seen)
+        await until(lambda: (Change.ADDED, (ns, "c1")) in seen)
         assert apps(informer, "a") == [] and apps(informer, "b") == ["a2", "b1"] and apps(informer, "c") == ["c1"]
         assert sorted(informer.index_values(APP_INDEX)) == ["b", "c"]
         assert (Change.MODIFIED, (ns, "a2")) in seen and (Change.DELETED, (ns, "a1")) in seen
@@ -109,10 +93,10 @@ async def test_an_informer_over_the_api_relists_when_its_version_fell_out_of_the
     for i in range(12):
         await client.create(container(f"filler-{i}", "x"), namespace=other)
     async with running(informer):  # resumes from its version: 410, so it lists again
-        await eventually(lambda: informer.relists == 1 and len(seen) == 3)
+        await until(lambda: informer.relists == 1 and len(seen) == 3)
         assert sorted(seen) == [(Change.ADDED, "comes"), (Change.DELETED, "goes"), (Change.MODIFIED, "changes")]
         assert apps(informer, "a") == ["stays"] and apps(informer, "b") == ["changes"] and apps(informer, "c") == ["comes"]
         seen.clear()
         await client.delete(Container, "stays", namespace=ns, grace_period=0)  # and it follows again afterwards
-        await eventually(lambda: seen == [(Change.DELETED, "stays")])
+        await until(lambda: seen == [(Change.DELETED, "stays")])
         assert apps(informer, "a") == []

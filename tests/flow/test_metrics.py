@@ -35,6 +35,8 @@ async def test_the_api_reports_requests_in_flight_group_commit_and_the_leaders_w
         attempts = {labels["result"]: value for labels, value in got["corral_scheduler_attempts_total"]}
         assert attempts["bound"] >= 1
         assert {labels["controller"] for labels, _ in got["corral_controller_reconciles_total"]} >= {"deployments"}
+        informed = {labels["prefix"]: value for labels, value in got["corral_informer_objects"]}
+        assert informed["/corral/containers/"] >= 1 and "/corral/nodes/" in informed  # the leader's shared informers
     finally:
         await cluster.api.delete(Container, made.metadata.name)
 

@@ -4,8 +4,6 @@ relist after compaction, resuming across an etcd restart."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Callable
 
 from corral.model.errors import Unavailable
 from corral.store.base import KeyValue, Put
@@ -13,6 +11,7 @@ from corral.store.embedded import EmbeddedEtcd
 from corral.store.etcd import EtcdStore
 from corral.store.informer import Change, Informer
 from corral.store.listwatch import store_informer
+from tests.store.informers import running, until
 
 
 def decode(kv: KeyValue) -> str:
@@ -40,23 +39,8 @@ class Recorder:
             self.calls.append(("delete", key, obj))
 
 
-@contextlib.asynccontextmanager
-async def running(informer: Informer[str, str]) -> AsyncIterator[None]:
-    task = asyncio.create_task(informer.run())
-    try:
-        await asyncio.wait_for(informer.synced.wait(), 10)
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
-async def eventually(check: Callable[[], bool], *, timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 async def test_the_informer_lists_then_follows_every_change(store: EtcdStore, prefix: str) -> None:
@@ -72,7 +56,7 @@ async def test_the_informer_lists_then_follows_every_change(store: EtcdStore, pr
         await store.update(prefix + "k1", b"v1b", expected_revision=kv.mod_revision)
         await store.delete(prefix + "k2")
         last = await store.create(prefix + "k9", b"v9")
-        await eventually(lambda: informer.revision >= last)
+        await until(lambda: informer.revision >= last)
         assert rec.calls == [
             ("update", prefix + "k1", "v1", "v1b"),
             ("delete", prefix + "k2", "v2"),
@@ -104,7 +88,7 @@ async def test_a_compacted_watch_makes_the_informer_relist_and_report_the_differ
     await store.compact(now)
 
     async with running(informer):  # resumes from its revision, gets Compacted, relists
-        await eventually(lambda: informer.relists == 1 and informer.revision >= now)
+        await until(lambda: informer.relists == 1 and informer.revision >= now)
         assert sorted(rec.calls) == [
             ("add", prefix + "k3", "old"),  # a new object under an old name: delete, then add
             ("add", prefix + "k4", "new"),
@@ -122,7 +106,7 @@ async def test_a_compacted_watch_makes_the_informer_relist_and_report_the_differ
         ]
         rec.calls.clear()
         await store.delete(prefix + "k0")  # and it watches again afterwards
-        await eventually(lambda: rec.calls == [("delete", prefix + "k0", "old")])
+        await until(lambda: rec.calls == [("delete", prefix + "k0", "old")])
 
 
 async def test_the_informer_keeps_following_across_an_etcd_restart(
@@ -141,6 +125,6 @@ async def test_the_informer_keeps_following_across_an_etcd_restart(
                 break
             except Unavailable:
                 await asyncio.sleep(0.05)
-        await eventually(lambda: informer.get(prefix + "b") == "2", timeout=15)
+        await until(lambda: informer.get(prefix + "b") == "2", timeout=15)
         assert rec.calls == [("add", prefix + "a", "1"), ("add", prefix + "b", "2")]
         assert informer.relists == 0

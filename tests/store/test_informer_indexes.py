@@ -8,8 +8,7 @@ informer — list, watch, relist on ``Gone``, retry on ``Unavailable`` — is dr
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator
 
 import pytest
 
@@ -17,6 +16,7 @@ from corral.model.errors import Gone, Unavailable
 from corral.model.resources import Container, ContainerSpec, ObjectMeta, OwnerReference
 from corral.store.indexers import BY_CONTROLLER, BY_NODE, BY_OWNER, by_label, controller_uid, node_of, owner_uids
 from corral.store.informer import Change, Delta, Informer, Listing
+from tests.store.informers import running, until
 
 
 def container(name: str, *, node: str = "", app: str = "", owners: tuple[str, ...] = (), rv: int = 1,
@@ -84,23 +84,8 @@ class Recorder:
         self.calls.append((change, key, obj.spec.node, old.spec.node if old is not None else None))
 
 
-@contextlib.asynccontextmanager
-async def running(informer: Informer[str, Container]) -> AsyncIterator[None]:
-    task = asyncio.create_task(informer.run())
-    try:
-        await asyncio.wait_for(informer.synced.wait(), 5)
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
-async def eventually(check: Callable[[], bool], *, timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 def names(objects: list[Container]) -> list[str]:
@@ -115,12 +100,12 @@ async def test_an_object_moving_between_index_values_is_filed_under_its_new_valu
     async with running(informer):
         assert names(informer.by_index(BY_NODE, "n1")) == ["a", "b"]
         source.put(container("a", node="n2", rv=2))
-        await eventually(lambda: len(rec.calls) == 3)
+        await until(lambda: len(rec.calls) == 3)
         assert names(informer.by_index(BY_NODE, "n1")) == ["b"]
         assert names(informer.by_index(BY_NODE, "n2")) == ["a"]
         assert rec.calls[-1] == (Change.MODIFIED, "a", "n2", "n1")
         source.put(container("b", rv=3))  # unbound: in no node's entry
-        await eventually(lambda: len(rec.calls) == 4)
+        await until(lambda: len(rec.calls) == 4)
         assert informer.index_values(BY_NODE) == ["n2"]
         assert informer.by_index(BY_NODE, "n1") == []
 
@@ -140,7 +125,7 @@ async def test_a_deleted_object_leaves_every_index_and_its_handlers_get_the_last
         assert informer.by_index(BY_CONTROLLER, "d2") == []  # an owner, not the controller
         assert names(informer.by_index(label_index, "web")) == ["a"]
         source.delete("a")
-        await eventually(lambda: len(rec.calls) == 2)
+        await until(lambda: len(rec.calls) == 2)
         assert rec.calls[-1] == (Change.DELETED, "a", "n1", None)
         for name in (BY_NODE, BY_OWNER, BY_CONTROLLER, label_index):
             assert informer.index_values(name) == []
@@ -161,7 +146,7 @@ async def test_a_relist_replaces_the_index_content_and_reports_the_difference() 
                           container("reborn", node="n1", uid="second", rv=5), container("new", node="n3", rv=5)]
         source.revision = 9
         source.fail(Gone("compacted"))
-        await eventually(lambda: informer.relists == 1)
+        await until(lambda: informer.relists == 1)
         assert names(informer.by_index(BY_NODE, "n1")) == ["reborn", "stays"]
         assert names(informer.by_index(BY_NODE, "n2")) == ["moves"]
         assert names(informer.by_index(BY_NODE, "n3")) == ["new"]
@@ -184,9 +169,9 @@ async def test_an_unavailable_source_is_watched_again_from_the_same_revision_wit
     rec = Recorder(informer)
     async with running(informer):
         source.put(container("b", node="n1"))
-        await eventually(lambda: len(rec.calls) == 2)
+        await until(lambda: len(rec.calls) == 2)
         source.fail(Unavailable("etcd is restarting"))
-        await eventually(lambda: len(source.watched_after) == 2)
+        await until(lambda: len(source.watched_after) == 2)
         assert source.watched_after == [1, 2] and source.lists == 1 and informer.relists == 0
 
 
@@ -214,7 +199,7 @@ async def test_a_failing_handler_neither_stops_the_informer_nor_the_other_handle
     async with running(informer):
         source.put(container("a"))
         source.put(container("b"))
-        await eventually(lambda: len(rec.calls) == 2)
+        await until(lambda: len(rec.calls) == 2)
         assert [c[1] for c in rec.calls] == ["a", "b"] and informer.keys() == ["a", "b"]
 
 
@@ -225,5 +210,20 @@ async def test_a_bookmark_only_moves_the_revision_the_informer_resumes_from() ->
     async with running(informer):
         source._feed.put_nowait(Delta(None, None, None, 40))
         source.fail(Unavailable("cut"))
-        await eventually(lambda: len(source.watched_after) == 2)
+        await until(lambda: len(source.watched_after) == 2)
         assert source.watched_after[-1] == 40 and len(rec.calls) == 1 and informer.keys() == ["a"]
+
+
+async def test_a_stream_that_keeps_ending_at_once_is_watched_again_with_backoff_not_in_a_tight_loop() -> None:
+    class EndsAtOnce(ScriptedSource):
+        async def watch(self, after: int) -> AsyncGenerator[Delta[str, Container], None]:
+            self.watched_after.append(after)
+            return
+            yield  # an async generator that yields nothing
+
+    source = EndsAtOnce(container("a"))
+    informer: Informer[str, Container] = Informer(source)
+    async with running(informer):
+        await asyncio.sleep(0.5)
+    assert 2 <= len(source.watched_after) <= 8  # 0.05 s, 0.1 s, 0.2 s… apart, not thousands
+    assert source.lists == 1 and informer.keys() == ["a"]

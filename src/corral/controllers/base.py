@@ -15,7 +15,6 @@ next event, anything else retries with backoff.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -76,7 +75,7 @@ class Informers:
         prefix = BY_KIND[tp.KIND].prefix()
         informer = self._informers.get(prefix)
         if informer is None:
-            informer = self._informers[prefix] = store_informer(self.store, prefix, functools.partial(typed.decode, tp=tp))
+            informer = self._informers[prefix] = store_informer(self.store, prefix, lambda kv: typed.decode(kv, tp))
         return informer
 
     def of_prefix(self, prefix: str, decode: Callable[[KeyValue], T]) -> Informer[str, T]:
@@ -85,6 +84,10 @@ class Informers:
         if informer is None:
             informer = self._informers[prefix] = store_informer(self.store, prefix, decode)
         return informer
+
+    def all(self) -> dict[str, Informer[str, Any]]:
+        """Every informer, by the key prefix it follows (for /metrics)."""
+        return self._informers
 
     async def run(self, synced: asyncio.Event | None = None) -> None:
         async with asyncio.TaskGroup() as tg:

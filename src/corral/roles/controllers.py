@@ -84,7 +84,7 @@ async def run_leader(store: Store, cfg: LeaderConfig, metrics: LeaderMetrics | N
     scheduler = Scheduler(store, policy=cfg.policy, event_ttl=cfg.event_ttl)
     feed_scheduler(scheduler, informers)
     if metrics is not None:
-        metrics.attach(scheduler, controllers)
+        metrics.attach(scheduler, controllers, informers)
     try:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(informers.run(synced), name="controller-informers")

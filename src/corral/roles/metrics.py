@@ -11,7 +11,7 @@ containerd's task metrics by the agent, since a scrape cannot wait on containerd
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 
@@ -20,9 +20,10 @@ from corral.aiokit.metrics import CallbackCollector, Histogram, LabelValues
 from corral.aiokit.processes import RESTARTS
 
 if TYPE_CHECKING:  # types only: a worker process must not load the scheduler and the controllers
-    from corral.controllers.base import Controller
+    from corral.controllers.base import Controller, Informers
     from corral.roles.agent import Agent
     from corral.scheduler.loop import Scheduler
+    from corral.store.informer import Informer
 
 
 class LeaderMetrics:
@@ -32,6 +33,7 @@ class LeaderMetrics:
         self.registry.register(self.collector)
         self.scheduler: Scheduler | None = None
         self.controllers: Sequence[Controller] = ()
+        self.informers: Informers | None = None
         c = self.collector
         c.gauge("corral_leader_is_leader", "1 while this instance runs the scheduler and controllers.",
                 lambda: 1.0 if self.scheduler is not None else 0.0)
@@ -49,12 +51,19 @@ class LeaderMetrics:
         c.histogram("corral_controller_reconcile_duration_seconds", "How long one reconcile took, per controller.",
                     lambda: {(k.name,): k.durations for k in self.controllers}, labels=("controller",))
         add_event_metrics(c, lambda: [k.events for k in self.controllers])
+        c.gauge("corral_informer_objects", "Objects in each of the leader's shared informers, by key prefix.",
+                lambda: {(p,): float(len(i)) for p, i in self._informers().items()}, labels=("prefix",))
+        c.counter("corral_informer_relists", "Relists of each shared informer after its history was compacted.",
+                  lambda: {(p,): float(i.relists) for p, i in self._informers().items()}, labels=("prefix",))
 
-    def attach(self, scheduler: Scheduler, controllers: Sequence[Controller]) -> None:
-        self.scheduler, self.controllers = scheduler, controllers
+    def attach(self, scheduler: Scheduler, controllers: Sequence[Controller], informers: Informers | None = None) -> None:
+        self.scheduler, self.controllers, self.informers = scheduler, controllers, informers
 
     def detach(self) -> None:
-        self.scheduler, self.controllers = None, ()
+        self.scheduler, self.controllers, self.informers = None, (), None
+
+    def _informers(self) -> Mapping[str, Informer[str, Any]]:
+        return self.informers.all() if self.informers is not None else {}
 
     def _attempts(self) -> Mapping[LabelValues, float]:
         s = self.scheduler.stats if self.scheduler else None

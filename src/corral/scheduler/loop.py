@@ -2,7 +2,8 @@
 
 Flow (kube-scheduler's shape, sized for one asyncio program):
 
-1. Two informers (nodes, containers; list then watch) call ``on_node``/``on_container``. They keep the
+1. Two informers (nodes, containers: the leader's shared ones, store/informer.py) call ``on_node``/``on_container``
+   (through ``node_changed``/``container_changed``, the informers' one handler shape). They keep the
    ``SchedulerCache`` current and put the *key* of every container that needs a node
    (``spec.node`` empty, no ``deletionTimestamp``, phase Pending) on a dedup queue; the latest
    object seen per key is kept in ``_pending`` and is what gets bound (never re-read from etcd

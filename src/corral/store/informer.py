@@ -12,7 +12,8 @@ lists everything at one revision (``Listing``) and watches the changes after a r
   and version, e.g. etcd's create and mod revisions or the API's uid and resourceVersion), sets
   ``synced``, then watches from the list's revision and applies every delta to the cache, then to
   the indexes, then calls the handlers. Calling ``run()`` again after a cancel resumes from the
-  cache's revision.
+  cache's revision; ``prime(listing)`` starts it from a listing the caller already read
+  (``corral get -w`` prints it first), so ``run()`` only watches.
 - When the source says the revision it needs is gone (``Gone``, etcd's ``Compacted``), it lists
   again and turns the difference between the cache and the new list into Added/Modified/Deleted
   events (a key whose identity changed — deleted and created again meanwhile — is a Deleted, then
@@ -30,6 +31,11 @@ lists everything at one revision (``Listing``) and watches the changes after a r
 
 Cached objects are shared with every reader and handler: never mutate them (copy, change, write).
 Nothing is copied per event; ``items()``/``values()`` return a snapshot list safe across awaits.
+
+Two list+watch loops are deliberately not informers: the API's watch cache (api/watchcache.py) keeps
+a log of events with their rendered JSON for fan-out to HTTP watchers, and the token index
+(api/tokenindex.py) answers "not known" while it is not watching, so authentication falls back to
+etcd instead of trusting a cache that might miss a revocation.
 """
 
 from __future__ import annotations
@@ -195,15 +201,19 @@ class Informer(Generic[K, T]):
             try:
                 if must_list:
                     await self._relist()
-                    must_list = False
+                    must_list, backoff = False, BACKOFF_FIRST
                     self.synced.set()
+                delivered = False
                 async with contextlib.aclosing(self.source.watch(self._revision)) as deltas:
                     async for delta in deltas:
                         self._apply(delta)
+                        delivered = True
                         if failing:
                             failing, backoff = False, BACKOFF_FIRST
                             log.info("informer %s: following again", self.source.name)
-                backoff = BACKOFF_FIRST  # the stream ended without an error: watch again
+                if not delivered:  # the stream ended at once (a server shutting down): not in a tight loop
+                    await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
+                    backoff = min(backoff * 2, BACKOFF_MAX)
             except Gone as e:
                 log.info("informer %s: %s; relisting", self.source.name, e.message)
                 must_list = True
