@@ -14,6 +14,7 @@ from corral.model.resources import Container, ContainerSpec, Event, ObjectMeta, 
 from corral.reconcile.naming import LABEL_OOM_KILLED, LABEL_UID
 from corral.runtime.client import Client
 from corral.runtime.containers import list_containers
+from corral.runtime.tasks import Task
 from tests.fixtures.cluster import Cluster, eventually, start_cluster
 from tests.fixtures.registry import Registry
 
@@ -23,7 +24,9 @@ HOG = ["sh", "-c", "head -c 200000000 /dev/zero | tail"]
 
 @pytest_asyncio.fixture(scope="module")
 async def cluster(tmp_path_factory: pytest.TempPathFactory, registry: Registry) -> AsyncIterator[Cluster]:
-    async with start_cluster(tmp_path_factory.mktemp("restart-state"), registry, workers=1) as c:
+    # a long node grace: an agent down for a while here is restarting, not lost
+    async with start_cluster(tmp_path_factory.mktemp("restart-state"), registry, workers=1,
+                             control={"node_grace": 120.0}) as c:
         yield c
 
 
@@ -68,6 +71,23 @@ async def test_an_oom_killed_containers_reason_survives_an_agent_restart(cluster
         assert (after.status.reason, after.status.exit_code) == ("OOMKilled", 137), after.status
         assert after.status.finished_at == before.status.finished_at
         await asyncio.sleep(0.1)
+
+
+async def test_an_oom_kill_while_the_agent_is_down_is_still_reported_as_oomkilled(cluster: Cluster) -> None:
+    # the OOM comes while no agent listens to containerd's events: the cgroup's count says it
+    await cluster.api.create(container("late-hog", cluster.image, ["sh", "-c", "sleep 6; " + HOG[2]], memory="16Mi"))
+    running = await cluster.wait_for("late-hog", lambda c: c.status.phase == "Running", timeout=90)
+    await cluster.worker.stop()
+    try:
+        async with Client(cluster.worker.containerd.socket) as client:
+            task = Task(client, running.status.container_id)
+            await asyncio.wait_for(task.wait(), 60)
+            [record] = await list_containers(client, {LABEL_UID: running.metadata.uid})
+            assert not record.labels.get(LABEL_OOM_KILLED)  # nobody heard the event
+    finally:
+        await cluster.worker.start()
+    after = await cluster.wait_for("late-hog", lambda c: c.status.phase == "Failed", timeout=90)
+    assert (after.status.reason, after.status.exit_code) == ("OOMKilled", 137), after.status
 
 
 async def test_a_new_run_after_an_oom_kill_no_longer_says_oomkilled_once_it_runs(cluster: Cluster) -> None:

@@ -99,8 +99,7 @@ def describe_lines(obj: Object, info: KindInfo, events: list[Event], ctx: tables
     if not events:
         lines.append(_line("Events", tables.NONE))
         return lines
-    ev_info_rows = [[tables.age(e.spec.last_timestamp or e.spec.first_timestamp or e.metadata.creation_timestamp,
-                                ctx.now), e.spec.type, e.spec.reason,
+    ev_info_rows = [[tables.event_seen(e, ctx.now), e.spec.type, e.spec.reason,
                      e.spec.source.component or tables.NONE, e.spec.message] for e in events]
     text = styling.render(["LAST SEEN", "TYPE", "REASON", "FROM", "MESSAGE"], ev_info_rows, color=color)
     return [*lines, "Events:", *(f"  {line}" for line in text.splitlines())]

@@ -139,11 +139,19 @@ def _network_policy(p: Any, ctx: Context) -> list[str]:
             age(p.metadata.creation_timestamp, ctx.now)]
 
 
+def event_seen(e: Any, now: datetime) -> str:
+    """When an Event was last seen; with repeats (its count), how many over how long: ``5s (x3 over 2m)``."""
+    s = e.spec
+    last = age(s.last_timestamp or s.first_timestamp or e.metadata.creation_timestamp, now)
+    if s.count > 1 and s.first_timestamp:
+        return f"{last} (x{s.count} over {age(s.first_timestamp, now)})"
+    return last
+
+
 def _event(e: Any, ctx: Context) -> list[str]:
     s = e.spec
-    seen = s.last_timestamp or s.first_timestamp or e.metadata.creation_timestamp
     obj = f"{s.involved_object.kind.lower()}/{s.involved_object.name}"
-    return [age(seen, ctx.now), s.type, s.reason, obj, s.message]
+    return [event_seen(e, ctx.now), s.type, s.reason, obj, s.message]
 
 
 def _secret(s: Any, ctx: Context) -> list[str]:  # names and keys only, never values

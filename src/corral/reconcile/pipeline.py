@@ -280,7 +280,7 @@ class NodeReconciler:
         with contextlib.suppress(NotFound):
             if (await task.status()).state != "running":
                 return None  # it ended by itself meanwhile: an exit, not a liveness kill
-        cause = f"LivenessProbeFailed: {failure}"
+        cause = f"LivenessProbeFailed: {failure}"[:1024]  # containerd keeps label values under 4 KiB
         await ctrs.set_labels(self.client, cid, {naming.LABEL_KILLED_BY: cause})
         self.events.record(obj, type="Warning", reason="LivenessProbeFailed", message=f"{failure}; killing the task")
         with contextlib.suppress(NotFound, Conflict):

@@ -5,7 +5,8 @@ a task that stopped is restarted by the restart policy — Always, or OnFailure 
 exit — after a backoff that doubles with each restart (1 s, 2 s, 4 s … up to 60 s; meanwhile the
 reason is ``CrashLoopBackOff``), or else reported Succeeded/Failed with its exit code and kept, so
 the status can always be derived again. ``restartCount`` lives in the API's status, the one place
-that outlives both the agent and the task.
+that outlives both the agent and the task. An OOM kill is known from the containerd record's label
+(written when containerd's OOM event came) or, for a stopped task, from its cgroup's OOM-kill count.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from corral.aiokit.backoff import exponential
-from corral.model.errors import AlreadyExists, Conflict, NotFound, Unavailable
+from corral.model.errors import AlreadyExists, Conflict, CorralError, NotFound, Unavailable
 from corral.model.lifecycle import now_rfc3339, rfc3339
 from corral.model.resources import Condition, Container, ContainerStatus
 from corral.runtime import containers as ctrs
@@ -139,6 +140,7 @@ async def ensure_state(
         status.started_at = status.started_at or now_rfc3339()
     else:  # stopped
         code = info.exit_status
+        oom_killed = oom_killed or await _oom_killed_in_cgroup(task)
         status.exit_code = code
         status.finished_at = rfc3339(info.exited_at) if info.exited_at else now_rfc3339()
         outcome.exited = True
@@ -170,6 +172,15 @@ async def ensure_state(
     status.ready = status.phase == "Running" and not status.reason and probed
     status.conditions = _conditions(status, status.ready)
     return outcome
+
+
+async def _oom_killed_in_cgroup(task: tasks.Task) -> bool:
+    """Whether the kernel's OOM killer ended a process of this (stopped, not yet deleted) task, as its
+    cgroup counts it — the world's answer when the agent missed containerd's OOM event (it was down)."""
+    try:
+        return (await task.metrics()).oom_kills > 0
+    except CorralError:  # no cgroup v1 metrics (or the task just went): the OOM event's label alone says it
+        return False
 
 
 async def stop(client: Client, cid: str, *, grace: float) -> tasks.ExitStatus | None:
