@@ -22,7 +22,7 @@ import uuid
 
 import aiohttp
 
-from corral.model.resources import Container
+from corral.model.resources import Container, ContainerSpec, ObjectMeta
 from corral.runtime.distribution import host_platform
 from corral.runtime.imagebuild import BUSYBOX, MEDIA_CONFIG, MEDIA_LAYER_GZIP, MEDIA_MANIFEST, PATH_ENV, rootfs_tar
 from tests.fixtures.cluster import Cluster, eventually
@@ -163,3 +163,29 @@ async def test_run_wait_exits_1_at_the_timeout_naming_the_state_it_was_stuck_in(
     finally:
         with contextlib.suppress(Exception):
             await cluster.api.delete(Container, stuck, grace_period=0)
+
+
+async def test_progress_does_not_stay_behind_when_the_pass_fails_after_the_pull(cluster: Cluster) -> None:
+    image = f"{cluster.registry.host}/layered-{uuid.uuid4().hex[:8]}:1"
+    repository, tag = image.split("/", 1)[1].split(":")
+    await push_layered(cluster.registry, repository, tag)
+    name = f"pf-{uuid.uuid4().hex[:6]}"
+    seen: list[Container] = []
+    watcher = asyncio.create_task(watch_statuses(cluster, name, seen))
+    try:
+        await asyncio.sleep(0.5)
+        ctr = Container(metadata=ObjectMeta(name=name),
+                        spec=ContainerSpec(image=image, command=["/no/such/binary"]))  # pulled, then cannot start
+        await cluster.api.create(ctr)
+
+        async def pulled_then_cleared() -> None:
+            assert any(c.status.pull is not None for c in seen), "no progress was reported"
+            assert (await cluster.api.get(Container, name)).status.pull is None
+
+        await eventually(pulled_then_cleared, timeout=60, what="the progress is written, then cleared")
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await watcher
+        with contextlib.suppress(Exception):
+            await cluster.api.delete(Container, name, grace_period=0)
