@@ -17,6 +17,7 @@ What is coloured is decided by the column's header, for every kind alike:
 - ``READY``, ``COMPLETIONS`` (``2/3``): green when complete, yellow while not.
 - ``TYPE``: ``Warning`` in yellow (an Event's type); other types plain.
 - ``HEALTHY``: ``yes``/``true`` green, ``no``/``false`` red.
+- ``VERDICT`` (``why-not``): ``fits`` green, a reason red.
 """
 
 from __future__ import annotations
@@ -94,6 +95,8 @@ def cell_style(column: str, cell: str) -> Style | None:
         return _ratio_style(cell)
     if column == "TYPE":
         return WAIT if cell == "Warning" else None
+    if column == "VERDICT":  # why-not: a node that fits, or the reason it does not
+        return GOOD if cell == "fits" else BAD
     if column == "HEALTHY":
         return GOOD if cell in ("yes", "true") else BAD if cell.startswith(("no", "false")) else None
     return None
