@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from tests.cli.conftest import Corral
+from tests.cli.test_image_pull import run_on_a_terminal
+from tests.fixtures.control import RunningControl
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 MANIFEST = """\
@@ -39,3 +43,17 @@ async def test_get_colours_the_header_and_states_only_when_asked_and_never_moves
         assert "\x1b[32mActive" in ns.stdout, ns.stdout
     finally:
         await corral("delete", "namespace", "cli-colour")
+
+
+async def test_on_a_real_terminal_colour_comes_by_itself_and_no_color_turns_it_off(
+        corral: Corral, control_plane: RunningControl, monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("NO_COLOR", "FORCE_COLOR", "TERM"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("CORRAL_CA", str(control_plane.ca_file))  # the child inherits the environment
+    args = ["-m", "corral.cli.main", "get", "namespaces", "--server", control_plane.url,
+            "--token", control_plane.admin_token]
+    code, shown = await run_on_a_terminal(args)
+    assert code == 0 and "\x1b[1mNAME" in shown and "\x1b[32mActive" in shown, shown
+    monkeypatch.setenv("NO_COLOR", "1")
+    code, shown = await run_on_a_terminal(args)
+    assert code == 0 and "\x1b[" not in shown and "Active" in shown, shown

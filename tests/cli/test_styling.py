@@ -44,12 +44,14 @@ def test_a_status_cell_takes_the_colour_of_its_worst_state(cell: str, style: Sty
     assert styling.cell_style("STATUS", cell) == style
 
 
-def test_ready_counts_are_green_only_when_complete_and_health_is_green_or_red() -> None:
+def test_ready_counts_are_green_only_when_complete_and_health_and_verdicts_are_green_or_red() -> None:
     assert styling.cell_style("READY", "3/3") == styling.GOOD
     assert styling.cell_style("COMPLETIONS", "1/3") == styling.WAIT
     assert styling.cell_style("READY", "<none>") is None
     assert styling.cell_style("HEALTHY", "yes") == styling.GOOD
     assert styling.cell_style("HEALTHY", "no (connection refused)") == styling.BAD
+    assert styling.cell_style("VERDICT", "fits") == styling.GOOD
+    assert styling.cell_style("VERDICT", "insufficient cpu") == styling.BAD
     assert styling.cell_style("NAME", "Failed") is None
 
 

@@ -21,10 +21,12 @@ import tarfile
 import uuid
 
 import aiohttp
+import pytest
 
-from corral.model.resources import Container
+from corral.model.resources import Container, ContainerSpec, ObjectMeta
 from corral.runtime.distribution import host_platform
 from corral.runtime.imagebuild import BUSYBOX, MEDIA_CONFIG, MEDIA_LAYER_GZIP, MEDIA_MANIFEST, PATH_ENV, rootfs_tar
+from tests.cli.test_image_pull import run_on_a_terminal
 from tests.fixtures.cluster import Cluster, eventually
 from tests.fixtures.registry import Registry
 
@@ -163,3 +165,50 @@ async def test_run_wait_exits_1_at_the_timeout_naming_the_state_it_was_stuck_in(
     finally:
         with contextlib.suppress(Exception):
             await cluster.api.delete(Container, stuck, grace_period=0)
+
+
+async def test_progress_does_not_stay_behind_when_the_pass_fails_after_the_pull(cluster: Cluster) -> None:
+    image = f"{cluster.registry.host}/layered-{uuid.uuid4().hex[:8]}:1"
+    repository, tag = image.split("/", 1)[1].split(":")
+    await push_layered(cluster.registry, repository, tag)
+    name = f"pf-{uuid.uuid4().hex[:6]}"
+    seen: list[Container] = []
+    watcher = asyncio.create_task(watch_statuses(cluster, name, seen))
+    try:
+        await asyncio.sleep(0.5)
+        ctr = Container(metadata=ObjectMeta(name=name),
+                        spec=ContainerSpec(image=image, command=["/no/such/binary"]))  # pulled, then cannot start
+        await cluster.api.create(ctr)
+
+        async def pulled_then_cleared() -> None:
+            assert any(c.status.pull is not None for c in seen), "no progress was reported"
+            assert (await cluster.api.get(Container, name)).status.pull is None
+
+        await eventually(pulled_then_cleared, timeout=60, what="the progress is written, then cleared")
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await watcher
+        with contextlib.suppress(Exception):
+            await cluster.api.delete(Container, name, grace_period=0)
+
+
+async def test_on_a_real_terminal_run_wait_draws_the_bars_by_itself(cluster: Cluster,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    image = f"{cluster.registry.host}/layered-{uuid.uuid4().hex[:8]}:1"
+    repository, tag = image.split("/", 1)[1].split(":")
+    blobs = await push_layered(cluster.registry, repository, tag)
+    name = f"pt-{uuid.uuid4().hex[:6]}"
+    monkeypatch.setenv("CORRAL_CA", str(cluster.plane.ca_file))  # the child inherits the environment
+    for var in ("NO_COLOR", "FORCE_COLOR", "TERM"):
+        monkeypatch.delenv(var, raising=False)
+    try:
+        code, shown = await run_on_a_terminal([
+            "-m", "corral.cli.main", "run", name, "--image", image, "--wait", "--timeout", "90",
+            "--server", cluster.plane.url, "--token", cluster.plane.admin_token, "--", "sleep", "3600"])
+        assert code == 0, shown
+        assert "━" in shown and blobs[-1].removeprefix("sha256:")[:12] in shown, shown
+        assert f'container "{name}" is Running' in shown, shown
+    finally:
+        with contextlib.suppress(Exception):
+            await cluster.api.delete(Container, name, grace_period=0)

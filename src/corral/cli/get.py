@@ -149,7 +149,8 @@ async def get(client: ApiClient, *, kind: str, name: str | None, namespace: str,
         where = f' in namespace "{ns}"' if ns else ""
         click.echo(f"No {info.plural} found{where}.", err=True)
     else:
-        printer.widths = [max(len(h), 12) for h in printer.header]
+        printer.widths = [max(len(h), 12) for h in tables.columns(info, wide=fmt == "wide",
+                                                                  all_namespaces=printer.all_namespaces)]
     if watch:
         await follow(client, printer, namespace=ns, items=listed, rv=rv, label_selector=selector,
                      field_selector=field_selector)

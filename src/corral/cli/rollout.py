@@ -24,7 +24,7 @@ import msgspec
 
 from corral.api import retrying
 from corral.api.client import ApiClient
-from corral.cli import output
+from corral.cli import output, styling
 from corral.cli.connection import api_command, connection_options
 from corral.controllers import rollout as revisions
 from corral.model.errors import Gone, NotFound, Unavailable
@@ -161,14 +161,13 @@ async def history(client: ApiClient, *, name: str, namespace: str, revision: int
         click.echo(output.dump(msgspec.to_builtins(entry.template), "yaml"))
         return 0
     click.echo(f"deployment.corral/{name}")
-    rows = [("REVISION", "HASH", "IMAGE", "COMMAND")]
+    rows = []
     for e in entries:
         s = e.template.spec
         current = " (current)" if e is entries[-1] else ""
-        rows.append((f"{e.revision}{current}", e.hash, s.image, " ".join([*s.command, *s.args]) or "<image default>"))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    for r in rows:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
+        rows.append([f"{e.revision}{current}", e.hash, s.image, " ".join([*s.command, *s.args]) or "<image default>"])
+    color = styling.color_enabled()
+    styling.echo(styling.render(["REVISION", "HASH", "IMAGE", "COMMAND"], rows, color=color), color=color)
     return 0
 
 

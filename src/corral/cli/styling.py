@@ -17,10 +17,12 @@ What is coloured is decided by the column's header, for every kind alike:
 - ``READY``, ``COMPLETIONS`` (``2/3``): green when complete, yellow while not.
 - ``TYPE``: ``Warning`` in yellow (an Event's type); other types plain.
 - ``HEALTHY``: ``yes``/``true`` green, ``no``/``false`` red.
+- ``VERDICT`` (``why-not``): ``fits`` green, a reason red.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import sys
@@ -86,6 +88,7 @@ def _ratio_style(cell: str) -> Style | None:
     return GOOD if int(have) >= int(want) else WAIT
 
 
+@functools.lru_cache(maxsize=4096)  # a column holds few distinct states: 30,000 rows cost a few lookups
 def cell_style(column: str, cell: str) -> Style | None:
     """The style of ``cell`` in a column headed ``column``; None for plain."""
     if column in ("STATUS", "PHASE"):
@@ -94,13 +97,25 @@ def cell_style(column: str, cell: str) -> Style | None:
         return _ratio_style(cell)
     if column == "TYPE":
         return WAIT if cell == "Warning" else None
+    if column == "VERDICT":  # why-not: a node that fits, or the reason it does not
+        return GOOD if cell == "fits" else BAD
     if column == "HEALTHY":
         return GOOD if cell in ("yes", "true") else BAD if cell.startswith(("no", "false")) else None
     return None
 
 
+@functools.lru_cache(maxsize=32)
+def _codes(style: Style) -> tuple[str, str]:
+    """The ANSI codes that open and close ``style`` (rendered by rich once per style)."""
+    before, _, after = style.render("\0", color_system=ColorSystem.STANDARD).partition("\0")
+    return before, after
+
+
 def _paint(style: Style | None, text: str) -> str:
-    return style.render(text, color_system=ColorSystem.STANDARD) if style is not None and text else text
+    if style is None or not text:
+        return text
+    before, after = _codes(style)
+    return before + text + after
 
 
 def line(cells: Sequence[str], col_widths: Sequence[int], *, color: bool, header: Sequence[str] = (),

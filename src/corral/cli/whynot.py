@@ -10,6 +10,7 @@ from __future__ import annotations
 import click
 
 from corral.api.client import ApiClient
+from corral.cli import styling
 from corral.cli.connection import api_command, connection_options
 from corral.model.kinds import BY_KIND
 from corral.model.resources import Container, Node, Volume
@@ -62,8 +63,7 @@ async def why_not(client: ApiClient, *, name: str, node: str | None, namespace: 
     if not verdicts:
         click.echo("no nodes")
         return 0
-    width = max(len("NODE"), *(len(node_name) for node_name in verdicts))
-    click.echo(f"{'NODE':<{width}}   VERDICT")
-    for node_name, reason in sorted(verdicts.items()):
-        click.echo(f"{node_name:<{width}}   {'fits' if reason is None else reason}")
+    rows = [[node_name, "fits" if reason is None else reason] for node_name, reason in sorted(verdicts.items())]
+    color = styling.color_enabled()
+    styling.echo(styling.render(["NODE", "VERDICT"], rows, color=color), color=color)
     return 0

@@ -269,15 +269,15 @@ class ContainerSpec(_Base):
 Phase = Literal["Pending", "Scheduled", "Creating", "Running", "Succeeded", "Failed", "Unknown"]
 
 MAX_PULL_LAYERS = 256  # more blobs than any real image has: the cap keeps a status write small
-Bytes = Annotated[int, msgspec.Meta(ge=0)]
+ByteCount = Annotated[int, msgspec.Meta(ge=0)]  # never negative
 
 
 class PullLayer(_Base):
     """One blob of an image being pulled: ``done`` of its ``size`` bytes."""
 
     digest: str = ""
-    size: Bytes = 0
-    done: Bytes = 0
+    size: ByteCount = 0
+    done: ByteCount = 0
 
 
 class PullStatus(_Base):
@@ -286,8 +286,8 @@ class PullStatus(_Base):
 
     image: str = ""
     layers: Annotated[list[PullLayer], msgspec.Meta(max_length=MAX_PULL_LAYERS)] = []
-    bytes_done: Bytes = 0
-    bytes_total: Bytes = 0
+    bytes_done: ByteCount = 0
+    bytes_total: ByteCount = 0
 
 
 class ContainerStatus(_Base):
