@@ -5,7 +5,10 @@ then measures, for ``sleep 600`` containers:
 
 - sequential: create (snapshot + record) + task create + start, until Tasks.Start returns (the
   process runs), over ``N_SEQ`` containers: p50 / p99 in ms;
-- concurrent: ``N_PAR`` such starts at once: total seconds.
+- concurrent: ``N_PAR`` such starts at once: total seconds (the median of the rounds).
+
+The variants run interleaved, in ``ROUNDS`` rounds (each a third of the sequential starts and one
+concurrent batch), so that a change in the machine's load weighs on each alike.
 
 Each is run for corral with null IO, corral with FIFO logs (what the agent does: the container's
 stdout/stderr FIFOs made and held, read by the node's one log collector — no process per
@@ -42,6 +45,7 @@ from corral.runtime.tasks import Stdio, create_task
 
 NAMESPACE = "corral"
 RESULTS = Path(__file__).parent / "results" / "bench_runtime_start.json"
+ROUNDS = 3
 
 
 async def corral_start(client: Client, image: Image, cid: str, stdio: Stdio | None = None) -> None:
@@ -74,28 +78,34 @@ async def clean(client: Client) -> None:
     await asyncio.gather(*(one(c.id) for c in left))
 
 
-async def measure(
-    name: str, start: Callable[[str], Awaitable[None]], client: Client, *, n_seq: int, n_par: int
-) -> dict[str, float]:
+async def measure_round(
+    name: str, start: Callable[[str], Awaitable[None]], client: Client, *, n_seq: int, n_par: int, round_: int
+) -> tuple[list[float], float]:
+    """One round of one variant: ``n_seq`` starts one after another (their ms), then ``n_par`` at once (s)."""
     latencies: list[float] = []
     for i in range(n_seq):
         t0 = time.perf_counter()
-        await start(f"{name}-s{i}")
+        await start(f"{name}-r{round_}-s{i}")
         latencies.append((time.perf_counter() - t0) * 1000)
     await clean(client)
     t0 = time.perf_counter()
-    await asyncio.gather(*(start(f"{name}-p{i}") for i in range(n_par)))
+    await asyncio.gather(*(start(f"{name}-r{round_}-p{i}") for i in range(n_par)))
     total = time.perf_counter() - t0
     await clean(client)
+    return latencies, total
+
+
+def summary(name: str, latencies: list[float], totals: list[float], n_par: int) -> dict[str, float]:
     out = {
         "p50_ms": statistics.median(latencies),
         "p99_ms": pct(latencies, 0.99),
         "mean_ms": statistics.fmean(latencies),
-        f"parallel_{n_par}_s": total,
+        f"parallel_{n_par}_s": statistics.median(totals),
     }
     print(
-        f"{name:>16}: sequential p50 {out['p50_ms']:6.1f} ms  p99 {out['p99_ms']:6.1f} ms"
-        f"  | {n_par} concurrent: {total:5.2f} s",
+        f"{name:>18}: sequential p50 {out['p50_ms']:6.1f} ms  p99 {out['p99_ms']:6.1f} ms"
+        f"  | {n_par} concurrent: {out[f'parallel_{n_par}_s']:5.2f} s (median of {len(totals)}: "
+        + ", ".join(f"{t:.2f}" for t in totals) + ")",
         flush=True,
     )
     return out
@@ -127,29 +137,21 @@ async def main(n_seq: int, n_par: int) -> None:
                 await with_fifo_logs("warm-1")
                 await ctr_start(daemon.socket, image, "warm-2")
                 await clean(client)
-                results = {
-                    "ctr run -d": await measure(
-                        "ctr-run-d",
-                        lambda cid: ctr_start(daemon.socket, image, cid),
-                        client,
-                        n_seq=n_seq,
-                        n_par=n_par,
-                    ),
-                    "corral null IO": await measure(
-                        "corral-null-io",
-                        lambda cid: corral_start(client, image, cid),
-                        client,
-                        n_seq=n_seq,
-                        n_par=n_par,
-                    ),
-                    "corral + FIFO logs": await measure(
-                        "corral-fifo-logs",
-                        with_fifo_logs,
-                        client,
-                        n_seq=n_seq,
-                        n_par=n_par,
-                    ),
+                variants: dict[str, Callable[[str], Awaitable[None]]] = {
+                    "ctr run -d": lambda cid: ctr_start(daemon.socket, image, cid),
+                    "corral null IO": lambda cid: corral_start(client, image, cid),
+                    "corral + FIFO logs": with_fifo_logs,
                 }
+                # rounds interleave the variants, so a machine whose load changes meanwhile weighs on each alike
+                latencies: dict[str, list[float]] = {name: [] for name in variants}
+                totals: dict[str, list[float]] = {name: [] for name in variants}
+                for round_ in range(ROUNDS):
+                    for index, (name, start) in enumerate(variants.items()):
+                        seq, total = await measure_round(f"v{index}", start, client,
+                                                         n_seq=n_seq // ROUNDS, n_par=n_par, round_=round_)
+                        latencies[name] += seq
+                        totals[name].append(total)
+                results = {name: summary(name, latencies[name], totals[name], n_par) for name in variants}
             finally:
                 await clean(client)
                 reads.release_all()

@@ -212,3 +212,22 @@ async def test_a_restarted_agent_adopts_the_running_collector_and_stops_it_on_a_
         assert await asyncio.wait_for(first.wait(), 10) is not None  # it is gone
     finally:
         await first.stop()
+
+
+async def test_a_clean_stop_of_the_agent_leaves_the_collector_running_while_containers_are_left(
+    tmp_path: Path, agent_reads: logpipes.ReadEnds,
+) -> None:
+    container(tmp_path, "u1", agent_reads)
+    first = logpipes.LogCollector(tmp_path)
+    await first.start()
+    try:
+        assert not await first.stop_if_idle()  # u1's FIFOs are there: it keeps collecting
+        again = logpipes.LogCollector(tmp_path)
+        await again.start()
+        assert again.pid is not None and again.pid == await asyncio.to_thread(logpipes.running_collector, tmp_path)
+        agent_reads.release_all()
+        await asyncio.to_thread(logpipes.remove, tmp_path, "u1")
+        assert await again.stop_if_idle()  # the last container gone: it stops
+        assert await asyncio.to_thread(logpipes.running_collector, tmp_path) is None
+    finally:
+        await first.stop()

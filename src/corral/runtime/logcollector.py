@@ -147,6 +147,7 @@ class Collector:
         self.streams: dict[str, Stream] = {}  # by FIFO name
         self.by_fd: dict[int, Stream] = {}
         self.files: dict[str, RotatingFile] = {}  # by uid
+        self.failing: set[str] = set()  # uids whose log could not be written (said once)
         self.poller = select.epoll()
         self.scratch_r, self.scratch_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         with contextlib.suppress(OSError):  # else the default 64 KiB; a peek then takes less at a time
@@ -219,7 +220,14 @@ class Collector:
             data = read_exactly(self.scratch_r, n)
             records, used = cut_records(data, stream.kind, format_timestamp(time.time_ns()), final=final)
             if records:
-                self.file_for(stream.uid).write(b"".join(records))  # first into the file …
+                try:
+                    self.file_for(stream.uid).write(b"".join(records))  # first into the file …
+                except OSError as e:  # a full disk: left in the pipe, tried again each tick
+                    if stream.uid not in self.failing:
+                        self.failing.add(stream.uid)
+                        print(f"corral-logcollector: cannot write the log of {stream.uid}: {e}", file=sys.stderr)
+                    return 0
+                self.failing.discard(stream.uid)
             if used:
                 read_exactly(stream.fd, used)  # … then out of the pipe
             held = pending_bytes(stream.fd)
