@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from corral.aiokit import loops
 from corral.cli.hygiene import apply_hygiene, hygiene_options
 
 # The roles are imported when one is run, not when the command is defined: a worker process should
@@ -309,7 +310,7 @@ def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: boo
             leader = LeaderRoleConfig(etcd=list(etcd), leader_ttl=leader_ttl, etcd_tls=etcd_tls,
                                       leader=LeaderConfig(policy=policy, node_grace=node_grace, event_ttl=float(event_ttl),
                                                           metrics_listen=metrics_listen, job_backoff=job_backoff))
-            asyncio.run(_serve_leader(leader))
+            loops.run(_serve_leader(leader))
             _exit_at_once()
         from corral.model.cluster import ClusterConfig
         from corral.roles.control import ControlConfig
@@ -344,7 +345,7 @@ def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: boo
                                         backend=network_backend, vxlan_vni=vxlan_vni,  # type: ignore[arg-type]
                                         vxlan_port=vxlan_port)
         if role == "control":
-            asyncio.run(_serve_control(control))
+            loops.run(_serve_control(control))
         else:
             asyncio.run(_serve_all(control, agent, embedded_dir=embedded))
         _exit_at_once()

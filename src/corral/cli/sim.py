@@ -17,6 +17,7 @@ import signal
 import click
 import msgspec
 
+from corral.aiokit import loops
 from corral.cli.connection import resolve
 from corral.cli.serve import _labels
 from corral.roles.sim import SimConfig, run_sim
@@ -91,4 +92,4 @@ def sim(server: str | None, token: str | None, nodes: int, name_prefix: str, sta
     from corral.aiokit.heap import tune_for_large_heaps
 
     tune_for_large_heaps()
-    asyncio.run(main())
+    loops.run(main())
