@@ -30,7 +30,8 @@ whole again (every instance serving, three healthy etcd members).
 The suite runs a short version: ``CHAOS_HA_FAULTS`` (default 6) faults, the first six a random order
 of the whole menu so each is injected once. The long run is one command:
 ``CHAOS_HA_FAULTS=200 pytest -m chaos tests/flow/test_chaos_ha.py -s`` (``CHAOS_SEED`` repeats a run).
-A table of the faults injected, the invariants checked and the fence times is printed at the end.
+A line per fault (with ``-s``) and, at the end, a table of the faults injected (with the time until every
+invariant held again), the invariants checked and the fence times are printed.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ from tests.fixtures.cluster import eventually
 from tests.fixtures.controlplanes import ControlInstance
 from tests.fixtures.hosts import Host
 from tests.fixtures.registry import Registry
-from tests.flow.chaoswork import Wanted, bridge_veths, stray_cgroups, stray_mounts, table, work
+from tests.flow.chaoswork import Wanted, bridge_veths, fault_table, stray_cgroups, stray_mounts, table, work
 
 pytestmark = [pytest.mark.containerd, pytest.mark.chaos, pytest.mark.slow]
 
@@ -251,11 +252,13 @@ async def test_random_faults_on_a_highly_available_cluster_keep_every_invariant(
     faults: Counter[str] = Counter()
     checked: Counter[str] = Counter()
     fences: list[float] = []
+    recoveries: dict[str, list[float]] = {}  # fault → seconds from it until every invariant held again
     started = time.monotonic()
     for step, fault in enumerate(faults_to_inject(rng)):
         changes = asyncio.create_task(work(ha.client, ha.image, wanted, rng, step))
         await asyncio.sleep(rng.uniform(0.0, 1.5))  # somewhere in the middle of the changes
         what = f"after fault {step + 1} ({fault}), seed {SEED}"
+        t0 = time.monotonic()
         if fault == "network cut":
             host = await busiest(ha, world, rng)
             fenced = await fenced_within(ha, host, world)
@@ -273,8 +276,10 @@ async def test_random_faults_on_a_highly_available_cluster_keep_every_invariant(
             await changes
         faults[fault] += 1
         await eventually(lambda: invariants(ha, wanted, world, checked), timeout=180, what=f"invariants {what}")
+        recoveries.setdefault(fault, []).append(time.monotonic() - t0)
+        print(f"{step + 1:>4} {fault:<14} every invariant held {recoveries[fault][-1]:.1f}s after it", flush=True)
     took = time.monotonic() - started
-    print(table("fault injected", faults))
+    print(fault_table(recoveries))
     print(table("invariant checked (all held)", checked))
     if fences:
         print(f"fence after a cut: max {max(fences):.2f}s, mean {sum(fences) / len(fences):.2f}s over {len(fences)} "
