@@ -122,6 +122,15 @@ async def work(client: Callable[[], ApiClient], image: str, wanted: Wanted, rng:
     wanted.generation += int(roll)
 
 
+def fault_table(recoveries: dict[str, list[float]]) -> str:
+    """Per kind of fault: how often, and how long until every invariant held again (mean, max)."""
+    width = max([len("fault injected"), *map(len, recoveries)]) + 2
+    lines = [f"{'fault injected':<{width}}{'times':>6}{'mean s':>9}{'max s':>8}"]
+    lines += [f"{name:<{width}}{len(ts):>6}{sum(ts) / len(ts):>9.1f}{max(ts):>8.1f}"
+              for name, ts in sorted(recoveries.items()) if ts]
+    return "\n".join(lines)
+
+
 def table(title: str, rows: Counter[str]) -> str:
     width = max([len(title), *map(len, rows)]) + 2
     lines = [f"{title:<{width}}{'times':>6}"]

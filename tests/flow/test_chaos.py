@@ -20,6 +20,7 @@ import asyncio
 import os
 import random
 import signal
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -34,7 +35,7 @@ from corral.runtime.containers import list_containers
 from tests.fixtures.cluster import eventually
 from tests.fixtures.registry import Registry
 from tests.fixtures.serving import ServeAll, running_serve_all
-from tests.flow.chaoswork import Wanted, bridge_veths, stray_cgroups, stray_mounts, table, work
+from tests.flow.chaoswork import Wanted, bridge_veths, fault_table, stray_cgroups, stray_mounts, table, work
 from tests.flow.test_restarts import running_tasks
 
 pytestmark = [pytest.mark.containerd, pytest.mark.chaos]
@@ -106,15 +107,19 @@ async def test_random_kills_while_work_goes_on_keep_every_invariant(chaotic: Ser
     faults: Counter[str] = Counter()
     checked: Counter[str] = Counter()
     seen: set[str] = set()  # every containerd id met: whose cgroups are ours
+    recoveries: dict[str, list[float]] = {}  # fault → seconds from it until every invariant held again
     for step in range(FAULTS):
         fault = rng.choice(["etcd", "containerd", "leader", "serve --all"])
         changes = asyncio.create_task(work(chaotic.client, chaotic.registry.ref, wanted, rng, step))
         await asyncio.sleep(rng.uniform(0.0, 1.5))  # somewhere in the middle of the changes
+        t0 = time.monotonic()
         await inject(chaotic, fault)
         faults[fault] += 1
         await changes
         await eventually(lambda: invariants(chaotic, wanted, checked, seen), timeout=180,
                          what=f"invariants after fault {step + 1} ({fault}), seed {SEED}\n{chaotic.tail()}")
-    print(table("fault injected", faults))
+        recoveries.setdefault(fault, []).append(time.monotonic() - t0)
+        print(f"{step + 1:>4} {fault:<12} every invariant held {recoveries[fault][-1]:.1f}s after it", flush=True)
+    print(fault_table(recoveries))
     print(table("invariant checked (all held)", checked))
     assert sum(faults.values()) == FAULTS

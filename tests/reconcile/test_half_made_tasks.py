@@ -1,4 +1,5 @@
-"""A task that "already exists" when the agent starts one (half made when containerd died) is removed and made again."""
+"""A task half made when containerd died is removed and made again: one that "already exists" when the
+agent starts one, and one found created but never started (a start of it may hang for good)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import secrets
 
 import pytest
 
-from corral.reconcile.state import start_task
+from corral.model.resources import Container, ContainerSpec, ObjectMeta
+from corral.reconcile.state import ensure_state, start_task
 from corral.runtime.client import Client
 from corral.runtime.containers import create_container, delete_container
 from corral.runtime.images import Image
@@ -26,6 +28,26 @@ async def test_starting_a_task_over_a_leftover_one_removes_the_leftover_and_runs
         leftover = await create_task(ctr_client, cid)  # made, never started: what a crash mid-create leaves
         old_pid = (await leftover.status()).pid
         await start_task(ctr_client, cid, stdio=Stdio())  # creating it again meets "already exists"
+        status = await Task(ctr_client, cid).status()
+        assert status.state == "running"
+        assert status.pid != old_pid
+    finally:
+        await delete_container(ctr_client, cid)
+
+
+async def test_a_task_found_created_but_never_started_is_made_again_and_runs(
+    ctr_client: Client, busybox_image: Image
+) -> None:
+    cid = f"created-{secrets.token_hex(3)}"
+    spec = build_spec(container_id=cid, image_config=busybox_image.config, command=["sleep", "600"])
+    obj = Container(metadata=ObjectMeta(name=cid, uid=secrets.token_hex(8), generation=1),
+                    spec=ContainerSpec(image="busybox", restart_policy="Always"))
+    try:
+        await create_container(ctr_client, id=cid, image=busybox_image, spec=spec)
+        leftover = await create_task(ctr_client, cid)  # created, never started: a crash between create and start
+        old_pid = (await leftover.status()).pid
+        outcome = await ensure_state(ctr_client, obj, cid, log_uri="", oom_killed=False, ip="")
+        assert outcome.started and outcome.status.phase == "Running"
         status = await Task(ctr_client, cid).status()
         assert status.state == "running"
         assert status.pid != old_pid

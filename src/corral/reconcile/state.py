@@ -126,9 +126,13 @@ async def ensure_state(
     except NotFound:
         info = None
     outcome = Outcome(status)
-    if info is not None and info.state == "created":  # a crash between create and start
-        await task.start()
-        info = await task.status()
+    if info is not None and info.state == "created":
+        # a crash between create and start, or during the start: starting it again may hang for good
+        # (runc start waits on an init that the crash left behind), and it never ran: make it afresh
+        log.warning("task %s was created but never started (a crash between the two): removing it to make it "
+                    "again", cid)
+        await _remove_half_made_task(client, cid)
+        info = None
     if info is None:
         if before_start is not None:
             await before_start()

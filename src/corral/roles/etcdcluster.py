@@ -51,6 +51,7 @@ JOIN_TIMEOUT = 60.0  # a joining member catches up with the cluster before it re
 # is lost (EtcdStore's write_timeout): the API's group-commit slots free up soon after an election
 MEMBER_WRITE_TIMEOUT = 2.0
 LEAVE_TIMEOUT = 15.0
+SETTLE_TIMEOUT = 30.0  # a member just started answers its first TLS calls within this
 RECONFIG_NOT_YET = ("unhealthy cluster", "not enough started members")
 
 
@@ -173,7 +174,21 @@ async def start_embedded(data_dir: Path, *, host: str, tls_opts: TlsOptions, joi
 
 
 async def _settle(etcd: EmbeddedEtcd) -> list[str]:
-    """Correct this member's peer URL in the list if it changed; every member's client URL."""
+    """Correct this member's peer URL in the list if it changed; every member's client URL. A member
+    that has just started may not take a TLS connection yet on a loaded machine ("Handshake write
+    failed"): that is tried again for ``SETTLE_TIMEOUT``."""
+    deadline = asyncio.get_running_loop().time() + SETTLE_TIMEOUT
+    while True:
+        try:
+            return await _settle_once(etcd)
+        except Unavailable as e:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            log.info("etcd member %s does not answer yet (%s); trying again", etcd.name, e)
+            await asyncio.sleep(0.5)
+
+
+async def _settle_once(etcd: EmbeddedEtcd) -> list[str]:
     store = EtcdStore([etcd.endpoint], tls=etcd.client_tls())
     try:
         me = await members.local_member_id(store)
