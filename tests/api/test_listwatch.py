@@ -53,7 +53,8 @@ async def test_an_informer_over_the_api_lists_then_follows_a_namespace_and_keeps
     informer.add_index(APP_INDEX, APP_OF)
     seen: list[tuple[Change, NamespacedName]] = []
     informer.add_handler(lambda change, key, _obj, _old: seen.append((change, key)))
-    async with running(informer):
+    async with running(informer):  # (a list at any version may be a little behind: the watch brings the rest)
+        await until(lambda: len(seen) == 3)
         assert apps(informer, "a") == ["a1", "a2"] and apps(informer, "b") == ["b1"]
         assert sorted(seen) == [(Change.ADDED, (ns, "a1")), (Change.ADDED, (ns, "a2")), (Change.ADDED, (ns, "b1"))]
         seen.clear()
@@ -80,7 +81,7 @@ async def test_an_informer_over_the_api_relists_when_its_version_fell_out_of_the
     seen: list[tuple[Change, str]] = []
     informer.add_handler(lambda change, key, _obj, _old: seen.append((change, key[1])))
     async with running(informer):
-        pass
+        await until(lambda: len(informer) == 3)
     seen.clear()
     # while it does not watch: one goes, one changes, one comes; then the cache's window moves past
     monkeypatch.setattr(api.server.caches["Container"], "window", 8)
