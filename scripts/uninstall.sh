@@ -72,7 +72,8 @@ if [[ -n "$pids" ]]; then
   for _ in $(seq 300); do [[ -z "$(serve_pids)" ]] && break; sleep 0.1; done
   pids="$(serve_pids)"; [[ -n "$pids" ]] && kill -KILL $pids 2>/dev/null
 fi
-for pidfile in "$data_dir/etcd.pid" "$data_dir/containerd/containerd.pid"; do  # children of a killed serve
+for pidfile in "$data_dir/etcd.pid" "$data_dir/containerd/containerd.pid" \
+               "$data_dir/agent/logpipes/.collector.pid"; do  # children of a killed serve; the log collector
   [[ -f "$pidfile" ]] || continue
   pid="$(cat "$pidfile")"
   if tr '\0' '\n' < "/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$data_dir"; then

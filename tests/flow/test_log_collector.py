@@ -4,7 +4,6 @@ it keeps collecting and the next agent adopts it — and `corral logs` shows eve
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 from collections.abc import AsyncIterator
@@ -13,12 +12,12 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from corral.model import errors
 from corral.model.resources import Container, ContainerSpec, ObjectMeta
 from corral.runtime.logcollector import PID_NAME, PIPES_DIR
 from corral.runtime.logpipes import is_collector
 from tests.fixtures.cluster import Cluster, Worker, eventually, start_cluster
 from tests.fixtures.registry import Registry
+from tests.flow.test_create_flow import delete_and_wait
 
 COUNT = 8000
 # a number a line, ~130 bytes, then a pause: a few seconds of output that fills the pipes quickly
@@ -53,18 +52,6 @@ async def counter(cluster: Cluster, name: str) -> None:
     await cluster.wait_for(name, lambda c: c.status.phase == "Running", timeout=60)
 
 
-async def remove(cluster: Cluster, name: str) -> None:
-    with contextlib.suppress(errors.NotFound):
-        await cluster.api.delete(Container, name, grace_period=1)
-
-    async def gone() -> None:
-        with contextlib.suppress(errors.NotFound):
-            await cluster.api.get(Container, name)
-            raise AssertionError(f"{name} is still there")
-
-    await eventually(gone, timeout=60, what=f"{name} is gone")
-
-
 async def test_a_killed_collector_is_started_again_by_the_agent_and_no_line_is_lost(logged: Cluster) -> None:
     worker = logged.worker
     await eventually(lambda: asyncio.to_thread(collector_pid, worker), timeout=30, what="the collector runs")
@@ -83,7 +70,7 @@ async def test_a_killed_collector_is_started_again_by_the_agent_and_no_line_is_l
 
     await eventually(restarted, timeout=30, what="the agent starts the collector again")
     await eventually(lambda: all_numbers(logged, "counted"), timeout=60, what="every number in `corral logs`")
-    await remove(logged, "counted")
+    await delete_and_wait(logged, "counted")
 
 
 async def test_the_collector_outlives_a_killed_agent_and_the_next_agent_adopts_it(logged: Cluster) -> None:
@@ -99,4 +86,4 @@ async def test_the_collector_outlives_a_killed_agent_and_the_next_agent_adopts_i
     await logged.wait_node_ready(worker)
     await eventually(lambda: all_numbers(logged, "through-a-crash"), timeout=60, what="every number after the crash")
     assert await asyncio.to_thread(collector_pid, worker) == before  # adopted, not replaced
-    await remove(logged, "through-a-crash")
+    await delete_and_wait(logged, "through-a-crash")

@@ -132,10 +132,13 @@ async def test_the_installed_unit_serves_keeps_containers_across_a_stop_and_unin
         # `systemctl stop` with KillMode=process: SIGTERM to corral alone; the container stays
         await serve.stop()
         assert alive(pid)
+        collector = int((data / "agent" / "logpipes" / ".collector.pid").read_text())
+        assert alive(collector)  # the node's log collector stays with the container (docs/operations.md)
 
         run = await sh(str(root / "usr/local/bin/corral-uninstall.sh"), "--root", str(root), "--keep-host-routes", timeout=180)
         assert run.returncode == 0, run.stderr
         assert not alive(pid), run.stdout
+        assert not alive(collector), run.stdout
         assert not data.exists()
         assert not (root / "etc/corral").exists() and not unit_path.exists()
         assert not [n for n in netns_names() if n.startswith(netns_prefix(data / "agent"))]

@@ -9,6 +9,8 @@ import os
 import secrets
 import signal
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -31,6 +33,21 @@ PAD = "x" * 120  # ~2.5 MiB in all: the pipes fill within a few hundred lines wh
 COUNTER = f'i=0; while [ $i -lt {COUNT} ]; do read up rest < /proc/uptime; echo "$i $up {PAD}"; i=$((i+1)); done'
 
 
+@asynccontextmanager
+async def node_logs(tmp_path: Path, cid: str) -> AsyncIterator[tuple[Path, Stdio, logpipes.ReadEnds]]:
+    """What the agent does for a container's output: its log dir, FIFOs and read ends; removed afterwards."""
+    log = tmp_path / "logs" / cid / "container.log"
+    log.parent.mkdir(parents=True)
+    fifos = logpipes.ensure(tmp_path, cid)
+    agent = logpipes.ReadEnds()
+    agent.hold(cid, fifos)
+    try:
+        yield log, Stdio(str(fifos[0]), str(fifos[1])), agent
+    finally:
+        agent.release_all()
+        await asyncio.to_thread(logpipes.remove, tmp_path, cid)
+
+
 def lines_of(log: Path) -> list[str]:
     recs = read_tail(log, 10**9, max_files=3)
     return "".join(r.text + ("" if r.partial else "\n") for r in recs if r.stream == "stdout").splitlines()
@@ -40,41 +57,36 @@ async def test_killing_the_collector_while_a_container_counts_loses_no_number_an
     ctr_client: Client, busybox_image: Image, tmp_path: Path,
 ) -> None:
     cid = f"count-{secrets.token_hex(3)}"
-    log = tmp_path / "logs" / cid / "container.log"
-    log.parent.mkdir(parents=True)
-    fifos = logpipes.ensure(tmp_path, cid)
-    agent = logpipes.ReadEnds()  # as the agent holds them
-    agent.hold(cid, fifos)
     collector = logpipes.LogCollector(tmp_path)  # 10 MiB x 3 files: nothing rotates away here
     await collector.start()
     spec = build_spec(container_id=cid, image_config=busybox_image.config, command=["sh", "-c", COUNTER])
     kills = 0
     try:
-        await create_container(ctr_client, id=cid, image=busybox_image, spec=spec)
-        task = await create_task(ctr_client, cid, stdio=Stdio(str(fifos[0]), str(fifos[1])))
-        exited = await task.start()
-        started = time.monotonic()
-        waiting = asyncio.ensure_future(exited.wait(timeout=120))
-        while not waiting.done() and kills < 5:
-            await asyncio.sleep(0.4)
-            assert collector.pid is not None
-            os.kill(collector.pid, signal.SIGKILL)  # as a crash would
-            await collector.wait()
-            kills += 1
-            await collector.start()  # what the agent's Supervisor does
-        status = await waiting
-        ran = time.monotonic() - started
-        assert status.code == 0
+        async with node_logs(tmp_path, cid) as (log, stdio, _):
+            try:
+                await create_container(ctr_client, id=cid, image=busybox_image, spec=spec)
+                exited = await (await create_task(ctr_client, cid, stdio=stdio)).start()
+                started = time.monotonic()
+                waiting = asyncio.ensure_future(exited.wait(timeout=120))
+                while not waiting.done() and kills < 5:
+                    await asyncio.sleep(0.4)
+                    assert collector.pid is not None
+                    os.kill(collector.pid, signal.SIGKILL)  # as a crash would
+                    await collector.wait()
+                    kills += 1
+                    await collector.start()  # what the agent's Supervisor does
+                status = await waiting
+                ran = time.monotonic() - started
+                assert status.code == 0
 
-        async def all_written() -> None:
-            got = lines_of(log)
-            assert got and got[-1].startswith(f"{COUNT - 1} "), got[-1:] or "nothing"
+                async def all_written() -> None:
+                    got = lines_of(log)
+                    assert got and got[-1].startswith(f"{COUNT - 1} "), got[-1:] or "nothing"
 
-        await eventually(all_written, timeout=30, what="the last number in the log")
+                await eventually(all_written, timeout=30, what="the last number in the log")
+            finally:
+                await delete_container(ctr_client, cid)
     finally:
-        await delete_container(ctr_client, cid)
-        agent.release_all()
-        await asyncio.to_thread(logpipes.remove, tmp_path, cid)
         await collector.stop()
     got = lines_of(log)
     numbers = [int(line.split()[0]) for line in got]
@@ -91,34 +103,31 @@ async def test_a_tasks_last_output_waits_in_its_pipes_when_it_ends_while_the_col
     ctr_client: Client, busybox_image: Image, tmp_path: Path,
 ) -> None:
     cid = f"last-{secrets.token_hex(3)}"
-    log = tmp_path / "logs" / cid / "container.log"
-    log.parent.mkdir(parents=True)
-    fifos = logpipes.ensure(tmp_path, cid)
-    agent = logpipes.ReadEnds()
-    agent.hold(cid, fifos)
     spec = build_spec(container_id=cid, image_config=busybox_image.config,
                       command=["sh", "-c", "echo first; echo oops >&2; printf 'no newline'"])
     collector = logpipes.LogCollector(tmp_path)
     try:
-        await create_container(ctr_client, id=cid, image=busybox_image, spec=spec)
-        task = await create_task(ctr_client, cid, stdio=Stdio(str(fifos[0]), str(fifos[1])))
-        assert (await (await task.start()).wait(timeout=20)).code == 0  # it ran and ended with no collector
-        await Task(ctr_client, cid).delete()  # the shim closed its ends: only the agent's read ends are left
-        await collector.start()
+        async with node_logs(tmp_path, cid) as (log, stdio, agent):
+            try:
+                await create_container(ctr_client, id=cid, image=busybox_image, spec=spec)
+                task = await create_task(ctr_client, cid, stdio=stdio)
+                assert (await (await task.start()).wait(timeout=20)).code == 0  # it ran and ended, no collector
+                await Task(ctr_client, cid).delete()  # the shim closed its ends: only the agent's are left
+                await collector.start()
 
-        async def written(*expected: tuple[str, str, bool]) -> None:
-            assert {(r.stream, r.text, r.partial) for r in read_tail(log, 10)} == set(expected)
+                async def written(*expected: tuple[str, str, bool]) -> None:
+                    assert {(r.stream, r.text, r.partial) for r in read_tail(log, 10)} == set(expected)
 
-        await eventually(lambda: written(("stdout", "first", False), ("stderr", "oops", False)),
-                         timeout=15, what="the ended task's lines in the log")
-        # its unfinished last line waits for the stream's end, which a collector that came later
-        # learns when the container goes (its FIFOs removed)
-        agent.release_all()
-        await asyncio.to_thread(logpipes.remove, tmp_path, cid)
-        await eventually(lambda: written(("stdout", "first", False), ("stderr", "oops", False),
-                                         ("stdout", "no newline", True)), timeout=15, what="the unfinished line")
+                await eventually(lambda: written(("stdout", "first", False), ("stderr", "oops", False)),
+                                 timeout=15, what="the ended task's lines in the log")
+                # its unfinished last line waits for the stream's end, which a collector that came later
+                # learns when the container goes (its FIFOs removed)
+                agent.release_all()
+                await asyncio.to_thread(logpipes.remove, tmp_path, cid)
+                await eventually(lambda: written(("stdout", "first", False), ("stderr", "oops", False),
+                                                 ("stdout", "no newline", True)), timeout=15,
+                                 what="the unfinished line")
+            finally:
+                await delete_container(ctr_client, cid)
     finally:
-        await delete_container(ctr_client, cid)
-        agent.release_all()
-        await asyncio.to_thread(logpipes.remove, tmp_path, cid)
         await collector.stop()

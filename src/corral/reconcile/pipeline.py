@@ -24,6 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from corral.aiokit.backoff import Backoff
+from corral.aiokit.processes import Supervisor
 from corral.model.errors import Conflict, CorralError, FieldError, Invalid, NotFound
 from corral.model.resources import Container, ContainerStatus
 from corral.network import masq
@@ -109,6 +111,11 @@ class NodeReconciler:
         await self.client.connect()
         self.runtime_version = await self.client.version()
         await self.log_collector.start()  # adopts the one a killed agent left running
+
+    async def keep_log_collector(self) -> None:
+        """Start the node's log collector again whenever it exits, until cancelled (``start`` started it)."""
+        await Supervisor("the log collector", self.log_collector, stop=asyncio.Event(), key="logcollector",
+                         backoff=Backoff(initial=0.05, maximum=5.0, reset_after=10.0)).run()
 
     async def use_network(self, *, pod_cidr: str, mtu: int, cluster_cidr: str) -> None:
         """Attach containers to ``pod_cidr`` (the node's slice, known once the Node has it) with links

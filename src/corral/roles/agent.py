@@ -33,10 +33,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from corral import __version__
-from corral.aiokit.backoff import Backoff
 from corral.aiokit.eventrecorder import EventRecorder
 from corral.aiokit.metrics import Histogram, serve_metrics
-from corral.aiokit.processes import Supervisor
 from corral.aiokit.queueing import WorkQueue
 from corral.aiokit.retrying import retry_temporary
 from corral.aiokit.running import run_until_stopped
@@ -567,12 +565,10 @@ class Agent:
             tg.create_task(self._heartbeats(), name="agent-heartbeat")  # while the podCIDR is awaited too
             tg.create_task(self.fence.watch(), name="agent-fence")
             tg.create_task(self.events.run(), name="agent-events")
-            tg.create_task(Supervisor("the log collector", self.reconciler.log_collector, stop=asyncio.Event(),
-                                      key="logcollector", backoff=Backoff(initial=0.05, maximum=5.0, reset_after=10.0),
-                                      ).run(), name="agent-log-collector")
             self.peers = await self.settle_network()
             tg.create_task(self.reflector.run(), name="agent-reflector")
             tg.create_task(self.services.run(), name="agent-service-proxy")
+            tg.create_task(self.reconciler.keep_log_collector(), name="agent-log-collector")
             tg.create_task(self.reconciler.watch_exits(self._on_exit), name="agent-exits")
             tg.create_task(self._resync(), name="agent-resync")
             tg.create_task(self.volume_reflector.run(), name="agent-volume-reflector")

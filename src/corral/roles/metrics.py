@@ -88,7 +88,7 @@ def agent_collector(agent: Agent) -> CallbackCollector:
                 "containers, state), start to end.", lambda: {(): agent.sync_durations})
     c.gauge("corral_agent_fenced", "1 while the node is fenced (cut off from the API, its containers stopped).",
             lambda: 1.0 if agent.fence.fenced else 0.0)
-    c.counter("corral_child_restarts", "Restarts of a child process (the embedded containerd) after it died.",
+    c.counter("corral_child_restarts", "Restarts of a child process (the embedded containerd, the log collector) after it died.",
               lambda: {(name,): float(n) for name, n in RESTARTS.items()}, labels=("child",))
     c.gauge("corral_agent_containers", "Containers bound to this node.", lambda: float(len(agent.reflector.objects)))
     c.gauge("corral_container_cpu_seconds", "CPU time a container's processes used (containerd task metrics).",

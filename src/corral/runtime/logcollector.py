@@ -12,10 +12,9 @@ container costs the node its shim and two FIFOs; no process of its own.
 **Restarts lose nothing.** The world is the state: on start the collector lists the FIFO directory
 and opens what is there; inotify tells it at once when FIFOs are made or removed (so it reads a new
 container's output from its first line, stdout before stderr), and it looks again every ``TICK``
-seconds in case it missed one. While
-it is away — killed, restarting — output waits in the pipes (64 KiB each, and as much again
-between the container and its shim), and a container that fills them blocks until the collector is
-back, typically well under a second. The pipes stay open meanwhile: the shim holds its ends while
+seconds in case it missed one. While it is away — killed, restarting — output waits in the pipes
+(64 KiB each, and as much again between the container and its shim), and a container that fills
+them blocks until the collector is back, typically well under a second. The pipes stay open meanwhile: the shim holds its ends while
 the task runs, and the agent holds a read end of each FIFO until the container is removed
 (``logpipes.ReadEnds``), so even the last output of a task that ends meanwhile waits. The agent
 restarting changes nothing here: the collector does not die with it (``logpipes.LogCollector``).
@@ -140,6 +139,8 @@ class Stream:
 
 
 class Collector:
+    """The open FIFOs (by name and by descriptor), a rotating log file per container, the epoll set."""
+
     def __init__(self, data_dir: str, *, max_bytes: int = DEFAULT_MAX_BYTES, max_files: int = DEFAULT_MAX_FILES) -> None:
         self.pipes_dir = os.path.join(data_dir, PIPES_DIR)
         self.logs_dir = os.path.join(data_dir, LOGS_DIR)
