@@ -7,7 +7,11 @@ node token, heartbeat and watch), and this script, which acts as the user. Phase
 1. idle  — every node registered and watching; control-plane CPU over ``--idle-seconds`` divided by
    the heartbeats the sim sent meanwhile = CPU per heartbeat.
 2. burst — N x per containers POSTed (``--concurrency`` writers); time until the last is Running
-   (seen through one admin watch), with the create rate on the way.
+   (seen through one admin watch), with the create rate on the way. The writers are
+   ``--load-procs`` processes of their own (benchmarks/loadgen.py: raw JSON bodies over keep-alive
+   HTTPS, as a load generator would send them) and the watch reads only each event's name and
+   phase; ``--load-procs 0`` is the earlier way: typed ``ApiClient.create`` calls from this process,
+   beside a typed watch decoding every event in the same process.
 3. steady — all Running, heartbeats continuing: ``--writes`` single-object writes (PUT of a
    container's labels) from 4 writers: p50/p99 latency.
 4. list  — GET of every container in one response, and paged (limit=5000); one node's list from etcd
@@ -30,6 +34,7 @@ import json
 import os
 import platform
 import random
+import resource
 import signal
 import statistics
 import sys
@@ -38,12 +43,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import msgspec
 from harness import cpu_seconds, pct, rss_mib, trust, wait_ready
+from loadgen import request_names, run_load
 
 from corral.api.client import ApiClient
-from corral.controllers.nodes import EVENT_NAMESPACE
 from corral.model import errors
+from corral.model.lifecycle import NODE_EVENT_NAMESPACE as EVENT_NAMESPACE
 from corral.model.resources import (
     Container,
     ContainerSpec,
@@ -56,6 +63,10 @@ from corral.model.resources import (
 from corral.store.embedded import free_port
 
 RESULTS = Path(__file__).parent / "results" / "bench_scale.json"
+
+
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 NS = "scale"
 
 
@@ -122,6 +133,89 @@ def container(i: int) -> Container:
                                         resources=ResourceRequirements(requests=ResourceList(cpu="10m", memory="16Mi"))))
 
 
+class _Meta(msgspec.Struct):
+    name: str = ""
+    resourceVersion: str = ""  # the wire's name
+
+
+class _Status(msgspec.Struct):
+    phase: str = ""
+
+
+class _Seen(msgspec.Struct):
+    metadata: _Meta = msgspec.field(default_factory=_Meta)
+    status: _Status = msgspec.field(default_factory=_Status)
+
+
+class _Line(msgspec.Struct):
+    type: str
+    object: _Seen = msgspec.field(default_factory=_Seen)
+
+
+_line = msgspec.json.Decoder(_Line)
+
+
+async def watch_phases(api: ApiClient, rv: str, seen: Any) -> None:
+    """Follow the namespace's containers from ``rv``, calling ``seen(name, phase)`` per event; reads
+    only the name and phase of each (a load generator's watch, not a client's typed one)."""
+    while True:
+        try:
+            async with api.session().get(
+                    f"{api.server}/namespaces/{NS}/containers", ssl=api.ssl_option,
+                    params={"watch": "1", "resourceVersion": rv},
+                    timeout=aiohttp.ClientTimeout(total=None, sock_read=60)) as r:
+                if r.status == 410:
+                    rv = ""
+                    continue
+                async for raw in r.content:
+                    ev = _line.decode(raw)
+                    if ev.object.metadata.resourceVersion:
+                        rv = ev.object.metadata.resourceVersion
+                    seen(ev.object.metadata.name, ev.object.status.phase)
+        except (aiohttp.ClientError, msgspec.DecodeError):
+            await asyncio.sleep(0.5)
+
+
+async def burst_from_processes(api: ApiClient, admin_token: str, ca: Path, total: int, concurrency: int, procs: int,
+                               timeout: float) -> dict[str, Any]:
+    """The burst with the POSTs from ``procs`` load processes (``concurrency`` clients in all)."""
+    tag = "p"
+    wanted = set(request_names(tag, total, procs))
+    running: set[str] = set()
+    all_running = asyncio.Event()
+
+    def seen(name: str, phase: str) -> None:
+        if phase == "Running" and name in wanted and name not in running:
+            running.add(name)
+            if len(running) == total:
+                all_running.set()
+
+    _, rv = await api.list(Container, namespace=NS, page_size=1)
+    watcher = asyncio.create_task(watch_phases(api, rv, seen))
+    await asyncio.sleep(0.2)
+    template = msgspec.json.encode(container(0)).decode().replace("c-000000", "__NAME__")
+    spec = {"url": api.server, "namespace": NS, "token": admin_token, "ca": str(ca), "template": template}
+    t0 = time.monotonic()
+    load = asyncio.create_task(asyncio.to_thread(run_load, "api", spec, total=total, clients=concurrency,
+                                                 procs=procs, tag=tag))
+    result = await load
+    t_created = time.monotonic() - t0  # includes the load processes' start (~1 s), so a bound
+    print(f"  created {total} in {t_created:.1f}s ({result.rate:.0f}/s while sending, p50 {result.p50_ms:.1f} ms, "
+          f"p99 {result.p99_ms:.1f} ms); Running so far: {len(running)}", flush=True)
+    try:
+        await asyncio.wait_for(all_running.wait(), timeout)
+    except TimeoutError:
+        print(f"  only {len(running)}/{total} Running within {timeout:.0f}s", flush=True)
+    t_all = time.monotonic() - t0
+    watcher.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await watcher
+    return {"created_seconds": round(t_created, 2), "create_rate_per_s": round(result.rate),
+            "create_p50_ms": round(result.p50_ms, 2), "create_p99_ms": round(result.p99_ms, 2),
+            "all_running_seconds": round(t_all, 2), "running": len(running), "load_processes": procs,
+            "names": sorted(wanted)}
+
+
 async def burst(api: ApiClient, total: int, concurrency: int, timeout: float, *, first: int = 0) -> dict[str, float]:
     running: set[str] = set()
     wanted: set[str] = set()  # only this burst's containers count (a watch starts with what exists)
@@ -180,9 +274,9 @@ async def burst(api: ApiClient, total: int, concurrency: int, timeout: float, *,
             "all_running_seconds": round(t_all, 2), "running": len(running)}
 
 
-async def steady_writes(api: ApiClient, total: int, count: int) -> dict[str, float]:
+async def steady_writes(api: ApiClient, names: list[str], count: int) -> dict[str, float]:
     latencies: list[float] = []
-    names = [f"c-{i:06}" for i in random.Random(3).sample(range(total), min(count, total))]
+    names = random.Random(3).sample(names, min(count, len(names)))
 
     async def writer(mine: list[str]) -> None:
         for name in mine:
@@ -222,7 +316,7 @@ async def restart(control: Child, url: str, api: ApiClient, nodes: int, total: i
             "released_by_sim": after["released"] - before["released"]}
 
 
-async def list_all(api: ApiClient) -> dict[str, float]:
+async def list_all(api: ApiClient) -> dict[str, Any]:
     t = time.perf_counter()
     body = await api.request("GET", f"/namespaces/{NS}/containers", timeout=120)
     one = time.perf_counter() - t
@@ -304,14 +398,26 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                    "bench": [os.getpid()]}
             c0 = sum(cpu_seconds(p) for p in control_pids)
             before = {k: sum(cpu_seconds(p) for p in pids) for k, pids in who.items()}
-            result["burst"] = await burst(api, total, args.concurrency, args.timeout)
+            waited0 = resource.getrusage(resource.RUSAGE_CHILDREN)  # the load processes, once they end
+            result["loadavg_before_burst"] = loadavg()
+            if args.load_procs:
+                result["burst"] = await burst_from_processes(api, admin_token, base / "control" / "tls" / "ca.crt", total,
+                                                             args.concurrency, args.load_procs, args.timeout)
+                names = result["burst"].pop("names")
+            else:
+                result["burst"] = await burst(api, total, args.concurrency, args.timeout)
+                names = [f"c-{i:06}" for i in range(total)]
+            result["loadavg_after_burst"] = loadavg()
             result["burst"]["control_cpu_seconds"] = round(sum(cpu_seconds(p) for p in control_pids) - c0, 1)
             result["burst"]["cpu_seconds_by_process"] = {
                 k: round(sum(cpu_seconds(p) for p in pids) - before[k], 1) for k, pids in who.items()}
+            waited1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            result["burst"]["cpu_seconds_by_process"]["load processes"] = round(
+                waited1.ru_utime + waited1.ru_stime - waited0.ru_utime - waited0.ru_stime, 1)
             print("burst:", result["burst"], flush=True)
             # 3. steady state writes
             await asyncio.sleep(2)
-            result["steady_writes"] = await steady_writes(api, total, args.writes)
+            result["steady_writes"] = await steady_writes(api, names, args.writes)
             print("steady writes:", result["steady_writes"], flush=True)
             # 4. list everything
             result["list"] = await list_all(api)
@@ -350,6 +456,8 @@ if __name__ == "__main__":
     p.add_argument("--heartbeat", type=float, default=2.0)
     p.add_argument("--idle-seconds", type=float, default=10.0)
     p.add_argument("--concurrency", type=int, default=64)
+    p.add_argument("--load-procs", type=int, default=2,
+                   help="Processes the burst's POSTs come from (0: typed writers and a typed watch in this process).")
     p.add_argument("--writes", type=int, default=1000)
     p.add_argument("--timeout", type=float, default=300.0, help="Give up waiting for Running after this long.")
     p.add_argument("--keep", action="store_true", help="Keep the temporary directory (logs).")

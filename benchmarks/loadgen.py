@@ -10,7 +10,8 @@ every process), p50 and p99.
 Two targets, the same shape:
 
 - ``api``: POST a container to ``{url}/namespaces/{namespace}/containers`` over HTTPS (aiohttp,
-  keep-alive: one connection per client, reused), trusting the cluster CA file; with ``rate`` in the
+  keep-alive: one connection per client, reused), trusting the cluster CA file (the body from
+  ``template`` in the spec when given, see ``container_body``); with ``rate`` in the
   spec, paced to that many requests/s in all (to compare CPU per request at the same offered load);
 - ``etcd``: ``EtcdStore.put`` of a value the size of a stored container — the client library the
   API itself uses (aetcd stubs on grpc.aio), one channel per process, against the same etcd.
@@ -43,7 +44,15 @@ class LoadResult:
     clients: int
 
 
-def container_body(name: str) -> bytes:
+def request_names(tag: str, total: int, procs: int) -> list[str]:
+    """The names ``run_load(..., tag=tag)`` gives the objects it creates, in all its processes."""
+    return [f"{tag}{p}-{i}" for p in range(procs) for i in range(total // procs + (1 if p < total % procs else 0))]
+
+
+def container_body(name: str, template: str = "") -> bytes:
+    """The body of a create: ``template`` (JSON with ``__NAME__`` where the name goes) or a small default."""
+    if template:
+        return template.replace("__NAME__", name).encode()
     return json.dumps({"metadata": {"name": name, "labels": {"app": "bench"}},
                        "spec": {"image": "busybox", "resources": {"requests": {"cpu": "10m", "memory": "8Mi"}}}}).encode()
 
@@ -78,7 +87,7 @@ async def _api_load(spec: dict[str, Any], n: int, clients: int, tag: str, ready:
                     due += gap
                     if (wait := due - time.perf_counter()) > 0:
                         await asyncio.sleep(wait)
-                body = container_body(f"{tag}-{i}")
+                body = container_body(f"{tag}-{i}", spec.get("template", ""))
                 t = time.perf_counter()
                 async with s.post(url, data=body) as r:
                     await r.read()

@@ -207,3 +207,23 @@ def test_endpoints_become_one_grpc_target() -> None:
     assert grpc_target(["http://10.0.0.1:2379", "http://10.0.0.2:2379"]) == "ipv4:10.0.0.1:2379,10.0.0.2:2379"
     with pytest.raises(ValueError):
         grpc_target([])
+
+
+async def test_group_commit_sends_what_arrives_during_a_txn_in_the_next_one_and_answers_lost_writes_alone(
+    store: EtcdStore, prefix: str
+) -> None:
+    batching = BatchingStore(store)
+    stale = await store.create(prefix + "cas", b"0")
+    await store.update(prefix + "cas", b"1", expected_revision=stale)
+    first = asyncio.create_task(batching.create(prefix + "first", b"x"))  # goes at once, alone
+    await asyncio.sleep(0)
+    outcomes = await asyncio.gather(  # arrive while it is in flight: one txn after it
+        *(batching.create(f"{prefix}w{i}", b"x") for i in range(30)),
+        batching.update(prefix + "cas", b"2", expected_revision=stale),
+        batching.update(prefix + "missing", b"2", expected_revision=stale),
+        return_exceptions=True,
+    )
+    await first
+    assert all(isinstance(r, int) for r in outcomes[:30]) and len(set(outcomes[:30])) == 1
+    assert isinstance(outcomes[30], Conflict) and isinstance(outcomes[31], NotFound)
+    assert batching.batches == 2 and batching.writes == 33

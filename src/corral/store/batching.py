@@ -9,6 +9,13 @@ key alone. With nothing in flight a write goes out at once, so a lone write wait
 unless it says it may ``linger`` (heartbeats: a beat that waits 50 ms for others turns 500 beats a
 second into ~20 txns); any write that may not wait ends the linger for all.
 
+One transaction is in flight at a time (``max_inflight``): whatever arrives meanwhile waits for it
+and goes in the next, so the batches grow with the load. Each etcd call and each watch message costs
+the API process a fixed slice of grpc.aio's Python, and etcd sends a watcher one message per
+transaction, so fewer, larger transactions are less CPU per write: with 64 concurrent creates, 1 in
+flight gave batches of ~28 against ~12 with 4, and 4-11 % less API CPU per create
+(benchmarks/bench_api.py, docs/benchmarks.md). A lone write still goes out at once.
+
 Writes that share a transaction share a revision: several keys may have the same mod_revision.
 Everything else is passed through to the wrapped store.
 """
@@ -25,7 +32,7 @@ from corral.store.base import ANY_REVISION, KeyValue, Page, Put, Store, WatchStr
 
 
 class BatchingStore:
-    def __init__(self, store: Store, *, max_batch: int = 128, max_inflight: int = 4) -> None:
+    def __init__(self, store: Store, *, max_batch: int = 128, max_inflight: int = 1) -> None:
         self.inner = store
         self.max_batch = max_batch
         self._queue: list[tuple[Put, asyncio.Future[int]]] = []
@@ -80,27 +87,30 @@ class BatchingStore:
 
     async def _flush(self, batch: list[tuple[Put, asyncio.Future[int]]]) -> None:
         try:
-            puts = [p for p, _ in batch]
-            try:
-                results: Sequence[int | None] = await self.inner.batch(puts)
-            except Exception as e:  # every caller of this batch gets the store's error
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(e)
-                return
-            self.batches += 1
-            self.writes += len(batch)
-            for (put, fut), revision in zip(batch, results, strict=True):
-                if fut.done():
-                    continue
-                if revision is not None:
-                    fut.set_result(revision)
-                elif not put.expected_revision:
-                    fut.set_exception(AlreadyExists(f"{put.key} already exists"))
-                else:
-                    fut.set_exception(await self._lost(put))
+            results: Sequence[int | None] = await self.inner.batch([p for p, _ in batch])
+        except Exception as e:  # every caller of this batch gets the store's error
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(e)
+            return
         finally:
-            self._slots.release()
+            self._slots.release()  # the next batch goes now: telling the losers why (a read each) waits for no one
+        self.batches += 1
+        self.writes += len(batch)
+        for (put, fut), revision in zip(batch, results, strict=True):
+            if fut.done():
+                continue
+            if revision is not None:
+                fut.set_result(revision)
+            elif not put.expected_revision:
+                fut.set_exception(AlreadyExists(f"{put.key} already exists"))
+            else:
+                try:
+                    error: BaseException = await self._lost(put)
+                except Exception as e:  # the read failed: the caller gets that, and the rest still their answers
+                    error = e
+                if not fut.done():
+                    fut.set_exception(error)
 
     async def _lost(self, put: Put) -> CorralError:
         kv = await self.inner.get(put.key)
