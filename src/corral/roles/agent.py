@@ -335,7 +335,7 @@ class Agent:
                 self.record_node(type="Warning", reason="StoreUnavailable",
                                  message=f"the API's store was unavailable for {away:.0f}s; this node kept its "
                                          "containers running (nothing could release them)")
-            if self.fence.fenced:
+            if self.fence.fenced and self.peers is not None:  # (fenced while it started: once its network is set)
                 await self._lift_fence()
 
     async def _others_say_store_down(self, answered_by: str) -> bool:
@@ -575,7 +575,15 @@ class Agent:
             if self.cfg.pod_cidr:  # an explicit override: refused with a clear error before the Node has it
                 await podcidr.check_override_with_api(self.api, self.cfg.pod_cidr, node=self.cfg.node_name,
                                                       cluster=await self.api.cluster_config())
-            await self._register_until_done()
+            # the fence is armed from the start: an agent that restarts cut off from the API must stop
+            # what the node still runs before the control plane can release it (roles/fencing.py)
+            fence = asyncio.create_task(self.fence.watch(), name="agent-fence-while-registering")
+            try:
+                await self._register_until_done()
+            finally:
+                fence.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await fence
             await self._run_tasks()
         finally:
             await runner.cleanup()
@@ -589,10 +597,14 @@ class Agent:
         starts must not end the agent, nor `serve --all` with it)."""
         delay = 0.2
         while True:
+            sent = time.monotonic()
             try:
                 await self.register()
+                self.fence.contact(sent)
                 return
             except errors.Unavailable as e:
+                if isinstance(e, errors.StoreUnavailable) and await self._others_say_store_down(self.api.server):
+                    self.fence.store_unavailable(sent)  # nobody can release our containers: no fence
                 log.warning("registering node %s: %s (retry in %.1fs)", self.cfg.node_name, e, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
