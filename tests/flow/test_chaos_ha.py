@@ -308,7 +308,7 @@ async def test_random_faults_on_a_highly_available_cluster_keep_every_invariant(
         faults[fault] += 1
         await eventually(lambda: invariants(ha, wanted, world, checked), timeout=180, what=f"invariants {what}")
         recoveries.setdefault(fault, []).append(time.monotonic() - t0)
-        print(f"{step + 1:>4} {fault:<14} every invariant held {recoveries[fault][-1]:.1f}s after it", flush=True)
+        print(f"{step + 1:>4} {fault:<22} every invariant held {recoveries[fault][-1]:.1f}s after it", flush=True)
     took = time.monotonic() - started
     print(fault_table(recoveries))
     print(table("invariant checked (all held)", checked))
