@@ -15,6 +15,10 @@ scales and rolls, single containers come and go):
   ``corral_leader_is_leader 1``);
 - ``etcd member``: kill -9 one instance's embedded etcd alone (one member of three; its instance's
   supervisor starts it again);
+- ``agent restarts cut off``: as ``network cut`` below, but the agent is killed first and started
+  again once the uplink is down: an agent that cannot register must fence all the same (the fence
+  is armed from its start), not keep the containers of its previous run going while they are
+  replaced elsewhere;
 - ``network cut``: the uplink (its namespace's ``eth0``) of a worker that runs tasks down. Its agent
   must fence (kill every task it runs) within ``--fence-after`` (4 s; measured from containerd), before the control
   plane releases its containers (node grace 5 s + 3 s), and its containers must be Running elsewhere
@@ -29,7 +33,7 @@ task, on its own node's containerd and on no other, and no running task the API 
 network namespace, IP lease, veth, cgroup or rootfs mount without an owner; and the control plane
 whole again (every instance serving, three healthy etcd members).
 
-The suite runs a short version: ``CHAOS_HA_FAULTS`` (default 6) faults, the first six a random order
+The suite runs a short version: ``CHAOS_HA_FAULTS`` (default 7) faults, the first seven a random order
 of the whole menu so each is injected once. The long run is one command:
 ``CHAOS_HA_FAULTS=200 pytest -m chaos tests/flow/test_chaos_ha.py -s`` (``CHAOS_SEED`` repeats a run).
 A line per fault (with ``-s``) and, at the end, a table of the faults injected (with the time until every
@@ -68,7 +72,7 @@ from tests.flow.chaoswork import Wanted, bridge_veths, fault_table, stray_cgroup
 
 pytestmark = [pytest.mark.containerd, pytest.mark.chaos, pytest.mark.slow]
 
-MENU = ["agent", "containerd", "api instance", "leader", "etcd member", "network cut"]
+MENU = ["agent", "containerd", "api instance", "leader", "etcd member", "network cut", "agent restarts cut off"]
 FAULTS = int(os.environ.get("CHAOS_HA_FAULTS", str(len(MENU))))
 SEED = int(os.environ.get("CHAOS_SEED", str(random.randrange(1 << 30))))
 FENCE_SLACK = 2.0  # the fence's own check period (0.2 s), the kills, and a loaded machine's scheduling
@@ -201,11 +205,17 @@ async def busiest(cluster: HaCluster, world: World, rng: random.Random) -> Host:
     return await eventually(running_somewhere, timeout=60, what="a worker that runs tasks")
 
 
-async def fenced_within(cluster: HaCluster, host: Host, world: World) -> tuple[float, set[str]]:
-    """Cut ``host`` off; seconds until no task runs on it (from its containerd), and the names that ran."""
+async def fenced_within(cluster: HaCluster, host: Host, world: World, *,
+                        restart: bool = False) -> tuple[float, set[str]]:
+    """Cut ``host`` off; seconds until no task runs on it (from its containerd), and the names that ran.
+    ``restart``: its agent is killed first and started again once the uplink is down (counted from then)."""
     ran = set(await world.tasks(host))
-    t0 = time.monotonic()
+    if restart:
+        await host.worker.kill()
     await cluster.cut_uplink(host)
+    t0 = time.monotonic()
+    if restart:
+        await host.worker.start()
     deadline = t0 + cluster.fence_after + 30
     while time.monotonic() < deadline:
         if not await world.tasks(host):
@@ -267,6 +277,7 @@ async def test_random_faults_on_a_highly_available_cluster_keep_every_invariant(
     faults: Counter[str] = Counter()
     checked: Counter[str] = Counter()
     fences: list[float] = []
+    restart_fences: list[float] = []  # from the start of an agent cut off as it restarts
     recoveries: dict[str, list[float]] = {}  # fault → seconds from it until every invariant held again
     started = time.monotonic()
     for step, fault in enumerate(faults_to_inject(rng)):
@@ -274,12 +285,15 @@ async def test_random_faults_on_a_highly_available_cluster_keep_every_invariant(
         await asyncio.sleep(rng.uniform(0.0, 1.5))  # somewhere in the middle of the changes
         what = f"after fault {step + 1} ({fault}), seed {SEED}"
         t0 = time.monotonic()
-        if fault == "network cut":
+        if fault in ("network cut", "agent restarts cut off"):
             host = await busiest(ha, world, rng)
-            fenced, ran = await fenced_within(ha, host, world)
-            fences.append(fenced)
-            assert fenced <= ha.fence_after + FENCE_SLACK, \
-                f"{host.name} fenced {fenced:.1f}s after the cut (--fence-after {ha.fence_after}s)"
+            fenced, ran = await fenced_within(ha, host, world, restart=fault != "network cut")
+            if fault == "network cut":
+                fences.append(fenced)
+                assert fenced <= ha.fence_after + FENCE_SLACK, \
+                    f"{host.name} fenced {fenced:.1f}s after the cut (--fence-after {ha.fence_after}s)"
+            else:  # the agent's own start (seconds on a loaded machine) comes before its fence can act
+                restart_fences.append(fenced)
             await changes
             await eventually(functools.partial(invariants, ha, wanted, world, checked, cut=host), timeout=180,
                              what=f"replaced away from the cut {host.name} {what}")
@@ -294,13 +308,16 @@ async def test_random_faults_on_a_highly_available_cluster_keep_every_invariant(
         faults[fault] += 1
         await eventually(lambda: invariants(ha, wanted, world, checked), timeout=180, what=f"invariants {what}")
         recoveries.setdefault(fault, []).append(time.monotonic() - t0)
-        print(f"{step + 1:>4} {fault:<14} every invariant held {recoveries[fault][-1]:.1f}s after it", flush=True)
+        print(f"{step + 1:>4} {fault:<22} every invariant held {recoveries[fault][-1]:.1f}s after it", flush=True)
     took = time.monotonic() - started
     print(fault_table(recoveries))
     print(table("invariant checked (all held)", checked))
     if fences:
         print(f"fence after a cut: max {max(fences):.2f}s, mean {sum(fences) / len(fences):.2f}s over {len(fences)} "
               f"(--fence-after {ha.fence_after}s; release after {NODE_GRACE + RELEASE_MARGIN:g}s)")
+    if restart_fences:
+        print(f"fence of an agent started cut off (from its process start): max {max(restart_fences):.2f}s, "
+              f"mean {sum(restart_fences) / len(restart_fences):.2f}s over {len(restart_fences)}")
     print(f"{FAULTS} faults in {took:.0f}s: {FAULTS * 3600 / took:.0f} faults per hour; "
           f"{len(wanted.released)} singles released from lost nodes (never back)")
     assert sum(faults.values()) == FAULTS

@@ -46,7 +46,7 @@ async def test_a_task_found_created_but_never_started_is_made_again_and_runs(
         await create_container(ctr_client, id=cid, image=busybox_image, spec=spec)
         leftover = await create_task(ctr_client, cid)  # created, never started: a crash between create and start
         old_pid = (await leftover.status()).pid
-        outcome = await ensure_state(ctr_client, obj, cid, log_uri="", oom_killed=False, ip="")
+        outcome = await ensure_state(ctr_client, obj, cid, stdio=Stdio(), oom_killed=False, ip="")
         assert outcome.started and outcome.status.phase == "Running"
         status = await Task(ctr_client, cid).status()
         assert status.state == "running"

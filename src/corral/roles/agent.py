@@ -331,7 +331,7 @@ class Agent:
                 self.record_node(type="Warning", reason="StoreUnavailable",
                                  message=f"the API's store was unavailable for {away:.0f}s; this node kept its "
                                          "containers running (nothing could release them)")
-            if self.fence.fenced:
+            if self.fence.fenced and self.peers is not None:  # (fenced while it started: once its network is set)
                 await self._lift_fence()
 
     async def _others_say_store_down(self, answered_by: str) -> bool:
@@ -545,7 +545,15 @@ class Agent:
             if self.cfg.pod_cidr:  # an explicit override: refused with a clear error before the Node has it
                 await podcidr.check_override_with_api(self.api, self.cfg.pod_cidr, node=self.cfg.node_name,
                                                       cluster=await self.api.cluster_config())
-            await self._register_until_done()
+            # the fence is armed from the start: an agent that restarts cut off from the API must stop
+            # what the node still runs before the control plane can release it (roles/fencing.py)
+            fence = asyncio.create_task(self.fence.watch(), name="agent-fence-while-registering")
+            try:
+                await self._register_until_done()
+            finally:
+                fence.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await fence
             await self._run_tasks()
         finally:
             await runner.cleanup()
@@ -557,7 +565,18 @@ class Agent:
     async def _register_until_done(self) -> None:
         """Register, retrying while the API or its store is unavailable (a store restart as the agent
         starts must not end the agent, nor `serve --all` with it)."""
-        await retry_temporary(self.register, what=f"registering node {self.cfg.node_name}")
+
+        async def attempt() -> None:
+            sent = time.monotonic()
+            try:
+                await self.register()
+            except errors.StoreUnavailable:
+                if await self._others_say_store_down(self.api.server):
+                    self.fence.store_unavailable(sent)  # nobody can release our containers: no fence
+                raise
+            self.fence.contact(sent)
+
+        await retry_temporary(attempt, what=f"registering node {self.cfg.node_name}")
 
     async def _run_tasks(self) -> None:
         async with asyncio.TaskGroup() as tg:
