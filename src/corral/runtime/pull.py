@@ -234,6 +234,8 @@ class Puller:
             async with limit:
                 await self._fetch_blob(job, registry, desc, lease_id=lease_id, labels=source)
 
+        for desc in (resolved.config, *resolved.layers):  # the whole pull is known: every blob's bar from the start
+            job.report(desc.digest, 0, desc.size)
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(config(), name=f"pull {ref.name}: config")
