@@ -129,10 +129,16 @@ async def test_the_installed_unit_serves_keeps_containers_across_a_stop_and_unin
         portmap = (await sh("iptables", "-w", "-t", "nat", "-S")).stdout
         assert uid in portmap  # the host port's rules (CNI knows the container by its uid)
 
+        pid_file = data / "agent" / "logpipes" / ".collector.pid"
+        for _ in range(300):  # the collector is a process of its own: up once it holds its lock (slow under load)
+            if pid_file.exists():
+                break
+            await asyncio.sleep(0.1)
+        collector = int(pid_file.read_text())
+
         # `systemctl stop` with KillMode=process: SIGTERM to corral alone; the container stays
         await serve.stop()
         assert alive(pid)
-        collector = int((data / "agent" / "logpipes" / ".collector.pid").read_text())
         assert alive(collector)  # the node's log collector stays with the container (docs/operations.md)
 
         run = await sh(str(root / "usr/local/bin/corral-uninstall.sh"), "--root", str(root), "--keep-host-routes", timeout=180)
