@@ -13,7 +13,9 @@ then measures from this process:
   parallel on the same containerd (its own containerd namespace, no network), once before and once
   after the burst;
 - a delete of 100 containers running ``sh -c 'trap "" TERM; sleep 1000'`` with a 10 s grace: from the
-  DELETEs to the watch showing the last one gone (the floor is the grace period itself).
+  DELETEs to the watch showing each one gone (the floor is the grace period itself, plus what ctr
+  takes to tear 100 down at once: ``ctr task delete --force`` and ``ctr containers rm`` of the ctr
+  burst's containers, in parallel, timed in the same run).
 
 Prints the figures (with the load average) and writes benchmarks/results/bench_e2e.json. Traffic
 stays on 127.0.0.1 and the containers it created.
@@ -146,22 +148,33 @@ async def delete_all(api: ApiClient, names: list[str]) -> list[float]:
     return sorted(gone.values())
 
 
-async def ctr_burst(socket: str, n: int) -> float:
-    """``ctr run -d`` x n in parallel on the node's containerd (namespace CTR_NAMESPACE); seconds."""
-    async def one(i: int) -> None:
+async def ctr_burst(socket: str, n: int) -> tuple[float, float]:
+    """``ctr run -d`` x n in parallel on the node's containerd (namespace CTR_NAMESPACE); then, also in
+    parallel, ``ctr task delete --force`` and ``ctr containers rm`` of each (SIGKILL, runc delete, the
+    shim's exit, the snapshot's removal: a teardown without network). Seconds for each."""
+    async def ctr(*args: str) -> None:
         proc = await asyncio.create_subprocess_exec(
-            "ctr", "-a", socket, "-n", CTR_NAMESPACE, "run", "-d", "--label", "bench=1", IMAGE, f"ctr-{i}",
-            "sleep", "3600", stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+            "ctr", "-a", socket, "-n", CTR_NAMESPACE, *args, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE)
         _, err = await proc.communicate()
         if proc.returncode != 0:
-            raise RuntimeError(f"ctr run failed: {err.decode().strip()}")
+            raise RuntimeError(f"ctr {args[0]} failed: {err.decode().strip()}")
+
+    async def remove(i: int) -> None:
+        await ctr("task", "delete", "--force", f"ctr-{i}")
+        await ctr("containers", "rm", f"ctr-{i}")
 
     start = time.perf_counter()
-    await asyncio.gather(*(one(i) for i in range(n)))
+    await asyncio.gather(*(ctr("run", "-d", "--label", "bench=1", IMAGE, f"ctr-{i}", "sleep", "3600")
+                           for i in range(n)))
     took = time.perf_counter() - start
-    async with Client(socket, CTR_NAMESPACE) as ctr:
-        await clean_ctr(ctr)
-    return took
+    await asyncio.sleep(1.0)
+    start = time.perf_counter()
+    await asyncio.gather(*(remove(i) for i in range(n)))
+    removed = time.perf_counter() - start
+    async with Client(socket, CTR_NAMESPACE) as client:
+        await clean_ctr(client)  # anything a failed removal left
+    return took, removed
 
 
 def stage_summary(stages: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
@@ -222,7 +235,9 @@ async def main() -> None:
         print(f"    {stage:<34} p50 {v['p50_s']:.3f} s, max {v['max_s']:.3f} s")
     print(f"delete of {BURST} containers ignoring SIGTERM, grace {GRACE} s: all gone after {r['delete_s']:.2f} s "
           f"(load {r['delete_load']}; floor: the grace, {GRACE} s)   goal <= 12 s")
-    print(f"    the first gone after {r['delete_first_s']:.2f} s, half after {r['delete_p50_s']:.2f} s")
+    print(f"    the first gone after {r['delete_first_s']:.2f} s, half after {r['delete_p50_s']:.2f} s; "
+          f"ctr task delete --force + containers rm x{BURST} in parallel (no grace, no network): "
+          f"{r['ctr_teardown_before_s']:.2f} s / {r['ctr_teardown_after_s']:.2f} s")
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     (out / "bench_e2e.json").write_text(json.dumps(
@@ -230,7 +245,9 @@ async def main() -> None:
          "ctr_before_s": round(r["ctr_before_s"], 3), "ctr_after_s": round(r["ctr_after_s"], 3),
          "burst_vs_ctr": round(r["burst_s"] / floor, 3), "burst_stages": r["stages"], "burst_load": r["burst_load"],
          "delete_s": round(r["delete_s"], 3), "delete_first_s": round(r["delete_first_s"], 3),
-         "delete_p50_s": round(r["delete_p50_s"], 3), "delete_grace_s": GRACE, "delete_load": r["delete_load"]},
+         "delete_p50_s": round(r["delete_p50_s"], 3), "delete_grace_s": GRACE,
+         "ctr_teardown_before_s": round(r["ctr_teardown_before_s"], 3),
+         "ctr_teardown_after_s": round(r["ctr_teardown_after_s"], 3), "delete_load": r["delete_load"]},
         indent=2) + "\n")
 
 
@@ -260,7 +277,7 @@ async def run(data: Path, port: int) -> dict[str, Any]:
             singles.append(took[f"one-{i}"])
             await clear(api)
         r["singles"] = singles
-        r["ctr_before_s"] = await ctr_burst(socket, BURST)
+        r["ctr_before_s"], r["ctr_teardown_before_s"] = await ctr_burst(socket, BURST)
         r["burst_load"] = loadavg()
         stages: dict[str, dict[str, float]] = {}
         start = time.perf_counter()
@@ -268,7 +285,7 @@ async def run(data: Path, port: int) -> dict[str, Any]:
         r["burst_s"] = time.perf_counter() - start
         r["stages"] = stage_summary(stages)
         await clear(api)
-        r["ctr_after_s"] = await ctr_burst(socket, BURST)
+        r["ctr_after_s"], r["ctr_teardown_after_s"] = await ctr_burst(socket, BURST)
         names = [f"stubborn-{i}" for i in range(BURST)]
         await measure(api, names, make=stubborn)
         await asyncio.sleep(1.0)  # their shells have set the trap

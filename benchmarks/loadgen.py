@@ -16,8 +16,10 @@ Two targets, the same shape:
 - ``etcd``: ``EtcdStore.put`` of a value the size of a stored container — the client library the
   API itself uses (aetcd stubs on grpc.aio), one channel per process, against the same etcd.
 
-Several processes keep the generator from being the bottleneck: one Python process tops out near
-the API's own rate (both pay for HTTP + TLS in Python), so the figures say how many were used.
+The load comes from processes of its own so that its CPU is not the API process's; how many is a
+trade: a second process adds client capacity but takes CPU from the API and etcd. On the 2-core
+machine of docs/benchmarks.md one process gave the most (the API stayed the bottleneck), so the
+figures say how many were used.
 """
 
 from __future__ import annotations
