@@ -33,13 +33,14 @@ async def _answers(socket: str) -> bool:
     may just be slow (a loaded machine) or restarting: it is asked again for ``PATIENCE`` seconds, for
     a second containerd beside it would share runc's state with it (two daemons, one set of containers)."""
     deadline = asyncio.get_running_loop().time() + PATIENCE
+    there = await asyncio.to_thread(os.path.exists, socket)  # (a restarting one unlinks it for a moment)
     while True:
         probe = Client(socket, timeout=2.0)
         try:
             await probe.version()
             return True
         except Unavailable:
-            if not await asyncio.to_thread(os.path.exists, socket) or asyncio.get_running_loop().time() > deadline:
+            if not there or asyncio.get_running_loop().time() > deadline:
                 return False
             log.info("containerd at %s does not answer yet; asking again", socket)
             await asyncio.sleep(0.5)
