@@ -1,5 +1,8 @@
 """Finding containerd for a worker: the one at the socket, or an embedded child when none answers.
 
+A socket file that exists is given ``PATIENCE`` to answer first: a slow or restarting containerd
+must not get a second one beside it (found by tests/flow/test_chaos_ha.py on a loaded machine).
+
 An embedded containerd is supervised (``aiokit.processes.Supervisor``): when it dies it is started
 again on the same directories and socket; containers keep running meanwhile (their shims outlive
 containerd) and the agent's gRPC client reconnects.
@@ -10,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -21,19 +25,33 @@ from corral.runtime.embedded import EmbeddedContainerd
 
 log = logging.getLogger(__name__)
 
+PATIENCE = 20.0  # a containerd whose socket exists gets this long to answer before one is embedded
+
+
+async def _answers(socket: str) -> bool:
+    """Whether containerd answers at ``socket``. A socket file that exists belongs to a containerd that
+    may just be slow (a loaded machine) or restarting: it is asked again for ``PATIENCE`` seconds, for
+    a second containerd beside it would share runc's state with it (two daemons, one set of containers)."""
+    deadline = asyncio.get_running_loop().time() + PATIENCE
+    there = await asyncio.to_thread(os.path.exists, socket)  # (a restarting one unlinks it for a moment)
+    while True:
+        probe = Client(socket, timeout=2.0)
+        try:
+            await probe.version()
+            return True
+        except Unavailable:
+            if not there or asyncio.get_running_loop().time() > deadline:
+                return False
+            log.info("containerd at %s does not answer yet; asking again", socket)
+            await asyncio.sleep(0.5)
+        finally:
+            await probe.close()
+
 
 @contextlib.asynccontextmanager
 async def ensure_containerd(socket: str, *, base_dir: Path) -> AsyncIterator[str]:
     """Yield a socket where containerd answers; start (and finally stop) an embedded one if needed."""
-    probe = Client(socket, timeout=2.0)
-    try:
-        await probe.version()
-        answers = True
-    except Unavailable:
-        answers = False
-    finally:
-        await probe.close()
-    if answers:
+    if await _answers(socket):
         log.info("using containerd at %s", socket)
         yield socket
         return
