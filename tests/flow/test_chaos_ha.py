@@ -300,7 +300,8 @@ async def test_random_faults_on_a_highly_available_cluster_keep_every_invariant(
             await ha.heal_uplink(host)
             await none_comes_back(host, world, ran)
             await ha.wait_ready(host)
-            checked["partitioned worker fenced within --fence-after"] += 1
+            checked["partitioned worker fenced within --fence-after" if fault == "network cut"
+                    else "agent restarted cut off fenced (armed from its start)"] += 1
             checked["none of its fenced containers back after the heal, even for a moment"] += 1
         else:
             await inject(ha, fault, rng)
