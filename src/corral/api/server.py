@@ -49,9 +49,20 @@ from corral.model.errors import (
     TooLarge,
     Unavailable,
 )
-from corral.model.kinds import BY_KIND, KINDS
+from corral.model.kinds import (
+    BY_KIND,
+    CONTAINERS,
+    CRONJOBS,
+    DAEMONSETS,
+    DEPLOYMENTS,
+    EVENTS,
+    JOBS,
+    KINDS,
+    NODES,
+    SERVICES,
+)
 from corral.model.lifecycle import HEARTBEAT_PREFIX, now_rfc3339
-from corral.model.resources import Namespace, ObjectMeta, PriorityClass
+from corral.model.resources import Container, Namespace, Node, ObjectMeta, PriorityClass
 from corral.store import typed
 from corral.store.allocation import ServiceAllocator
 from corral.store.base import Store
@@ -80,7 +91,7 @@ class _Named(msgspec.Struct):
     metadata: _NameOnly = msgspec.field(default_factory=_NameOnly)
 
 
-PRIORITY_KINDS = frozenset({"Container", "Deployment", "Job", "CronJob", "DaemonSet"})
+PRIORITY_KINDS = frozenset({CONTAINERS, DEPLOYMENTS, JOBS, CRONJOBS, DAEMONSETS})
 
 
 class ApiServer:
@@ -124,8 +135,8 @@ class ApiServer:
 
     def _bound_to(self, namespace: str, name: str) -> str | None:
         """The node a container is bound to now (None: no such container)."""
-        entry = self.caches["Container"].objects.get(BY_KIND["Container"].key(namespace, name))
-        return entry.obj.spec.node if entry is not None else None  # type: ignore[union-attr]
+        entry = self.caches["Container"].objects.get(CONTAINERS.key(namespace, name))
+        return entry.obj.spec.node if entry is not None and isinstance(entry.obj, Container) else None
 
     async def run_caches(self) -> None:
         """Keep every kind's watch cache filled; runs until cancelled."""
@@ -159,11 +170,11 @@ class ApiServer:
         for info in KINDS:
             h = ResourceHandlers(store=self.store, info=info, cache=self.caches[info.kind],
                                  namespaces=self.caches["Namespace"],
-                                 leases=self.event_leases if info.kind == "Event" else None,
-                                 allocator=self.service_allocator if info.kind == "Service" else None,
-                                 admit=priority if info.kind in PRIORITY_KINDS else None,
+                                 leases=self.event_leases if info is EVENTS else None,
+                                 allocator=self.service_allocator if info is SERVICES else None,
+                                 admit=priority if info in PRIORITY_KINDS else None,
                                  containers=self.caches["Container"],
-                                 restrict=self.events.admit if info.kind == "Event" else None)
+                                 restrict=self.events.admit if info is EVENTS else None)
             base = f"/namespaces/{{namespace}}/{info.plural}" if info.namespaced else f"/{info.plural}"
             r.add_get(base, h.list, allow_head=False)
             r.add_post(base, h.create)
@@ -352,8 +363,8 @@ class ApiServer:
                                    BEAT_STORE_TIMEOUT)
         except (Unavailable, TimeoutError) as e:
             raise StoreUnavailable(f"the API's store is unavailable: {str(e) or 'timed out'}") from None
-        entry = self.caches["Node"].objects.get(BY_KIND["Node"].key("", name))
-        conditions = entry.obj.status.conditions if entry is not None else []  # type: ignore[union-attr]
+        entry = self.caches["Node"].objects.get(NODES.key("", name))
+        conditions = entry.obj.status.conditions if entry is not None and isinstance(entry.obj, Node) else []
         ready = any(c.type == "Ready" and c.status == "True" for c in conditions)
         return codec.encode({"renewTime": now, "ready": ready})
 

@@ -30,7 +30,7 @@ from corral.api.retrying import retry_on_conflict
 from corral.cli import output
 from corral.cli.connection import api_command, connection_options
 from corral.model.errors import AlreadyExists, CorralError, Unavailable
-from corral.model.kinds import KindInfo
+from corral.model.kinds import NAMESPACES, KindInfo
 
 #: spec fields the system fills in; a file that leaves them empty keeps the current value
 SYSTEM_SPEC_FIELDS: dict[str, tuple[str, ...]] = {"Container": ("node",), "Node": ("podCidr",)}
@@ -74,7 +74,7 @@ def load_documents(text: str, source: str) -> list[Document]:
             if not isinstance(item.get("metadata", {}), dict):
                 raise CorralError(f"document {i} of {source}: metadata must be an object")
             docs.append(Document(i, info, item))
-    namespaces_first = sorted(docs, key=lambda d: d.info.kind != "Namespace")
+    namespaces_first = sorted(docs, key=lambda d: d.info is not NAMESPACES)
     return namespaces_first
 
 
