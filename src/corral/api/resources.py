@@ -168,8 +168,8 @@ class ResourceHandlers:
         """The namespace object (the cache first, then etcd); None if there is none."""
         key = NAMESPACES.key("", namespace)
         entry = self.namespaces.objects.get(key)
-        if entry is not None:
-            return entry.obj  # type: ignore[return-value]
+        if entry is not None and isinstance(entry.obj, Namespace):
+            return entry.obj
         kv = await self.store.get(key)
         return typed.decode(kv, Namespace) if kv is not None else None
 

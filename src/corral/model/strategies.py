@@ -206,7 +206,6 @@ def strategy_for(info: KindInfo) -> Strategy:
     return STRATEGIES[info]
 
 
-def kind_of(obj_or_type: object) -> KindInfo:
+def kind_of(obj_or_type: ObjT | type[ObjT]) -> KindInfo:
     """The KindInfo of an object or of its type (a kind's class names itself in ``KIND``)."""
-    kind = obj_or_type.KIND if isinstance(obj_or_type, type) else obj_or_type.kind  # type: ignore[attr-defined]
-    return BY_KIND[str(kind)]
+    return BY_KIND[obj_or_type.KIND if isinstance(obj_or_type, type) else obj_or_type.kind]

@@ -32,7 +32,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeAlias, TypeVar
+from typing import Generic, Protocol, TypeAlias, TypeVar, cast
 
 import msgspec
 
@@ -154,7 +154,7 @@ class Registry:
         docstring). ``before_write(new, current)`` (``current``: the version read, as ``mutate`` left
         it) prepares what lives beside the object (a Service's addresses) and returns how to finish
         or undo it. ``dry_run``: everything but the write."""
-        decode_as: type[ObjT] = tp if tp is not None else info.type  # type: ignore[assignment]
+        decode_as = tp if tp is not None else cast("type[ObjT]", info.type)  # ObjT is info's kind (KindInfo is not generic)
         namespace, name = _split(info, key)
         for attempt in range(attempts):
             from_cache = attempt == 0 and cached is not None
