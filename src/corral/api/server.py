@@ -50,7 +50,6 @@ from corral.model.errors import (
     Unavailable,
 )
 from corral.model.kinds import (
-    BY_KIND,
     CONTAINERS,
     CRONJOBS,
     DAEMONSETS,
@@ -58,7 +57,9 @@ from corral.model.kinds import (
     EVENTS,
     JOBS,
     KINDS,
+    NAMESPACES,
     NODES,
+    PRIORITYCLASSES,
     SERVICES,
 )
 from corral.model.lifecycle import HEARTBEAT_PREFIX, now_rfc3339
@@ -148,7 +149,7 @@ class ApiServer:
     async def ensure_default_namespace(self) -> None:
         ns = Namespace(metadata=ObjectMeta(name="default", uid="default", creation_timestamp=now_rfc3339(), generation=1))
         with contextlib.suppress(AlreadyExists):
-            await self.store.create(BY_KIND["Namespace"].key("", "default"), typed.encode(ns))
+            await self.store.create(NAMESPACES.key("", "default"), typed.encode(ns))
 
     # --- the application --------------------------------------------------------------------
 
@@ -158,11 +159,10 @@ class ApiServer:
         app.on_shutdown.append(self._on_shutdown)
         app.on_cleanup.append(self._close_audit)
         r = app.router
-        ns_info = BY_KIND["Namespace"]
         classes = self.caches["PriorityClass"].objects
 
         async def read_class(name: str) -> PriorityClass | None:
-            kv = await self.store.get(BY_KIND["PriorityClass"].key("", name))
+            kv = await self.store.get(PRIORITYCLASSES.key("", name))
             return typed.decode(kv, PriorityClass) if kv is not None else None
 
         priority = PriorityAdmission(lambda: [e.obj for e in classes.values() if isinstance(e.obj, PriorityClass)],
@@ -187,7 +187,6 @@ class ApiServer:
                 r.add_patch(base + "/{name}/status", h.patch_status)
             if info.namespaced:
                 r.add_get(f"/{info.plural}", h.list, allow_head=False)
-        del ns_info
         r.add_get("/namespaces/{namespace}/containers/{name}/logs", self.logs.logs, allow_head=False)
         r.add_get("/cacerts", self.joins.cacerts, allow_head=False)
         r.add_get("/namespaces/{namespace}/containers/{name}/exec", self.streams.exec, allow_head=False)

@@ -32,7 +32,7 @@ from typing import TypeVar
 
 import msgspec
 
-from corral.model import validation
+from corral.model import kinds, validation
 from corral.model.errors import Forbidden
 from corral.model.kinds import BY_KIND, KINDS, KindInfo
 from corral.model.lifecycle import (
@@ -194,11 +194,11 @@ class NodeStrategy(Strategy):
         return True
 
 
-CONTAINERS = ContainerStrategy(BY_KIND["Container"])
+CONTAINERS = ContainerStrategy(kinds.CONTAINERS)
 STRATEGIES: dict[KindInfo, Strategy] = {info: Strategy(info) for info in KINDS} | {
     CONTAINERS.info: CONTAINERS,
-    BY_KIND["Namespace"]: NamespaceStrategy(BY_KIND["Namespace"]),
-    BY_KIND["Node"]: NodeStrategy(BY_KIND["Node"]),
+    kinds.NAMESPACES: NamespaceStrategy(kinds.NAMESPACES),
+    kinds.NODES: NodeStrategy(kinds.NODES),
 }
 
 

@@ -37,7 +37,7 @@ from typing import Generic, Protocol, TypeAlias, TypeVar, cast
 import msgspec
 
 from corral.model.errors import AlreadyExists, Conflict, NotFound
-from corral.model.kinds import BY_KIND, KindInfo, ObjectKey
+from corral.model.kinds import EVENTS, KindInfo, ObjectKey
 from corral.model.lifecycle import now_rfc3339
 from corral.model.resources import Container, Object
 from corral.model.strategies import CONTAINERS, describe, kind_of, removable, strategy_for
@@ -48,7 +48,6 @@ from corral.store.leases import BucketLeases
 ObjT = TypeVar("ObjT", bound=Object)
 
 ATTEMPTS = 5  # reads and CAS writes a guaranteed_update makes before it gives up on a busy object
-EVENTS = BY_KIND["Event"]
 
 Undo = Callable[[bool], Awaitable[None]]  # told whether the write it prepared for succeeded
 
