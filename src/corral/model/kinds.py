@@ -75,6 +75,8 @@ KINDS: tuple[KindInfo, ...] = (
     NAMESPACES, CONTAINERS, NODES, DEPLOYMENTS, VOLUMES, NETWORKPOLICIES, SECRETS, EVENTS, SERVICES,
     ENDPOINTS, JOBS, CRONJOBS, DAEMONSETS, PRIORITYCLASSES,
 )
+#: kinds whose objects own others (ownerReferences point at them)
+OWNERS = frozenset({DEPLOYMENTS, JOBS, CRONJOBS, DAEMONSETS})
 
 BY_KIND: dict[str, KindInfo] = {k.kind: k for k in KINDS}
 BY_PLURAL: dict[str, KindInfo] = {k.plural: k for k in KINDS}

@@ -34,12 +34,11 @@ import msgspec
 
 from corral.model import kinds, validation
 from corral.model.errors import Forbidden
-from corral.model.kinds import BY_KIND, KINDS, KindInfo
+from corral.model.kinds import BY_KIND, KINDS, OWNERS, KindInfo
 from corral.model.lifecycle import (
     AGENT_FINALIZER,
     NAMESPACE_FINALIZER,
     ORPHAN_FINALIZER,
-    OWNER_KINDS,
     now_rfc3339,
     spec_bytes,
 )
@@ -126,7 +125,7 @@ class Strategy:
         finalizers). ``orphan``: its dependents are kept (the garbage collector strips this owner
         from them, then the orphan finalizer)."""
         meta = obj.metadata
-        if orphan and self.info.kind in OWNER_KINDS and ORPHAN_FINALIZER not in meta.finalizers:
+        if orphan and self.info in OWNERS and ORPHAN_FINALIZER not in meta.finalizers:
             meta.finalizers = [*meta.finalizers, ORPHAN_FINALIZER]
         if not meta.finalizers:
             return True
