@@ -1,4 +1,9 @@
-"""The kinds the API serves: their wire names, plural path segments, scope and Python types."""
+"""The kinds the API serves: their wire names, plural path segments, scope and Python types.
+
+Each kind is one ``KindInfo`` constant (``CONTAINERS``, ``EVENTS``, …); code asks which kind it has
+by identity (``info is EVENTS``, ``info in OWNERS``) or by the object's class (``isinstance``), never
+by comparing names as strings. The name (``kind`` in JSON, ``BY_KIND``) is for the wire and for
+what a user types (``lookup``)."""
 
 from __future__ import annotations
 
