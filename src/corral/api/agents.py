@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from corral.model.errors import NotFound, Unavailable
-from corral.model.kinds import BY_KIND
+from corral.model.kinds import NODES
 from corral.model.resources import Node
 from corral.store import typed
 from corral.store.base import Store
@@ -74,7 +74,7 @@ class AgentConnections:
         """The base URL of the node's agent, checked (see the module docstring)."""
         if self.ssl_context is None:
             raise Unavailable("this API server has no cluster certificates, so it cannot call agents")
-        kv = await self.store.get(BY_KIND["Node"].key("", node_name))
+        kv = await self.store.get(NODES.key("", node_name))
         if kv is None:
             raise NotFound(f'node "{node_name}" not found')
         node = typed.decode(kv, Node)

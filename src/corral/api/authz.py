@@ -20,13 +20,24 @@ from corral.api import noderestriction, roles
 from corral.api.auth import Identity
 from corral.api.roles import USER_ROLES
 from corral.model.errors import CorralError, Forbidden
-from corral.model.kinds import KindInfo
+from corral.model.kinds import (
+    CONTAINERS,
+    ENDPOINTS,
+    EVENTS,
+    NAMESPACES,
+    NETWORKPOLICIES,
+    NODES,
+    SECRETS,
+    SERVICES,
+    VOLUMES,
+    KindInfo,
+)
 from corral.model.lifecycle import spec_bytes
-from corral.model.resources import Container, Event, Node, Object, Volume, VolumeStatus
+from corral.model.resources import Container, Event, Node, NodeStatus, Object, Volume, VolumeStatus
 
 #: what an agent reads and lists: its containers and their peers (network policy), nodes (routes),
 #: volumes, namespaces and policies, services and endpoints (the service proxy and DNS)
-NODE_READABLE = frozenset({"Container", "Node", "Volume", "Namespace", "NetworkPolicy", "Service", "Endpoints"})
+NODE_READABLE = frozenset({CONTAINERS, NODES, VOLUMES, NAMESPACES, NETWORKPOLICIES, SERVICES, ENDPOINTS})
 
 
 def _deny(identity: Identity, what: str) -> CorralError:
@@ -38,15 +49,15 @@ def authorize_read(identity: Identity, info: KindInfo, *, namespace: str, name: 
         return
     if identity.role in USER_ROLES:  # edit/view tokens: api/roles.py
         return roles.check(identity, "get", info, namespace)
-    if identity.role == "node" and info.kind in NODE_READABLE:
+    if identity.role == "node" and info in NODE_READABLE:
         return
-    if identity.role == "node" and info.kind == "Secret":  # only those its containers use: api/secretaccess.py
+    if identity.role == "node" and info is SECRETS:  # only those its containers use: api/secretaccess.py
         return
     raise _deny(identity, f"read {info.plural}")
 
 
 def authorize_node_object(identity: Identity, obj: Object) -> None:
-    if obj.kind == "Container" and obj.spec.node != identity.node:  # type: ignore[union-attr]
+    if isinstance(obj, Container) and obj.spec.node != identity.node:
         raise _deny(identity, f"read containers bound to other nodes ({obj.metadata.namespace}/{obj.metadata.name})")
 
 
@@ -56,7 +67,7 @@ def authorize_list(identity: Identity, info: KindInfo, field_selector: str, *, n
         return
     if identity.role in USER_ROLES:
         return roles.check(identity, "watch" if watch else "list", info, namespace)
-    if identity.role == "node" and info.kind in NODE_READABLE:
+    if identity.role == "node" and info in NODE_READABLE:
         # every container: network policy needs its peers' labels and addresses; Services and
         # Endpoints: the service proxy and DNS
         return
@@ -72,7 +83,7 @@ def authorize_write(identity: Identity, info: KindInfo, obj: Object, *, verb: st
         if isinstance(obj, Node) and obj.metadata.name == identity.node:
             noderestriction.check_node_create(identity, obj)
             return
-        if info.kind == "Event":
+        if info is EVENTS:
             return  # which Events: noderestriction.EventAdmission
     raise _deny(identity, f"{verb} {info.plural}")
 
@@ -113,16 +124,16 @@ def authorize_status(identity: Identity, info: KindInfo, current: Object, status
         return roles.check(identity, "status", info, current.metadata.namespace)
     if identity.role == "node":
         if isinstance(current, Node) and current.metadata.name == identity.node:
-            if status is not None:
-                noderestriction.check_node_status(identity, current, status)  # type: ignore[arg-type]
+            if isinstance(status, NodeStatus):
+                noderestriction.check_node_status(identity, current, status)
             return
-        if info.kind == "Container" and current.spec.node == identity.node:  # type: ignore[union-attr]
+        if isinstance(current, Container) and current.spec.node == identity.node:
             return
         # a Volume bound to it: its agent reports the disk used, and never moves the binding
         if (isinstance(current, Volume) and current.status.node == identity.node and isinstance(status, VolumeStatus)
                 and status.node == current.status.node and status.phase == current.status.phase):
             return
-    raise _deny(identity, f"update the status of {info.plural}" + (" bound to other nodes" if info.kind == "Container" else ""))
+    raise _deny(identity, f"update the status of {info.plural}" + (" bound to other nodes" if info is CONTAINERS else ""))
 
 
 def authorize_delete(identity: Identity, info: KindInfo, current: Object) -> None:

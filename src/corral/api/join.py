@@ -26,7 +26,7 @@ from corral.api import codec
 from corral.api.auth import IDENTITY, Identity, Tokens
 from corral.model import names
 from corral.model.errors import FieldError, Forbidden, Invalid, Unavailable
-from corral.model.kinds import BY_KIND
+from corral.model.kinds import NODES
 from corral.store.base import Store
 from corral.tls import pki
 
@@ -51,7 +51,7 @@ class JoinHandlers:
     async def join(self, request: web.Request) -> web.Response:
         identity = request[IDENTITY]
         body = _parse(await codec.read_json(request))
-        _may_join(identity, body.node, exists=await self.store.get(BY_KIND["Node"].key("", body.node)) is not None)
+        _may_join(identity, body.node, exists=await self.store.get(NODES.key("", body.node)) is not None)
         if not body.csr:
             token = await self.tokens.issue(Identity("node", body.node))
             return codec.json_response({"node": body.node, "token": token}, status=201)

@@ -24,7 +24,7 @@ from corral.api.agents import AgentConnections, AgentTarget
 from corral.api.auth import IDENTITY
 from corral.api.roles import USER_ROLES
 from corral.model.errors import BadRequest, CorralError, Forbidden, NotFound, Unavailable
-from corral.model.kinds import BY_KIND
+from corral.model.kinds import CONTAINERS, NODES
 from corral.model.resources import Container, Node
 from corral.store import typed
 from corral.store.base import Store
@@ -46,7 +46,7 @@ class LogsProxy:
 
     async def locate(self, namespace: str, name: str, *, what: str = "logs") -> tuple[Container, AgentTarget]:
         """The container and its node's agent (checked endpoint); errors say which is missing."""
-        kv = await self.store.get(BY_KIND["Container"].key(namespace, name))
+        kv = await self.store.get(CONTAINERS.key(namespace, name))
         if kv is None:
             raise NotFound(f'container "{name}" in namespace "{namespace}" not found')
         container = typed.decode(kv, Container)
@@ -57,7 +57,7 @@ class LogsProxy:
     async def _kept_on(self, namespace: str, name: str, gone: NotFound) -> AgentTarget:
         """The agent of the node keeping the newest log of a deleted container ``name``; ``gone`` (the
         container's NotFound) when no node keeps one."""
-        page = await self.store.list(BY_KIND["Node"].prefix())
+        page = await self.store.list(NODES.prefix())
         nodes = [typed.decode(kv, Node).metadata.name for kv in page.items]
 
         async def deleted_at(node: str) -> tuple[float, AgentTarget] | None:
@@ -80,7 +80,7 @@ class LogsProxy:
         identity = request[IDENTITY]
         namespace, name = request.match_info["namespace"], request.match_info["name"]
         if identity.role in USER_ROLES:  # edit/view read logs in their namespaces (api/roles.py)
-            roles.check(identity, "get", BY_KIND["Container"], namespace)
+            roles.check(identity, "get", CONTAINERS, namespace)
         elif identity.role != "admin":
             raise Forbidden(f"{identity.name} may not read container logs")
         params = {k: v for k, v in request.query.items() if k in ("tail", "follow", "timestamps", "previous")}

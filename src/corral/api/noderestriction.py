@@ -136,10 +136,10 @@ class EventAdmission:
         if len(spec.message.encode()) > MAX_EVENT_MESSAGE:
             raise _deny(identity, f"write an Event message over {MAX_EVENT_MESSAGE} bytes", "spec.message")
         ref = spec.involved_object
-        if ref.kind == "Node":
+        if ref.kind == Node.KIND:
             if ref.name != node:
                 raise _deny(identity, "write Events about other nodes", "spec.involvedObject")
-        elif ref.kind == "Container":
+        elif ref.kind == Container.KIND:
             bound = self.bound_to(ref.namespace or obj.metadata.namespace, ref.name)
             if bound is not None and bound != node:
                 raise _deny(identity, "write Events about containers bound to other nodes", "spec.involvedObject")

@@ -52,7 +52,17 @@ from corral.model.errors import (
     NotFound,
     UnsupportedMediaType,
 )
-from corral.model.kinds import BY_KIND, KindInfo
+from corral.model.kinds import (
+    CONTAINERS,
+    CRONJOBS,
+    DAEMONSETS,
+    DEPLOYMENTS,
+    JOBS,
+    NAMESPACES,
+    SECRETS,
+    VOLUMES,
+    KindInfo,
+)
 from corral.model.resources import API_VERSION, Namespace, Object
 from corral.model.strategies import describe, strategy_for
 from corral.store import typed
@@ -67,8 +77,7 @@ COALESCE_BELOW = 64
 AHEAD_WAIT_SECONDS = 3.0  # a watch from a revision this cache has not reached waits this long, then 410
 NAMESPACE_SYNC_SECONDS = 2.0  # a namespace DELETE waits at most this long for the cache to show it
 MAX_LIMIT = 10_000
-NAMESPACES, VOLUMES, SECRETS = BY_KIND["Namespace"], BY_KIND["Volume"], BY_KIND["Secret"]
-ADMITTED = frozenset(BY_KIND[k] for k in ("Container", "Deployment", "Job", "CronJob", "DaemonSet", "Namespace"))
+ADMITTED = frozenset({CONTAINERS, DEPLOYMENTS, JOBS, CRONJOBS, DAEMONSETS, NAMESPACES})
 
 
 _UNSEEN = b"?"
@@ -168,8 +177,8 @@ class ResourceHandlers:
         """The namespace object (the cache first, then etcd); None if there is none."""
         key = NAMESPACES.key("", namespace)
         entry = self.namespaces.objects.get(key)
-        if entry is not None:
-            return entry.obj  # type: ignore[return-value]
+        if entry is not None and isinstance(entry.obj, Namespace):
+            return entry.obj
         kv = await self.store.get(key)
         return typed.decode(kv, Namespace) if kv is not None else None
 

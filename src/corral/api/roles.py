@@ -21,7 +21,7 @@ import msgspec
 
 from corral.api.auth import Identity
 from corral.model.errors import Forbidden
-from corral.model.kinds import KindInfo
+from corral.model.kinds import EVENTS, SECRETS, KindInfo
 
 USER_ROLES = frozenset({"edit", "view"})
 READ_VERBS = frozenset({"get", "list", "watch"})
@@ -37,9 +37,9 @@ def check(identity: Identity, verb: Verb, info: KindInfo, namespace: str) -> Non
             raise Forbidden(f"{who} (view) may not {verb} {info.plural}: a view token only reads")
         if not info.namespaced:
             raise Forbidden(f"{who} (edit) may not {verb} {info.plural}: only an admin changes cluster-wide objects")
-        if info.kind == "Event":
+        if info is EVENTS:
             raise Forbidden(f"{who} (edit) may not {verb} events")
-    if identity.role == "view" and info.kind == "Secret" and verb == "watch":
+    if identity.role == "view" and info is SECRETS and verb == "watch":
         raise Forbidden(f"{who} (view) may not watch secrets")
     if info.namespaced and identity.namespaces and namespace not in identity.namespaces:
         allowed = ", ".join(identity.namespaces)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from corral.model.errors import BadRequest
-from corral.model.kinds import KindInfo
+from corral.model.kinds import CONTAINERS, EVENTS, NODES, VOLUMES, KindInfo
 from corral.model.names import parse_selector
 from corral.model.resources import Object
 
@@ -20,33 +20,33 @@ _COMMON: dict[str, Callable[[Any], str]] = {
     "metadata.name": lambda o: o.metadata.name,
     "metadata.namespace": lambda o: o.metadata.namespace,
 }
-_FIELDS: dict[str, dict[str, Callable[[Any], str]]] = {
-    "Container": {
+_FIELDS: dict[KindInfo, dict[str, Callable[[Any], str]]] = {
+    CONTAINERS: {
         "spec.node": lambda o: o.spec.node,
         "status.phase": lambda o: o.status.phase,
         "spec.image": lambda o: o.spec.image,
         "spec.restartPolicy": lambda o: o.spec.restart_policy,
     },
-    "Node": {"spec.unschedulable": lambda o: str(o.spec.unschedulable).lower()},
-    "Event": {
+    NODES: {"spec.unschedulable": lambda o: str(o.spec.unschedulable).lower()},
+    EVENTS: {
         "involvedObject.kind": lambda o: o.spec.involved_object.kind,
         "involvedObject.name": lambda o: o.spec.involved_object.name,
         "involvedObject.uid": lambda o: o.spec.involved_object.uid,
         "reason": lambda o: o.spec.reason,
         "type": lambda o: o.spec.type,
     },
-    "Volume": {"spec.node": lambda o: o.spec.node},
+    VOLUMES: {"spec.node": lambda o: o.spec.node},
 }
 
 
 def supported_fields(info: KindInfo) -> list[str]:
-    return [*_COMMON, *_FIELDS.get(info.kind, {})]
+    return [*_COMMON, *_FIELDS.get(info, {})]
 
 
 def field_predicate(text: str, info: KindInfo) -> Predicate | None:
     if not text.strip():
         return None
-    getters = {**_COMMON, **_FIELDS.get(info.kind, {})}
+    getters = {**_COMMON, **_FIELDS.get(info, {})}
     terms: list[tuple[Callable[[Any], str], bool, str]] = []
     for raw in text.split(","):
         term = raw.strip()

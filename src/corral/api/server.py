@@ -49,9 +49,21 @@ from corral.model.errors import (
     TooLarge,
     Unavailable,
 )
-from corral.model.kinds import BY_KIND, KINDS
+from corral.model.kinds import (
+    CONTAINERS,
+    CRONJOBS,
+    DAEMONSETS,
+    DEPLOYMENTS,
+    EVENTS,
+    JOBS,
+    KINDS,
+    NAMESPACES,
+    NODES,
+    PRIORITYCLASSES,
+    SERVICES,
+)
 from corral.model.lifecycle import HEARTBEAT_PREFIX, now_rfc3339
-from corral.model.resources import Namespace, ObjectMeta, PriorityClass
+from corral.model.resources import Container, Namespace, Node, ObjectMeta, PriorityClass
 from corral.store import typed
 from corral.store.allocation import ServiceAllocator
 from corral.store.base import Store
@@ -80,7 +92,7 @@ class _Named(msgspec.Struct):
     metadata: _NameOnly = msgspec.field(default_factory=_NameOnly)
 
 
-PRIORITY_KINDS = frozenset({"Container", "Deployment", "Job", "CronJob", "DaemonSet"})
+PRIORITY_KINDS = frozenset({CONTAINERS, DEPLOYMENTS, JOBS, CRONJOBS, DAEMONSETS})
 
 
 class ApiServer:
@@ -124,8 +136,8 @@ class ApiServer:
 
     def _bound_to(self, namespace: str, name: str) -> str | None:
         """The node a container is bound to now (None: no such container)."""
-        entry = self.caches["Container"].objects.get(BY_KIND["Container"].key(namespace, name))
-        return entry.obj.spec.node if entry is not None else None  # type: ignore[union-attr]
+        entry = self.caches["Container"].objects.get(CONTAINERS.key(namespace, name))
+        return entry.obj.spec.node if entry is not None and isinstance(entry.obj, Container) else None
 
     async def run_caches(self) -> None:
         """Keep every kind's watch cache filled; runs until cancelled."""
@@ -137,7 +149,7 @@ class ApiServer:
     async def ensure_default_namespace(self) -> None:
         ns = Namespace(metadata=ObjectMeta(name="default", uid="default", creation_timestamp=now_rfc3339(), generation=1))
         with contextlib.suppress(AlreadyExists):
-            await self.store.create(BY_KIND["Namespace"].key("", "default"), typed.encode(ns))
+            await self.store.create(NAMESPACES.key("", "default"), typed.encode(ns))
 
     # --- the application --------------------------------------------------------------------
 
@@ -147,11 +159,10 @@ class ApiServer:
         app.on_shutdown.append(self._on_shutdown)
         app.on_cleanup.append(self._close_audit)
         r = app.router
-        ns_info = BY_KIND["Namespace"]
         classes = self.caches["PriorityClass"].objects
 
         async def read_class(name: str) -> PriorityClass | None:
-            kv = await self.store.get(BY_KIND["PriorityClass"].key("", name))
+            kv = await self.store.get(PRIORITYCLASSES.key("", name))
             return typed.decode(kv, PriorityClass) if kv is not None else None
 
         priority = PriorityAdmission(lambda: [e.obj for e in classes.values() if isinstance(e.obj, PriorityClass)],
@@ -159,11 +170,11 @@ class ApiServer:
         for info in KINDS:
             h = ResourceHandlers(store=self.store, info=info, cache=self.caches[info.kind],
                                  namespaces=self.caches["Namespace"],
-                                 leases=self.event_leases if info.kind == "Event" else None,
-                                 allocator=self.service_allocator if info.kind == "Service" else None,
-                                 admit=priority if info.kind in PRIORITY_KINDS else None,
+                                 leases=self.event_leases if info is EVENTS else None,
+                                 allocator=self.service_allocator if info is SERVICES else None,
+                                 admit=priority if info in PRIORITY_KINDS else None,
                                  containers=self.caches["Container"],
-                                 restrict=self.events.admit if info.kind == "Event" else None)
+                                 restrict=self.events.admit if info is EVENTS else None)
             base = f"/namespaces/{{namespace}}/{info.plural}" if info.namespaced else f"/{info.plural}"
             r.add_get(base, h.list, allow_head=False)
             r.add_post(base, h.create)
@@ -176,7 +187,6 @@ class ApiServer:
                 r.add_patch(base + "/{name}/status", h.patch_status)
             if info.namespaced:
                 r.add_get(f"/{info.plural}", h.list, allow_head=False)
-        del ns_info
         r.add_get("/namespaces/{namespace}/containers/{name}/logs", self.logs.logs, allow_head=False)
         r.add_get("/cacerts", self.joins.cacerts, allow_head=False)
         r.add_get("/namespaces/{namespace}/containers/{name}/exec", self.streams.exec, allow_head=False)
@@ -352,8 +362,8 @@ class ApiServer:
                                    BEAT_STORE_TIMEOUT)
         except (Unavailable, TimeoutError) as e:
             raise StoreUnavailable(f"the API's store is unavailable: {str(e) or 'timed out'}") from None
-        entry = self.caches["Node"].objects.get(BY_KIND["Node"].key("", name))
-        conditions = entry.obj.status.conditions if entry is not None else []  # type: ignore[union-attr]
+        entry = self.caches["Node"].objects.get(NODES.key("", name))
+        conditions = entry.obj.status.conditions if entry is not None and isinstance(entry.obj, Node) else []
         ready = any(c.type == "Ready" and c.status == "True" for c in conditions)
         return codec.encode({"renewTime": now, "ready": ready})
 

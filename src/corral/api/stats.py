@@ -20,14 +20,14 @@ from corral.api.agents import AgentConnections
 from corral.api.auth import IDENTITY
 from corral.api.authz import authorize_read
 from corral.model.errors import Unavailable
-from corral.model.kinds import BY_KIND
+from corral.model.kinds import NODES
 
 
 def add_routes(router: web.UrlDispatcher, agents: AgentConnections) -> None:
     async def node_stats(request: web.Request) -> web.Response:
         name = request.match_info["name"]
         identity = request[IDENTITY]
-        authorize_read(identity, BY_KIND["Node"], namespace="", name=name)
+        authorize_read(identity, NODES, namespace="", name=name)
         target = await agents.target(name)
         try:
             async with agents.session().get(f"{target.url}/stats", timeout=aiohttp.ClientTimeout(total=10),

@@ -15,10 +15,9 @@ from __future__ import annotations
 
 from corral.api.watchcache import WatchCache
 from corral.model.errors import Conflict, FieldError, Invalid
-from corral.model.kinds import BY_KIND
+from corral.model.kinds import CONTAINERS
 from corral.model.resources import Container, Object, Volume
 
-CONTAINERS = BY_KIND["Container"]
 FINISHED = ("Succeeded", "Failed")
 
 

@@ -30,10 +30,10 @@ from corral.api.retrying import retry_on_conflict
 from corral.cli import output
 from corral.cli.connection import api_command, connection_options
 from corral.model.errors import AlreadyExists, CorralError, Unavailable
-from corral.model.kinds import KindInfo
+from corral.model.kinds import CONTAINERS, NAMESPACES, NODES, KindInfo
 
 #: spec fields the system fills in; a file that leaves them empty keeps the current value
-SYSTEM_SPEC_FIELDS: dict[str, tuple[str, ...]] = {"Container": ("node",), "Node": ("podCidr",)}
+SYSTEM_SPEC_FIELDS: dict[KindInfo, tuple[str, ...]] = {CONTAINERS: ("node",), NODES: ("podCidr",)}
 
 
 class Document(msgspec.Struct, frozen=True):
@@ -74,7 +74,7 @@ def load_documents(text: str, source: str) -> list[Document]:
             if not isinstance(item.get("metadata", {}), dict):
                 raise CorralError(f"document {i} of {source}: metadata must be an object")
             docs.append(Document(i, info, item))
-    namespaces_first = sorted(docs, key=lambda d: d.info.kind != "Namespace")
+    namespaces_first = sorted(docs, key=lambda d: d.info is not NAMESPACES)
     return namespaces_first
 
 
@@ -88,7 +88,7 @@ def desired_update(current: dict[str, Any], doc: dict[str, Any], info: KindInfo)
     new = copy.deepcopy(current)
     spec = copy.deepcopy(doc.get("spec") or {})
     if isinstance(spec, dict):
-        for key in SYSTEM_SPEC_FIELDS.get(info.kind, ()):
+        for key in SYSTEM_SPEC_FIELDS.get(info, ()):
             if not spec.get(key) and (current.get("spec") or {}).get(key):
                 spec[key] = current["spec"][key]
     new["spec"] = spec

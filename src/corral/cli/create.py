@@ -13,6 +13,7 @@ from corral.cli import output
 from corral.cli.connection import api_command, connection_options
 from corral.controllers.cronjobs import build_job
 from corral.model.errors import CorralError, Unavailable
+from corral.model.kinds import CRONJOBS, JOBS, NAMESPACES, lookup
 from corral.model.resources import CronJob, Namespace, ObjectMeta
 
 
@@ -27,7 +28,7 @@ def create() -> None:
 @api_command
 async def create_namespace(client: ApiClient, *, name: str) -> int:
     """Create the namespace NAME."""
-    what = output.ref(output.kind_info("Namespace"), name)
+    what = output.ref(NAMESPACES, name)
     try:
         await client.create(Namespace(metadata=ObjectMeta(name=name)))
     except Unavailable:
@@ -49,9 +50,9 @@ async def create_namespace(client: ApiClient, *, name: str) -> int:
 async def create_job(client: ApiClient, *, name: str, source: str, namespace: str) -> int:
     """Create the Job NAME from the job template of a CronJob, now: --from=cronjob/NAME."""
     kind, _, cronjob = source.partition("/")
-    if kind.lower() not in ("cronjob", "cronjobs", "cj") or not cronjob:
+    if lookup(kind) is not CRONJOBS or not cronjob:
         raise click.UsageError("--from takes cronjob/NAME")
-    what = output.ref(output.kind_info("Job"), name)
+    what = output.ref(JOBS, name)
     try:
         cj = await client.get(CronJob, cronjob, namespace=namespace)
         await client.create(build_job(cj, name=name, scheduled=None, manual=True))

@@ -16,7 +16,7 @@ from corral.api.client import ApiClient
 from corral.cli import output, styling, tables
 from corral.cli.completion import complete_kind, complete_name
 from corral.cli.connection import api_command, connection_options
-from corral.model.kinds import KindInfo
+from corral.model.kinds import EVENTS, KindInfo
 from corral.model.resources import Event, Object, Secret
 
 PAD = 20
@@ -94,7 +94,7 @@ def describe_lines(obj: Object, info: KindInfo, events: list[Event], ctx: tables
     lines += _block("Spec", prune(output.to_data(obj).get("spec")))
     lines += _block("Status", status)
     lines += _conditions(conditions, ctx, color=color)
-    if info.kind == "Event":
+    if info is EVENTS:
         return lines
     if not events:
         lines.append(_line("Events", tables.NONE))
@@ -120,7 +120,7 @@ async def describe(client: ApiClient, *, kind: str, name: str, namespace: str) -
     info = output.kind_info(kind)
     obj = await client.get(info.type, name, namespace=namespace)
     events: list[Event] = []
-    if info.kind != "Event":
+    if info is not EVENTS:
         selector = f"involvedObject.name={name},involvedObject.kind={info.kind}"
         events, _ = await client.list(Event, namespace=namespace if info.namespaced else None, field_selector=selector)
         events.sort(key=_event_time)

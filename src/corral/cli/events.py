@@ -14,7 +14,7 @@ from corral.cli import output
 from corral.cli.connection import api_command, connection_options
 from corral.cli.get import Printer, follow
 from corral.cli.tables import Context
-from corral.model.kinds import BY_KIND
+from corral.model.kinds import EVENTS
 from corral.model.resources import Event
 
 
@@ -40,7 +40,7 @@ async def events(client: ApiClient, *, namespace: str, all_namespaces: bool, tar
     selector = _for_selector(target) if target else ""
     items, rv = await client.list(Event, namespace=ns, field_selector=selector)
     items.sort(key=lambda e: (e.spec.last_timestamp or e.metadata.creation_timestamp, e.metadata.name))
-    printer = Printer(BY_KIND["Event"], "table", all_namespaces=all_namespaces, ctx=Context())
+    printer = Printer(EVENTS, "table", all_namespaces=all_namespaces, ctx=Context())
     if items:
         printer.table(items)
     elif not watch:

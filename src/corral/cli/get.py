@@ -20,7 +20,7 @@ from corral.cli import jsonpath, output, styling, tables
 from corral.cli.completion import complete_kind, complete_name
 from corral.cli.connection import api_command, connection_options
 from corral.model.errors import CorralError
-from corral.model.kinds import KindInfo
+from corral.model.kinds import NODES, SERVICES, KindInfo
 from corral.model.resources import Container, Endpoints, Object, Secret
 from corral.store.informer import Change
 
@@ -38,11 +38,11 @@ def hide_secret_values(obj: Object) -> Object:
     return obj
 
 async def _context(client: ApiClient, info: KindInfo) -> tables.Context:
-    if info.kind == "Service":  # the ENDPOINTS column: ready addresses per Service
+    if info is SERVICES:  # the ENDPOINTS column: ready addresses per Service
         endpoints, _ = await client.list(Endpoints, namespace=None)
         ready = {(e.metadata.namespace, e.metadata.name): len(e.spec.addresses) for e in endpoints}
         return tables.Context(endpoints_per_service=ready)
-    if info.kind != "Node":
+    if info is not NODES:
         return tables.Context()
     containers, _ = await client.list(Container, namespace=None)
     per_node = Counter(c.status.node or c.spec.node for c in containers if c.status.node or c.spec.node)

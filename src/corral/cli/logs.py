@@ -14,6 +14,7 @@ from corral.api.client import ApiClient
 from corral.cli.completion import complete_container
 from corral.cli.connection import api_command, connection_options
 from corral.model.errors import NotFound
+from corral.model.kinds import CONTAINERS, JOBS, lookup
 from corral.model.resources import Container
 
 JOB_NAME_LABEL = "corral.io/job-name"  # as controllers/jobs.py labels a Job's containers
@@ -44,9 +45,10 @@ async def logs(client: ApiClient, *, name: str, namespace: str, follow: bool, ta
     its node keeps it (the worker's --keep-logs, 1 h by default).
     """
     kind, _, rest = name.partition("/")
-    if rest and kind in ("job", "jobs"):
+    target = lookup(kind) if rest else None  # any name of the kind: job, jobs, container, ctr, …
+    if target is JOBS:
         name = await job_container(client, rest, namespace)
-    elif rest and kind in ("container", "containers", "c", "ctr"):
+    elif target is CONTAINERS:
         name = rest
     elif rest:
         raise click.UsageError(f"logs reads NAME, container/NAME or job/NAME, not {kind}/")

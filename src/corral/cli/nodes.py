@@ -92,7 +92,7 @@ def max_unavailable(d: Deployment) -> int:
 
 
 def controller_of(c: Container) -> OwnerReference | None:
-    return next((r for r in c.metadata.owner_references if r.controller and r.kind == "Deployment"), None)
+    return next((r for r in c.metadata.owner_references if r.controller and r.kind == Deployment.KIND), None)
 
 
 def available(c: Container) -> bool:

@@ -28,6 +28,7 @@ from corral.cli import output, styling
 from corral.cli.connection import api_command, connection_options
 from corral.controllers import rollout as revisions
 from corral.model.errors import Gone, NotFound, Unavailable
+from corral.model.kinds import DEPLOYMENTS
 from corral.model.lifecycle import now_rfc3339
 from corral.model.resources import Deployment
 
@@ -40,7 +41,7 @@ def deployment_name(text: str) -> str:
     if not sep:
         return text
     info = output.kind_info(kind)
-    if info.kind != "Deployment":
+    if info is not DEPLOYMENTS:
         raise click.BadParameter(f"{text!r} is not a deployment", param_hint="NAME")
     return name
 

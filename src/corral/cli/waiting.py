@@ -15,7 +15,7 @@ import click
 from corral.api.client import ApiClient
 from corral.cli import output
 from corral.cli.rollout import rollout_state
-from corral.model.kinds import KindInfo
+from corral.model.kinds import CONTAINERS, DEPLOYMENTS, KindInfo
 from corral.model.resources import Container, Deployment
 
 POLL_SECONDS = 1.0
@@ -31,9 +31,9 @@ def container_state(c: Container) -> tuple[bool | None, str]:
 
 
 async def _state(client: ApiClient, info: KindInfo, namespace: str, name: str) -> tuple[bool | None, str]:
-    if info.kind == "Deployment":
+    if info is DEPLOYMENTS:
         return rollout_state(await client.get(Deployment, name, namespace=namespace))
-    if info.kind == "Container":
+    if info is CONTAINERS:
         return container_state(await client.get(Container, name, namespace=namespace))
     return True, f"{output.ref(info, name)} exists"
 

@@ -12,7 +12,7 @@ import click
 from corral.api.client import ApiClient
 from corral.cli import styling
 from corral.cli.connection import api_command, connection_options
-from corral.model.kinds import BY_KIND
+from corral.model.kinds import CONTAINERS
 from corral.model.resources import Container, Node, Volume
 from corral.scheduler.affinity import prepare
 from corral.scheduler.algorithm import Selector
@@ -35,7 +35,7 @@ async def why_not(client: ApiClient, *, name: str, node: str | None, namespace: 
     target = await client.get(Container, name, namespace=namespace)
     nodes, _ = await client.list(Node, namespace=None)
     containers, _ = await client.list(Container, namespace=None)
-    info = BY_KIND["Container"]
+    info = CONTAINERS
     key = info.key(namespace, name)
     cache = SchedulerCache()
     for listed in nodes:

@@ -48,7 +48,7 @@ import msgspec
 
 from corral.controllers.base import Controller, Informers
 from corral.model.errors import CorralError, NotFound
-from corral.model.kinds import BY_KIND
+from corral.model.kinds import NODES
 from corral.model.lifecycle import AGENT_FINALIZER, HEARTBEAT_PREFIX, now_rfc3339
 from corral.model.placement import tolerates
 from corral.model.resources import (
@@ -197,7 +197,7 @@ class NodeLifecycle(Controller):
         now = self.clock()
         if self.store_down_at is not None:
             return STORE_PROBE_SECONDS  # blind while the store is down: judge nobody
-        node = self.nodes.get(BY_KIND["Node"].key("", name))
+        node = self.nodes.get(NODES.key("", name))
         if node is not None and not node.status.last_heartbeat:
             return None  # not run by an agent: nothing to judge it by
         if node is None and not self._bound(name):

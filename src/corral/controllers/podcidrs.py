@@ -39,7 +39,7 @@ import msgspec
 from corral.controllers.base import Controller, Informers
 from corral.model.cluster import CLUSTER_CONFIG_KEY, ClusterConfig
 from corral.model.errors import AlreadyExists, NotFound
-from corral.model.kinds import BY_KIND
+from corral.model.kinds import NODES
 from corral.model.resources import Node
 from corral.store.informer import Change
 from corral.store.objects import Objects
@@ -115,7 +115,7 @@ class NodeIpam(Controller):
     async def reconcile(self, key: str) -> float | None:
         cfg = await self._load()
         cluster, size = Net(cfg.cluster_cidr), cfg.node_cidr_size
-        node = self.nodes.get(BY_KIND["Node"].key("", key))
+        node = self.nodes.get(NODES.key("", key))
         owned = {b for b, a in self.records.items() if a.node == key}
         if node is None:
             self._waiting.discard(key)

@@ -1,4 +1,9 @@
-"""The kinds the API serves: their wire names, plural path segments, scope and Python types."""
+"""The kinds the API serves: their wire names, plural path segments, scope and Python types.
+
+Each kind is one ``KindInfo`` constant (``CONTAINERS``, ``EVENTS``, …); code asks which kind it has
+by identity (``info is EVENTS``, ``info in OWNERS``) or by the object's class (``isinstance``), never
+by comparing names as strings. The name (``kind`` in JSON, ``BY_KIND``) is for the wire and for
+what a user types (``lookup``)."""
 
 from __future__ import annotations
 
@@ -51,24 +56,32 @@ class KindInfo:
         return f"/corral/{self.plural}/"
 
 
+#: each kind as a constant, compared by identity (``info is CONTAINERS``), never by its name as a string
+NAMESPACES = KindInfo("Namespace", "namespaces", Namespace, namespaced=False, short_names=("ns",),
+                      status_subresource=False)
+CONTAINERS = KindInfo("Container", "containers", Container, namespaced=True, short_names=("c", "ctr", "pod", "pods"))
+NODES = KindInfo("Node", "nodes", Node, namespaced=False, short_names=("no",))
+DEPLOYMENTS = KindInfo("Deployment", "deployments", Deployment, namespaced=True, short_names=("deploy",))
+VOLUMES = KindInfo("Volume", "volumes", Volume, namespaced=True, short_names=("vol",))
+NETWORKPOLICIES = KindInfo("NetworkPolicy", "networkpolicies", NetworkPolicy, namespaced=True, short_names=("netpol",),
+                           status_subresource=False)
+SECRETS = KindInfo("Secret", "secrets", Secret, namespaced=True, status_subresource=False)
+EVENTS = KindInfo("Event", "events", Event, namespaced=True, short_names=("ev",), status_subresource=False)
+SERVICES = KindInfo("Service", "services", Service, namespaced=True, short_names=("svc",), status_subresource=False)
+ENDPOINTS = KindInfo("Endpoints", "endpoints", Endpoints, namespaced=True, short_names=("ep",),
+                     status_subresource=False)
+JOBS = KindInfo("Job", "jobs", Job, namespaced=True)
+CRONJOBS = KindInfo("CronJob", "cronjobs", CronJob, namespaced=True, short_names=("cj",))
+DAEMONSETS = KindInfo("DaemonSet", "daemonsets", DaemonSet, namespaced=True, short_names=("ds",))
+PRIORITYCLASSES = KindInfo("PriorityClass", "priorityclasses", PriorityClass, namespaced=False, short_names=("pc",),
+                           status_subresource=False)
+
 KINDS: tuple[KindInfo, ...] = (
-    KindInfo("Namespace", "namespaces", Namespace, namespaced=False, short_names=("ns",), status_subresource=False),
-    KindInfo("Container", "containers", Container, namespaced=True, short_names=("c", "ctr", "pod", "pods")),
-    KindInfo("Node", "nodes", Node, namespaced=False, short_names=("no",)),
-    KindInfo("Deployment", "deployments", Deployment, namespaced=True, short_names=("deploy",)),
-    KindInfo("Volume", "volumes", Volume, namespaced=True, short_names=("vol",)),
-    KindInfo("NetworkPolicy", "networkpolicies", NetworkPolicy, namespaced=True, short_names=("netpol",),
-             status_subresource=False),
-    KindInfo("Secret", "secrets", Secret, namespaced=True, status_subresource=False),
-    KindInfo("Event", "events", Event, namespaced=True, short_names=("ev",), status_subresource=False),
-    KindInfo("Service", "services", Service, namespaced=True, short_names=("svc",), status_subresource=False),
-    KindInfo("Endpoints", "endpoints", Endpoints, namespaced=True, short_names=("ep",), status_subresource=False),
-    KindInfo("Job", "jobs", Job, namespaced=True),
-    KindInfo("CronJob", "cronjobs", CronJob, namespaced=True, short_names=("cj",)),
-    KindInfo("DaemonSet", "daemonsets", DaemonSet, namespaced=True, short_names=("ds",)),
-    KindInfo("PriorityClass", "priorityclasses", PriorityClass, namespaced=False, short_names=("pc",),
-             status_subresource=False),
+    NAMESPACES, CONTAINERS, NODES, DEPLOYMENTS, VOLUMES, NETWORKPOLICIES, SECRETS, EVENTS, SERVICES,
+    ENDPOINTS, JOBS, CRONJOBS, DAEMONSETS, PRIORITYCLASSES,
 )
+#: kinds whose objects own others (ownerReferences point at them)
+OWNERS = frozenset({DEPLOYMENTS, JOBS, CRONJOBS, DAEMONSETS})
 
 BY_KIND: dict[str, KindInfo] = {k.kind: k for k in KINDS}
 BY_PLURAL: dict[str, KindInfo] = {k.plural: k for k in KINDS}

@@ -23,7 +23,6 @@ AGENT_FINALIZER = "corral.io/agent"
 HEARTBEAT_PREFIX = "/corral/_heartbeats/"
 NAMESPACE_FINALIZER = "corral.io/namespace"  # the namespace controller removes it once the namespace is empty
 ORPHAN_FINALIZER = "corral.io/orphan"  # the garbage collector removes it once no dependent points here
-OWNER_KINDS = frozenset({"Deployment", "Job", "CronJob", "DaemonSet"})  # kinds whose objects own others (ownerReferences point at them)
 
 _encoder = msgspec.json.Encoder()
 ObjT = TypeVar("ObjT", bound=Object)

@@ -32,14 +32,13 @@ from typing import TypeVar
 
 import msgspec
 
-from corral.model import validation
+from corral.model import kinds, validation
 from corral.model.errors import Forbidden
-from corral.model.kinds import BY_KIND, KINDS, KindInfo
+from corral.model.kinds import BY_KIND, KINDS, OWNERS, KindInfo
 from corral.model.lifecycle import (
     AGENT_FINALIZER,
     NAMESPACE_FINALIZER,
     ORPHAN_FINALIZER,
-    OWNER_KINDS,
     now_rfc3339,
     spec_bytes,
 )
@@ -126,7 +125,7 @@ class Strategy:
         finalizers). ``orphan``: its dependents are kept (the garbage collector strips this owner
         from them, then the orphan finalizer)."""
         meta = obj.metadata
-        if orphan and self.info.kind in OWNER_KINDS and ORPHAN_FINALIZER not in meta.finalizers:
+        if orphan and self.info in OWNERS and ORPHAN_FINALIZER not in meta.finalizers:
             meta.finalizers = [*meta.finalizers, ORPHAN_FINALIZER]
         if not meta.finalizers:
             return True
@@ -194,11 +193,11 @@ class NodeStrategy(Strategy):
         return True
 
 
-CONTAINERS = ContainerStrategy(BY_KIND["Container"])
+CONTAINERS = ContainerStrategy(kinds.CONTAINERS)
 STRATEGIES: dict[KindInfo, Strategy] = {info: Strategy(info) for info in KINDS} | {
     CONTAINERS.info: CONTAINERS,
-    BY_KIND["Namespace"]: NamespaceStrategy(BY_KIND["Namespace"]),
-    BY_KIND["Node"]: NodeStrategy(BY_KIND["Node"]),
+    kinds.NAMESPACES: NamespaceStrategy(kinds.NAMESPACES),
+    kinds.NODES: NodeStrategy(kinds.NODES),
 }
 
 
@@ -206,7 +205,6 @@ def strategy_for(info: KindInfo) -> Strategy:
     return STRATEGIES[info]
 
 
-def kind_of(obj_or_type: object) -> KindInfo:
+def kind_of(obj_or_type: ObjT | type[ObjT]) -> KindInfo:
     """The KindInfo of an object or of its type (a kind's class names itself in ``KIND``)."""
-    kind = obj_or_type.KIND if isinstance(obj_or_type, type) else obj_or_type.kind  # type: ignore[attr-defined]
-    return BY_KIND[str(kind)]
+    return BY_KIND[obj_or_type.KIND if isinstance(obj_or_type, type) else obj_or_type.kind]

@@ -20,7 +20,7 @@ import msgspec.inspect as mi
 from corral.model import names, networkpolicy, quantities, secrets
 from corral.model.cron import schedule_problem
 from corral.model.errors import FieldError, Invalid
-from corral.model.kinds import KindInfo
+from corral.model.kinds import EVENTS, KindInfo
 from corral.model.placement import placement_problems
 from corral.model.resources import (
     API_VERSION,
@@ -178,7 +178,7 @@ def _summary(errors: list[FieldError]) -> str:
 
 
 def validate_meta(meta: ObjectMeta, info: KindInfo, errors: list[FieldError], *, path: str = "metadata") -> None:
-    check = names.subdomain_problem if info.kind == "Event" else names.name_problem
+    check = names.subdomain_problem if info is EVENTS else names.name_problem
     if problem := check(meta.name):
         errors.append(FieldError(f"{path}.name", problem))
     if info.namespaced and meta.namespace and (problem := names.name_problem(meta.namespace)):

@@ -73,6 +73,6 @@ async def _why(api: ApiClient, node: str) -> str:
         events, _ = await api.list(Event, namespace=None)
     except errors.CorralError:
         return ""
-    mine = [e for e in events if e.spec.involved_object.kind == "Node" and e.spec.involved_object.name == node
+    mine = [e for e in events if e.spec.involved_object.kind == Node.KIND and e.spec.involved_object.name == node
             and e.spec.type == "Warning"]
     return max(mine, key=lambda e: e.spec.last_timestamp).spec.message if mine else ""

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import msgspec
 
 from corral.model.errors import Conflict, NotFound
-from corral.model.kinds import BY_KIND, ObjectKey
+from corral.model.kinds import BY_KIND, EVENTS, ObjectKey
 from corral.model.lifecycle import new_event, now_rfc3339
 from corral.model.resources import Container, ObjectReference
 from corral.model.strategies import CONTAINERS as CONTAINER_STRATEGY
@@ -181,4 +181,4 @@ class Preemptor:
 def _event(namespace: str, name: str, reason: str, type_: str, now: str, message: str) -> Put:
     event = new_event(ObjectReference(kind="Container", namespace=namespace, name=name), reason=reason,
                       message=message, component="scheduler", warning=type_ == "Warning", when=now)
-    return Put(BY_KIND["Event"].key(namespace, event.metadata.name), encode(event))
+    return Put(EVENTS.key(namespace, event.metadata.name), encode(event))

@@ -28,7 +28,7 @@ import msgspec
 
 from corral.model.cluster import CLUSTER_CONFIG_KEY, ClusterConfig
 from corral.model.errors import AlreadyExists, Conflict, FieldError, Invalid, NotFound
-from corral.model.kinds import BY_KIND
+from corral.model.kinds import SERVICES
 from corral.model.resources import HEADLESS, Object, Service
 from corral.model.services import NODE_PORT_MAX, NODE_PORT_MIN
 from corral.store.base import Store
@@ -38,7 +38,6 @@ PORT_PREFIX = "/corral/_alloc/nodeports/"
 STALE_AFTER = 60.0  # seconds: a younger record may belong to a Service whose create is in flight
 RANDOM_PROBES = 16
 
-SERVICES = BY_KIND["Service"]
 
 Undo = Callable[[bool], Awaitable[None]]  # called with whether the write it prepared succeeded
 

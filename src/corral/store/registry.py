@@ -32,12 +32,12 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeAlias, TypeVar
+from typing import Generic, Protocol, TypeAlias, TypeVar, cast
 
 import msgspec
 
 from corral.model.errors import AlreadyExists, Conflict, NotFound
-from corral.model.kinds import BY_KIND, KindInfo, ObjectKey
+from corral.model.kinds import EVENTS, KindInfo, ObjectKey
 from corral.model.lifecycle import now_rfc3339
 from corral.model.resources import Container, Object
 from corral.model.strategies import CONTAINERS, describe, kind_of, removable, strategy_for
@@ -48,7 +48,6 @@ from corral.store.leases import BucketLeases
 ObjT = TypeVar("ObjT", bound=Object)
 
 ATTEMPTS = 5  # reads and CAS writes a guaranteed_update makes before it gives up on a busy object
-EVENTS = BY_KIND["Event"]
 
 Undo = Callable[[bool], Awaitable[None]]  # told whether the write it prepared for succeeded
 
@@ -154,7 +153,7 @@ class Registry:
         docstring). ``before_write(new, current)`` (``current``: the version read, as ``mutate`` left
         it) prepares what lives beside the object (a Service's addresses) and returns how to finish
         or undo it. ``dry_run``: everything but the write."""
-        decode_as: type[ObjT] = tp if tp is not None else info.type  # type: ignore[assignment]
+        decode_as = tp if tp is not None else cast("type[ObjT]", info.type)  # ObjT is info's kind (KindInfo is not generic)
         namespace, name = _split(info, key)
         for attempt in range(attempts):
             from_cache = attempt == 0 and cached is not None

@@ -8,7 +8,7 @@ never disagree with etcd's compare-and-swap.
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -19,7 +19,7 @@ from corral.store.base import KeyValue, WatchEvent
 ObjT = TypeVar("ObjT", bound=Object)
 
 _encoder = msgspec.json.Encoder()
-_decoders: dict[type, msgspec.json.Decoder[object]] = {}
+_decoders: dict[type, msgspec.json.Decoder[Any]] = {}  # each decodes to its key
 
 
 def encode(obj: Object) -> bytes:
@@ -38,7 +38,7 @@ def decode_bytes(value: bytes, tp: type[ObjT], *, revision: int) -> ObjT:
     decoder = _decoders.get(tp)
     if decoder is None:
         decoder = _decoders[tp] = msgspec.json.Decoder(tp)
-    obj: ObjT = decoder.decode(value)  # type: ignore[assignment]
+    obj: ObjT = decoder.decode(value)
     obj.metadata.resource_version = str(revision)
     return obj
 
