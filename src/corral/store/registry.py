@@ -47,7 +47,7 @@ from corral.store.leases import BucketLeases
 
 ObjT = TypeVar("ObjT", bound=Object)
 
-ATTEMPTS = 5  # reads and CAS writes a guaranteed_update makes before it gives up on a busy object
+ATTEMPTS = 16  # reads and CAS writes a guaranteed_update makes before it gives up on a busy object (n writers at once: the last may lose n - 1 times)
 
 Undo = Callable[[bool], Awaitable[None]]  # told whether the write it prepared for succeeded
 
