@@ -16,8 +16,9 @@ The agent does this in a child process (``node_credentials_in_child``: ``python 
 corral.roles.nodetls``) and only reads the files it leaves: making keys and CSRs and reading
 certificates needs cryptography, which would stay in the long-lived agent for nothing (~10 MiB
 resident of its memory, most of it the library's Rust extension). The child costs the agent's start
-one Python start-up (~0.3 s). This module therefore imports ``pki`` and ``tokens`` inside the
-functions that use them.
+one Python start-up and cryptography's import: 0.13 to 0.2 s measured (load 10) for the usual case,
+a kept certificate, which needs no API client; 0.4 to 1.2 s (load 8) when it joins or renews. This
+module therefore imports ``pki``, ``tokens`` and the API client inside the functions that use them.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from pathlib import Path
 
 import msgspec
 
-from corral.api.client import ApiClient
 from corral.model import errors
 from corral.model.errors import CorralError, Invalid, Unauthorized
 from corral.tls.contexts import client_context, server_context
@@ -67,6 +67,7 @@ def _read(tls_dir: Path) -> tuple[bytes, bytes] | None:
 async def _sign(servers: list[str], ssl_context: ssl.SSLContext, *, token: str, node: str, node_ip: str,
                 trust_source: str) -> tuple[bytes, bytes]:
     """A new key, and its certificate from ``POST /join`` (key PEM, certificate PEM)."""
+    from corral.api.client import ApiClient
     from corral.tls import pki
 
     key = pki.new_key()
@@ -89,7 +90,6 @@ def _save(tls_dir: Path, *, ca_pem: bytes | None, key: bytes, cert: bytes) -> No
 async def node_credentials(*, servers: list[str], data_dir: Path, node: str, node_ip: str,
                            join_token: str) -> NodeCredentials:
     from corral.tls import pki
-    from corral.tls.tokens import JoinToken, fetch_pinned_ca
 
     if plain := [s for s in servers if not s.startswith("https://")]:
         raise Invalid(f"--server {plain[0]}: corral's API speaks HTTPS only; use https://HOST:PORT")
@@ -118,6 +118,8 @@ async def node_credentials(*, servers: list[str], data_dir: Path, node: str, nod
         log.info("the kept node certificate is %s: joining again", "expired" if left <= 0 else "for another name")
     if not join_token:
         raise Unauthorized(f"the worker has no node certificate in {tls_dir} and no --join-token to get one")
+    from corral.tls.tokens import JoinToken, fetch_pinned_ca
+
     token = JoinToken.parse(join_token)
     ca_pem = await fetch_pinned_ca(servers, token)
     key, cert_pem = await _sign(servers, client_context(ca_pem), token=token.secret, node=node, node_ip=node_ip,
