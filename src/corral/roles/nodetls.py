@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import ssl
 import sys
 from dataclasses import dataclass
@@ -138,8 +139,9 @@ async def node_credentials_in_child(*, servers: list[str], data_dir: Path, node:
         return await node_credentials(servers=servers, data_dir=data_dir, node=node, node_ip=node_ip,
                                       join_token=join_token)
     request = {"servers": servers, "dataDir": str(data_dir), "node": node, "nodeIP": node_ip, "joinToken": join_token}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}  # finds corral as we did
     child = await asyncio.create_subprocess_exec(sys.executable, "-m", __name__, stdin=asyncio.subprocess.PIPE,
-                                                 stdout=asyncio.subprocess.PIPE)
+                                                 stdout=asyncio.subprocess.PIPE, env=env)
     out, _ = await child.communicate(json.dumps(request).encode())
     if child.returncode != 0:
         try:
