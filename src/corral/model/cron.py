@@ -7,7 +7,7 @@ This module fixes what corral accepts: exactly five fields (no seconds, no ``@re
 (``zoneinfo``); the empty zone is UTC. Times in and out are aware ``datetime``s.
 
 croniter (with dateutil) is imported on first use, not with this module: validation imports this
-module for every process, and a worker never reads a schedule (~2 MiB of its memory).
+module for every process, and a worker never reads a schedule (0.5 MiB and 24 modules of its memory).
 """
 
 from __future__ import annotations
