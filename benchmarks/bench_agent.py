@@ -124,6 +124,8 @@ async def main() -> None:
                 await asyncio.sleep(IDLE)
                 idle_cpu = (cpu_seconds(worker.pid) - c0) / (time.monotonic() - t0) * 100
                 rss, peak = rss_mib(worker.pid), rss_mib(worker.pid, "VmHWM")
+                anon, files = rss_mib(worker.pid, "RssAnon"), rss_mib(worker.pid, "RssFile")
+                load = Path("/proc/loadavg").read_text().split()[:3]
                 for c in items:
                     await api.delete(Container, c.metadata.name, grace_period=0)
                 while (await api.list(Container, label_selector="bench=agent"))[0]:
@@ -136,8 +138,9 @@ async def main() -> None:
             await remove_subnet_masquerade(bridge=bridge)
             ip = await asyncio.create_subprocess_exec("ip", "link", "del", bridge, stderr=asyncio.subprocess.DEVNULL)
             await ip.wait()
-    print(f"agent with {COUNT} running containers: RSS {rss:.1f} MiB (peak {peak:.1f} MiB), "
-          f"CPU idle {idle_cpu:.2f} % of a core over {IDLE:.0f} s   goal <= 60 MB, <= 1 %")
+    print(f"agent with {COUNT} running containers: RSS {rss:.1f} MiB = {rss * 1.048576:.1f} MB (peak {peak:.1f} MiB; "
+          f"{anon:.1f} MiB anonymous, {files:.1f} MiB file-backed: libraries), "
+          f"CPU idle {idle_cpu:.2f} % of a core over {IDLE:.0f} s   goal <= 60 MB, <= 1 %   (load average {' '.join(load)})")
     m = memory
     print(f"node memory per running container: shim + log collector share {m['per_container_rss_mib']:.2f} MiB RSS "
           f"({m['per_container_pss_mib']:.2f} MiB PSS); the shim alone (floor) {m['shim_rss_mib']:.2f} MiB RSS "
@@ -147,6 +150,7 @@ async def main() -> None:
     out.mkdir(exist_ok=True)
     (out / "bench_agent.json").write_text(json.dumps(
         {"containers": COUNT, "rss_mib": round(rss, 1), "peak_rss_mib": round(peak, 1),
+         "rss_anon_mib": round(anon, 1), "rss_file_mib": round(files, 1), "load_average": load,
          "idle_cpu_percent": round(idle_cpu, 2), "idle_seconds": IDLE, "node_memory": memory}, indent=2) + "\n")
 
 

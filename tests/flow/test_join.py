@@ -16,11 +16,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from corral.api.client import UntrustedServer
+from corral.api.client import ApiClient, UntrustedServer
 from corral.cli.connection import client_for, resolve
 from corral.model import errors
 from corral.model.resources import Container, Node
-from corral.roles.nodetls import node_credentials
+from corral.roles.nodetls import node_credentials, node_credentials_in_child
 from corral.tls import pki
 from corral.tls.contexts import client_context
 from corral.tls.tokens import JoinToken
@@ -61,6 +61,21 @@ async def test_a_worker_joins_once_keeps_its_key_private_and_reuses_its_certific
     moved = await node_credentials(servers=[control_plane.url], data_dir=tmp_path, node="joiner",
                                    node_ip="127.0.0.2", join_token="")  # a new node IP: renewed by the node itself
     assert pki.ip_sans(pki.load_cert(moved.cert_file.read_bytes())) == ["127.0.0.2"]
+
+
+async def test_a_worker_prepares_its_credentials_in_a_child_process_with_the_same_result_and_errors(
+        control_plane: RunningControl, tmp_path: Path) -> None:
+    creds = await node_credentials_in_child(servers=[control_plane.url], data_dir=tmp_path, node="child-joiner",
+                                            node_ip="127.0.0.1", join_token=control_plane.join_token, in_child=True)
+    assert creds.ca_pem == control_plane.plane.ca_pem
+    assert pki.common_name(pki.load_cert(creds.cert_file.read_bytes())) == "node:child-joiner"
+    assert stat.S_IMODE(os.stat(creds.key_file).st_mode) == 0o600
+    async with ApiClient([control_plane.url], ssl_context=creds.api_context()) as api:  # they authenticate the node
+        with pytest.raises(errors.NotFound):  # not Unauthorized: the node may read its Node, not yet registered
+            await api.get(Node, "child-joiner")
+    with pytest.raises(errors.Unauthorized, match="no --join-token"):
+        await node_credentials_in_child(servers=[control_plane.url], data_dir=tmp_path / "bare", node="bare",
+                                        node_ip="127.0.0.1", join_token="", in_child=True)
 
 
 async def test_the_cli_with_a_config_whose_ca_is_wrong_says_so_and_where_the_config_is(control_plane: RunningControl,

@@ -24,7 +24,7 @@ from corral.model.kinds import NODES
 from corral.model.resources import Node
 from corral.store import typed
 from corral.store.base import Store
-from corral.tls.pki import node_dns_name
+from corral.tls.names import node_dns_name
 
 
 def endpoint_problem(node: Node) -> str:

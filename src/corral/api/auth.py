@@ -36,7 +36,7 @@ from aiohttp import web
 from corral.api.tokenindex import TokenIndex
 from corral.model.errors import AlreadyExists, Unauthorized
 from corral.store.base import Store
-from corral.tls.pki import NODE_PREFIX
+from corral.tls.names import NODE_PREFIX
 
 Role = Literal["admin", "node", "join", "edit", "view"]
 PREFIX = "/corral/_tokens/"

@@ -290,6 +290,9 @@ def serve(role: str | None, inline_leader: bool, leader_ttl: int, all_roles: boo
             if not join_token and not (data_dir / "agent" / "tls" / "node.crt").exists():
                 raise click.UsageError("--role=worker needs --join-token K10… (from <data-dir>/join.token on a "
                                        "control host) to join the cluster")
+            from corral.aiokit.heap import small_tls_buffers
+
+            small_tls_buffers()  # a worker keeps a TLS connection per watch: 256 KiB each by default
             asyncio.run(_serve_worker(agent, embedded_dir=embedded))
             return
         from corral.aiokit.heap import tune_for_large_heaps

@@ -15,13 +15,13 @@ from __future__ import annotations
 import msgspec
 
 from corral.controllers.base import Controller, Informers
+from corral.model.conditions import DISK_PRESSURE as DISK_PRESSURE
+from corral.model.conditions import DISK_PRESSURE_TAINT as DISK_PRESSURE_TAINT
 from corral.model.kinds import BY_KIND
 from corral.model.resources import Node, Taint
 from corral.store.informer import Change
 from corral.store.objects import Objects
 
-DISK_PRESSURE = "DiskPressure"
-DISK_PRESSURE_TAINT = "corral.io/disk-pressure"
 NODES = BY_KIND["Node"]
 
 

@@ -18,10 +18,8 @@ import ipaddress
 import socket
 from pathlib import Path
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
 from corral.model.errors import CorralError
+from corral.network.netlink import IPRoute, NetlinkError
 
 
 def _ensure(name: str, gateway: str, prefixlen: int) -> None:

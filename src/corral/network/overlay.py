@@ -31,10 +31,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
 from corral.model.errors import CorralError
+from corral.network.netlink import IPRoute, NetlinkError
 
 log = logging.getLogger(__name__)
 

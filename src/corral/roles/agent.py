@@ -74,7 +74,7 @@ from corral.roles.agentsecrets import ApiSecrets, follow_secret_volumes
 from corral.roles.agentvolumes import UsageWatch, is_evicted, requeue_mounting, volume_placement
 from corral.roles.fencing import Fence, kill_node_tasks
 from corral.roles.metrics import agent_collector
-from corral.roles.nodetls import NodeCredentials, node_credentials
+from corral.roles.nodetls import NodeCredentials, node_credentials_in_child
 from corral.roles.peers import PeerRoutes, is_loopback, link_mtu
 from corral.roles.policies import PolicyEnforcer
 from corral.roles.services import ServiceProxy, start_dns, upstreams_of
@@ -612,8 +612,8 @@ async def run_agent(cfg: AgentConfig, *, stop: asyncio.Event) -> None:
     if cfg.token:
         raise errors.Unauthorized("a worker no longer takes a node --token: nodes authenticate with their own "
                                   "certificate; join with --join-token K10…")
-    creds = await node_credentials(servers=cfg.servers, data_dir=cfg.data_dir, node=cfg.node_name,
-                                   node_ip=cfg.node_ip, join_token=cfg.join_token)
+    creds = await node_credentials_in_child(servers=cfg.servers, data_dir=cfg.data_dir, node=cfg.node_name,
+                                            node_ip=cfg.node_ip, join_token=cfg.join_token)
     async with ApiClient(cfg.servers, ssl_context=creds.api_context(),
                          trust_source=str(creds.cert_file.parent / "ca.crt")) as api:
         # the subnet comes from the Node once registered (Agent.settle_network → reconciler.use_network),

@@ -19,8 +19,8 @@ import logging
 from collections.abc import Callable
 
 from corral.api.client import ApiClient
-from corral.controllers.nodeconditions import DISK_PRESSURE, DISK_PRESSURE_TAINT
 from corral.model import errors
+from corral.model.conditions import DISK_PRESSURE, DISK_PRESSURE_TAINT
 from corral.model.lifecycle import now_rfc3339
 from corral.model.resources import Condition, Node, NodeStatus, ObjectMeta
 from corral.reconcile.imagegc import Usage

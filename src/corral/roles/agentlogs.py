@@ -23,7 +23,7 @@ from aiohttp import web
 from corral.reconcile import logkeeping
 from corral.runtime import logs
 from corral.tls.contexts import peer_common_name
-from corral.tls.pki import API_CLIENT_CN
+from corral.tls.names import API_CLIENT_CN
 
 LogPathFor = Callable[[str], Path | None]
 KeptLogFor = Callable[[str, str], tuple[Path, float] | None]

@@ -11,23 +11,32 @@ certificate authenticates the agent to the API (mutual TLS: no token) and serves
   it still names the node IP; otherwise (while it is valid) it is renewed by the same
   ``POST /join``, authenticated by the current certificate (a node may always re-join as itself). A renewal that fails while the
   old certificate is still valid is logged and the old one kept.
+
+The agent does this in a child process (``node_credentials_in_child``: ``python -m
+corral.roles.nodetls``) and only reads the files it leaves: making keys and CSRs and reading
+certificates needs cryptography, which would stay in the long-lived agent for nothing (~10 MiB
+resident of its memory, most of it the library's Rust extension). The child costs the agent's start
+one Python start-up and cryptography's import: 0.13 to 0.2 s measured (load 10) for the usual case,
+a kept certificate, which needs no API client; 0.4 to 1.2 s (load 8) when it joins or renews. This
+module therefore imports ``pki``, ``tokens`` and the API client inside the functions that use them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import ssl
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
 
-from corral.api.client import ApiClient
+from corral.model import errors
 from corral.model.errors import CorralError, Invalid, Unauthorized
-from corral.tls import pki
 from corral.tls.contexts import client_context, server_context
-from corral.tls.tokens import JoinToken, fetch_pinned_ca
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +68,9 @@ def _read(tls_dir: Path) -> tuple[bytes, bytes] | None:
 async def _sign(servers: list[str], ssl_context: ssl.SSLContext, *, token: str, node: str, node_ip: str,
                 trust_source: str) -> tuple[bytes, bytes]:
     """A new key, and its certificate from ``POST /join`` (key PEM, certificate PEM)."""
+    from corral.api.client import ApiClient
+    from corral.tls import pki
+
     key = pki.new_key()
     csr = pki.make_csr(key, pki.NODE_PREFIX + node)
     async with ApiClient(servers, token, ssl_context=ssl_context, trust_source=trust_source) as client:
@@ -68,6 +80,8 @@ async def _sign(servers: list[str], ssl_context: ssl.SSLContext, *, token: str, 
 
 
 def _save(tls_dir: Path, *, ca_pem: bytes | None, key: bytes, cert: bytes) -> None:
+    from corral.tls import pki
+
     if ca_pem is not None:
         pki.write_private(tls_dir / "ca.crt", ca_pem, mode=0o644)
     pki.write_private(tls_dir / "node.key", key)
@@ -76,6 +90,8 @@ def _save(tls_dir: Path, *, ca_pem: bytes | None, key: bytes, cert: bytes) -> No
 
 async def node_credentials(*, servers: list[str], data_dir: Path, node: str, node_ip: str,
                            join_token: str) -> NodeCredentials:
+    from corral.tls import pki
+
     if plain := [s for s in servers if not s.startswith("https://")]:
         raise Invalid(f"--server {plain[0]}: corral's API speaks HTTPS only; use https://HOST:PORT")
     tls_dir = data_dir / "tls"
@@ -103,6 +119,8 @@ async def node_credentials(*, servers: list[str], data_dir: Path, node: str, nod
         log.info("the kept node certificate is %s: joining again", "expired" if left <= 0 else "for another name")
     if not join_token:
         raise Unauthorized(f"the worker has no node certificate in {tls_dir} and no --join-token to get one")
+    from corral.tls.tokens import JoinToken, fetch_pinned_ca
+
     token = JoinToken.parse(join_token)
     ca_pem = await fetch_pinned_ca(servers, token)
     key, cert_pem = await _sign(servers, client_context(ca_pem), token=token.secret, node=node, node_ip=node_ip,
@@ -110,3 +128,49 @@ async def node_credentials(*, servers: list[str], data_dir: Path, node: str, nod
     await asyncio.to_thread(_save, tls_dir, ca_pem=ca_pem, key=key, cert=cert_pem)
     log.info("joined as node %s; certificate in %s", node, tls_dir)
     return NodeCredentials(ca_pem, creds.cert_file, creds.key_file)
+
+
+async def node_credentials_in_child(*, servers: list[str], data_dir: Path, node: str, node_ip: str,
+                                    join_token: str, in_child: bool | None = None) -> NodeCredentials:
+    """``node_credentials`` run by a child Python (which alone loads cryptography); the same errors
+    (the child reports the class and message of a ``CorralError``). In a process that has loaded
+    cryptography already (``serve --all``: the control plane's CA), in this process, unless ``in_child``."""
+    if not (in_child if in_child is not None else "cryptography" not in sys.modules):
+        return await node_credentials(servers=servers, data_dir=data_dir, node=node, node_ip=node_ip,
+                                      join_token=join_token)
+    request = {"servers": servers, "dataDir": str(data_dir), "node": node, "nodeIP": node_ip, "joinToken": join_token}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}  # finds corral as we did
+    child = await asyncio.create_subprocess_exec(sys.executable, "-m", __name__, stdin=asyncio.subprocess.PIPE,
+                                                 stdout=asyncio.subprocess.PIPE, env=env)
+    out, _ = await child.communicate(json.dumps(request).encode())
+    if child.returncode != 0:
+        try:
+            answer = json.loads(out)
+        except ValueError:
+            raise CorralError(f"preparing the node's credentials failed (exit {child.returncode}); "
+                              "see the log above") from None
+        kind = getattr(errors, str(answer.get("error")), None)
+        if not (isinstance(kind, type) and issubclass(kind, CorralError)):
+            kind = CorralError
+        raise kind(answer["message"])
+    tls_dir = data_dir / "tls"
+    ca_pem = await asyncio.to_thread((tls_dir / "ca.crt").read_bytes)
+    return NodeCredentials(ca_pem, tls_dir / "node.crt", tls_dir / "node.key")
+
+
+def _child() -> int:
+    """``python -m corral.roles.nodetls``: a JSON request on stdin; on a ``CorralError`` a JSON answer
+    naming it on stdout and exit 1. Log lines go to stderr (the agent's)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    request = json.loads(sys.stdin.read())
+    try:
+        asyncio.run(node_credentials(servers=request["servers"], data_dir=Path(request["dataDir"]),
+                                     node=request["node"], node_ip=request["nodeIP"], join_token=request["joinToken"]))
+    except CorralError as e:
+        sys.stdout.write(json.dumps({"error": type(e).__name__, "message": str(e)}))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_child())

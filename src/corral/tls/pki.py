@@ -26,16 +26,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from corral.model.errors import Invalid
+from corral.tls.names import API_CLIENT_CN as API_CLIENT_CN  # re-exported: callers of pki use them too
+from corral.tls.names import NODE_DNS_SUFFIX as NODE_DNS_SUFFIX
+from corral.tls.names import NODE_PREFIX as NODE_PREFIX
+from corral.tls.names import node_dns_name as node_dns_name
 
 CA_DAYS = 3650
 LEAF_DAYS = 365
-NODE_PREFIX = "node:"
-API_CLIENT_CN = "corral:api"
-NODE_DNS_SUFFIX = ".nodes.corral"  # a node's certificate names it <node>.nodes.corral; the API checks that name
-
-
-def node_dns_name(node: str) -> str:
-    return node + NODE_DNS_SUFFIX
 
 PrivateKey = ec.EllipticCurvePrivateKey
 
