@@ -30,7 +30,9 @@ COUNT = 20_000
 PAD = "x" * 120  # ~2.5 MiB in all: the pipes fill within a few hundred lines while the collector is away
 # Each line: the number, then the host's uptime (centiseconds) when the shell wrote it; a gap in
 # uptime between two lines is how long a write waited.
-COUNTER = f'i=0; while [ $i -lt {COUNT} ]; do read up rest < /proc/uptime; echo "$i $up {PAD}"; i=$((i+1)); done'
+# paced (0.2 s every 1,000 lines, at least 4 s in all) so the collector is killed mid-count however fast the machine is
+COUNTER = (f'i=0; while [ $i -lt {COUNT} ]; do read up rest < /proc/uptime; echo "$i $up {PAD}"; i=$((i+1)); '
+           f'[ $((i % 1000)) -eq 0 ] && sleep 0.2; done')
 
 
 @asynccontextmanager
