@@ -47,6 +47,7 @@ from corral.network.masq import remove_subnet_masquerade
 from corral.runtime.archive import import_archive
 from corral.runtime.client import Client
 from corral.runtime.imagebuild import build_busybox_image
+from corral.runtime.logpipes import running_collector
 from corral.store.embedded import free_port
 from tests.fixtures.cluster import TEST_CLUSTER_CIDR, private_network
 
@@ -196,6 +197,13 @@ N_SINGLE = int(os.environ.get("BENCH_SINGLE", "30"))
 BURST = int(os.environ.get("BENCH_BURST", "100"))
 
 
+async def end_collector(agent_dir: Path) -> None:
+    """The node's log collector outlives a serve that stopped with containers left (by design): end it."""
+    pid = await asyncio.to_thread(running_collector, agent_dir)
+    if pid is not None:
+        os.kill(pid, signal.SIGTERM)
+
+
 async def main() -> None:
     with tempfile.TemporaryDirectory(prefix="corral-e2e-") as tmp:
         data = Path(tmp)
@@ -204,7 +212,7 @@ async def main() -> None:
         with open(data / "serve.log", "wb") as log:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "corral.cli.main", "serve", "--all", "--data-dir", str(data),
-                "--listen", f"127.0.0.1:{port}", "--node-name", "bench", "--bridge", bridge,
+                "--listen", f"127.0.0.1:{port}", "--node-name", "bench", "--bridge", bridge, "--nft-table", bridge,
                 "--pod-cidr", subnet, "--cluster-cidr", TEST_CLUSTER_CIDR,
                 "--containerd-socket", str(data / "no-such.sock"),
                 stdout=asyncio.subprocess.DEVNULL, stderr=log, env={**os.environ, "XDG_CONFIG_HOME": tmp},
@@ -219,6 +227,10 @@ async def main() -> None:
                 proc.send_signal(signal.SIGTERM)
             await proc.wait()
             await remove_subnet_masquerade(bridge=bridge)
+            await end_collector(data / "agent")
+            nft = await asyncio.create_subprocess_exec("nft", "delete", "table", "inet", bridge,
+                                                       stderr=asyncio.subprocess.DEVNULL)
+            await nft.wait()
             ip = await asyncio.create_subprocess_exec("ip", "link", "del", bridge,
                                                       stderr=asyncio.subprocess.DEVNULL)
             await ip.wait()
