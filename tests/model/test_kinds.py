@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from corral.model import kinds
-from corral.model.kinds import BY_KIND, BY_PLURAL, CONTAINERS, CRONJOBS, JOBS, KINDS, OWNERS, KindInfo, lookup
+from corral.model.kinds import BY_KIND, BY_PLURAL, CONTAINERS, CRONJOBS, JOBS, KINDS, OWNERS, Kind, lookup
 from corral.model.resources import Container, CronJob, DaemonSet, Deployment, Job
 from corral.model.strategies import kind_of
 
 
 def test_every_kind_is_a_named_constant_and_each_constant_is_the_one_in_kinds() -> None:
-    constants = {name: v for name, v in vars(kinds).items() if isinstance(v, KindInfo)}
+    constants = {name: v for name, v in vars(kinds).items() if isinstance(v, Kind)}
     assert set(constants.values()) == set(KINDS)
     for name, info in constants.items():
         assert name == info.plural.upper()

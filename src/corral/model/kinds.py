@@ -8,7 +8,7 @@ what a user types (``lookup``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NewType
+from typing import Generic, NewType, TypeVar
 
 from corral.model.resources import (
     Container,
@@ -30,12 +30,17 @@ from corral.model.resources import (
 
 ObjectKey = NewType("ObjectKey", str)  # an object's etcd key: /corral/<plural>/[<namespace>/]<name>
 
+ObjT_co = TypeVar("ObjT_co", bound=Object, covariant=True)
+
 
 @dataclass(frozen=True, slots=True)
-class KindInfo:
+class Kind(Generic[ObjT_co]):
+    """One kind, generic in its Python type: ``CONTAINERS`` is a ``Kind[Container]``, so what is read
+    or decoded through it is a ``Container`` to the type checker; ``KindInfo`` is any kind."""
+
     kind: str
     plural: str
-    type: type[Object]
+    type: type[ObjT_co]
     namespaced: bool
     short_names: tuple[str, ...] = ()
     #: whether ``status`` is written only through the ``/status`` subresource
@@ -57,24 +62,26 @@ class KindInfo:
 
 
 #: each kind as a constant, compared by identity (``info is CONTAINERS``), never by its name as a string
-NAMESPACES = KindInfo("Namespace", "namespaces", Namespace, namespaced=False, short_names=("ns",),
+NAMESPACES = Kind("Namespace", "namespaces", Namespace, namespaced=False, short_names=("ns",),
                       status_subresource=False)
-CONTAINERS = KindInfo("Container", "containers", Container, namespaced=True, short_names=("c", "ctr", "pod", "pods"))
-NODES = KindInfo("Node", "nodes", Node, namespaced=False, short_names=("no",))
-DEPLOYMENTS = KindInfo("Deployment", "deployments", Deployment, namespaced=True, short_names=("deploy",))
-VOLUMES = KindInfo("Volume", "volumes", Volume, namespaced=True, short_names=("vol",))
-NETWORKPOLICIES = KindInfo("NetworkPolicy", "networkpolicies", NetworkPolicy, namespaced=True, short_names=("netpol",),
+CONTAINERS = Kind("Container", "containers", Container, namespaced=True, short_names=("c", "ctr", "pod", "pods"))
+NODES = Kind("Node", "nodes", Node, namespaced=False, short_names=("no",))
+DEPLOYMENTS = Kind("Deployment", "deployments", Deployment, namespaced=True, short_names=("deploy",))
+VOLUMES = Kind("Volume", "volumes", Volume, namespaced=True, short_names=("vol",))
+NETWORKPOLICIES = Kind("NetworkPolicy", "networkpolicies", NetworkPolicy, namespaced=True, short_names=("netpol",),
                            status_subresource=False)
-SECRETS = KindInfo("Secret", "secrets", Secret, namespaced=True, status_subresource=False)
-EVENTS = KindInfo("Event", "events", Event, namespaced=True, short_names=("ev",), status_subresource=False)
-SERVICES = KindInfo("Service", "services", Service, namespaced=True, short_names=("svc",), status_subresource=False)
-ENDPOINTS = KindInfo("Endpoints", "endpoints", Endpoints, namespaced=True, short_names=("ep",),
+SECRETS = Kind("Secret", "secrets", Secret, namespaced=True, status_subresource=False)
+EVENTS = Kind("Event", "events", Event, namespaced=True, short_names=("ev",), status_subresource=False)
+SERVICES = Kind("Service", "services", Service, namespaced=True, short_names=("svc",), status_subresource=False)
+ENDPOINTS = Kind("Endpoints", "endpoints", Endpoints, namespaced=True, short_names=("ep",),
                      status_subresource=False)
-JOBS = KindInfo("Job", "jobs", Job, namespaced=True)
-CRONJOBS = KindInfo("CronJob", "cronjobs", CronJob, namespaced=True, short_names=("cj",))
-DAEMONSETS = KindInfo("DaemonSet", "daemonsets", DaemonSet, namespaced=True, short_names=("ds",))
-PRIORITYCLASSES = KindInfo("PriorityClass", "priorityclasses", PriorityClass, namespaced=False, short_names=("pc",),
+JOBS = Kind("Job", "jobs", Job, namespaced=True)
+CRONJOBS = Kind("CronJob", "cronjobs", CronJob, namespaced=True, short_names=("cj",))
+DAEMONSETS = Kind("DaemonSet", "daemonsets", DaemonSet, namespaced=True, short_names=("ds",))
+PRIORITYCLASSES = Kind("PriorityClass", "priorityclasses", PriorityClass, namespaced=False, short_names=("pc",),
                            status_subresource=False)
+
+KindInfo = Kind[Object]  # any kind (what code that serves every kind takes)
 
 KINDS: tuple[KindInfo, ...] = (
     NAMESPACES, CONTAINERS, NODES, DEPLOYMENTS, VOLUMES, NETWORKPOLICIES, SECRETS, EVENTS, SERVICES,

@@ -28,13 +28,13 @@ objects: no I/O, testable alone.
 from __future__ import annotations
 
 import uuid
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import msgspec
 
 from corral.model import kinds, validation
 from corral.model.errors import Forbidden
-from corral.model.kinds import BY_KIND, KINDS, OWNERS, KindInfo
+from corral.model.kinds import BY_KIND, KINDS, OWNERS, Kind, KindInfo
 from corral.model.lifecycle import (
     AGENT_FINALIZER,
     NAMESPACE_FINALIZER,
@@ -205,6 +205,6 @@ def strategy_for(info: KindInfo) -> Strategy:
     return STRATEGIES[info]
 
 
-def kind_of(obj_or_type: ObjT | type[ObjT]) -> KindInfo:
-    """The KindInfo of an object or of its type (a kind's class names itself in ``KIND``)."""
-    return BY_KIND[obj_or_type.KIND if isinstance(obj_or_type, type) else obj_or_type.kind]
+def kind_of(obj_or_type: ObjT | type[ObjT]) -> Kind[ObjT]:
+    """The kind of an object or of its type (a kind's class names itself in ``KIND``), typed by it."""
+    return cast("Kind[ObjT]", BY_KIND[obj_or_type.KIND if isinstance(obj_or_type, type) else obj_or_type.kind])

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import msgspec
 
 from corral.model.errors import Conflict, NotFound
-from corral.model.kinds import BY_KIND, EVENTS, ObjectKey
+from corral.model.kinds import CONTAINERS, EVENTS, ObjectKey
 from corral.model.lifecycle import new_event, now_rfc3339
 from corral.model.resources import Container, ObjectReference
 from corral.model.strategies import CONTAINERS as CONTAINER_STRATEGY
@@ -54,7 +54,6 @@ from corral.store.typed import encode
 
 log = logging.getLogger(__name__)
 
-CONTAINERS = BY_KIND["Container"]
 REMOVABLE = frozenset({INSUFFICIENT_CPU, INSUFFICIENT_MEMORY, TOO_MANY, HOST_PORT})
 
 

@@ -32,12 +32,12 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeAlias, TypeVar, cast
+from typing import Generic, Protocol, TypeAlias, TypeVar
 
 import msgspec
 
 from corral.model.errors import AlreadyExists, Conflict, NotFound
-from corral.model.kinds import EVENTS, KindInfo, ObjectKey
+from corral.model.kinds import EVENTS, Kind, KindInfo, ObjectKey
 from corral.model.lifecycle import now_rfc3339
 from corral.model.resources import Container, Object
 from corral.model.strategies import CONTAINERS, describe, kind_of, removable, strategy_for
@@ -144,7 +144,7 @@ class Registry:
     # --- the update loop -------------------------------------------------------------------------
 
     async def guaranteed_update(
-        self, info: KindInfo, key: ObjectKey, mutate: Callable[[ObjT], Answer[ObjT] | Awaitable[Answer[ObjT]]], *,
+        self, info: Kind[ObjT], key: ObjectKey, mutate: Callable[[ObjT], Answer[ObjT] | Awaitable[Answer[ObjT]]], *,
         tp: type[ObjT] | None = None, cached: tuple[ObjT, int] | None = None, precondition: int | None = None,
         attempts: int = ATTEMPTS, before_write: Callable[[ObjT, ObjT], Awaitable[Undo | None]] | None = None,
         dry_run: bool = False,
@@ -153,7 +153,7 @@ class Registry:
         docstring). ``before_write(new, current)`` (``current``: the version read, as ``mutate`` left
         it) prepares what lives beside the object (a Service's addresses) and returns how to finish
         or undo it. ``dry_run``: everything but the write."""
-        decode_as = tp if tp is not None else cast("type[ObjT]", info.type)  # ObjT is info's kind (KindInfo is not generic)
+        decode_as = tp if tp is not None else info.type
         namespace, name = _split(info, key)
         for attempt in range(attempts):
             from_cache = attempt == 0 and cached is not None
@@ -238,7 +238,7 @@ class Registry:
             info, key_of(obj), lambda current: strategy.prepare_for_status(current, obj.status),
             tp=type(obj), precondition=int(rv) if rv else None)
 
-    async def delete(self, info: KindInfo, key: ObjectKey, tp: type[ObjT], *, grace: int | None = None,
+    async def delete(self, info: Kind[ObjT], key: ObjectKey, tp: type[ObjT], *, grace: int | None = None,
                      orphan: bool = False, check: Callable[[ObjT], None] | None = None,
                      attempts: int = ATTEMPTS) -> Written[ObjT]:
         """Delete gracefully: marked while finalizers remain, removed when none do; ``orphan`` keeps
