@@ -47,7 +47,7 @@ from corral.network.masq import remove_subnet_masquerade
 from corral.runtime.archive import import_archive
 from corral.runtime.client import Client
 from corral.runtime.imagebuild import build_busybox_image
-from corral.runtime.logpipes import running_collector
+from corral.runtime.logpipes import LogCollector
 from corral.store.embedded import free_port
 from tests.fixtures.cluster import TEST_CLUSTER_CIDR, private_network
 
@@ -197,13 +197,6 @@ N_SINGLE = int(os.environ.get("BENCH_SINGLE", "30"))
 BURST = int(os.environ.get("BENCH_BURST", "100"))
 
 
-async def end_collector(agent_dir: Path) -> None:
-    """The node's log collector outlives a serve that stopped with containers left (by design): end it."""
-    pid = await asyncio.to_thread(running_collector, agent_dir)
-    if pid is not None:
-        os.kill(pid, signal.SIGTERM)
-
-
 async def main() -> None:
     with tempfile.TemporaryDirectory(prefix="corral-e2e-") as tmp:
         data = Path(tmp)
@@ -227,7 +220,7 @@ async def main() -> None:
                 proc.send_signal(signal.SIGTERM)
             await proc.wait()
             await remove_subnet_masquerade(bridge=bridge)
-            await end_collector(data / "agent")
+            await LogCollector(data / "agent").stop()  # it outlives a serve stopped with containers left
             nft = await asyncio.create_subprocess_exec("nft", "delete", "table", "inet", bridge,
                                                        stderr=asyncio.subprocess.DEVNULL)
             await nft.wait()
