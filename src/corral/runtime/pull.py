@@ -265,7 +265,6 @@ class Puller:
 
         async def counted() -> AsyncGenerator[bytes, None]:
             nonlocal done
-            job.report(desc.digest, 0, desc.size)
             async for chunk in registry.blob_chunks(job.ref, desc):
                 done += len(chunk)
                 self.stats.bytes_fetched += len(chunk)
@@ -308,7 +307,6 @@ class Puller:
         if await info(self.client, desc.digest) is not None:
             job.report(desc.digest, desc.size, desc.size, cached=True)
             return await read_blob(self.client, desc.digest, max_size=MAX_CONFIG_BYTES)
-        job.report(desc.digest, 0, desc.size)
         data = b"".join([chunk async for chunk in registry.blob_chunks(job.ref, desc)])
         await self._write(_one_chunk(data), desc, lease_id=lease_id, labels=labels)
         self.stats.blobs_fetched += 1
