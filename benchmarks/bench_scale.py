@@ -176,6 +176,20 @@ async def watch_phases(api: ApiClient, rv: str, seen: Any) -> None:
             await asyncio.sleep(0.5)
 
 
+async def until_all_running(all_running: asyncio.Event, running: set[str], total: int, timeout: float,
+                            watcher: asyncio.Task[None], t0: float) -> float:
+    """Seconds from ``t0`` until every container is Running (or ``timeout``); the watcher is stopped."""
+    try:
+        await asyncio.wait_for(all_running.wait(), timeout)
+    except TimeoutError:
+        print(f"  only {len(running)}/{total} Running within {timeout:.0f}s", flush=True)
+    t_all = time.monotonic() - t0
+    watcher.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await watcher
+    return t_all
+
+
 async def burst_from_processes(api: ApiClient, admin_token: str, ca: Path, total: int, concurrency: int, procs: int,
                                timeout: float) -> dict[str, Any]:
     """The burst with the POSTs from ``procs`` load processes (``concurrency`` clients in all)."""
@@ -202,14 +216,7 @@ async def burst_from_processes(api: ApiClient, admin_token: str, ca: Path, total
     t_created = time.monotonic() - t0  # includes the load processes' start (~1 s), so a bound
     print(f"  created {total} in {t_created:.1f}s ({result.rate:.0f}/s while sending, p50 {result.p50_ms:.1f} ms, "
           f"p99 {result.p99_ms:.1f} ms); Running so far: {len(running)}", flush=True)
-    try:
-        await asyncio.wait_for(all_running.wait(), timeout)
-    except TimeoutError:
-        print(f"  only {len(running)}/{total} Running within {timeout:.0f}s", flush=True)
-    t_all = time.monotonic() - t0
-    watcher.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await watcher
+    t_all = await until_all_running(all_running, running, total, timeout, watcher, t0)
     return {"created_seconds": round(t_created, 2), "create_rate_per_s": round(result.rate),
             "create_p50_ms": round(result.p50_ms, 2), "create_p99_ms": round(result.p99_ms, 2),
             "all_running_seconds": round(t_all, 2), "running": len(running), "load_processes": procs,
@@ -261,14 +268,7 @@ async def burst(api: ApiClient, total: int, concurrency: int, timeout: float, *,
     t_created = time.monotonic() - t0
     print(f"  created {total} in {t_created:.1f}s ({total / t_created:.0f}/s); Running so far: {len(running)}",
           flush=True)
-    try:
-        await asyncio.wait_for(all_running.wait(), timeout)
-    except TimeoutError:
-        print(f"  only {len(running)}/{total} Running within {timeout:.0f}s", flush=True)
-    t_all = time.monotonic() - t0
-    watcher.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await watcher
+    t_all = await until_all_running(all_running, running, total, timeout, watcher, t0)
     del rv0
     return {"created_seconds": round(t_created, 2), "create_rate_per_s": round(total / t_created),
             "all_running_seconds": round(t_all, 2), "running": len(running)}
