@@ -57,7 +57,12 @@ async def test_killing_the_agent_while_it_creates_20_containers_leaves_exactly_2
         assert all(c.status.phase == "Running" and c.status.ip for c in items), [
             (c.metadata.name, c.status.phase) for c in items if c.status.phase != "Running"]
 
-    await eventually(all_running, timeout=90, what="all 20 Running after the agent was killed")
+    try:
+        await eventually(all_running, timeout=90, what="all 20 Running after the agent was killed")
+    except AssertionError as e:  # what the node said about those that did not get there
+        items, _ = await crashy.api.list(Container, label_selector="test=crash")
+        stuck = [c.metadata.name for c in items if c.status.phase != "Running"]
+        raise AssertionError(f"{e}\n{worker.lines_about(stuck)}") from None
     tasks = await running_tasks(worker.containerd.socket)
     assert sorted(tasks) == names
     assert all(len(ids) == 1 for ids in tasks.values()), tasks  # none duplicated

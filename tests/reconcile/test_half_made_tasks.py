@@ -1,5 +1,6 @@
 """A task half made when containerd died is removed and made again: one that "already exists" when the
-agent starts one, and one found created but never started (a start of it may hang for good)."""
+agent starts one, and one found created but never started (a start of it may hang for good); a create
+that meets containerd still cleaning up an earlier one is tried again shortly."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ import secrets
 
 import pytest
 
+from corral.model.errors import TemporaryError
 from corral.model.resources import Container, ContainerSpec, ObjectMeta
-from corral.reconcile.state import ensure_state, start_task
+from corral.reconcile.state import SHIM_BUSY_RETRY_SECONDS, ensure_state, start_task
 from corral.runtime.client import Client
 from corral.runtime.containers import create_container, delete_container
+from corral.runtime.embedded import EmbeddedContainerd
 from corral.runtime.images import Image
 from corral.runtime.spec import build_spec
 from corral.runtime.tasks import Stdio, Task, create_task
@@ -51,5 +54,30 @@ async def test_a_task_found_created_but_never_started_is_made_again_and_runs(
         status = await Task(ctr_client, cid).status()
         assert status.state == "running"
         assert status.pid != old_pid
+    finally:
+        await delete_container(ctr_client, cid)
+
+
+async def test_a_create_while_containerd_still_holds_the_tasks_directory_is_retried_a_second_later(
+    containerd: EmbeddedContainerd, ctr_client: Client, busybox_image: Image
+) -> None:
+    """An agent killed mid-create leaves containerd cleaning up that create for a while: its directory
+    for the task is still there and a new create fails "failed to start shim: mkdir …: file exists".
+    That is weather, tried again every second (not after a growing backoff), and the task runs once
+    containerd lets go."""
+    cid = f"held-{secrets.token_hex(3)}"
+    spec = build_spec(container_id=cid, image_config=busybox_image.config, command=["sleep", "600"])
+    held = containerd.base_dir / "state" / "io.containerd.runtime.v2.task" / ctr_client.namespace / cid
+    try:
+        await create_container(ctr_client, id=cid, image=busybox_image, spec=spec)
+        held.mkdir(parents=True)  # what the earlier, unfinished create holds
+        try:
+            with pytest.raises(TemporaryError) as caught:
+                await start_task(ctr_client, cid, stdio=Stdio())
+        finally:
+            held.rmdir()  # containerd let go
+        assert caught.value.delay == SHIM_BUSY_RETRY_SECONDS and "cleaning up an earlier create" in caught.value.message
+        await start_task(ctr_client, cid, stdio=Stdio())
+        assert (await Task(ctr_client, cid).status()).state == "running"
     finally:
         await delete_container(ctr_client, cid)

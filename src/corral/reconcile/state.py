@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from corral.aiokit.backoff import exponential
-from corral.model.errors import AlreadyExists, Conflict, CorralError, NotFound, Unavailable
+from corral.model.errors import AlreadyExists, Conflict, CorralError, NotFound, TemporaryError, Unavailable
 from corral.model.lifecycle import now_rfc3339, rfc3339
 from corral.model.resources import Condition, Container, ContainerStatus
 from corral.runtime import containers as ctrs
@@ -65,11 +65,23 @@ def _conditions(status: ContainerStatus, ready: bool) -> list[Condition]:
     return out
 
 
+SHIM_BUSY_RETRY_SECONDS = 1.0
+
+
+def _shim_dir_held(e: CorralError) -> bool:
+    """containerd's answer to a create while its directory for the task is still there: an earlier
+    create of the same task is under way or being cleaned up (its client — an agent killed
+    mid-create — went away). containerd says so in words only (gRPC code Unknown)."""
+    return "failed to start shim" in e.message and "file exists" in e.message
+
+
 async def start_task(client: Client, cid: str, *, stdio: tasks.Stdio) -> None:
     """Create and start the task. A task that "already exists" though the agent found none to adopt
     was half made when containerd died (registered, never reported or started, its shim perhaps
     gone): it is removed and made afresh; if containerd still holds it, the whole containerd
-    container goes and the next pass (reconcile/containers.py) makes it again."""
+    container goes and the next pass (reconcile/containers.py) makes it again. A create that finds
+    containerd still cleaning up an earlier one of the same task is tried again a second later —
+    every second, not after a growing backoff: it is over as soon as containerd lets go."""
     try:
         task = await _create_task(client, cid, stdio=stdio)
     except AlreadyExists:
@@ -82,6 +94,11 @@ async def start_task(client: Client, cid: str, *, stdio: tasks.Stdio) -> None:
             log.warning("task %s is still there after its removal: removing container %s to make it again", cid, cid)
             await ctrs.delete_container(client, cid, kill_timeout=5.0)
             raise Unavailable(f"the half-made task {cid} was removed with its container; it is made again") from None
+    except CorralError as e:
+        if not _shim_dir_held(e):
+            raise
+        raise TemporaryError(f"task {cid}: containerd is still cleaning up an earlier create of it ({e.message}); "
+                             "trying again", delay=SHIM_BUSY_RETRY_SECONDS) from e
     exit_handle = await task.start()
     await exit_handle.cancel()  # exits are watched through containerd's event stream, not per task
 

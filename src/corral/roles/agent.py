@@ -428,8 +428,13 @@ class Agent:
             await self.reconciler.teardown(desired)
             return None
         # pull progress goes into status.pull while the image is pulled (roles/agentpulls.py)
-        async with reporting_pulls(self.api, desired, on_written=self._own_write) as pulls:
-            result = await self.reconciler.sync(desired, pull_progress=pulls.progress)
+        try:
+            async with reporting_pulls(self.api, desired, on_written=self._own_write) as pulls:
+                result = await self.reconciler.sync(desired, pull_progress=pulls.progress)
+        except errors.CorralError as e:
+            if not isinstance(e, errors.Conflict):  # why it is not running yet, for `corral describe`
+                self.record(desired, type="Warning", reason="FailedSync", message=e.message[:1024])
+            raise
         base = pulls.written or desired  # over the last progress written: clears status.pull
         if result.status != base.status:
             # a copy: the reflector's object stays what the API said, so a failed write is retried
