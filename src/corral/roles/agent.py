@@ -21,6 +21,7 @@ import logging
 import os
 import platform
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from corral import __version__
+from corral.aiokit.backoff import Backoff
 from corral.aiokit.eventrecorder import EventRecorder
 from corral.aiokit.metrics import Histogram, serve_metrics
 from corral.aiokit.queueing import WorkQueue
@@ -243,6 +245,9 @@ class Agent:
         # Services → the `svc` part of that table, and the answers of the node's DNS server (roles/services.py)
         self.services = ServiceProxy(api, self.nft, containers=lambda: self.reflector.objects, node=cfg.node_name)
         self.dns: ClusterDNS | None = None  # started once the node's subnet is known (settle_network)
+        # the TLS contexts made from the node's credentials (the API client's, the listener's): a
+        # renewed certificate is loaded into them (_keep_certificate)
+        self.tls_contexts: list[ssl.SSLContext] = []
 
     # --- event sink (for the reconcile steps) -----------------------------------------------
 
@@ -349,6 +354,37 @@ class Agent:
 
         others = [s.rstrip("/") for s in self.api.servers if s.rstrip("/") != answered_by]
         return all(await asyncio.gather(*(says_store_down(s) for s in others)))
+
+    async def _keep_certificate(self) -> None:
+        """Renew the node certificate once a third of its validity is left (roles/nodetls.py: in a
+        child, authenticated by the current one) and load it into the TLS contexts made from it; a
+        failed renewal is tried again with backoff while the current certificate lasts."""
+        backoff = Backoff(initial=10.0, maximum=600.0)
+        while self.credentials is not None and self.credentials.renew_at > 0:
+            wait = self.credentials.renew_at - time.time()
+            if wait > 0:
+                await asyncio.sleep(min(wait, 3600.0))  # a wall clock set forward is noticed within the hour
+                continue
+            try:
+                renewed = await node_credentials_in_child(
+                    servers=self.cfg.servers, data_dir=self.cfg.data_dir, node=self.cfg.node_name,
+                    node_ip=self.cfg.node_ip, join_token=self.cfg.join_token, renew=True)
+            except errors.CorralError as e:
+                log.warning("renewing the node certificate: %s", e)
+                renewed = None
+            if renewed is None or renewed.renew_at <= time.time():  # (the old one kept: it failed)
+                delay = backoff.next()
+                log.warning("the node certificate is not renewed yet (it expires %s); trying again in %.0fs",
+                            time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.credentials.expires_at)), delay)
+                await asyncio.sleep(delay)
+                continue
+            backoff.succeeded()
+            renewed.reload(self.tls_contexts)  # on the loop's thread, between handshakes (two small files)
+            self.credentials = renewed
+            until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(renewed.expires_at))
+            log.info("renewed the node certificate; new connections present it (valid until %s)", until)
+            self.record_node(type="Normal", reason="CertificateRenewed",
+                             message=f"the node renewed its certificate (valid until {until})")
 
     # --- fencing (roles/fencing.py): cut off from the API, stop everything; back, resync first ---
 
@@ -480,8 +516,9 @@ class Agent:
             log_path=self.reconciler.log_path))
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
-        site = web.TCPSite(runner, self.cfg.listen_host, self.cfg.listen_port,
-                           ssl_context=self.credentials.listener_context())
+        listener_tls = self.credentials.listener_context()
+        self.tls_contexts.append(listener_tls)
+        site = web.TCPSite(runner, self.cfg.listen_host, self.cfg.listen_port, ssl_context=listener_tls)
         await site.start()
         server = site._server
         port = self.cfg.listen_port
@@ -589,6 +626,7 @@ class Agent:
             tg.create_task(self._heartbeats(), name="agent-heartbeat")  # while the podCIDR is awaited too
             tg.create_task(self.fence.watch(), name="agent-fence")
             tg.create_task(self.events.run(), name="agent-events")
+            tg.create_task(self._keep_certificate(), name="agent-certificate")
             self.peers = await self.settle_network()
             tg.create_task(self.reflector.run(), name="agent-reflector")
             tg.create_task(self.services.run(), name="agent-service-proxy")
@@ -619,8 +657,8 @@ async def run_agent(cfg: AgentConfig, *, stop: asyncio.Event) -> None:
                                   "certificate; join with --join-token K10…")
     creds = await node_credentials_in_child(servers=cfg.servers, data_dir=cfg.data_dir, node=cfg.node_name,
                                             node_ip=cfg.node_ip, join_token=cfg.join_token)
-    async with ApiClient(cfg.servers, ssl_context=creds.api_context(),
-                         trust_source=str(creds.cert_file.parent / "ca.crt")) as api:
+    api_tls = creds.api_context()
+    async with ApiClient(cfg.servers, ssl_context=api_tls, trust_source=str(creds.cert_file.parent / "ca.crt")) as api:
         # the subnet comes from the Node once registered (Agent.settle_network → reconciler.use_network),
         # and so does the DNS server's address (the bridge's gateway in that subnet)
         rcfg = ReconcilerConfig(data_dir=cfg.data_dir, node_name=cfg.node_name, containerd_socket=cfg.containerd_socket,
@@ -629,6 +667,7 @@ async def run_agent(cfg: AgentConfig, *, stop: asyncio.Event) -> None:
         reconciler = NodeReconciler(rcfg)
         reconciler.secrets = ApiSecrets(api)  # Secrets: env, secret volumes, image pull credentials
         agent = Agent(cfg, api, reconciler, creds)
+        agent.tls_contexts.append(api_tls)
         reconciler.volumes.placement = volume_placement(agent.volume_reflector.objects, cfg.node_name)
         reconciler.events = agent
         reconciler.on_change = agent.queue.add  # probes: a flipped probe result requeues its key

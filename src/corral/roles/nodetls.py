@@ -11,6 +11,11 @@ certificate authenticates the agent to the API (mutual TLS: no token) and serves
   it still names the node IP; otherwise (while it is valid) it is renewed by the same
   ``POST /join``, authenticated by the current certificate (a node may always re-join as itself). A renewal that fails while the
   old certificate is still valid is logged and the old one kept.
+- While the agent runs: ``renew_at`` says when a third of the certificate's validity is left; the
+  agent renews it then (``renew_certificate``: the same ``POST /join``, in a child too) and loads the
+  new key and certificate into the TLS contexts it made from these credentials (``reload``), so new
+  connections — to the API, and to its own listener — present it; a renewal that fails is tried
+  again while the current certificate lasts.
 
 The agent does this in a child process (``node_credentials_in_child``: ``python -m
 corral.roles.nodetls``) and only reads the files it leaves: making keys and CSRs and reading
@@ -48,6 +53,8 @@ class NodeCredentials:
     ca_pem: bytes
     cert_file: Path
     key_file: Path
+    renew_at: float = 0.0  # unix time when a third of the certificate's validity is left (0: unknown)
+    expires_at: float = 0.0  # unix time the certificate expires (0: unknown)
 
     def api_context(self) -> ssl.SSLContext:
         """Calling the API: trust the cluster CA, present the node certificate."""
@@ -56,6 +63,21 @@ class NodeCredentials:
     def listener_context(self) -> ssl.SSLContext:
         """The agent's listener: serve the node certificate, require a cluster client certificate."""
         return server_context(self.cert_file, self.key_file, ca_pem=self.ca_pem, client_certs="required")
+
+    def reload(self, contexts: list[ssl.SSLContext]) -> None:
+        """Load the key and certificate on disk now into ``contexts`` (made by ``api_context`` and
+        ``listener_context``): connections made from now on present them; open ones keep theirs."""
+        for ctx in contexts:
+            ctx.load_cert_chain(self.cert_file, self.key_file)
+
+
+def _lifetime(cert_pem: bytes) -> tuple[float, float]:
+    """When less than ``RENEW_BELOW`` of the certificate's validity will be left, and when it expires (unix times)."""
+    from corral.tls import pki
+
+    cert = pki.load_cert(cert_pem)
+    start, end = cert.not_valid_before_utc.timestamp(), cert.not_valid_after_utc.timestamp()
+    return end - RENEW_BELOW * (end - start), end
 
 
 def _read(tls_dir: Path) -> tuple[bytes, bytes] | None:
@@ -89,7 +111,17 @@ def _save(tls_dir: Path, *, ca_pem: bytes | None, key: bytes, cert: bytes) -> No
 
 
 async def node_credentials(*, servers: list[str], data_dir: Path, node: str, node_ip: str,
-                           join_token: str) -> NodeCredentials:
+                           join_token: str, renew: bool = False) -> NodeCredentials:
+    """The node's credentials: kept, renewed (when ageing, for another node IP, or ``renew``) or
+    joined for; with ``renew_at`` read from the certificate they leave on disk."""
+    creds = await _node_credentials(servers=servers, data_dir=data_dir, node=node, node_ip=node_ip,
+                                    join_token=join_token, renew=renew)
+    renew_at, expires_at = _lifetime(await asyncio.to_thread(creds.cert_file.read_bytes))
+    return NodeCredentials(creds.ca_pem, creds.cert_file, creds.key_file, renew_at=renew_at, expires_at=expires_at)
+
+
+async def _node_credentials(*, servers: list[str], data_dir: Path, node: str, node_ip: str,
+                            join_token: str, renew: bool) -> NodeCredentials:
     from corral.tls import pki
 
     if plain := [s for s in servers if not s.startswith("https://")]:
@@ -103,7 +135,7 @@ async def node_credentials(*, servers: list[str], data_dir: Path, node: str, nod
         cert = pki.load_cert(cert_pem)
         left = pki.remaining_fraction(cert)
         same = pki.common_name(cert) == pki.NODE_PREFIX + node
-        if same and left > RENEW_BELOW and node_ip in pki.ip_sans(cert):
+        if same and left > RENEW_BELOW and node_ip in pki.ip_sans(cert) and not renew:
             return creds
         if same and left > 0:  # ageing, or for an old node IP: the node proves itself with it
             try:
@@ -131,14 +163,16 @@ async def node_credentials(*, servers: list[str], data_dir: Path, node: str, nod
 
 
 async def node_credentials_in_child(*, servers: list[str], data_dir: Path, node: str, node_ip: str,
-                                    join_token: str, in_child: bool | None = None) -> NodeCredentials:
+                                    join_token: str, renew: bool = False,
+                                    in_child: bool | None = None) -> NodeCredentials:
     """``node_credentials`` run by a child Python (which alone loads cryptography); the same errors
     (the child reports the class and message of a ``CorralError``). In a process that has loaded
     cryptography already (``serve --all``: the control plane's CA), in this process, unless ``in_child``."""
     if not (in_child if in_child is not None else "cryptography" not in sys.modules):
         return await node_credentials(servers=servers, data_dir=data_dir, node=node, node_ip=node_ip,
-                                      join_token=join_token)
-    request = {"servers": servers, "dataDir": str(data_dir), "node": node, "nodeIP": node_ip, "joinToken": join_token}
+                                      join_token=join_token, renew=renew)
+    request = {"servers": servers, "dataDir": str(data_dir), "node": node, "nodeIP": node_ip, "joinToken": join_token,
+               "renew": renew}
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}  # finds corral as we did
     child = await asyncio.create_subprocess_exec(sys.executable, "-m", __name__, stdin=asyncio.subprocess.PIPE,
                                                  stdout=asyncio.subprocess.PIPE, env=env)
@@ -155,20 +189,25 @@ async def node_credentials_in_child(*, servers: list[str], data_dir: Path, node:
         raise kind(answer["message"])
     tls_dir = data_dir / "tls"
     ca_pem = await asyncio.to_thread((tls_dir / "ca.crt").read_bytes)
-    return NodeCredentials(ca_pem, tls_dir / "node.crt", tls_dir / "node.key")
+    answer = json.loads(out) if out.strip() else {}
+    return NodeCredentials(ca_pem, tls_dir / "node.crt", tls_dir / "node.key",
+                           renew_at=float(answer.get("renewAt", 0.0)), expires_at=float(answer.get("expiresAt", 0.0)))
 
 
 def _child() -> int:
-    """``python -m corral.roles.nodetls``: a JSON request on stdin; on a ``CorralError`` a JSON answer
-    naming it on stdout and exit 1. Log lines go to stderr (the agent's)."""
+    """``python -m corral.roles.nodetls``: a JSON request on stdin; on stdout a JSON answer: when to
+    renew and when the certificate expires (``renewAt``, ``expiresAt``), or on a ``CorralError`` its name and message and exit 1. Log lines go to
+    stderr (the agent's)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     request = json.loads(sys.stdin.read())
     try:
-        asyncio.run(node_credentials(servers=request["servers"], data_dir=Path(request["dataDir"]),
-                                     node=request["node"], node_ip=request["nodeIP"], join_token=request["joinToken"]))
+        creds = asyncio.run(node_credentials(
+            servers=request["servers"], data_dir=Path(request["dataDir"]), node=request["node"],
+            node_ip=request["nodeIP"], join_token=request["joinToken"], renew=bool(request.get("renew", False))))
     except CorralError as e:
         sys.stdout.write(json.dumps({"error": type(e).__name__, "message": str(e)}))
         return 1
+    sys.stdout.write(json.dumps({"renewAt": creds.renew_at, "expiresAt": creds.expires_at}))
     return 0
 
 
