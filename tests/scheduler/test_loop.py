@@ -15,9 +15,10 @@ import msgspec
 import pytest
 import pytest_asyncio
 
-from corral.model.resources import Container, Node
+from corral.model.resources import Container, Event, Node
 from corral.scheduler import loop
 from corral.scheduler.loop import Scheduler
+from corral.store.base import KeyValue
 from corral.store.embedded import EmbeddedEtcd
 from corral.store.etcd import EtcdStore
 from corral.store.typed import decode, encode
@@ -67,7 +68,7 @@ class Cluster:
                 return c
             await asyncio.sleep(0.02)
 
-    async def wait_for_events(self, count: int, *, timeout: float = 10.0) -> list[object]:
+    async def wait_for_events(self, count: int, *, timeout: float = 10.0) -> list[KeyValue]:
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
             items = (await self.store.list(f"/corral/events/{self.namespace}/")).items
@@ -137,6 +138,9 @@ async def test_a_container_that_fits_nowhere_says_why_and_is_bound_once_a_bigger
         assert c.status.phase == "Pending" and not c.spec.node
         assert c.status.message == "0/3 nodes available: 2 insufficient memory, 1 not ready"
         assert s.explain(c) == {"lost": "not ready", "small-1": "insufficient memory", "small-2": "insufficient memory"}
+        [said] = [e for kv in await cl.wait_for_events(1) if (e := decode(kv, Event)).spec.reason == "FailedScheduling"]
+        assert (said.spec.type, said.spec.message, said.spec.involved_object.name, said.spec.source.component) == (
+            "Warning", "0/3 nodes available: 2 insufficient memory, 1 not ready", "big", "scheduler")
         await cl.add_node(make_node("big-1", memory="8Gi"))
         c = await cl.wait_for("big", lambda c: c.status.phase == "Scheduled")
     assert c.spec.node == "big-1"

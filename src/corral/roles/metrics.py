@@ -50,7 +50,8 @@ class LeaderMetrics:
                   lambda: {(k.name,): float(k.errors) for k in self.controllers}, labels=("controller",))
         c.histogram("corral_controller_reconcile_duration_seconds", "How long one reconcile took, per controller.",
                     lambda: {(k.name,): k.durations for k in self.controllers}, labels=("controller",))
-        add_event_metrics(c, lambda: [k.events for k in self.controllers])
+        add_event_metrics(c, lambda: [k.events for k in self.controllers]  # and the scheduler's FailedScheduling
+                          + ([self.scheduler.recorder] if self.scheduler is not None else []))
         c.gauge("corral_informer_objects", "Objects in each of the leader's shared informers, by key prefix.",
                 lambda: {(p,): float(len(i)) for p, i in self._informers().items()}, labels=("prefix",))
         c.counter("corral_informer_relists", "Relists of each shared informer after its history was compacted.",

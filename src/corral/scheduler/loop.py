@@ -22,7 +22,9 @@ Flow (kube-scheduler's shape, sized for one asyncio program):
      of their own (batches of creates), off the binding path: a binding never waits for its Event.
      Like Kubernetes' event recorder, a backlog beyond ``MAX_EVENT_BACKLOG`` is dropped and counted;
    - containers that fit nowhere get ``reason: Unschedulable`` and the counted reasons as their
-     message (written only when it changed) and are *parked*.
+     message (written only when it changed, and then also said by a ``FailedScheduling`` Warning
+     Event through the ``EventRecorder`` the controllers use: repeats are one Event with a count)
+     and are *parked*.
 3. Parked containers go back on the queue when capacity may have appeared (the cache's
    ``on_change``: a node added or changed, a container finished or deleted), not before their
    per-key backoff (doubling, capped), and all of them every ``resync`` seconds; a change to a
@@ -46,6 +48,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from corral.aiokit.eventrecorder import EventRecorder
 from corral.model.errors import CorralError, NotFound
 from corral.model.kinds import BY_KIND
 from corral.model.lifecycle import now_rfc3339
@@ -81,6 +84,7 @@ NODES = BY_KIND["Node"]
 EVENTS = BY_KIND["Event"]
 COMPONENT = "scheduler"
 UNSCHEDULABLE = "Unschedulable"
+FAILED_SCHEDULING = "FailedScheduling"
 MAX_EVENT_BACKLOG = 10_000  # Scheduled Events waiting to be written; more are dropped (and counted)
 EVENT_BATCH = 1024  # Events per store.batch (split into txns by the store)
 DROP_LOG_SECONDS = 10.0  # at most one warning about dropped Events this often
@@ -142,7 +146,11 @@ class Scheduler:
         containers_prefix: str = CONTAINERS.prefix(),
     ) -> None:
         self.store = store
-        self.registry = Registry(store)  # bindings and status writes follow the Container strategy
+        self.event_leases = BucketLeases(store, ttl=event_ttl) if event_ttl > 0 else None
+        # bindings and status writes follow the Container strategy; Events go on the shared lease
+        self.registry = Registry(store, event_leases=self.event_leases)
+        # FailedScheduling Events (aggregated, bounded: aiokit/eventrecorder.py); Scheduled ones are batched below
+        self.recorder = EventRecorder(component=COMPONENT, create=self.registry.create, update=self._update_event)
         self.nodes_prefix, self.containers_prefix = nodes_prefix, containers_prefix
         self.cache = SchedulerCache(on_change=self._capacity_changed)
         self.selector = Selector(
@@ -150,7 +158,6 @@ class Scheduler:
         )
         self.batch_size = batch_size
         self.emit_events = emit_events
-        self.event_leases = BucketLeases(store, ttl=event_ttl) if event_ttl > 0 else None
         self.backoff, self.max_backoff, self.resync = backoff, max_backoff, resync
         self.stats = Stats()
         self.synced = asyncio.Event()
@@ -359,6 +366,9 @@ class Scheduler:
         await self.event_leases.on_lease(
             lambda lease: self.store.batch([dataclasses.replace(p, lease=lease) for p in events]))
 
+    async def _update_event(self, event: Event) -> Event:
+        return (await self.registry.update(event)).obj
+
     def _event_put(self, b: _Bind, rev: int, now: str) -> Put:
         meta = b.container.metadata
         name = f"{meta.name}.scheduled.{rev}"
@@ -390,6 +400,11 @@ class Scheduler:
                 conditions=with_condition(c.status.conditions, cond),
             )
             writes.append((key, c, status))
+            if self.emit_events:
+                meta = c.metadata
+                self.recorder.record(ObjectReference(kind="Container", namespace=meta.namespace, name=meta.name,
+                                                     uid=meta.uid), reason=FAILED_SCHEDULING, message=message,
+                                     warning=True)
         if writes:
             self.stats.status_writes += len(writes)
             await self.registry.write_statuses(writes)  # a lost CAS is fine: the feed brings the newer version
@@ -452,6 +467,7 @@ class Scheduler:
             self.synced.set()
             if self.emit_events:
                 tg.create_task(self._write_events(), name="scheduler-events")
+                tg.create_task(self.recorder.run(), name="scheduler-failed-scheduling-events")
             await self._work(tg)
 
     async def _work(self, tg: asyncio.TaskGroup) -> None:
