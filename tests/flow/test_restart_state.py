@@ -119,3 +119,27 @@ async def test_an_agents_repeated_warning_is_one_event_with_a_count(cluster: Clu
         assert mine[0].spec.source.node == cluster.worker.name
 
     await eventually(counted, timeout=90, what="one ImagePullFailed Event counting the agent's retries")
+
+
+async def test_a_failed_pull_backs_off_and_is_not_tried_again_before_its_time(cluster: Cluster) -> None:
+    missing = f"{cluster.registry.host}/no-such-image:2"
+    await cluster.api.create(container("backing-off", missing, ["true"]))
+
+    async def failed_pulls() -> int:
+        events, _ = await cluster.api.list(Event, namespace="default", field_selector="reason=ImagePullFailed")
+        return sum(e.spec.count for e in events if e.spec.involved_object.name == "backing-off")
+
+    try:
+        await cluster.wait_for("backing-off", lambda c: c.status.reason.startswith("ImagePull"), timeout=60)
+        await poke(cluster, "backing-off")  # a pass within the 10 s back-off: said, not pulled
+        c = await cluster.wait_for("backing-off", lambda c: c.status.reason == "ImagePullBackOff", timeout=8)
+        assert c.status.phase == "Pending"
+        assert c.status.message.startswith(f"back-off pulling {missing} after 1 failed pull: pulling {missing}: ")
+        assert await failed_pulls() == 1
+
+        async def pulled_again() -> None:  # once the 10 s are over
+            assert await failed_pulls() == 2
+
+        await eventually(pulled_again, timeout=30, what="the second pull, after the back-off")
+    finally:
+        await cluster.api.delete(Container, "backing-off", grace_period=0)

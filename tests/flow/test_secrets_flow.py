@@ -112,7 +112,8 @@ async def test_a_private_registry_pulls_with_an_image_pull_secret_and_fails_clea
                 termination_grace_period_seconds=1)
     await cluster.api.create(Container(metadata=ObjectMeta(name="no-pull-secret"), spec=ContainerSpec(**spec)))  # type: ignore[arg-type]
     try:
-        c = await cluster.wait_for("no-pull-secret", lambda c: c.status.reason == "ImagePullFailed", timeout=60)
+        c = await cluster.wait_for("no-pull-secret", lambda c: c.status.reason in ("ImagePullFailed", "ImagePullBackOff"),
+                                   timeout=60)
         assert "unauthorized" in c.status.message and "imagePullSecrets" in c.status.message, c.status.message
     finally:
         await delete_and_wait(cluster, "no-pull-secret")

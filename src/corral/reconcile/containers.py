@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from corral.aiokit.backoff import exponential
 from corral.model.errors import CorralError, NotFound, TemporaryError
 from corral.model.quantities import parse_cpu, parse_memory
 from corral.model.resources import Container
@@ -35,7 +37,8 @@ from corral.runtime.unpack import SNAPSHOTTER
 
 log = logging.getLogger(__name__)
 
-PULL_RETRY_SECONDS = 10.0  # a failed pull is tried again this much later
+PULL_RETRY_SECONDS = 10.0  # a failed pull is tried again this much later (doubling with each failure in a row)
+PULL_BACKOFF_MAX = 300.0  # … up to 5 minutes, as the kubelet's image back-off
 
 
 class ImagePullFailed(TemporaryError):
@@ -45,6 +48,48 @@ class ImagePullFailed(TemporaryError):
     code = 502
     reason = "ImagePullFailed"
     delay = PULL_RETRY_SECONDS
+
+
+class ImagePullBackOff(ImagePullFailed):
+    """Not pulled now: the last pulls of this image for this container failed, and the next is not
+    due before ``delay`` seconds; the message says why the last one failed."""
+
+    reason = "ImagePullBackOff"
+
+
+class PullBackoff:
+    """Failed pulls in a row per (container uid, image): the next pull waits 10 s, 20 s, 40 s … up to
+    5 minutes after the last failure, however often the container is looked at meanwhile (a
+    resync, an event) — a registry that refuses is not asked again every pass. In memory, like
+    the kubelet's: a restarted agent tries at once."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._failed: dict[tuple[str, str], tuple[int, float, str]] = {}  # → (failures, not before, last message)
+
+    def check(self, key: tuple[str, str]) -> None:
+        """``ImagePullBackOff`` while ``key``'s back-off runs."""
+        failed = self._failed.get(key)
+        if failed is None:
+            return
+        failures, not_before, message = failed
+        left = not_before - self._clock()
+        if left > 0:
+            raise ImagePullBackOff(f"back-off pulling {key[1]} after {failures} failed "
+                                   f"pull{'s' if failures > 1 else ''}: {message}", delay=left)
+
+    def failed(self, key: tuple[str, str], message: str) -> float:
+        """Count a failed pull; seconds until the next may be tried."""
+        failures = self._failed.get(key, (0, 0.0, ""))[0]
+        delay = exponential(failures, initial=PULL_RETRY_SECONDS, maximum=PULL_BACKOFF_MAX)
+        self._failed[key] = (failures + 1, self._clock() + delay, message)
+        return delay
+
+    def forget(self, uid: str) -> None:
+        """The container's image is there (or the container is gone): no back-off left for it."""
+        if self._failed:
+            for key in [k for k in self._failed if k[0] == uid]:
+                del self._failed[key]
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,17 +126,42 @@ class ImageCache:
 async def ensure_image(client: Client, ref: str, *, insecure_registries: list[str],
                        cache: ImageCache | None = None,
                        credentials: Callable[[], Awaitable[Credentials | None]] | None = None,
-                       progress: pull.ProgressFn | None = None) -> images.Image:
+                       progress: pull.ProgressFn | None = None,
+                       backoff: tuple[PullBackoff, str] | None = None) -> images.Image:
     """The image, pulled if missing (with the container's ``imagePullSecrets``, read only then);
-    ``progress`` hears how far the pull is (nothing at all when the image is there)."""
+    ``progress`` hears how far the pull is (nothing at all when the image is there). ``backoff``
+    (the node's ``PullBackoff`` and the container's uid): a pull is not tried while the back-off of
+    the last failed one runs (``ImagePullBackOff``), and a failed one's ``delay`` is its back-off."""
     name = parse_reference(ref).name
     try:
         if cache is not None:
-            return await cache.get(client, name)
-        return await images.get_image(client, name)
+            image = await cache.get(client, name)
+        else:
+            image = await images.get_image(client, name)
     except NotFound:
         if cache is not None:
             cache.forget(name)
+    else:
+        if backoff is not None:
+            backoff[0].forget(backoff[1])
+        return image
+    if backoff is not None:
+        backoff[0].check((backoff[1], ref))
+    try:
+        image = await _pull(client, ref, insecure_registries=insecure_registries, credentials=credentials,
+                            progress=progress)
+    except ImagePullFailed as e:
+        if backoff is not None:
+            e.delay = backoff[0].failed((backoff[1], ref), e.message)
+        raise
+    if backoff is not None:
+        backoff[0].forget(backoff[1])
+    return image
+
+
+async def _pull(client: Client, ref: str, *, insecure_registries: list[str],
+                credentials: Callable[[], Awaitable[Credentials | None]] | None,
+                progress: pull.ProgressFn | None) -> images.Image:
     creds = await credentials() if credentials is not None else None
     try:
         return await pull.pull(client, ref, insecure_registries=insecure_registries, credentials=creds,
@@ -126,6 +196,7 @@ async def ensure_container(
     secrets: SecretSource | None = None,
     pids_limit: int = 0,
     pull_progress: pull.ProgressFn | None = None,
+    pull_backoff: PullBackoff | None = None,
 ) -> Prepared:
     cid = naming.containerd_id(obj)
     existing = await ctrs.list_containers(client, {naming.LABEL_UID: obj.metadata.uid})
@@ -137,7 +208,8 @@ async def ensure_container(
             await stop(client, info.id, grace=float(obj.spec.termination_grace_period_seconds))
             await ctrs.delete_container(client, info.id)
     image = await ensure_image(client, obj.spec.image, insecure_registries=insecure_registries, cache=image_cache,
-                               credentials=lambda: pull_credentials(obj, secrets), progress=pull_progress)
+                               credentials=lambda: pull_credentials(obj, secrets), progress=pull_progress,
+                               backoff=(pull_backoff, obj.metadata.uid) if pull_backoff is not None else None)
     if current is not None:
         return Prepared(current, image, created=False)
     env = await resolve_env(obj, secrets)  # Secrets' values, fixed at creation (like Kubernetes)

@@ -32,7 +32,7 @@ from corral.network import masq
 from corral.network.attachments import Network
 from corral.network.config import NetworkConfig, PortMapping
 from corral.reconcile import logkeeping, naming
-from corral.reconcile.containers import ImageCache, ImagePullFailed, ensure_container
+from corral.reconcile.containers import ImageCache, ImagePullBackOff, ImagePullFailed, PullBackoff, ensure_container
 from corral.reconcile.events import EventSink
 from corral.reconcile.probes import Prober
 from corral.reconcile.secretrefs import RETRY_SECONDS, SecretMissing, SecretSource, ensure_secret_volumes
@@ -95,6 +95,7 @@ class NodeReconciler:
         # uids whose adoption this agent has reported (an Adopted Event once per agent run)
         self._adopt_checked: set[str] = set()
         self._images = ImageCache()
+        self._pull_backoff = PullBackoff()  # failed pulls: the next waits 10 s doubling to 5 min
         # probes (reconcile/probes.py): a flipped result requeues the key through ``on_change`` (set by the agent)
         self.on_change: Callable[[Key], None] = lambda key: None
         self.prober = Prober(self.client, on_change=lambda key: self.on_change(key))
@@ -180,6 +181,7 @@ class NodeReconciler:
                     mounts=mounts, insecure_registries=self.cfg.insecure_registries, run_dir=self._run_dir(uid),
                     image_cache=self._images, dns=(self.cfg.dns_server, self.cfg.cluster_domain),
                     secrets=self.secrets, pids_limit=self.cfg.pids_limit, pull_progress=pull_progress,
+                    pull_backoff=self._pull_backoff,
                 )
             except SecretMissing as e:  # waits for the Secret; names it and the key, never a value
                 attachment = await attaching
@@ -189,10 +191,11 @@ class NodeReconciler:
                                          message=e.message, observed_generation=obj.metadata.generation,
                                          restart_count=obj.status.restart_count)
                 return SyncResult(status, requeue_after=RETRY_SECONDS)
-            except ImagePullFailed as e:
+            except ImagePullFailed as e:  # a pull that failed, or one not tried yet (ImagePullBackOff)
                 attachment = await attaching
-                self.events.record(obj, type="Warning", reason="ImagePullFailed", message=e.message)
-                status = ContainerStatus(phase="Pending", node=obj.spec.node, ip=attachment.ip, reason="ImagePullFailed",
+                if not isinstance(e, ImagePullBackOff):
+                    self.events.record(obj, type="Warning", reason="ImagePullFailed", message=e.message)
+                status = ContainerStatus(phase="Pending", node=obj.spec.node, ip=attachment.ip, reason=e.reason,
                                          message=e.message, observed_generation=obj.metadata.generation,
                                          restart_count=obj.status.restart_count)
                 return SyncResult(status, requeue_after=e.delay)
@@ -326,6 +329,7 @@ class NodeReconciler:
         self._adopt_checked.discard(uid)
 
     async def _remove_rest(self, uid: str) -> None:
+        self._pull_backoff.forget(uid)
         await self.network.remove(uid)
         await self.volumes.remove_container(uid)
         await self.secret_files.remove(uid)
