@@ -16,6 +16,7 @@ from corral.model.resources import (
     ContainerPort,
     ContainerSpec,
     EmptyDirSource,
+    Event,
     ObjectMeta,
     ResourceList,
     ResourceRequirements,
@@ -122,6 +123,13 @@ async def test_a_container_that_fits_nowhere_stays_pending_with_the_reason(clust
     obj = await cluster.wait_for("huge", lambda c: c.status.reason == "Unschedulable")
     assert obj.status.phase == "Pending" and not obj.spec.node
     assert obj.status.message == "0/1 nodes available: 1 insufficient memory"
+
+    async def said() -> None:
+        events, _ = await cluster.api.list(Event, field_selector="reason=FailedScheduling")
+        assert [(e.spec.type, e.spec.message) for e in events if e.spec.involved_object.uid == obj.metadata.uid] == [
+            ("Warning", "0/1 nodes available: 1 insufficient memory")]
+
+    await eventually(said, timeout=10, what="a FailedScheduling Event says so too")
     why = await asyncio.to_thread(
         CliRunner().invoke, cli,
         ["why-not", "huge", "--server", cluster.plane.url, "--token", cluster.plane.admin_token],
@@ -130,6 +138,26 @@ async def test_a_container_that_fits_nowhere_stays_pending_with_the_reason(clust
     assert why.exit_code == 0, why.output
     assert "node-1" in why.output and "insufficient memory" in why.output
     await delete_and_wait(cluster, "huge")
+
+
+async def test_a_container_that_cannot_be_created_on_its_node_says_why_in_its_status_and_events(
+        cluster: Cluster) -> None:
+    await cluster.api.create(Container(metadata=ObjectMeta(name="nobody"),
+                                       spec=ContainerSpec(image=cluster.image, command=["true"], user="nosuchuser")))
+    try:
+        obj = await cluster.wait_for("nobody", lambda c: c.status.reason == "CreateContainerError", timeout=30)
+        assert obj.status.phase == "Pending" and obj.spec.node == cluster.worker.name
+        assert obj.status.message.startswith("user 'nosuchuser' is not in the image's /etc/passwd"), obj.status.message
+
+        async def said() -> None:
+            events, _ = await cluster.api.list(Event, field_selector="reason=FailedSync")
+            mine = [e for e in events if e.spec.involved_object.uid == obj.metadata.uid]
+            assert [(e.spec.type, e.spec.message, e.spec.source.node) for e in mine] == [
+                ("Warning", obj.status.message, cluster.worker.name)]
+
+        await eventually(said, timeout=10, what="a FailedSync Event from the node")
+    finally:
+        await delete_and_wait(cluster, "nobody")
 
 
 async def test_a_named_volume_keeps_its_data_when_its_container_is_replaced(cluster: Cluster) -> None:

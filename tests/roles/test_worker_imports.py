@@ -2,7 +2,8 @@
 
 Each module named here cost a worker megabytes it never used (measured with ``/proc/<pid>/smaps``):
 cryptography (its Rust extension 8 MiB resident; node credentials are made in a child process),
-pyroute2's NDB/IPDB and sqlite3 (its package ``__init__``), croniter and dateutil (cron schedules)."""
+pyroute2's NDB/IPDB and sqlite3 (its package ``__init__``), croniter and dateutil (cron schedules),
+prometheus_client (~1 MiB; loaded only by a worker that serves its metrics, ``--metrics-listen``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import subprocess
 import sys
 
 NEVER_IN_A_WORKER = ("cryptography", "bcrypt", "pyroute2.ndb.main", "pyroute2.ipdb", "sqlite3", "croniter",
-                     "dateutil", "rich", "jsonpatch", "corral.api.server", "corral.scheduler", "corral.tls.pki")
+                     "dateutil", "rich", "jsonpatch", "corral.api.server", "corral.scheduler", "corral.tls.pki",
+                     "prometheus_client")
 
 
 def test_the_worker_role_loads_none_of_the_libraries_only_the_control_plane_or_the_cli_uses() -> None:

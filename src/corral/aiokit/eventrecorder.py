@@ -31,13 +31,16 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import msgspec
 
-from corral.aiokit.metrics import CallbackCollector
 from corral.model.errors import Conflict, CorralError, NotFound
 from corral.model.lifecycle import new_event, now_rfc3339
 from corral.model.resources import Event, ObjectReference
+
+if TYPE_CHECKING:  # a worker loads the metrics library only when it serves its metrics
+    from corral.aiokit.metrics import CallbackCollector
 
 log = logging.getLogger(__name__)
 

@@ -7,13 +7,13 @@ name, a help text, a type and a function returning either one value or a mapping
 to values (or, for histograms, a ``Histogram`` kept by the component). One ``CollectorRegistry`` per
 role instance (not the process-wide default: tests run several control planes in one process) is
 rendered by ``exposition`` and served by ``serve_metrics`` on a listener of its own (leader, agent)
-or on the API's ``/metrics``.
+or on the API's ``/metrics``. The figures' own ``Histogram`` lives in ``aiokit/histogram.py``, free of
+prometheus_client: a worker loads this module only when it serves its metrics.
 """
 
 from __future__ import annotations
 
-import bisect
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -22,36 +22,12 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from corral.aiokit.histogram import Histogram
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 LabelValues = tuple[str, ...]
 Reading = float | Mapping[LabelValues, float]
-
-
-class Histogram:
-    """Bucket counts, a sum and a count: what a component keeps to be scraped as a histogram."""
-
-    __slots__ = ("buckets", "counts", "sum", "total")
-
-    def __init__(self, buckets: Sequence[float] = DURATION_BUCKETS) -> None:
-        self.buckets = tuple(buckets)
-        self.counts = [0] * (len(self.buckets) + 1)
-        self.sum = 0.0
-        self.total = 0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.buckets, value)] += 1
-        self.sum += value
-        self.total += 1
-
-    def cumulative(self) -> list[tuple[str, float]]:
-        out: list[tuple[str, float]] = []
-        running = 0
-        for bound, count in zip((*self.buckets, float("inf")), self.counts, strict=True):
-            running += count
-            out.append(("+Inf" if bound == float("inf") else repr(bound), float(running)))
-        return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,8 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry
 
-from corral.aiokit.metrics import CallbackCollector, Histogram, LabelValues, exposition
+from corral.aiokit.histogram import Histogram
+from corral.aiokit.metrics import CallbackCollector, LabelValues, exposition
 
 
 class Metrics:

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from corral.aiokit.eventrecorder import EventRecorder
-from corral.aiokit.metrics import Histogram
+from corral.aiokit.histogram import Histogram
 from corral.aiokit.queueing import WorkQueue
 from corral.aiokit.workers import Outcome, run_workers
 from corral.model.kinds import BY_KIND

@@ -31,12 +31,11 @@ from pathlib import Path
 import aiohttp
 import msgspec
 from aiohttp import web
-from prometheus_client import CollectorRegistry
 
 from corral import __version__
 from corral.aiokit.backoff import Backoff
 from corral.aiokit.eventrecorder import EventRecorder
-from corral.aiokit.metrics import Histogram, serve_metrics
+from corral.aiokit.histogram import Histogram
 from corral.aiokit.queueing import WorkQueue
 from corral.aiokit.retrying import retry_temporary
 from corral.aiokit.running import run_until_stopped
@@ -75,7 +74,6 @@ from corral.roles.agentpulls import reporting_pulls
 from corral.roles.agentsecrets import ApiSecrets, follow_secret_volumes
 from corral.roles.agentvolumes import UsageWatch, is_evicted, requeue_mounting, volume_placement
 from corral.roles.fencing import Fence, kill_node_tasks
-from corral.roles.metrics import agent_collector
 from corral.roles.nodetls import NodeCredentials, node_credentials_in_child
 from corral.roles.peers import PeerRoutes, is_loopback, link_mtu
 from corral.roles.policies import PolicyEnforcer
@@ -86,6 +84,7 @@ from corral.store.informer import Change, Informer
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]
+CREATE_FAILED = "CreateContainerError"  # the status reason of a container whose pass failed before it ran
 FULL_STATUS_EVERY = 30  # beats; with a 2 s period the full Node status is written every minute
 
 
@@ -470,12 +469,32 @@ class Agent:
         except errors.CorralError as e:
             if not isinstance(e, errors.Conflict):  # why it is not running yet, for `corral describe`
                 self.record(desired, type="Warning", reason="FailedSync", message=e.message[:1024])
+                await self._say_not_started(desired, e)
             raise
         base = pulls.written or desired  # over the last progress written: clears status.pull
         if result.status != base.status:
             # a copy: the reflector's object stays what the API said, so a failed write is retried
             self._own_write(await self.api.update_status(msgspec.structs.replace(base, status=result.status)))
         return result.requeue_after
+
+    async def _say_not_started(self, obj: Container, e: errors.CorralError) -> None:
+        """A container not started yet whose pass failed says why in its status — reason
+        ``CreateContainerError`` and the error's words, as the kubelet's waiting reason does — so
+        ``corral get`` and ``run --wait`` show it, not a bare Scheduled. A running container keeps
+        its status: the failure is the agent's, and the container runs on. Best effort: the pass is
+        retried whatever happens to this write."""
+        if obj.status.phase not in ("Pending", "Scheduled"):
+            return
+        message = e.message[:1024]
+        if (obj.status.reason, obj.status.message) == (CREATE_FAILED, message):
+            return  # says so already: no write per retry
+        status = msgspec.structs.replace(obj.status, phase="Pending", reason=CREATE_FAILED, message=message,
+                                         observed_generation=obj.metadata.generation)
+        try:
+            self._own_write(await self.api.update_status(msgspec.structs.replace(obj, status=status)))
+        except errors.CorralError as write_failed:
+            log.debug("could not say why %s/%s did not start: %s", obj.metadata.namespace, obj.metadata.name,
+                      write_failed)
 
     def _own_write(self, written: Container) -> None:
         self._own_writes[(written.metadata.namespace, written.metadata.name)] = written.metadata.resource_version
@@ -555,6 +574,12 @@ class Agent:
     async def _serve_metrics(self) -> web.AppRunner | None:
         if not self.cfg.metrics_listen:
             return None
+        # the metrics library only for an agent that serves its metrics (~1 MiB of a worker's memory)
+        from prometheus_client import CollectorRegistry
+
+        from corral.aiokit.metrics import serve_metrics
+        from corral.roles.metrics import agent_collector
+
         registry = CollectorRegistry()
         registry.register(agent_collector(self))
         host, _, port = self.cfg.metrics_listen.rpartition(":")

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry
 
 from corral.aiokit.eventrecorder import add_metrics as add_event_metrics
-from corral.aiokit.metrics import CallbackCollector, Histogram, LabelValues
+from corral.aiokit.histogram import Histogram
+from corral.aiokit.metrics import CallbackCollector, LabelValues
 from corral.aiokit.processes import RESTARTS
 
 if TYPE_CHECKING:  # types only: a worker process must not load the scheduler and the controllers
