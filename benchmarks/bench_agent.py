@@ -32,6 +32,7 @@ from harness import cpu_seconds, rss_mib, trust, wait_file, wait_node
 from corral.api.client import ApiClient
 from corral.model.resources import Container, ContainerSpec, ObjectMeta
 from corral.network.masq import remove_subnet_masquerade
+from corral.network.nftables import nft_command
 from corral.runtime.archive import import_archive
 from corral.runtime.client import Client
 from corral.runtime.imagebuild import build_busybox_image
@@ -97,7 +98,7 @@ async def main() -> None:
                 worker = await asyncio.create_subprocess_exec(
                     sys.executable, "-m", "corral.cli.main", "serve", "--role=worker", "--server", f"https://127.0.0.1:{port}",
                     "--join-token", join, "--node-name", "footprint", "--data-dir", str(base / "worker"),
-                    "--containerd-socket", str(base / "none.sock"), "--bridge", bridge,
+                    "--containerd-socket", str(base / "none.sock"), "--bridge", bridge, "--nft-table", bridge,
                     "--pod-cidr", subnet,
                     stdout=log, stderr=log, env=env)
             sock = base / "worker" / "containerd" / "c.sock"
@@ -138,6 +139,7 @@ async def main() -> None:
             await remove_subnet_masquerade(bridge=bridge)
             ip = await asyncio.create_subprocess_exec("ip", "link", "del", bridge, stderr=asyncio.subprocess.DEVNULL)
             await ip.wait()
+            await nft_command("delete", "table", "inet", bridge)  # the agent's own (named after its bridge)
     print(f"agent with {COUNT} running containers: RSS {rss:.1f} MiB = {rss * 1.048576:.1f} MB (peak {peak:.1f} MiB; "
           f"{anon:.1f} MiB anonymous, {files:.1f} MiB file-backed: libraries), "
           f"CPU idle {idle_cpu:.2f} % of a core over {IDLE:.0f} s   goal <= 60 MB, <= 1 %   (load average {' '.join(load)})")
