@@ -1,16 +1,21 @@
 """A task half made when containerd died is removed and made again: one that "already exists" when the
 agent starts one, and one found created but never started (a start of it may hang for good); a create
-that meets containerd still cleaning up an earlier one is tried again shortly."""
+that meets containerd still cleaning up an earlier one is tried again shortly, and a bundle directory
+its failed clean-up left behind is removed."""
 
 from __future__ import annotations
 
+import os
 import secrets
+import shutil
+import time
 
 import pytest
 
 from corral.model.errors import TemporaryError
 from corral.model.resources import Container, ContainerSpec, ObjectMeta
 from corral.reconcile.state import SHIM_BUSY_RETRY_SECONDS, ensure_state, start_task
+from corral.runtime.bundles import MIN_AGE
 from corral.runtime.client import Client
 from corral.runtime.containers import create_container, delete_container
 from corral.runtime.embedded import EmbeddedContainerd
@@ -81,3 +86,31 @@ async def test_a_create_while_containerd_still_holds_the_tasks_directory_is_retr
         assert (await Task(ctr_client, cid).status()).state == "running"
     finally:
         await delete_container(ctr_client, cid)
+
+
+async def test_a_bundle_directory_containerd_left_behind_for_good_is_removed_and_the_task_made(
+    containerd: EmbeddedContainerd, ctr_client: Client, busybox_image: Image
+) -> None:
+    """containerd 1.6's clean-up of a create whose shim died early fails and leaves the task's bundle
+    directory (no ``runtime`` file, an empty rootfs, a ``work`` link) — for good: every later create
+    says "file exists". Once it is older than a create takes and nothing works in it, it is removed."""
+    cid = f"left-{secrets.token_hex(3)}"
+    spec = build_spec(container_id=cid, image_config=busybox_image.config, command=["sleep", "600"])
+    state = containerd.base_dir / "state" / "io.containerd.runtime.v2.task" / ctr_client.namespace
+    work = containerd.base_dir / "root" / "io.containerd.runtime.v2.task" / ctr_client.namespace / cid
+    left = state / cid
+    try:
+        await create_container(ctr_client, id=cid, image=busybox_image, spec=spec)
+        (left / "rootfs").mkdir(parents=True)  # what containerd 1.6 left in the failed runs
+        (left / "address").write_text("unix:///run/containerd/s/gone\n")
+        (left / "config.json").write_text("{}")
+        work.mkdir(parents=True)
+        (left / "work").symlink_to(work)
+        old = time.time() - 2 * MIN_AGE
+        os.utime(left, (old, old))
+        await start_task(ctr_client, cid, stdio=Stdio())
+        assert (await Task(ctr_client, cid).status()).state == "running"
+    finally:
+        await delete_container(ctr_client, cid)
+        shutil.rmtree(left, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)

@@ -24,8 +24,8 @@ from corral.aiokit.backoff import exponential
 from corral.model.errors import AlreadyExists, Conflict, CorralError, NotFound, TemporaryError, Unavailable
 from corral.model.lifecycle import now_rfc3339, rfc3339
 from corral.model.resources import Condition, Container, ContainerStatus
+from corral.runtime import bundles, tasks
 from corral.runtime import containers as ctrs
-from corral.runtime import tasks
 from corral.runtime.client import Client
 from corral.runtime.unpack import SNAPSHOTTER
 
@@ -81,7 +81,9 @@ async def start_task(client: Client, cid: str, *, stdio: tasks.Stdio) -> None:
     gone): it is removed and made afresh; if containerd still holds it, the whole containerd
     container goes and the next pass (reconcile/containers.py) makes it again. A create that finds
     containerd still cleaning up an earlier one of the same task is tried again a second later —
-    every second, not after a growing backoff: it is over as soon as containerd lets go."""
+    every second, not after a growing backoff: it is over as soon as containerd lets go — unless
+    that clean-up failed and left the task's bundle directory behind for good (containerd 1.6, an
+    agent killed mid-create): then the directory is removed and the task created at once."""
     try:
         task = await _create_task(client, cid, stdio=stdio)
     except AlreadyExists:
@@ -97,10 +99,31 @@ async def start_task(client: Client, cid: str, *, stdio: tasks.Stdio) -> None:
     except CorralError as e:
         if not _shim_dir_held(e):
             raise
-        raise TemporaryError(f"task {cid}: containerd is still cleaning up an earlier create of it ({e.message}); "
-                             "trying again", delay=SHIM_BUSY_RETRY_SECONDS) from e
+        if not await _removed_left_over_bundle(client, cid, e):
+            raise TemporaryError(f"task {cid}: containerd is still cleaning up an earlier create of it "
+                                 f"({e.message}); trying again", delay=SHIM_BUSY_RETRY_SECONDS) from e
+        task = await _create_task(client, cid, stdio=stdio)
     exit_handle = await task.start()
     await exit_handle.cancel()  # exits are watched through containerd's event stream, not per task
+
+
+async def _removed_left_over_bundle(client: Client, cid: str, e: CorralError) -> bool:
+    """Whether the bundle directory containerd's answer ``e`` names was left over by a clean-up of
+    its that failed — no task of that id, no process in it, older than a create takes — and is now
+    removed (runtime/bundles.py); False while it may still be in use."""
+    path = bundles.held_bundle(e.message, namespace=client.namespace, task_id=cid)
+    if path is None:
+        return False
+    try:
+        await tasks.Task(client, cid).status()
+        return False  # containerd has the task: its own, not a leftover
+    except NotFound:
+        pass
+    if not await asyncio.to_thread(bundles.remove_stale, path):
+        return False
+    log.warning("task %s: removed %s, which containerd left behind when its clean-up of an earlier create "
+                "failed (no task, no process in it); creating the task again", cid, path)
+    return True
 
 
 async def _create_task(client: Client, cid: str, *, stdio: tasks.Stdio) -> tasks.Task:
