@@ -74,7 +74,7 @@ from corral.store.base import KeyValue, Put, Store
 from corral.store.informer import Change, Informer
 from corral.store.leases import BucketLeases
 from corral.store.listwatch import store_informer
-from corral.store.registry import Registry
+from corral.store.objects import Objects
 from corral.store.typed import decode, encode
 
 log = logging.getLogger(__name__)
@@ -148,9 +148,10 @@ class Scheduler:
         self.store = store
         self.event_leases = BucketLeases(store, ttl=event_ttl) if event_ttl > 0 else None
         # bindings and status writes follow the Container strategy; Events go on the shared lease
-        self.registry = Registry(store, event_leases=self.event_leases)
+        objects = Objects(store, event_leases=self.event_leases)
+        self.registry = objects.registry
         # FailedScheduling Events (aggregated, bounded: aiokit/eventrecorder.py); Scheduled ones are batched below
-        self.recorder = EventRecorder(component=COMPONENT, create=self.registry.create, update=self._update_event)
+        self.recorder = EventRecorder(component=COMPONENT, create=objects.create, update=objects.update)
         self.nodes_prefix, self.containers_prefix = nodes_prefix, containers_prefix
         self.cache = SchedulerCache(on_change=self._capacity_changed)
         self.selector = Selector(
@@ -365,9 +366,6 @@ class Scheduler:
             return
         await self.event_leases.on_lease(
             lambda lease: self.store.batch([dataclasses.replace(p, lease=lease) for p in events]))
-
-    async def _update_event(self, event: Event) -> Event:
-        return (await self.registry.update(event)).obj
 
     def _event_put(self, b: _Bind, rev: int, now: str) -> Put:
         meta = b.container.metadata
