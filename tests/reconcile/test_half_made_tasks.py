@@ -14,8 +14,8 @@ import pytest
 
 from corral.model.errors import TemporaryError
 from corral.model.resources import Container, ContainerSpec, ObjectMeta
-from corral.reconcile.state import SHIM_BUSY_RETRY_SECONDS, ensure_state, start_task
-from corral.runtime.bundles import MIN_AGE
+from corral.reconcile.state import ensure_state, start_task
+from corral.runtime.bundles import MIN_AGE, RETRY_SECONDS, BundleHeld
 from corral.runtime.client import Client
 from corral.runtime.containers import create_container, delete_container
 from corral.runtime.embedded import EmbeddedContainerd
@@ -77,11 +77,12 @@ async def test_a_create_while_containerd_still_holds_the_tasks_directory_is_retr
         await create_container(ctr_client, id=cid, image=busybox_image, spec=spec)
         held.mkdir(parents=True)  # what the earlier, unfinished create holds
         try:
-            with pytest.raises(TemporaryError) as caught:
+            with pytest.raises(BundleHeld) as caught:  # young: maybe a create under way, left alone
                 await start_task(ctr_client, cid, stdio=Stdio())
         finally:
             held.rmdir()  # containerd let go
-        assert caught.value.delay == SHIM_BUSY_RETRY_SECONDS and "cleaning up an earlier create" in caught.value.message
+        assert isinstance(caught.value, TemporaryError) and caught.value.delay == RETRY_SECONDS
+        assert caught.value.path == held and str(held) in caught.value.message
         await start_task(ctr_client, cid, stdio=Stdio())
         assert (await Task(ctr_client, cid).status()).state == "running"
     finally:

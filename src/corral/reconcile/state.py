@@ -18,10 +18,11 @@ import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Literal
 
 from corral.aiokit.backoff import exponential
-from corral.model.errors import AlreadyExists, Conflict, CorralError, NotFound, TemporaryError, Unavailable
+from corral.model.errors import AlreadyExists, Conflict, CorralError, NotFound, Unavailable
 from corral.model.lifecycle import now_rfc3339, rfc3339
 from corral.model.resources import Condition, Container, ContainerStatus
 from corral.runtime import bundles, tasks
@@ -65,16 +66,6 @@ def _conditions(status: ContainerStatus, ready: bool) -> list[Condition]:
     return out
 
 
-SHIM_BUSY_RETRY_SECONDS = 1.0
-
-
-def _shim_dir_held(e: CorralError) -> bool:
-    """containerd's answer to a create while its directory for the task is still there: an earlier
-    create of the same task is under way or being cleaned up (its client — an agent killed
-    mid-create — went away). containerd says so in words only (gRPC code Unknown)."""
-    return "failed to start shim" in e.message and "file exists" in e.message
-
-
 async def start_task(client: Client, cid: str, *, stdio: tasks.Stdio) -> None:
     """Create and start the task. A task that "already exists" though the agent found none to adopt
     was half made when containerd died (registered, never reported or started, its shim perhaps
@@ -96,24 +87,18 @@ async def start_task(client: Client, cid: str, *, stdio: tasks.Stdio) -> None:
             log.warning("task %s is still there after its removal: removing container %s to make it again", cid, cid)
             await ctrs.delete_container(client, cid, kill_timeout=5.0)
             raise Unavailable(f"the half-made task {cid} was removed with its container; it is made again") from None
-    except CorralError as e:
-        if not _shim_dir_held(e):
-            raise
-        if not await _removed_left_over_bundle(client, cid, e):
-            raise TemporaryError(f"task {cid}: containerd is still cleaning up an earlier create of it "
-                                 f"({e.message}); trying again", delay=SHIM_BUSY_RETRY_SECONDS) from e
+    except bundles.BundleHeld as e:
+        if not await _removed_left_over_bundle(client, cid, e.path):
+            raise  # (retried a second later)
         task = await _create_task(client, cid, stdio=stdio)
     exit_handle = await task.start()
     await exit_handle.cancel()  # exits are watched through containerd's event stream, not per task
 
 
-async def _removed_left_over_bundle(client: Client, cid: str, e: CorralError) -> bool:
-    """Whether the bundle directory containerd's answer ``e`` names was left over by a clean-up of
-    its that failed — no task of that id, no process in it, older than a create takes — and is now
-    removed (runtime/bundles.py); False while it may still be in use."""
-    path = bundles.held_bundle(e.message, namespace=client.namespace, task_id=cid)
-    if path is None:
-        return False
+async def _removed_left_over_bundle(client: Client, cid: str, path: Path) -> bool:
+    """Whether the bundle directory ``path`` containerd held was left over by a clean-up of its that
+    failed — no task of that id, no process in it, older than a create takes — and is now removed
+    (runtime/bundles.py); False while it may still be in use."""
     try:
         await tasks.Task(client, cid).status()
         return False  # containerd has the task: its own, not a leftover

@@ -8,7 +8,9 @@ to clean up after shim disconnected … open …/runtime: no such file or direct
 directory stays: every later create of that task fails with "failed to start shim: mkdir …: file
 exists" until containerd restarts.
 
-``held_bundle`` reads that directory out of containerd's answer; ``remove_stale`` removes it when it
+``held_bundle`` reads that directory out of containerd's answer, and ``tasks.create_task`` turns the
+answer into ``BundleHeld`` (a ``TemporaryError``, retried every second: it is over as soon as
+containerd lets go, so no growing backoff); ``remove_stale`` removes the directory when it
 is certainly left over — older than ``MIN_AGE`` seconds (not a create under way), used by no process
 (a shim runs with the bundle as its working directory) — the way containerd's clean-up would have:
 whatever is mounted under it unmounted, then the directory removed. The caller checks first that
@@ -24,10 +26,24 @@ import shutil
 import time
 from pathlib import Path
 
+from corral.model.errors import Unavailable
+
 TASK_STATE_DIR = "io.containerd.runtime.v2.task"
 MIN_AGE = 5.0  # seconds: a bundle younger than this may belong to a create under way
+RETRY_SECONDS = 1.0  # a create that met a held bundle directory is tried again this much later
 _HELD = re.compile(r"mkdir (/\S+): file exists")
 _MNT_DETACH = 2
+
+
+class BundleHeld(Unavailable):
+    """A task's create met its bundle directory still there (``path``): an earlier create of it is
+    under way or being cleaned up, or its failed clean-up left the directory behind."""
+
+    delay = RETRY_SECONDS
+
+    def __init__(self, message: str, *, path: Path) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 def held_bundle(message: str, *, namespace: str, task_id: str) -> Path | None:

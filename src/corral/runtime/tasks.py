@@ -29,7 +29,8 @@ from typing import Any
 from google.protobuf import timestamp_pb2
 
 from corral.aiokit.backoff import Backoff
-from corral.model.errors import Conflict, NotFound, Timeout, Unavailable
+from corral.model.errors import Conflict, CorralError, NotFound, Timeout, Unavailable
+from corral.runtime import bundles
 from corral.runtime._pb.containerd.services.containers.v1 import containers_pb2
 from corral.runtime._pb.containerd.services.snapshots.v1 import snapshots_pb2
 from corral.runtime._pb.containerd.services.tasks.v1 import tasks_pb2
@@ -243,13 +244,21 @@ async def create_task(
     mounts = await client.call(
         client.snapshots.Mounts, snapshots_pb2.MountsRequest(snapshotter=snapshotter, key=snapshot_key)
     )
-    await client.call(
-        client.tasks.Create,
-        tasks_pb2.CreateTaskRequest(
-            container_id=container_id, rootfs=list(mounts.mounts), stdout=stdio.stdout if stdio else "",
-            stderr=stdio.stderr if stdio else "",
-        ),
-    )
+    try:
+        await client.call(
+            client.tasks.Create,
+            tasks_pb2.CreateTaskRequest(
+                container_id=container_id, rootfs=list(mounts.mounts), stdout=stdio.stdout if stdio else "",
+                stderr=stdio.stderr if stdio else "",
+            ),
+        )
+    except CorralError as e:  # containerd says "held" in words only (gRPC code Unknown)
+        held = bundles.held_bundle(e.message, namespace=client.namespace, task_id=container_id)
+        if held is None:
+            raise
+        raise bundles.BundleHeld(f"task {container_id}: containerd still holds its bundle directory {held} from an "
+                                 "earlier create (cleaning it up, or left behind by a clean-up that failed)",
+                                 path=held) from e
     return Task(client, container_id)
 
 
