@@ -12,7 +12,7 @@ certificate authenticates the agent to the API (mutual TLS: no token) and serves
   ``POST /join``, authenticated by the current certificate (a node may always re-join as itself). A renewal that fails while the
   old certificate is still valid is logged and the old one kept.
 - While the agent runs: ``renew_at`` says when a third of the certificate's validity is left; the
-  agent renews it then (``renew_certificate``: the same ``POST /join``, in a child too) and loads the
+  agent renews it then (``Agent._keep_certificate``: the same ``POST /join``, in a child too) and loads the
   new key and certificate into the TLS contexts it made from these credentials (``reload``), so new
   connections — to the API, and to its own listener — present it; a renewal that fails is tried
   again while the current certificate lasts.
@@ -196,8 +196,8 @@ async def node_credentials_in_child(*, servers: list[str], data_dir: Path, node:
 
 def _child() -> int:
     """``python -m corral.roles.nodetls``: a JSON request on stdin; on stdout a JSON answer: when to
-    renew and when the certificate expires (``renewAt``, ``expiresAt``), or on a ``CorralError`` its name and message and exit 1. Log lines go to
-    stderr (the agent's)."""
+    renew and when the certificate expires (``renewAt``, ``expiresAt``), or on a ``CorralError`` its
+    name and message and exit 1. Log lines go to stderr (the agent's)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     request = json.loads(sys.stdin.read())
     try:
